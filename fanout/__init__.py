@@ -1,0 +1,49 @@
+"""fanout: durable, event-driven functions for teams that already run Celery.
+
+Write Inngest-style functions (``ctx.step.run``, ``ctx.step.send_event``); each
+step runs as a Celery task and its result is memoized in Redis.
+"""
+
+from ._client import Fanout
+from ._engine import Context, Step
+from ._errors import (
+    ConfigError,
+    EventError,
+    ExpressionError,
+    FanoutError,
+    InvokeError,
+    NestedStepError,
+    NonDeterminismError,
+    NonRetriableError,
+    PublishError,
+    RetryAfterError,
+    StepError,
+)
+from ._event import Event
+from ._records import RunInfo, StepInfo
+from ._triggers import TriggerCron, TriggerEvent
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "Context",
+    "Event",
+    "EventError",
+    "ExpressionError",
+    "Fanout",
+    "FanoutError",
+    "InvokeError",
+    "NestedStepError",
+    "NonDeterminismError",
+    "NonRetriableError",
+    "PublishError",
+    "RetryAfterError",
+    "RunInfo",
+    "Step",
+    "StepError",
+    "StepInfo",
+    "TriggerCron",
+    "TriggerEvent",
+    "__version__",
+]

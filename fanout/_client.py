@@ -1,0 +1,192 @@
+"""``fanout.Fanout``: the client users create next to their Celery app."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from celery import Celery
+
+from ._engine import Context
+from ._errors import ConfigError, EventError
+from ._event import Event, prepare_batch
+from ._function import FunctionDef, build_function, check_backoff, check_id
+from ._ids import run_id_for
+from ._records import RunInfo
+from ._runtime import Runtime, check_serializers, runtime_for
+from ._store import to_run_info
+from ._triggers import TriggerCron, TriggerEvent
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+INVOKE_EVENT = "fanout/function.invoked"
+
+
+def resolve_redis_url(celery: Celery, redis_url: str | None) -> str:
+    """The argument, else ``celery.conf.fanout_redis_url``, else ``FANOUT_REDIS_URL``."""
+    url = (
+        redis_url
+        or celery.conf.get("fanout_redis_url")
+        or os.environ.get("FANOUT_REDIS_URL")
+        or DEFAULT_REDIS_URL
+    )
+    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://", "memory://")):
+        raise ConfigError(
+            f"invalid Redis URL {url!r}: expected redis://, rediss://, unix:// or memory://"
+        )
+    return url
+
+
+class Fanout:
+    """Durable, event-driven functions on a Celery app.
+
+    Creating the client registers fanout's tasks on ``celery``; importing the
+    module that creates it is all a worker needs.
+    """
+
+    def __init__(
+        self,
+        app_id: str,
+        *,
+        celery: Celery,
+        redis_url: str | None = None,
+        retry_backoff: Iterable[float] | None = None,
+        checkpoint: bool = False,
+        recovery_timeout: float = 60.0,
+        retention: float = 7 * 86400,
+    ) -> None:
+        self.app_id = check_id("app_id", app_id)
+        if not isinstance(celery, Celery):
+            raise ConfigError(f"celery must be a celery.Celery app, not {type(celery).__name__}")
+        check_serializers(celery)
+        if not (isinstance(recovery_timeout, (int, float)) and 1 <= recovery_timeout <= 86400):
+            raise ConfigError("recovery_timeout must be between 1 and 86400 seconds")
+        if not (isinstance(retention, (int, float)) and retention >= 3600):
+            raise ConfigError("retention must be at least 3600 seconds")
+        self.celery = celery
+        self.redis_url = resolve_redis_url(celery, redis_url)
+        self._backoff = check_backoff(retry_backoff)
+        self._checkpoint = bool(checkpoint)
+        self._rt: Runtime = runtime_for(
+            celery, self.redis_url, recovery_timeout=recovery_timeout, retention=retention
+        )
+        self.functions: dict[str, FunctionDef] = {}
+
+    def __repr__(self) -> str:
+        return f"<fanout.Fanout app_id={self.app_id!r} functions={len(self.functions)}>"
+
+    # -- declaring -------------------------------------------------------------------
+
+    def create_function(
+        self,
+        *,
+        fn_id: str,
+        trigger: TriggerEvent | TriggerCron | list[TriggerEvent | TriggerCron],
+        name: str | None = None,
+        retries: int = 4,
+        backoff: Iterable[float] | None = None,
+        checkpoint: bool | None = None,
+    ) -> Callable[[F], F]:
+        """Declare a function; options are checked here and a bad one raises ConfigError."""
+
+        def decorator(handler: F) -> F:
+            fn = build_function(
+                app_id=self.app_id,
+                fn_id=fn_id,
+                trigger=trigger,
+                name=name,
+                retries=retries,
+                backoff=self._backoff if backoff is None else backoff,
+                checkpoint=self._checkpoint if checkpoint is None else checkpoint,
+                handler=handler,
+            )
+            self._rt.add_function(fn)
+            self.functions[fn.fn_id] = fn
+            handler.fanout_function = fn  # type: ignore[attr-defined]
+            return handler
+
+        return decorator
+
+    # -- sending ----------------------------------------------------------------------
+
+    def send_sync(self, events: Event | Iterable[Event]) -> list[str]:
+        """Validate, store and publish events; returns their ids. Raises on any failure."""
+        return self._rt.publish(prepare_batch(events))
+
+    async def send(self, events: Event | Iterable[Event]) -> list[str]:
+        """The async form of :meth:`send_sync`."""
+        prepared = prepare_batch(events)
+        return await asyncio.to_thread(self._rt.publish, prepared)
+
+    def emit(
+        self,
+        name: str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        id: str | None = None,
+        user: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Send one event and return its id: the one-line call for a view."""
+        ev = Event(name=name, data=dict(data or {}), id=id, user=dict(user) if user else None)
+        return self.send_sync(ev)[0]
+
+    def invoke(self, function: Callable[..., Any] | str, data: Mapping[str, Any] | None = None) -> str:
+        """Start a run of ``function`` now (whatever its triggers); returns the run id."""
+        fn = self._function(function)
+        ev = Event(name=INVOKE_EVENT, data={"fn_id": fn.fn_id, **dict(data or {})})
+        prepared = prepare_batch(ev, allow_reserved=True)
+        (eid,) = self._rt.publish(prepared, target=fn.key)
+        return run_id_for(eid, fn.key)
+
+    def _function(self, function: Callable[..., Any] | str) -> FunctionDef:
+        if isinstance(function, str):
+            fn = self.functions.get(function)
+        else:
+            fn = getattr(function, "fanout_function", None)
+        if not isinstance(fn, FunctionDef) or fn.app_id != self.app_id:
+            raise ConfigError(f"{function!r} is not a function declared on this client")
+        return fn
+
+    # -- inspecting ---------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> RunInfo | None:
+        """A run's status, output or error, and its steps; None if unknown or expired."""
+        return self._rt.store.run_info(run_id)
+
+    def list_runs(
+        self,
+        *,
+        event_id: str | None = None,
+        fn_id: str | None = None,
+        status: str | None = None,
+        limit: int = 100,
+    ) -> list[RunInfo]:
+        """Runs, newest first, by event or by function, optionally filtered by status."""
+        if not isinstance(limit, int) or not 1 <= limit <= 10000:
+            raise ConfigError("limit must be an integer from 1 to 10000")
+        store = self._rt.store
+        fn_key = f"{self.app_id}:{fn_id}" if fn_id else None
+        scan = limit if status is None else max(limit * 10, 1000)
+        ids = store.run_ids(fn_key=fn_key, event_id=event_id, limit=scan)
+        out: list[RunInfo] = []
+        for rid, fields in zip(ids, store.many_run_fields(ids), strict=True):
+            if not fields.get("st"):
+                continue
+            if status is not None and fields["st"] != status:
+                continue
+            if fn_id is not None and fields.get("fn") != fn_id:
+                continue
+            out.append(to_run_info(rid, fields))
+            if len(out) >= limit:
+                break
+        return out
+
+    @property
+    def runtime(self) -> Runtime:
+        return self._rt
+
+
+__all__ = ["Context", "EventError", "Fanout"]

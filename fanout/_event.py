@@ -1,0 +1,190 @@
+"""Events: the model users build, and the checks made before anything is sent."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ._errors import EventError
+
+MAX_NAME_LENGTH = 256
+MAX_EVENT_BYTES = 512 * 1024
+MAX_EVENTS_PER_SEND = 5000
+RESERVED_PREFIX = "fanout/"
+
+__all__ = [
+    "Event",
+    "MAX_EVENTS_PER_SEND",
+    "MAX_EVENT_BYTES",
+    "MAX_NAME_LENGTH",
+    "RESERVED_PREFIX",
+    "dumps",
+    "prepare_batch",
+]
+
+
+def dumps(value: Any) -> str:
+    """Strict JSON: no NaN/Infinity, no objects json cannot represent."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _json_problem(value: Any, path: str = "data") -> str | None:
+    """Where ``value`` stops being JSON, or None when it is fine."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot carry"
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                return f"{path} has a key {k!r} of type {type(k).__name__}; JSON keys are strings"
+            problem = _json_problem(v, f"{path}.{k}")
+            if problem:
+                return problem
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            problem = _json_problem(v, f"{path}[{i}]")
+            if problem:
+                return problem
+        return None
+    return f"{path} holds a {type(value).__name__}, which is not JSON-serializable"
+
+
+class Event(BaseModel):
+    """An event: a name, a JSON payload and, optionally, an id for deduplication.
+
+    ``id`` is generated when absent. ``ts`` is milliseconds since the epoch.
+    Building an invalid event raises :class:`fanout.EventError`.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    id: str | None = None
+    ts: int | None = None
+    user: dict[str, Any] | None = None
+    v: str | None = None
+
+    def __init__(self, /, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise EventError(_describe(exc, values.get("name"))) from None
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, name: str) -> str:
+        if not name or not name.strip():
+            raise ValueError("event name is empty")
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"event name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
+            )
+        return name
+
+    @field_validator("data", "user")
+    @classmethod
+    def _check_json(cls, value: Any) -> Any:
+        if value is None:
+            return value
+        problem = _json_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, value: str | None) -> str | None:
+        if value is not None and (not value or len(value) > 256):
+            raise ValueError("event id must be 1 to 256 characters")
+        return value
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON form stored in Redis and given to handlers."""
+        out: dict[str, Any] = {"name": self.name, "data": self.data, "id": self.id, "ts": self.ts}
+        if self.user is not None:
+            out["user"] = self.user
+        if self.v is not None:
+            out["v"] = self.v
+        return out
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Event:
+        return cls.model_construct(
+            name=raw["name"],
+            data=raw.get("data") or {},
+            id=raw.get("id"),
+            ts=raw.get("ts"),
+            user=raw.get("user"),
+            v=raw.get("v"),
+        )
+
+
+def _describe(exc: ValidationError, name: Any) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "event"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}")
+    label = f"event {name!r}" if isinstance(name, str) and name else "event"
+    return f"invalid {label}: " + "; ".join(parts)
+
+
+def prepare_batch(
+    events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]],
+    *,
+    allow_reserved: bool = False,
+    id_for: Any = None,
+) -> list[tuple[Event, str]]:
+    """Validate a send and give each event its id, timestamp and JSON text.
+
+    Raises :class:`EventError` naming the first problem; nothing is sent then.
+    ``id_for(index)`` supplies ids for events that have none (derived ids in steps).
+    """
+    if isinstance(events, (Event, Mapping)):
+        items: Sequence[Any] = [events]
+    elif isinstance(events, (str, bytes)):
+        raise EventError("send expects an Event or a list of events, not a string")
+    else:
+        items = list(events)
+    if not items:
+        raise EventError("no events to send: the list is empty")
+    if len(items) > MAX_EVENTS_PER_SEND:
+        raise EventError(
+            f"{len(items)} events in one send; the limit is {MAX_EVENTS_PER_SEND}. "
+            "Split them into several sends."
+        )
+    now_ms = int(time.time() * 1000)
+    out: list[tuple[Event, str]] = []
+    from ._ids import new_event_id
+
+    for i, item in enumerate(items):
+        if isinstance(item, Mapping):
+            ev = Event(**item)
+        elif isinstance(item, Event):
+            ev = item
+        else:
+            raise EventError(f"events[{i}] is a {type(item).__name__}, not a fanout.Event")
+        if not allow_reserved and ev.name.startswith(RESERVED_PREFIX):
+            raise EventError(
+                f"events[{i}]: the name {ev.name!r} uses the prefix {RESERVED_PREFIX!r}, "
+                "which is reserved for fanout's own events"
+            )
+        eid = ev.id or (id_for(i) if id_for is not None else new_event_id(now_ms))
+        ev = ev.model_copy(update={"id": eid, "ts": ev.ts if ev.ts is not None else now_ms})
+        text = dumps(ev.to_wire())
+        size = len(text.encode())
+        if size > MAX_EVENT_BYTES:
+            raise EventError(
+                f"events[{i}] ({ev.name!r}) is {size} bytes serialized; "
+                f"the limit is {MAX_EVENT_BYTES} bytes (512 KiB)"
+            )
+        out.append((ev, text))
+    return out

@@ -1,0 +1,139 @@
+"""Function declarations: options are checked when the decorator runs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._engine import INNGEST_BACKOFF, RetryPolicy, is_async_handler
+from ._errors import ConfigError
+from ._triggers import Trigger, TriggerCron, TriggerEvent
+
+MAX_TRIGGERS = 10
+MAX_RETRIES = 20
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
+
+
+def check_id(kind: str, value: object) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ConfigError(
+            f"invalid {kind} {value!r}: use 1 to 128 characters from letters, digits and "
+            "'_ . : / -', starting with a letter or digit"
+        )
+    return value
+
+
+def check_backoff(value: object) -> tuple[float, ...]:
+    if value is None:
+        return INNGEST_BACKOFF
+    try:
+        table = tuple(float(v) for v in value)  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        raise ConfigError(f"backoff must be a sequence of seconds, not {value!r}") from None
+    if not table or any(v < 0 or v != v for v in table):
+        raise ConfigError(f"backoff must be a non-empty sequence of seconds >= 0, not {value!r}")
+    return table
+
+
+@dataclass
+class FunctionDef:
+    """A declared function. ``key`` (``app_id:fn_id``) names it across clients."""
+
+    app_id: str
+    fn_id: str
+    name: str
+    handler: Callable[..., Any]
+    triggers: list[Trigger]
+    retries: int
+    policy: RetryPolicy
+    checkpoint: bool = False
+    is_async: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.app_id}:{self.fn_id}"
+
+    @property
+    def event_triggers(self) -> list[TriggerEvent]:
+        return [t for t in self.triggers if isinstance(t, TriggerEvent)]
+
+    @property
+    def cron_triggers(self) -> list[TriggerCron]:
+        return [t for t in self.triggers if isinstance(t, TriggerCron)]
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON summary (CLI, dashboard)."""
+        trig: list[dict[str, Any]] = []
+        for t in self.triggers:
+            if isinstance(t, TriggerEvent):
+                trig.append({"event": t.event, "expression": t.expression})
+            else:
+                trig.append({"cron": t.cron, "jitter": t.jitter_seconds})
+        return {
+            "app_id": self.app_id,
+            "fn_id": self.fn_id,
+            "name": self.name,
+            "triggers": trig,
+            "retries": self.retries,
+            "checkpoint": self.checkpoint,
+            "async": self.is_async,
+        }
+
+
+def build_function(
+    *,
+    app_id: str,
+    fn_id: object,
+    trigger: object,
+    name: object,
+    retries: object,
+    backoff: object,
+    checkpoint: object,
+    handler: Callable[..., Any],
+) -> FunctionDef:
+    fid = check_id("fn_id", fn_id)
+    triggers: Sequence[object]
+    if isinstance(trigger, (TriggerEvent, TriggerCron)):
+        triggers = [trigger]
+    elif isinstance(trigger, (list, tuple)):
+        triggers = list(trigger)
+    else:
+        raise ConfigError(
+            f"function {fid!r}: trigger must be a TriggerEvent, a TriggerCron or a list of "
+            f"them, not {type(trigger).__name__}"
+        )
+    if not triggers:
+        raise ConfigError(f"function {fid!r}: at least one trigger is needed")
+    if len(triggers) > MAX_TRIGGERS:
+        raise ConfigError(
+            f"function {fid!r}: {len(triggers)} triggers; the limit is {MAX_TRIGGERS}"
+        )
+    for i, t in enumerate(triggers):
+        if not isinstance(t, (TriggerEvent, TriggerCron)):
+            raise ConfigError(
+                f"function {fid!r}: trigger[{i}] is a {type(t).__name__}, "
+                "not a TriggerEvent or TriggerCron"
+            )
+    if isinstance(retries, bool) or not isinstance(retries, int) or not 0 <= retries <= MAX_RETRIES:
+        raise ConfigError(
+            f"function {fid!r}: retries must be an integer from 0 to {MAX_RETRIES}, "
+            f"not {retries!r}"
+        )
+    if name is not None and not isinstance(name, str):
+        raise ConfigError(f"function {fid!r}: name must be a string")
+    if not callable(handler):
+        raise ConfigError(f"function {fid!r}: the decorated object is not callable")
+    return FunctionDef(
+        app_id=app_id,
+        fn_id=fid,
+        name=name or fid,
+        handler=handler,
+        triggers=list(triggers),  # type: ignore[arg-type]
+        retries=retries,
+        policy=RetryPolicy(retries=retries, backoff=check_backoff(backoff)),
+        checkpoint=bool(checkpoint),
+        is_async=is_async_handler(handler),
+    )

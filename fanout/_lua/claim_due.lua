@@ -1,0 +1,8 @@
+-- Claim due timers: each member whose score is <= now is pushed back to `rearm`
+-- (so a claimer that dies before acting lets another claim it later) and returned.
+-- KEYS[1] timers zset  ARGV[1] now  ARGV[2] rearm  ARGV[3] limit
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(due) do
+  redis.call('ZADD', KEYS[1], ARGV[2], member)
+end
+return due

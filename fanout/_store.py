@@ -1,0 +1,318 @@
+"""The Redis state store: runs, steps, events, timers and indexes.
+
+Redis is the source of truth; broker messages carry only ids.  Every write that
+must be atomic is a Lua script shipped in ``fanout/_lua``.  Each run's keys
+share one hash tag (``{run id}``) so a script touches one cluster slot.
+
+Key layout (``P`` is the prefix, ``fanout`` by default)::
+
+    P:run:{RID}            hash   run fields + one ``s:<step id>`` field per step
+    P:ev:{EID}             string event JSON (retention TTL)
+    P:ev:{EID}:runs        set    runs this event started
+    P:timers               zset   run id / route:<batch> -> due time (ms)
+    P:route:{BATCH}        string a router batch in progress (for recovery)
+    P:idx:runs             zset   run id -> created (ms)
+    P:idx:fn:<app>:<fn>    zset   run id -> created (ms)
+    P:idx:events           zset   event id -> ts (ms)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+
+from ._event import dumps
+from ._records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
+
+_SCRIPTS = (
+    "create_run",
+    "begin_pass",
+    "save_step",
+    "end_pass",
+    "finish_run",
+    "renew_lease",
+    "claim_due",
+    "drop_claimed",
+)
+
+
+def _load_script(name: str) -> str:
+    return resources.files("fanout").joinpath("_lua", f"{name}.lua").read_text("utf-8")
+
+
+def connect(url: str) -> redis.Redis:
+    """A Redis client for ``url``; ``memory://`` is an in-process store (fakeredis)."""
+    if url.startswith("memory://"):
+        from ._embedded import memory_redis
+
+        return memory_redis(url)
+    return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Store:
+    """Typed operations over the key layout; one instance per process and URL."""
+
+    def __init__(self, client: redis.Redis, *, prefix: str = "fanout", retention: float = 7 * 86400):
+        self.r = client
+        self.p = prefix
+        self.retention = int(retention)
+        self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
+
+    # -- keys --------------------------------------------------------------------
+
+    def run_key(self, run_id: str) -> str:
+        return f"{self.p}:run:{{{run_id}}}"
+
+    def event_key(self, event_id: str) -> str:
+        return f"{self.p}:ev:{{{event_id}}}"
+
+    @property
+    def timers_key(self) -> str:
+        return f"{self.p}:timers"
+
+    def fn_index(self, fn_key: str) -> str:
+        return f"{self.p}:idx:fn:{fn_key}"
+
+    # -- events ------------------------------------------------------------------
+
+    def store_events(self, items: Sequence[tuple[str, str, int]]) -> None:
+        """Store (id, json, ts) events set-if-absent: the first payload for an id wins."""
+        pipe = self.r.pipeline(transaction=False)
+        for eid, text, ts in items:
+            pipe.set(self.event_key(eid), text, nx=True, ex=self.retention)
+        pipe.zadd(f"{self.p}:idx:events", {eid: ts for eid, _t, ts in items})
+        pipe.execute()
+
+    def load_events(self, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+        if not event_ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for eid in event_ids:
+            pipe.get(self.event_key(eid))
+        return [json.loads(raw) if raw else None for raw in pipe.execute()]
+
+    # -- runs ----------------------------------------------------------------------
+
+    def create_runs(
+        self, runs: Sequence[tuple[str, str, Mapping[str, Any]]]
+    ) -> list[tuple[str, bool, bool]]:
+        """Create (run_id, fn_key, fields) runs set-if-absent.
+
+        Returns (run_id, created, needs_enqueue): a run that already existed but has
+        never started is enqueued again (its first message may have been lost).
+        """
+        if not runs:
+            return []
+        now_ms = int(time.time() * 1000)
+        pipe = self.r.pipeline(transaction=False)
+        for run_id, _fn, fields in runs:
+            flat: list[Any] = []
+            for k, v in fields.items():
+                flat.extend((k, v))
+            self._scripts["create_run"](keys=[self.run_key(run_id)], args=flat, client=pipe)
+        results = pipe.execute()
+        out: list[tuple[str, bool, bool]] = []
+        idx = self.r.pipeline(transaction=False)
+        for (run_id, fn_key, fields), res in zip(runs, results, strict=True):
+            if res is None:
+                out.append((run_id, True, True))
+                idx.zadd(f"{self.p}:idx:runs", {run_id: now_ms})
+                idx.zadd(self.fn_index(fn_key), {run_id: now_ms})
+                for eid in json.loads(fields.get("ev", "[]")):
+                    idx.sadd(f"{self.event_key(eid)}:runs", run_id)
+                    idx.expire(f"{self.event_key(eid)}:runs", self.retention)
+            else:
+                st, seq, t0 = (_s(x) for x in res)
+                out.append((run_id, False, st == "queued" and seq == "0" and not t0))
+        if len(idx):
+            idx.execute()
+        return out
+
+    def begin_pass(
+        self, run_id: str, token: str, lease_until_ms: int, seq: int | None
+    ) -> tuple[str, dict[str, str]]:
+        """Take the lease; returns ('ok', fields) or (reason, {})."""
+        now = time.time()
+        pipe = self.r.pipeline(transaction=False)
+        # Arm the recovery timer first: if this process dies after taking the lease,
+        # the timer fires at lease expiry and another worker resumes the run.
+        pipe.zadd(self.timers_key, {run_id: lease_until_ms})
+        self._scripts["begin_pass"](
+            keys=[self.run_key(run_id)],
+            args=[token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
+            client=pipe,
+        )
+        _z, res = pipe.execute()
+        head = _s(res[0])
+        if head != "ok":
+            if head in ("terminal", "missing", "stale"):
+                self.r.zrem(self.timers_key, run_id) if head != "stale" else None
+            elif head in ("early", "busy"):
+                # Keep a timer armed for the due time / the holder's lease expiry.
+                self.r.zadd(self.timers_key, {run_id: int(float(_s(res[1])) * 1000)}, gt=True)
+            return head, {}
+        it = iter(res[1:])
+        return "ok", {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+
+    def save_step(self, run_id: str, token: str, rec: StepRecord) -> tuple[str, StepRecord | None]:
+        res = self._scripts["save_step"](
+            keys=[self.run_key(run_id)], args=[token, f"s:{rec.id}", dumps(rec.to_json())]
+        )
+        head = _s(res[0])
+        if head == "exists":
+            return head, StepRecord.from_json(json.loads(_s(res[1])))
+        return head, None
+
+    def end_pass(
+        self,
+        run_id: str,
+        token: str,
+        status: str,
+        *,
+        wake: float | None = None,
+        fields: Mapping[str, Any] | None = None,
+    ) -> int | None:
+        """Release the lease; arm the timer when the run must wake at ``wake``."""
+        flat: list[Any] = []
+        for k, v in (fields or {}).items():
+            flat.extend((k, v))
+        pipe = self.r.pipeline(transaction=False)
+        self._scripts["end_pass"](
+            keys=[self.run_key(run_id)],
+            args=[token, status, repr(wake or 0), *flat],
+            client=pipe,
+        )
+        if wake is not None:
+            pipe.zadd(self.timers_key, {run_id: int(wake * 1000)})
+        res = pipe.execute()[0]
+        return None if res is None else int(res)
+
+    def drop_timer(self, run_id: str) -> None:
+        self.r.zrem(self.timers_key, run_id)
+
+    def finish_run(
+        self, run_id: str, token: str, status: str, fields: Mapping[str, Any]
+    ) -> bool:
+        flat: list[Any] = []
+        for k, v in fields.items():
+            flat.extend((k, v))
+        pipe = self.r.pipeline(transaction=False)
+        self._scripts["finish_run"](
+            keys=[self.run_key(run_id)],
+            args=[token, status, repr(time.time()), self.retention, *flat],
+            client=pipe,
+        )
+        pipe.zrem(self.timers_key, run_id)
+        return bool(pipe.execute()[0])
+
+    def renew_leases(self, leases: Iterable[tuple[str, str]], until_ms: int) -> list[str]:
+        """Extend (run_id, token) leases; returns the run ids whose lease was lost."""
+        items = list(leases)
+        if not items:
+            return []
+        until = until_ms / 1000
+        pipe = self.r.pipeline(transaction=False)
+        for run_id, token in items:
+            self._scripts["renew_lease"](
+                keys=[self.run_key(run_id)], args=[token, repr(until)], client=pipe
+            )
+            pipe.zadd(self.timers_key, {run_id: until_ms}, xx=True)
+        res = pipe.execute()
+        return [rid for (rid, _t), ok in zip(items, res[::2], strict=True) if not ok]
+
+    # -- timers --------------------------------------------------------------------
+
+    def claim_due(self, *, rearm_s: float, limit: int = 500) -> tuple[list[str], int]:
+        now = time.time()
+        rearm = int((now + rearm_s) * 1000)
+        due = self._scripts["claim_due"](
+            keys=[self.timers_key], args=[int(now * 1000), rearm, limit]
+        )
+        return [_s(m) for m in due], rearm
+
+    def drop_claimed(self, members: Sequence[str], rearm: int) -> None:
+        if members:
+            self._scripts["drop_claimed"](keys=[self.timers_key], args=[rearm, *members])
+
+    def arm(self, member: str, due: float) -> None:
+        self.r.zadd(self.timers_key, {member: int(due * 1000)})
+
+    # -- router batches (recovery of a router that died mid-batch) -------------------
+
+    def begin_route(self, batch_id: str, payload: str, lease_s: float) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(self.timers_key, {f"route:{batch_id}": int((time.time() + lease_s) * 1000)})
+        pipe.set(f"{self.p}:route:{{{batch_id}}}", payload, ex=self.retention)
+        pipe.execute()
+
+    def end_route(self, batch_id: str) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zrem(self.timers_key, f"route:{batch_id}")
+        pipe.delete(f"{self.p}:route:{{{batch_id}}}")
+        pipe.execute()
+
+    def route_payload(self, batch_id: str) -> str | None:
+        raw = self.r.get(f"{self.p}:route:{{{batch_id}}}")
+        return None if raw is None else _s(raw)
+
+    # -- inspection ------------------------------------------------------------------
+
+    def run_fields(self, run_id: str) -> dict[str, str]:
+        raw = self.r.hgetall(self.run_key(run_id))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    def run_info(self, run_id: str, fields: Mapping[str, str] | None = None) -> RunInfo | None:
+        f = dict(fields) if fields is not None else self.run_fields(run_id)
+        if not f.get("st"):
+            return None
+        return to_run_info(run_id, f)
+
+    def run_ids(
+        self, *, fn_key: str | None = None, event_id: str | None = None, limit: int = 100
+    ) -> list[str]:
+        if event_id is not None:
+            members = self.r.smembers(f"{self.event_key(event_id)}:runs")
+            return sorted(_s(m) for m in members)[:limit]
+        key = self.fn_index(fn_key) if fn_key else f"{self.p}:idx:runs"
+        return [_s(m) for m in self.r.zrevrange(key, 0, limit - 1)]
+
+    def many_run_fields(self, run_ids: Sequence[str]) -> list[dict[str, str]]:
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hgetall(self.run_key(rid))
+        return [{_s(k): _s(v) for k, v in raw.items()} for raw in pipe.execute()]
+
+
+def _f(fields: Mapping[str, str], key: str) -> float | None:
+    v = fields.get(key)
+    return float(v) if v not in (None, "", "0") else None
+
+
+def to_run_info(run_id: str, f: Mapping[str, str]) -> RunInfo:
+    steps = [StepRecord.from_json(json.loads(v)) for k, v in f.items() if k.startswith("s:")]
+    steps.sort(key=lambda r: r.seq)
+    status = f["st"]
+    return RunInfo(
+        run_id=run_id,
+        fn_id=f.get("fn", ""),
+        app_id=f.get("app") or None,
+        status=status,
+        output=json.loads(f["out"]) if "out" in f else None,
+        error=json.loads(f["err"]) if f.get("err") else None,
+        event_ids=json.loads(f.get("ev", "[]")),
+        parent_run_id=f.get("par") or None,
+        attempt=int(f.get("att", "0")),
+        created_at=ts_to_dt(_f(f, "c")),
+        started_at=ts_to_dt(_f(f, "t0")),
+        ended_at=ts_to_dt(_f(f, "t1")) if status in TERMINAL else None,
+        steps=[StepInfo.from_record(r) for r in steps],
+    )
