@@ -29,6 +29,8 @@ from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, base_functions
 
+from ._errors import ExpressionError
+
 __all__ = ["MAX_SOURCE_LENGTH", "Expression", "ExpressionError", "compile_expression"]
 
 MAX_SOURCE_LENGTH = 4096
@@ -58,9 +60,6 @@ def _make_environment() -> celpy.Environment:
 
 _ENV = _make_environment()
 
-
-class ExpressionError(ValueError):
-    """An expression is invalid or could not be evaluated."""
 
 
 class _Unsupported(Exception):
@@ -161,9 +160,11 @@ class Expression:
             return None
         if isinstance(value, str):
             return value
-        return json.dumps(
-            _json_keys(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        )
+        try:
+            canonical = _json_keys(value)
+            return json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        except (RecursionError, ValueError):  # absurdly deep values
+            return None
 
     def number(self, activation: Mapping[str, Any]) -> float | None:
         """The result as a float; ``None`` on failure or for non-numbers, bools, NaN, inf."""

@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -112,6 +112,7 @@ class Runtime:
         self._heartbeat_pid = 0
         self._scanner: threading.Thread | None = None
         self._stop = threading.Event()
+        self._periodic: list[list[Any]] = []
         self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)
         self.router_queue = Queue(
             ROUTER_QUEUE, exchange=self.exchange, routing_key="fanout.route", durable=True
@@ -449,6 +450,23 @@ class Runtime:
         if self._scanner is not None:
             self._scanner.join(timeout=5)
 
+    def add_periodic(self, name: str, fn: Callable[[], Any], interval: float) -> None:
+        """Run ``fn()`` about every ``interval`` seconds in each worker's timer thread
+        (for example the Django outbox sweeper). Errors are logged, never raised."""
+        if not any(entry[0] == name for entry in self._periodic):
+            self._periodic.append([name, fn, float(interval), 0.0])
+
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for entry in self._periodic:
+            name, fn, interval, last = entry
+            if now - last >= interval:
+                entry[3] = now
+                try:
+                    fn()
+                except Exception:
+                    log.warning("fanout: periodic job %s failed", name, exc_info=True)
+
     def _scan_loop(self) -> None:
         while not self._stop.is_set():
             try:
@@ -456,6 +474,7 @@ class Runtime:
             except Exception:  # keep the thread alive through Redis or broker outages
                 log.warning("fanout: timer scan failed; retrying", exc_info=True)
                 n = 0
+            self._run_periodic()
             if n == 0:
                 self._stop.wait(self.poll_interval)
 

@@ -44,12 +44,14 @@ import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from itertools import takewhile
 from zoneinfo import ZoneInfo, available_timezones
 
-from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped]
+from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped,unused-ignore]
+
+_UTC = timezone.utc
 
 MAX_SKIPPED = 1000
 """Upper bound on ``len(CatchUp.skipped)``."""
@@ -103,8 +105,7 @@ def _expr_problem(expr: str) -> str | None:
         fields = expr.split(" ")
         if len(fields) != 5:
             return (
-                "expected 5 fields (minute hour day-of-month month day-of-week), "
-                f"got {len(fields)}"
+                f"expected 5 fields (minute hour day-of-month month day-of-week), got {len(fields)}"
             )
         for index, field in enumerate(fields):
             name = _FIELD_NAMES[index]
@@ -131,10 +132,8 @@ def _as_utc(name: str, value: datetime) -> datetime:
     if not isinstance(value, datetime):
         raise TypeError(f"{name} must be a datetime, got {type(value).__name__}")
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(
-            f"{name} must be timezone-aware, got naive {value.isoformat()}"
-        )
-    return value.astimezone(UTC)
+        raise ValueError(f"{name} must be timezone-aware, got naive {value.isoformat()}")
+    return value.astimezone(_UTC)
 
 
 def _wall(instant: datetime, zone: ZoneInfo) -> datetime:
@@ -146,18 +145,18 @@ def _minus(instant: datetime, *deltas: timedelta) -> datetime:
     try:
         return instant - sum(deltas, timedelta(0))
     except OverflowError:
-        return datetime.min.replace(tzinfo=UTC)
+        return datetime.min.replace(tzinfo=_UTC)
 
 
 def _offset_at(ts: int, zone: ZoneInfo) -> timedelta | None:
-    return datetime.fromtimestamp(ts, UTC).astimezone(zone).utcoffset()
+    return datetime.fromtimestamp(ts, _UTC).astimezone(zone).utcoffset()
 
 
 @lru_cache(maxsize=512)
 def _gap_end(wall: datetime, zone: ZoneInfo) -> datetime:
     """First instant after the DST gap that swallows the wall time ``wall``."""
-    a = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
-    b = wall.replace(tzinfo=zone, fold=1).astimezone(UTC)
+    a = wall.replace(tzinfo=zone, fold=0).astimezone(_UTC)
+    b = wall.replace(tzinfo=zone, fold=1).astimezone(_UTC)
     lo_ts, hi_ts = math.floor(min(a, b).timestamp()), math.ceil(max(a, b).timestamp())
     before = _offset_at(lo_ts, zone)
     while hi_ts - lo_ts > 1:  # offsets change on whole seconds
@@ -166,13 +165,13 @@ def _gap_end(wall: datetime, zone: ZoneInfo) -> datetime:
             lo_ts = mid
         else:
             hi_ts = mid
-    end = datetime.fromtimestamp(hi_ts, UTC)
+    end = datetime.fromtimestamp(hi_ts, _UTC)
     return end if _wall(end, zone) > wall else max(a, b)
 
 
 def _to_utc(wall: datetime, zone: ZoneInfo) -> datetime:
     """UTC instant at which the wall time ``wall`` fires (see module docstring)."""
-    instant = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+    instant = wall.replace(tzinfo=zone, fold=0).astimezone(_UTC)
     if _wall(instant, zone) == wall:
         return instant  # exists; fold=0 is the first occurrence when repeated
     return _gap_end(wall, zone)
@@ -188,7 +187,7 @@ class CronSchedule:
     def __post_init__(self) -> None:
         if not isinstance(self.expr, str) or not isinstance(self.zone, str):
             msg = f"invalid cron schedule: expr={self.expr!r} zone={self.zone!r}"
-            raise ValueError(msg)  # noqa: TRY004 - contract: bad input is a ValueError
+            raise ValueError(msg)  # by contract, not TypeError
         problem = _expr_problem(self.expr)
         if problem is not None:
             raise _bad(self.expr, problem)
@@ -199,7 +198,7 @@ class CronSchedule:
         """Parse ``"[TZ=Zone/Name] m h dom mon dow"`` or an alias; raise ValueError."""
         if not isinstance(cron, str):
             msg = f"cron expression must be a str, got {type(cron).__name__}: {cron!r}"
-            raise ValueError(msg)  # noqa: TRY004 - contract: bad input is a ValueError
+            raise ValueError(msg)  # by contract, not TypeError
         parts = [p for p in _WHITESPACE.split(cron) if p]
         if not parts:
             raise _bad(cron, "empty expression")
@@ -291,9 +290,7 @@ class CronSchedule:
         start = _as_utc("after", after)
         for tick in self._forward(start):
             return tick
-        raise ValueError(
-            f"{self} has no tick after {start.isoformat()} (date out of range)"
-        )
+        raise ValueError(f"{self} has no tick after {start.isoformat()} (date out of range)")
 
     def ticks_between(self, start: datetime, end: datetime) -> Iterator[datetime]:
         """Ticks ``t`` with ``start < t <= end``, ascending."""
@@ -325,11 +322,9 @@ def parse_jitter(jitter: float | timedelta | None) -> float | None:
             "jitter must be None, a number of seconds or a timedelta, "
             f"got {type(jitter).__name__}: {jitter!r}"
         )
-        raise ValueError(msg)  # noqa: TRY004 - contract: bad input is a ValueError
+        raise ValueError(msg)  # by contract, not TypeError
     if not (JITTER_MIN_SECONDS <= seconds <= JITTER_MAX_SECONDS):  # also rejects NaN
-        raise ValueError(
-            f"jitter must be between 1 second and 5 minutes, got {jitter!r}"
-        )
+        raise ValueError(f"jitter must be between 1 second and 5 minutes, got {jitter!r}")
     return seconds
 
 
@@ -390,9 +385,7 @@ def plan_catch_up(
     if not isinstance(deadline, timedelta) or deadline < timedelta(0):
         raise ValueError(f"deadline must be a non-negative timedelta, got {deadline!r}")
     handled = None if last_tick is None else _as_utc("last_tick", last_tick)
-    next_check = schedule.next_after(
-        current if handled is None else max(current, handled)
-    )
+    next_check = schedule.next_after(current if handled is None else max(current, handled))
     if handled is None:
         run = schedule._latest(current, _minus(current, deadline, _MICROSECOND))
         return CatchUp(run=run, skipped=(), next_check=next_check)

@@ -7,7 +7,7 @@ import hashlib
 import math
 import time as clock
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -24,12 +24,13 @@ from fanout._schedule import (
     tick_id,
 )
 
+UTC = timezone.utc
 PARIS, NEW_YORK, KOLKATA = "Europe/Paris", "America/New_York", "Asia/Kolkata"
 LORD_HOWE = "Australia/Lord_Howe"  # DST shift of 30 minutes
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0, us: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, s, us, tzinfo=UTC)
 
 
 def sched(cron: str) -> CronSchedule:
@@ -496,14 +497,18 @@ def test_catch_up_on_time() -> None:
 
 
 def test_catch_up_latest_within_deadline_runs_older_skipped() -> None:
-    plan = plan_catch_up(HOURLY, utc(2024, 1, 1, 10), utc(2024, 1, 1, 15, 20), timedelta(minutes=30))
+    plan = plan_catch_up(
+        HOURLY, utc(2024, 1, 1, 10), utc(2024, 1, 1, 15, 20), timedelta(minutes=30)
+    )
     assert plan.run == utc(2024, 1, 1, 15)
     assert plan.skipped == hours(11, 12, 13, 14)
     assert plan.next_check == utc(2024, 1, 1, 16) and not plan.truncated
 
 
 def test_catch_up_beyond_deadline_all_skipped() -> None:
-    plan = plan_catch_up(HOURLY, utc(2024, 1, 1, 10), utc(2024, 1, 1, 15, 20), timedelta(minutes=10))
+    plan = plan_catch_up(
+        HOURLY, utc(2024, 1, 1, 10), utc(2024, 1, 1, 15, 20), timedelta(minutes=10)
+    )
     assert plan.run is None
     assert plan.skipped == hours(11, 12, 13, 14, 15)
 
@@ -547,7 +552,9 @@ def test_catch_up_minutely_after_a_month_is_bounded() -> None:
 
 def test_catch_up_across_fall_back() -> None:
     s = sched("TZ=Europe/Paris */30 * * * *")
-    plan = plan_catch_up(s, utc(2024, 10, 26, 23, 30), utc(2024, 10, 27, 2, 10), timedelta(minutes=15))
+    plan = plan_catch_up(
+        s, utc(2024, 10, 26, 23, 30), utc(2024, 10, 27, 2, 10), timedelta(minutes=15)
+    )
     # 00:00Z 00:30Z (02:00/02:30 CEST), then 02:00Z (03:00 CET); no second 02:xx
     assert plan.run == utc(2024, 10, 27, 2)
     assert plan.skipped == (utc(2024, 10, 27, 0), utc(2024, 10, 27, 0, 30))
