@@ -5,7 +5,7 @@ step runs as a Celery task and its result is memoized in Redis.
 """
 
 from ._client import Fanout
-from ._engine import Context, Step
+from ._steps import Context, Group, Step
 from ._errors import (
     ConfigError,
     EventError,
@@ -33,6 +33,7 @@ __all__ = [
     "ExpressionError",
     "Fanout",
     "FanoutError",
+    "Group",
     "InvokeError",
     "NestedStepError",
     "NonDeterminismError",

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
-from ._engine import Context
+from ._steps import Context
 from ._errors import ConfigError, EventError
 from ._event import Event, prepare_batch
 from ._function import FunctionDef, build_function, check_backoff, check_id
@@ -149,6 +149,13 @@ class Fanout:
         if not isinstance(fn, FunctionDef) or fn.app_id != self.app_id:
             raise ConfigError(f"{function!r} is not a function declared on this client")
         return fn
+
+    def cancel(self, run_id: str, reason: str = "cancelled by request") -> bool:
+        """Cancel a run. It stops between steps: a step already running finishes.
+
+        Returns False when the run is unknown or already ended.
+        """
+        return self._rt.cancel(run_id, reason) in ("cancelled", "flagged")
 
     # -- inspecting ---------------------------------------------------------------------
 

@@ -2,27 +2,31 @@
 
 Pure Python: no Celery, no Redis.  A pass calls the handler from the top.  Each
 step tool first looks for the step in the memo; a memoized step returns its
-saved output (or raises its saved ``StepError``) without running.  The first
-step that is not memoized is *new*: the pass executes it, hands the record to
-the :class:`Sink` to save, and lets the handler go on.  When the handler reaches
-a second new step, the pass stops there (``Continue``) and the adapter enqueues
+saved output (or raises its saved error) without running.  The first step that
+is not memoized is *new*: the pass executes it, hands the record to the
+:class:`Sink` to save, and lets the handler go on.  When the handler reaches a
+second new step, the pass stops there (``Continue``) and the adapter enqueues
 the next pass; in checkpoint mode it executes that one too.  When the handler
-returns, the run is complete in the same pass.
+returns, the run is complete in the same pass.  Sleeps, waits and invokes end
+the pass with ``Sleep``/``Wait``; several new steps at once end it with
+``Parallel``, and each branch then runs as its own task (``branch`` mode).
 
-See ``docs/concepts/execution-model.md`` for a walk-through, pass by pass.
+The step tools users call live in ``_steps.py``; ``docs/concepts/execution-model.md``
+walks through a run pass by pass.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import datetime as _dt
 import inspect
 import json
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,22 +34,23 @@ from ._errors import (
     ConfigError,
     EventError,
     ExpressionError,
-    FanoutError,
+    InvokeError,
     NestedStepError,
     NonDeterminismError,
     NonRetriableError,
     RetryAfterError,
     StepError,
 )
-from ._event import Event, dumps, prepare_batch
-from ._ids import derived_event_id
+from ._event import Event, dumps
 from ._records import StepRecord
 
 MAX_STEPS_PER_RUN = 1000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
+MAX_RUN_STATE_BYTES = 32 * 1024 * 1024
 MAX_STEP_ID_LENGTH = 256
+FINAL = ("completed", "failed")
 
-_current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "fanout_current_step", default=None
 )
 _loops = threading.local()
@@ -66,10 +71,15 @@ def run_coroutine(coro: Any) -> Any:
         asyncio.get_running_loop()
     except RuntimeError:
         return thread_loop().run_until_complete(coro)
+    coro.close()
     raise NonRetriableError(
         "an async step handler was called from a sync function handler running inside an "
         "event loop; declare the function handler with 'async def'"
     )
+
+
+def utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
 
 
 # --------------------------------------------------------------------------- outcomes
@@ -103,14 +113,46 @@ class RetryStep:
 
 
 @dataclass(frozen=True)
+class Sleep:
+    step_id: str
+    until: float
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Waiting for an event or a child run, until ``until`` (the timeout)."""
+
+    step_id: str
+    until: float
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """Several new steps at once. ``new`` need a task each; ``group`` is the fan-in set."""
+
+    new: tuple[str, ...]
+    group: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BranchDone:
+    step_id: str
+
+
+@dataclass(frozen=True)
 class LeaseLost:
-    """Another worker owns the run now; this pass stops without side effects."""
+    """The pass must stop: another worker owns the run now, or (``cancelled``) a
+    cancel was requested while the pass ran."""
+
+    cancelled: bool = False
 
 
-Outcome = Completed | Failed | Continue | RetryStep | LeaseLost
+Outcome = (
+    Completed | Failed | Continue | RetryStep | Sleep | Wait | Parallel | BranchDone | LeaseLost
+)
 
 
-class _Interrupt(BaseException):
+class Interrupt(BaseException):
     """Stops the handler at a step boundary. A BaseException so ``except Exception``
     in user code does not swallow it."""
 
@@ -120,7 +162,12 @@ class _Interrupt(BaseException):
 
 
 class SaveRejected(Exception):
-    """Raised by a :class:`Sink` when the run's lease is no longer ours."""
+    """Raised by a :class:`Sink` when the run's lease is no longer ours, or when the
+    run was cancelled during the pass (``cancelled``)."""
+
+    def __init__(self, run_id: str, *, cancelled: bool = False) -> None:
+        super().__init__(run_id)
+        self.cancelled = cancelled
 
 
 class Sink(Protocol):
@@ -128,10 +175,19 @@ class Sink(Protocol):
 
     def save_step(self, record: StepRecord) -> StepRecord | None:
         """Persist ``record``; return the record already saved for that step, if any
-        (the first completed record wins), or raise :class:`SaveRejected`."""
+        (the first final record wins), or raise :class:`SaveRejected`."""
         ...
 
     def send_events(self, step_id: str, events: list[tuple[Event, str]]) -> list[str]: ...
+
+    def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        """Register a wait; return an already-arrived matching event (lookback) or None."""
+        ...
+
+    def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
+        """Start the child run (idempotently); return its run id. Raise InvokeError if
+        the function is unknown."""
+        ...
 
 
 # --------------------------------------------------------------------------- retry policy
@@ -149,7 +205,7 @@ class RetryPolicy:
 
     def delay(self, failed_attempts: int) -> float:
         table = self.backoff or (0.0,)
-        return float(table[min(failed_attempts - 1, len(table) - 1)])
+        return float(table[min(max(failed_attempts, 1) - 1, len(table) - 1)])
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
@@ -170,6 +226,8 @@ class PassInput:
     memo: dict[str, StepRecord]
     checkpoint: bool = False
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    branch: str | None = None
+    state_bytes: int = 0
 
 
 class _ReplayLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -183,18 +241,23 @@ class _ReplayLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return not self._pass.replaying and self.logger.isEnabledFor(level)
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
-        return f"[{self.extra['fn_id']} {self.extra['run_id']}] {msg}", kwargs  # type: ignore[index]
+        extra = self.extra or {}
+        return f"[{extra.get('fn_id')} {extra.get('run_id')}] {msg}", kwargs
 
 
 @dataclass
-class _Op:
+class Op:
     kind: str
     id: str
     memo: StepRecord | None
 
+    @property
+    def done(self) -> bool:
+        return self.memo is not None and self.memo.status in FINAL
+
 
 class Pass:
-    """State of one pass; step tools call into it."""
+    """State of one pass; the step tools call into it."""
 
     def __init__(self, inp: PassInput, sink: Sink, *, is_async: bool) -> None:
         self.inp = inp
@@ -202,44 +265,50 @@ class Pass:
         self.is_async = is_async
         self.executed = 0
         self.seen: dict[str, int] = {}
-        done = [r for r in inp.memo.values() if r.status in ("completed", "failed")]
+        done = [r for r in inp.memo.values() if r.status in FINAL]
         self.unvisited = {r.id for r in done}
         self.next_seq = max((r.seq for r in inp.memo.values()), default=-1) + 1
         self.replaying = bool(done)
+        self.state_bytes = inp.state_bytes
         self.logger = _ReplayLogger(logging.getLogger("fanout.run"), self)
+        # Parallel discovery: sync ctx.group.parallel collects here; async handlers
+        # gather new steps into ``batch`` for one turn of the event loop.
+        self.collecting: list[Op] | None = None
+        self.batch: list[Op] = []
 
     # -- op discovery ------------------------------------------------------------
 
-    def open(self, kind: str, step_id: str) -> _Op:
-        if _current_step.get() is not None:
+    def open(self, kind: str, step_id: str) -> Op:
+        running = current_step.get()
+        if running is not None:
             raise NestedStepError(
                 f"ctx.step.{kind}({step_id!r}) was called inside the running step "
-                f"{_current_step.get()!r}; step tools may only be called from the function "
-                "handler itself"
+                f"{running!r}; step tools may only be called from the function handler itself"
             )
         if not isinstance(step_id, str) or not step_id:
             raise NonRetriableError(f"step id must be a non-empty string, not {step_id!r}")
         if len(step_id) > MAX_STEP_ID_LENGTH:
-            raise NonRetriableError(f"step id {step_id[:40]!r}... is over {MAX_STEP_ID_LENGTH} chars")
+            raise NonRetriableError(
+                f"step id {step_id[:40]!r}... is longer than {MAX_STEP_ID_LENGTH} characters"
+            )
         n = self.seen.get(step_id, 0)
         self.seen[step_id] = n + 1
         sid = step_id if n == 0 else f"{step_id}:{n}"
         rec = self.inp.memo.get(sid)
-        if rec is not None and rec.status in ("completed", "failed"):
-            if rec.kind != kind:
-                raise NonDeterminismError(
-                    f"step {sid!r} was memoized as ctx.step.{rec.kind} but the handler now calls "
-                    f"ctx.step.{kind} with that id; the code changed under a running run"
-                )
+        if rec is not None and rec.kind != kind:
+            raise NonDeterminismError(
+                f"step {sid!r} was memoized as ctx.step.{rec.kind} but the handler now calls "
+                f"ctx.step.{kind} with that id; the code changed under a running run"
+            )
+        if rec is not None and rec.status in FINAL:
             self.unvisited.discard(sid)
             if not self.unvisited:
                 self.replaying = False
-            return _Op(kind, sid, rec)
-        self.replaying = False
-        return _Op(kind, sid, rec)
+        else:
+            self.replaying = False
+        return Op(kind, sid, rec)
 
-    def admit(self, op: _Op) -> None:
-        """Decide that ``op`` (new) executes in this pass, or stop the pass before it."""
+    def check_order(self, op: Op) -> None:
         if self.unvisited:
             raise NonDeterminismError(
                 f"the handler reached the new step {op.id!r} before the memoized step(s) "
@@ -247,17 +316,66 @@ class Pass:
                 "(a step id renamed, reordered or removed between deploys). Steps must be "
                 "called in the same order on every pass; see the execution-model docs."
             )
+
+    def admit(self, op: Op) -> None:
+        """Decide that ``op`` (not final) executes in this pass, or stop the pass before it."""
+        self.check_order(op)
+        branch = self.inp.branch
+        if branch is not None:
+            if op.id != branch:  # a branch task executes its own step and nothing else
+                raise Interrupt(BranchDone(branch))
+            return
+        if op.memo is not None and op.memo.status == "queued":
+            raise Interrupt(Parallel((), (op.id,)))  # its branch task is in flight
         if self.executed and not self.inp.checkpoint:
-            raise _Interrupt(Continue(op.id))
-        if self.next_seq >= MAX_STEPS_PER_RUN:
+            raise Interrupt(Continue(op.id))
+        if op.memo is None and self.next_seq >= MAX_STEPS_PER_RUN:
             raise NonRetriableError(f"the run reached the limit of {MAX_STEPS_PER_RUN} steps")
 
-    # -- results ------------------------------------------------------------------
+    def plan_parallel(self, ops: list[Op]) -> None:
+        """Stop the pass with a parallel plan for ``ops`` (new or already in flight)."""
+        for op in ops:
+            self.check_order(op)
+        if self.inp.branch is not None:
+            raise Interrupt(BranchDone(self.inp.branch))
+        new = [op for op in ops if op.memo is None]
+        if self.next_seq + len(new) > MAX_STEPS_PER_RUN:
+            raise NonRetriableError(
+                f"a parallel group of {len(new)} new steps would take the run past the limit "
+                f"of {MAX_STEPS_PER_RUN} steps"
+            )
+        now = time.time()
+        group = tuple(op.id for op in ops if not op.done)
+        for op in new:
+            self.save(self.new_record(op, status="queued", queued_at=now, extra={"group": group}))
+        raise Interrupt(Parallel(tuple(op.id for op in new), group))
+
+    # -- records ----------------------------------------------------------------------
+
+    def new_record(self, op: Op, **kw: Any) -> StepRecord:
+        prev = op.memo
+        if prev is not None:
+            kw.setdefault("extra", prev.extra)
+        rec = StepRecord(
+            id=op.id,
+            kind=op.kind,
+            attempts=prev.attempts if prev else 0,
+            seq=prev.seq if prev else self.next_seq,
+            queued_at=prev.queued_at if prev else None,
+            **kw,
+        )
+        if prev is None:
+            self.next_seq += 1
+            op.memo = rec
+        return rec
 
     def memo_value(self, rec: StepRecord) -> Any:
         if rec.status == "failed":
             err = rec.error or {}
-            raise StepError(rec.id, str(err.get("type", "Error")), str(err.get("message", "")))
+            etype, msg = str(err.get("type", "Error")), str(err.get("message", ""))
+            if rec.kind == "invoke":
+                raise InvokeError(f"invoked function failed (step {rec.id!r}): {etype}: {msg}")
+            raise StepError(rec.id, etype, msg)
         return rec.output
 
     def deliver(self, thunk: Callable[[], Any]) -> Any:
@@ -270,22 +388,12 @@ class Pass:
 
         return _value()
 
-    def record(self, op: _Op, started: float, outcome: tuple[bool, Any]) -> Any:
+    def record(self, op: Op, started: float, outcome: tuple[bool, Any]) -> Any:
         """Memoize the outcome of a step just executed; return its value or raise."""
         ok, value = outcome
         prev = op.memo
-        attempts = (prev.attempts if prev else 0) + 1
-        rec = StepRecord(
-            id=op.id,
-            kind=op.kind,
-            attempts=attempts,
-            seq=prev.seq if prev else self.next_seq,
-            queued_at=prev.queued_at if prev and prev.queued_at else None,
-            started_at=started,
-            ended_at=time.time(),
-        )
-        if prev is None:
-            self.next_seq += 1
+        rec = self.new_record(op, started_at=started, ended_at=time.time())
+        rec.attempts = (prev.attempts if prev else 0) + 1
         if ok:
             try:
                 text = dumps(value)
@@ -306,37 +414,45 @@ class Pass:
             exc: BaseException = value
             rec.error = error_info(exc)
             policy = self.inp.policy
-            final = isinstance(exc, NonRetriableError) or attempts > policy.retries
-            if final:
+            if isinstance(exc, NonRetriableError) or rec.attempts > policy.retries:
                 rec.status = "failed"
             else:
                 if isinstance(exc, RetryAfterError):
-                    delay = exc.delay_seconds(_utcnow())
+                    delay = exc.delay_seconds(utcnow())
                 else:
-                    delay = policy.delay(attempts)
+                    delay = policy.delay(rec.attempts)
                 rec.status, rec.retry_at = "retrying", time.time() + delay
-                self._save(rec)
-                raise _Interrupt(RetryStep(op.id, delay))
-        rec = self._save(rec) or rec
-        self.executed += 1
+                self.save(rec)
+                raise Interrupt(RetryStep(op.id, delay))
+        return self.finish(op, rec, executed=True)
+
+    def finish(self, op: Op, rec: StepRecord, *, executed: bool = False) -> Any:
+        """Save a final record, count it, and return its value (or raise its error)."""
+        rec = self.save(rec) or rec
+        if executed:
+            self.executed += 1
+        op.memo = rec
         self.inp.memo[op.id] = rec
+        if self.inp.branch == op.id:
+            raise Interrupt(BranchDone(op.id))
         return self.memo_value(rec)
 
-    def _save(self, rec: StepRecord) -> StepRecord | None:
+    def save(self, rec: StepRecord) -> StepRecord | None:
+        size = len(dumps(rec.to_json()))
+        self.state_bytes += size
+        if self.state_bytes > MAX_RUN_STATE_BYTES and rec.status in FINAL:
+            raise NonRetriableError(
+                f"the run's state reached {self.state_bytes} bytes; the limit is "
+                f"{MAX_RUN_STATE_BYTES} bytes (32 MiB)"
+            )
         try:
             return self.sink.save_step(rec)
-        except SaveRejected:
-            raise _Interrupt(LeaseLost()) from None
+        except SaveRejected as exc:
+            raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
 
 
-def _utcnow() -> Any:
-    import datetime as _dt
-
-    return _dt.datetime.now(_dt.timezone.utc)
-
-
-def _invoke_sync(op: _Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
-    token = _current_step.set(op.id)
+def invoke_sync(op: Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
+    token = current_step.set(op.id)
     try:
         value = handler(*args)
         if inspect.isawaitable(value):
@@ -345,13 +461,13 @@ def _invoke_sync(op: _Op, handler: Callable[..., Any], args: tuple[Any, ...]) ->
     except Exception as exc:  # noqa: BLE001 - a step's error is data
         return False, exc
     finally:
-        _current_step.reset(token)
+        current_step.reset(token)
 
 
-async def _invoke_async(
-    op: _Op, handler: Callable[..., Any], args: tuple[Any, ...]
+async def invoke_async(
+    op: Op, handler: Callable[..., Any], args: tuple[Any, ...]
 ) -> tuple[bool, Any]:
-    token = _current_step.set(op.id)
+    token = current_step.set(op.id)
     try:
         value = handler(*args)
         if inspect.isawaitable(value):
@@ -360,103 +476,56 @@ async def _invoke_async(
     except Exception as exc:  # noqa: BLE001
         return False, exc
     finally:
-        _current_step.reset(token)
-
-
-# --------------------------------------------------------------------------- user API
-
-
-class Step:
-    """``ctx.step``: the step tools. In an ``async def`` handler each returns an awaitable."""
-
-    def __init__(self, pass_: Pass) -> None:
-        self._p = pass_
-
-    def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
-        """Run ``handler(*args)`` once, durably; return its (JSON) result."""
-        p = self._p
-        if not callable(handler):
-            raise NonRetriableError(f"ctx.step.run({step_id!r}, ...): handler is not callable")
-        op = p.open("run", step_id)
-        if op.memo is not None and op.memo.status in ("completed", "failed"):
-            rec = op.memo
-            return p.deliver(lambda: p.memo_value(rec))
-        p.admit(op)
-        started = time.time()
-        if p.is_async:
-
-            async def _run_async() -> Any:
-                return p.record(op, started, await _invoke_async(op, handler, args))
-
-            return _run_async()
-        return p.record(op, started, _invoke_sync(op, handler, args))
-
-    def send_event(self, step_id: str, events: Event | Iterable[Event]) -> Any:
-        """Send one or more events as a memoized step; returns their ids."""
-        p = self._p
-        op = p.open("send_event", step_id)
-        if op.memo is not None and op.memo.status in ("completed", "failed"):
-            rec = op.memo
-            return p.deliver(lambda: p.memo_value(rec))
-        run_id = p.inp.run_id
-        prepared = prepare_batch(events, id_for=lambda i: derived_event_id(run_id, op.id, i))
-        p.admit(op)
-        started = time.time()
-
-        def _send() -> Any:
-            try:
-                outcome: tuple[bool, Any] = (True, p.sink.send_events(op.id, prepared))
-            except Exception as exc:  # noqa: BLE001
-                outcome = (False, exc)
-            return p.record(op, started, outcome)
-
-        return p.deliver(_send)
-
-
-class Context:
-    """What a handler receives: the event(s), ids, the attempt, a logger, and ``step``."""
-
-    def __init__(self, pass_: Pass) -> None:
-        inp = pass_.inp
-        self.event: Event = Event.from_wire(inp.event)
-        self.events: list[Event] = [Event.from_wire(e) for e in inp.events]
-        self.run_id: str = inp.run_id
-        self.fn_id: str = inp.fn_id
-        self.attempt: int = inp.attempt
-        self.logger: logging.LoggerAdapter = pass_.logger  # type: ignore[type-arg]
-        self.step = Step(pass_)
-
-    def __repr__(self) -> str:
-        return f"<fanout.Context fn={self.fn_id!r} run={self.run_id!r} attempt={self.attempt}>"
+        current_step.reset(token)
 
 
 # --------------------------------------------------------------------------- driver
 
 
-_NON_RETRIABLE_INPUT = (EventError, ConfigError, ExpressionError)
+_NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
+
+
+async def _drive_async(handler: Callable[..., Any], ctx: Any) -> Any:
+    try:
+        return await handler(ctx)
+    finally:
+        # Steps parked by a parallel plan never resume: cancel them with the pass.
+        me = asyncio.current_task()
+        for task in asyncio.all_tasks():
+            if task is not me:
+                task.cancel()
 
 
 def run_pass(
-    handler: Callable[[Context], Any], inp: PassInput, sink: Sink, *, is_async: bool
+    handler: Callable[..., Any], inp: PassInput, sink: Sink, *, is_async: bool
 ) -> Outcome:
     """Run one pass of ``handler`` and say what should happen next."""
+    from ._steps import Context
+
     p = Pass(inp, sink, is_async=is_async)
     ctx = Context(p)
     try:
         if is_async:
-            result = run_coroutine(handler(ctx))
+            try:
+                result = run_coroutine(_drive_async(handler, ctx))
+            finally:
+                loop = thread_loop()
+                if not loop.is_running():
+                    loop.run_until_complete(asyncio.sleep(0))
         else:
             result = handler(ctx)
             if inspect.isawaitable(result):
                 result = run_coroutine(result)
-    except _Interrupt as intr:
+    except Interrupt as intr:
         return intr.outcome
     except RetryAfterError as exc:
-        return Failed(error_info(exc), True, exc.delay_seconds(_utcnow()))
-    except (NonRetriableError, StepError, *_NON_RETRIABLE_INPUT) as exc:
+        return Failed(error_info(exc), True, exc.delay_seconds(utcnow()))
+    except _NON_RETRIABLE as exc:
         return Failed(error_info(exc), False)
     except Exception as exc:  # noqa: BLE001
         return Failed(error_info(exc), True)
+    if inp.branch is not None:
+        return BranchDone(inp.branch)
     if p.unvisited:
         names = sorted(p.unvisited)
         return Failed(
@@ -481,28 +550,11 @@ def run_pass(
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)
+        getattr(handler, "__call__", None)  # noqa: B004
     )
 
 
-def memo_from_json(raw: Mapping[str, Any]) -> dict[str, StepRecord]:
-    return {k: StepRecord.from_json(v) for k, v in raw.items()}
-
-
-__all__ = [
-    "Completed",
-    "Context",
-    "Continue",
-    "Failed",
-    "FanoutError",
-    "LeaseLost",
-    "Outcome",
-    "PassInput",
-    "RetryPolicy",
-    "RetryStep",
-    "SaveRejected",
-    "Sink",
-    "Step",
-    "is_async_handler",
-    "run_pass",
-]
+def memo_from_fields(fields: Mapping[str, str]) -> dict[str, StepRecord]:
+    return {
+        k[2:]: StepRecord.from_json(json.loads(v)) for k, v in fields.items() if k.startswith("s:")
+    }

@@ -89,11 +89,13 @@ class Event(BaseModel):
             )
         return name
 
-    @field_validator("data", "user")
+    @field_validator("data", "user", mode="before")
     @classmethod
     def _check_json(cls, value: Any) -> Any:
         if value is None:
             return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"must be a JSON object (a dict), not {type(value).__name__}")
         problem = _json_problem(value)
         if problem:
             raise ValueError(problem)

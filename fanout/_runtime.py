@@ -1,21 +1,19 @@
-"""The Celery adapter: fanout's tasks, the router, leases and the timer scanner.
+"""The Celery adapter: fanout's tasks and what a pass does around the engine.
 
 One :class:`Runtime` per Celery app, shared by every :class:`fanout.Fanout`
-client created on it.  It registers three tasks:
+client created on it.  It registers:
 
-* ``fanout.step(fn, run_id, seq)``: one pass of a run (replay, execute the next step);
-* ``fanout.route(event_ids, ...)``: consumes the ``fanout.events`` exchange and
-  starts one run per matching function;
-* ``fanout.cron(fn, tick)``: a cron tick from Celery beat.
+* ``fanout.step(fn, run_id, seq, branch)``: one pass of a run (replay, execute
+  the next step), or one parallel branch;
+* ``fanout.route(event_ids, ...)``: the router (``_routing.py``), bound to the
+  ``fanout.events`` exchange;
+* ``fanout.cron``: cron ticks from Celery beat (``_cron.py``).
 
-Inside each worker's main process a daemon thread drains the timer set: expired
-leases (a worker died mid-pass), step retries and wake-ups become new
-``fanout.step`` messages.  No extra process is needed.
+Leases and the timer thread live in ``_timers.py``.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -28,30 +26,36 @@ from celery import Celery, signals
 from kombu import Exchange, Queue
 
 from ._engine import (
+    BranchDone,
     Completed,
     Continue,
     Failed,
     LeaseLost,
     Outcome,
+    Parallel,
     PassInput,
     RetryStep,
     SaveRejected,
+    Sleep,
+    Wait,
     error_info,
+    memo_from_fields,
     run_pass,
 )
-from ._errors import ConfigError, PublishError
-from ._event import Event, dumps
+from ._errors import ConfigError, InvokeError, PublishError
+from ._event import Event, dumps, prepare_batch
 from ._function import FunctionDef
-from ._ids import new_token, run_id_for
+from ._ids import derived_event_id, new_token, run_id_for
 from ._records import StepRecord
 from ._store import Store, connect
+from ._timers import Leases, TimerThread
 from ._triggers import SubscriberIndex
 
 log = logging.getLogger("fanout")
 
 EVENTS_EXCHANGE = "fanout.events"
 ROUTER_QUEUE = "fanout.events"
-ROUTE_CHUNK = 500
+INVOKE_EVENT = "fanout/function.invoked"
 MAX_TAKEOVERS = 5
 
 _runtimes: dict[int, Runtime] = {}
@@ -78,19 +82,55 @@ def check_serializers(app: Celery) -> None:
 
 
 class _Sink:
-    """The engine's view of Redis and the broker during one pass."""
+    """The engine's view of Redis and the broker during one pass or branch."""
 
-    def __init__(self, rt: Runtime, run_id: str, token: str) -> None:
-        self.rt, self.run_id, self.token = rt, run_id, token
+    def __init__(
+        self, rt: Runtime, fn: FunctionDef, run_id: str, token: str, fields: dict[str, str],
+        branch: str | None = None, group: Sequence[str] = (),
+    ) -> None:
+        self.rt, self.fn, self.run_id, self.token, self.fields = rt, fn, run_id, token, fields
+        self.lease_field = "lease" if branch is None else f"bl:{branch}"
+        self.group = group
+        self.joined = False
 
     def save_step(self, record: StepRecord) -> StepRecord | None:
-        head, existing = self.rt.store.save_step(self.run_id, self.token, record)
+        head, existing, joined = self.rt.store.save_step(
+            self.run_id, self.token, record, lease_field=self.lease_field, group=self.group
+        )
         if head == "lost":
             raise SaveRejected(self.run_id)
+        if head == "cancel":
+            raise SaveRejected(self.run_id, cancelled=True)
+        self.joined = self.joined or joined
         return existing
 
     def send_events(self, step_id: str, events: list[tuple[Event, str]]) -> list[str]:
         return self.rt.publish(events, parent_run_id=self.run_id)
+
+    def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        from ._steps import wait_matches
+
+        trigger = self.rt.parse_json(self.fields.get("event", "{}"))
+        full = {**spec, "run": self.run_id, "step": step_id, "fk": self.fn.key,
+                "trigger": trigger, "started": time.time()}
+        store = self.rt.store
+        store.register_wait(spec["event"], f"{self.run_id}:{step_id}", full)
+        if spec.get("since", 0) < time.time() - 0.001:  # a lookback was asked for
+            for ev in store.events_since(spec["event"], spec["since"]):
+                if wait_matches(spec, trigger, ev):
+                    store.drop_waits(spec["event"], [f"{self.run_id}:{step_id}"])
+                    return ev
+        return None
+
+    def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
+        child = self.rt.resolve_function(fn_ref, self.fn.app_id)
+        eid = derived_event_id(self.run_id, step_id, 0)
+        prepared = prepare_batch(
+            Event(name=INVOKE_EVENT, data=data, id=eid), allow_reserved=True
+        )
+        invoker = {"run": self.run_id, "step": step_id, "seq": seq, "fk": self.fn.key}
+        self.rt.publish(prepared, parent_run_id=self.run_id, target=child.key, invoker=invoker)
+        return run_id_for(eid, child.key)
 
 
 class Runtime:
@@ -104,21 +144,21 @@ class Runtime:
         self.recovery_timeout = float(recovery_timeout)
         self.lease_s = max(1.0, self.recovery_timeout / 2)
         self.retention = retention
-        self.poll_interval = 0.25
         self._store: Store | None = None
         self._store_pid = 0
-        self._leases: dict[str, tuple[str, int]] = {}
-        self._leases_lock = threading.Lock()
-        self._heartbeat_pid = 0
-        self._scanner: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._periodic: list[list[Any]] = []
+        self.leases = Leases(self)
+        self.timers = TimerThread(self)
         self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)
         self.router_queue = Queue(
             ROUTER_QUEUE, exchange=self.exchange, routing_key="fanout.route", durable=True
         )
         self._register_tasks()
-        self._connect_signals()
+        signals.worker_init.connect(self._on_worker_init, weak=False)
+        signals.worker_ready.connect(self._on_worker_ready, weak=False)
+        signals.worker_shutting_down.connect(self._on_worker_stop, weak=False)
+        from ._cron import install_cron
+
+        self.cron = install_cron(self)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -131,6 +171,12 @@ class Runtime:
             self._store_pid = pid
         return self._store
 
+    @staticmethod
+    def parse_json(text: str) -> Any:
+        import json
+
+        return json.loads(text)
+
     def add_function(self, fn: FunctionDef) -> None:
         if fn.key in self.functions:
             raise ConfigError(f"function {fn.fn_id!r} is already declared in app {fn.app_id!r}")
@@ -138,20 +184,41 @@ class Runtime:
         for trig in fn.event_triggers:
             self.index.add(fn, trig)
 
+    def resolve_function(self, ref: Any, app_id: str) -> FunctionDef:
+        """A FunctionDef from a decorated handler, a FunctionDef, or an id string."""
+        fn = getattr(ref, "fanout_function", ref)
+        if isinstance(fn, FunctionDef) and fn.key in self.functions:
+            return fn
+        if isinstance(ref, str):
+            found = self.functions.get(ref) or self.functions.get(f"{app_id}:{ref}")
+            if found is not None:
+                return found
+        raise InvokeError(f"cannot invoke {ref!r}: it is not a function declared on this app")
+
+    def add_periodic(self, name: str, fn: Callable[[], Any], interval: float) -> None:
+        """Run ``fn()`` about every ``interval`` seconds in each worker's timer thread
+        (for example the Django outbox sweeper). Errors are logged, never raised."""
+        self.timers.add_periodic(name, fn, interval)
+
+    def start_scanner(self) -> None:
+        self.timers.start()
+
+    def stop_scanner(self) -> None:
+        self.timers.stop()
+
     def _register_tasks(self) -> None:
-        app = self.app
+        app, rt = self.app, self
         opts: dict[str, Any] = dict(
-            acks_late=True,
-            reject_on_worker_lost=True,
-            ignore_result=True,
-            serializer="json",
+            acks_late=True, reject_on_worker_lost=True, ignore_result=True, serializer="json",
             shared=False,
         )
-        rt = self
 
         @app.task(name="fanout.step", **opts)  # type: ignore[untyped-decorator]
-        def step(fn: str, run_id: str, seq: int | None = None) -> None:
-            rt.execute_pass(fn, run_id, seq)
+        def step(fn: str, run_id: str, seq: int | None = None, branch: str | None = None) -> None:
+            if branch is None:
+                rt.execute_pass(fn, run_id, seq)
+            else:
+                rt.execute_branch(fn, run_id, branch)
 
         @app.task(name="fanout.route", **opts)  # type: ignore[untyped-decorator]
         def route(
@@ -159,22 +226,19 @@ class Runtime:
             parent_run_id: str | None = None,
             target: str | None = None,
             batch_id: str | None = None,
+            invoker: dict[str, Any] | None = None,
         ) -> None:
-            rt.route(event_ids, parent_run_id=parent_run_id, target=target, batch_id=batch_id)
+            from ._routing import route as do_route
 
-        self.step_task = step
-        self.route_task = route
+            do_route(rt, event_ids, parent_run_id=parent_run_id, target=target,
+                     invoker=invoker, batch_id=batch_id)
+
+        self.step_task, self.route_task = step, route
         queues = app.conf.task_queues
-        if queues is not None and not any(q.name == ROUTER_QUEUE for q in queues):
+        if queues is None:
+            app.conf.task_queues = [Queue(app.conf.task_default_queue), self.router_queue]
+        elif not any(q.name == ROUTER_QUEUE for q in queues):
             app.conf.task_queues = [*queues, self.router_queue]
-        elif queues is None:
-            default = Queue(app.conf.task_default_queue)
-            app.conf.task_queues = [default, self.router_queue]
-
-    def _connect_signals(self) -> None:
-        signals.worker_init.connect(self._on_worker_init, weak=False)
-        signals.worker_ready.connect(self._on_worker_ready, weak=False)
-        signals.worker_shutting_down.connect(self._on_worker_stop, weak=False)
 
     def _mine(self, sender: Any) -> bool:
         app = getattr(sender, "app", None)
@@ -186,10 +250,10 @@ class Runtime:
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):
-            self.start_scanner()
+            self.timers.start()
 
     def _on_worker_stop(self, **_: Any) -> None:
-        self._stop.set()
+        self.timers.stop()
 
     # -- publishing ------------------------------------------------------------------
 
@@ -199,29 +263,34 @@ class Runtime:
         *,
         parent_run_id: str | None = None,
         target: str | None = None,
+        invoker: dict[str, Any] | None = None,
     ) -> list[str]:
         """Store the events and publish one router message; never waits for a worker."""
         ids = [ev.id or "" for ev, _ in events]
         try:
-            self.store.store_events([(ev.id or "", text, ev.ts or 0) for ev, text in events])
+            self.store.store_events(
+                [(ev.id or "", text, ev.ts or 0, ev.name) for ev, text in events]
+            )
         except redis.RedisError as exc:
             raise PublishError(f"could not store {len(ids)} event(s) in Redis: {exc}") from exc
-        self._publish_route(ids, parent_run_id=parent_run_id, target=target)
+        self.publish_route(ids, parent_run_id=parent_run_id, target=target, invoker=invoker)
         return ids
 
-    def _publish_route(
+    def publish_route(
         self,
         ids: list[str],
         *,
         parent_run_id: str | None = None,
         target: str | None = None,
+        invoker: dict[str, Any] | None = None,
         batch_id: str | None = None,
         producer: Any = None,
     ) -> None:
         try:
             self.route_task.apply_async(
                 args=(ids,),
-                kwargs={"parent_run_id": parent_run_id, "target": target, "batch_id": batch_id},
+                kwargs={"parent_run_id": parent_run_id, "target": target, "batch_id": batch_id,
+                        "invoker": invoker},
                 queue=self.router_queue,
                 producer=producer,
                 retry=True,
@@ -232,283 +301,220 @@ class Runtime:
                 f"could not publish {len(ids)} event id(s) to the broker: {exc}"
             ) from exc
 
-    def enqueue(self, fn_key: str, run_id: str, seq: int | None, producer: Any = None) -> None:
-        self.step_task.apply_async(args=(fn_key, run_id, seq), producer=producer)
-
-    # -- routing ---------------------------------------------------------------------
-
-    def route(
-        self,
-        event_ids: list[str],
-        *,
-        parent_run_id: str | None,
-        target: str | None,
-        batch_id: str | None,
+    def enqueue(
+        self, fn_key: str, run_id: str, seq: int | None, *, branch: str | None = None,
+        producer: Any = None,
     ) -> None:
-        store = self.store
-        if len(event_ids) > ROUTE_CHUNK:
-            # Split a large send so several workers route it at once.
-            with self.app.producer_or_acquire() as producer:
-                for i in range(0, len(event_ids), ROUTE_CHUNK):
-                    self._publish_route(
-                        event_ids[i : i + ROUTE_CHUNK],
-                        parent_run_id=parent_run_id,
-                        target=target,
-                        producer=producer,
-                    )
-            return
-        batch = batch_id or new_token()
-        payload = dumps({"ids": event_ids, "parent": parent_run_id, "target": target})
-        store.begin_route(batch, payload, self.lease_s)
-        runs: list[tuple[str, str, dict[str, Any]]] = []
-        now = repr(time.time())
-        for eid, ev in zip(event_ids, store.load_events(event_ids), strict=True):
-            if ev is None:
-                log.warning("fanout: event %s is not in Redis (expired?); nothing to route", eid)
-                continue
-            if target is not None:
-                fn = self.functions.get(target)
-                fns = [fn] if fn is not None else []
-                if fn is None:
-                    log.error("fanout: invoke target %s is not declared on this worker", target)
-            else:
-                fns = self.index.match(ev)
-            text = dumps(ev)
-            for fn in fns:
-                fields: dict[str, Any] = {
-                    "st": "queued",
-                    "fn": fn.fn_id,
-                    "app": fn.app_id,
-                    "fk": fn.key,
-                    "ev": dumps([eid]),
-                    "event": text,
-                    "c": now,
-                    "seq": "0",
-                    "att": "0",
-                }
-                if parent_run_id:
-                    fields["par"] = parent_run_id
-                runs.append((run_id_for(eid, fn.key), fn.key, fields))
-        results = store.create_runs(runs)
-        todo = [(fk, rid) for (rid, fk, _f), (_r, _c, enq) in zip(runs, results, strict=True) if enq]
-        if todo:
-            with self.app.producer_or_acquire() as producer:
-                for fk, rid in todo:
-                    self.enqueue(fk, rid, 0, producer=producer)
-        store.end_route(batch)
+        args: tuple[Any, ...] = (fn_key, run_id, seq) if branch is None else (fn_key, run_id, None, branch)
+        self.step_task.apply_async(args=args, producer=producer)
 
     # -- one pass ----------------------------------------------------------------------
 
-    def execute_pass(self, fn_key: str, run_id: str, seq: int | None) -> None:
+    def _function_for(self, fn_key: str, run_id: str) -> FunctionDef | None:
         fn = self.functions.get(fn_key)
-        store = self.store
         if fn is None:
             log.error(
                 "fanout: run %s belongs to function %s, which this worker does not declare; "
-                "it will be retried when the timer fires",
+                "its timer will offer it again",
                 run_id,
                 fn_key,
             )
-            store.arm(run_id, time.time() + self.recovery_timeout)
+            self.store.arm(run_id, time.time() + self.recovery_timeout)
+        return fn
+
+    def _input(self, fn: FunctionDef, run_id: str, fields: dict[str, str],
+               branch: str | None = None) -> PassInput:
+        memo = memo_from_fields(fields)
+        event = self.parse_json(fields.get("event", "{}"))
+        events = self.parse_json(fields["events"]) if "events" in fields else [event]
+        attempt = int(fields.get("att", "0"))
+        retrying = [r.attempts for r in memo.values() if r.status == "retrying"]
+        return PassInput(
+            run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
+            attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
+            policy=fn.policy, branch=branch,
+            state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
+        )
+
+    def _run(self, fn: FunctionDef, inp: PassInput, sink: _Sink) -> Outcome:
+        try:
+            return run_pass(fn.handler, inp, sink, is_async=fn.is_async)
+        except Exception as exc:  # an engine fault: retry the pass, never lose the run
+            log.exception("fanout: internal error in a pass of run %s", inp.run_id)
+            return Failed(error_info(exc), True)
+
+    def execute_pass(self, fn_key: str, run_id: str, seq: int | None) -> None:
+        fn = self._function_for(fn_key, run_id)
+        if fn is None:
             return
+        store = self.store
         token = new_token()
         lease_ms = int((time.time() + self.lease_s) * 1000)
         head, fields = store.begin_pass(run_id, token, lease_ms, seq)
+        if head == "cancel":  # cancelled while a worker that has since died held it
+            self.finish(run_id, "", "cancelled", None, self._cancel_reason(run_id))
+            return
         if head != "ok":
             return
-        self._hold(run_id, token, lease_ms)
+        self.leases.hold(run_id, "lease", token, lease_ms)
         try:
             if int(fields.get("takeovers", "0")) > MAX_TAKEOVERS:
-                self._finish_failed(
-                    fn,
-                    run_id,
-                    token,
-                    {
-                        "type": "WorkerLost",
-                        "message": f"the worker running this run died {MAX_TAKEOVERS + 1} times "
-                        "in a row (a poison step?); the run was stopped",
-                    },
-                )
+                self.finish(run_id, token, "failed", None, {
+                    "type": "WorkerLost",
+                    "message": f"the worker running this run died {MAX_TAKEOVERS + 1} times in "
+                    "a row (a step that kills its process?); the run was stopped",
+                }, fields)
                 return
-            memo = {
-                k[2:]: StepRecord.from_json(json.loads(v))
-                for k, v in fields.items()
-                if k.startswith("s:")
-            }
-            event = json.loads(fields.get("event", "{}"))
-            events = json.loads(fields["events"]) if "events" in fields else [event]
-            attempt = int(fields.get("att", "0"))
-            retrying = [r.attempts for r in memo.values() if r.status == "retrying"]
-            inp = PassInput(
-                run_id=run_id,
-                fn_id=fn.fn_id,
-                event=event,
-                events=events,
-                attempt=max([attempt, *retrying]),
-                memo=memo,
-                checkpoint=fn.checkpoint,
-                policy=fn.policy,
-            )
-            try:
-                outcome: Outcome = run_pass(
-                    fn.handler, inp, _Sink(self, run_id, token), is_async=fn.is_async
-                )
-            except Exception as exc:  # an engine fault: retry the pass, never lose the run
-                log.exception("fanout: internal error in a pass of run %s", run_id)
-                outcome = Failed(error_info(exc), True)
-            self._conclude(fn, run_id, token, attempt, outcome)
+            inp = self._input(fn, run_id, fields)
+            outcome = self._run(fn, inp, _Sink(self, fn, run_id, token, fields))
+            self._conclude(fn, run_id, token, inp.attempt, outcome, fields)
         finally:
-            self._release(run_id)
+            self.leases.release(run_id, "lease")
 
     def _conclude(
-        self, fn: FunctionDef, run_id: str, token: str, attempt: int, outcome: Outcome
+        self, fn: FunctionDef, run_id: str, token: str, attempt: int, outcome: Outcome,
+        fields: dict[str, str],
     ) -> None:
         store = self.store
+        attempt = int(fields.get("att", "0"))
+        end: dict[str, Any] = {"takeovers": 0}
         if isinstance(outcome, Completed):
-            store.finish_run(run_id, token, "completed", {"out": dumps(outcome.output)})
-        elif isinstance(outcome, Continue):
-            seq = store.end_pass(run_id, token, "queued", fields={"takeovers": 0})
-            if seq is not None:
-                self.enqueue(fn.key, run_id, seq)
-                store.drop_claimed([run_id], self._lease_score(run_id))
-        elif isinstance(outcome, RetryStep):
-            store.end_pass(
-                run_id, token, "running", wake=time.time() + outcome.delay, fields={"takeovers": 0}
-            )
-        elif isinstance(outcome, Failed):
-            if outcome.retriable and attempt < fn.retries:
-                delay = (
-                    outcome.retry_after
-                    if outcome.retry_after is not None
-                    else fn.policy.delay(attempt + 1)
-                )
-                store.end_pass(
-                    run_id,
-                    token,
-                    "running",
-                    wake=time.time() + delay,
-                    fields={"att": attempt + 1, "err": dumps(outcome.error), "takeovers": 0},
-                )
-            else:
-                self._finish_failed(fn, run_id, token, outcome.error)
-        elif isinstance(outcome, LeaseLost):
-            log.warning("fanout: run %s was taken over by another worker mid-pass", run_id)
-
-    def _finish_failed(
-        self, fn: FunctionDef, run_id: str, token: str, error: dict[str, Any]
-    ) -> None:
-        self.store.finish_run(run_id, token, "failed", {"err": dumps(error)})
-
-    # -- leases ------------------------------------------------------------------------
-
-    def _hold(self, run_id: str, token: str, lease_ms: int) -> None:
-        with self._leases_lock:
-            self._leases[run_id] = (token, lease_ms)
-        if self._heartbeat_pid != os.getpid():
-            self._heartbeat_pid = os.getpid()
-            threading.Thread(target=self._heartbeat, name="fanout-heartbeat", daemon=True).start()
-
-    def _release(self, run_id: str) -> None:
-        with self._leases_lock:
-            self._leases.pop(run_id, None)
-
-    def _lease_score(self, run_id: str) -> int:
-        with self._leases_lock:
-            held = self._leases.get(run_id)
-        return held[1] if held else 0
-
-    def _heartbeat(self) -> None:
-        pid = os.getpid()
-        while self._heartbeat_pid == pid:
-            time.sleep(self.lease_s / 3)
-            with self._leases_lock:
-                held = [(rid, tok) for rid, (tok, _s) in self._leases.items()]
-            if not held:
-                continue
-            try:
-                until = int((time.time() + self.lease_s) * 1000)
-                self.store.renew_leases(held, until)
-                with self._leases_lock:
-                    for rid, tok in held:
-                        if rid in self._leases:
-                            self._leases[rid] = (tok, until)
-            except redis.RedisError:
-                log.warning("fanout: could not renew leases; will retry", exc_info=True)
-
-    # -- timers --------------------------------------------------------------------------
-
-    def start_scanner(self) -> None:
-        """Start the timer thread in this process (once)."""
-        if self._scanner is not None and self._scanner.is_alive():
+            self.finish(run_id, token, "completed", outcome.output, None, fields)
             return
-        self._stop.clear()
-        self._scanner = threading.Thread(target=self._scan_loop, name="fanout-timers", daemon=True)
-        self._scanner.start()
+        if isinstance(outcome, LeaseLost):
+            if outcome.cancelled:
+                self.finish(run_id, token, "cancelled", None, self._cancel_reason(run_id), fields)
+            else:
+                log.warning("fanout: run %s was taken over by another worker mid-pass", run_id)
+            return
+        if isinstance(outcome, Failed):
+            if not (outcome.retriable and attempt < fn.retries):
+                self.finish(run_id, token, "failed", None, outcome.error, fields)
+                return
+            delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
+            end.update(att=attempt + 1, err=dumps(outcome.error))
+            seq, _r = store.end_pass(run_id, token, "running", wake=time.time() + delay, fields=end)
+        elif isinstance(outcome, RetryStep):
+            seq, _r = store.end_pass(run_id, token, "running", wake=time.time() + outcome.delay,
+                                     fields=end)
+        elif isinstance(outcome, Sleep):
+            seq, _r = store.end_pass(run_id, token, "sleeping", wake=outcome.until, fields=end)
+        elif isinstance(outcome, Wait):
+            seq, resolved = store.end_pass(run_id, token, "waiting", wake=outcome.until,
+                                           awaiting=outcome.step_id, fields=end)
+            if resolved and seq is not None and seq >= 0:
+                self.enqueue(fn.key, run_id, seq)
+                store.drop_claimed([run_id], int(outcome.until * 1000))
+        elif isinstance(outcome, Parallel):
+            # Arm each new branch's recovery timer before releasing the run, then
+            # release it, then enqueue the branches: a branch that joins at once
+            # must find the run free to continue.
+            due = time.time() + self.lease_s
+            for sid in outcome.new:
+                store.arm(f"branch:{run_id}:{sid}", due)
+            seq, _r = store.end_pass(run_id, token, "running", fields=end)
+            if seq is not None and seq >= 0:
+                with self.app.producer_or_acquire() as producer:
+                    for sid in outcome.new:
+                        self.enqueue(fn.key, run_id, None, branch=sid, producer=producer)
+                store.drop_claimed([run_id], self.leases.score(run_id))
+        elif isinstance(outcome, Continue):
+            seq, _r = store.end_pass(run_id, token, "queued", fields=end)
+            if seq is not None and seq >= 0:
+                self.enqueue(fn.key, run_id, seq)
+                store.drop_claimed([run_id], self.leases.score(run_id))
+        else:  # BranchDone cannot end a normal pass
+            seq = None
+        if seq == -1:
+            self.finish(run_id, token, "cancelled", None, self._cancel_reason(run_id), fields)
 
-    def stop_scanner(self) -> None:
-        self._stop.set()
-        if self._scanner is not None:
-            self._scanner.join(timeout=5)
+    # -- parallel branches ---------------------------------------------------------------
 
-    def add_periodic(self, name: str, fn: Callable[[], Any], interval: float) -> None:
-        """Run ``fn()`` about every ``interval`` seconds in each worker's timer thread
-        (for example the Django outbox sweeper). Errors are logged, never raised."""
-        if not any(entry[0] == name for entry in self._periodic):
-            self._periodic.append([name, fn, float(interval), 0.0])
-
-    def _run_periodic(self) -> None:
-        now = time.monotonic()
-        for entry in self._periodic:
-            name, fn, interval, last = entry
-            if now - last >= interval:
-                entry[3] = now
-                try:
-                    fn()
-                except Exception:
-                    log.warning("fanout: periodic job %s failed", name, exc_info=True)
-
-    def _scan_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                n = self.scan_once()
-            except Exception:  # keep the thread alive through Redis or broker outages
-                log.warning("fanout: timer scan failed; retrying", exc_info=True)
-                n = 0
-            self._run_periodic()
-            if n == 0:
-                self._stop.wait(self.poll_interval)
-
-    def scan_once(self) -> int:
-        """Fire due timers: recover expired leases, wake sleeping and retrying runs."""
+    def execute_branch(self, fn_key: str, run_id: str, step_id: str) -> None:
+        fn = self._function_for(fn_key, run_id)
+        if fn is None:
+            return
         store = self.store
-        due, rearm = store.claim_due(rearm_s=self.lease_s)
-        if not due:
-            return 0
-        routes = [m for m in due if m.startswith("route:")]
-        run_ids = [m for m in due if not m.startswith("route:")]
-        with self.app.producer_or_acquire() as producer:
-            for member in routes:
-                payload = store.route_payload(member[6:])
-                if payload:
-                    data = json.loads(payload)
-                    self._publish_route(
-                        data["ids"],
-                        parent_run_id=data.get("parent"),
-                        target=data.get("target"),
-                        batch_id=member[6:],
-                        producer=producer,
-                    )
-            if run_ids:
-                pipe = store.r.pipeline(transaction=False)
-                for rid in run_ids:
-                    pipe.hget(store.run_key(rid), "fk")
-                for rid, fk in zip(run_ids, pipe.execute(), strict=True):
-                    if fk is None:
-                        continue
-                    self.enqueue(fk.decode() if isinstance(fk, bytes) else fk, rid, None, producer)
-        gone = [m for m in routes if not store.route_payload(m[6:])]
-        store.drop_claimed([*run_ids, *gone], rearm)
-        return len(due)
+        token = new_token()
+        lease_ms = int((time.time() + self.lease_s) * 1000)
+        member = f"branch:{run_id}:{step_id}"
+        head, fields, joined = store.begin_branch(run_id, step_id, token, lease_ms)
+        if head == "done":
+            if joined:
+                self.enqueue(fn.key, run_id, None)
+            store.drop_timer(member)
+            return
+        if head != "ok":
+            return
+        field = f"bl:{step_id}"
+        self.leases.hold(run_id, field, token, lease_ms)
+        try:
+            inp = self._input(fn, run_id, fields, branch=step_id)
+            rec = inp.memo.get(step_id)
+            group = list((rec.extra or {}).get("group", [])) if rec else []
+            sink = _Sink(self, fn, run_id, token, fields, branch=step_id, group=group)
+            outcome = self._run(fn, inp, sink)
+            if isinstance(outcome, BranchDone):
+                store.end_branch(run_id, step_id, token)
+                if sink.joined:
+                    self.enqueue(fn.key, run_id, None)
+                store.drop_claimed([member], self.leases.score(run_id, field))
+            elif isinstance(outcome, RetryStep):
+                store.end_branch(run_id, step_id, token)
+                store.arm(member, time.time() + outcome.delay)
+            elif isinstance(outcome, Failed):
+                store.end_branch(run_id, step_id, token)
+                store.arm(member, time.time() + fn.policy.delay(1))
+                log.warning("fanout: branch %s of run %s failed outside its step: %s",
+                            step_id, run_id, outcome.error.get("message"))
+        finally:
+            self.leases.release(run_id, field)
+
+    # -- ending runs ---------------------------------------------------------------------
+
+    def _cancel_reason(self, run_id: str) -> dict[str, Any]:
+        raw = self.store.run_fields(run_id).get("cx")
+        return self.parse_json(raw) if raw else {"type": "Cancelled", "message": "cancelled"}
+
+    def finish(
+        self, run_id: str, token: str, status: str, output: Any, error: dict[str, Any] | None,
+        fields: dict[str, str] | None = None,
+    ) -> None:
+        """End a run; tell an invoking parent."""
+        values: dict[str, Any] = {}
+        if status == "completed":
+            values["out"] = dumps(output)
+        if error is not None:
+            values["err"] = dumps(error)
+        if not self.store.finish_run(run_id, token, status, values):
+            return
+        inv = (fields or {}).get("inv") or self.store.run_fields(run_id).get("inv")
+        if inv:
+            self._tell_parent(self.parse_json(inv), status, output, error)
+
+    def _tell_parent(
+        self, inv: dict[str, Any], status: str, output: Any, error: dict[str, Any] | None
+    ) -> None:
+        rec = StepRecord(id=inv["step"], kind="invoke", seq=int(inv.get("seq", 0)),
+                         ended_at=time.time())
+        if status == "completed":
+            rec.status, rec.output = "completed", output
+        else:
+            detail = (error or {}).get("message", status)
+            rec.status = "failed"
+            rec.error = {"type": "InvokeError", "message": f"the invoked run {status}: {detail}"}
+        if self.store.resolve_step(inv["run"], rec) == "enqueue":
+            self.enqueue(inv["fk"], inv["run"], None)
+
+    def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
+        """Cancel a run between steps; returns 'cancelled', 'flagged', 'ended' or 'missing'."""
+        head = self.store.cancel_run(run_id, {"type": "Cancelled", "message": reason})
+        if head == "cancelled":
+            inv = self.store.run_fields(run_id).get("inv")
+            if inv:
+                self._tell_parent(self.parse_json(inv), "cancelled", None,
+                                  {"type": "Cancelled", "message": reason})
+        return head
 
 
 def runtime_for(

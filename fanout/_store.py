@@ -14,6 +14,8 @@ Key layout (``P`` is the prefix, ``fanout`` by default)::
     P:idx:runs             zset   run id -> created (ms)
     P:idx:fn:<app>:<fn>    zset   run id -> created (ms)
     P:idx:events           zset   event id -> ts (ms)
+    P:idx:evname:<name>    zset   event id -> ts (ms), the last day (wait lookback)
+    P:waits:<name>         hash   open wait_for_event waits: <run>:<step> -> spec
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import redis
 from ._event import dumps
 from ._records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
 
+EVENT_NAME_INDEX_SECONDS = 86400
+
 _SCRIPTS = (
     "create_run",
     "begin_pass",
@@ -38,6 +42,10 @@ _SCRIPTS = (
     "renew_lease",
     "claim_due",
     "drop_claimed",
+    "cancel_run",
+    "resolve_step",
+    "begin_branch",
+    "end_branch",
 )
 
 
@@ -48,7 +56,7 @@ def _load_script(name: str) -> str:
 def connect(url: str) -> redis.Redis:
     """A Redis client for ``url``; ``memory://`` is an in-process store (fakeredis)."""
     if url.startswith("memory://"):
-        from ._embedded import memory_redis
+        from .embedded import memory_redis
 
         return memory_redis(url)
     return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
@@ -84,12 +92,20 @@ class Store:
 
     # -- events ------------------------------------------------------------------
 
-    def store_events(self, items: Sequence[tuple[str, str, int]]) -> None:
-        """Store (id, json, ts) events set-if-absent: the first payload for an id wins."""
+    def store_events(self, items: Sequence[tuple[str, str, int, str]]) -> None:
+        """Store (id, json, ts, name) events set-if-absent: the first payload for an id
+        wins.  Events are also indexed by name for a day (``wait_for_event`` lookback)."""
         pipe = self.r.pipeline(transaction=False)
-        for eid, text, ts in items:
+        by_name: dict[str, dict[str, int]] = {}
+        for eid, text, ts, name in items:
             pipe.set(self.event_key(eid), text, nx=True, ex=self.retention)
-        pipe.zadd(f"{self.p}:idx:events", {eid: ts for eid, _t, ts in items})
+            by_name.setdefault(name, {})[eid] = ts
+        pipe.zadd(f"{self.p}:idx:events", {eid: ts for eid, _t, ts, _n in items})
+        horizon = int((time.time() - EVENT_NAME_INDEX_SECONDS) * 1000)
+        for name, members in by_name.items():
+            key = f"{self.p}:idx:evname:{name}"
+            pipe.zadd(key, members)
+            pipe.zremrangebyscore(key, "-inf", horizon)
         pipe.execute()
 
     def load_events(self, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -163,14 +179,69 @@ class Store:
         it = iter(res[1:])
         return "ok", {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
 
-    def save_step(self, run_id: str, token: str, rec: StepRecord) -> tuple[str, StepRecord | None]:
+    def save_step(
+        self,
+        run_id: str,
+        token: str,
+        rec: StepRecord,
+        *,
+        lease_field: str = "lease",
+        group: Sequence[str] = (),
+    ) -> tuple[str, StepRecord | None, bool]:
+        """Save a step record under our lease: (head, existing final record, joined)."""
         res = self._scripts["save_step"](
-            keys=[self.run_key(run_id)], args=[token, f"s:{rec.id}", dumps(rec.to_json())]
+            keys=[self.run_key(run_id)],
+            args=[token, f"s:{rec.id}", dumps(rec.to_json()), lease_field,
+                  *(f"s:{sid}" for sid in group)],
         )
         head = _s(res[0])
         if head == "exists":
-            return head, StepRecord.from_json(json.loads(_s(res[1])))
-        return head, None
+            return head, StepRecord.from_json(json.loads(_s(res[1]))), bool(int(res[2]))
+        if head == "ok":
+            return head, None, bool(int(res[1]))
+        return head, None, False
+
+    def resolve_step(self, run_id: str, rec: StepRecord) -> str:
+        """Finish a waiting step from outside its run (exactly once)."""
+        return _s(self._scripts["resolve_step"](
+            keys=[self.run_key(run_id)], args=[f"s:{rec.id}", dumps(rec.to_json())]
+        ))
+
+    def begin_branch(
+        self, run_id: str, step_id: str, token: str, lease_until_ms: int
+    ) -> tuple[str, dict[str, str], bool]:
+        now = time.time()
+        member = f"branch:{run_id}:{step_id}"
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zadd(self.timers_key, {member: lease_until_ms})
+        self._scripts["begin_branch"](
+            keys=[self.run_key(run_id)],
+            args=[token, repr(now), repr(lease_until_ms / 1000), f"s:{step_id}", f"bl:{step_id}"],
+            client=pipe,
+        )
+        _z, res = pipe.execute()
+        head = _s(res[0])
+        if head == "ok":
+            it = iter(res[1:])
+            return head, {_s(k): _s(v) for k, v in zip(it, it, strict=True)}, False
+        if head == "busy":
+            self.r.zadd(self.timers_key, {member: int(float(_s(res[1])) * 1000)}, gt=True)
+        elif head == "terminal":
+            self.r.zrem(self.timers_key, member)
+        return head, {}, head == "done" and bool(int(res[1]))
+
+    def end_branch(self, run_id: str, step_id: str, token: str) -> None:
+        self._scripts["end_branch"](keys=[self.run_key(run_id)], args=[token, f"bl:{step_id}"])
+
+    def cancel_run(self, run_id: str, reason: Mapping[str, Any]) -> str:
+        """Cancel now if the run is between passes, else flag it for its pass."""
+        res = self._scripts["cancel_run"](
+            keys=[self.run_key(run_id)], args=[repr(time.time()), self.retention, dumps(reason)]
+        )
+        head = _s(res)
+        if head == "cancelled":
+            self.r.zrem(self.timers_key, run_id)
+        return head
 
     def end_pass(
         self,
@@ -179,22 +250,30 @@ class Store:
         status: str,
         *,
         wake: float | None = None,
+        awaiting: str | None = None,
         fields: Mapping[str, Any] | None = None,
-    ) -> int | None:
-        """Release the lease; arm the timer when the run must wake at ``wake``."""
+    ) -> tuple[int | None, bool]:
+        """Release the lease; arm the timer when the run must wake at ``wake``.
+
+        Returns (new seq or None if the lease was lost or -1 if cancelled, resolved):
+        ``resolved`` says the step named by ``awaiting`` was already finished by a
+        resolver, so the run is queued now and the caller must enqueue a pass.
+        """
         flat: list[Any] = []
         for k, v in (fields or {}).items():
             flat.extend((k, v))
         pipe = self.r.pipeline(transaction=False)
         self._scripts["end_pass"](
             keys=[self.run_key(run_id)],
-            args=[token, status, repr(wake or 0), *flat],
+            args=[token, status, repr(wake or 0), f"s:{awaiting}" if awaiting else "", *flat],
             client=pipe,
         )
         if wake is not None:
             pipe.zadd(self.timers_key, {run_id: int(wake * 1000)})
         res = pipe.execute()[0]
-        return None if res is None else int(res)
+        if res is None:
+            return None, False
+        return int(res[0]), bool(int(res[1]))
 
     def drop_timer(self, run_id: str) -> None:
         self.r.zrem(self.timers_key, run_id)
@@ -214,20 +293,56 @@ class Store:
         pipe.zrem(self.timers_key, run_id)
         return bool(pipe.execute()[0])
 
-    def renew_leases(self, leases: Iterable[tuple[str, str]], until_ms: int) -> list[str]:
-        """Extend (run_id, token) leases; returns the run ids whose lease was lost."""
+    def renew_leases(self, leases: Iterable[tuple[str, str, str]], until_ms: int) -> list[str]:
+        """Extend (run_id, lease field, token) leases; returns the run ids whose lease was lost.
+
+        The lease field is ``lease`` for a pass and ``bl:<step>`` for a parallel branch.
+        """
         items = list(leases)
         if not items:
             return []
         until = until_ms / 1000
         pipe = self.r.pipeline(transaction=False)
-        for run_id, token in items:
+        for run_id, lease_field, token in items:
             self._scripts["renew_lease"](
-                keys=[self.run_key(run_id)], args=[token, repr(until)], client=pipe
+                keys=[self.run_key(run_id)], args=[token, repr(until), lease_field], client=pipe
             )
-            pipe.zadd(self.timers_key, {run_id: until_ms}, xx=True)
+            member = run_id if lease_field == "lease" else f"branch:{run_id}:{lease_field[3:]}"
+            pipe.zadd(self.timers_key, {member: until_ms}, xx=True)
         res = pipe.execute()
-        return [rid for (rid, _t), ok in zip(items, res[::2], strict=True) if not ok]
+        return [rid for (rid, _f, _t), ok in zip(items, res[::2], strict=True) if not ok]
+
+    # -- waits ---------------------------------------------------------------------
+
+    def waits_key(self, name: str) -> str:
+        return f"{self.p}:waits:{name}"
+
+    def register_wait(self, name: str, member: str, spec: Mapping[str, Any]) -> None:
+        self.r.hset(self.waits_key(name), member, dumps(spec))
+
+    def waits_for(self, names: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
+        """Open waits by event name: {name: {member: spec}}."""
+        if not names:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(self.waits_key(name))
+        out: dict[str, dict[str, dict[str, Any]]] = {}
+        for name, raw in zip(names, pipe.execute(), strict=True):
+            if raw:
+                out[name] = {_s(k): json.loads(v) for k, v in raw.items()}
+        return out
+
+    def drop_waits(self, name: str, members: Sequence[str]) -> None:
+        if members:
+            self.r.hdel(self.waits_key(name), *members)
+
+    def events_since(self, name: str, since: float) -> list[dict[str, Any]]:
+        """Stored events named ``name`` with ts >= ``since`` (oldest first)."""
+        ids = [_s(m) for m in self.r.zrangebyscore(
+            f"{self.p}:idx:evname:{name}", int(since * 1000), "+inf", start=0, num=1000
+        )]
+        return [e for e in self.load_events(ids) if e is not None]
 
     # -- timers --------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ local lu = tonumber(redis.call('HGET', KEYS[1], 'lu') or '0')
 if lease and lease ~= '' and lu > now then
   return {'busy', tostring(lu)}
 end
+if redis.call('HGET', KEYS[1], 'cx') then
+  return {'cancel'}
+end
 local wake = tonumber(redis.call('HGET', KEYS[1], 'wake') or '0')
 if ARGV[4] == '' and wake > now + 0.05 then
   return {'early', tostring(wake)}

@@ -1,17 +1,32 @@
--- Memoize a step record, while the caller still holds the lease.
+-- Memoize a step record while the caller holds its lease: the run's lease for a
+-- pass, or the step's own lease (field 'bl:<step>') for a parallel branch.
 -- A completed or failed record is never overwritten: the first one saved wins.
 -- KEYS[1] run hash
--- ARGV[1] token  ARGV[2] field  ARGV[3] record JSON
--- Returns {'ok'}, {'exists', json} or {'lost'}.
-if redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then
+-- ARGV[1] token  ARGV[2] field  ARGV[3] record JSON  ARGV[4] lease field
+-- ARGV[5..] for a branch: the fields of its parallel group (the fan-in set)
+-- Returns {'ok', joined}, {'exists', json, joined}, {'lost'}, or {'cancel', reason}
+-- when a cancel was requested during the pass (the record is saved; the pass stops).
+-- joined is 1 when every field of the group now holds a final record.
+if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[1] then
   return {'lost'}
 end
-local cur = redis.call('HGET', KEYS[1], ARGV[2])
-if cur then
-  local rec = cjson.decode(cur)
-  if rec['st'] == 'completed' or rec['st'] == 'failed' then
-    return {'exists', cur}
+local function final(raw)
+  if not raw then return false end
+  local st = cjson.decode(raw)['st']
+  return st == 'completed' or st == 'failed'
+end
+local function joined()
+  if #ARGV < 5 then return 0 end
+  for i = 5, #ARGV do
+    if not final(redis.call('HGET', KEYS[1], ARGV[i])) then return 0 end
   end
+  return 1
+end
+local cur = redis.call('HGET', KEYS[1], ARGV[2])
+if final(cur) then
+  return {'exists', cur, joined()}
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-return {'ok'}
+local cx = redis.call('HGET', KEYS[1], 'cx')
+if cx and ARGV[4] == 'lease' then return {'cancel', cx} end
+return {'ok', joined()}

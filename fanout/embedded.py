@@ -39,7 +39,7 @@ def embedded_celery(name: str = "fanout-embedded") -> Any:
     """A Celery app on the in-memory broker with fanout's JSON-only settings."""
     from celery import Celery
 
-    app = Celery(name, broker="memory://", backend=None)
+    app = Celery(name, broker="memory://localhost/", backend=None)
     app.conf.update(
         task_serializer="json",
         result_serializer="json",

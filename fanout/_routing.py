@@ -1,0 +1,137 @@
+"""The router: from stored events to runs, and to the runs waiting for them.
+
+``fanout.route`` consumes the ``fanout.events`` exchange.  For each event it
+starts one run per matching function (run id derived from event id and
+function, created set-if-absent) and finishes the ``wait_for_event`` steps the
+event satisfies (exactly once per waiting run).  A router that dies mid-batch
+is recovered from its ``route:`` timer; redelivery creates nothing twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._event import dumps
+from ._ids import new_token, run_id_for
+from ._records import StepRecord
+from ._steps import wait_matches
+
+if TYPE_CHECKING:
+    from ._function import FunctionDef
+    from ._runtime import Runtime
+
+log = logging.getLogger("fanout")
+ROUTE_CHUNK = 500
+
+
+def route(
+    rt: Runtime,
+    event_ids: Sequence[str],
+    *,
+    parent_run_id: str | None,
+    target: str | None,
+    invoker: dict[str, Any] | None,
+    batch_id: str | None,
+) -> None:
+    if len(event_ids) > ROUTE_CHUNK:
+        # Split a large send so that several workers route it at once.
+        with rt.app.producer_or_acquire() as producer:
+            for i in range(0, len(event_ids), ROUTE_CHUNK):
+                rt.publish_route(
+                    list(event_ids[i : i + ROUTE_CHUNK]),
+                    parent_run_id=parent_run_id,
+                    target=target,
+                    invoker=invoker,
+                    producer=producer,
+                )
+        return
+    store = rt.store
+    batch = batch_id or new_token()
+    payload = {"ids": list(event_ids), "parent": parent_run_id, "target": target, "invoker": invoker}
+    store.begin_route(batch, dumps(payload), rt.lease_s)
+    events = [
+        (eid, ev) for eid, ev in zip(event_ids, store.load_events(event_ids), strict=True) if ev
+    ]
+    if len(events) < len(event_ids):
+        log.warning("fanout: %d event(s) were not in Redis (expired?)", len(event_ids) - len(events))
+    runs: list[tuple[str, str, dict[str, Any]]] = []
+    now = repr(time.time())
+    for eid, ev in events:
+        for fn in _subscribers(rt, ev, target):
+            fields: dict[str, Any] = {
+                "st": "queued",
+                "fn": fn.fn_id,
+                "app": fn.app_id,
+                "fk": fn.key,
+                "ev": dumps([eid]),
+                "event": dumps(ev),
+                "c": now,
+                "seq": "0",
+                "att": "0",
+            }
+            if parent_run_id:
+                fields["par"] = parent_run_id
+            if invoker:
+                fields["inv"] = dumps(invoker)
+            runs.append((run_id_for(eid, fn.key), fn.key, fields))
+    results = store.create_runs(runs)
+    todo = [(fk, rid) for (rid, fk, _f), (_r, _c, enq) in zip(runs, results, strict=True) if enq]
+    resolved = _resolve_waits(rt, [ev for _eid, ev in events]) if target is None else []
+    if todo or resolved:
+        with rt.app.producer_or_acquire() as producer:
+            for fk, rid in todo:
+                rt.enqueue(fk, rid, 0, producer=producer)
+            for fk, rid in resolved:
+                rt.enqueue(fk, rid, None, producer=producer)
+    store.end_route(batch)
+
+
+def _subscribers(rt: Runtime, ev: dict[str, Any], target: str | None) -> list[FunctionDef]:
+    if target is None:
+        return rt.index.match(ev)
+    fn = rt.functions.get(target)
+    if fn is None:
+        log.error("fanout: invoke target %s is not declared on this worker", target)
+        return []
+    return [fn]
+
+
+def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Finish the waits these events satisfy; returns (fn key, run id) to enqueue."""
+    store = rt.store
+    names = sorted({str(ev.get("name")) for ev in events})
+    open_waits = store.waits_for(names)
+    if not open_waits:
+        return []
+    now = time.time()
+    wake: list[tuple[str, str]] = []
+    for name, waits in open_waits.items():
+        finished: list[str] = []
+        for member, spec in waits.items():
+            if float(spec.get("until", 0)) < now:
+                finished.append(member)  # timed out: the run's own timer ends the wait
+                continue
+            for ev in events:
+                if ev.get("name") != name or (ev.get("ts") or 0) < spec.get("since", 0) * 1000:
+                    continue
+                if not wait_matches(spec, spec.get("trigger") or {}, ev):
+                    continue
+                rec = StepRecord(
+                    id=spec["step"],
+                    kind="wait",
+                    status="completed",
+                    output=ev,
+                    seq=int(spec.get("seq", 0)),
+                    started_at=spec.get("started"),
+                    ended_at=now,
+                )
+                head = store.resolve_step(spec["run"], rec)
+                if head == "enqueue":
+                    wake.append((spec["fk"], spec["run"]))
+                finished.append(member)
+                break
+        store.drop_waits(name, finished)
+    return wake

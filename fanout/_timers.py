@@ -1,0 +1,171 @@
+"""Leases and timers, inside the worker processes (no extra daemon).
+
+* :class:`Leases` keeps the leases this process holds (runs in a pass, parallel
+  branches) and renews them from a daemon thread, so a long step keeps its run.
+* :class:`TimerThread` drains the ``timers`` sorted set from each worker's main
+  process: an expired lease (a worker died mid-step), a step retry, a sleep's
+  wake-up, a wait's timeout and an unfinished router batch all become messages
+  again.  Claims are atomic (Lua), so several workers scan safely.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+log = logging.getLogger("fanout")
+
+
+class Leases:
+    """Leases held by this process, renewed every third of their length."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self._held: dict[tuple[str, str], tuple[str, int]] = {}
+        self._lock = threading.Lock()
+        self._pid = 0
+
+    def hold(self, run_id: str, field: str, token: str, until_ms: int) -> None:
+        with self._lock:
+            self._held[(run_id, field)] = (token, until_ms)
+        if self._pid != os.getpid():  # first lease in this (possibly forked) process
+            self._pid = os.getpid()
+            threading.Thread(target=self._renew_loop, name="fanout-leases", daemon=True).start()
+
+    def release(self, run_id: str, field: str) -> None:
+        with self._lock:
+            self._held.pop((run_id, field), None)
+
+    def score(self, run_id: str, field: str = "lease") -> int:
+        """The timer score we last wrote for this lease (for a conditional removal)."""
+        with self._lock:
+            held = self._held.get((run_id, field))
+        return held[1] if held else 0
+
+    def _renew_loop(self) -> None:
+        pid = os.getpid()
+        while self._pid == pid:
+            time.sleep(self.rt.lease_s / 3)
+            with self._lock:
+                items = [(rid, f, tok) for (rid, f), (tok, _u) in self._held.items()]
+            if not items:
+                continue
+            until = int((time.time() + self.rt.lease_s) * 1000)
+            try:
+                self.rt.store.renew_leases(items, until)
+            except redis.RedisError:
+                log.warning("fanout: could not renew leases; will retry", exc_info=True)
+                continue
+            with self._lock:
+                for rid, f, tok in items:
+                    if (rid, f) in self._held:
+                        self._held[(rid, f)] = (tok, until)
+
+
+class TimerThread:
+    """Fires due timers and runs periodic jobs, in one daemon thread per worker."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.poll_interval = 0.25
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._periodic: list[list[Any]] = []
+
+    def add_periodic(self, name: str, fn: Callable[[], Any], interval: float) -> None:
+        if not any(entry[0] == name for entry in self._periodic):
+            self._periodic.append([name, fn, float(interval), 0.0])
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="fanout-timers", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                n = self.scan_once()
+            except Exception:  # keep going through Redis or broker outages
+                log.warning("fanout: timer scan failed; retrying", exc_info=True)
+                n = 0
+            self._run_periodic()
+            if n == 0:
+                self._stop.wait(self.poll_interval)
+
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for entry in self._periodic:
+            name, fn, interval, last = entry
+            if now - last >= interval:
+                entry[3] = now
+                try:
+                    fn()
+                except Exception:
+                    log.warning("fanout: periodic job %s failed", name, exc_info=True)
+
+    def scan_once(self) -> int:
+        """Fire the due timers once; returns how many were due."""
+        rt, store = self.rt, self.rt.store
+        due, rearm = store.claim_due(rearm_s=rt.lease_s)
+        if not due:
+            return 0
+        routes = [m for m in due if m.startswith("route:")]
+        branches = [m for m in due if m.startswith("branch:")]
+        runs = [m for m in due if ":" not in m]
+        done: list[str] = []
+        with rt.app.producer_or_acquire() as producer:
+            for member in routes:
+                payload = store.route_payload(member[6:])
+                if payload is None:
+                    done.append(member)
+                    continue
+                data = json.loads(payload)
+                rt.publish_route(
+                    data["ids"],
+                    parent_run_id=data.get("parent"),
+                    target=data.get("target"),
+                    invoker=data.get("invoker"),
+                    batch_id=member[6:],
+                    producer=producer,
+                )
+            targets = runs + [m.split(":")[1] for m in branches]
+            if targets:
+                pipe = store.r.pipeline(transaction=False)
+                for rid in targets:
+                    pipe.hget(store.run_key(rid), "fk")
+                fks = dict(zip(targets, pipe.execute(), strict=True))
+                for rid in runs:
+                    fk = fks.get(rid)
+                    if fk is not None:
+                        rt.enqueue(_s(fk), rid, None, producer=producer)
+                    done.append(rid)
+                for member in branches:
+                    _, rid, sid = member.split(":", 2)
+                    fk = fks.get(rid)
+                    if fk is not None:
+                        rt.enqueue(_s(fk), rid, None, branch=sid, producer=producer)
+                    else:
+                        done.append(member)
+        store.drop_claimed(done, rearm)
+        return len(due)
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

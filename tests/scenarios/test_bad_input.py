@@ -1,0 +1,107 @@
+"""Bad input gets a clear error that names the problem, and nothing is published."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import redis
+
+import fanout
+from tests.support import make_app, redis_for
+
+app, client = make_app(__name__)
+
+
+@client.create_function(fn_id="listener", trigger=fanout.TriggerEvent(event="t/*"))
+def listener(ctx: fanout.Context) -> None:
+    pass
+
+
+def _nothing_published(r: redis.Redis) -> None:
+    # No event stored, no router message queued.
+    assert r.zcard("fanout:idx:events") == 0
+    assert not [k for k in r.keys("fanout:ev:*")]
+    assert r.llen("fanout.events") == 0
+
+
+@pytest.mark.parametrize(
+    ("send", "message"),
+    [
+        (lambda: client.emit("t/x", {"when": object()}), "data.when holds a object, which is not JSON-serializable"),
+        (lambda: client.emit("t/x", {"f": float("nan")}), "data.f is nan"),
+        (lambda: client.emit("t/x", {1: "a"}), "key 1 of type int"),
+        (lambda: client.emit("t/x", {"blob": "x" * (512 * 1024)}), "the limit is 524288 bytes (512 KiB)"),
+        (lambda: client.send_sync([fanout.Event(name="t/x")] * 5001), "5001 events in one send; the limit is 5000"),
+        (lambda: client.emit("fanout/function.failed"), "reserved for fanout's own events"),
+        (lambda: client.emit(""), "event name is empty"),
+        (lambda: client.emit("t/" + "n" * 300), "the limit is 256"),
+        (lambda: client.send_sync([]), "the list is empty"),
+        (lambda: client.send_sync("t/x"), "not a string"),
+        (lambda: client.send_sync([fanout.Event(name="t/ok"), {"name": "t/bad", "data": {"s": {1, 2}}}]), "data.s holds a set"),
+    ],
+)
+def test_bad_events_raise_event_error(clean_db: redis.Redis, send: Any, message: str) -> None:
+    with pytest.raises(fanout.EventError, match=re.escape(message)) as info:
+        send()
+    assert isinstance(info.value, ValueError)
+    _nothing_published(clean_db)
+
+
+def test_one_bad_event_in_a_batch_publishes_none(clean_db: redis.Redis) -> None:
+    batch = [fanout.Event(name="t/ok", data={"i": i}) for i in range(10)]
+    batch.append(fanout.Event(name="fanout/nope"))
+    with pytest.raises(fanout.EventError, match=r"events\[10\]"):
+        client.send_sync(batch)
+    _nothing_published(clean_db)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: fanout.TriggerEvent(event="t/x", expression="event.data.x >"), "invalid expression"),
+        (lambda: fanout.TriggerEvent(event="t/x", expression="foo.bar == 1"), "undeclared variable 'foo'"),
+        (lambda: fanout.TriggerEvent(event="t/*x"), "a wildcard '*' may only come last"),
+        (lambda: fanout.TriggerEvent(event="t*"), "right after '/' or '.'"),
+        (lambda: fanout.TriggerEvent(event=""), "trigger event is empty"),
+    ],
+)
+def test_bad_triggers_fail_at_declaration(make: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)) as info:
+        make()
+    assert isinstance(info.value, fanout.FanoutError)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fn_id": "bad id!", "trigger": fanout.TriggerEvent(event="t/x")}, "invalid fn_id 'bad id!'"),
+        ({"fn_id": "f", "trigger": []}, "at least one trigger"),
+        ({"fn_id": "f", "trigger": [fanout.TriggerEvent(event=f"t/{i}") for i in range(11)]}, "11 triggers; the limit is 10"),
+        ({"fn_id": "f", "trigger": "t/x"}, "trigger must be a TriggerEvent"),
+        ({"fn_id": "f", "trigger": fanout.TriggerEvent(event="t/x"), "retries": -1}, "retries must be an integer from 0 to 20"),
+        ({"fn_id": "f", "trigger": fanout.TriggerEvent(event="t/x"), "backoff": ["soon"]}, "backoff must be a sequence of seconds"),
+        ({"fn_id": "listener", "trigger": fanout.TriggerEvent(event="t/x")}, "already declared"),
+    ],
+)
+def test_bad_function_options_fail_at_decoration(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(fanout.ConfigError, match=re.escape(message)):
+        client.create_function(**kwargs)(lambda ctx: None)
+
+
+def test_pickle_app_is_refused() -> None:
+    from celery import Celery
+
+    bad = Celery("pickled")
+    bad.conf.task_serializer = "pickle"
+    bad.conf.accept_content = ["pickle", "json"]
+    with pytest.raises(fanout.ConfigError, match="JSON-only serialization"):
+        fanout.Fanout("pickled", celery=bad, redis_url=redis_for(__name__).connection_pool.connection_kwargs and "redis://127.0.0.1:1/0")
+
+
+def test_bad_client_options() -> None:
+    with pytest.raises(fanout.ConfigError, match="invalid Redis URL"):
+        fanout.Fanout("x", celery=app, redis_url="http://nope")
+    with pytest.raises(fanout.ConfigError, match="invalid app_id"):
+        fanout.Fanout("", celery=app)
