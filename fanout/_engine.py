@@ -184,6 +184,10 @@ class Sink(Protocol):
         """Register a wait; return an already-arrived matching event (lookback) or None."""
         ...
 
+    def drop_wait(self, step_id: str, event_name: str) -> None:
+        """Forget a wait that timed out."""
+        ...
+
     def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
         """Start the child run (idempotently); return its run id. Raise InvokeError if
         the function is unknown."""
@@ -356,12 +360,12 @@ class Pass:
         prev = op.memo
         if prev is not None:
             kw.setdefault("extra", prev.extra)
+            kw.setdefault("queued_at", prev.queued_at)
         rec = StepRecord(
             id=op.id,
             kind=op.kind,
             attempts=prev.attempts if prev else 0,
             seq=prev.seq if prev else self.next_seq,
-            queued_at=prev.queued_at if prev else None,
             **kw,
         )
         if prev is None:

@@ -122,6 +122,9 @@ class _Sink:
                     return ev
         return None
 
+    def drop_wait(self, step_id: str, event_name: str) -> None:
+        self.rt.store.drop_waits(event_name, [f"{self.run_id}:{step_id}"])
+
     def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
         child = self.rt.resolve_function(fn_ref, self.fn.app_id)
         eid = derived_event_id(self.run_id, step_id, 0)

@@ -259,6 +259,8 @@ class Step:
             if op.kind == "invoke":
                 rec.status = "failed"
                 rec.error = {"type": "InvokeError", "message": "the invoked function timed out"}
+            else:
+                p.sink.drop_wait(op.id, str(extra.get("event", "")))
             return p.finish(op, rec)
         raise Interrupt(Wait(op.id, until))
 
