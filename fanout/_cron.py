@@ -242,8 +242,9 @@ def beat_upto() -> str:
 class BeatSchedule(BaseSchedule):  # type: ignore[misc]
     """A Celery schedule that is due when any of ``schedules`` ticks.
 
-    Pickles (into beat's shelve file) as an empty schedule that is never due:
-    beat drops the stored entry at start-up and ``beat_init`` adds a fresh one.
+    Beat's shelve file re-reads its entries after each sync, so this pickles
+    by value (strings and numbers).  At start-up beat drops the stored entry
+    (it is not in ``beat_schedule``) and ``beat_init`` adds a fresh one.
     """
 
     def __init__(
@@ -281,15 +282,28 @@ class BeatSchedule(BaseSchedule):  # type: ignore[misc]
         return timedelta(seconds=self.is_due(last_run_at)[1])
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (BeatSchedule, ())
+        clock = (self.clock.real0, self.clock.fake0, self.clock.speed)
+        return (_revive, (tuple(str(s) for s in self.schedules), self.max_interval, clock))
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.schedules, self.max_interval, self.clock)
 
     def __eq__(self, other: object) -> bool:
-        return other is self
+        return isinstance(other, BeatSchedule) and other._key() == self._key()
 
-    __hash__ = object.__hash__
+    def __hash__(self) -> int:
+        return hash(self._key())
 
     def __repr__(self) -> str:
         return f"<fanout cron: {len(self.schedules)} schedule(s)>"
+
+
+def _revive(
+    crons: tuple[str, ...], max_interval: float, clock: tuple[float, float, float]
+) -> BeatSchedule:
+    return BeatSchedule(
+        [CronSchedule.parse(c) for c in crons], max_interval=max_interval, clock=Clock(*clock)
+    )
 
 
 # -- the Celery / Redis side ----------------------------------------------------------

@@ -270,7 +270,9 @@ class Pass:
         self.executed = 0
         self.seen: dict[str, int] = {}
         done = [r for r in inp.memo.values() if r.status in FINAL]
-        self.unvisited = {r.id for r in done}
+        # Memoized steps the handler must reach before any new step. Parallel branches
+        # finish in any order, so they are exempt from this order check.
+        self.unvisited = {r.id for r in done if not (r.extra and "group" in r.extra)}
         self.next_seq = max((r.seq for r in inp.memo.values()), default=-1) + 1
         self.replaying = bool(done)
         self.state_bytes = inp.state_bytes
@@ -306,9 +308,9 @@ class Pass:
             )
         if rec is not None and rec.status in FINAL:
             self.unvisited.discard(sid)
-            if not self.unvisited:
-                self.replaying = False
         else:
+            # The first step that is not final: code from here on has not run in an
+            # earlier pass, so the run's logger speaks again.
             self.replaying = False
         return Op(kind, sid, rec)
 

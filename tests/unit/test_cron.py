@@ -142,12 +142,15 @@ def test_beat_schedule_is_due_with_a_controlled_clock(monkeypatch: pytest.Monkey
     assert sched.remaining_estimate(sent).total_seconds() == pytest.approx(2.0, abs=0.01)
 
 
-def test_beat_schedule_pickles_as_an_inert_entry() -> None:
-    sched = BeatSchedule([MINUTELY], max_interval=5)
+def test_beat_schedule_pickles_by_value() -> None:
+    # beat's shelve file re-reads (unpickles) its entries after every sync
+    paris = CronSchedule.parse("TZ=Europe/Paris 0 12 * * 5")
+    sched = BeatSchedule([MINUTELY, paris], max_interval=5, clock=Clock(1.0, 2.0, 3.0))
     back = pickle.loads(pickle.dumps(sched))
-    assert isinstance(back, BeatSchedule) and back.schedules == ()
-    assert back.is_due(datetime.now(UTC)) == (False, 60.0)
-    assert sched == sched and sched != back
+    assert isinstance(back, BeatSchedule) and back == sched and hash(back) == hash(sched)
+    assert back.schedules == (MINUTELY, paris) and back.clock == Clock(1.0, 2.0, 3.0)
+    assert back.max_interval == 5
+    assert sched != BeatSchedule([MINUTELY], max_interval=5, clock=Clock(1.0, 2.0, 3.0))
 
 
 def test_horizon_trusts_a_beat_clock_only_a_little_ahead() -> None:
@@ -369,6 +372,10 @@ def test_beat_init_adds_one_entry_beside_the_users(tmp_path: Path) -> None:
     assert entry.schedule.schedules == (CronSchedule.parse("0 * * * *"),)
     assert entry.is_due()[0]  # catch up once at start-up
     assert entry.options["queue"] == client.runtime.router_queue.name
+    # a sync writes the shelve back and the entry is read (unpickled) again: still live
+    service.scheduler.sync()
+    assert service.scheduler.schedule[ENTRY_NAME].schedule == entry.schedule
+    assert service.scheduler.schedule[ENTRY_NAME] is not entry
     service.scheduler.close()
     # a restart reads the shelve file back: the user's entry stays, ours is re-added
     again = PersistentScheduler(app=app, schedule_filename=filename)
