@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -13,7 +14,8 @@ from ._steps import Context
 from ._errors import ConfigError, EventError
 from ._event import Event, prepare_batch
 from ._function import FunctionDef, build_function, check_backoff, check_id
-from ._ids import run_id_for
+from ._engine import memo_from_fields
+from ._ids import new_token, run_id_for
 from ._records import RunInfo
 from ._runtime import Runtime, check_serializers, runtime_for
 from ._store import to_run_info
@@ -38,6 +40,12 @@ def resolve_redis_url(celery: Celery, redis_url: str | None) -> str:
             f"invalid Redis URL {url!r}: expected redis://, rediss://, unix:// or memory://"
         )
     return url
+
+
+def _replay_id(run_id: str, kind: str) -> str:
+    from ._ids import _digest_id
+
+    return _digest_id(kind, run_id, new_token())
 
 
 class Fanout:
@@ -156,6 +164,39 @@ class Fanout:
         Returns False when the run is unknown or already ended.
         """
         return self._rt.cancel(run_id, reason) in ("cancelled", "flagged")
+
+    def replay(self, run_id: str) -> str:
+        """Start a new run of the same function for the same event; returns its id."""
+        fields, fn = self._run_and_function(run_id)
+        new_id = _replay_id(run_id, "replay")
+        event = json.loads(fields.get("event", "{}"))
+        self._rt.start_run(fn, event, run_id=new_id, extra_fields={"replay_of": run_id})
+        return new_id
+
+    def rerun(self, run_id: str, *, from_step: str) -> str:
+        """Start a new run that reuses the memoized outputs of the steps before ``from_step``."""
+        fields, fn = self._run_and_function(run_id)
+        memo = memo_from_fields(fields)
+        if from_step not in memo:
+            raise ConfigError(
+                f"run {run_id} has no step {from_step!r}; its steps are {sorted(memo)!r}"
+            )
+        cut = memo[from_step].seq
+        keep = [r for r in memo.values() if r.seq < cut and r.status == "completed"]
+        new_id = _replay_id(run_id, f"rerun:{from_step}")
+        event = json.loads(fields.get("event", "{}"))
+        self._rt.start_run(fn, event, run_id=new_id, steps=keep,
+                           extra_fields={"replay_of": run_id, "from_step": from_step})
+        return new_id
+
+    def _run_and_function(self, run_id: str) -> tuple[dict[str, str], FunctionDef]:
+        fields = self._rt.store.run_fields(run_id)
+        if not fields.get("st"):
+            raise ConfigError(f"no run {run_id!r} (unknown, or past its retention)")
+        fn = self._rt.functions.get(fields.get("fk", ""))
+        if fn is None:
+            raise ConfigError(f"run {run_id} belongs to {fields.get('fk')!r}, not declared here")
+        return fields, fn
 
     # -- inspecting ---------------------------------------------------------------------
 

@@ -509,6 +509,35 @@ class Runtime:
         if self.store.resolve_step(inv["run"], rec) == "enqueue":
             self.enqueue(inv["fk"], inv["run"], None)
 
+    def start_run(
+        self,
+        fn: FunctionDef,
+        event: dict[str, Any],
+        *,
+        run_id: str,
+        parent_run_id: str | None = None,
+        steps: Sequence[StepRecord] = (),
+        extra_fields: dict[str, Any] | None = None,
+    ) -> bool:
+        """Create a run directly (no router) with optional memoized steps; enqueue it.
+
+        Used for replays and reruns. Returns False if ``run_id`` already exists.
+        """
+        fields: dict[str, Any] = {
+            "st": "queued", "fn": fn.fn_id, "app": fn.app_id, "fk": fn.key,
+            "ev": dumps([event.get("id")] if event.get("id") else []), "event": dumps(event),
+            "c": repr(time.time()), "seq": "0", "att": "0",
+        }
+        if parent_run_id:
+            fields["par"] = parent_run_id
+        for rec in steps:
+            fields[f"s:{rec.id}"] = dumps(rec.to_json())
+        fields.update(extra_fields or {})
+        ((_rid, created, enqueue),) = self.store.create_runs([(run_id, fn.key, fields)])
+        if enqueue:
+            self.enqueue(fn.key, run_id, 0)
+        return created
+
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
         """Cancel a run between steps; returns 'cancelled', 'flagged', 'ended' or 'missing'."""
         head = self.store.cancel_run(run_id, {"type": "Cancelled", "message": reason})
