@@ -9,11 +9,11 @@ The tree::
     ├── ExpressionError (ValueError)  a CEL expression that does not compile or evaluate
     ├── PublishError                  Redis or the broker refused a send; raised, never swallowed
     ├── NonRetriableError             raise it in a step or handler to fail at once
-    │   └── InvokeError               an invoked child run failed, timed out or is missing
+    │   ├── InvokeError               an invoked child run failed, timed out or is missing
+    │   ├── NestedStepError           a step tool was called inside a running step
+    │   └── NonDeterminismError       a replay reached steps in an order the memo does not fit
     ├── RetryAfterError               raise it to retry after a given delay
-    ├── StepError                     a step used up its retries; the handler may catch it
-    ├── NestedStepError               a step tool was called inside a running step
-    └── NonDeterminismError           a replay reached steps in an order the memo does not fit
+    └── StepError                     a step used up its retries; the handler may catch it
 
 Every error keeps the arguments it was built with, so it pickles and unpickles
 (Celery and ``multiprocessing`` move exceptions between processes that way).
