@@ -403,10 +403,10 @@ class Pass:
         if ok:
             try:
                 text = dumps(value)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError) as bad:
                 ok, value = False, NonRetriableError(
                     f"step {op.id!r} returned a value that is not JSON-serializable "
-                    f"({type(value).__name__}): {exc}"
+                    f"({type(value).__name__}): {bad}"
                 )
             else:
                 if len(text) > MAX_STEP_OUTPUT_BYTES:

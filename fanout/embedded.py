@@ -9,8 +9,8 @@ the README example, trying things out and ``fanout dev``: nothing is durable.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ._errors import ConfigError
