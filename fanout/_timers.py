@@ -92,6 +92,14 @@ class TimerThread:
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="fanout-timers", daemon=True)
         self._thread.start()
+        # Periodic jobs (the Django outbox sweeper, ...) get their own thread, so a
+        # slow database never delays lease recovery or wake-ups.
+        threading.Thread(target=self._periodic_loop, name="fanout-periodic", daemon=True).start()
+
+    def _periodic_loop(self) -> None:
+        while not self._stop.is_set():
+            self._run_periodic()
+            self._stop.wait(0.5)
 
     def stop(self) -> None:
         self._stop.set()
@@ -105,7 +113,6 @@ class TimerThread:
             except Exception:  # keep going through Redis or broker outages
                 log.warning("fanout: timer scan failed; retrying", exc_info=True)
                 n = 0
-            self._run_periodic()
             if n == 0:
                 self._stop.wait(self.poll_interval)
 

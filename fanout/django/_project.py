@@ -88,6 +88,8 @@ def client() -> Fanout:
             except ConfigError as exc:
                 raise ImproperlyConfigured(f"settings.FANOUT: {exc}") from exc
             except TypeError as exc:
+                if not conf.client_options:
+                    raise
                 raise ImproperlyConfigured(f"FANOUT['CLIENT_OPTIONS']: {exc}") from exc
         return _client
 

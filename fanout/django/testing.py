@@ -1,7 +1,7 @@
 """Run your fanout functions inside a Django test.
 
-:func:`worker` starts a Celery worker (thread pool) and fanout's timer thread
-in the test process, on the project's own client, so the functions from every
+A Celery worker (thread pool) and fanout's timer thread run in the test
+process, on the project's own client, so the functions from every
 ``fanout_functions.py`` run for real.  With test settings like::
 
     FANOUT = {**FANOUT, "REDIS_URL": "memory://"}   # needs fakeredis[lua]
@@ -12,9 +12,10 @@ everything stays in the process; with a real Redis it works the same way.
 The worker's threads use their own database connections, so they see only
 committed data, and ``on_commit`` (where ``emit`` publishes) only fires when a
 test really commits: use transactional tests (``@pytest.mark.django_db(transaction=True)``
-or ``TransactionTestCase``).  The ``fanout_worker`` pytest fixture does so::
+or ``TransactionTestCase``).  With pytest-django, the ``fanout_worker`` fixture
+does that for you::
 
-    # conftest.py
+    # conftest.py (or: addopts = -p fanout.django.testing)
     pytest_plugins = ["fanout.django.testing"]
 
     # test_orders.py
@@ -22,6 +23,10 @@ or ``TransactionTestCase``).  The ``fanout_worker`` pytest fixture does so::
         response = client.post("/orders/", {"total": "12.50"})
         runs = fanout_worker.wait(response.json()["event_id"])
         assert [r.status for r in runs] == ["completed"]
+
+Without pytest, ``with worker() as w: ...`` does the same for one block (it
+starts and stops the Celery worker each time; :func:`shared_worker` keeps one
+running across blocks).  Run only one in-process worker at a time.
 """
 
 from __future__ import annotations
@@ -29,14 +34,14 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .._client import Fanout
 from .._ids import run_id_for
 from .._records import RunInfo
-from ..embedded import start_embedded_worker
 from ._project import client
 
-__all__ = ["FanoutTestWorker", "worker"]
+__all__ = ["FanoutTestWorker", "shared_worker", "worker"]
 
 
 class FanoutTestWorker:
@@ -89,17 +94,69 @@ class FanoutTestWorker:
                 return total
 
 
-@contextmanager
-def worker(*, concurrency: int = 2, timeout: float = 30.0) -> Iterator[FanoutTestWorker]:
-    """Run an in-process worker for the project's client while the block runs."""
-    fanout_client = client()
-    app = fanout_client.celery
+def _prepare(app: Any) -> None:
     if str(app.conf.broker_url or "").startswith("memory://"):
         options = dict(app.conf.broker_transport_options or {})
         options.setdefault("polling_interval", 0.01)
         app.conf.broker_transport_options = options
-    with start_embedded_worker(app, concurrency=concurrency):
+
+
+@contextmanager
+def _celery_worker(app: Any, concurrency: int) -> Iterator[None]:
+    """A Celery worker (thread pool) in this process, unless the session one runs."""
+    global _session_app
+    if _session_app is app:
+        yield
+        return
+    from celery.contrib.testing.worker import start_worker
+
+    _prepare(app)
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=concurrency,
+        perform_ping_check=False,
+        loglevel="WARNING",
+        shutdown_timeout=30,
+    ):
+        yield
+
+
+@contextmanager
+def _timers(fanout_client: Fanout) -> Iterator[None]:
+    """fanout's timer thread (retries, sleeps, the outbox sweeper) for the block."""
+    rt = fanout_client.runtime
+    rt.start_scanner()
+    try:
+        yield
+    finally:
+        rt.stop_scanner()
+
+
+@contextmanager
+def worker(*, concurrency: int = 2, timeout: float = 30.0) -> Iterator[FanoutTestWorker]:
+    """Run an in-process worker for the project's client while the block runs."""
+    fanout_client = client()
+    with _celery_worker(fanout_client.celery, concurrency), _timers(fanout_client):
         yield FanoutTestWorker(fanout_client, timeout)
+
+
+_session_app: Any = None
+
+
+@contextmanager
+def shared_worker(*, concurrency: int = 2) -> Iterator[Any]:
+    """Keep the project's Celery worker running in this process for a while (a test
+    session, a module); :func:`worker` and ``fanout_worker`` reuse it meanwhile
+    and only start fanout's timer thread.  Yields the Celery app."""
+    global _session_app
+    app = client().celery
+    with _celery_worker(app, concurrency):
+        _session_app = app
+        try:
+            yield app
+        finally:
+            _session_app = None
 
 
 try:
@@ -108,8 +165,21 @@ except ImportError:  # pragma: no cover - pytest is optional at run time
     pass
 else:
 
+    @pytest.fixture(scope="session")
+    def fanout_celery_worker(django_db_setup: None) -> Iterator[Any]:
+        """The Celery worker behind ``fanout_worker``: started once, stopped at the end."""
+        with shared_worker() as app:
+            yield app
+
     @pytest.fixture
-    def fanout_worker(transactional_db: None) -> Iterator[FanoutTestWorker]:
-        """An in-process worker for one transactional test (needs pytest-django)."""
-        with worker() as w:
-            yield w
+    def fanout_worker(
+        transactional_db: None, fanout_celery_worker: Any
+    ) -> Iterator[FanoutTestWorker]:
+        """An in-process worker for one transactional test (needs pytest-django).
+
+        The Celery worker is shared by the session; fanout's timer thread (and with
+        it the outbox sweeper) runs only during the test.
+        """
+        fanout_client = client()
+        with _timers(fanout_client):
+            yield FanoutTestWorker(fanout_client, 30.0)

@@ -5,8 +5,10 @@ Settings come from ``tests/django/settings.py`` through ``settings.configure``
 subprocesses of the other test modules never set Django up).
 
 The database is PostgreSQL (``FANOUT_TEST_PG_HOST`` etc., default
-127.0.0.1:5432, user postgres); the test runner creates ``test_fanout_django``
-and drops it at the end.  Only when PostgreSQL cannot be reached (or psycopg is
+127.0.0.1:5432, user postgres).  The test runner creates
+``test_fanout_django_<pid>`` (one per pytest session, so sessions running at
+the same time never share or drop each other's database) and drops it at the
+end; databases left by killed sessions are dropped by the next session.  Only when PostgreSQL cannot be reached (or psycopg is
 missing) do the tests fall back to SQLite, and they say so: a warning, a line
 in the session header and one in the summary.  ``FANOUT_TEST_DJANGO_DB=sqlite``
 or ``=postgresql`` forces the choice (forcing PostgreSQL makes an unreachable
@@ -50,6 +52,43 @@ def _pg_params() -> dict[str, Any]:
     }
 
 
+PG_TEST_PREFIX = "test_fanout_django_"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _drop_stale_pg_databases() -> None:
+    """Drop test databases of sessions that died before their teardown."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(dbname="postgres", autocommit=True, connect_timeout=3, **_pg_params()) as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                (PG_TEST_PREFIX.replace("_", r"\_") + "%",),
+            )
+        ]
+        for name in names:
+            suffix = name[len(PG_TEST_PREFIX) :]
+            if not suffix.isdigit() or _pid_alive(int(suffix)):
+                continue
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", (name,)
+            ).fetchone()
+            if row is None or row[0] == 0:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
 def _choose_backend() -> tuple[str, str]:
     forced = os.environ.get("FANOUT_TEST_DJANGO_DB", "").strip().lower()
     if forced == "sqlite":
@@ -79,6 +118,9 @@ def pytest_configure(config: pytest.Config) -> None:
     backend, why = _choose_backend()
     _state["backend"], _state["why"] = backend, why
     os.environ["FANOUT_DJANGO_TEST_DB"] = backend
+    if backend == "postgresql":
+        os.environ["FANOUT_DJANGO_PG_TEST_NAME"] = f"{PG_TEST_PREFIX}{os.getpid()}"
+        _drop_stale_pg_databases()
     if backend == "sqlite":
         _state["tmp"] = tempfile.mkdtemp(prefix="fanout-django-sqlite-")
         os.environ["FANOUT_DJANGO_SQLITE_DIR"] = _state["tmp"]

@@ -6,6 +6,7 @@ crash-test subprocesses all use the same one:
 
 * ``FANOUT_DJANGO_TEST_DB``: ``postgresql`` (default) or ``sqlite``;
 * ``FANOUT_DJANGO_DB_NAME``: for subprocesses, the test database the runner created;
+* ``FANOUT_DJANGO_PG_TEST_NAME``: the PostgreSQL test database for this session;
 * ``FANOUT_DJANGO_SQLITE_DIR``: where the SQLite fallback keeps its files;
 * ``FANOUT_TEST_PG_HOST``/``_PORT``/``_USER``/``_PASSWORD``: the PostgreSQL server.
 
@@ -31,7 +32,9 @@ if BACKEND == "postgresql":
         "PASSWORD": os.environ.get("FANOUT_TEST_PG_PASSWORD", ""),
         "HOST": os.environ.get("FANOUT_TEST_PG_HOST", "127.0.0.1"),
         "PORT": os.environ.get("FANOUT_TEST_PG_PORT", "5432"),
-        "TEST": {"NAME": "test_fanout_django"},
+        # Per pytest session (conftest.py sets it): sessions running side by side
+        # on one server must not drop each other's database.
+        "TEST": {"NAME": os.environ.get("FANOUT_DJANGO_PG_TEST_NAME", "test_fanout_django")},
     }
 else:
     _dir = os.environ.get("FANOUT_DJANGO_SQLITE_DIR") or tempfile.gettempdir()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,11 +17,23 @@ import fanout
 from fanout.django import client as fanout_client
 from fanout.django import emit
 from fanout.django.models import OutboxEvent
-from fanout.django.testing import FanoutTestWorker, worker
-from fanout.django.testing import fanout_worker  # noqa: F401 - the fixture under test
+from fanout.django.testing import (
+    FanoutTestWorker,
+    fanout_worker,  # noqa: F401 - the fixture under test
+    shared_worker,
+    worker,
+)
 from tests.django.shop.models import Order
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(scope="module")
+def fanout_celery_worker(django_db_setup: None) -> Iterator[Any]:
+    """The plugin's session fixture, narrowed to this module: the in-process worker
+    must be gone before test_worker.py's subprocess worker is the only consumer."""
+    with shared_worker() as app:
+        yield app
 
 
 def test_the_fixture_runs_the_projects_functions(

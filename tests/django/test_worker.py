@@ -155,6 +155,7 @@ def test_the_same_row_published_twice_starts_one_run(
 ) -> None:
     eid = client.post("/orders/", {"total": "2.00"}).json()["event_id"]
     first = confirmed_run(eid)
+    runs_before = len(fanout_client().list_runs(fn_id=FN, limit=1000))
     # The row comes back, as if the delete after the first publish had been lost.
     (event,) = fanout_client().runtime.store.load_events([eid])
     assert event is not None
@@ -168,5 +169,6 @@ def test_the_same_row_published_twice_starts_one_run(
     time.sleep(1.0)  # time for the duplicate to be routed
     runs = fanout_client().list_runs(event_id=eid)
     assert [r.run_id for r in runs] == [first.run_id]
+    assert len(fanout_client().list_runs(fn_id=FN, limit=1000)) == runs_before, "a second run"
     assert fanout_client().get_run(first.run_id).status == "completed"  # type: ignore[union-attr]
     assert side_effects(fanout_redis, eid) == 1
