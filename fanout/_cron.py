@@ -208,7 +208,7 @@ def decide(
         truncated = truncated or plan.truncated
     run = max(runs, default=None)
     for tick, index in runs.items():
-        if tick != run:
+        if tick != run and cursor is not None:  # a first deploy records no skips
             skipped.setdefault(tick, index)
     if run is not None:
         skipped.pop(run, None)
@@ -515,6 +515,7 @@ class CronService:
             "options": {"queue": self.rt.router_queue.name},
             "last_run_at": _NEVER,
         }
+        how = f"beat entry {ENTRY_NAME!r}"
         try:
             sender.scheduler.update_from_dict({ENTRY_NAME: entry})
         except Exception:
@@ -528,10 +529,11 @@ class CronService:
                 target=self._fire_loop, args=(schedule,), name="fanout-cron", daemon=True
             )
             self._thread.start()
+            how = "thread 'fanout-cron'"
         log.info(
-            "fanout: cron ticks of %d function(s) sent by beat entry %r: %s",
+            "fanout: cron ticks of %d function(s) sent by %s: %s",
             len(fns),
-            ENTRY_NAME,
+            how,
             ", ".join(fn.key for fn in fns),
         )
 
