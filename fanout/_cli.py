@@ -1,0 +1,436 @@
+"""The ``fanout`` command: inspect and steer runs, run the dashboard, run dev mode.
+
+Every command finds the app like ``celery -A`` does (``-A module[:attr]`` or
+``FANOUT_APP``).  Errors are one line on stderr and a non-zero exit: 1 for a
+failed operation, 2 for bad usage.  ``--json`` prints machine-readable output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+from ._errors import FanoutError
+from ._history import MAX_LIMIT, RunSummary, parse_time
+from ._locate import Target, locate
+from ._render import Progress, events_table, run_json, runs_table, table, timeline
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """An error reported as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def _json_arg(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(
+            f"not valid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _time_arg(text: str) -> float:
+    try:
+        return parse_time(text)
+    except FanoutError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _limit_arg(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 1 <= n <= 100_000:
+        raise argparse.ArgumentTypeError("must be from 1 to 100000")
+    return n
+
+
+def _out(args: argparse.Namespace, data: Any, text: str) -> None:
+    if getattr(args, "json", False):
+        sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _note(message: str) -> None:
+    sys.stderr.write(message + "\n")
+
+
+# -- loading the app -----------------------------------------------------------------
+
+
+def _target(args: argparse.Namespace, *, memory_ok: bool = False) -> Target:
+    spec = getattr(args, "app", None) or os.environ.get("FANOUT_APP") or ""
+    if not spec:
+        raise CliError("no app given: pass -A module[:attr] (as for celery -A) or set FANOUT_APP",
+                       EXIT_USAGE)
+    url = getattr(args, "redis", None)
+    if url:
+        os.environ["FANOUT_REDIS_URL"] = url
+        if not url.startswith("memory://"):
+            os.environ["CELERY_BROKER_URL"] = url
+    target = locate(spec)
+    if url and target.redis_url != url:
+        raise CliError(f"--redis {url} was given, but app {spec} uses {target.redis_url} "
+                       "(it sets its Redis URL itself; make it read FANOUT_REDIS_URL)")
+    if target.is_memory and not memory_ok:
+        raise CliError(f"app {spec} keeps its state in memory ({target.redis_url}): only "
+                       "'fanout dev' in the same process can see it; pass --redis URL or set "
+                       "FANOUT_REDIS_URL")
+    return target
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+def cmd_functions(args: argparse.Namespace) -> int:
+    fns = _target(args, memory_ok=True).functions()
+    rows = []
+    for fn in fns:
+        d = fn.describe()
+        trig = ", ".join(t["event"] + (f" if {t['expression']}" if t.get("expression") else "")
+                         if "event" in t else f"cron {t['cron']}" for t in d["triggers"])
+        rows.append([fn.key, fn.name, trig, str(fn.retries)])
+    _out(args, [fn.describe() for fn in fns],
+         table(["FUNCTION", "NAME", "TRIGGERS", "RETRIES"], rows) if rows else "no functions")
+    return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    target = _target(args)
+    eid = target.send(args.name, args.data, id=args.id, user=args.user)
+    if not args.wait:
+        _out(args, {"event_id": eid}, eid)
+        return 0
+    history = target.history
+    deadline = time.monotonic() + args.wait
+    runs: list[RunSummary] = []
+    while time.monotonic() < deadline:
+        runs = history.runs_of_event(eid)
+        if runs and all(r.ended_at is not None for r in runs):
+            break
+        time.sleep(0.1)
+    _out(args, {"event_id": eid, "runs": [r.to_json() for r in runs]},
+         f"event {eid}\n" + (runs_table(runs) if runs else "no runs started (yet)"))
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    run_id = _target(args).invoke(args.function, args.data)
+    _out(args, {"run_id": run_id}, run_id)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    target = _target(args)
+    history = target.history
+    if args.event:
+        runs = history.runs_of_event(args.event)
+        if args.status:
+            runs = [r for r in runs if r.status in args.status.split(",")]
+        _out(args, {"runs": [r.to_json() for r in runs], "next_cursor": None},
+             runs_table(runs) if runs else "no runs")
+        return 0
+    fn_key = target.function(args.fn).key if args.fn else None
+    page = history.runs(fn_key=fn_key, status=args.status, since=args.since, until=args.until,
+                        limit=min(args.limit, MAX_LIMIT), cursor=args.cursor)
+    _out(args, {"runs": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
+                "complete": page.complete},
+         runs_table(page.items) if page.items else "no runs")
+    if not args.json and page.next_cursor:
+        _note(f"more: add --cursor {page.next_cursor}"
+              + ("" if page.complete else f" (stopped after scanning {page.scanned} runs)"))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    store = _target(args).runtime.store
+    fields = store.run_fields(args.run_id)
+    info = store.run_info(args.run_id, fields)
+    if info is None:
+        raise CliError(f"no run {args.run_id!r} (unknown, or past its retention)")
+    _out(args, run_json(info, fields), timeline(info, fields))
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    history = _target(args).history
+    page = history.events(name=args.name, since=args.since, until=args.until,
+                          limit=min(args.limit, MAX_LIMIT), cursor=args.cursor)
+    _out(args, {"events": [e.to_json() for e in page.items], "next_cursor": page.next_cursor},
+         events_table(page.items) if page.items else "no events")
+    if not args.follow:
+        return 0
+    last = max((e.ts or 0 for e in page.items), default=time.time())
+    try:
+        while True:
+            time.sleep(1.0)
+            new = history.events(name=args.name, since=last, after_exclusive=True, limit=200)
+            for ev in reversed(new.items):
+                _out(args, ev.to_json(), events_table([ev]).splitlines()[1])
+                last = max(last, ev.ts or last)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_event(args: argparse.Namespace) -> int:
+    history = _target(args).history
+    ev = history.event(args.event_id)
+    if ev is None:
+        raise CliError(f"no event {args.event_id!r} (unknown, or past its retention)")
+    runs = history.runs_of_event(args.event_id)
+    text = (f"event {ev.event_id}  {ev.name}\n  data {json.dumps(ev.data, default=str)}\n\n"
+            + (runs_table(runs) if runs else "no runs"))
+    _out(args, {**ev.to_json(), "runs": [r.to_json() for r in runs]}, text)
+    return 0
+
+
+def _select(target: Target, args: argparse.Namespace, default_status: str | None) -> list[str]:
+    if args.run_ids:
+        return list(args.run_ids)
+    status = args.status or default_status
+    if not (args.fn or args.status or args.since or args.until):
+        raise CliError(f"{args.command} needs run ids or a filter (--fn, --status, --since)",
+                       EXIT_USAGE)
+    fn_key = target.function(args.fn).key if args.fn else None
+    ids: list[str] = []
+    cursor: str | None = None
+    while len(ids) < args.limit:
+        page = target.history.runs(fn_key=fn_key, status=status, since=args.since,
+                                   until=args.until, limit=min(MAX_LIMIT, args.limit - len(ids)),
+                                   cursor=cursor, max_scan=1_000_000)
+        ids.extend(r.run_id for r in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return ids
+
+
+def _bulk(args: argparse.Namespace, ids: list[str], verb: str,
+          act: Callable[[str], tuple[bool, str]]) -> int:
+    if args.dry_run:
+        _out(args, {"would": verb, "run_ids": ids},
+             f"would {verb} {len(ids)} run(s)" + "".join(f"\n{r}" for r in ids))
+        return 0
+    bulk = not args.run_ids
+    progress = Progress(len(ids), verb) if bulk and ids else None
+    results: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for rid in ids:
+        try:
+            ok, detail = act(rid)
+        except FanoutError as exc:
+            ok, detail = False, str(exc)
+        results.append({"run_id": rid, "ok": ok, "result": detail})
+        if not ok:
+            failures.append(f"{rid}: {detail}")
+        if progress:
+            progress.advance(ok)
+    lines = [f"{r['run_id']} {r['result']}" for r in results]
+    summary = f"{verb}: {len(ids) - len(failures)} of {len(ids)} run(s)"
+    _out(args, {"results": results}, "\n".join([*lines, summary]) if ids else "no runs match")
+    if failures and not bulk:
+        raise CliError(failures[0])
+    return EXIT_ERROR if failures and len(failures) == len(ids) else 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    target = _target(args)
+    ids = _select(target, args, "active")
+    messages = {"cancelled": "cancelled", "flagged": "cancelling (stops after its running step)",
+                "ended": "had already ended", "missing": "no such run"}
+
+    def act(rid: str) -> tuple[bool, str]:
+        head = target.cancel(rid, args.reason)
+        return head in ("cancelled", "flagged"), messages.get(head, head)
+
+    return _bulk(args, ids, "cancel", act)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    target = _target(args)
+    ids = _select(target, args, None)
+    return _bulk(args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"))
+
+
+def cmd_rerun(args: argparse.Namespace) -> int:
+    new_id = _target(args).rerun(args.run_id, args.from_step)
+    _out(args, {"run_id": new_id, "rerun_of": args.run_id, "from_step": args.from_step}, new_id)
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    rep = _target(args).history.prune()
+    _out(args, rep.__dict__, f"removed {rep.runs_removed} run and {rep.events_removed} event "
+         f"index entries (checked {rep.keys_checked} old runs)")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from ._dashboard import serve
+
+    target = _target(args)
+    serve(target, host=args.host, port=args.port, token=args.token or None)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from ._dev import run_dev
+
+    target = _target(args, memory_ok=True)
+    run_dev(target, host=args.host, port=args.port, token=args.token or None,
+            concurrency=args.concurrency, beat=not args.no_beat)
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------
+
+
+def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
+    p.add_argument("-A", "--app", metavar="MODULE[:ATTR]", help="the app module, as for celery -A "
+                   "(default: $FANOUT_APP)", **d)
+    p.add_argument("--redis", metavar="URL", help="Redis URL (sets FANOUT_REDIS_URL and "
+                   "CELERY_BROKER_URL before the app is imported)", **d)
+    p.add_argument("--json", action="store_true", help="machine-readable output", **d)
+
+
+def _run_filters(p: argparse.ArgumentParser, limit: int) -> None:
+    p.add_argument("--fn", metavar="FUNCTION", help="function id or app:fn key")
+    p.add_argument("--status", help="status, comma-separated statuses, or 'active'")
+    p.add_argument("--since", type=_time_arg, metavar="T",
+                   help="created at or after T: 15m, 2h, 7d (ago), epoch or ISO 8601")
+    p.add_argument("--until", type=_time_arg, metavar="T", help="created at or before T")
+    p.add_argument("--limit", type=_limit_arg, default=limit, help=f"at most N runs ({limit})")
+
+
+def _dashboard_opts(p: argparse.ArgumentParser, port: int) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1); any "
+                   "other address requires --token")
+    p.add_argument("--port", type=int, default=port, help=f"port ({port})")
+    p.add_argument("--token", default=os.environ.get("FANOUT_DASHBOARD_TOKEN", ""),
+                   help="access token ($FANOUT_DASHBOARD_TOKEN)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fanout", description="Inspect and steer fanout runs.")
+    _common(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
+        p = sub.add_parser(name, help=help, description=help)
+        _common(p, top=False)
+        p.set_defaults(func=func)
+        return p
+
+    add("functions", cmd_functions, "list the app's functions and their triggers")
+    p = add("send", cmd_send, "send an event")
+    p.add_argument("name", help="event name")
+    p.add_argument("--data", type=_json_arg, default={}, metavar="JSON", help="event data object")
+    p.add_argument("--user", type=_json_arg, default=None, metavar="JSON")
+    p.add_argument("--id", default=None, help="event id (idempotency key)")
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to SECONDS for the runs it starts, and list them")
+    p = add("invoke", cmd_invoke, "start a run of a function now")
+    p.add_argument("function", help="function id or app:fn key")
+    p.add_argument("--data", type=_json_arg, default={}, metavar="JSON")
+    p = add("runs", cmd_runs, "list runs, newest first")
+    _run_filters(p, 20)
+    p.add_argument("--event", metavar="EVENT_ID", help="the runs this event started")
+    p.add_argument("--cursor", help="continue a previous listing")
+    p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
+    p.add_argument("run_id")
+    p = add("events", cmd_events, "list events, newest first")
+    p.add_argument("--name", help="only events with this name")
+    p.add_argument("--since", type=_time_arg, metavar="T")
+    p.add_argument("--until", type=_time_arg, metavar="T")
+    p.add_argument("--limit", type=_limit_arg, default=20)
+    p.add_argument("--cursor")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
+    p = add("event", cmd_event, "show an event and the runs it started")
+    p.add_argument("event_id")
+    for name, func, help, limit in (
+        ("cancel", cmd_cancel, "cancel runs (by id, or all that match the filters; "
+         "default status: active)", 1000),
+        ("replay", cmd_replay, "start new runs for the same events as the matching runs", 1000),
+    ):
+        p = add(name, func, help)
+        p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
+        _run_filters(p, limit)
+        p.add_argument("--dry-run", action="store_true", help="list the runs, change nothing")
+        if name == "cancel":
+            p.add_argument("--reason", default="cancelled from the fanout CLI")
+    p = add("rerun", cmd_rerun, "start a new run reusing the steps before --from-step")
+    p.add_argument("run_id")
+    p.add_argument("--from-step", required=True, metavar="STEP")
+    add("prune", cmd_prune, "remove history index entries past the retention")
+    p = add("dashboard", cmd_dashboard, "serve the web dashboard")
+    _dashboard_opts(p, 8289)
+    p = add("dev", cmd_dev, "worker, beat scheduler and dashboard in one process")
+    _dashboard_opts(p, 8288)
+    p.add_argument("--concurrency", type=int, default=4, help="worker threads (4)")
+    p.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_usage(sys.stderr)
+        sys.stderr.write("fanout: error: a command is required (see 'fanout --help')\n")
+        return EXIT_USAGE
+    try:
+        return int(args.func(args))
+    except CliError as exc:
+        _note(f"fanout {args.command}: error: {exc}")
+        return exc.code
+    except FanoutError as exc:
+        _note(f"fanout {args.command}: error: {exc}")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        _note("fanout: interrupted")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback
+        if os.environ.get("FANOUT_DEBUG"):
+            raise
+        _note(f"fanout {args.command}: error: {_describe(exc)}")
+        return EXIT_ERROR
+
+
+def _describe(exc: BaseException) -> str:
+    import redis
+
+    if isinstance(exc, redis.ConnectionError):
+        return f"cannot reach Redis: {exc}"
+    if isinstance(exc, redis.RedisError):
+        return f"Redis error: {exc}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc} (set FANOUT_DEBUG=1 for the traceback)"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

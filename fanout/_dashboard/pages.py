@@ -1,0 +1,297 @@
+"""HTML for the dashboard's pages. Every value from Redis or a request goes through
+:func:`h` (HTML escaping); numbers in inline styles are formatted floats."""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from string import Template
+from typing import Any
+from urllib.parse import urlencode
+
+from .._function import FunctionDef
+from .._history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
+from .._records import RunInfo
+from .._render import human_ms, step_timings
+
+NAV = (("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
+
+
+def h(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def pretty(value: Any) -> str:
+    return h(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+
+
+def _layout() -> Template:
+    text = resources.files("fanout._dashboard").joinpath("templates", "layout.html").read_text("utf-8")
+    return Template(text)
+
+
+def page(title: str, body: str, *, path: str, where: str, msg: str = "", err: str = "") -> str:
+    nav = "".join(
+        f'<a href="{href}"{" class=on" if path.startswith(href) else ""}>{label}</a>'
+        for href, label in NAV
+    )
+    flash = ""
+    if msg:
+        flash += f'<div class="flash" role="status">{h(msg)}</div>'
+    if err:
+        flash += f'<div class="flash err" role="alert">{h(err)}</div>'
+    return _layout().substitute(title=h(title), nav=nav, where=h(where), flash=flash, body=body)
+
+
+def status_badge(status: str) -> str:
+    return f'<span class="status {h(status)}">{h(status)}</span>'
+
+
+def csrf_field(csrf: str) -> str:
+    return f'<input type="hidden" name="csrf" value="{h(csrf)}">'
+
+
+def button_form(action: str, label: str, csrf: str, fields: dict[str, str], *,
+                cls: str = "", confirm: str = "") -> str:
+    hidden = "".join(f'<input type="hidden" name="{h(k)}" value="{h(v)}">' for k, v in fields.items())
+    conf = f' data-confirm="{h(confirm)}"' if confirm else ""
+    return (f'<form class="inline" method="post" action="{h(action)}"{conf}>{csrf_field(csrf)}'
+            f'{hidden}<button type="submit" class="{h(cls)}">{h(label)}</button></form>')
+
+
+def send_form(csrf: str, *, name: str = "", data: str = "{}", fn: str = "") -> str:
+    fn_field = f'<input type="hidden" name="fn" value="{h(fn)}">' if fn else ""
+    return (
+        '<form method="post" action="/actions/send" class="filters send-form">'
+        f'{csrf_field(csrf)}{fn_field}'
+        f'<label>Event name<input name="name" value="{h(name)}" required size="32"></label>'
+        f'<label>Data (JSON)<textarea name="data" rows="1" cols="40">{h(data)}</textarea></label>'
+        '<button type="submit" class="primary">Send test event</button></form>'
+    )
+
+
+# -- functions --------------------------------------------------------------------------
+
+
+def functions_page(fns: Sequence[FunctionDef], csrf: str) -> str:
+    rows = []
+    for fn in fns:
+        d = fn.describe()
+        trig = []
+        for t in d["triggers"]:
+            if "event" in t:
+                expr = f' <span class="muted">if {h(t["expression"])}</span>' if t.get("expression") else ""
+                trig.append(f'event <span class="mono">{h(t["event"])}</span>{expr}')
+            else:
+                jitter = f' <span class="muted">± {h(t["jitter"])}s</span>' if t.get("jitter") else ""
+                trig.append(f'cron <span class="mono">{h(t["cron"])}</span>{jitter}')
+        opts = {k: v for k, v in d.items() if k not in ("app_id", "fn_id", "name", "triggers")}
+        opts.update(fn.options)
+        opt_text = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(opts.items()))
+        first_event = next((t.event for t in fn.event_triggers if "*" not in t.event), "")
+        actions = button_form("/actions/invoke", "Invoke", csrf, {"fn": fn.key})
+        if first_event:
+            actions += " " + send_form(csrf, name=first_event)
+        rows.append(
+            f'<tr><td class="mono"><a href="/runs?{urlencode({"fn": fn.key})}">{h(fn.key)}</a></td>'
+            f'<td>{h(fn.name)}</td><td>{"<br>".join(trig)}</td><td class="mono">{h(opt_text)}</td>'
+            f"<td>{actions}</td></tr>"
+        )
+    table = ('<table id="functions"><thead><tr><th>Function</th><th>Name</th><th>Triggers</th>'
+             '<th>Options</th><th>Try it</th></tr></thead><tbody>'
+             + ("".join(rows) or '<tr><td colspan="5" class="muted">no functions</td></tr>')
+             + "</tbody></table>")
+    return f"<h1>Functions</h1>{table}"
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+def _event_row(ev: EventSummary) -> str:
+    data = json.dumps(ev.data, default=str, ensure_ascii=False)[:120]
+    return (f'<tr><td class="mono"><a href="/events/{h(ev.event_id)}">{h(ev.event_id)}</a></td>'
+            f"<td>{h(ev.name)}</td><td>{h(iso(ev.ts))}</td><td>{ev.run_count}</td>"
+            f'<td class="mono">{h(data)}</td></tr>')
+
+
+def events_page(events: Page[EventSummary], csrf: str, name: str) -> str:
+    newest = max((e.ts or 0 for e in events.items), default=0.0)
+    rows = "".join(_event_row(e) for e in events.items)
+    empty = '' if rows else '<tr id="no-events"><td colspan="5" class="muted">no events yet</td></tr>'
+    more = ""
+    if events.next_cursor:
+        q = urlencode({"cursor": events.next_cursor, **({"name": name} if name else {})})
+        more = f'<div class="pager"><a href="/events?{q}">older events →</a></div>'
+    return (
+        "<h1>Events</h1>"
+        f"{send_form(csrf)}"
+        '<form class="filters" method="get" action="/events">'
+        f'<label>Name<input name="name" value="{h(name)}"></label><button>Filter</button></form>'
+        f'<p class="muted" id="stream-status">live</p>'
+        f'<table id="event-stream" data-after="{newest:.3f}" data-name="{h(name)}"><thead><tr>'
+        "<th>Event</th><th>Name</th><th>Time</th><th>Runs</th><th>Data</th></tr></thead>"
+        f"<tbody>{rows}{empty}</tbody></table>{more}"
+    )
+
+
+def event_page(ev: EventSummary, runs: Sequence[RunSummary], csrf: str) -> str:
+    return (
+        f'<h1>Event <span class="mono">{h(ev.event_id)}</span></h1>'
+        f'<dl class="meta"><dt>Name</dt><dd>{h(ev.name)}</dd><dt>Time</dt><dd>{h(iso(ev.ts))}</dd>'
+        f"<dt>Runs</dt><dd>{len(runs)}</dd></dl>"
+        f"<h2>Data</h2><pre>{pretty(ev.data)}</pre>"
+        + (f"<h2>User</h2><pre>{pretty(ev.user)}</pre>" if ev.user else "")
+        + "<h2>Runs it started</h2>" + runs_table(runs)
+        + "<h2>Send again</h2>"
+        + send_form(csrf, name=ev.name, data=json.dumps(ev.data, default=str))
+    )
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+def runs_table(runs: Iterable[RunSummary]) -> str:
+    rows = []
+    for r in runs:
+        note = ""
+        if r.error:
+            note = f'<span class="err-text">{h(r.error.get("type", "Error"))}: {h(r.error.get("message", ""))}</span>'
+        elif r.replay_of:
+            note = f'replay of <a class="mono" href="/runs/{h(r.replay_of)}">{h(r.replay_of[:10])}…</a>'
+        rows.append(
+            f'<tr><td class="mono"><a href="/runs/{h(r.run_id)}">{h(r.run_id)}</a></td>'
+            f'<td class="mono">{h(r.fn_key)}</td><td>{status_badge(r.status)}</td>'
+            f"<td>{h(iso(r.created_at))}</td><td>{h(human_ms(r.duration))}</td><td>{note}</td></tr>"
+        )
+    body = "".join(rows) or '<tr><td colspan="6" class="muted">no runs</td></tr>'
+    return ('<table class="runs"><thead><tr><th>Run</th><th>Function</th><th>Status</th>'
+            f"<th>Created</th><th>Duration</th><th>Note</th></tr></thead><tbody>{body}</tbody></table>")
+
+
+def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, str]) -> str:
+    fn_opts = '<option value="">all functions</option>' + "".join(
+        f'<option value="{h(f.key)}"{" selected" if q.get("fn") == f.key else ""}>{h(f.key)}</option>'
+        for f in fns)
+    st_opts = '<option value="">any status</option>' + "".join(
+        f'<option{" selected" if q.get("status") == s else ""}>{h(s)}</option>'
+        for s in ("active", *RUN_STATUSES))
+    filters = (
+        '<form class="filters" method="get" action="/runs">'
+        f'<label>Function<select name="fn">{fn_opts}</select></label>'
+        f'<label>Status<select name="status">{st_opts}</select></label>'
+        f'<label>Since<input name="since" value="{h(q.get("since", ""))}" placeholder="15m, 2h, 7d, ISO" size="14"></label>'
+        f'<label>Until<input name="until" value="{h(q.get("until", ""))}" placeholder="now" size="14"></label>'
+        '<button type="submit">Filter</button>'
+        '<label style="flex-direction:row;align-items:center;gap:4px">'
+        '<input type="checkbox" id="autorefresh"> auto-refresh</label></form>'
+    )
+    more = ""
+    if runs.next_cursor:
+        keep = {k: v for k, v in q.items() if v and k != "cursor"}
+        more = (f'<div class="pager"><a href="/runs?{urlencode({**keep, "cursor": runs.next_cursor})}">'
+                "older runs →</a></div>")
+    if not runs.complete:
+        more += f'<p class="muted">scanned {runs.scanned} runs without filling the page.</p>'
+    return f'<h1 data-refresh="3">Runs</h1>{filters}{runs_table(runs.items)}{more}'
+
+
+def _pct(x: float | None, span: float) -> float:
+    return 0.0 if x is None else max(0.0, min(100.0, x / span * 100))
+
+
+def waterfall(run: RunInfo, csrf: str) -> str:
+    _origin, span, timings = step_timings(run)
+    rows = []
+    for t in timings:
+        s = t.step
+        q0, t0 = _pct(t.queued, span), _pct(t.started, span)
+        t1 = _pct(t.ended if t.ended is not None else t.started, span)
+        lane = ""
+        if t.queued is not None and t.started is not None:
+            lane += f'<div class="q" style="left:{q0:.2f}%;width:{max(t0 - q0, 0.3):.2f}%"></div>'
+        if t.started is not None:
+            lane += (f'<div class="x {h(s.status)}" style="left:{t0:.2f}%;width:{max(t1 - t0, 0.3):.2f}%"'
+                     f' title="{h(human_ms(t.execution))}"></div>')
+        detail = ""
+        if s.error:
+            detail += (f'<div class="err-text">{h(s.error.get("type", "Error"))}: '
+                       f'{h(s.error.get("message", ""))}</div>')
+            if s.error.get("stack"):
+                detail += f"<pre>{h(s.error.get('stack'))}</pre>"
+        if s.output is not None:
+            detail += f"<details><summary>output</summary><pre>{pretty(s.output)}</pre></details>"
+        rerun = button_form("/actions/rerun", "Rerun from here", csrf,
+                            {"run_id": run.run_id, "step": s.step_id},
+                            confirm=f"Start a new run reusing the steps before {s.step_id}?")
+        rows.append(
+            f'<tr class="step" data-step="{h(s.step_id)}"><td class="mono">{h(s.step_id)}</td>'
+            f"<td>{h(s.kind)}</td><td>{status_badge(s.status)}</td><td>{s.attempts}</td>"
+            f"<td>{h(human_ms(t.queue_delay))}</td><td>{h(human_ms(t.execution))}</td>"
+            f'<td class="track"><div class="lane">{lane}</div>{detail}</td><td>{rerun}</td></tr>'
+        )
+    body = "".join(rows) or '<tr><td colspan="8" class="muted">no steps yet</td></tr>'
+    return (
+        '<div class="legend">timeline 0 → ' + h(human_ms(span)) +
+        '<span style="background:#ced4da"></span>waiting in the queue'
+        '<span style="background:#2f9e44"></span>executing</div>'
+        '<table class="waterfall"><thead><tr><th>Step</th><th>Kind</th><th>Status</th><th>Tries</th>'
+        "<th>Queue</th><th>Exec</th><th>Timeline</th><th></th></tr></thead>"
+        f"<tbody>{body}</tbody></table>"
+    )
+
+
+def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str) -> str:
+    def link(rid: str | None) -> str:
+        return f'<a class="mono" href="/runs/{h(rid)}">{h(rid)}</a>' if rid else "-"
+
+    events = ", ".join(f'<a class="mono" href="/events/{h(e)}">{h(e)}</a>' for e in run.event_ids)
+    meta = [
+        ("Function", f'<a class="mono" href="/runs?{urlencode({"fn": fields.get("fk", "")})}">'
+                     f'{h(fields.get("fk", run.fn_id))}</a>'),
+        ("Status", status_badge(run.status)),
+        ("Events", events or "-"),
+        ("Parent run", link(run.parent_run_id)),
+        ("Created", h(iso(run.created_at.timestamp() if run.created_at else None))),
+        ("Started", h(iso(run.started_at.timestamp() if run.started_at else None)) or "-"),
+        ("Ended", h(iso(run.ended_at.timestamp() if run.ended_at else None)) or "-"),
+        ("Attempt", str(run.attempt)),
+    ]
+    if fields.get("replay_of"):
+        meta.append(("Replay of", link(fields["replay_of"])
+                     + (f' from step <span class="mono">{h(fields["from_step"])}</span>'
+                        if fields.get("from_step") else "")))
+    dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in meta)
+    actions = []
+    if not run.done:
+        actions.append(button_form("/actions/cancel", "Cancel run", csrf, {"run_id": run.run_id},
+                                   cls="danger", confirm="Cancel this run?"))
+    actions.append(button_form("/actions/replay", "Replay", csrf, {"run_id": run.run_id},
+                               confirm="Start a new run of this function for the same event?"))
+    result = ""
+    if run.status == "completed":
+        result = f"<h2>Output</h2><pre id=\"run-output\">{pretty(run.output)}</pre>"
+    if run.error:
+        result += (f'<h2>Error</h2><div class="err-text" id="run-error">{h(run.error.get("type", "Error"))}: '
+                   f'{h(run.error.get("message", ""))}</div>')
+        if run.error.get("stack"):
+            result += f"<pre>{h(run.error['stack'])}</pre>"
+    refresh = "" if run.done else ' data-refresh="2"'
+    return (
+        f'<h1{refresh}>Run <span class="mono" id="run-id">{h(run.run_id)}</span> '
+        f'<span id="run-status">{status_badge(run.status)}</span></h1>'
+        f'<dl class="meta">{dl}</dl><div class="actions">{"".join(actions)}</div>'
+        f"<h2>Steps</h2>{waterfall(run, csrf)}{result}"
+        f"<h2>Input event</h2><pre>{pretty(event)}</pre>"
+    )
+
+
+def login_page(bad: bool) -> str:
+    note = '<p class="err-text">That token is not valid.</p>' if bad else ""
+    return (
+        "<h1>Sign in</h1><p>This dashboard needs its access token.</p>" + note +
+        '<form method="get" action="/login" class="filters">'
+        '<label>Token<input type="password" name="token" autofocus size="40"></label>'
+        '<button type="submit" class="primary">Open</button></form>'
+    )

@@ -1,0 +1,437 @@
+"""Run history: paged queries over the store's sorted-set indexes, and pruning.
+
+Every query reads an index with ``ZREVRANGEBYSCORE ... LIMIT`` (O(log N + page))
+and then fetches only the summary fields of the runs on the page (one ``HMGET``
+each, in one pipeline).  Listing the latest 50 runs of a function therefore
+sends about 51 commands in two round trips however many runs are stored.
+
+A filter that the index cannot answer (a run's status, an event's name older
+than a day) scans the index newest first in chunks and stops once the page is
+full or ``max_scan`` entries were looked at; the page then says how far it got.
+
+Cursors are opaque strings (``"<score>:<skip>"``): the score of the last entry
+looked at and how many entries with that score were already seen, so paging is
+exact even when several runs were created in the same millisecond.
+
+Retention: run hashes and events expire through key TTLs (``Fanout(retention=)``,
+7 days by default); :meth:`History.prune` removes the index entries they leave
+behind.  :func:`install_pruning` runs it in every worker's timer thread.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+
+from ._errors import ConfigError
+from ._records import TERMINAL
+from ._store import EVENT_NAME_INDEX_SECONDS, Store
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+T = TypeVar("T")
+
+MAX_LIMIT = 1000
+DEFAULT_MAX_SCAN = 5000
+RUN_STATUSES = ("queued", "running", "sleeping", "waiting", *sorted(TERMINAL))
+ACTIVE_STATUSES = frozenset({"queued", "running", "sleeping", "waiting"})
+_SUMMARY_FIELDS = ("st", "fn", "app", "fk", "c", "t0", "t1", "ev", "par", "err", "att",
+                   "replay_of", "from_step")
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_time(text: str, *, now: float | None = None) -> float:
+    """Epoch seconds from ``'15m'``/``'2h'``/``'7d'`` (ago), ``'now'``, epoch seconds or
+    ISO 8601 (a date or date-time; without an offset it is taken as UTC)."""
+    now = time.time() if now is None else now
+    raw = text.strip()
+    if raw.lower() == "now":
+        return now
+    m = _RELATIVE.match(raw)
+    if m:
+        return now - float(m.group(1)) * _UNITS[m.group(2).lower()]
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        parsed = _dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        raise ConfigError(
+            f"invalid time {text!r}: use an age like 15m, 2h or 7d, epoch seconds, "
+            "or ISO 8601 like 2024-05-01T12:00:00Z"
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed.timestamp()
+
+
+def iso(ts: float | None) -> str:
+    """``2024-05-01 12:00:03.123Z`` (UTC), or ``''``."""
+    if ts is None:
+        return ""
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _fnum(value: str | None) -> float | None:
+    if value is None or value in ("", "0"):
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What a run listing shows: no step payloads."""
+
+    run_id: str
+    fn_key: str
+    fn_id: str
+    app_id: str
+    status: str
+    created_at: float | None
+    started_at: float | None
+    ended_at: float | None
+    event_ids: list[str]
+    parent_run_id: str | None = None
+    error: dict[str, Any] | None = None
+    attempt: int = 0
+    replay_of: str | None = None
+    from_step: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        start = self.started_at or self.created_at
+        if start is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - start)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "fn_key": self.fn_key, "fn_id": self.fn_id,
+            "app_id": self.app_id, "status": self.status, "created_at": self.created_at,
+            "started_at": self.started_at, "ended_at": self.ended_at,
+            "event_ids": self.event_ids, "parent_run_id": self.parent_run_id,
+            "error": self.error, "attempt": self.attempt, "replay_of": self.replay_of,
+            "from_step": self.from_step, "duration": self.duration,
+        }
+
+    @classmethod
+    def from_fields(cls, run_id: str, f: dict[str, str | None]) -> RunSummary:
+        err_raw = f.get("err")
+        try:
+            err = json.loads(err_raw) if err_raw else None
+        except ValueError:
+            err = {"type": "Error", "message": err_raw}
+        status = f.get("st") or ""
+        app, fn = f.get("app") or "", f.get("fn") or ""
+        return cls(
+            run_id=run_id,
+            fn_key=f.get("fk") or (f"{app}:{fn}" if app else fn),
+            fn_id=fn,
+            app_id=app,
+            status=status,
+            created_at=_fnum(f.get("c")),
+            started_at=_fnum(f.get("t0")),
+            ended_at=_fnum(f.get("t1")) if status in TERMINAL else None,
+            event_ids=json.loads(f.get("ev") or "[]"),
+            parent_run_id=f.get("par") or None,
+            error=err if status in ("failed", "cancelled") or err else None,
+            attempt=int(f.get("att") or 0),
+            replay_of=f.get("replay_of") or None,
+            from_step=f.get("from_step") or None,
+        )
+
+
+@dataclass(frozen=True)
+class EventSummary:
+    event_id: str
+    name: str
+    ts: float | None
+    data: Any
+    user: Any = None
+    run_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event_id": self.event_id, "name": self.name, "ts": self.ts, "data": self.data,
+                "user": self.user, "run_count": self.run_count}
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing, newest first.
+
+    ``next_cursor`` continues after the last entry looked at (None at the end);
+    ``scanned`` is how many index entries were read; ``complete`` is False when a
+    filtered scan stopped at ``max_scan`` before filling the page.
+    """
+
+    items: list[T]
+    next_cursor: str | None
+    scanned: int
+    complete: bool = True
+
+
+@dataclass
+class PruneReport:
+    runs_removed: int = 0
+    events_removed: int = 0
+    keys_checked: int = 0
+    indexes: list[str] = field(default_factory=list)
+
+
+def _parse_cursor(cursor: str | None, until_ms: int | None) -> tuple[str, int]:
+    if not cursor:
+        return ("+inf" if until_ms is None else str(until_ms)), 0
+    try:
+        score, skip = cursor.split(":")
+        float(score)
+        return score, int(skip)
+    except ValueError:
+        raise ConfigError(f"invalid cursor {cursor!r}") from None
+
+
+def _ms(ts: float | None) -> int | None:
+    return None if ts is None else round(ts * 1000)
+
+
+class History:
+    """Queries over one store's indexes (see the module docstring)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.r = store.r
+        self.p = store.p
+
+    # -- index scanning ----------------------------------------------------------
+
+    def _scan(
+        self, key: str, *, since: float | None, until: float | None, cursor: str | None,
+        chunk: int,
+    ) -> Iterator[tuple[list[tuple[str, float]], Any]]:
+        """Yield chunks of (member, score) newest first, with a function giving the
+        cursor just after any entry of the chunk."""
+        top, skip = _parse_cursor(cursor, _ms(until))
+        min_s = "-inf" if since is None else str(_ms(since))
+        while True:
+            raw = cast("list[tuple[Any, float]]", self.r.zrevrangebyscore(
+                key, top, min_s, start=skip, num=chunk, withscores=True))
+            rows = [(_s(m), float(sc)) for m, sc in raw]
+            if not rows:
+                return
+            marks: list[str] = []
+            for _m, sc in rows:
+                sc_text = str(int(sc))
+                if sc_text == top:
+                    skip += 1
+                else:
+                    top, skip = sc_text, 1
+                marks.append(f"{top}:{skip}")
+            yield rows, marks
+            if len(rows) < chunk:
+                return
+
+    def _summaries(self, run_ids: Sequence[str]) -> list[RunSummary | None]:
+        if not run_ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hmget(self.store.run_key(rid), _SUMMARY_FIELDS)
+        out: list[RunSummary | None] = []
+        for rid, values in zip(run_ids, pipe.execute(), strict=True):
+            f = {k: (None if v is None else _s(v)) for k, v in zip(_SUMMARY_FIELDS, values, strict=True)}
+            out.append(RunSummary.from_fields(rid, f) if f.get("st") else None)
+        return out
+
+    # -- runs ----------------------------------------------------------------------
+
+    def runs(
+        self,
+        *,
+        fn_key: str | None = None,
+        status: str | Iterable[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        max_scan: int = DEFAULT_MAX_SCAN,
+    ) -> Page[RunSummary]:
+        """Runs newest first (by creation), of one function or of all."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        wanted = _statuses(status)
+        key = self.store.fn_index(fn_key) if fn_key else f"{self.p}:idx:runs"
+        chunk = limit if wanted is None else min(max(limit * 4, 100), 1000)
+        items: list[RunSummary] = []
+        scanned = 0
+        last_mark: str | None = None
+        for rows, marks in self._scan(key, since=since, until=until, cursor=cursor, chunk=chunk):
+            summaries = self._summaries([m for m, _sc in rows])
+            for summary, mark in zip(summaries, marks, strict=True):
+                scanned += 1
+                last_mark = mark
+                if summary is not None and (wanted is None or summary.status in wanted):
+                    items.append(summary)
+                if len(items) >= limit:
+                    return Page(items, last_mark, scanned)
+            if scanned >= max_scan:
+                return Page(items, last_mark, scanned, complete=False)
+        return Page(items, None, scanned)
+
+    def runs_of_event(self, event_id: str) -> list[RunSummary]:
+        """The runs an event started (one SMEMBERS, then one HMGET per run)."""
+        members = sorted(_s(m) for m in self.r.smembers(f"{self.store.event_key(event_id)}:runs"))
+        return [s for s in self._summaries(members) if s is not None]
+
+    def count_runs(self, fn_key: str | None = None) -> int:
+        key = self.store.fn_index(fn_key) if fn_key else f"{self.p}:idx:runs"
+        return int(self.r.zcard(key))
+
+    # -- events --------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        name: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        max_scan: int = DEFAULT_MAX_SCAN,
+        after_exclusive: bool = False,
+    ) -> Page[EventSummary]:
+        """Events newest first; ``after_exclusive`` makes ``since`` strict (live tails)."""
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
+            raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
+        recent = since is not None and since >= time.time() - EVENT_NAME_INDEX_SECONDS + 60
+        if name and recent:
+            key, filter_name = f"{self.p}:idx:evname:{name}", None
+        else:
+            key, filter_name = f"{self.p}:idx:events", name
+        lo = None if since is None else (since + 0.001 if after_exclusive else since)
+        chunk = limit if filter_name is None else min(max(limit * 4, 100), 1000)
+        items: list[EventSummary] = []
+        scanned = 0
+        last_mark: str | None = None
+        for rows, marks in self._scan(key, since=lo, until=until, cursor=cursor, chunk=chunk):
+            found = self._event_summaries([m for m, _sc in rows])
+            for ev, mark in zip(found, marks, strict=True):
+                scanned += 1
+                last_mark = mark
+                if ev is not None and (filter_name is None or ev.name == filter_name):
+                    items.append(ev)
+                if len(items) >= limit:
+                    return Page(items, last_mark, scanned)
+            if scanned >= max_scan:
+                return Page(items, last_mark, scanned, complete=False)
+        return Page(items, None, scanned)
+
+    def event(self, event_id: str) -> EventSummary | None:
+        (found,) = self._event_summaries([event_id])
+        return found
+
+    def _event_summaries(self, ids: Sequence[str]) -> list[EventSummary | None]:
+        if not ids:
+            return []
+        pipe = self.r.pipeline(transaction=False)
+        for eid in ids:
+            pipe.get(self.store.event_key(eid))
+            pipe.scard(f"{self.store.event_key(eid)}:runs")
+        res = pipe.execute()
+        out: list[EventSummary | None] = []
+        for i, eid in enumerate(ids):
+            raw, count = res[2 * i], res[2 * i + 1]
+            if not raw:
+                out.append(None)
+                continue
+            ev = json.loads(raw)
+            ts = ev.get("ts")
+            out.append(EventSummary(
+                event_id=eid, name=str(ev.get("name", "")),
+                ts=ts / 1000 if isinstance(ts, (int, float)) else None,
+                data=ev.get("data"), user=ev.get("user"), run_count=int(count or 0),
+            ))
+        return out
+
+    # -- pruning -------------------------------------------------------------------
+
+    def _keys(self, pattern: str) -> list[str]:
+        return sorted(_s(k) for k in self.r.scan_iter(match=pattern, count=500))
+
+    def prune(self, *, now: float | None = None, batch: int = 500) -> PruneReport:
+        """Drop index entries older than the retention whose run or event is gone.
+
+        Events expire exactly ``retention`` after they were stored, so their index
+        entries are trimmed by score.  A run's hash expires ``retention`` after it
+        ended, so an old entry is removed only once its hash no longer exists (a
+        run sleeping for longer than the retention keeps its entry).
+        """
+        now = time.time() if now is None else now
+        horizon = int((now - self.store.retention) * 1000)
+        rep = PruneReport()
+        rep.events_removed += int(self.r.zremrangebyscore(f"{self.p}:idx:events", "-inf", horizon))
+        day_ago = int((now - EVENT_NAME_INDEX_SECONDS) * 1000)
+        for key in self._keys(f"{self.p}:idx:evname:*"):
+            self.r.zremrangebyscore(key, "-inf", day_ago)
+        for key in [f"{self.p}:idx:runs", *self._keys(f"{self.p}:idx:fn:*")]:
+            rep.indexes.append(key)
+            offset = 0
+            while True:
+                old = [_s(m) for m in self.r.zrangebyscore(key, "-inf", horizon,
+                                                           start=offset, num=batch)]
+                if not old:
+                    break
+                pipe = self.r.pipeline(transaction=False)
+                for rid in old:
+                    pipe.exists(self.store.run_key(rid))
+                alive = pipe.execute()
+                rep.keys_checked += len(old)
+                gone = [rid for rid, ok in zip(old, alive, strict=True) if not ok]
+                if gone:
+                    self.r.zrem(key, *gone)
+                    rep.runs_removed += len(gone)
+                offset += len(old) - len(gone)
+                if len(old) < batch:
+                    break
+        return rep
+
+
+def _statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:
+    if status is None or status == "":
+        return None
+    names = [s.strip() for s in status.split(",")] if isinstance(status, str) else list(status)
+    out: set[str] = set()
+    for name in names:
+        if name == "active":
+            out |= ACTIVE_STATUSES
+        elif name in RUN_STATUSES:
+            out.add(name)
+        elif name:
+            raise ConfigError(
+                f"unknown run status {name!r}: use one of {', '.join(RUN_STATUSES)} or 'active'"
+            )
+    return frozenset(out) or None
+
+
+def install_pruning(runtime: Runtime, interval: float = 3600.0) -> None:
+    """Prune the history indexes about every ``interval`` seconds in each worker."""
+    runtime.add_periodic("fanout-history-prune", lambda: History(runtime.store).prune(), interval)
+
+
+__all__ = [
+    "EventSummary", "History", "Page", "PruneReport", "RunSummary", "install_pruning",
+    "iso", "parse_time",
+]

@@ -1,0 +1,223 @@
+"""The history query layer against a real Redis: paging, filters, pruning, and the
+cost of a query (Redis commands per listing) with 100k index entries."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from fanout._errors import ConfigError
+from fanout._history import History, parse_time
+from fanout._store import Store
+from tests.support import url_for
+
+BIG = 100_000
+
+
+class CountingConnection(redis.connection.Connection):
+    """Records every command sent and every round trip."""
+
+    commands: list[str] = []
+    round_trips = 0
+
+    def send_command(self, *args: Any, **kwargs: Any) -> None:
+        CountingConnection.commands.append(str(args[0]).upper())
+        CountingConnection.round_trips += 1
+        super().send_command(*args, **kwargs)
+
+    def pack_commands(self, commands: Any) -> Any:
+        cmds = list(commands)
+        CountingConnection.commands.extend(str(c[0]).upper() for c in cmds)
+        CountingConnection.round_trips += 1
+        return super().pack_commands(cmds)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.commands = []
+        cls.round_trips = 0
+
+
+def _counting_client() -> redis.Redis:
+    pool = redis.ConnectionPool.from_url(url_for(__name__), connection_class=CountingConnection)
+    return redis.Redis(connection_pool=pool)
+
+
+@pytest.fixture(scope="module")
+def store() -> Iterator[Store]:
+    r = _counting_client()
+    r.flushdb()
+    yield Store(r, retention=7 * 86400)
+    r.flushdb()
+
+
+def _run_fields(fn_key: str, status: str, created: float, ev: str | None = None) -> dict[str, str]:
+    app, fn = fn_key.split(":")
+    return {"st": status, "fn": fn, "app": app, "fk": fn_key, "c": repr(created),
+            "t0": repr(created + 0.01), "t1": repr(created + 0.05),
+            "ev": json.dumps([ev] if ev else []), "event": "{}", "seq": "3", "att": "0",
+            "s:a": json.dumps({"id": "a", "st": "completed", "out": "x" * 200})}
+
+
+def _add_runs(store: Store, fn_key: str, n: int, *, hashes: int, base_ms: int,
+              statuses: tuple[str, ...] = ("completed",)) -> list[str]:
+    """n index entries (newest = highest score); hashes only for the newest ``hashes``."""
+    ids = [f"{fn_key.replace(':', '-')}-{i:07d}" for i in range(n)]
+    r = store.r
+    for start in range(0, n, 20_000):
+        pipe = r.pipeline(transaction=False)
+        chunk = {rid: base_ms + i for i, rid in enumerate(ids[start:start + 20_000], start)}
+        pipe.zadd(store.fn_index(fn_key), chunk)
+        pipe.zadd(f"{store.p}:idx:runs", chunk)
+        pipe.execute()
+    pipe = r.pipeline(transaction=False)
+    for i in range(max(0, n - hashes), n):
+        st = statuses[i % len(statuses)]
+        pipe.hset(store.run_key(ids[i]), mapping=_run_fields(fn_key, st, (base_ms + i) / 1000))
+    pipe.execute()
+    return ids
+
+
+@pytest.fixture(scope="module")
+def big(store: Store) -> list[str]:
+    base = int((time.time() - 3600) * 1000)
+    return _add_runs(store, "app:big", BIG, hashes=600, base_ms=base,
+                     statuses=("completed", "completed", "failed", "running"))
+
+
+def test_latest_50_of_100k_costs_o_limit_commands(store: Store, big: list[str]) -> None:
+    hist = History(store)
+    assert hist.count_runs("app:big") == BIG
+    CountingConnection.reset()
+    page = hist.runs(fn_key="app:big", limit=50)
+    assert [r.run_id for r in page.items] == big[::-1][:50]
+    # One ZREVRANGEBYSCORE, then one HMGET per run, in two round trips: O(limit), not O(N).
+    assert CountingConnection.commands.count("ZREVRANGEBYSCORE") == 1
+    assert CountingConnection.commands.count("HMGET") == 50
+    assert len(CountingConnection.commands) == 51
+    assert CountingConnection.round_trips == 2
+    assert page.next_cursor is not None
+
+
+def test_query_cost_does_not_grow_with_the_index(store: Store) -> None:
+    base = int((time.time() - 1800) * 1000)
+    _add_runs(store, "app:small", 60, hashes=60, base_ms=base)
+    hist = History(store)
+    CountingConnection.reset()
+    hist.runs(fn_key="app:small", limit=50)
+    small_cost = len(CountingConnection.commands)
+    CountingConnection.reset()
+    hist.runs(fn_key="app:big", limit=50)
+    assert len(CountingConnection.commands) == small_cost
+
+
+def test_paging_is_exact_across_ties(store: Store) -> None:
+    ms = int((time.time() - 600) * 1000)
+    r = store.r
+    ids = [f"tie-{i}" for i in range(7)]
+    for i, rid in enumerate(ids):  # three runs in the same millisecond, then four
+        created = ms if i < 3 else ms + 1
+        r.zadd(store.fn_index("app:ties"), {rid: created})
+        r.hset(store.run_key(rid), mapping=_run_fields("app:ties", "completed", created / 1000))
+    hist = History(store)
+    seen: list[str] = []
+    cursor = None
+    for _ in range(10):
+        page = hist.runs(fn_key="app:ties", limit=2, cursor=cursor)
+        seen.extend(x.run_id for x in page.items)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen)) == 7
+
+
+def test_status_filter_scans_in_bounded_chunks(store: Store, big: list[str]) -> None:
+    hist = History(store)
+    CountingConnection.reset()
+    page = hist.runs(fn_key="app:big", status="failed", limit=20)
+    assert len(page.items) == 20 and all(r.status == "failed" for r in page.items)
+    assert CountingConnection.commands.count("HMGET") <= 100  # one chunk of limit*4 (min 100)
+    active = hist.runs(fn_key="app:big", status="active", limit=5)
+    assert {r.status for r in active.items} == {"running"}
+    # Past the runs that still have hashes, a filtered scan stops at max_scan.
+    page = hist.runs(fn_key="app:big", status="cancelled", limit=5, max_scan=400)
+    assert page.items == [] and not page.complete and page.scanned >= 400
+    with pytest.raises(ConfigError, match="unknown run status 'nope'"):
+        hist.runs(status="nope")
+
+
+def test_time_window(store: Store, big: list[str]) -> None:
+    hist = History(store)
+    newest = hist.runs(fn_key="app:big", limit=1).items[0]
+    assert newest.created_at is not None
+    window = hist.runs(fn_key="app:big", since=newest.created_at - 0.009,
+                       until=newest.created_at, limit=100)
+    assert [r.run_id for r in window.items] == big[::-1][:10]
+    assert window.next_cursor is None
+    older = hist.runs(fn_key="app:big", until=newest.created_at - 0.010, limit=1)
+    assert older.items[0].run_id == big[-11]
+
+
+def test_expired_runs_are_skipped(store: Store) -> None:
+    ms = int((time.time() - 300) * 1000)
+    r = store.r
+    r.zadd(store.fn_index("app:gone"), {"gone-1": ms, "gone-2": ms + 1, "gone-3": ms + 2})
+    r.hset(store.run_key("gone-1"), mapping=_run_fields("app:gone", "failed", ms / 1000))
+    r.hset(store.run_key("gone-3"), mapping=_run_fields("app:gone", "completed", ms / 1000))
+    page = History(store).runs(fn_key="app:gone", limit=10)
+    assert [x.run_id for x in page.items] == ["gone-3", "gone-1"]
+
+
+def test_events_and_runs_of_an_event(store: Store) -> None:
+    now = time.time()
+    events = [(f"EV{i}", json.dumps({"name": f"shop/{'a' if i % 2 else 'b'}", "data": {"i": i},
+                                    "id": f"EV{i}", "ts": int((now - 10 + i) * 1000)}),
+               int((now - 10 + i) * 1000), f"shop/{'a' if i % 2 else 'b'}") for i in range(6)]
+    store.store_events(events)
+    store.r.sadd(f"{store.event_key('EV5')}:runs", "ev-run-1")
+    store.r.hset(store.run_key("ev-run-1"), mapping=_run_fields("app:ev", "completed", now, "EV5"))
+    hist = History(store)
+    page = hist.events(limit=3)
+    assert [e.event_id for e in page.items] == ["EV5", "EV4", "EV3"]
+    assert page.items[0].run_count == 1 and page.items[0].data == {"i": 5}
+    rest = hist.events(limit=10, cursor=page.next_cursor)
+    assert [e.event_id for e in rest.items][:3] == ["EV2", "EV1", "EV0"]
+    named = hist.events(name="shop/a", since=now - 60)
+    assert [e.event_id for e in named.items] == ["EV5", "EV3", "EV1"]
+    newer = hist.events(since=(now - 10 + 3), after_exclusive=True)
+    assert [e.event_id for e in newer.items] == ["EV5", "EV4"]
+    assert [x.run_id for x in hist.runs_of_event("EV5")] == ["ev-run-1"]
+    assert hist.event("missing") is None
+
+
+def test_prune_drops_only_what_expired(store: Store) -> None:
+    r = store.r
+    old_ms = int((time.time() - 8 * 86400) * 1000)
+    r.zadd(store.fn_index("app:old"), {"old-gone": old_ms, "old-alive": old_ms + 1,
+                                        "recent": int(time.time() * 1000)})
+    r.zadd(f"{store.p}:idx:runs", {"old-gone": old_ms, "old-alive": old_ms + 1})
+    r.hset(store.run_key("old-alive"), mapping=_run_fields("app:old", "sleeping", old_ms / 1000))
+    r.zadd(f"{store.p}:idx:events", {"old-event": old_ms})
+    rep = History(store).prune(batch=1)
+    members = {m.decode() for m in r.zrange(store.fn_index("app:old"), 0, -1)}
+    assert members == {"old-alive", "recent"}
+    assert rep.runs_removed == 2 and rep.events_removed == 1
+    assert r.zscore(f"{store.p}:idx:events", "old-event") is None
+    assert r.zscore(f"{store.p}:idx:runs", "old-alive") is not None
+
+
+def test_parse_time() -> None:
+    now = 1_700_000_000.0
+    assert parse_time("15m", now=now) == now - 900
+    assert parse_time("2h ago", now=now) == now - 7200
+    assert parse_time("7d", now=now) == now - 7 * 86400
+    assert parse_time("now", now=now) == now
+    assert parse_time("1700000000") == 1_700_000_000.0
+    assert parse_time("2023-11-14T22:13:20Z") == 1_700_000_000.0
+    assert parse_time("2023-11-14 22:13:20") == 1_700_000_000.0
+    with pytest.raises(ConfigError, match="invalid time 'yesterday-ish'"):
+        parse_time("yesterday-ish")
