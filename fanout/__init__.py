@@ -20,13 +20,28 @@ from ._errors import (
     StepError,
 )
 from ._event import Event
+from ._flow import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
 from ._records import RunInfo, StepInfo
 from ._triggers import TriggerCron, TriggerEvent
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Batch",
+    "Cancel",
+    "Concurrency",
     "ConfigError",
+    "Debounce",
     "Context",
     "Event",
     "EventError",
@@ -38,12 +53,17 @@ __all__ = [
     "NestedStepError",
     "NonDeterminismError",
     "NonRetriableError",
+    "Priority",
     "PublishError",
+    "RateLimit",
     "RetryAfterError",
     "RunInfo",
+    "Singleton",
     "Step",
     "StepError",
     "StepInfo",
+    "Throttle",
+    "Timeouts",
     "TriggerCron",
     "TriggerEvent",
     "__version__",

@@ -10,14 +10,28 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
-from ._steps import Context
+from ._engine import memo_from_fields
 from ._errors import ConfigError, EventError
 from ._event import Event, prepare_batch
+from ._flow import (
+    SYSTEM_FAILED,
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+    as_timestamp,
+    check_on_failure,
+)
 from ._function import FunctionDef, build_function, check_backoff, check_id
-from ._engine import memo_from_fields
 from ._ids import new_token, run_id_for
 from ._records import RunInfo
 from ._runtime import Runtime, check_serializers, runtime_for
+from ._steps import Context
 from ._store import to_run_info
 from ._triggers import TriggerCron, TriggerEvent
 
@@ -97,8 +111,34 @@ class Fanout:
         retries: int = 4,
         backoff: Iterable[float] | None = None,
         checkpoint: bool | None = None,
+        concurrency: Concurrency | list[Concurrency] | None = None,
+        singleton: Singleton | None = None,
+        throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None,
+        debounce: Debounce | None = None,
+        batch_events: Batch | None = None,
+        priority: Priority | None = None,
+        idempotency: str | None = None,
+        cancel: Cancel | list[Cancel] | None = None,
+        timeouts: Timeouts | None = None,
+        on_failure: Callable[..., Any] | None = None,
     ) -> Callable[[F], F]:
-        """Declare a function; options are checked here and a bad one raises ConfigError."""
+        """Declare a function; options are checked here and a bad one raises ConfigError.
+
+        Flow control (``docs/concepts/flow-control.md``): ``concurrency``,
+        ``singleton``, ``throttle``, ``rate_limit``, ``debounce``, ``batch_events``,
+        ``priority``, ``idempotency`` (a CEL key: one run per key per 24 h),
+        ``cancel`` (events that cancel a run), ``timeouts`` and ``on_failure`` (a
+        handler run with ``ctx.event.data`` = ``error``, ``event``, ``run_id``,
+        ``function_id`` when a run of this function fails).
+        """
+        flow = dict(
+            concurrency=concurrency, singleton=singleton, throttle=throttle,
+            rate_limit=rate_limit, debounce=debounce, batch_events=batch_events,
+            priority=priority, idempotency=idempotency, cancel=cancel, timeouts=timeouts,
+        )
+        backoff_ = self._backoff if backoff is None else backoff
+        checkpoint_ = self._checkpoint if checkpoint is None else checkpoint
 
         def decorator(handler: F) -> F:
             fn = build_function(
@@ -107,16 +147,49 @@ class Fanout:
                 trigger=trigger,
                 name=name,
                 retries=retries,
-                backoff=self._backoff if backoff is None else backoff,
-                checkpoint=self._checkpoint if checkpoint is None else checkpoint,
+                backoff=backoff_,
+                checkpoint=checkpoint_,
                 handler=handler,
+                flow=flow,
             )
+            companion = None
+            if on_failure is not None:
+                companion = self._failure_handler(fn, on_failure, retries, backoff_, checkpoint_)
             self._rt.add_function(fn)
             self.functions[fn.fn_id] = fn
+            if companion is not None:
+                self._rt.add_function(companion)
+                self.functions[companion.fn_id] = companion
             handler.fanout_function = fn  # type: ignore[attr-defined]
             return handler
 
         return decorator
+
+    def _failure_handler(
+        self, fn: FunctionDef, handler: Callable[..., Any], retries: int, backoff: Any,
+        checkpoint: bool,
+    ) -> FunctionDef:
+        """The companion function ``<fn_id>-failure``, triggered by this function's
+        ``fanout/function.failed`` events."""
+        check_on_failure(fn.fn_id, handler)
+        fid = f"{fn.fn_id}-failure"
+        if len(fid) > 128:
+            raise ConfigError(
+                f"function {fn.fn_id!r}: on_failure adds a function '<fn_id>-failure', and that "
+                "id would be longer than 128 characters; use a shorter fn_id"
+            )
+        for key in (fn.key, f"{self.app_id}:{fid}"):
+            if key in self._rt.functions:
+                raise ConfigError(f"function {key.split(':', 1)[1]!r} is already declared "
+                                  f"in app {self.app_id!r}")
+        expr = f'event.data.app_id == "{self.app_id}" && event.data.function_id == "{fn.fn_id}"'
+        companion = build_function(
+            app_id=self.app_id, fn_id=fid, trigger=TriggerEvent(event=SYSTEM_FAILED, expression=expr),
+            name=f"{fn.name} (on failure)", retries=retries, backoff=backoff,
+            checkpoint=checkpoint, handler=handler,
+        )
+        companion.failure_of = fn.key
+        return companion
 
     # -- sending ----------------------------------------------------------------------
 
@@ -164,6 +237,25 @@ class Fanout:
         Returns False when the run is unknown or already ended.
         """
         return self._rt.cancel(run_id, reason) in ("cancelled", "flagged")
+
+    def cancel_runs(
+        self,
+        fn_id: Callable[..., Any] | str,
+        *,
+        started_after: Any = None,
+        started_before: Any = None,
+        if_exp: str | None = None,
+    ) -> int:
+        """Cancel the unfinished runs of a function; returns how many were cancelled.
+
+        ``started_after`` / ``started_before`` (aware datetimes or epoch seconds)
+        bound when the runs were created; ``if_exp`` is CEL over their ``event``.
+        Each run stops between steps, as with :meth:`cancel`.
+        """
+        fn = self._function(fn_id)
+        after = as_timestamp(started_after, "started_after")
+        before = as_timestamp(started_before, "started_before")
+        return self._rt.flow.cancel_runs(fn, after=after, before=before, if_exp=if_exp)
 
     def replay(self, run_id: str) -> str:
         """Start a new run of the same function for the same event; returns its id."""

@@ -9,6 +9,7 @@ from typing import Any
 
 from ._engine import INNGEST_BACKOFF, RetryPolicy, is_async_handler
 from ._errors import ConfigError
+from ._flow import NO_FLOW, FlowSpec, build_flow
 from ._triggers import Trigger, TriggerCron, TriggerEvent
 
 MAX_TRIGGERS = 10
@@ -51,6 +52,9 @@ class FunctionDef:
     checkpoint: bool = False
     is_async: bool = False
     options: dict[str, Any] = field(default_factory=dict)
+    flow: FlowSpec = NO_FLOW
+    #: For an ``on_failure`` handler: the key of the function whose failures it handles.
+    failure_of: str | None = None
 
     @property
     def key(self) -> str:
@@ -80,6 +84,8 @@ class FunctionDef:
             "retries": self.retries,
             "checkpoint": self.checkpoint,
             "async": self.is_async,
+            **self.flow.describe(),
+            **({"on_failure_of": self.failure_of} if self.failure_of else {}),
         }
 
 
@@ -93,7 +99,9 @@ def build_function(
     backoff: object,
     checkpoint: object,
     handler: Callable[..., Any],
+    flow: dict[str, Any] | None = None,
 ) -> FunctionDef:
+    """Check a declaration; ``flow`` holds the flow-control keyword arguments."""
     fid = check_id("fn_id", fn_id)
     triggers: Sequence[object]
     if isinstance(trigger, (TriggerEvent, TriggerCron)):
@@ -126,6 +134,9 @@ def build_function(
         raise ConfigError(f"function {fid!r}: name must be a string")
     if not callable(handler):
         raise ConfigError(f"function {fid!r}: the decorated object is not callable")
+    spec = build_flow(fid, **(flow or {}))
+    if spec.batch is not None and any(isinstance(t, TriggerCron) for t in triggers):
+        raise ConfigError(f"function {fid!r}: batch_events needs event triggers, not cron")
     return FunctionDef(
         app_id=app_id,
         fn_id=fid,
@@ -136,4 +147,5 @@ def build_function(
         policy=RetryPolicy(retries=retries, backoff=check_backoff(backoff)),
         checkpoint=bool(checkpoint),
         is_async=is_async_handler(handler),
+        flow=spec,
     )

@@ -5,6 +5,11 @@ starts one run per matching function (run id derived from event id and
 function, created set-if-absent) and finishes the ``wait_for_event`` steps the
 event satisfies (exactly once per waiting run).  A router that dies mid-batch
 is recovered from its ``route:`` timer; redelivery creates nothing twice.
+
+Functions with start-time flow control (idempotency, rate limit, debounce,
+batching, singleton, throttle...) are admitted one run at a time by
+``_flow_runtime.FlowRuntime.admit``; events that cancel running runs
+(``cancel=[fanout.Cancel(...)]``) are matched after the new runs exist.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def route(
     if len(events) < len(event_ids):
         log.warning("fanout: %d event(s) were not in Redis (expired?)", len(event_ids) - len(events))
     runs: list[tuple[str, str, dict[str, Any]]] = []
+    flowed: list[tuple[FunctionDef, str, dict[str, Any], dict[str, Any], bool]] = []
     now = repr(time.time())
     for eid, ev in events:
         for fn in _subscribers(rt, ev, target):
@@ -76,9 +82,16 @@ def route(
                 fields["par"] = parent_run_id
             if invoker:
                 fields["inv"] = dumps(invoker)
-            runs.append((run_id_for(eid, fn.key), fn.key, fields))
+            if fn.flow.at_start:
+                flowed.append((fn, run_id_for(eid, fn.key), ev, fields, target is not None))
+            else:
+                runs.append((run_id_for(eid, fn.key), fn.key, fields))
     results = store.create_runs(runs)
     todo = [(fk, rid) for (rid, fk, _f), (_r, _c, enq) in zip(runs, results, strict=True) if enq]
+    if flowed:
+        todo += rt.flow.admit(flowed)
+    if target is None:
+        rt.flow.cancel_matching([ev for _eid, ev in events])
     resolved = _resolve_waits(rt, [ev for _eid, ev in events]) if target is None else []
     if todo or resolved:
         with rt.app.producer_or_acquire() as producer:

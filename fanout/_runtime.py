@@ -44,6 +44,7 @@ from ._engine import (
 )
 from ._errors import ConfigError, InvokeError, PublishError
 from ._event import Event, dumps, prepare_batch
+from ._flow_runtime import FlowRuntime
 from ._function import FunctionDef
 from ._ids import derived_event_id, new_token, run_id_for
 from ._records import StepRecord
@@ -151,6 +152,7 @@ class Runtime:
         self._store_pid = 0
         self.leases = Leases(self)
         self.timers = TimerThread(self)
+        self.flow = FlowRuntime(self)
         self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)
         self.router_queue = Queue(
             ROUTER_QUEUE, exchange=self.exchange, routing_key="fanout.route", durable=True
@@ -186,6 +188,7 @@ class Runtime:
         self.functions[fn.key] = fn
         for trig in fn.event_triggers:
             self.index.add(fn, trig)
+        self.flow.add_function(fn)
 
     def resolve_function(self, ref: Any, app_id: str) -> FunctionDef:
         """A FunctionDef from a decorated handler, a FunctionDef, or an id string."""
@@ -360,6 +363,7 @@ class Runtime:
         if head != "ok":
             return
         self.leases.hold(run_id, "lease", token, lease_ms)
+        hold = None
         try:
             if int(fields.get("takeovers", "0")) > MAX_TAKEOVERS:
                 self.finish(run_id, token, "failed", None, {
@@ -368,10 +372,16 @@ class Runtime:
                     "a row (a step that kills its process?); the run was stopped",
                 }, fields)
                 return
+            if fn.flow.at_pass:  # timeouts, batch/debounce close, concurrency slots
+                go, hold = self.flow.before_pass(fn, run_id, token, fields, lease_ms)
+                if not go:
+                    return
             inp = self._input(fn, run_id, fields)
             outcome = self._run(fn, inp, _Sink(self, fn, run_id, token, fields))
+            self.flow.release(hold)  # the step is over: free the slot before the next pass
             self._conclude(fn, run_id, token, inp.attempt, outcome, fields)
         finally:
+            self.flow.release(hold)
             self.leases.release(run_id, "lease")
 
     def _conclude(
@@ -396,18 +406,21 @@ class Runtime:
                 return
             delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
             end.update(att=attempt + 1, err=dumps(outcome.error))
-            seq, _r = store.end_pass(run_id, token, "running", wake=time.time() + delay, fields=end)
+            seq, _r = store.end_pass(run_id, token, "running", fields=end,
+                                     wake=self.flow.clamp_wake(fn, fields, time.time() + delay))
         elif isinstance(outcome, RetryStep):
-            seq, _r = store.end_pass(run_id, token, "running", wake=time.time() + outcome.delay,
-                                     fields=end)
+            seq, _r = store.end_pass(run_id, token, "running", fields=end,
+                                     wake=self.flow.clamp_wake(fn, fields, time.time() + outcome.delay))
         elif isinstance(outcome, Sleep):
-            seq, _r = store.end_pass(run_id, token, "sleeping", wake=outcome.until, fields=end)
+            seq, _r = store.end_pass(run_id, token, "sleeping", fields=end,
+                                     wake=self.flow.clamp_wake(fn, fields, outcome.until))
         elif isinstance(outcome, Wait):
-            seq, resolved = store.end_pass(run_id, token, "waiting", wake=outcome.until,
+            until = self.flow.clamp_wake(fn, fields, outcome.until)
+            seq, resolved = store.end_pass(run_id, token, "waiting", wake=until,
                                            awaiting=outcome.step_id, fields=end)
             if resolved and seq is not None and seq >= 0:
                 self.enqueue(fn.key, run_id, seq)
-                store.drop_claimed([run_id], int(outcome.until * 1000))
+                store.drop_claimed([run_id], int(until * 1000))
         elif isinstance(outcome, Parallel):
             # Arm each new branch's recovery timer before releasing the run, then
             # release it, then enqueue the branches: a branch that joins at once
@@ -451,12 +464,18 @@ class Runtime:
             return
         field = f"bl:{step_id}"
         self.leases.hold(run_id, field, token, lease_ms)
+        hold = None
         try:
+            if fn.flow.concurrency:
+                hold = self.flow.acquire(fn, run_id, token, fields, lease_ms, step_id)
+                if hold is None:
+                    return
             inp = self._input(fn, run_id, fields, branch=step_id)
             rec = inp.memo.get(step_id)
             group = list((rec.extra or {}).get("group", [])) if rec else []
             sink = _Sink(self, fn, run_id, token, fields, branch=step_id, group=group)
             outcome = self._run(fn, inp, sink)
+            self.flow.release(hold)
             if isinstance(outcome, BranchDone):
                 store.end_branch(run_id, step_id, token)
                 if sink.joined:
@@ -471,6 +490,7 @@ class Runtime:
                 log.warning("fanout: branch %s of run %s failed outside its step: %s",
                             step_id, run_id, outcome.error.get("message"))
         finally:
+            self.flow.release(hold)
             self.leases.release(run_id, field)
 
     # -- ending runs ---------------------------------------------------------------------
@@ -483,7 +503,7 @@ class Runtime:
         self, run_id: str, token: str, status: str, output: Any, error: dict[str, Any] | None,
         fields: dict[str, str] | None = None,
     ) -> None:
-        """End a run; tell an invoking parent."""
+        """End a run; release what it held, emit system events, tell an invoking parent."""
         values: dict[str, Any] = {}
         if status == "completed":
             values["out"] = dumps(output)
@@ -491,7 +511,9 @@ class Runtime:
             values["err"] = dumps(error)
         if not self.store.finish_run(run_id, token, status, values):
             return
-        inv = (fields or {}).get("inv") or self.store.run_fields(run_id).get("inv")
+        fields = fields if fields and "fk" in fields else self.store.run_fields(run_id)
+        self.flow.ended(run_id, status, fields, output, error)
+        inv = fields.get("inv")
         if inv:
             self._tell_parent(self.parse_json(inv), status, output, error)
 
@@ -533,19 +555,26 @@ class Runtime:
         for rec in steps:
             fields[f"s:{rec.id}"] = dumps(rec.to_json())
         fields.update(extra_fields or {})
+        now = time.time()
+        if fn.flow.at_start:  # priority, start deadline, cancel listeners (no admission gates)
+            self.flow.decorate(fn, event, fields, now)
         ((_rid, created, enqueue),) = self.store.create_runs([(run_id, fn.key, fields)])
+        if created:
+            self.flow.listen(fn, run_id, event, fields, now)
         if enqueue:
             self.enqueue(fn.key, run_id, 0)
         return created
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
         """Cancel a run between steps; returns 'cancelled', 'flagged', 'ended' or 'missing'."""
-        head = self.store.cancel_run(run_id, {"type": "Cancelled", "message": reason})
+        error = {"type": "Cancelled", "message": reason}
+        head = self.store.cancel_run(run_id, error)
         if head == "cancelled":
-            inv = self.store.run_fields(run_id).get("inv")
+            fields = self.store.run_fields(run_id)
+            self.flow.ended(run_id, "cancelled", fields, None, error)
+            inv = fields.get("inv")
             if inv:
-                self._tell_parent(self.parse_json(inv), "cancelled", None,
-                                  {"type": "Cancelled", "message": reason})
+                self._tell_parent(self.parse_json(inv), "cancelled", None, error)
         return head
 
 

@@ -16,6 +16,19 @@ Key layout (``P`` is the prefix, ``fanout`` by default)::
     P:idx:events           zset   event id -> ts (ms)
     P:idx:evname:<name>    zset   event id -> ts (ms), the last day (wait lookback)
     P:waits:<name>         hash   open wait_for_event waits: <run>:<step> -> spec
+
+Flow control (``_flow_runtime.py``) keeps its state in keys of its own, each under
+its own hash tag (``B`` is a digest of function and key)::
+
+    P:fc:idem:{B}          string idempotency key -> run id (24 h)
+    P:fc:rate:{B}          zset   rate limit log: run id -> admitted at (ms)
+    P:fc:thr:{B}           zset   throttle: '' -> GCRA time, run id -> start (ms)
+    P:fc:one:{B}           hash   singleton: run = the active run
+    P:fc:deb:{B}           hash   debounce: run, first, due
+    P:fc:bat:{B}           hash   open batch: run, n, due
+    P:fc:cc:{APP}:B        zset   concurrency slots: run:token -> lease until (ms)
+    P:fc:ccw:{APP}:B       zset   runs waiting for a slot -> score (ms)
+    P:fc:cx:{B}            hash   cancel-on-event listeners: run id -> spec
 """
 
 from __future__ import annotations
@@ -46,6 +59,17 @@ _SCRIPTS = (
     "resolve_step",
     "begin_branch",
     "end_branch",
+    "fc_claim",
+    "fc_rate",
+    "fc_throttle",
+    "fc_singleton",
+    "fc_release",
+    "fc_debounce",
+    "fc_debounce_run",
+    "fc_batch",
+    "fc_batch_run",
+    "fc_slots_acquire",
+    "fc_slots_release",
 )
 
 
@@ -74,6 +98,13 @@ class Store:
         self.p = prefix
         self.retention = int(retention)
         self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
+        # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
+        self.slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
+
+    def script(self, name: str, keys: Sequence[str], args: Sequence[Any],
+               client: Any = None) -> Any:
+        """Run one of fanout's Lua scripts (``fanout/_lua/<name>.lua``)."""
+        return self._scripts[name](keys=list(keys), args=list(args), client=client)
 
     # -- keys --------------------------------------------------------------------
 
@@ -309,7 +340,12 @@ class Store:
             )
             member = run_id if lease_field == "lease" else f"branch:{run_id}:{lease_field[3:]}"
             pipe.zadd(self.timers_key, {member: until_ms}, xx=True)
-        res = pipe.execute()
+        n = len(pipe)
+        for run_id, lease_field, _token in items:  # concurrency slots live as long as the lease
+            held = self.slot_holds.get((run_id, lease_field))
+            for key in held[0] if held else ():
+                pipe.zadd(key, {held[1]: until_ms}, xx=True)  # type: ignore[index]
+        res = pipe.execute()[:n]
         return [rid for (rid, _f, _t), ok in zip(items, res[::2], strict=True) if not ok]
 
     # -- waits ---------------------------------------------------------------------

@@ -1,0 +1,600 @@
+"""Flow-control options and their pure arithmetic (no Redis, no Celery).
+
+The option classes users pass to ``client.create_function`` check themselves
+when they are built (a bad value raises :class:`fanout.ConfigError` at
+decoration time; CEL keys compile there too).  :func:`build_flow` checks the
+combination and returns the :class:`FlowSpec` a :class:`FunctionDef` carries.
+
+The Redis side (atomic Lua scripts) lives in ``_flow_runtime.py`` and
+``fanout/_lua/fc_*.lua``; the arithmetic those scripts perform is mirrored here
+(:func:`gcra`, :func:`debounce_due`) so it can be unit-tested and read in one place.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ConfigError
+
+if TYPE_CHECKING:
+    from ._expr import Expression
+
+__all__ = [
+    "Batch",
+    "Cancel",
+    "Concurrency",
+    "Debounce",
+    "FlowSpec",
+    "Priority",
+    "RateLimit",
+    "Singleton",
+    "Throttle",
+    "Timeouts",
+    "build_flow",
+]
+
+Duration = float | int | _dt.timedelta | str
+
+MAX_CONCURRENCY = 100_000
+MAX_CONCURRENCY_CONSTRAINTS = 2
+MAX_THROTTLE = 10_000
+MAX_RATE_LIMIT = 100_000
+MAX_BATCH_SIZE = 1000
+PRIORITY_LIMIT_S = 600.0
+IDEMPOTENCY_S = 24 * 3600
+WEEK_S = 7 * 86400.0
+#: The key of an event whose key expression cannot be evaluated (a missing field...).
+UNEVALUABLE_KEY = "\x00"
+
+SYSTEM_FAILED = "fanout/function.failed"
+SYSTEM_FINISHED = "fanout/function.finished"
+SYSTEM_CANCELLED = "fanout/function.cancelled"
+SYSTEM_EVENTS = (SYSTEM_FAILED, SYSTEM_FINISHED, SYSTEM_CANCELLED)
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _int(what: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{what} must be an integer from {low} to {high}, not {value!r}")
+    return value
+
+
+def _seconds(what: str, value: object, low: float, high: float) -> float:
+    from ._steps import parse_duration
+
+    seconds = parse_duration(value, what)
+    if not low <= seconds <= high:
+        raise ConfigError(
+            f"{what} must be from {_show(low)} to {_show(high)}, not {value!r} ({_show(seconds)})"
+        )
+    return seconds
+
+
+def _show(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def _cel(what: str, source: object, variables: tuple[str, ...] = ("event",)) -> Expression:
+    from ._errors import ExpressionError
+    from ._expr import compile_expression
+
+    if not isinstance(source, str):
+        raise ConfigError(f"{what} must be a CEL expression string, not {type(source).__name__}")
+    try:
+        return compile_expression(source, variables=variables, what=what)
+    except ExpressionError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _set(obj: object, name: str, value: Any) -> None:
+    object.__setattr__(obj, name, value)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class Concurrency:
+    """At most ``limit`` steps of this function executing at once per ``key``.
+
+    ``key`` is a CEL expression over ``event`` (``"event.data.user_id"``); without
+    it the limit is for the whole function.  ``scope="app"`` shares the count with
+    every function of the client that declares the same key.
+    """
+
+    limit: int
+    key: str | None = None
+    scope: str = "fn"
+    _key: Expression | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _int("Concurrency limit", self.limit, 1, MAX_CONCURRENCY)
+        if self.scope not in ("fn", "app"):
+            raise ConfigError(f"Concurrency scope must be 'fn' or 'app', not {self.scope!r}")
+        if self.key is not None:
+            _set(self, "_key", _cel("Concurrency key", self.key))
+
+
+@dataclass(frozen=True)
+class Singleton:
+    """At most one active run per ``key``: a new run is ``skip``-ped, or it
+    ``cancel``-s the active one and runs."""
+
+    key: str | None = None
+    mode: str = "skip"
+    _key: Expression | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("skip", "cancel"):
+            raise ConfigError(f"Singleton mode must be 'skip' or 'cancel', not {self.mode!r}")
+        if self.key is not None:
+            _set(self, "_key", _cel("Singleton key", self.key))
+
+
+@dataclass(frozen=True)
+class Throttle:
+    """At most ``limit`` run starts per ``period`` per ``key``, spread evenly;
+    ``burst`` starts may happen at once.  Extra runs wait (nothing is dropped)."""
+
+    limit: int
+    period: Duration
+    key: str | None = None
+    burst: int = 1
+    _key: Expression | None = field(default=None, repr=False, compare=False)
+    _period_s: float = field(default=0.0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _int("Throttle limit", self.limit, 1, MAX_THROTTLE)
+        _int("Throttle burst", self.burst, 1, MAX_THROTTLE)
+        _set(self, "_period_s", _seconds("Throttle period", self.period, 1.0, WEEK_S))
+        if self.key is not None:
+            _set(self, "_key", _cel("Throttle key", self.key))
+
+    @property
+    def period_s(self) -> float:
+        return self._period_s
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``limit`` runs per sliding ``period`` per ``key``; extra runs are
+    recorded as ``skipped`` and never run."""
+
+    limit: int
+    period: Duration
+    key: str | None = None
+    _key: Expression | None = field(default=None, repr=False, compare=False)
+    _period_s: float = field(default=0.0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _int("RateLimit limit", self.limit, 1, MAX_RATE_LIMIT)
+        _set(self, "_period_s", _seconds("RateLimit period", self.period, 1.0, 86400.0))
+        if self.key is not None:
+            _set(self, "_key", _cel("RateLimit key", self.key))
+
+    @property
+    def period_s(self) -> float:
+        return self._period_s
+
+
+@dataclass(frozen=True)
+class Debounce:
+    """One run per ``key`` with the last event, ``period`` after the last event;
+    ``timeout`` caps the delay since the first one."""
+
+    period: Duration
+    key: str | None = None
+    timeout: Duration | None = None
+    _key: Expression | None = field(default=None, repr=False, compare=False)
+    _period_s: float = field(default=0.0, repr=False, compare=False)
+    _timeout_s: float | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _set(self, "_period_s", _seconds("Debounce period", self.period, 1.0, WEEK_S))
+        if self.timeout is not None:
+            t = _seconds("Debounce timeout", self.timeout, 1.0, WEEK_S)
+            if t < self._period_s:
+                raise ConfigError(
+                    f"Debounce timeout ({_show(t)}) must not be shorter than its period "
+                    f"({_show(self._period_s)})"
+                )
+            _set(self, "_timeout_s", t)
+        if self.key is not None:
+            _set(self, "_key", _cel("Debounce key", self.key))
+
+    @property
+    def period_s(self) -> float:
+        return self._period_s
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self._timeout_s
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One run for up to ``max_size`` events (``ctx.events``), started when the
+    batch is full or ``timeout`` after its first event."""
+
+    max_size: int
+    timeout: Duration
+    key: str | None = None
+    _key: Expression | None = field(default=None, repr=False, compare=False)
+    _timeout_s: float = field(default=0.0, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _int("Batch max_size", self.max_size, 1, MAX_BATCH_SIZE)
+        _set(self, "_timeout_s", _seconds("Batch timeout", self.timeout, 1.0, 3600.0))
+        if self.key is not None:
+            _set(self, "_key", _cel("Batch key", self.key))
+
+    @property
+    def timeout_s(self) -> float:
+        return self._timeout_s
+
+
+@dataclass(frozen=True)
+class Priority:
+    """``run``: CEL over ``event`` giving seconds (-600..600).  A run waiting for a
+    concurrency slot is ordered as if it had started waiting that many seconds
+    earlier (later, if negative).  Needs ``concurrency``."""
+
+    run: str | None = None
+    _run: Expression | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.run is None:
+            raise ConfigError("Priority needs run=<CEL expression giving seconds>")
+        _set(self, "_run", _cel("Priority run", self.run))
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Cancel a running run when an ``event`` arrives that matches it.
+
+    ``match`` is a field path equal in both events (``"data.order_id"``);
+    ``if_exp`` is CEL over ``event`` (the run's trigger) and ``async`` (the
+    incoming event); ``timeout`` stops listening that long after the run began.
+    """
+
+    event: str
+    if_exp: str | None = None
+    match: str | None = None
+    timeout: Duration | None = None
+    _if: Expression | None = field(default=None, repr=False, compare=False)
+    _timeout_s: float | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from ._triggers import validate_event_pattern
+
+        validate_event_pattern(self.event)
+        if "*" in self.event:
+            raise ConfigError(f"Cancel event must be an exact event name, not {self.event!r}")
+        if self.if_exp is not None:
+            _set(self, "_if", _cel("Cancel if_exp", self.if_exp, ("event", "async")))
+        if self.match is not None and (
+            not isinstance(self.match, str) or not self.match or " " in self.match
+        ):
+            raise ConfigError(
+                f"Cancel match must be a field path such as 'data.user_id', not {self.match!r}"
+            )
+        if self.timeout is not None:
+            _set(self, "_timeout_s", _seconds("Cancel timeout", self.timeout, 1.0, 366 * 86400.0))
+
+    @property
+    def timeout_s(self) -> float | None:
+        return self._timeout_s
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """``start``: longest a run may stay queued before its first step; ``finish``:
+    longest from its first step to its end.  A run past either is cancelled."""
+
+    start: Duration | None = None
+    finish: Duration | None = None
+    _start_s: float | None = field(default=None, repr=False, compare=False)
+    _finish_s: float | None = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.start is None and self.finish is None:
+            raise ConfigError("Timeouts needs start=, finish= or both")
+        if self.start is not None:
+            _set(self, "_start_s", _seconds("Timeouts start", self.start, 0.1, 366 * 86400.0))
+        if self.finish is not None:
+            _set(self, "_finish_s", _seconds("Timeouts finish", self.finish, 0.1, 366 * 86400.0))
+
+    @property
+    def start_s(self) -> float | None:
+        return self._start_s
+
+    @property
+    def finish_s(self) -> float | None:
+        return self._finish_s
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+@dataclass(frozen=True)
+class FlowSpec:
+    """A function's flow control, checked as a whole."""
+
+    concurrency: tuple[Concurrency, ...] = ()
+    singleton: Singleton | None = None
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    debounce: Debounce | None = None
+    batch: Batch | None = None
+    priority: Priority | None = None
+    idempotency: str | None = None
+    cancel: tuple[Cancel, ...] = ()
+    timeouts: Timeouts | None = None
+    _idem: Expression | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def at_start(self) -> bool:
+        """Whether creating a run involves flow control (else the plain router path)."""
+        return bool(
+            self.singleton or self.throttle or self.rate_limit or self.debounce or self.batch
+            or self.priority or self.idempotency or self.cancel or self.timeouts
+        )
+
+    @property
+    def at_pass(self) -> bool:
+        """Whether a pass involves flow control (slots, deadlines, batch/debounce close)."""
+        return bool(self.concurrency or self.timeouts or self.batch or self.debounce)
+
+    def describe(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.concurrency:
+            out["concurrency"] = [
+                {"limit": c.limit, "key": c.key, "scope": c.scope} for c in self.concurrency
+            ]
+        if self.singleton:
+            out["singleton"] = {"key": self.singleton.key, "mode": self.singleton.mode}
+        if self.throttle:
+            t = self.throttle
+            out["throttle"] = {"limit": t.limit, "period": t.period_s, "key": t.key, "burst": t.burst}
+        if self.rate_limit:
+            r = self.rate_limit
+            out["rate_limit"] = {"limit": r.limit, "period": r.period_s, "key": r.key}
+        if self.debounce:
+            d = self.debounce
+            out["debounce"] = {"period": d.period_s, "key": d.key, "timeout": d.timeout_s}
+        if self.batch:
+            b = self.batch
+            out["batch_events"] = {"max_size": b.max_size, "timeout": b.timeout_s, "key": b.key}
+        if self.priority:
+            out["priority"] = {"run": self.priority.run}
+        if self.idempotency:
+            out["idempotency"] = self.idempotency
+        if self.cancel:
+            out["cancel"] = [
+                {"event": c.event, "if_exp": c.if_exp, "match": c.match, "timeout": c.timeout_s}
+                for c in self.cancel
+            ]
+        if self.timeouts:
+            out["timeouts"] = {"start": self.timeouts.start_s, "finish": self.timeouts.finish_s}
+        return out
+
+
+NO_FLOW = FlowSpec()
+
+
+def _one(fid: str, name: str, value: object, cls: type) -> Any:
+    if value is not None and not isinstance(value, cls):
+        raise ConfigError(
+            f"function {fid!r}: {name} must be a fanout.{cls.__name__}, not {type(value).__name__}"
+        )
+    return value
+
+
+def _many(fid: str, name: str, value: object, cls: type) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, cls) else value
+    if not isinstance(items, (list, tuple)):
+        raise ConfigError(
+            f"function {fid!r}: {name} must be a fanout.{cls.__name__} or a list of them, "
+            f"not {type(value).__name__}"
+        )
+    for i, item in enumerate(items):
+        if not isinstance(item, cls):
+            raise ConfigError(
+                f"function {fid!r}: {name}[{i}] must be a fanout.{cls.__name__}, "
+                f"not {type(item).__name__}"
+            )
+    return tuple(items)
+
+
+def build_flow(
+    fid: str,
+    *,
+    concurrency: object = None,
+    singleton: object = None,
+    throttle: object = None,
+    rate_limit: object = None,
+    debounce: object = None,
+    batch_events: object = None,
+    priority: object = None,
+    idempotency: object = None,
+    cancel: object = None,
+    timeouts: object = None,
+) -> FlowSpec:
+    """Check each option's type and the combination; return the spec."""
+    conc = _many(fid, "concurrency", concurrency, Concurrency)
+    if len(conc) > MAX_CONCURRENCY_CONSTRAINTS:
+        raise ConfigError(
+            f"function {fid!r}: at most {MAX_CONCURRENCY_CONSTRAINTS} concurrency limits, "
+            f"not {len(conc)}"
+        )
+    if len({(c.scope, c.key) for c in conc}) < len(conc):
+        raise ConfigError(
+            f"function {fid!r}: two concurrency limits with the same scope and key"
+        )
+    spec = FlowSpec(
+        concurrency=conc,
+        singleton=_one(fid, "singleton", singleton, Singleton),
+        throttle=_one(fid, "throttle", throttle, Throttle),
+        rate_limit=_one(fid, "rate_limit", rate_limit, RateLimit),
+        debounce=_one(fid, "debounce", debounce, Debounce),
+        batch=_one(fid, "batch_events", batch_events, Batch),
+        priority=_one(fid, "priority", priority, Priority),
+        idempotency=None,
+        cancel=_many(fid, "cancel", cancel, Cancel),
+        timeouts=_one(fid, "timeouts", timeouts, Timeouts),
+    )
+    if idempotency is not None:
+        expr = _cel(f"idempotency of function {fid!r}", idempotency)
+        spec = FlowSpec(**{**_fields(spec), "idempotency": idempotency, "_idem": expr})
+    if spec.batch is not None:
+        clash = [
+            name
+            for name, present in (
+                ("debounce", spec.debounce),
+                ("cancel", spec.cancel),
+                ("idempotency", spec.idempotency),
+                ("rate_limit", spec.rate_limit),
+                ("priority", spec.priority),
+                ("singleton", spec.singleton),
+            )
+            if present
+        ]
+        if clash:
+            raise ConfigError(
+                f"function {fid!r}: batch_events cannot be combined with {', '.join(clash)} "
+                "(one run serves many events, so these per-event controls have no meaning)"
+            )
+    if spec.priority is not None and not spec.concurrency:
+        raise ConfigError(
+            f"function {fid!r}: priority orders runs waiting for a concurrency slot, so it "
+            "needs concurrency=[fanout.Concurrency(...)] too (without a limit nothing waits "
+            "in fanout: steps go straight to the Celery queue)"
+        )
+    return spec
+
+
+def _fields(spec: FlowSpec) -> dict[str, Any]:
+    return {name: getattr(spec, name) for name in FlowSpec.__dataclass_fields__}
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def eval_key(expr: Expression | None, event: Mapping[str, Any]) -> str:
+    """The flow-control key of ``event``: ``""`` without an expression, the CEL
+    result otherwise, :data:`UNEVALUABLE_KEY` when it cannot be evaluated."""
+    if expr is None:
+        return ""
+    key = expr.key({"event": dict(event)})
+    return UNEVALUABLE_KEY if key is None else key
+
+
+def bucket(*parts: str) -> str:
+    """A short, stable Redis-safe name for a (function, key, ...) tuple."""
+    h = hashlib.blake2b("\0".join(parts).encode(), digest_size=12)
+    return h.hexdigest()
+
+
+def concurrency_bucket(app_id: str, fn_id: str, c: Concurrency, event: Mapping[str, Any]) -> str:
+    key = eval_key(c._key, event)
+    if c.scope == "app":
+        return bucket("app", app_id, c.key or "", key)
+    return bucket("fn", app_id, fn_id, c.key or "", key)
+
+
+def priority_factor(p: Priority | None, event: Mapping[str, Any]) -> float:
+    """Seconds a run jumps ahead (clamped to +-600; 0 when it cannot be evaluated)."""
+    if p is None or p._run is None:
+        return 0.0
+    value = p._run.number({"event": dict(event)})
+    if value is None:
+        return 0.0
+    return max(-PRIORITY_LIMIT_S, min(PRIORITY_LIMIT_S, value))
+
+
+def wait_score_ms(waiting_since: float, factor: float) -> int:
+    """Order of a run in a concurrency waiting list: lower goes first."""
+    return int((waiting_since - factor) * 1000)
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def gcra(tat_ms: float, now_ms: float, period_ms: float, limit: int, burst: int) -> tuple[float, float]:
+    """Generic cell rate algorithm, delaying instead of refusing.
+
+    ``limit`` starts per ``period`` are spaced ``period / limit`` apart; up to
+    ``burst`` may start at the same instant.  Returns (start, new theoretical
+    arrival time).  ``fanout/_lua/fc_throttle.lua`` does exactly this.
+    """
+    interval = period_ms / limit
+    tolerance = (burst - 1) * interval
+    tat = max(tat_ms, now_ms)
+    start = max(now_ms, tat - tolerance)
+    return start, max(tat, start) + interval
+
+
+def debounce_due(now: float, first: float, period: float, timeout: float | None) -> float:
+    """When a debounced run starts: ``period`` after the last event, but never later
+    than ``timeout`` after the first one."""
+    due = now + period
+    if timeout is not None:
+        due = min(due, first + timeout)
+    return due
+
+
+def path_value(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted field path such as ``data.user_id``."""
+    cur: Any = data
+    for part in path.split("."):
+        if not isinstance(cur, Mapping) or part not in cur:
+            return False, None
+        cur = cur[part]
+    return True, cur
+
+
+def match_bucket(c: Cancel, event: Mapping[str, Any]) -> str | None:
+    """The bucket an event falls in for a cancel with ``match`` (``*`` without one;
+    None when the event lacks the field, so nothing can match it)."""
+    if c.match is None:
+        return "*"
+    found, value = path_value(event, c.match)
+    if not found:
+        return None
+    return bucket(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str))
+
+
+def as_timestamp(value: object, what: str) -> float | None:
+    """Epoch seconds from None, a number or an aware datetime."""
+    if value is None:
+        return None
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise ConfigError(f"{what} needs an aware datetime (with tzinfo), not {value!r}")
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise ConfigError(f"{what} must be an aware datetime or epoch seconds, not {value!r}")
+
+
+def is_system_event(name: object) -> bool:
+    return isinstance(name, str) and name in SYSTEM_EVENTS
+
+
+def check_on_failure(fid: str, handler: object) -> None:
+    if handler is not None and not callable(handler):
+        raise ConfigError(f"function {fid!r}: on_failure must be a callable handler")
+

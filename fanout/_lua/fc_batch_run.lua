@@ -1,0 +1,18 @@
+-- Add an event to a batch run that has not started yet.
+-- KEYS[1] run hash
+-- ARGV[1] field ('be:<event id>')  ARGV[2] {"n": position, "e": event} JSON
+-- ARGV[3] '1' when the batch is now full: the run may start at once (not before
+-- its throttle time 'nb'; not after its start deadline 'dls')
+-- Returns {1, wake (s) or ''} when added, {0, ''} when the run has started or
+-- ended (the caller opens a new batch).
+if redis.call('HGET', KEYS[1], 'st') ~= 'queued' or redis.call('HGET', KEYS[1], 't0') then
+  return {0, ''}
+end
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2])
+if ARGV[3] ~= '1' then return {1, ''} end
+local wake = tonumber(redis.call('HGET', KEYS[1], 'nb') or '0')
+local dls = redis.call('HGET', KEYS[1], 'dls')
+if dls and wake > tonumber(dls) then wake = tonumber(dls) end
+local s = string.format('%.3f', wake)
+redis.call('HSET', KEYS[1], 'wake', s)
+return {1, s}
