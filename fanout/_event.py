@@ -33,27 +33,48 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
-def _json_problem(value: Any, path: str = "data") -> str | None:
+MAX_DEPTH = 64
+_INT_LIMIT = 2**64
+
+
+def _json_problem(value: Any, path: str = "data", depth: int = 0) -> str | None:
     """Where ``value`` stops being JSON, or None when it is fine."""
-    if value is None or isinstance(value, (str, bool, int)):
+    if depth > MAX_DEPTH:
+        return f"{path} is nested deeper than {MAX_DEPTH} levels"
+    if value is None or isinstance(value, (str, bool)):
         return None
+    if isinstance(value, int):
+        if -_INT_LIMIT < value < _INT_LIMIT:
+            return None
+        return (
+            f"{path} is an integer beyond 64 bits, which JSON consumers cannot read "
+            "exactly; send it as a string"
+        )
     if isinstance(value, float):
         return None if math.isfinite(value) else f"{path} is {value!r}, which JSON cannot carry"
     if isinstance(value, Mapping):
         for k, v in value.items():
             if not isinstance(k, str):
                 return f"{path} has a key {k!r} of type {type(k).__name__}; JSON keys are strings"
-            problem = _json_problem(v, f"{path}.{k}")
+            problem = _json_problem(v, f"{path}.{k}", depth + 1)
             if problem:
                 return problem
         return None
     if isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
-            problem = _json_problem(v, f"{path}[{i}]")
+            problem = _json_problem(v, f"{path}[{i}]", depth + 1)
             if problem:
                 return problem
         return None
     return f"{path} holds a {type(value).__name__}, which is not JSON-serializable"
+
+
+def _text_problem(value: str, what: str) -> str | None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return f"{what} contains a lone surrogate, which is not valid Unicode text"
+    return None
 
 
 class Event(BaseModel):
@@ -87,6 +108,9 @@ class Event(BaseModel):
             raise ValueError(
                 f"event name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
             )
+        problem = _text_problem(name, "event name")
+        if problem:
+            raise ValueError(problem)
         return name
 
     @field_validator("data", "user", mode="before")
@@ -104,8 +128,19 @@ class Event(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str | None) -> str | None:
-        if value is not None and (not value or len(value) > 256):
-            raise ValueError("event id must be 1 to 256 characters")
+        if value is not None:
+            if not value or len(value) > 256:
+                raise ValueError("event id must be 1 to 256 characters")
+            problem = _text_problem(value, "event id")
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    @field_validator("ts")
+    @classmethod
+    def _check_ts(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value < 2**53:
+            raise ValueError("ts must be milliseconds since the epoch (0 to 2**53)")
         return value
 
     def to_wire(self) -> dict[str, Any]:
@@ -181,8 +216,16 @@ def prepare_batch(
             )
         eid = ev.id or (id_for(i) if id_for is not None else new_event_id(now_ms))
         ev = ev.model_copy(update={"id": eid, "ts": ev.ts if ev.ts is not None else now_ms})
-        text = dumps(ev.to_wire())
-        size = len(text.encode())
+        try:
+            text = dumps(ev.to_wire())
+            size = len(text.encode())
+        except UnicodeEncodeError:
+            raise EventError(
+                f"events[{i}] ({ev.name!r}): its data contains a lone surrogate, which is not "
+                "valid Unicode text"
+            ) from None
+        except (ValueError, RecursionError) as exc:
+            raise EventError(f"events[{i}] ({ev.name!r}) cannot be serialized: {exc}") from None
         if size > MAX_EVENT_BYTES:
             raise EventError(
                 f"events[{i}] ({ev.name!r}) is {size} bytes serialized; "

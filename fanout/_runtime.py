@@ -172,7 +172,10 @@ class Runtime:
         """The store, reconnected after a fork (prefork children get their own sockets)."""
         pid = os.getpid()
         if self._store is None or self._store_pid != pid:
-            self._store = Store(connect(self.redis_url), retention=self.retention)
+            self._store = Store(
+                connect(self.redis_url), retention=self.retention,
+                watchdog=5 * self.recovery_timeout,
+            )
             self._store_pid = pid
         return self._store
 
@@ -219,15 +222,25 @@ class Runtime:
             shared=False,
         )
 
-        @app.task(name="fanout.step", **opts)  # type: ignore[untyped-decorator]
-        def step(fn: str, run_id: str, seq: int | None = None, branch: str | None = None) -> None:
-            if branch is None:
-                rt.execute_pass(fn, run_id, seq)
-            else:
-                rt.execute_branch(fn, run_id, branch)
+        # While Redis is unreachable a message is put back (a retry a few seconds
+        # later) rather than acknowledged as failed; the run's timer in Redis is the
+        # second line of defence.
+        @app.task(name="fanout.step", bind=True, **opts)  # type: ignore[untyped-decorator]
+        def step(
+            task: Any, fn: str, run_id: str, seq: int | None = None, branch: str | None = None
+        ) -> None:
+            try:
+                if branch is None:
+                    rt.execute_pass(fn, run_id, seq)
+                else:
+                    rt.execute_branch(fn, run_id, branch)
+            except redis.RedisError as exc:
+                log.warning("fanout: Redis error in run %s, retrying the message: %s", run_id, exc)
+                raise task.retry(exc=exc, countdown=2, max_retries=None) from None
 
-        @app.task(name="fanout.route", **opts)  # type: ignore[untyped-decorator]
+        @app.task(name="fanout.route", bind=True, **opts)  # type: ignore[untyped-decorator]
         def route(
+            task: Any,
             event_ids: list[str],
             parent_run_id: str | None = None,
             target: str | None = None,
@@ -236,8 +249,12 @@ class Runtime:
         ) -> None:
             from ._routing import route as do_route
 
-            do_route(rt, event_ids, parent_run_id=parent_run_id, target=target,
-                     invoker=invoker, batch_id=batch_id)
+            try:
+                do_route(rt, event_ids, parent_run_id=parent_run_id, target=target,
+                         invoker=invoker, batch_id=batch_id)
+            except redis.RedisError as exc:
+                log.warning("fanout: Redis error while routing, retrying the message: %s", exc)
+                raise task.retry(exc=exc, countdown=2, max_retries=None) from None
 
         self.step_task, self.route_task = step, route
         queues = app.conf.task_queues
@@ -420,7 +437,8 @@ class Runtime:
                                            awaiting=outcome.step_id, fields=end)
             if resolved and seq is not None and seq >= 0:
                 self.enqueue(fn.key, run_id, seq)
-                store.drop_claimed([run_id], int(until * 1000))
+                watch = int((time.time() + store.watchdog) * 1000)
+                store.retime(int(until * 1000), {run_id: watch})
         elif isinstance(outcome, Parallel):
             # Arm each new branch's recovery timer before releasing the run, then
             # release it, then enqueue the branches: a branch that joins at once
@@ -433,12 +451,10 @@ class Runtime:
                 with self.app.producer_or_acquire() as producer:
                     for sid in outcome.new:
                         self.enqueue(fn.key, run_id, None, branch=sid, producer=producer)
-                store.drop_claimed([run_id], self.leases.score(run_id))
         elif isinstance(outcome, Continue):
             seq, _r = store.end_pass(run_id, token, "queued", fields=end)
             if seq is not None and seq >= 0:
                 self.enqueue(fn.key, run_id, seq)
-                store.drop_claimed([run_id], self.leases.score(run_id))
         else:  # BranchDone cannot end a normal pass
             seq = None
         if seq == -1:

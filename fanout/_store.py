@@ -93,10 +93,20 @@ def _s(value: Any) -> str:
 class Store:
     """Typed operations over the key layout; one instance per process and URL."""
 
-    def __init__(self, client: redis.Redis, *, prefix: str = "fanout", retention: float = 7 * 86400):
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        prefix: str = "fanout",
+        retention: float = 7 * 86400,
+        watchdog: float = 300.0,
+    ):
         self.r = client
         self.p = prefix
         self.retention = int(retention)
+        # A queued run keeps a timer too: if the broker loses its message, the timer
+        # offers the run again after ``watchdog`` seconds (then with backoff).
+        self.watchdog = float(watchdog)
         self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
         self.slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
@@ -169,9 +179,12 @@ class Store:
         results = pipe.execute()
         out: list[tuple[str, bool, bool]] = []
         idx = self.r.pipeline(transaction=False)
+        watch = int(now_ms + self.watchdog * 1000)
         for (run_id, fn_key, fields), res in zip(runs, results, strict=True):
             if res is None:
                 out.append((run_id, True, True))
+                if fields.get("st") == "queued":
+                    idx.zadd(self.timers_key, {run_id: watch}, nx=True)
                 idx.zadd(f"{self.p}:idx:runs", {run_id: now_ms})
                 idx.zadd(self.fn_index(fn_key), {run_id: now_ms})
                 for eid in json.loads(fields.get("ev", "[]")):
@@ -179,7 +192,10 @@ class Store:
                     idx.expire(f"{self.event_key(eid)}:runs", self.retention)
             else:
                 st, seq, t0 = (_s(x) for x in res)
-                out.append((run_id, False, st == "queued" and seq == "0" and not t0))
+                again = st == "queued" and seq == "0" and not t0
+                if again:
+                    idx.zadd(self.timers_key, {run_id: watch}, nx=True)
+                out.append((run_id, False, again))
         if len(idx):
             idx.execute()
         return out
@@ -299,8 +315,11 @@ class Store:
             args=[token, status, repr(wake or 0), f"s:{awaiting}" if awaiting else "", *flat],
             client=pipe,
         )
-        if wake is not None:
-            pipe.zadd(self.timers_key, {run_id: int(wake * 1000)})
+        # The timer now means "wake up" (sleep, retry, wait timeout) or, for a run
+        # handed to the broker, "the message may be lost": it replaces the lease timer
+        # before the next message is published, so it cannot race the next pass.
+        due = wake if wake is not None else time.time() + self.watchdog
+        pipe.zadd(self.timers_key, {run_id: int(due * 1000)})
         res = pipe.execute()[0]
         if res is None:
             return None, False
@@ -391,8 +410,35 @@ class Store:
         return [_s(m) for m in due], rearm
 
     def drop_claimed(self, members: Sequence[str], rearm: int) -> None:
+        """Remove timers whose score is still ``rearm`` (nobody re-armed them since)."""
+        self.retime(rearm, {m: None for m in members})
+
+    def retime(self, expected: int, members: Mapping[str, int | None]) -> None:
+        """Set (or, for None, remove) timers whose score is still ``expected``."""
         if members:
-            self._scripts["drop_claimed"](keys=[self.timers_key], args=[rearm, *members])
+            args: list[Any] = [expected]
+            for member, score in members.items():
+                args.extend((member, "" if score is None else score))
+            self._scripts["drop_claimed"](keys=[self.timers_key], args=args)
+
+    def watchdog_backoff(self, members: Sequence[str]) -> dict[str, int]:
+        """The next watchdog due time (ms) for each fired timer: doubling, at most 1 h.
+
+        The count lives in the run hash (``wd`` or ``wd:<step>``) and is reset when a
+        pass or branch begins."""
+        pipe = self.r.pipeline(transaction=False)
+        for member in members:
+            if member.startswith("branch:"):
+                _, rid, sid = member.split(":", 2)
+                pipe.hincrby(self.run_key(rid), f"wd:{sid}", 1)
+            else:
+                pipe.hincrby(self.run_key(member), "wd", 1)
+        now = time.time()
+        out: dict[str, int] = {}
+        for member, n in zip(members, pipe.execute(), strict=True):
+            delay = min(3600.0, self.watchdog * 2 ** max(0, int(n) - 1))
+            out[member] = int((now + delay) * 1000)
+        return out
 
     def arm(self, member: str, due: float) -> None:
         self.r.zadd(self.timers_key, {member: int(due * 1000)})

@@ -153,6 +153,7 @@ class TimerThread:
                     producer=producer,
                 )
             targets = runs + [m.split(":")[1] for m in branches]
+            offered: list[str] = []
             if targets:
                 pipe = store.r.pipeline(transaction=False)
                 for rid in targets:
@@ -160,17 +161,24 @@ class TimerThread:
                 fks = dict(zip(targets, pipe.execute(), strict=True))
                 for rid in runs:
                     fk = fks.get(rid)
-                    if fk is not None:
-                        rt.enqueue(_s(fk), rid, None, producer=producer)
-                    done.append(rid)
+                    if fk is None:
+                        done.append(rid)  # the run is gone (expired)
+                        continue
+                    rt.enqueue(_s(fk), rid, None, producer=producer)
+                    offered.append(rid)
                 for member in branches:
                     _, rid, sid = member.split(":", 2)
                     fk = fks.get(rid)
-                    if fk is not None:
-                        rt.enqueue(_s(fk), rid, None, branch=sid, producer=producer)
-                    else:
+                    if fk is None:
                         done.append(member)
-        store.drop_claimed(done, rearm)
+                        continue
+                    rt.enqueue(_s(fk), rid, None, branch=sid, producer=producer)
+                    offered.append(member)
+        # A message we just published may be lost too: keep a watchdog timer, with
+        # backoff, until a pass or branch actually begins (which re-arms the timer).
+        retimed: dict[str, int | None] = dict(store.watchdog_backoff(offered)) if offered else {}
+        retimed.update({m: None for m in done})
+        store.retime(rearm, retimed)
         return len(due)
 
 

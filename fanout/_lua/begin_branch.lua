@@ -27,6 +27,7 @@ if holder and holder ~= '' and lu > tonumber(ARGV[2]) then
   return {'busy', tostring(lu)}
 end
 redis.call('HSET', KEYS[1], ARGV[5], ARGV[1], until_field, ARGV[3])
+redis.call('HDEL', KEYS[1], 'wd:' .. string.sub(ARGV[4], 3))
 local all = redis.call('HGETALL', KEYS[1])
 table.insert(all, 1, 'ok')
 return all

@@ -26,7 +26,7 @@ end
 if lease and lease ~= '' then
   redis.call('HINCRBY', KEYS[1], 'takeovers', 1)
 end
-redis.call('HSET', KEYS[1], 'lease', ARGV[1], 'lu', ARGV[3], 'st', 'running', 'wake', '0')
+redis.call('HSET', KEYS[1], 'lease', ARGV[1], 'lu', ARGV[3], 'st', 'running', 'wake', '0', 'wd', '0')
 if not redis.call('HGET', KEYS[1], 't0') then
   redis.call('HSET', KEYS[1], 't0', ARGV[2])
 end
