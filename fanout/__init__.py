@@ -5,7 +5,6 @@ step runs as a Celery task and its result is memoized in Redis.
 """
 
 from ._client import Fanout
-from ._steps import Context, Group, Step
 from ._errors import (
     ConfigError,
     EventError,
@@ -32,6 +31,7 @@ from ._flow import (
     Timeouts,
 )
 from ._records import RunInfo, StepInfo
+from ._steps import Context, Group, Step
 from ._triggers import TriggerCron, TriggerEvent
 
 __version__ = "0.1.0"

@@ -232,6 +232,7 @@ class PassInput:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     branch: str | None = None
     state_bytes: int = 0
+    queued_at: float | None = None  # when this pass was handed to the broker
 
 
 class _ReplayLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -362,7 +363,9 @@ class Pass:
         prev = op.memo
         if prev is not None:
             kw.setdefault("extra", prev.extra)
-            kw.setdefault("queued_at", prev.queued_at)
+            kw.setdefault("queued_at", prev.queued_at or self.inp.queued_at)
+        else:
+            kw.setdefault("queued_at", self.inp.queued_at)
         rec = StepRecord(
             id=op.id,
             kind=op.kind,

@@ -334,13 +334,13 @@ class FlowRuntime:
                 events.append(item["e"])
         if not events:
             events = [json.loads(fields.get("event", "{}"))]
-        update: dict[str | bytes, str] = {
+        update: dict[str, str] = {
             "events": dumps(events), "event": dumps(events[0]),
             "ev": dumps([e.get("id") for e in events]),
         }
         drop = [k for k in fields if k.startswith("be:")]
         pipe = store.r.pipeline(transaction=False)
-        pipe.hset(store.run_key(run_id), mapping=update)
+        pipe.hset(store.run_key(run_id), mapping=update)  # type: ignore[arg-type]
         if drop:
             pipe.hdel(store.run_key(run_id), *drop)
         pipe.execute()

@@ -23,7 +23,7 @@ from typing import Any
 
 import redis
 from celery import Celery, signals
-from kombu import Exchange, Queue
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from ._engine import (
     BranchDone,
@@ -153,8 +153,8 @@ class Runtime:
         self.leases = Leases(self)
         self.timers = TimerThread(self)
         self.flow = FlowRuntime(self)
-        self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)
-        self.router_queue = Queue(
+        self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)  # type: ignore[no-untyped-call]
+        self.router_queue = Queue(  # type: ignore[no-untyped-call]
             ROUTER_QUEUE, exchange=self.exchange, routing_key="fanout.route", durable=True
         )
         self._register_tasks()
@@ -259,7 +259,8 @@ class Runtime:
         self.step_task, self.route_task = step, route
         queues = app.conf.task_queues
         if queues is None:
-            app.conf.task_queues = [Queue(app.conf.task_default_queue), self.router_queue]
+            default = Queue(app.conf.task_default_queue)  # type: ignore[no-untyped-call]
+            app.conf.task_queues = [default, self.router_queue]
         elif not any(q.name == ROUTER_QUEUE for q in queues):
             app.conf.task_queues = [*queues, self.router_queue]
 
@@ -269,7 +270,13 @@ class Runtime:
 
     def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):
-            check_serializers(self.app)
+            try:
+                check_serializers(self.app)
+            except ConfigError as exc:
+                # Celery logs and ignores exceptions raised by signal handlers; a
+                # worker that would move fanout's messages with pickle must not start.
+                log.critical("fanout: %s", exc)
+                raise SystemExit(f"fanout: {exc}") from None
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):
@@ -309,9 +316,16 @@ class Runtime:
         batch_id: str | None = None,
         producer: Any = None,
     ) -> None:
+        shown = f"{len(ids)} event(s): {ids[0]}" + (f" .. {ids[-1]}" if len(ids) > 1 else "")
+        if parent_run_id:
+            shown += f" from run {parent_run_id}"
+        if target:
+            shown += f" for {target}"
         try:
             self.route_task.apply_async(
                 args=(ids,),
+                argsrepr=shown,
+                kwargsrepr="",
                 kwargs={"parent_run_id": parent_run_id, "target": target, "batch_id": batch_id,
                         "invoker": invoker},
                 queue=self.router_queue,
@@ -328,8 +342,15 @@ class Runtime:
         self, fn_key: str, run_id: str, seq: int | None, *, branch: str | None = None,
         producer: Any = None,
     ) -> None:
-        args: tuple[Any, ...] = (fn_key, run_id, seq) if branch is None else (fn_key, run_id, None, branch)
-        self.step_task.apply_async(args=args, producer=producer)
+        """Publish one ``fanout.step`` message (ids only). Flower and worker logs show
+        it as ``fn=<app:fn> run=<id> pass=<seq>`` (``branch=<step>`` for a branch)."""
+        if branch is None:
+            args: tuple[Any, ...] = (fn_key, run_id, seq)
+            shown = f"fn={fn_key} run={run_id} pass={'next' if seq is None else seq}"
+        else:
+            args = (fn_key, run_id, None, branch)
+            shown = f"fn={fn_key} run={run_id} branch={branch}"
+        self.step_task.apply_async(args=args, producer=producer, argsrepr=shown)
 
     # -- one pass ----------------------------------------------------------------------
 
@@ -356,6 +377,7 @@ class Runtime:
             run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
             attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
             policy=fn.policy, branch=branch,
+            queued_at=float(fields.get("qa") or fields.get("c") or 0) or None,
             state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
         )
 
@@ -407,7 +429,7 @@ class Runtime:
     ) -> None:
         store = self.store
         attempt = int(fields.get("att", "0"))
-        end: dict[str, Any] = {"takeovers": 0}
+        end: dict[str, Any] = {"takeovers": 0, "qa": repr(time.time())}
         if isinstance(outcome, Completed):
             self.finish(run_id, token, "completed", outcome.output, None, fields)
             return
@@ -423,14 +445,17 @@ class Runtime:
                 return
             delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
             end.update(att=attempt + 1, err=dumps(outcome.error))
-            seq, _r = store.end_pass(run_id, token, "running", fields=end,
-                                     wake=self.flow.clamp_wake(fn, fields, time.time() + delay))
+            wake = self.flow.clamp_wake(fn, fields, time.time() + delay)
+            end["qa"] = repr(wake)
+            seq, _r = store.end_pass(run_id, token, "running", fields=end, wake=wake)
         elif isinstance(outcome, RetryStep):
-            seq, _r = store.end_pass(run_id, token, "running", fields=end,
-                                     wake=self.flow.clamp_wake(fn, fields, time.time() + outcome.delay))
+            wake = self.flow.clamp_wake(fn, fields, time.time() + outcome.delay)
+            end["qa"] = repr(wake)
+            seq, _r = store.end_pass(run_id, token, "running", fields=end, wake=wake)
         elif isinstance(outcome, Sleep):
-            seq, _r = store.end_pass(run_id, token, "sleeping", fields=end,
-                                     wake=self.flow.clamp_wake(fn, fields, outcome.until))
+            wake = self.flow.clamp_wake(fn, fields, outcome.until)
+            end["qa"] = repr(wake)
+            seq, _r = store.end_pass(run_id, token, "sleeping", fields=end, wake=wake)
         elif isinstance(outcome, Wait):
             until = self.flow.clamp_wake(fn, fields, outcome.until)
             seq, resolved = store.end_pass(run_id, token, "waiting", wake=until,

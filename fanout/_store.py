@@ -16,6 +16,7 @@ Key layout (``P`` is the prefix, ``fanout`` by default)::
     P:idx:events           zset   event id -> ts (ms)
     P:idx:evname:<name>    zset   event id -> ts (ms), the last day (wait lookback)
     P:waits:<name>         hash   open wait_for_event waits: <run>:<step> -> spec
+    P:trace:{RID}          string the run's starting trace context (tracing only, retention TTL)
 
 Flow control (``_flow_runtime.py``) keeps its state in keys of its own, each under
 its own hash tag (``B`` is a digest of function and key)::
@@ -82,7 +83,8 @@ def connect(url: str) -> redis.Redis:
     if url.startswith("memory://"):
         from .embedded import memory_redis
 
-        return memory_redis(url)
+        client: redis.Redis = memory_redis(url)
+        return client
     return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
 
 

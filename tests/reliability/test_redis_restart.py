@@ -32,8 +32,8 @@ import redis
 from celery import Celery
 
 import fanout
-from tests.conftest import start_redis_server
 from tests import support
+from tests.conftest import start_redis_server
 from tests.support import Worker, run_of, wait_for, wait_run
 
 URL_ENV = "FANOUT_TEST_AOF_URL"
