@@ -115,8 +115,27 @@ class Store:
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any],
                client: Any = None) -> Any:
-        """Run one of fanout's Lua scripts (``fanout/_lua/<name>.lua``)."""
-        return self._scripts[name](keys=list(keys), args=list(args), client=client)
+        """Run one of fanout's Lua scripts (``fanout/_lua/<name>.lua``).
+
+        With a pipeline as ``client`` the script is queued as a bare EVALSHA: redis-py's
+        own pipelined scripts cost an extra ``SCRIPT EXISTS`` round trip on every
+        execute. Run such pipelines with :meth:`execute`, which loads the scripts and
+        retries once when Redis answers NOSCRIPT (after a restart or a flush).
+        """
+        if client is None:
+            return self._scripts[name](keys=list(keys), args=list(args))
+        return client.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+
+    def execute(self, pipe: Any) -> list[Any]:
+        """Execute a pipeline holding fanout scripts (see :meth:`script`)."""
+        stack = list(pipe.command_stack)
+        try:
+            return list(pipe.execute())
+        except redis.exceptions.NoScriptError:
+            for script in self._scripts.values():
+                self.r.script_load(script.script)
+            pipe.command_stack = stack  # every command of the batch is idempotent
+            return list(pipe.execute())
 
     # -- keys --------------------------------------------------------------------
 
@@ -177,8 +196,8 @@ class Store:
             flat: list[Any] = []
             for k, v in fields.items():
                 flat.extend((k, v))
-            self._scripts["create_run"](keys=[self.run_key(run_id)], args=flat, client=pipe)
-        results = pipe.execute()
+            self.script("create_run", [self.run_key(run_id)], flat, client=pipe)
+        results = self.execute(pipe)
         out: list[tuple[str, bool, bool]] = []
         idx = self.r.pipeline(transaction=False)
         watch = int(now_ms + self.watchdog * 1000)
@@ -211,12 +230,13 @@ class Store:
         # Arm the recovery timer first: if this process dies after taking the lease,
         # the timer fires at lease expiry and another worker resumes the run.
         pipe.zadd(self.timers_key, {run_id: lease_until_ms})
-        self._scripts["begin_pass"](
-            keys=[self.run_key(run_id)],
-            args=[token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
+        self.script(
+            "begin_pass",
+            [self.run_key(run_id)],
+            [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
             client=pipe,
         )
-        _z, res = pipe.execute()
+        _z, res = self.execute(pipe)
         head = _s(res[0])
         if head != "ok":
             if head in ("terminal", "missing", "stale"):
@@ -238,9 +258,7 @@ class Store:
         group: Sequence[str] = (),
     ) -> tuple[str, StepRecord | None, bool]:
         """Save a step record under our lease: (head, existing final record, joined)."""
-        res = self._scripts["save_step"](
-            keys=[self.run_key(run_id)],
-            args=[token, f"s:{rec.id}", dumps(rec.to_json()), lease_field,
+        res = self.script("save_step", [self.run_key(run_id)], [token, f"s:{rec.id}", dumps(rec.to_json()), lease_field,
                   *(f"s:{sid}" for sid in group)],
         )
         head = _s(res[0])
@@ -263,12 +281,13 @@ class Store:
         member = f"branch:{run_id}:{step_id}"
         pipe = self.r.pipeline(transaction=False)
         pipe.zadd(self.timers_key, {member: lease_until_ms})
-        self._scripts["begin_branch"](
-            keys=[self.run_key(run_id)],
-            args=[token, repr(now), repr(lease_until_ms / 1000), f"s:{step_id}", f"bl:{step_id}"],
+        self.script(
+            "begin_branch",
+            [self.run_key(run_id)],
+            [token, repr(now), repr(lease_until_ms / 1000), f"s:{step_id}", f"bl:{step_id}"],
             client=pipe,
         )
-        _z, res = pipe.execute()
+        _z, res = self.execute(pipe)
         head = _s(res[0])
         if head == "ok":
             it = iter(res[1:])
@@ -280,7 +299,7 @@ class Store:
         return head, {}, head == "done" and bool(int(res[1]))
 
     def end_branch(self, run_id: str, step_id: str, token: str) -> None:
-        self._scripts["end_branch"](keys=[self.run_key(run_id)], args=[token, f"bl:{step_id}"])
+        self.script("end_branch", [self.run_key(run_id)], [token, f"bl:{step_id}"])
 
     def cancel_run(self, run_id: str, reason: Mapping[str, Any]) -> str:
         """Cancel now if the run is between passes, else flag it for its pass."""
@@ -312,9 +331,10 @@ class Store:
         for k, v in (fields or {}).items():
             flat.extend((k, v))
         pipe = self.r.pipeline(transaction=False)
-        self._scripts["end_pass"](
-            keys=[self.run_key(run_id)],
-            args=[token, status, repr(wake or 0), f"s:{awaiting}" if awaiting else "", *flat],
+        self.script(
+            "end_pass",
+            [self.run_key(run_id)],
+            [token, status, repr(wake or 0), f"s:{awaiting}" if awaiting else "", *flat],
             client=pipe,
         )
         # The timer now means "wake up" (sleep, retry, wait timeout) or, for a run
@@ -322,7 +342,7 @@ class Store:
         # before the next message is published, so it cannot race the next pass.
         due = wake if wake is not None else time.time() + self.watchdog
         pipe.zadd(self.timers_key, {run_id: int(due * 1000)})
-        res = pipe.execute()[0]
+        res = self.execute(pipe)[0]
         if res is None:
             return None, False
         return int(res[0]), bool(int(res[1]))
@@ -337,13 +357,14 @@ class Store:
         for k, v in fields.items():
             flat.extend((k, v))
         pipe = self.r.pipeline(transaction=False)
-        self._scripts["finish_run"](
-            keys=[self.run_key(run_id)],
-            args=[token, status, repr(time.time()), self.retention, *flat],
+        self.script(
+            "finish_run",
+            [self.run_key(run_id)],
+            [token, status, repr(time.time()), self.retention, *flat],
             client=pipe,
         )
         pipe.zrem(self.timers_key, run_id)
-        return bool(pipe.execute()[0])
+        return bool(self.execute(pipe)[0])
 
     def renew_leases(self, leases: Iterable[tuple[str, str, str]], until_ms: int) -> list[str]:
         """Extend (run_id, lease field, token) leases; returns the run ids whose lease was lost.
@@ -356,8 +377,8 @@ class Store:
         until = until_ms / 1000
         pipe = self.r.pipeline(transaction=False)
         for run_id, lease_field, token in items:
-            self._scripts["renew_lease"](
-                keys=[self.run_key(run_id)], args=[token, repr(until), lease_field], client=pipe
+            self.script(
+                "renew_lease", [self.run_key(run_id)], [token, repr(until), lease_field], client=pipe
             )
             member = run_id if lease_field == "lease" else f"branch:{run_id}:{lease_field[3:]}"
             pipe.zadd(self.timers_key, {member: until_ms}, xx=True)
@@ -366,7 +387,7 @@ class Store:
             held = self.slot_holds.get((run_id, lease_field))
             for key in held[0] if held else ():
                 pipe.zadd(key, {held[1]: until_ms}, xx=True)  # type: ignore[index]
-        res = pipe.execute()[:n]
+        res = self.execute(pipe)[:n]
         return [rid for (rid, _f, _t), ok in zip(items, res[::2], strict=True) if not ok]
 
     # -- waits ---------------------------------------------------------------------
