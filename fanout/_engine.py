@@ -338,6 +338,8 @@ class Pass:
             raise Interrupt(Continue(op.id))
         if op.memo is None and self.next_seq >= MAX_STEPS_PER_RUN:
             raise NonRetriableError(f"the run reached the limit of {MAX_STEPS_PER_RUN} steps")
+        if self.executed:
+            self.flush()  # checkpoint mode: each result is saved before the next step starts
 
     def plan_parallel(self, ops: list[Op]) -> None:
         """Stop the pass with a parallel plan for ``ops`` (new or already in flight)."""
@@ -436,8 +438,18 @@ class Pass:
         return self.finish(op, rec, executed=True)
 
     def finish(self, op: Op, rec: StepRecord, *, executed: bool = False) -> Any:
-        """Save a final record, count it, and return its value (or raise its error)."""
-        rec = self.save(rec) or rec
+        """Save a final record, count it, and return its value (or raise its error).
+
+        The record of a step this pass executed may be *deferred*: handed to the sink,
+        which writes it with the end of the pass (one Redis round trip fewer per step),
+        or earlier, before anything else leaves the process (:meth:`flush`).
+        """
+        defer = getattr(self.sink, "defer_step", None)
+        if executed and defer is not None and self.inp.branch is None:
+            self._account(rec)
+            defer(rec)
+        else:
+            rec = self.save(rec) or rec
         if executed:
             self.executed += 1
         op.memo = rec
@@ -446,18 +458,30 @@ class Pass:
             raise Interrupt(BranchDone(op.id))
         return self.memo_value(rec)
 
-    def save(self, rec: StepRecord) -> StepRecord | None:
-        size = len(dumps(rec.to_json()))
-        self.state_bytes += size
+    def _account(self, rec: StepRecord) -> None:
+        self.state_bytes += len(dumps(rec.to_json()))
         if self.state_bytes > MAX_RUN_STATE_BYTES and rec.status in FINAL:
             raise NonRetriableError(
                 f"the run's state reached {self.state_bytes} bytes; the limit is "
                 f"{MAX_RUN_STATE_BYTES} bytes (32 MiB)"
             )
+
+    def save(self, rec: StepRecord) -> StepRecord | None:
+        self._account(rec)
         try:
+            self.flush()
             return self.sink.save_step(rec)
         except SaveRejected as exc:
             raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
+
+    def flush(self) -> None:
+        """Write deferred step records now (before a side effect or the next step)."""
+        flush = getattr(self.sink, "flush", None)
+        if flush is not None:
+            try:
+                flush()
+            except SaveRejected as exc:
+                raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
 
 
 def invoke_sync(op: Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:

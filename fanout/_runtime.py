@@ -93,6 +93,21 @@ class _Sink:
         self.lease_field = "lease" if branch is None else f"bl:{branch}"
         self.group = group
         self.joined = False
+        self.deferred: list[StepRecord] = []
+
+    def defer_step(self, record: StepRecord) -> None:
+        """Keep a step record to write with the end of the pass (see Pass.finish)."""
+        self.deferred.append(record)
+
+    def flush(self) -> None:
+        records, self.deferred = self.deferred, []
+        for rec in records:
+            self.save_step(rec)
+
+    def take_deferred(self) -> dict[str, str]:
+        """The deferred records as run-hash fields, for end_pass / finish_run."""
+        records, self.deferred = self.deferred, []
+        return {f"s:{rec.id}": dumps(rec.to_json()) for rec in records}
 
     def save_step(self, record: StepRecord) -> StepRecord | None:
         head, existing, joined = self.rt.store.save_step(
@@ -416,32 +431,36 @@ class Runtime:
                 if not go:
                     return
             inp = self._input(fn, run_id, fields)
-            outcome = self._run(fn, inp, _Sink(self, fn, run_id, token, fields))
+            sink = _Sink(self, fn, run_id, token, fields)
+            outcome = self._run(fn, inp, sink)
             self.flow.release(hold)  # the step is over: free the slot before the next pass
-            self._conclude(fn, run_id, token, inp.attempt, outcome, fields)
+            self._conclude(fn, run_id, token, outcome, fields, sink.take_deferred())
         finally:
             self.flow.release(hold)
             self.leases.release(run_id, "lease")
 
     def _conclude(
-        self, fn: FunctionDef, run_id: str, token: str, attempt: int, outcome: Outcome,
-        fields: dict[str, str],
+        self, fn: FunctionDef, run_id: str, token: str, outcome: Outcome,
+        fields: dict[str, str], steps: dict[str, str],
     ) -> None:
+        """End the pass. ``steps`` are the step records the pass deferred: the same
+        script that releases the lease or finishes the run writes them."""
         store = self.store
         attempt = int(fields.get("att", "0"))
-        end: dict[str, Any] = {"takeovers": 0, "qa": repr(time.time())}
+        end: dict[str, Any] = {**steps, "takeovers": 0, "qa": repr(time.time())}
         if isinstance(outcome, Completed):
-            self.finish(run_id, token, "completed", outcome.output, None, fields)
+            self.finish(run_id, token, "completed", outcome.output, None, fields, steps)
             return
         if isinstance(outcome, LeaseLost):
             if outcome.cancelled:
-                self.finish(run_id, token, "cancelled", None, self._cancel_reason(run_id), fields)
+                self.finish(run_id, token, "cancelled", None, self._cancel_reason(run_id),
+                            fields, steps)
             else:
                 log.warning("fanout: run %s was taken over by another worker mid-pass", run_id)
             return
         if isinstance(outcome, Failed):
             if not (outcome.retriable and attempt < fn.retries):
-                self.finish(run_id, token, "failed", None, outcome.error, fields)
+                self.finish(run_id, token, "failed", None, outcome.error, fields, steps)
                 return
             delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
             end.update(att=attempt + 1, err=dumps(outcome.error))
@@ -482,7 +501,7 @@ class Runtime:
                 self.enqueue(fn.key, run_id, seq)
         else:  # BranchDone cannot end a normal pass
             seq = None
-        if seq == -1:
+        if seq == -1:  # end_pass wrote the step records, then found the cancel request
             self.finish(run_id, token, "cancelled", None, self._cancel_reason(run_id), fields)
 
     # -- parallel branches ---------------------------------------------------------------
@@ -542,10 +561,11 @@ class Runtime:
 
     def finish(
         self, run_id: str, token: str, status: str, output: Any, error: dict[str, Any] | None,
-        fields: dict[str, str] | None = None,
+        fields: dict[str, str] | None = None, steps: dict[str, str] | None = None,
     ) -> None:
-        """End a run; release what it held, emit system events, tell an invoking parent."""
-        values: dict[str, Any] = {}
+        """End a run (writing the pass's deferred step records with it); release what it
+        held, emit system events, tell an invoking parent."""
+        values: dict[str, Any] = dict(steps or {})
         if status == "completed":
             values["out"] = dumps(output)
         if error is not None:

@@ -157,6 +157,7 @@ class Step:
 
         def send() -> tuple[bool, Any]:
             try:
+                p.flush()
                 return True, p.sink.send_events(op.id, prepared)
             except Exception as exc:  # noqa: BLE001
                 return False, exc
@@ -243,6 +244,7 @@ class Step:
         spec = {"event": event, "match": match, "if_exp": if_exp, "until": now + seconds,
                 "since": now - back}
         waiting = p.new_record(op, status="waiting", started_at=now, extra=spec)
+        p.flush()
         found = p.sink.register_wait(op.id, {**spec, "seq": waiting.seq})
         if found is not None:
             waiting.status, waiting.output, waiting.ended_at = "completed", found, now
@@ -300,6 +302,7 @@ class Step:
         p.check_order(op)
         now = time.time()
         waiting = p.new_record(op, status="waiting", started_at=now, extra={"until": now + seconds})
+        p.flush()
         try:
             child = p.sink.start_invoke(op.id, function, dict(data or {}), waiting.seq)
         except InvokeError as exc:
