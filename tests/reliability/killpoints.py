@@ -12,7 +12,8 @@ points are:
 ``mid:K``
     step K's side effect happened but its record is not saved yet;
 ``after-save:K``
-    step K's completed record was just saved in Redis (the run's pass goes on);
+    step K's completed record was just saved in Redis (with the end of its pass, or
+    earlier when the pass saved it before a side effect);
 ``after-end:K``
     the pass that executed step K has released the run (``end_pass``) and the next
     pass is not enqueued yet.
@@ -66,8 +67,10 @@ def maybe_kill(r: redis.Redis, run_id: str, point: str) -> None:
 
 
 def install_store_hooks(redis_factory: Any) -> None:
-    """Wrap ``Store.save_step`` / ``Store.end_pass`` with the after-save / after-end points.
+    """Wrap the Store methods that save step records with the after-save / after-end points.
 
+    A step's record is saved by ``save_step`` or, for a step the pass executed, with
+    the end of the pass (``end_pass`` / ``finish_run`` write the deferred records).
     ``redis_factory()`` returns the Redis client holding the plans.
     """
     from fanout import _store
@@ -76,6 +79,12 @@ def install_store_hooks(redis_factory: Any) -> None:
         return
     orig_save = _store.Store.save_step
     orig_end = _store.Store.end_pass
+    orig_finish = _store.Store.finish_run
+
+    def saved(run_id: str, fields: Any) -> None:
+        for key, value in (fields or {}).items():
+            if key.startswith("s:s") and '"st":"completed"' in str(value):
+                maybe_kill(redis_factory(), run_id, f"after-save:{key[3:]}")
 
     def save_step(self: Any, run_id: str, token: str, rec: Any, **kw: Any) -> Any:
         out = orig_save(self, run_id, token, rec, **kw)
@@ -85,11 +94,20 @@ def install_store_hooks(redis_factory: Any) -> None:
 
     def end_pass(self: Any, run_id: str, token: str, status: str, **kw: Any) -> Any:
         out = orig_end(self, run_id, token, status, **kw)
+        if out[0] is not None:
+            saved(run_id, kw.get("fields"))
         seq = out[0]
         if seq is not None and seq > 0:
             maybe_kill(redis_factory(), run_id, f"after-end:{seq}")
         return out
 
+    def finish_run(self: Any, run_id: str, token: str, status: str, fields: Any) -> Any:
+        out = orig_finish(self, run_id, token, status, fields)
+        if out:
+            saved(run_id, fields)
+        return out
+
     _store.Store.save_step = save_step  # type: ignore[method-assign]
     _store.Store.end_pass = end_pass  # type: ignore[method-assign]
+    _store.Store.finish_run = finish_run  # type: ignore[method-assign]
     _store.Store._kill_hooks = True  # type: ignore[attr-defined]
