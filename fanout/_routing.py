@@ -41,22 +41,33 @@ def route(
     invoker: dict[str, Any] | None,
     batch_id: str | None,
 ) -> None:
-    if len(event_ids) > ROUTE_CHUNK:
-        # Split a large send so that several workers route it at once.
-        with rt.app.producer_or_acquire() as producer:
-            for i in range(0, len(event_ids), ROUTE_CHUNK):
-                rt.publish_route(
-                    list(event_ids[i : i + ROUTE_CHUNK]),
-                    parent_run_id=parent_run_id,
-                    target=target,
-                    invoker=invoker,
-                    producer=producer,
-                )
-        return
     store = rt.store
     batch = batch_id or new_token()
     payload = {"ids": list(event_ids), "parent": parent_run_id, "target": target, "invoker": invoker}
     store.begin_route(batch, dumps(payload), rt.lease_s)
+    if len(event_ids) > ROUTE_CHUNK:
+        # Split a large send so that several workers route it at once. The whole
+        # batch stays recorded until every chunk is published: a worker killed while
+        # splitting has its batch split again (chunks are idempotent).
+        with rt.app.producer_or_acquire() as producer:
+            for n, i in enumerate(range(0, len(event_ids), ROUTE_CHUNK)):
+                chunk = list(event_ids[i : i + ROUTE_CHUNK])
+                sub = f"{batch}.{n}"
+                store.begin_route(
+                    sub,
+                    dumps({**payload, "ids": chunk}),
+                    store.watchdog,
+                )
+                rt.publish_route(
+                    chunk,
+                    parent_run_id=parent_run_id,
+                    target=target,
+                    invoker=invoker,
+                    batch_id=sub,
+                    producer=producer,
+                )
+        store.end_route(batch)
+        return
     events = [
         (eid, ev) for eid, ev in zip(event_ids, store.load_events(event_ids), strict=True) if ev
     ]

@@ -312,13 +312,18 @@ class Runtime:
     ) -> list[str]:
         """Store the events and publish one router message; never waits for a worker."""
         ids = [ev.id or "" for ev, _ in events]
+        batch = new_token()
+        payload = dumps({"ids": ids, "parent": parent_run_id, "target": target, "invoker": invoker})
         try:
             self.store.store_events(
-                [(ev.id or "", text, ev.ts or 0, ev.name) for ev, text in events]
+                [(ev.id or "", text, ev.ts or 0, ev.name) for ev, text in events],
+                route=(batch, payload),
             )
         except redis.RedisError as exc:
             raise PublishError(f"could not store {len(ids)} event(s) in Redis: {exc}") from exc
-        self.publish_route(ids, parent_run_id=parent_run_id, target=target, invoker=invoker)
+        self.publish_route(
+            ids, parent_run_id=parent_run_id, target=target, invoker=invoker, batch_id=batch
+        )
         return ids
 
     def publish_route(

@@ -154,10 +154,21 @@ class Store:
 
     # -- events ------------------------------------------------------------------
 
-    def store_events(self, items: Sequence[tuple[str, str, int, str]]) -> None:
+    def store_events(
+        self, items: Sequence[tuple[str, str, int, str]], *, route: tuple[str, str] | None = None
+    ) -> None:
         """Store (id, json, ts, name) events set-if-absent: the first payload for an id
-        wins.  Events are also indexed by name for a day (``wait_for_event`` lookback)."""
+        wins.  Events are also indexed by name for a day (``wait_for_event`` lookback).
+
+        ``route`` = (batch id, payload) records the router batch about to be published,
+        with a watchdog timer, in the same round trip: if the router message is lost
+        (or its worker dies before routing), the timer publishes it again.
+        """
         pipe = self.r.pipeline(transaction=False)
+        if route is not None:
+            batch_id, payload = route
+            pipe.set(f"{self.p}:route:{{{batch_id}}}", payload, ex=self.retention)
+            pipe.zadd(self.timers_key, {f"route:{batch_id}": int((time.time() + self.watchdog) * 1000)})
         by_name: dict[str, dict[str, int]] = {}
         for eid, text, ts, name in items:
             pipe.set(self.event_key(eid), text, nx=True, ex=self.retention)

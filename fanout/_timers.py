@@ -177,6 +177,8 @@ class TimerThread:
         # A message we just published may be lost too: keep a watchdog timer, with
         # backoff, until a pass or branch actually begins (which re-arms the timer).
         retimed: dict[str, int | None] = dict(store.watchdog_backoff(offered)) if offered else {}
+        watch = int((time.time() + store.watchdog) * 1000)
+        retimed.update({m: watch for m in routes if m not in done})
         retimed.update({m: None for m in done})
         store.retime(rearm, retimed)
         return len(due)
