@@ -2,9 +2,9 @@
 
 A Redis broker can lose a message when redis-server dies: BRPOP hands it to the
 worker and the worker's separate "unacked" bookkeeping never reaches Redis (seen in
-``test_redis_restart.py``).  fanout removes a run's recovery timer right after it
-enqueues the run's next pass, so if that message is lost nothing ever resumes the
-run.  Here a test-only hook drops one chosen ``fanout.step`` message per run (the
+``test_redis_restart.py``).  A run whose only reminder is that message would then
+never resume (fanout once dropped a run's timer right after enqueueing its next
+pass).  Here a test-only hook drops one chosen ``fanout.step`` message per run (the
 router's first one, or the one after pass 1 or 2), as if the broker had lost it,
 and every run must still complete.
 

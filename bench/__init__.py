@@ -1,0 +1,1 @@
+"""fanout's benchmark harness: ``python -m bench`` (see docs/performance.md)."""

@@ -1,0 +1,103 @@
+"""The fanout side of every workload.
+
+Environment: ``BENCH_REDIS_URL`` (broker and store), ``BENCH_CHECKPOINT=1`` for
+``checkpoint=True``, ``BENCH_RECOVERY_TIMEOUT`` (seconds), ``BENCH_EFFECTS=1`` to
+count each step execution in Redis (crash workload).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+from celery import Celery
+
+import fanout
+from bench.harness import signal_ready_on_worker_ready
+
+URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+EFFECTS = os.environ.get("BENCH_EFFECTS") == "1"
+SEND_CHUNK = 5000  # fanout's limit of events per send
+
+app = Celery("bench_fanout")
+app.config_from_object("celeryconfig")
+app.conf.broker_url = URL
+app.conf.worker_hijack_root_logger = False
+client = fanout.Fanout(
+    "bench",
+    celery=app,
+    redis_url=URL,
+    checkpoint=os.environ.get("BENCH_CHECKPOINT") == "1",
+    recovery_timeout=float(os.environ.get("BENCH_RECOVERY_TIMEOUT", "60")),
+)
+signal_ready_on_worker_ready()
+
+_clients: dict[int, redis.Redis] = {}
+
+
+def r() -> redis.Redis:
+    pid = os.getpid()
+    if pid not in _clients:
+        _clients[pid] = redis.Redis.from_url(URL)
+    return _clients[pid]
+
+
+def step(name: str, i: int) -> int:
+    if EFFECTS:
+        r().hincrby(f"bench:fx:{name}", str(i), 1)
+    return i
+
+
+def last(i: int) -> int:
+    if EFFECTS:
+        r().hincrby("bench:fx:s3", str(i), 1)
+    r().incr("bench:done")
+    return i
+
+
+@client.create_function(fn_id="loader", trigger=fanout.TriggerEvent(event="bench/load"))
+def loader(ctx: fanout.Context) -> int:
+    n = int(ctx.event.data["n"])
+    for c, start in enumerate(range(0, n, SEND_CHUNK)):
+        ctx.step.send_event(
+            f"send-{c}",
+            [fanout.Event(name="bench/item", data={"i": i})
+             for i in range(start, min(n, start + SEND_CHUNK))],
+        )
+    return n
+
+
+@client.create_function(fn_id="item", trigger=fanout.TriggerEvent(event="bench/item"))
+def item(ctx: fanout.Context) -> int:
+    i = int(ctx.event.data["i"])
+    ctx.step.run("s1", step, "s1", i)
+    ctx.step.run("s2", step, "s2", i)
+    return int(ctx.step.run("s3", last, i))
+
+
+def noop() -> int:
+    return 1
+
+
+@client.create_function(fn_id="lat1", trigger=fanout.TriggerEvent(event="bench/lat1"))
+def lat1(ctx: fanout.Context) -> int:
+    return int(ctx.step.run("s1", noop))
+
+
+@client.create_function(fn_id="lat3", trigger=fanout.TriggerEvent(event="bench/lat3"))
+def lat3(ctx: fanout.Context) -> int:
+    ctx.step.run("s1", noop)
+    ctx.step.run("s2", noop)
+    return int(ctx.step.run("s3", noop))
+
+
+@client.create_function(fn_id="sleeper", trigger=fanout.TriggerEvent(event="bench/sleep"))
+def sleeper(ctx: fanout.Context) -> None:
+    ctx.step.sleep("s", float(ctx.event.data.get("for", 1)))
+
+
+@client.create_function(fn_id="waiter", trigger=fanout.TriggerEvent(event="bench/wait"))
+def waiter(ctx: fanout.Context) -> Any:
+    ev = ctx.step.wait_for_event("w", event="bench/resolve", timeout=600, match="data.k")
+    return ev.data if ev is not None else None

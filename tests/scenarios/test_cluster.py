@@ -1,0 +1,272 @@
+"""Redis Cluster as the state store: the fan-out scenario on a local 3-node cluster.
+
+Three ``redis-server --cluster-enabled yes`` processes on free ports, joined with
+``redis-cli --cluster create``; the broker stays a plain Redis.  The store URL is
+``redis+cluster://127.0.0.1:<port>`` (any node seeds the client).
+
+When fanout does not accept that URL itself, this module installs the change
+proposed for ``fanout/_store.py`` (``cluster_connect`` below) and widens
+``resolve_redis_url``, in the test process and in its worker; once fanout does,
+the module tests fanout's own code.  The module also
+checks statically that every Lua script only touches keys it declares, so the
+cluster can route each script to one slot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from redis.cluster import ClusterPipeline, RedisCluster
+
+import fanout
+from tests import support
+from tests.conftest import _free_port
+from tests.support import Worker, run_of, wait_for, wait_run
+
+URL_ENV = "FANOUT_TEST_CLUSTER_URL"
+N = 200
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+# -- the change proposed for fanout/_store.py ------------------------------------------
+
+
+class _ClusterPipeline(ClusterPipeline):  # type: ignore[misc]
+    """redis-py refuses EVALSHA inside a cluster pipeline; send EVAL with the script's
+    source instead (the node caches it).  Non-transactional, like every fanout pipeline."""
+
+    sources: dict[str, str] = {}
+
+    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
+        return self.execute_command("EVAL", self.sources[sha], numkeys, *keys_and_args)
+
+
+class _ClusterClient(RedisCluster):  # type: ignore[misc]
+    def register_script(self, script: str) -> Any:
+        s = super().register_script(script)
+        _ClusterPipeline.sources[s.sha] = script
+        return s
+
+    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        pipe.__class__ = _ClusterPipeline
+        return pipe
+
+
+def cluster_connect(url: str) -> Any:
+    """``redis+cluster://host:port`` (or ``rediss+cluster://``): a Redis Cluster client."""
+    return _ClusterClient.from_url(
+        url.replace("+cluster", "", 1), health_check_interval=30, socket_keepalive=True
+    )
+
+
+def install_cluster_support() -> None:
+    """Make fanout accept ``redis+cluster://`` if it does not yet (test-only patch)."""
+    from fanout import _client, _runtime, _store
+
+    if getattr(_store, "_test_cluster_support", False):
+        return
+    _store._test_cluster_support = True  # type: ignore[attr-defined]
+    try:
+        _client.resolve_redis_url(Celery("probe"), "redis+cluster://127.0.0.1:1")
+        return  # fanout supports cluster URLs itself: test its own code
+    except fanout.ConfigError:
+        pass
+    orig_resolve = _client.resolve_redis_url
+
+    def resolve(celery: Any, redis_url: str | None) -> str:
+        if redis_url and redis_url.startswith(CLUSTER_SCHEMES):
+            return redis_url
+        return str(orig_resolve(celery, redis_url))
+
+    _client.resolve_redis_url = resolve  # type: ignore[assignment]
+    orig_connect = _store.connect
+
+    def connect(url: str) -> Any:
+        if url.startswith(CLUSTER_SCHEMES):
+            return cluster_connect(url)
+        return orig_connect(url)
+
+    _store.connect = connect  # type: ignore[assignment]
+    _runtime.connect = connect  # type: ignore[attr-defined]
+
+
+# -- the app under test ----------------------------------------------------------------
+
+
+def _side() -> redis.Redis:
+    return support.redis_for(__name__)
+
+
+def count(name: str, key: str) -> int:
+    return int(_side().hincrby(f"side:{name}", key, 1))
+
+
+def build(cluster_url: str) -> tuple[Celery, fanout.Fanout]:
+    install_cluster_support()
+    celery_app = Celery("cluster")
+    celery_app.config_from_object("celeryconfig")
+    celery_app.conf.broker_url = support.url_for(__name__)
+    fo = fanout.Fanout("cl", celery=celery_app, redis_url=cluster_url, recovery_timeout=4,
+                       retry_backoff=[0.2])
+
+    @fo.create_function(fn_id="loader", trigger=fanout.TriggerEvent(event="cl/load"))
+    def loader(ctx: fanout.Context) -> int:
+        users = ctx.step.run("fetch", lambda: list(range(N)))
+        ctx.step.send_event("fan-out", [fanout.Event(name="cl/user", data={"id": u}) for u in users])
+        return len(users)
+
+    @fo.create_function(fn_id="email", trigger=fanout.TriggerEvent(event="cl/user"))
+    def email(ctx: fanout.Context) -> str:
+        uid = str(ctx.event.data["id"])
+        ctx.step.run("load", count, "load", uid)
+        ctx.step.run("send", count, "send", uid)
+        return uid
+
+    @fo.create_function(fn_id="pauses", trigger=fanout.TriggerEvent(event="cl/pause"))
+    def pauses(ctx: fanout.Context) -> object:
+        ctx.step.sleep("nap", 0.5)
+        ev = ctx.step.wait_for_event("approval", event="cl/approved", timeout=30, match="data.k")
+        return ev.data if ev else None
+
+    return celery_app, fo
+
+
+if os.environ.get(URL_ENV):
+    app, client = build(os.environ[URL_ENV])
+
+
+# -- the cluster -----------------------------------------------------------------------
+
+
+class Cluster:
+    def __init__(self, nodes: int = 3) -> None:
+        exe, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+        if exe is None or cli is None:
+            pytest.skip("redis-server and redis-cli are needed for a local Redis Cluster")
+        self.dir = Path(tempfile.mkdtemp(prefix="fanout-cluster-"))
+        self.ports = [_free_port() for _ in range(nodes)]
+        self.procs = []
+        for port in self.ports:
+            # The bus port defaults to port + 10000, which may be taken or past 65535.
+            d = self.dir / str(port)
+            d.mkdir()
+            self.procs.append(subprocess.Popen(
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-port", str(_free_port()),
+                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000",
+                 "--save", "", "--appendonly", "no", "--dir", str(d)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            ))
+        for port in self.ports:
+            wait_for(lambda port=port: _pings(port), timeout=20)
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )
+        for port in self.ports:
+            wait_for(lambda port=port: b"cluster_state:ok" in _info(port), timeout=30)
+        self.url = f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _pings(port: int) -> bool:
+    try:
+        return bool(redis.Redis(port=port).ping())
+    except redis.RedisError:
+        return False
+
+
+def _info(port: int) -> bytes:
+    return subprocess.run(["redis-cli", "-p", str(port), "cluster", "info"],
+                          capture_output=True, timeout=10).stdout
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    yield c
+    c.stop()
+
+
+# -- tests -----------------------------------------------------------------------------
+
+
+def test_fan_out_on_a_redis_cluster(cluster: Cluster, clean_db: redis.Redis, log_dir: Path) -> None:
+    _, fo = build(cluster.url)
+    assert isinstance(fo.runtime.store.r, RedisCluster)
+    w = Worker(__name__, env={URL_ENV: cluster.url}, log_dir=log_dir)
+    try:
+        eid = fo.emit("cl/load")
+        pause = fo.emit("cl/pause", {"k": "abc"})
+        loader = wait_run(fo, run_of(fo, eid, "loader"), timeout=60)
+        assert loader.status == "completed", loader.error
+        ids = loader.steps[1].output
+        assert len(ids) == N
+        runs = [wait_run(fo, run_of(fo, i, "email"), timeout=120) for i in ids]
+        assert [r.status for r in runs] == ["completed"] * N, [r.error for r in runs if r.error]
+        assert sorted(int(r.output) for r in runs) == list(range(N))
+        for name in ("load", "send"):
+            got = {int(k): int(v) for k, v in clean_db.hgetall(f"side:{name}").items()}
+            assert got == {i: 1 for i in range(N)}, name
+        # The sleep (timers zset) and the wait (waits hash, router resolution).
+        prid = run_of(fo, pause, "pauses")
+        wait_for(lambda: (x := fo.get_run(prid)) is not None and x.status == "waiting",
+                 timeout=30)
+        fo.emit("cl/approved", {"k": "abc", "ok": 1})
+        assert wait_run(fo, prid, timeout=30).output == {"k": "abc", "ok": 1}
+        assert len(fo.list_runs(fn_id="email", limit=1000)) == N
+        # The state really is spread over the cluster.
+        sizes = [redis.Redis(port=p).dbsize() for p in cluster.ports]
+        assert all(s > 0 for s in sizes), sizes
+        assert w.proc.poll() is None
+        assert "CROSSSLOT" not in w.log()
+    finally:
+        w.stop()
+
+
+_KEY_ARG = re.compile(r"redis\.call\(\s*'(\w+)'\s*,\s*([^,)]+)")
+_LOCAL_KEYS = re.compile(r"local\s+([\w\s,]+?)\s*=\s*(KEYS\[[^\n]+)")
+_KEYLESS = {"TIME", "PING", "ECHO", "INFO"}
+
+
+def _lua_scripts() -> dict[str, str]:
+    folder = resources.files("fanout").joinpath("_lua")
+    return {p.name: p.read_text("utf-8") for p in folder.iterdir() if p.name.endswith(".lua")}
+
+
+def test_every_lua_script_only_touches_declared_keys() -> None:
+    """In a cluster a script may only use keys passed in KEYS (one slot per call);
+    a key name built inside the script would bypass routing."""
+    problems = []
+    scripts = _lua_scripts()
+    assert len(scripts) >= 10
+    for name, src in scripts.items():
+        aliases = set()
+        for m in _LOCAL_KEYS.finditer(src):
+            aliases.update(n.strip() for n in m.group(1).split(","))
+        for cmd, first in _KEY_ARG.findall(src):
+            first = first.strip()
+            if cmd.upper() in _KEYLESS:
+                continue
+            if not (first.startswith("KEYS[") or first in aliases):
+                problems.append(f"{name}: redis.call('{cmd}', {first}, ...)")
+    assert not problems, "scripts using undeclared keys:\n" + "\n".join(problems)
