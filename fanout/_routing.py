@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from ._event import dumps
 from ._ids import new_token, run_id_for
 from ._records import StepRecord
-from ._steps import wait_matches
+from ._steps import wait_bucket, wait_matches
 
 if TYPE_CHECKING:
     from ._function import FunctionDef
@@ -124,22 +124,40 @@ def _subscribers(rt: Runtime, ev: dict[str, Any], target: str | None) -> list[Fu
 
 
 def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Finish the waits these events satisfy; returns (fn key, run id) to enqueue."""
+    """Finish the waits these events satisfy; returns (fn key, run id) to enqueue.
+
+    Waits with ``match`` live in buckets keyed by the match value, so an event only
+    looks at the waits it can satisfy (no scan of every wait on that event name).
+    """
     store = rt.store
     names = sorted({str(ev.get("name")) for ev in events})
-    open_waits = store.waits_for(names)
+    paths = store.wait_paths(names)
+    per_event: list[list[tuple[str, str | None]]] = []
+    keys: set[tuple[str, str | None]] = {(name, None) for name in names}
+    for ev in events:
+        name = str(ev.get("name"))
+        mine: list[tuple[str, str | None]] = [(name, None)]
+        for path in paths.get(name, []):
+            bucket = wait_bucket(path, ev)
+            if bucket is not None:
+                mine.append((name, bucket))
+        per_event.append(mine)
+        keys.update(mine)
+    open_waits = store.waits_in(sorted(keys, key=lambda k: (k[0], k[1] or "")))
     if not open_waits:
         return []
     now = time.time()
     wake: list[tuple[str, str]] = []
-    for name, waits in open_waits.items():
-        finished: list[str] = []
+    finished: dict[tuple[str, str | None], list[str]] = {}
+    for key, waits in open_waits.items():
         for member, spec in waits.items():
             if float(spec.get("until", 0)) < now:
-                finished.append(member)  # timed out: the run's own timer ends the wait
-                continue
-            for ev in events:
-                if ev.get("name") != name or (ev.get("ts") or 0) < spec.get("since", 0) * 1000:
+                finished.setdefault(key, []).append(member)  # timed out: its run's timer ends it
+    done = {m for ms in finished.values() for m in ms}
+    for ev, mine in zip(events, per_event, strict=True):
+        for key in mine:
+            for member, spec in open_waits.get(key, {}).items():
+                if member in done or (ev.get("ts") or 0) < spec.get("since", 0) * 1000:
                     continue
                 if not wait_matches(spec, spec.get("trigger") or {}, ev):
                     continue
@@ -152,10 +170,10 @@ def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str,
                     started_at=spec.get("started"),
                     ended_at=now,
                 )
-                head = store.resolve_step(spec["run"], rec)
-                if head == "enqueue":
+                if store.resolve_step(spec["run"], rec) == "enqueue":
                     wake.append((spec["fk"], spec["run"]))
-                finished.append(member)
-                break
-        store.drop_waits(name, finished)
+                finished.setdefault(key, []).append(member)
+                done.add(member)
+    for (name, bucket), members in finished.items():
+        store.drop_waits(name, members, bucket)
     return wake

@@ -124,22 +124,28 @@ class _Sink:
         return self.rt.publish(events, parent_run_id=self.run_id)
 
     def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
-        from ._steps import wait_matches
+        from ._steps import wait_bucket, wait_matches
 
         trigger = self.rt.parse_json(self.fields.get("event", "{}"))
+        bucket = wait_bucket(spec.get("match"), trigger)
         full = {**spec, "run": self.run_id, "step": step_id, "fk": self.fn.key,
-                "trigger": trigger, "started": time.time()}
-        store = self.rt.store
-        store.register_wait(spec["event"], f"{self.run_id}:{step_id}", full)
+                "trigger": trigger, "started": time.time(), "bucket": bucket}
+        store, member = self.rt.store, f"{self.run_id}:{step_id}"
+        store.register_wait(spec["event"], member, full, bucket)
         if spec.get("since", 0) < time.time() - 0.001:  # a lookback was asked for
             for ev in store.events_since(spec["event"], spec["since"]):
                 if wait_matches(spec, trigger, ev):
-                    store.drop_waits(spec["event"], [f"{self.run_id}:{step_id}"])
+                    store.drop_waits(spec["event"], [member], bucket)
                     return ev
         return None
 
     def drop_wait(self, step_id: str, event_name: str) -> None:
-        self.rt.store.drop_waits(event_name, [f"{self.run_id}:{step_id}"])
+        from ._steps import wait_bucket
+
+        raw = self.fields.get(f"s:{step_id}")
+        match = (self.rt.parse_json(raw).get("x") or {}).get("match") if raw else None
+        trigger = self.rt.parse_json(self.fields.get("event", "{}"))
+        self.rt.store.drop_waits(event_name, [f"{self.run_id}:{step_id}"], wait_bucket(match, trigger))
 
     def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
         child = self.rt.resolve_function(fn_ref, self.fn.app_id)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as _dt
+import functools
+import hashlib
 import logging
 import re
 import time
@@ -92,6 +94,31 @@ def _path(data: Mapping[str, Any], path: str) -> Any:
 _MISSING = object()
 
 
+def wait_bucket(match: str | None, event: Mapping[str, Any]) -> str | None:
+    """The index bucket of a wait (``match`` path and the trigger's value), so the
+    router looks only at waits whose ``match`` value equals the incoming event's.
+    None when the wait has no ``match`` (or the trigger lacks the field)."""
+    if not match:
+        return None
+    value = _path(event, match)
+    if value is _MISSING:
+        return None
+    from ._event import dumps
+
+    digest = hashlib.blake2b(dumps(value).encode(), digest_size=10).hexdigest()
+    return f"{match}={digest}"
+
+
+@functools.lru_cache(maxsize=512)
+def _wait_expr(source: str) -> Any:
+    from ._expr import compile_expression
+
+    try:
+        return compile_expression(source, variables=("event", "async"))
+    except ValueError:
+        return None
+
+
 def wait_matches(spec: Mapping[str, Any], trigger: Mapping[str, Any], candidate: Mapping[str, Any]) -> bool:
     """Whether ``candidate`` satisfies a wait's ``match`` and ``if_exp`` (never raises)."""
     match = spec.get("match")
@@ -101,13 +128,10 @@ def wait_matches(spec: Mapping[str, Any], trigger: Mapping[str, Any], candidate:
             return False
     expr = spec.get("if_exp")
     if expr:
-        from ._expr import compile_expression
-
-        try:
-            compiled = compile_expression(expr, variables=("event", "async"))
-        except ValueError:
+        compiled = _wait_expr(expr)
+        if compiled is None:
             return False
-        return compiled.matches({"event": dict(trigger), "async": dict(candidate)})
+        return bool(compiled.matches({"event": dict(trigger), "async": dict(candidate)}))
     return True
 
 

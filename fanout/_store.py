@@ -15,7 +15,9 @@ Key layout (``P`` is the prefix, ``fanout`` by default)::
     P:idx:fn:<app>:<fn>    zset   run id -> created (ms)
     P:idx:events           zset   event id -> ts (ms)
     P:idx:evname:<name>    zset   event id -> ts (ms), the last day (wait lookback)
-    P:waits:<name>         hash   open wait_for_event waits: <run>:<step> -> spec
+    P:waits:<name>         hash   open wait_for_event waits without ``match``: <run>:<step> -> spec
+    P:waits:<name>|<path>=<h> hash open waits whose ``match`` field has the value hashed <h>
+    P:waits:<name>|paths   set    the ``match`` paths in use for <name>
     P:trace:{RID}          string the run's starting trace context (tracing only, retention TTL)
 
 Flow control (``_flow_runtime.py``) keeps its state in keys of its own, each under
@@ -403,28 +405,41 @@ class Store:
 
     # -- waits ---------------------------------------------------------------------
 
-    def waits_key(self, name: str) -> str:
-        return f"{self.p}:waits:{name}"
+    def waits_key(self, name: str, bucket: str | None = None) -> str:
+        return f"{self.p}:waits:{name}" if bucket is None else f"{self.p}:waits:{name}|{bucket}"
 
-    def register_wait(self, name: str, member: str, spec: Mapping[str, Any]) -> None:
-        self.r.hset(self.waits_key(name), member, dumps(spec))
+    def register_wait(
+        self, name: str, member: str, spec: Mapping[str, Any], bucket: str | None = None
+    ) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.waits_key(name, bucket), member, dumps(spec))
+        if bucket is not None:
+            pipe.sadd(f"{self.waits_key(name)}|paths", bucket.split("=", 1)[0])
+        pipe.execute()
 
-    def waits_for(self, names: Sequence[str]) -> dict[str, dict[str, dict[str, Any]]]:
-        """Open waits by event name: {name: {member: spec}}."""
-        if not names:
-            return {}
+    def wait_paths(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """The ``match`` paths that open waits use, by event name."""
         pipe = self.r.pipeline(transaction=False)
         for name in names:
-            pipe.hgetall(self.waits_key(name))
-        out: dict[str, dict[str, dict[str, Any]]] = {}
-        for name, raw in zip(names, pipe.execute(), strict=True):
+            pipe.smembers(f"{self.waits_key(name)}|paths")
+        return {n: sorted(_s(p) for p in ps) for n, ps in zip(names, pipe.execute(), strict=True)}
+
+    def waits_in(self, keys: Sequence[tuple[str, str | None]]) -> dict[tuple[str, str | None], dict[str, dict[str, Any]]]:
+        """Open waits in the given (event name, bucket) hashes: {key: {member: spec}}."""
+        if not keys:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for name, bucket in keys:
+            pipe.hgetall(self.waits_key(name, bucket))
+        out: dict[tuple[str, str | None], dict[str, dict[str, Any]]] = {}
+        for key, raw in zip(keys, pipe.execute(), strict=True):
             if raw:
-                out[name] = {_s(k): json.loads(v) for k, v in raw.items()}
+                out[key] = {_s(k): json.loads(v) for k, v in raw.items()}
         return out
 
-    def drop_waits(self, name: str, members: Sequence[str]) -> None:
+    def drop_waits(self, name: str, members: Sequence[str], bucket: str | None = None) -> None:
         if members:
-            self.r.hdel(self.waits_key(name), *members)
+            self.r.hdel(self.waits_key(name, bucket), *members)
 
     def events_since(self, name: str, since: float) -> list[dict[str, Any]]:
         """Stored events named ``name`` with ts >= ``since`` (oldest first)."""
