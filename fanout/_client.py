@@ -49,9 +49,12 @@ def resolve_redis_url(celery: Celery, redis_url: str | None) -> str:
         or os.environ.get("FANOUT_REDIS_URL")
         or DEFAULT_REDIS_URL
     )
-    if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://", "memory://")):
+    schemes = ("redis://", "rediss://", "unix://", "memory://", "redis+cluster://",
+               "rediss+cluster://")
+    if not isinstance(url, str) or not url.startswith(schemes):
         raise ConfigError(
-            f"invalid Redis URL {url!r}: expected redis://, rediss://, unix:// or memory://"
+            f"invalid Redis URL {url!r}: expected redis://, rediss://, unix://, "
+            "redis+cluster:// or memory://"
         )
     return url
 

@@ -82,6 +82,11 @@ def _load_script(name: str) -> str:
 
 def connect(url: str) -> redis.Redis:
     """A Redis client for ``url``; ``memory://`` is an in-process store (fakeredis)."""
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from ._cluster import cluster_connect
+
+        cluster: redis.Redis = cluster_connect(url)
+        return cluster
     if url.startswith("memory://"):
         from .embedded import memory_redis
 
