@@ -100,7 +100,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - a failed measurement is reported, not fatal
             traceback.print_exc()
             res = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        res.update(workload=workload, system=system, rep=rep, **key)
+        res.update(workload=workload, system=system, rep=rep, rev=wl.git_rev(), **key)
         self.results.append(res)
         brief = {k: round(v, 3) if isinstance(v, float) else v for k, v in res.items()
                  if k in ("wall_s", "runs_per_s", "cpu_s", "redis_cmds_per_run",
@@ -288,6 +288,10 @@ class Runner:
                        "Resolution = the waiting run's end minus the resolving `emit`.")
             out.append("")
         out += self.targets_md()
+        revs = sorted({str(r.get("rev")) for r in self.results})
+        if len(revs) > 1:
+            self.notes.append("the code changed during the run (fanout revisions "
+                              + ", ".join(revs) + "): compare rows with care")
         if self.notes:
             out += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
         failures = [r for r in self.results if not r.get("ok")]
