@@ -161,7 +161,7 @@ class Runner:
     def markdown(self, info: dict[str, Any]) -> str:
         a = self.args
         out = [f"# Benchmark results ({time.strftime('%Y-%m-%d %H:%M', time.localtime())}, "
-               f"fanout {wl.git_rev()})", ""]
+               f"fanout {wl.git_head()}, {wl.git_rev()})", ""]
         out.append(f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['memory_gib']} GiB, "
                    f"Python {info['python']}, Redis {info['redis_server']}, "
                    + ", ".join(f"{k} {v}" for k, v in info["packages"].items()) + ".")
@@ -290,7 +290,7 @@ class Runner:
         out += self.targets_md()
         revs = sorted({str(r.get("rev")) for r in self.results})
         if len(revs) > 1:
-            self.notes.append("the code changed during the run (fanout revisions "
+            self.notes.append("the library changed during the run (fanout/ "
                               + ", ".join(revs) + "): compare rows with care")
         if self.notes:
             out += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]

@@ -647,7 +647,15 @@ def timers_wait(settings: Settings, count: int) -> dict[str, Any]:
 
 
 def git_rev() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    """The library's version under test: the hash of the ``fanout/`` tree at HEAD (it
+    changes only when the library does), ``+dirty`` with uncommitted changes there."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD:fanout"], capture_output=True,
+                         text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "fanout"], capture_output=True,
                            text=True).stdout.strip()
-    return out.stdout.strip() + ("+dirty" if dirty else "")
+    return "tree " + (out.stdout.strip() or "?") + ("+dirty" if dirty else "")
+
+
+def git_head() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return out.stdout.strip() or "?"
