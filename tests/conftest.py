@@ -111,3 +111,13 @@ def worker(request: pytest.FixtureRequest, clean_db: redis.Redis, log_dir: Path)
     w.stop()
     if request.session.testsfailed:
         print(f"\n--- worker log {w.log_path} (tail) ---\n{w.log()[-3000:]}")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` (soak runs) run only with FANOUT_SLOW=1."""
+    if os.environ.get("FANOUT_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set FANOUT_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

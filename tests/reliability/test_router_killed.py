@@ -1,14 +1,14 @@
 """``kill -9`` of the worker that is routing a send: every event still starts its run.
 
 Found by the crash benchmark (``python -m bench --workloads C``): a fan-out of 5,000
-events lost exactly 500 runs, one router chunk.  A send of more than 500 event ids
-is split by the router into chunks of 500, each published as its own router
-message; the split itself arms no recovery timer, so a worker killed while
-publishing the chunks loses the chunks it had not published yet.  Likewise a
-router message taken by a worker that dies before ``begin_route`` leaves the events
-stored but unrouted.  With a Redis broker the original message only comes back
-after the transport's ``visibility_timeout`` (1 hour by default); with RabbitMQ it
-comes back at once.
+events once lost exactly 500 runs, one router chunk.  A send of more than 500 event
+ids is split by the router into chunks of 500, each published as its own router
+message; a worker killed while publishing the chunks lost the ones it had not
+published yet.  Likewise a router message taken by a worker that dies on receipt
+left the events stored but unrouted.  With a Redis broker the original message only
+comes back after the transport's ``visibility_timeout`` (1 hour by default).  Now
+every router batch is recorded with a watchdog when it is published, and a split
+send stays recorded until all its chunks are out.
 
 Both windows are hit on purpose here with a test-only hook, and every run must
 complete within ``DEADLINE`` seconds after a new worker starts.
@@ -29,7 +29,7 @@ import fanout
 from tests.support import Worker, make_app, redis_for, run_of, wait_for
 
 app, client = make_app(__name__, recovery_timeout=4)
-DEADLINE = 20
+DEADLINE = 45  # the router batch's watchdog is 5 x recovery_timeout = 20 s after the send
 PLAN, DONE = "router-kill:plan", "router-kill:done"
 
 
