@@ -189,6 +189,20 @@ class CeleryWorker(PyProc):
         self.ready_file.unlink(missing_ok=True)
 
 
+def per_process_redis(url: str) -> Callable[[], redis.Redis]:
+    """A function giving the calling process its own Redis client (a prefork pool
+    child must not share its parent's socket)."""
+    clients: dict[int, redis.Redis] = {}
+
+    def client() -> redis.Redis:
+        pid = os.getpid()
+        if pid not in clients:
+            clients[pid] = redis.Redis.from_url(url)
+        return clients[pid]
+
+    return client
+
+
 def signal_ready_on_worker_ready() -> None:
     """Call from a benchmark app module: touch ``BENCH_READY_FILE`` when the worker is
     ready (the harness runs workers at log level WARNING, so it cannot read the log)."""

@@ -18,7 +18,8 @@ import statistics
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -360,6 +361,23 @@ class _Waiter:
             pass
 
 
+@contextmanager
+def _one_worker(settings: Settings, app: str, name: str,
+                env: Callable[[str], dict[str, str]]) -> Iterator[RedisServer]:
+    """A private redis-server and one Celery worker of ``app`` on it (``env`` gives
+    the worker's environment from the server's URL); both stop on exit."""
+    server = RedisServer()
+    worker = None
+    try:
+        worker = CeleryWorker(app, concurrency=settings.concurrency, env=env(server.url),
+                              log=_log(settings, name))
+        yield server
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
+
+
 def latency_fanout(settings: Settings, count: int, *, checkpoint: bool,
                    warmup: int = 20) -> dict[str, Any]:
     """1-step and 3-step runs interleaved; each emit timed until its run has ended
@@ -367,13 +385,9 @@ def latency_fanout(settings: Settings, count: int, *, checkpoint: bool,
     import fanout
     from fanout._ids import run_id_for
 
-    server = RedisServer()
-    worker = None
-    try:
+    with _one_worker(settings, FANOUT_APP, "fanout-B",
+                     lambda url: fanout_env(url, checkpoint=checkpoint)) as server:
         client = _fanout_client(server.url, checkpoint)
-        worker = CeleryWorker(FANOUT_APP, concurrency=settings.concurrency,
-                              env=fanout_env(server.url, checkpoint=checkpoint),
-                              log=_log(settings, "fanout-B"))
         waiter = _Waiter(server)
         lat: dict[str, list[float]] = {"lat1": [], "lat3": []}
         for i in range(warmup + count):
@@ -389,10 +403,6 @@ def latency_fanout(settings: Settings, count: int, *, checkpoint: bool,
                 if i >= warmup:
                     lat[fn].append(dt * 1000)
         return _latency_summary(lat["lat1"], lat["lat3"])
-    finally:
-        if worker is not None:
-            worker.stop()
-        server.stop()
 
 
 def latency_celery(settings: Settings, count: int, warmup: int = 20) -> dict[str, Any]:
@@ -401,14 +411,10 @@ def latency_celery(settings: Settings, count: int, warmup: int = 20) -> dict[str
 
     from celery import chain
 
-    server = RedisServer()
-    worker = None
-    try:
+    with _one_worker(settings, CELERY_APP, "celery-B",
+                     lambda url: {"BENCH_REDIS_URL": url}) as server:
         os.environ["BENCH_REDIS_URL"] = server.url
         mod = importlib.reload(importlib.import_module(CELERY_APP))
-        worker = CeleryWorker(CELERY_APP, concurrency=settings.concurrency,
-                              env={"BENCH_REDIS_URL": server.url},
-                              log=_log(settings, "celery-B"))
         waiter = _Waiter(server)
         one: list[float] = []
         three: list[float] = []
@@ -427,10 +433,6 @@ def latency_celery(settings: Settings, count: int, warmup: int = 20) -> dict[str
                 if i >= warmup:
                     (one if kind == "one" else three).append(dt * 1000)
         return _latency_summary(one, three)
-    finally:
-        if worker is not None:
-            worker.stop()
-        server.stop()
 
 
 def _latency_summary(one: list[float], three: list[float]) -> dict[str, Any]:
@@ -569,12 +571,8 @@ def timers_sleep(settings: Settings, count: int, seconds: float = 1.0) -> dict[s
     import fanout
     from fanout._ids import run_id_for
 
-    server = RedisServer()
-    worker = None
-    try:
+    with _one_worker(settings, FANOUT_APP, "fanout-D", fanout_env) as server:
         client = _fanout_client(server.url)
-        worker = CeleryWorker(FANOUT_APP, concurrency=settings.concurrency,
-                              env=fanout_env(server.url), log=_log(settings, "fanout-D"))
         evs = [fanout.Event(name="bench/sleep", data={"for": seconds},
                             id=f"sleep-{i}-{uuid.uuid4().hex[:6]}") for i in range(count)]
         t0 = time.monotonic()
@@ -593,10 +591,6 @@ def timers_sleep(settings: Settings, count: int, seconds: float = 1.0) -> dict[s
         return {"n": count, "sleep_s": seconds, "wall_s": wall,
                 "lateness_p50_ms": pct(late, 50), "lateness_p95_ms": pct(late, 95),
                 "lateness_p99_ms": pct(late, 99), "lateness_max_ms": max(late)}
-    finally:
-        if worker is not None:
-            worker.stop()
-        server.stop()
 
 
 def timers_wait(settings: Settings, count: int) -> dict[str, Any]:
@@ -605,12 +599,8 @@ def timers_wait(settings: Settings, count: int) -> dict[str, Any]:
     import fanout
     from fanout._ids import run_id_for
 
-    server = RedisServer()
-    worker = None
-    try:
+    with _one_worker(settings, FANOUT_APP, "fanout-Dw", fanout_env) as server:
         client = _fanout_client(server.url)
-        worker = CeleryWorker(FANOUT_APP, concurrency=settings.concurrency,
-                              env=fanout_env(server.url), log=_log(settings, "fanout-Dw"))
         evs = [fanout.Event(name="bench/wait", data={"k": i},
                             id=f"wait-{i}-{uuid.uuid4().hex[:6]}") for i in range(count)]
         client.send_sync(evs)
@@ -640,10 +630,6 @@ def timers_wait(settings: Settings, count: int) -> dict[str, Any]:
                 "resolve_p99_ms": pct(lat, 99),
                 "redis_cmds_per_resolution": sum(cmds.values()) / count,
                 "hgetall_per_resolution": cmds.get("hgetall", 0) / count}
-    finally:
-        if worker is not None:
-            worker.stop()
-        server.stop()
 
 
 def git_rev() -> str:

@@ -12,7 +12,7 @@ from celery import Celery
 
 from ._engine import memo_from_fields
 from ._errors import ConfigError, EventError
-from ._event import Event, prepare_batch
+from ._event import INVOKE_EVENT, Event, prepare_batch
 from ._flow import (
     SYSTEM_FAILED,
     Batch,
@@ -38,7 +38,6 @@ from ._triggers import TriggerCron, TriggerEvent
 F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
-INVOKE_EVENT = "fanout/function.invoked"
 
 
 def resolve_redis_url(celery: Celery, redis_url: str | None) -> str:

@@ -16,6 +16,7 @@ MAX_NAME_LENGTH = 256
 MAX_EVENT_BYTES = 512 * 1024
 MAX_EVENTS_PER_SEND = 5000
 RESERVED_PREFIX = "fanout/"
+INVOKE_EVENT = "fanout/function.invoked"  # the event an invoked run starts with
 
 __all__ = [
     "Event",

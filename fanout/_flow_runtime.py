@@ -466,7 +466,7 @@ class FlowRuntime:
     def wake(self, waiters: Sequence[str]) -> None:
         if not waiters:
             return
-        with self.rt.app.producer_or_acquire() as producer:
+        with self.rt.publisher.batch() as producer:
             for w in dict.fromkeys(waiters):
                 parts = w.split("|", 3)
                 if parts[0] == "p" and len(parts) == 3:

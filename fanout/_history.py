@@ -24,7 +24,7 @@ import datetime as _dt
 import json
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
@@ -244,6 +244,30 @@ class History:
             if len(rows) < chunk:
                 return
 
+    def _page(
+        self, key: str, *, since: float | None, until: float | None, cursor: str | None,
+        limit: int, max_scan: int, load: Callable[[list[str]], Sequence[T | None]],
+        keep: Callable[[T], bool] | None,
+    ) -> Page[T]:
+        """One page of an index, newest first: ``load`` turns members into entries
+        (None for one that is gone); ``keep`` filters them, scanning at most
+        ``max_scan`` index entries."""
+        chunk = limit if keep is None else min(max(limit * 4, 100), 1000)
+        items: list[T] = []
+        scanned = 0
+        last_mark: str | None = None
+        for rows, marks in self._scan(key, since=since, until=until, cursor=cursor, chunk=chunk):
+            for entry, mark in zip(load([m for m, _sc in rows]), marks, strict=True):
+                scanned += 1
+                last_mark = mark
+                if entry is not None and (keep is None or keep(entry)):
+                    items.append(entry)
+                if len(items) >= limit:
+                    return Page(items, last_mark, scanned)
+            if scanned >= max_scan:
+                return Page(items, last_mark, scanned, complete=False)
+        return Page(items, None, scanned)
+
     def _summaries(self, run_ids: Sequence[str]) -> list[RunSummary | None]:
         if not run_ids:
             return []
@@ -274,22 +298,11 @@ class History:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
         wanted = _statuses(status)
         key = self.store.fn_index(fn_key) if fn_key else f"{self.p}:idx:runs"
-        chunk = limit if wanted is None else min(max(limit * 4, 100), 1000)
-        items: list[RunSummary] = []
-        scanned = 0
-        last_mark: str | None = None
-        for rows, marks in self._scan(key, since=since, until=until, cursor=cursor, chunk=chunk):
-            summaries = self._summaries([m for m, _sc in rows])
-            for summary, mark in zip(summaries, marks, strict=True):
-                scanned += 1
-                last_mark = mark
-                if summary is not None and (wanted is None or summary.status in wanted):
-                    items.append(summary)
-                if len(items) >= limit:
-                    return Page(items, last_mark, scanned)
-            if scanned >= max_scan:
-                return Page(items, last_mark, scanned, complete=False)
-        return Page(items, None, scanned)
+        return self._page(
+            key, since=since, until=until, cursor=cursor, limit=limit, max_scan=max_scan,
+            load=self._summaries,
+            keep=None if wanted is None else (lambda run: run.status in wanted),
+        )
 
     def runs_of_event(self, event_id: str) -> list[RunSummary]:
         """The runs an event started (one SMEMBERS, then one HMGET per run)."""
@@ -322,22 +335,11 @@ class History:
         else:
             key, filter_name = f"{self.p}:idx:events", name
         lo = None if since is None else (since + 0.001 if after_exclusive else since)
-        chunk = limit if filter_name is None else min(max(limit * 4, 100), 1000)
-        items: list[EventSummary] = []
-        scanned = 0
-        last_mark: str | None = None
-        for rows, marks in self._scan(key, since=lo, until=until, cursor=cursor, chunk=chunk):
-            found = self._event_summaries([m for m, _sc in rows])
-            for ev, mark in zip(found, marks, strict=True):
-                scanned += 1
-                last_mark = mark
-                if ev is not None and (filter_name is None or ev.name == filter_name):
-                    items.append(ev)
-                if len(items) >= limit:
-                    return Page(items, last_mark, scanned)
-            if scanned >= max_scan:
-                return Page(items, last_mark, scanned, complete=False)
-        return Page(items, None, scanned)
+        return self._page(
+            key, since=lo, until=until, cursor=cursor, limit=limit, max_scan=max_scan,
+            load=self._event_summaries,
+            keep=None if filter_name is None else (lambda ev: ev.name == filter_name),
+        )
 
     def event(self, event_id: str) -> EventSummary | None:
         (found,) = self._event_summaries([event_id])

@@ -51,14 +51,27 @@ def short_json(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def run_note(r: RunSummary) -> tuple[str, str, str]:
+    """What a listing's note column says of a run, for the CLI and the dashboard:
+    ``("error", type, message)``, ``("replay", original run id, from step)`` or
+    ``("", "", "")``."""
+    if r.error:
+        return "error", str(r.error.get("type", "Error")), str(r.error.get("message", ""))
+    if r.replay_of:
+        return "replay", r.replay_of, r.from_step or ""
+    return "", "", ""
+
+
 def runs_table(runs: Sequence[RunSummary]) -> str:
     rows = []
     for r in runs:
-        note = ""
-        if r.error:
-            note = f"{r.error.get('type', 'Error')}: {r.error.get('message', '')}"
-        elif r.replay_of:
-            note = f"replay of {r.replay_of}" + (f" from {r.from_step}" if r.from_step else "")
+        kind, a, b = run_note(r)
+        if kind == "error":
+            note = f"{a}: {b}"
+        elif kind == "replay":
+            note = f"replay of {a}" + (f" from {b}" if b else "")
+        else:
+            note = ""
         rows.append([r.run_id, r.fn_key, r.status, iso(r.created_at), human_ms(r.duration),
                      note[:70]])
     return table(["RUN", "FUNCTION", "STATUS", "CREATED", "DURATION", "NOTE"], rows)

@@ -49,7 +49,7 @@ def route(
         # Split a large send so that several workers route it at once. The whole
         # batch stays recorded until every chunk is published: a worker killed while
         # splitting has its batch split again (chunks are idempotent).
-        with rt.app.producer_or_acquire() as producer:
+        with rt.publisher.batch() as producer:
             for n, i in enumerate(range(0, len(event_ids), ROUTE_CHUNK)):
                 chunk = list(event_ids[i : i + ROUTE_CHUNK])
                 sub = f"{batch}.{n}"
@@ -105,7 +105,7 @@ def route(
         rt.flow.cancel_matching([ev for _eid, ev in events])
     resolved = _resolve_waits(rt, [ev for _eid, ev in events]) if target is None else []
     if todo or resolved:
-        with rt.app.producer_or_acquire() as producer:
+        with rt.publisher.batch() as producer:
             for fk, rid in todo:
                 rt.enqueue(fk, rid, 0, producer=producer)
             for fk, rid in resolved:

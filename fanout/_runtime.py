@@ -14,6 +14,7 @@ Leases and the timer thread live in ``_timers.py``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -35,7 +36,6 @@ from ._engine import (
     Parallel,
     PassInput,
     RetryStep,
-    SaveRejected,
     Sleep,
     Wait,
     error_info,
@@ -43,11 +43,13 @@ from ._engine import (
     run_pass,
 )
 from ._errors import ConfigError, InvokeError, PublishError
-from ._event import Event, dumps, prepare_batch
+from ._event import Event, dumps
 from ._flow_runtime import FlowRuntime
 from ._function import FunctionDef
-from ._ids import derived_event_id, new_token, run_id_for
+from ._ids import new_token
+from ._publisher import Publisher
 from ._records import StepRecord
+from ._sink import PassSink
 from ._store import Store, connect
 from ._timers import Leases, TimerThread
 from ._triggers import SubscriberIndex
@@ -56,8 +58,8 @@ log = logging.getLogger("fanout")
 
 EVENTS_EXCHANGE = "fanout.events"
 ROUTER_QUEUE = "fanout.events"
-INVOKE_EVENT = "fanout/function.invoked"
 MAX_TAKEOVERS = 5
+FIRST_PASS_PRIORITY = 3  # the Redis transport's second priority step (0, 3, 6, 9)
 
 _runtimes: dict[int, Runtime] = {}
 _runtimes_lock = threading.Lock()
@@ -82,82 +84,6 @@ def check_serializers(app: Celery) -> None:
         )
 
 
-class _Sink:
-    """The engine's view of Redis and the broker during one pass or branch."""
-
-    def __init__(
-        self, rt: Runtime, fn: FunctionDef, run_id: str, token: str, fields: dict[str, str],
-        branch: str | None = None, group: Sequence[str] = (),
-    ) -> None:
-        self.rt, self.fn, self.run_id, self.token, self.fields = rt, fn, run_id, token, fields
-        self.lease_field = "lease" if branch is None else f"bl:{branch}"
-        self.group = group
-        self.joined = False
-        self.deferred: list[StepRecord] = []
-
-    def defer_step(self, record: StepRecord) -> None:
-        """Keep a step record to write with the end of the pass (see Pass.finish)."""
-        self.deferred.append(record)
-
-    def flush(self) -> None:
-        records, self.deferred = self.deferred, []
-        for rec in records:
-            self.save_step(rec)
-
-    def take_deferred(self) -> dict[str, str]:
-        """The deferred records as run-hash fields, for end_pass / finish_run."""
-        records, self.deferred = self.deferred, []
-        return {f"s:{rec.id}": dumps(rec.to_json()) for rec in records}
-
-    def save_step(self, record: StepRecord) -> StepRecord | None:
-        head, existing, joined = self.rt.store.save_step(
-            self.run_id, self.token, record, lease_field=self.lease_field, group=self.group
-        )
-        if head == "lost":
-            raise SaveRejected(self.run_id)
-        if head == "cancel":
-            raise SaveRejected(self.run_id, cancelled=True)
-        self.joined = self.joined or joined
-        return existing
-
-    def send_events(self, step_id: str, events: list[tuple[Event, str]]) -> list[str]:
-        return self.rt.publish(events, parent_run_id=self.run_id)
-
-    def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
-        from ._steps import wait_bucket, wait_matches
-
-        trigger = self.rt.parse_json(self.fields.get("event", "{}"))
-        bucket = wait_bucket(spec.get("match"), trigger)
-        full = {**spec, "run": self.run_id, "step": step_id, "fk": self.fn.key,
-                "trigger": trigger, "started": time.time(), "bucket": bucket}
-        store, member = self.rt.store, f"{self.run_id}:{step_id}"
-        store.register_wait(spec["event"], member, full, bucket)
-        if spec.get("since", 0) < time.time() - 0.001:  # a lookback was asked for
-            for ev in store.events_since(spec["event"], spec["since"]):
-                if wait_matches(spec, trigger, ev):
-                    store.drop_waits(spec["event"], [member], bucket)
-                    return ev
-        return None
-
-    def drop_wait(self, step_id: str, event_name: str) -> None:
-        from ._steps import wait_bucket
-
-        raw = self.fields.get(f"s:{step_id}")
-        match = (self.rt.parse_json(raw).get("x") or {}).get("match") if raw else None
-        trigger = self.rt.parse_json(self.fields.get("event", "{}"))
-        self.rt.store.drop_waits(event_name, [f"{self.run_id}:{step_id}"], wait_bucket(match, trigger))
-
-    def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
-        child = self.rt.resolve_function(fn_ref, self.fn.app_id)
-        eid = derived_event_id(self.run_id, step_id, 0)
-        prepared = prepare_batch(
-            Event(name=INVOKE_EVENT, data=data, id=eid), allow_reserved=True
-        )
-        invoker = {"run": self.run_id, "step": step_id, "seq": seq, "fk": self.fn.key}
-        self.rt.publish(prepared, parent_run_id=self.run_id, target=child.key, invoker=invoker)
-        return run_id_for(eid, child.key)
-
-
 class Runtime:
     """State and tasks shared by all clients of one Celery app."""
 
@@ -174,6 +100,7 @@ class Runtime:
         self.leases = Leases(self)
         self.timers = TimerThread(self)
         self.flow = FlowRuntime(self)
+        self.publisher = Publisher(app)
         self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)  # type: ignore[no-untyped-call]
         self.router_queue = Queue(  # type: ignore[no-untyped-call]
             ROUTER_QUEUE, exchange=self.exchange, routing_key="fanout.route", durable=True
@@ -348,15 +275,11 @@ class Runtime:
         if target:
             shown += f" for {target}"
         try:
-            self.route_task.apply_async(
-                args=(ids,),
-                argsrepr=shown,
-                kwargsrepr="",
+            self.publisher.send(
+                "fanout.route", (ids,), argsrepr=shown,
                 kwargs={"parent_run_id": parent_run_id, "target": target, "batch_id": batch_id,
                         "invoker": invoker},
-                queue=self.router_queue,
-                producer=producer,
-                retry=True,
+                queue=self.router_queue, producer=producer,
                 retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.3},
             )
         except Exception as exc:
@@ -366,17 +289,46 @@ class Runtime:
 
     def enqueue(
         self, fn_key: str, run_id: str, seq: int | None, *, branch: str | None = None,
-        producer: Any = None,
+        producer: Any = None, queue: Any = None,
     ) -> None:
         """Publish one ``fanout.step`` message (ids only). Flower and worker logs show
-        it as ``fn=<app:fn> run=<id> pass=<seq>`` (``branch=<step>`` for a branch)."""
+        it as ``fn=<app:fn> run=<id> pass=<seq>`` (``branch=<step>`` for a branch).
+        ``queue`` overrides the task's route (the timer thread's wake-ups)."""
+        priority = None
         if branch is None:
             args: tuple[Any, ...] = (fn_key, run_id, seq)
             shown = f"fn={fn_key} run={run_id} pass={'next' if seq is None else seq}"
+            if seq == 0:
+                priority = self.first_pass_priority
         else:
             args = (fn_key, run_id, None, branch)
             shown = f"fn={fn_key} run={run_id} branch={branch}"
-        self.step_task.apply_async(args=args, producer=producer, argsrepr=shown)
+        self.publisher.send("fanout.step", args, argsrepr=shown, producer=producer, queue=queue,
+                            priority=priority)
+
+    @functools.cached_property
+    def first_pass_priority(self) -> int | None:
+        """The message priority of a run's first pass: on a Redis broker, below the
+        default (Redis serves 0 first), so passes of runs already under way, and
+        wake-ups, do not wait behind the first passes of a large send. The Celery
+        setting ``fanout_first_pass_priority`` changes it; None turns it off. Other
+        brokers get no priority (a RabbitMQ queue has none unless declared with
+        ``x-max-priority``, where higher means sooner)."""
+        conf = self.app.conf
+        if "fanout_first_pass_priority" in conf:
+            value = conf.get("fanout_first_pass_priority")
+            if value is not None and not (isinstance(value, int) and 0 <= value <= 9):
+                raise ConfigError(
+                    f"fanout_first_pass_priority must be None or an integer from 0 to 9, "
+                    f"not {value!r}"
+                )
+            return value
+        conn = self.app.connection_for_write()
+        try:
+            driver = conn.transport.driver_type
+        finally:
+            conn.release()
+        return FIRST_PASS_PRIORITY if driver == "redis" else None
 
     # -- one pass ----------------------------------------------------------------------
 
@@ -407,7 +359,7 @@ class Runtime:
             state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
         )
 
-    def _run(self, fn: FunctionDef, inp: PassInput, sink: _Sink) -> Outcome:
+    def _run(self, fn: FunctionDef, inp: PassInput, sink: PassSink) -> Outcome:
         try:
             return run_pass(fn.handler, inp, sink, is_async=fn.is_async)
         except Exception as exc:  # an engine fault: retry the pass, never lose the run
@@ -442,7 +394,7 @@ class Runtime:
                 if not go:
                     return
             inp = self._input(fn, run_id, fields)
-            sink = _Sink(self, fn, run_id, token, fields)
+            sink = PassSink(self, fn, run_id, token, fields)
             outcome = self._run(fn, inp, sink)
             self.flow.release(hold)  # the step is over: free the slot before the next pass
             self._conclude(fn, run_id, token, outcome, fields, sink.take_deferred())
@@ -503,7 +455,7 @@ class Runtime:
                 store.arm(f"branch:{run_id}:{sid}", due)
             seq, _r = store.end_pass(run_id, token, "running", fields=end)
             if seq is not None and seq >= 0:
-                with self.app.producer_or_acquire() as producer:
+                with self.publisher.batch() as producer:
                     for sid in outcome.new:
                         self.enqueue(fn.key, run_id, None, branch=sid, producer=producer)
         elif isinstance(outcome, Continue):
@@ -544,7 +496,7 @@ class Runtime:
             inp = self._input(fn, run_id, fields, branch=step_id)
             rec = inp.memo.get(step_id)
             group = list((rec.extra or {}).get("group", [])) if rec else []
-            sink = _Sink(self, fn, run_id, token, fields, branch=step_id, group=group)
+            sink = PassSink(self, fn, run_id, token, fields, branch=step_id, group=group)
             outcome = self._run(fn, inp, sink)
             self.flow.release(hold)
             if isinstance(outcome, BranchDone):

@@ -455,13 +455,18 @@ class Store:
 
     # -- timers --------------------------------------------------------------------
 
-    def claim_due(self, *, rearm_s: float, limit: int = 500) -> tuple[list[str], int]:
+    def claim_due(
+        self, *, rearm_s: float, limit: int = 500
+    ) -> tuple[list[str], int, float | None]:
+        """Claim the due timers: (members, the score they were re-armed at, the time
+        in seconds the earliest remaining timer is due, or None if there is none)."""
         now = time.time()
         rearm = int((now + rearm_s) * 1000)
-        due = self._scripts["claim_due"](
+        *due, first = self._scripts["claim_due"](
             keys=[self.timers_key], args=[int(now * 1000), rearm, limit]
         )
-        return [_s(m) for m in due], rearm
+        nxt = float(first) / 1000 if first not in (b"", "") else None
+        return [_s(m) for m in due], rearm, nxt
 
     def drop_claimed(self, members: Sequence[str], rearm: int) -> None:
         """Remove timers whose score is still ``rearm`` (nobody re-armed them since)."""

@@ -5,7 +5,13 @@
 * :class:`TimerThread` drains the ``timers`` sorted set from each worker's main
   process: an expired lease (a worker died mid-step), a step retry, a sleep's
   wake-up, a wait's timeout and an unfinished router batch all become messages
-  again.  Claims are atomic (Lua), so several workers scan safely.
+  again.  Claims are atomic (Lua), so several workers scan safely.  The thread
+  sleeps until the earliest timer is due (at most ``poll_interval``).
+
+A woken pass is published to the router queue (``fanout.events``), not to the
+step queue: it is work that is already due, and would otherwise wait behind the
+backlog of first passes that a large send leaves in the step queue.  Workers
+take from both queues in turn.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
 
 log = logging.getLogger("fanout")
+MIN_WAIT = 0.002
 
 
 class Leases:
@@ -81,6 +88,7 @@ class TimerThread:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._periodic: list[list[Any]] = []
+        self._next_due: float | None = None
 
     def add_periodic(self, name: str, fn: Callable[[], Any], interval: float) -> None:
         if not any(entry[0] == name for entry in self._periodic):
@@ -114,7 +122,15 @@ class TimerThread:
                 log.warning("fanout: timer scan failed; retrying", exc_info=True)
                 n = 0
             if n == 0:
-                self._stop.wait(self.poll_interval)
+                self._stop.wait(self.next_wait())
+
+    def next_wait(self) -> float:
+        """Until the earliest timer is due, at most ``poll_interval``: a sleep wakes
+        on time, and a timer armed by another process is seen within the interval."""
+        nxt = self._next_due
+        if nxt is None:
+            return self.poll_interval
+        return min(self.poll_interval, max(MIN_WAIT, nxt - time.time()))
 
     def _run_periodic(self) -> None:
         now = time.monotonic()
@@ -130,14 +146,14 @@ class TimerThread:
     def scan_once(self) -> int:
         """Fire the due timers once; returns how many were due."""
         rt, store = self.rt, self.rt.store
-        due, rearm = store.claim_due(rearm_s=rt.lease_s)
+        due, rearm, self._next_due = store.claim_due(rearm_s=rt.lease_s)
         if not due:
             return 0
         routes = [m for m in due if m.startswith("route:")]
         branches = [m for m in due if m.startswith("branch:")]
         runs = [m for m in due if ":" not in m]
         done: list[str] = []
-        with rt.app.producer_or_acquire() as producer:
+        with rt.publisher.batch() as producer:
             for member in routes:
                 payload = store.route_payload(member[6:])
                 if payload is None:
@@ -164,7 +180,7 @@ class TimerThread:
                     if fk is None:
                         done.append(rid)  # the run is gone (expired)
                         continue
-                    rt.enqueue(_s(fk), rid, None, producer=producer)
+                    rt.enqueue(_s(fk), rid, None, producer=producer, queue=rt.router_queue)
                     offered.append(rid)
                 for member in branches:
                     _, rid, sid = member.split(":", 2)
@@ -172,7 +188,8 @@ class TimerThread:
                     if fk is None:
                         done.append(member)
                         continue
-                    rt.enqueue(_s(fk), rid, None, branch=sid, producer=producer)
+                    rt.enqueue(_s(fk), rid, None, branch=sid, producer=producer,
+                               queue=rt.router_queue)
                     offered.append(member)
         # A message we just published may be lost too: keep a watchdog timer, with
         # backoff, until a pass or branch actually begins (which re-arms the timer).

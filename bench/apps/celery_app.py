@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 
-import redis
 from celery import Celery, chain, group
 
-from bench.harness import signal_ready_on_worker_ready
+from bench.harness import per_process_redis, signal_ready_on_worker_ready
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 EFFECTS = os.environ.get("BENCH_EFFECTS") == "1"
@@ -23,14 +22,7 @@ app.conf.broker_url = URL
 app.conf.worker_hijack_root_logger = False
 signal_ready_on_worker_ready()
 
-_clients: dict[int, redis.Redis] = {}
-
-
-def r() -> redis.Redis:
-    pid = os.getpid()
-    if pid not in _clients:
-        _clients[pid] = redis.Redis.from_url(URL)
-    return _clients[pid]
+r = per_process_redis(URL)
 
 
 @app.task(name="bench.s1")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import redis
 from celery import Celery
 
 import fanout
-from bench.harness import signal_ready_on_worker_ready
+from bench.harness import per_process_redis, signal_ready_on_worker_ready
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 EFFECTS = os.environ.get("BENCH_EFFECTS") == "1"
@@ -33,14 +32,7 @@ client = fanout.Fanout(
 )
 signal_ready_on_worker_ready()
 
-_clients: dict[int, redis.Redis] = {}
-
-
-def r() -> redis.Redis:
-    pid = os.getpid()
-    if pid not in _clients:
-        _clients[pid] = redis.Redis.from_url(URL)
-    return _clients[pid]
+r = per_process_redis(URL)
 
 
 def step(name: str, i: int) -> int:

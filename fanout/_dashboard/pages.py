@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from .._function import FunctionDef
 from .._history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 from .._records import RunInfo
-from .._render import human_ms, step_timings
+from .._render import human_ms, run_note, step_timings
 
 NAV = (("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
 
@@ -155,11 +155,12 @@ def event_page(ev: EventSummary, runs: Sequence[RunSummary], csrf: str) -> str:
 def runs_table(runs: Iterable[RunSummary]) -> str:
     rows = []
     for r in runs:
+        kind, a, b = run_note(r)
         note = ""
-        if r.error:
-            note = f'<span class="err-text">{h(r.error.get("type", "Error"))}: {h(r.error.get("message", ""))}</span>'
-        elif r.replay_of:
-            note = f'replay of <a class="mono" href="/runs/{h(r.replay_of)}">{h(r.replay_of[:10])}…</a>'
+        if kind == "error":
+            note = f'<span class="err-text">{h(a)}: {h(b)}</span>'
+        elif kind == "replay":
+            note = f'replay of <a class="mono" href="/runs/{h(a)}">{h(a[:10])}…</a>'
         rows.append(
             f'<tr><td class="mono"><a href="/runs/{h(r.run_id)}">{h(r.run_id)}</a></td>'
             f'<td class="mono">{h(r.fn_key)}</td><td>{status_badge(r.status)}</td>'

@@ -36,19 +36,20 @@ def install_drop_hook() -> None:
 
     Everything else ``Runtime.enqueue`` does still happens; only the message is gone.
     """
-    task_cls = type(app.tasks["fanout.step"])
-    orig = task_cls.apply_async
+    from fanout._publisher import Publisher
 
-    def apply_async(self: Any, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
-        if args and len(args) == 3 and args[2] is not None:
+    orig = Publisher.send
+
+    def send(self: Any, name: str, args: Any, **options: Any) -> Any:
+        if name == "fanout.step" and len(args) == 3 and args[2] is not None:
             r = redis_for(__name__)
             _fn, run_id, seq = args
             want = r.hget(PLAN, run_id)
             if want is not None and int(want) == seq and r.hsetnx(DONE, run_id, str(seq)):
                 return None  # the broker "lost" this message
-        return orig(self, args, kwargs, **options)
+        return orig(self, name, args, **options)
 
-    task_cls.apply_async = apply_async
+    Publisher.send = send  # type: ignore[method-assign]
 
 
 if os.environ.get("FANOUT_TEST_DROP_HOOK") == "1":
