@@ -51,6 +51,7 @@ from celery.schedules import BaseSchedule
 
 from ._errors import ConfigError
 from ._event import dumps
+from ._forkgate import gate
 from ._schedule import MAX_SKIPPED, CronSchedule, jitter_for, plan_catch_up, tick_id
 
 if TYPE_CHECKING:
@@ -541,10 +542,11 @@ class CronService:
         last = _NEVER
         while True:
             try:
-                due, wait = schedule.is_due(last)
-                if due:
-                    self.send()
-                    last = schedule.now()
+                with gate.section():
+                    due, wait = schedule.is_due(last)
+                    if due:
+                        self.send()
+                        last = schedule.now()
             except Exception:  # keep ticking through broker outages
                 log.warning("fanout: could not send a cron tick; retrying", exc_info=True)
                 wait = 5.0

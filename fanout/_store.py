@@ -384,29 +384,40 @@ class Store:
         pipe.zrem(self.timers_key, run_id)
         return bool(self.execute(pipe)[0])
 
-    def renew_leases(self, leases: Iterable[tuple[str, str, str]], until_ms: int) -> list[str]:
-        """Extend (run_id, lease field, token) leases; returns the run ids whose lease was lost.
+    def renew_leases(
+        self, leases: Iterable[tuple[str, str, str]], until_ms: int
+    ) -> list[tuple[str, str]]:
+        """Extend (run_id, lease field, token) leases; returns the (run_id, field) pairs
+        whose lease is no longer ours (the pass ended, or another worker took over).
 
         The lease field is ``lease`` for a pass and ``bl:<step>`` for a parallel branch.
+        Only a lease still held moves its recovery timer: a process stuck after its
+        pass ended must not keep pushing back the timer that would recover the run.
         """
         items = list(leases)
         if not items:
             return []
-        until = until_ms / 1000
         pipe = self.r.pipeline(transaction=False)
         for run_id, lease_field, token in items:
             self.script(
-                "renew_lease", [self.run_key(run_id)], [token, repr(until), lease_field], client=pipe
+                "renew_lease", [self.run_key(run_id)],
+                [token, repr(until_ms / 1000), lease_field], client=pipe,
             )
+        held = self.execute(pipe)
+        pipe = self.r.pipeline(transaction=False)
+        lost: list[tuple[str, str]] = []
+        for (run_id, lease_field, _token), ok in zip(items, held, strict=True):
+            if not ok:
+                lost.append((run_id, lease_field))
+                continue
             member = run_id if lease_field == "lease" else f"branch:{run_id}:{lease_field[3:]}"
             pipe.zadd(self.timers_key, {member: until_ms}, xx=True)
-        n = len(pipe)
-        for run_id, lease_field, _token in items:  # concurrency slots live as long as the lease
-            held = self.slot_holds.get((run_id, lease_field))
-            for key in held[0] if held else ():
-                pipe.zadd(key, {held[1]: until_ms}, xx=True)  # type: ignore[index]
-        res = self.execute(pipe)[:n]
-        return [rid for (rid, _f, _t), ok in zip(items, res[::2], strict=True) if not ok]
+            slots = self.slot_holds.get((run_id, lease_field))  # concurrency slots
+            for key in slots[0] if slots else ():  # live as long as the lease
+                pipe.zadd(key, {slots[1]: until_ms}, xx=True)  # type: ignore[index]
+        if len(pipe):
+            self.execute(pipe)
+        return lost
 
     # -- waits ---------------------------------------------------------------------
 

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from ._forkgate import gate
+
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
@@ -69,13 +71,18 @@ class Leases:
                 continue
             until = int((time.time() + self.rt.lease_s) * 1000)
             try:
-                self.rt.store.renew_leases(items, until)
+                with gate.section():
+                    lost = set(self.rt.store.renew_leases(items, until))
             except redis.RedisError:
                 log.warning("fanout: could not renew leases; will retry", exc_info=True)
                 continue
             with self._lock:
                 for rid, f, tok in items:
-                    if (rid, f) in self._held:
+                    if (rid, f) not in self._held:
+                        continue
+                    if (rid, f) in lost:  # ended or taken over: stop renewing it
+                        del self._held[(rid, f)]
+                    else:
                         self._held[(rid, f)] = (tok, until)
 
 
@@ -106,7 +113,8 @@ class TimerThread:
 
     def _periodic_loop(self) -> None:
         while not self._stop.is_set():
-            self._run_periodic()
+            with gate.section():
+                self._run_periodic()
             self._stop.wait(0.5)
 
     def stop(self) -> None:
@@ -117,7 +125,8 @@ class TimerThread:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                n = self.scan_once()
+                with gate.section():
+                    n = self.scan_once()
             except Exception:  # keep going through Redis or broker outages
                 log.warning("fanout: timer scan failed; retrying", exc_info=True)
                 n = 0

@@ -14,7 +14,9 @@ timer thread of a live worker resumes the run.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ STEPS = 4
 
 if os.environ.get("FANOUT_TEST_KILL_HOOKS") == "1":
     killpoints.install_store_hooks(lambda: redis_for(__name__))
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # stacks, for a stuck run
 
 
 def effect(run_id: str, k: int) -> int:
@@ -91,9 +94,14 @@ def start_case(r: redis.Redis, fn_id: str, point: str, scope: str) -> str:
     return rid
 
 
-def check_case(r: redis.Redis, rid: str, point: str, label: str = "") -> None:
+def check_case(
+    r: redis.Redis, rid: str, point: str, label: str = "", worker: Worker | None = None
+) -> None:
     label = f"{label} {point}".strip()
-    run = wait_run(client, rid, timeout=90)
+    try:
+        run = wait_run(client, rid, timeout=90)
+    except AssertionError as exc:
+        raise AssertionError(f"{label}: run {rid} did not finish; {diagnose(r, rid, worker)}") from exc
     assert run.status == "completed", (label, run.error)
     assert run.output == list(range(1, STEPS + 1)), label
     assert killpoints.fired(r, rid) is not None, f"{label}: the kill never happened"
@@ -108,6 +116,21 @@ def check_case(r: redis.Redis, rid: str, point: str, label: str = "") -> None:
     assert all(s.status == "completed" and s.attempts == 1 for s in run.steps), label
 
 
+def diagnose(r: redis.Redis, rid: str, worker: Worker | None = None) -> str:
+    """The raw state of a stuck run: its hash, its timer, and what the kill did.
+    Every process of ``worker`` writes its threads' stacks to the worker log."""
+    if worker is not None and worker.proc.poll() is None:
+        os.killpg(worker.proc.pid, signal.SIGUSR1)
+        time.sleep(1)
+    store = client._rt.store
+    fields = {k.decode(): v.decode()[:120] for k, v in r.hgetall(store.run_key(rid)).items()}
+    score = r.zscore(store.timers_key, rid)
+    timer = "none" if score is None else f"due in {score / 1000 - time.time():.1f}s"
+    queues = {k.decode(): r.llen(k) for k in r.scan_iter("celery*") if r.type(k) == b"list"}
+    return (f"fields={fields} timer={timer} kill={killpoints.fired(r, rid)} "
+            f"queues={queues} unacked={r.hlen('unacked')}")
+
+
 @pytest.fixture(scope="module")
 def hooked_env() -> dict[str, str]:
     return {"FANOUT_TEST_KILL_HOOKS": "1"}
@@ -115,11 +138,15 @@ def hooked_env() -> dict[str, str]:
 
 @pytest.fixture()
 def pool_worker(
-    clean_db: redis.Redis, log_dir: Path, hooked_env: dict[str, str]
+    request: pytest.FixtureRequest, clean_db: redis.Redis, log_dir: Path,
+    hooked_env: dict[str, str],
 ) -> Iterator[Worker]:
     w = Worker(__name__, name="pool", concurrency=4, env=hooked_env, log_dir=log_dir)
+    failed = request.session.testsfailed
     yield w
     w.stop()
+    if request.session.testsfailed > failed:
+        print(f"\n--- worker log {w.log_path} (tail) ---\n{w.log()[-20000:]}")
 
 
 def test_pool_process_killed_at_every_boundary(pool_worker: Worker) -> None:
@@ -129,7 +156,7 @@ def test_pool_process_killed_at_every_boundary(pool_worker: Worker) -> None:
     cases = [("four", p, start_case(r, "four", p, "self")) for p in DEFAULT_POINTS]
     cases += [("four-cp", p, start_case(r, "four-cp", p, "self")) for p in CHECKPOINT_POINTS]
     for fn_id, point, rid in cases:
-        check_case(r, rid, point, fn_id)
+        check_case(r, rid, point, fn_id, pool_worker)
     assert pool_worker.proc.poll() is None  # the worker itself survived its pool's deaths
     assert pool_worker.log().count("signal 9") >= len(cases)
 
