@@ -41,7 +41,7 @@ class ForkGate:
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._open = 0
-        self._forking = False
+        self._forking = 0  # forks in progress (two threads may fork at once)
 
     @contextmanager
     def section(self) -> Iterator[None]:
@@ -64,7 +64,7 @@ class ForkGate:
     def before_fork(self) -> None:
         deadline = time.monotonic() + FORK_WAIT
         with self._cond:
-            self._forking = True
+            self._forking += 1
             while self._open:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -78,7 +78,7 @@ class ForkGate:
 
     def after_fork_in_parent(self) -> None:
         with self._cond:
-            self._forking = False
+            self._forking = max(0, self._forking - 1)
             self._cond.notify_all()
 
     def after_fork_in_child(self) -> None:
