@@ -76,14 +76,23 @@ class Leases:
             except redis.RedisError:
                 log.warning("fanout: could not renew leases; will retry", exc_info=True)
                 continue
-            with self._lock:
-                for rid, f, tok in items:
-                    if (rid, f) not in self._held:
-                        continue
-                    if (rid, f) in lost:  # ended or taken over: stop renewing it
-                        del self._held[(rid, f)]
-                    else:
-                        self._held[(rid, f)] = (tok, until)
+            self._renewed(items, lost, until)
+
+    def _renewed(
+        self, items: list[tuple[str, str, str]], lost: set[tuple[str, str]], until: int
+    ) -> None:
+        """Record a renewal: a lost lease is no longer renewed, a held one got ``until``.
+        A lease released or taken again (new token) since the renewal began is left
+        as it is now."""
+        with self._lock:
+            for rid, f, tok in items:
+                held = self._held.get((rid, f))
+                if held is None or held[0] != tok:
+                    continue
+                if (rid, f) in lost:
+                    del self._held[(rid, f)]
+                else:
+                    self._held[(rid, f)] = (tok, until)
 
 
 class TimerThread:

@@ -74,3 +74,21 @@ def test_the_renewing_thread_drops_a_lost_lease(clean_db: redis.Redis) -> None:
     wait_for(lambda: leases.score("r7") == 0, timeout=10)
     assert leases.score("r6") not in (0, far)  # still held, renewed
     leases.release("r6", "lease")
+
+
+def test_a_lease_taken_again_during_a_renewal_is_kept() -> None:
+    """The renewal of an old token comes back lost while a newer pass in the same
+    process already holds the run with a new token: the new hold is untouched."""
+    from fanout._timers import Leases
+
+    leases = Leases(rt=None)  # type: ignore[arg-type]
+    with leases._lock:
+        leases._held[("r8", "lease")] = ("new", 111)
+        leases._held[("r9", "lease")] = ("new", 222)
+    leases._renewed([("r8", "lease", "old"), ("r9", "lease", "old")], {("r8", "lease")}, 999)
+    assert leases._held[("r8", "lease")] == ("new", 111)
+    assert leases._held[("r9", "lease")] == ("new", 222)
+    leases._renewed([("r9", "lease", "new")], set(), 999)
+    assert leases._held[("r9", "lease")] == ("new", 999)
+    leases._renewed([("r9", "lease", "new")], {("r9", "lease")}, 1000)
+    assert ("r9", "lease") not in leases._held
