@@ -204,7 +204,6 @@ class Runtime:
                 log.warning("fanout: Redis error while routing, retrying the message: %s", exc)
                 raise task.retry(exc=exc, countdown=2, max_retries=None) from None
 
-        self.step_task, self.route_task = step, route
         queues = app.conf.task_queues
         if queues is None:
             default = Queue(app.conf.task_default_queue)  # type: ignore[no-untyped-call]
