@@ -80,8 +80,29 @@ def check_serializers(app: Celery) -> None:
             "fanout requires JSON-only serialization, but the Celery app has "
             + ", ".join(bad)
             + ". Set task_serializer='json', result_serializer='json' and "
-            "accept_content=['json'] (see fanout's celeryconfig.py)."
+            "accept_content=['json'] (or app.config_from_object('fanout.celeryconfig'))."
         )
+
+
+def delivery_warnings(app: Celery) -> list[str]:
+    """What in the app's delivery settings weakens fanout's at-least-once guarantee."""
+    conf = app.conf
+    found = []
+    try:
+        prefetch = int(conf.get("worker_prefetch_multiplier") or 0)
+    except (TypeError, ValueError):
+        prefetch = 0
+    if prefetch > 1:
+        found.append(
+            f"worker_prefetch_multiplier={prefetch}: a killed worker's prefetched passes wait "
+            "for fanout's watchdog; set worker_prefetch_multiplier = 1"
+        )
+    if not conf.get("task_acks_late"):
+        found.append(
+            "task_acks_late is off: a pass whose worker dies is not delivered again and waits "
+            "for fanout's watchdog; set task_acks_late = True"
+        )
+    return found
 
 
 class Runtime:
@@ -224,6 +245,9 @@ class Runtime:
                 # worker that would move fanout's messages with pickle must not start.
                 log.critical("fanout: %s", exc)
                 raise SystemExit(f"fanout: {exc}") from None
+            for warning in delivery_warnings(self.app):
+                log.warning("fanout: %s (or use app.config_from_object('fanout.celeryconfig'))",
+                            warning)
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing (optional: ``pip install 'fanout[otel]'``).
+"""OpenTelemetry tracing (optional: ``pip install 'celery-fanout[otel]'``).
 
 Call :func:`instrument` once in the module that creates your client (so both
 the processes that send events and the workers run it).  It hooks Celery's
@@ -44,7 +44,7 @@ try:
     from opentelemetry.trace import SpanKind, Status, StatusCode
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
-        "fanout tracing needs OpenTelemetry: pip install 'fanout[otel]'"
+        "fanout tracing needs OpenTelemetry: pip install 'celery-fanout[otel]'"
     ) from exc
 
 TRACER_NAME = "fanout"

@@ -25,7 +25,7 @@ def memory_redis(url: str) -> Any:
         import fakeredis
     except ImportError:
         raise ConfigError(
-            "the memory:// store needs fakeredis with Lua: pip install 'fanout[embedded]'"
+            "the memory:// store needs fakeredis with Lua: pip install 'celery-fanout[embedded]'"
         ) from None
     with _lock:
         server = _servers.get(url)

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing for fanout (``pip install 'fanout[otel]'``).
+"""OpenTelemetry tracing for fanout (``pip install 'celery-fanout[otel]'``).
 
 Call :func:`instrument` once where your client is created, so both the
 processes that send events and the workers run it::

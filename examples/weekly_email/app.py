@@ -18,7 +18,7 @@ import fanout
 
 if os.environ.get("FANOUT_REDIS_URL"):
     app = Celery("weekly_email")
-    app.config_from_object("celeryconfig")
+    app.config_from_object("fanout.celeryconfig")
     app.conf.broker_url = os.environ["FANOUT_REDIS_URL"]
     REDIS_URL = os.environ["FANOUT_REDIS_URL"]
 else:
