@@ -1,6 +1,10 @@
 """Helpers for testing your own fanout functions.
 
-Two ways, both real Celery workers:
+Fast unit tests: :func:`run_function` runs one function in the test's process
+with the same replay engine as a worker, no Redis and no worker, with mocked
+steps, skipped sleeps and answered waits (``docs/howto/testing.md``).
+
+Integration tests, two ways, both real Celery workers:
 
 * in-process: ``with fanout.testing.worker(app): ...`` runs a worker thread and
   fanout's timer thread inside the test process. With ``memory://`` as broker
@@ -19,11 +23,20 @@ from typing import Any
 
 from ._client import Fanout
 from ._errors import ConfigError
+from ._harness import RunResult, run_function, run_function_async
 from ._ids import run_id_for
 from ._records import RunInfo
 from .embedded import embedded_celery, start_embedded_worker
 
-__all__ = ["embedded_celery", "run_of", "wait_run", "worker"]
+__all__ = [
+    "RunResult",
+    "embedded_celery",
+    "run_function",
+    "run_function_async",
+    "run_of",
+    "wait_run",
+    "worker",
+]
 
 
 @contextmanager
