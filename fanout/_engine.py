@@ -433,9 +433,17 @@ class Pass:
                 else:
                     delay = policy.delay(rec.attempts)
                 rec.status, rec.retry_at = "retrying", time.time() + delay
+                self._report_failure(rec)
                 self.save(rec)
                 raise Interrupt(RetryStep(op.id, delay))
+            self._report_failure(rec)
         return self.finish(op, rec, executed=True)
+
+    def _report_failure(self, rec: StepRecord) -> None:
+        """Tell the sink (if it listens) that an attempt of a step failed."""
+        report = getattr(self.sink, "step_failed", None)
+        if report is not None:
+            report(rec, self.inp.policy.retries + 1)
 
     def finish(self, op: Op, rec: StepRecord, *, executed: bool = False) -> Any:
         """Save a final record, count it, and return its value (or raise its error).

@@ -49,6 +49,7 @@ from ._function import FunctionDef
 from ._ids import new_token
 from ._publisher import Publisher
 from ._records import StepRecord
+from ._runlog import attempt_failed, run_ended, run_started, take_failed
 from ._sink import PassSink
 from ._store import Store, connect
 from ._timers import Leases, TimerThread
@@ -198,6 +199,7 @@ class Runtime:
         def step(
             task: Any, fn: str, run_id: str, seq: int | None = None, branch: str | None = None
         ) -> None:
+            take_failed()
             try:
                 if branch is None:
                     rt.execute_pass(fn, run_id, seq)
@@ -206,6 +208,11 @@ class Runtime:
             except redis.RedisError as exc:
                 log.warning("fanout: Redis error in run %s, retrying the message: %s", run_id, exc)
                 raise task.retry(exc=exc, countdown=2, max_retries=None) from None
+            failed = take_failed()
+            # The run's end is recorded: report the task as failed, so Flower, `celery
+            # events` and task_failure hooks see it. Celery acks a task that raised.
+            if failed is not None and rt.app.conf.get("fanout_task_failure", True):
+                raise failed
 
         @app.task(name="fanout.route", bind=True, **opts)  # type: ignore[untyped-decorator]
         def route(
@@ -417,6 +424,8 @@ class Runtime:
                 if not go:
                     return
             inp = self._input(fn, run_id, fields)
+            if inp.attempt == 0 and not inp.memo and fields.get("takeovers", "0") == "0":
+                run_started(fn.key, run_id)
             sink = PassSink(self, fn, run_id, token, fields)
             outcome = self._run(fn, inp, sink)
             self.flow.release(hold)  # the step is over: free the slot before the next pass
@@ -451,6 +460,7 @@ class Runtime:
             delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
             end.update(att=attempt + 1, err=dumps(outcome.error))
             wake = self.flow.clamp_wake(fn, fields, time.time() + delay)
+            attempt_failed(fn.key, run_id, None, attempt + 1, fn.retries + 1, outcome.error, wake)
             end["qa"] = repr(wake)
             seq, _r = store.end_pass(run_id, token, "running", fields=end, wake=wake)
         elif isinstance(outcome, RetryStep):
@@ -554,11 +564,13 @@ class Runtime:
         values: dict[str, Any] = dict(steps or {})
         if status == "completed":
             values["out"] = dumps(output)
+            values["err"] = ""  # an earlier attempt's error no longer describes the run
         if error is not None:
             values["err"] = dumps(error)
         if not self.store.finish_run(run_id, token, status, values):
             return
         fields = fields if fields and "fk" in fields else self.store.run_fields(run_id)
+        run_ended(fields.get("fk", ""), run_id, status, error)
         self.flow.ended(run_id, status, fields, output, error)
         inv = fields.get("inv")
         if inv:

@@ -16,6 +16,7 @@ from ._event import INVOKE_EVENT, Event, dumps, prepare_batch
 from ._function import FunctionDef
 from ._ids import derived_event_id, run_id_for
 from ._records import StepRecord
+from ._runlog import attempt_failed
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -37,6 +38,11 @@ class PassSink:
     def defer_step(self, record: StepRecord) -> None:
         """Keep a step record to write with the end of the pass (see Pass.finish)."""
         self.deferred.append(record)
+
+    def step_failed(self, record: StepRecord, attempts: int) -> None:
+        """An attempt of a step failed: a WARNING on ``fanout.failures``."""
+        attempt_failed(self.fn.key, self.run_id, record.id, record.attempts, attempts,
+                       record.error, record.retry_at if record.status == "retrying" else None)
 
     def flush(self) -> None:
         records, self.deferred = self.deferred, []

@@ -1,0 +1,107 @@
+"""What fanout tells the worker log about runs, and how a failed run reaches Celery.
+
+Two loggers, both children of ``fanout``:
+
+* ``fanout.failures``: a WARNING per failed step attempt (or failed attempt of the
+  run's code outside any step), an ERROR when a run fails for good. On by default.
+* ``fanout.runs``: an INFO line when a run starts and when it ends. Off by default
+  (its level is WARNING); turn it on with
+  ``logging.getLogger("fanout.runs").setLevel(logging.INFO)``.
+
+Every line carries ``fanout_app``, ``fanout_fn``, ``fanout_run_id`` and, for a step,
+``fanout_step_id``, ``fanout_attempt``, ``fanout_attempts`` and ``fanout_retry_at``
+as ``extra=`` fields, for JSON formatters.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import threading
+from typing import Any
+
+failures = logging.getLogger("fanout.failures")
+runs = logging.getLogger("fanout.runs")
+if runs.level == logging.NOTSET:
+    runs.setLevel(logging.WARNING)
+
+
+class RunFailed(Exception):
+    """Raised by the ``fanout.step`` task whose pass ended a run as failed, after the
+    run's end is recorded in Redis. Celery then acknowledges the message (as it does
+    for any task that raised), marks the task FAILURE, sends ``task-failed`` and fires
+    ``task_failure``: nothing is retried or redelivered."""
+
+    def __init__(self, run_id: str, fn_key: str, error: dict[str, Any] | None) -> None:
+        err = error or {}
+        self.run_id, self.fn_key, self.error = run_id, fn_key, err
+        super().__init__(
+            f"run {run_id} of {fn_key} failed: {err.get('type', 'Error')}: {err.get('message', '')}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:  # Celery checks that a task's exception pickles
+        return (RunFailed, (self.run_id, self.fn_key, self.error))
+
+
+_ended = threading.local()
+
+
+def take_failed() -> RunFailed | None:
+    """The run this thread's task ended as failed since the last call, if any."""
+    value: RunFailed | None = getattr(_ended, "failed", None)
+    _ended.failed = None
+    return value
+
+
+def _split(fn_key: str) -> tuple[str, str]:
+    app, _, fn = fn_key.partition(":")
+    return (app, fn) if fn else ("", app)
+
+
+def _when(ts: float) -> str:
+    return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _describe(err: dict[str, Any] | None) -> str:
+    err = err or {}
+    return f"{err.get('type', 'Error')}: {err.get('message', '')}"
+
+
+def attempt_failed(
+    fn_key: str, run_id: str, step_id: str | None, attempt: int, attempts: int,
+    error: dict[str, Any] | None, retry_at: float | None,
+) -> None:
+    """One failed attempt (``attempt`` counts from 1, of ``attempts`` allowed)."""
+    if not failures.isEnabledFor(logging.WARNING):
+        return
+    app, fn = _split(fn_key)
+    where = f"step {step_id!r} of run {run_id}" if step_id else f"run {run_id}"
+    nxt = f"next attempt at {_when(retry_at)}" if retry_at is not None else "no attempt left"
+    failures.warning(
+        "fanout: %s (%s) failed, attempt %d of %d: %s; %s",
+        where, fn_key, attempt, attempts, _describe(error), nxt,
+        extra={"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id,
+               "fanout_step_id": step_id, "fanout_attempt": attempt,
+               "fanout_attempts": attempts, "fanout_retry_at": retry_at,
+               "fanout_error": error},
+    )
+
+
+def run_started(fn_key: str, run_id: str) -> None:
+    if runs.isEnabledFor(logging.INFO):
+        app, fn = _split(fn_key)
+        runs.info("fanout: run %s (%s) started", run_id, fn_key,
+                  extra={"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id})
+
+
+def run_ended(fn_key: str, run_id: str, status: str, error: dict[str, Any] | None) -> None:
+    """A run reached ``status``: ERROR for failed (and remembered for the task), INFO else."""
+    app, fn = _split(fn_key)
+    extra = {"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id,
+             "fanout_status": status}
+    if status == "failed":
+        _ended.failed = RunFailed(run_id, fn_key, error)
+        failures.error("fanout: run %s (%s) failed for good: %s", run_id, fn_key,
+                       _describe(error), extra={**extra, "fanout_error": error})
+    elif runs.isEnabledFor(logging.INFO):
+        runs.info("fanout: run %s (%s) %s", run_id, fn_key, status, extra=extra)
