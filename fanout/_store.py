@@ -180,11 +180,12 @@ class Store:
         for eid, text, ts, name in items:
             pipe.set(self.event_key(eid), text, nx=True, ex=self.retention)
             by_name.setdefault(name, {})[eid] = ts
-        pipe.zadd(f"{self.p}:idx:events", {eid: ts for eid, _t, ts, _n in items})
+        # NX: a re-sent id keeps its first score, so live views and lookbacks see it once.
+        pipe.zadd(f"{self.p}:idx:events", {eid: ts for eid, _t, ts, _n in items}, nx=True)
         horizon = int((time.time() - EVENT_NAME_INDEX_SECONDS) * 1000)
         for name, members in by_name.items():
             key = f"{self.p}:idx:evname:{name}"
-            pipe.zadd(key, members)
+            pipe.zadd(key, members, nx=True)
             pipe.zremrangebyscore(key, "-inf", horizon)
         pipe.execute()
 
