@@ -305,9 +305,10 @@ class History:
         )
 
     def runs_of_event(self, event_id: str) -> list[RunSummary]:
-        """The runs an event started (one SMEMBERS, then one HMGET per run)."""
+        """The runs an event started, newest first (one SMEMBERS, then one HMGET per run)."""
         members = sorted(_s(m) for m in self.r.smembers(f"{self.store.event_key(event_id)}:runs"))
-        return [s for s in self._summaries(members) if s is not None]
+        found = [s for s in self._summaries(members) if s is not None]
+        return sorted(found, key=lambda s: (s.created_at or 0.0, s.run_id), reverse=True)
 
     def count_runs(self, fn_key: str | None = None) -> int:
         key = self.store.fn_index(fn_key) if fn_key else f"{self.p}:idx:runs"

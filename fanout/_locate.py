@@ -23,8 +23,10 @@ from celery import Celery
 
 from ._client import Fanout
 from ._errors import ConfigError
+from ._event import INVOKE_EVENT, Event, prepare_batch
 from ._function import FunctionDef
 from ._history import History
+from ._ids import run_id_for
 from ._runtime import Runtime, _runtimes
 
 
@@ -79,8 +81,12 @@ class Target:
         return self.client().emit(name, data, id=id, user=user)
 
     def invoke(self, fn_ref: str, data: dict[str, Any] | None = None) -> str:
+        """Start a run of a function now; resolved through the shared runtime, so it
+        works whichever module declared the function and its client."""
         fn = self.function(fn_ref)
-        return self.client(fn.app_id).invoke(fn.fn_id, data)
+        ev = Event(name=INVOKE_EVENT, data={"fn_id": fn.fn_id, **dict(data or {})})
+        (eid,) = self.runtime.publish(prepare_batch(ev, allow_reserved=True), target=fn.key)
+        return run_id_for(eid, fn.key)
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
         """'cancelled', 'flagged' (stops after the running step), 'ended' or 'missing'."""
