@@ -273,7 +273,8 @@ class Fanout:
         memo = memo_from_fields(fields)
         if from_step not in memo:
             raise ConfigError(
-                f"run {run_id} has no step {from_step!r}; its steps are {sorted(memo)!r}"
+                f"run {run_id} has no step {from_step!r}; its steps, in run order, are "
+                f"{sorted(memo, key=lambda s: (memo[s].seq, s))!r}"
             )
         cut = memo[from_step].seq
         keep = [r for r in memo.values() if r.seq < cut and r.status == "completed"]

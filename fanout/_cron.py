@@ -343,7 +343,9 @@ class CronService:
             return service.run(upto)
 
         self.task = cron
-        signals.beat_init.connect(self._on_beat_init, weak=False)
+        # One dispatch_uid per service (Celery before 5.7 keys bound methods by function).
+        signals.beat_init.connect(self._on_beat_init, weak=False,
+                                  dispatch_uid=f"fanout.cron.{id(self)}")
 
     @property
     def options(self) -> CronOptions:

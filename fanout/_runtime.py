@@ -128,9 +128,13 @@ class Runtime:
             ROUTER_QUEUE, exchange=self.exchange, routing_key="fanout.route", durable=True
         )
         self._register_tasks()
-        signals.worker_init.connect(self._on_worker_init, weak=False)
-        signals.worker_ready.connect(self._on_worker_ready, weak=False)
-        signals.worker_shutting_down.connect(self._on_worker_stop, weak=False)
+        # A dispatch_uid per runtime: Celery before 5.7 keys a bound method by its function
+        # alone, so a second runtime in the process (a second app) would not be connected.
+        uid = f"fanout.runtime.{id(self)}"
+        signals.worker_init.connect(self._on_worker_init, weak=False, dispatch_uid=f"{uid}.init")
+        signals.worker_ready.connect(self._on_worker_ready, weak=False, dispatch_uid=f"{uid}.ready")
+        signals.worker_shutting_down.connect(self._on_worker_stop, weak=False,
+                                             dispatch_uid=f"{uid}.stop")
         from ._cron import install_cron
 
         self.cron = install_cron(self)

@@ -162,6 +162,10 @@ def test_cli_against_the_quickstart_project(
     run_id = items[0]["run_id"]
     shown = user_venv.run("fanout", "-A", "proj", "run", run_id, cwd=dest, env=urls).stdout
     assert "load-user" in shown
+    # The client lives in proj/celery.py, not in the module -A names: invoke still finds it.
+    invoked = user_venv.run("fanout", "-A", "proj", "invoke", "welcome", "--data",
+                            '{"user_id": 8}', cwd=dest, env=urls, check=False)
+    assert invoked.returncode == 0, invoked.stdout + invoked.stderr
     bad = user_venv.run("fanout", "-A", "proj", "run", "NOPE", cwd=dest, env=urls, check=False)
     assert bad.returncode != 0
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
