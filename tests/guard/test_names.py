@@ -34,7 +34,8 @@ PUBLIC_ALL = [
 ]
 
 PUBLIC_MODULES = {
-    "fanout.testing": ["embedded_celery", "run_of", "wait_run", "worker"],
+    "fanout.testing": ["RunResult", "embedded_celery", "run_function", "run_function_async",
+                       "run_of", "wait_run", "worker"],
     "fanout.tracing": ["instrument", "is_instrumented", "uninstrument"],
     "fanout.embedded": ["embedded_celery", "memory_redis", "start_embedded_worker"],
     "fanout.django": ["client", "emit", "send", "sweep"],
@@ -131,7 +132,8 @@ def test_logger_names() -> None:
     found = set()
     for path in (ROOT / "fanout").rglob("*.py"):
         found |= set(re.findall(r"getLogger\(\s*\"([^\"]+)\"", path.read_text("utf-8")))
-    assert found == {"fanout", "fanout.run", "fanout.dashboard", "fanout.django"}
+    assert found == {"fanout", "fanout.run", "fanout.runs", "fanout.failures", "fanout.dashboard",
+                     "fanout.django"}
 
 
 def test_console_entry_point() -> None:
