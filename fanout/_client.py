@@ -273,7 +273,7 @@ class Fanout:
         memo = memo_from_fields(fields)
         if from_step not in memo:
             raise ConfigError(
-                f"run {run_id} has no step {from_step!r}; its steps, in run order, are "
+                f"run {run_id} has no step {from_step!r}; its steps are "
                 f"{sorted(memo, key=lambda s: (memo[s].seq, s))!r}"
             )
         cut = memo[from_step].seq
