@@ -1,4 +1,4 @@
-"""Unit tests for fanout._cron: beat's due math, catch-up decisions, and the worker side
+"""Unit tests for fanout._celery.cron: beat's due math, catch-up decisions, and the worker side
 on the in-memory store (no broker, no beat process)."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from celery import Celery, signals
 from celery.beat import PersistentScheduler, Service
 
 import fanout
-from fanout._cron import (
+from fanout._celery.cron import (
     CLOCK_ENV,
     ENTRY_NAME,
     TIMER_EVENT,
@@ -27,8 +27,8 @@ from fanout._cron import (
     read_options,
     tick_event,
 )
-from fanout._schedule import MAX_SKIPPED, CronSchedule, jitter_for, tick_id
-from fanout._store import _s
+from fanout._core.schedule import MAX_SKIPPED, CronSchedule, jitter_for, tick_id
+from fanout._redis.store import _s
 
 UTC = timezone.utc
 MINUTELY = CronSchedule.parse("* * * * *")
@@ -129,7 +129,7 @@ def test_due_with_no_schedules_is_never() -> None:
 
 def test_beat_schedule_is_due_with_a_controlled_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     real = {"t": 5000.0}
-    monkeypatch.setattr("fanout._cron.time.time", lambda: real["t"])
+    monkeypatch.setattr("fanout._celery.cron.time.time", lambda: real["t"])
     clock = Clock(real0=5000.0, fake0=utc(12, 0, 50).timestamp(), speed=30)
     sched = BeatSchedule([MINUTELY], max_interval=60, clock=clock)
     never = datetime(1970, 1, 1, tzinfo=UTC)

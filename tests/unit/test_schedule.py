@@ -1,4 +1,4 @@
-"""Unit tests for fanout._schedule (pure cron math: no services, explicit clocks)."""
+"""Unit tests for fanout._core.schedule (pure cron math: no services, explicit clocks)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fanout._schedule import (
+from fanout._core.schedule import (
     MAX_SKIPPED,
     CatchUp,
     CronSchedule,
