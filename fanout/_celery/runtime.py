@@ -397,6 +397,7 @@ class Runtime:
             policy=fn.policy, branch=branch,
             queued_at=float(fields.get("qa") or fields.get("c") or 0) or None,
             state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
+            middleware=fn.middleware, client=fn.client, function=fn,
         )
 
     def _run(self, fn: FunctionDef, inp: PassInput, sink: PassSink) -> Outcome:
