@@ -42,7 +42,7 @@ def _pool_param(pool: str) -> object:
 
 
 async def fetch_users() -> list[dict[str, object]]:
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.05)  # the event loop really waits, under each pool
     redis_for(__name__).incr("side:fetch")
     return [{"id": i, "email": f"user{i}@example.com"} for i in range(N_USERS)]
 
