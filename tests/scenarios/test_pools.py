@@ -84,6 +84,24 @@ def long(ctx: fanout.Context) -> str:
     return ctx.step.run("work", long_work)
 
 
+def meet(me: str, other: str) -> str:
+    """Arrive, then wait (up to 30s) for the other side: only steps that really run
+    at the same time both return."""
+    r = redis_for(__name__)
+    r.set(f"side:here:{me}", 1)
+    deadline = time.monotonic() + 30
+    while not r.exists(f"side:here:{other}"):
+        if time.monotonic() > deadline:
+            raise fanout.NonRetriableError(f"{other} never arrived")
+        time.sleep(0.05)
+    return "met"
+
+
+@client.create_function(fn_id="meet", trigger=fanout.TriggerEvent(event="app/meet"), retries=0)
+def meet_fn(ctx: fanout.Context) -> str:
+    return ctx.step.run("meet", meet, ctx.event.data["me"], ctx.event.data["other"])
+
+
 def _completed_emails() -> int:
     runs = client.list_runs(fn_id="send-email", limit=1000)
     return sum(1 for x in runs if x.status == "completed")
@@ -136,6 +154,12 @@ def test_seed_workflow_on_pool(pool: str, db: redis.Redis, log_dir: Path) -> Non
         napped = wait_run(client, run_of(client, nap_eid, "nap"), timeout=60)
         assert napped.status == "completed", napped.error
         assert napped.output == "awake"
+
+        if concurrency > 1:  # two steps at once, each waiting for the other
+            met = [client.emit("app/meet", {"me": a, "other": b}) for a, b in (("a", "b"), ("b", "a"))]
+            for e in met:
+                run = wait_run(client, run_of(client, e, "meet"), timeout=60)
+                assert run.status == "completed", run.error
 
         longrun = wait_run(client, run_of(client, long_eid, "long"), timeout=60)
         assert longrun.status == "completed", longrun.error
