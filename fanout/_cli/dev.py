@@ -254,6 +254,8 @@ def run_dev(target: Target, *, host: str = "127.0.0.1", port: int = 8288,
                     if on_ready is not None:
                         on_ready(dash)
                     first = False
+                else:
+                    _say("fanout dev: reloaded\n" + function_list(current).rstrip("\n"))
                 current = None
                 changed = next_change()
                 while changed:
@@ -269,7 +271,6 @@ def run_dev(target: Target, *, host: str = "127.0.0.1", port: int = 8288,
                         changed = next_change()
             if current is not None:
                 dash.target = current
-                _say("fanout dev: reloaded\n" + function_list(current).rstrip("\n"))
     except KeyboardInterrupt:
         pass
     finally:
