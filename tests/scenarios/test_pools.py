@@ -28,6 +28,7 @@ from tests.support import Worker, make_app, redis_for, run_of, wait_for, wait_ru
 app, client = make_app(__name__, app_id="pools", recovery_timeout=2)
 N_USERS = 40
 LONG_STEP_S = 2.5
+LEASE_S = 1.0  # recovery_timeout / 2
 
 POOLS = ["prefork", "threads", "solo", "gevent", "eventlet"]
 NEEDS = {"gevent": "gevent", "eventlet": "eventlet"}
@@ -100,6 +101,21 @@ def meet(me: str, other: str) -> str:
 @client.create_function(fn_id="meet", trigger=fanout.TriggerEvent(event="app/meet"), retries=0)
 def meet_fn(ctx: fanout.Context) -> str:
     return ctx.step.run("meet", meet, ctx.event.data["me"], ctx.event.data["other"])
+
+
+def burn() -> str:
+    """Compute for 3s without yielding (no I/O, no sleep) the first time it runs."""
+    if redis_for(__name__).incr("side:burn") == 1:
+        deadline = time.monotonic() + 3 * LEASE_S
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+    return "burnt"
+
+
+@client.create_function(fn_id="burn", trigger=fanout.TriggerEvent(event="app/burn"))
+def burn_fn(ctx: fanout.Context) -> str:
+    return ctx.step.run("burn", burn)
 
 
 def _completed_emails() -> int:
@@ -175,3 +191,29 @@ def test_seed_workflow_on_pool(pool: str, db: redis.Redis, log_dir: Path) -> Non
     found = [p for p in PROBLEMS if p in text]
     assert not found, f"the {pool} worker logged {found} on shutdown:\n{text[-4000:]}"
     assert code == 0, f"the {pool} worker exited with {code}:\n{text[-3000:]}"
+
+
+@pytest.mark.parametrize("pool", [_pool_param(p) for p in ("prefork", "gevent")])
+def test_step_that_never_yields(pool: str, db: redis.Redis, log_dir: Path) -> None:
+    """A step that computes for three leases without yielding: on prefork its lease
+    is renewed beside it and it runs once; on gevent the renewal cannot run, the
+    lease expires, and a second worker takes the run over and runs the step again."""
+    w = Worker(__name__, pool=pool, concurrency=2, name=f"burn-{pool}", log_dir=log_dir)
+    # The second worker takes only the router queue, where wake-ups and takeovers go,
+    # so the first pass (default queue) runs on the pool under test.
+    other = Worker(__name__, name="rescuer", concurrency=1, log_dir=log_dir,
+                   args=("-Q", "fanout.events"))
+    try:
+        run = wait_run(client, run_of(client, client.emit("app/burn"), "burn"), timeout=60)
+        assert run.status == "completed", run.error
+        assert run.output == "burnt"
+        ran = int(db.get("side:burn") or 0)
+        if pool == "gevent":
+            assert ran == 2, "the step kept its lease although it never yielded"
+            assert "fanout.step" in other.log(), "the second worker never ran a pass"
+        else:
+            assert ran == 1, f"the step ran {ran} times: its lease was lost"
+            assert "taken over" not in w.log()
+    finally:
+        w.stop()
+        other.stop()
