@@ -299,7 +299,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     target = _target(args, memory_ok=True)
     run_dev(target, host=args.host, port=args.port, token=args.token or None,
-            concurrency=args.concurrency, beat=not args.no_beat)
+            concurrency=args.concurrency, beat=not args.no_beat, reload=args.reload)
     return 0
 
 
@@ -390,6 +390,8 @@ def build_parser() -> argparse.ArgumentParser:
     _dashboard_opts(p, 8288)
     p.add_argument("--concurrency", type=int, default=4, help="worker threads (4)")
     p.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
+    p.add_argument("--reload", action="store_true",
+                   help="restart the worker when a .py file under the current directory changes")
     return parser
 
 
