@@ -18,8 +18,8 @@ import time
 import redis
 
 from bench._redis import bench_redis
-from fanout._history import History
-from fanout._store import Store
+from fanout._redis.history import History
+from fanout._redis.store import Store
 
 
 class Counting(redis.connection.Connection):

@@ -82,7 +82,7 @@ def _fanout_client(url: str, checkpoint: bool = False) -> Any:
     os.environ["BENCH_CHECKPOINT"] = "1" if checkpoint else "0"
     import importlib
 
-    import fanout._runtime as rt_mod
+    import fanout._celery.runtime as rt_mod
 
     rt_mod._runtimes.clear()  # a new app per measured run (new Redis URL)
     mod = importlib.import_module(FANOUT_APP)
@@ -91,7 +91,7 @@ def _fanout_client(url: str, checkpoint: bool = False) -> Any:
 
 
 def _child_run_ids(n: int, loader_event: str) -> list[str]:
-    from fanout._ids import derived_event_id, run_id_for
+    from fanout._core.ids import derived_event_id, run_id_for
 
     loader_run = run_id_for(loader_event, LOADER_KEY)
     chunk = 5000
@@ -383,7 +383,7 @@ def latency_fanout(settings: Settings, count: int, *, checkpoint: bool,
     """1-step and 3-step runs interleaved; each emit timed until its run has ended
     (the ``EXPIRE`` that ``finish_run`` sets on the run hash)."""
     import fanout
-    from fanout._ids import run_id_for
+    from fanout._core.ids import run_id_for
 
     with _one_worker(settings, FANOUT_APP, "fanout-B",
                      lambda url: fanout_env(url, checkpoint=checkpoint)) as server:
@@ -569,7 +569,7 @@ def crash(settings: Settings, n: int, system: str) -> dict[str, Any]:
 
 def timers_sleep(settings: Settings, count: int, seconds: float = 1.0) -> dict[str, Any]:
     import fanout
-    from fanout._ids import run_id_for
+    from fanout._core.ids import run_id_for
 
     with _one_worker(settings, FANOUT_APP, "fanout-D", fanout_env) as server:
         client = _fanout_client(server.url)
@@ -597,7 +597,7 @@ def timers_wait(settings: Settings, count: int) -> dict[str, Any]:
     """``count`` runs wait for ``bench/resolve`` with ``match="data.k"``; once all
     wait, ``count`` resolving events are emitted one by one."""
     import fanout
-    from fanout._ids import run_id_for
+    from fanout._core.ids import run_id_for
 
     with _one_worker(settings, FANOUT_APP, "fanout-Dw", fanout_env) as server:
         client = _fanout_client(server.url)

@@ -5,6 +5,21 @@ step runs as a Celery task and its result is memoized in Redis.
 """
 
 from ._client import Fanout
+from ._core.event import Event
+from ._core.flow import (
+    Batch,
+    Cancel,
+    Concurrency,
+    Debounce,
+    Priority,
+    RateLimit,
+    Singleton,
+    Throttle,
+    Timeouts,
+)
+from ._core.records import RunInfo, StepInfo
+from ._core.steps import Context, Group, Step
+from ._core.triggers import TriggerCron, TriggerEvent
 from ._errors import (
     ConfigError,
     EventError,
@@ -18,23 +33,7 @@ from ._errors import (
     RetryAfterError,
     StepError,
 )
-from ._event import Event
-from ._flow import (
-    Batch,
-    Cancel,
-    Concurrency,
-    Debounce,
-    Priority,
-    RateLimit,
-    Singleton,
-    Throttle,
-    Timeouts,
-)
-from ._records import RunInfo, StepInfo
-from ._steps import Context, Group, Step
-from ._triggers import TriggerCron, TriggerEvent
-
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "Batch",

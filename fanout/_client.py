@@ -10,10 +10,10 @@ from typing import Any, TypeVar
 
 from celery import Celery
 
-from ._engine import memo_from_fields
-from ._errors import ConfigError, EventError
-from ._event import INVOKE_EVENT, Event, prepare_batch
-from ._flow import (
+from ._celery.runtime import Runtime, check_serializers, runtime_for
+from ._core.engine import memo_from_fields
+from ._core.event import INVOKE_EVENT, Event, prepare_batch
+from ._core.flow import (
     SYSTEM_FAILED,
     Batch,
     Cancel,
@@ -27,13 +27,13 @@ from ._flow import (
     as_timestamp,
     check_on_failure,
 )
-from ._function import FunctionDef, build_function, check_backoff, check_id
-from ._ids import new_token, run_id_for
-from ._records import RunInfo
-from ._runtime import Runtime, check_serializers, runtime_for
-from ._steps import Context
-from ._store import to_run_info
-from ._triggers import TriggerCron, TriggerEvent
+from ._core.function import FunctionDef, build_function, check_backoff, check_id
+from ._core.ids import new_token, run_id_for
+from ._core.records import RunInfo
+from ._core.steps import Context
+from ._core.triggers import TriggerCron, TriggerEvent
+from ._errors import ConfigError, EventError
+from ._redis.store import to_run_info
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +59,7 @@ def resolve_redis_url(celery: Celery, redis_url: str | None) -> str:
 
 
 def _replay_id(run_id: str, kind: str) -> str:
-    from ._ids import _digest_id
+    from ._core.ids import _digest_id
 
     return _digest_id(kind, run_id, new_token())
 

@@ -8,31 +8,15 @@ the README example, trying things out and ``fanout dev``: nothing is durable.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._errors import ConfigError
+from ._redis.memory import memory_redis
 
-_servers: dict[str, Any] = {}
-_lock = threading.Lock()
+__all__ = ["embedded_celery", "memory_redis", "start_embedded_worker"]
 
 
-def memory_redis(url: str) -> Any:
-    """A fakeredis client; clients for the same URL share one in-memory server."""
-    try:
-        import fakeredis
-    except ImportError:
-        raise ConfigError(
-            "the memory:// store needs fakeredis with Lua: pip install 'celery-fanout[embedded]'"
-        ) from None
-    with _lock:
-        server = _servers.get(url)
-        if server is None:
-            server = fakeredis.FakeServer()
-            _servers[url] = server
-    return fakeredis.FakeRedis(server=server)
 
 
 def embedded_celery(name: str = "fanout-embedded") -> Any:
@@ -62,9 +46,9 @@ def start_embedded_worker(app: Any, *, concurrency: int = 4) -> Iterator[None]:
     with start_worker(
         app, pool="threads", concurrency=concurrency, perform_ping_check=False, loglevel="WARNING"
     ):
-        from ._runtime import _runtimes
+        from ._celery.runtime import get_runtime
 
-        rt = _runtimes.get(id(app))
+        rt = get_runtime(app)
         if rt is not None:
             rt.start_scanner()
         try:

@@ -22,10 +22,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from ._client import Fanout
+from ._core.harness import RunResult, run_function, run_function_async
+from ._core.ids import run_id_for
+from ._core.records import RunInfo
 from ._errors import ConfigError
-from ._harness import RunResult, run_function, run_function_async
-from ._ids import run_id_for
-from ._records import RunInfo
 from .embedded import embedded_celery, start_embedded_worker
 
 __all__ = [

@@ -11,6 +11,6 @@ Spans: ``fanout.send`` (emit / send_event), ``fanout.route``, ``fanout.run``
 so a fan-out from one run is one trace.
 """
 
-from ._tracing import instrument, is_instrumented, uninstrument
+from ._celery.tracing import instrument, is_instrumented, uninstrument
 
 __all__ = ["instrument", "is_instrumented", "uninstrument"]

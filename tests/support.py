@@ -134,7 +134,7 @@ class Worker:
 
 
 def run_of(client: fanout.Fanout, event_id: str, fn_id: str) -> str:
-    return fanout._ids.run_id_for(event_id, f"{client.app_id}:{fn_id}")
+    return fanout._core.ids.run_id_for(event_id, f"{client.app_id}:{fn_id}")
 
 
 def wait_run(client: fanout.Fanout, run_id: str, timeout: float = 60.0) -> fanout.RunInfo:

@@ -11,10 +11,10 @@ from string import Template
 from typing import Any
 from urllib.parse import urlencode
 
-from .._function import FunctionDef
-from .._history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
-from .._records import RunInfo
-from .._render import human_ms, run_note, step_timings
+from .._core.function import FunctionDef
+from .._core.records import RunInfo
+from .._ops.render import human_ms, run_note, step_timings
+from .._redis.history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 
 NAV = (("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
 

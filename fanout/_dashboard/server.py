@@ -29,8 +29,8 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from .._errors import ConfigError, FanoutError
-from .._history import parse_time
-from .._locate import Target
+from .._ops.locate import Target
+from .._redis.history import parse_time
 from . import pages
 
 log = logging.getLogger("fanout.dashboard")
@@ -68,7 +68,7 @@ class _HttpError(Exception):
 
 
 class DashboardServer:
-    """A dashboard for one :class:`~fanout._locate.Target`."""
+    """A dashboard for one :class:`~fanout._ops.locate.Target`."""
 
     def __init__(self, target: Target, *, host: str = "127.0.0.1", port: int = 8289,
                  token: str | None = None) -> None:
@@ -273,7 +273,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if info is None:
                 raise _HttpError(404, f"no run {run_id} (unknown, or past its retention)")
             if path.startswith("/api/"):
-                from .._render import run_json
+                from .._ops.render import run_json
 
                 self._json(200, run_json(info, fields))
             else:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .._event import Event
+from .._core.event import Event
 from ._project import client
 
 __all__ = ["client", "emit", "send", "sweep"]

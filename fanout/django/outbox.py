@@ -28,7 +28,7 @@ from typing import Any
 from django.db import DatabaseError, models, transaction
 from django.utils import timezone
 
-from .._event import Event, prepare_batch
+from .._core.event import Event, prepare_batch
 from ._project import client
 from .conf import get_settings
 from .models import OutboxEvent

@@ -29,7 +29,7 @@ from django.db import DatabaseError, connections, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from .._event import Event
+from .._core.event import Event
 from ._project import client
 from .conf import FanoutSettings, get_settings
 from .models import OutboxEvent

@@ -37,8 +37,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from .._client import Fanout
-from .._ids import run_id_for
-from .._records import RunInfo
+from .._core.ids import run_id_for
+from .._core.records import RunInfo
 from ._project import client
 
 __all__ = ["FanoutTestWorker", "shared_worker", "worker"]

@@ -28,7 +28,7 @@ from django.test import Client
 from django.utils import timezone
 
 import fanout
-from fanout._event import dumps
+from fanout._core.event import dumps
 from fanout.django import client as fanout_client
 from fanout.django import emit
 from fanout.django.conf import get_settings

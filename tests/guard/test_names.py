@@ -96,8 +96,8 @@ def test_step_error_pickle_round_trip() -> None:
 
 
 def test_beat_schedule_pickle_path() -> None:
+    from fanout._core.schedule import CronSchedule
     from fanout._cron import BeatSchedule
-    from fanout._schedule import CronSchedule
 
     sched = BeatSchedule([CronSchedule.parse("*/5 * * * *")], max_interval=10)
     data = pickle.dumps(sched)

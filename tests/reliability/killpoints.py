@@ -22,7 +22,7 @@ points are:
 notices and replaces it) or ``group`` (the whole worker: main process and pool).
 Each plan fires once (``HSETNX kill:done``).  ``before``/``mid`` are checked by the
 step function itself; ``after-save``/``after-end`` need :func:`install_store_hooks`,
-which wraps two :class:`fanout._store.Store` methods and must only be called in a
+which wraps two :class:`fanout._redis.store.Store` methods and must only be called in a
 worker process (the scenario module calls it when ``FANOUT_TEST_KILL_HOOKS=1``).
 """
 
@@ -73,7 +73,7 @@ def install_store_hooks(redis_factory: Any) -> None:
     the end of the pass (``end_pass`` / ``finish_run`` write the deferred records).
     ``redis_factory()`` returns the Redis client holding the plans.
     """
-    from fanout import _store
+    from fanout._redis import store as _store
 
     if getattr(_store.Store, "_kill_hooks", False):
         return

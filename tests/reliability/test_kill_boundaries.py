@@ -26,7 +26,7 @@ import pytest
 import redis
 
 import fanout
-from fanout._runtime import MAX_TAKEOVERS
+from fanout._celery.runtime import MAX_TAKEOVERS
 from tests.reliability import killpoints
 from tests.support import Worker, make_app, redis_for, run_of, wait_run
 
@@ -219,6 +219,6 @@ def test_poison_step_stops_after_bounded_takeovers(pool_worker: Worker) -> None:
 
 
 def test_kill_hooks_are_inactive_in_the_test_process() -> None:
-    from fanout import _store
+    from fanout._redis import store as _store
 
     assert not getattr(_store.Store, "_kill_hooks", False)

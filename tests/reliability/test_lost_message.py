@@ -36,7 +36,7 @@ def install_drop_hook() -> None:
 
     Everything else ``Runtime.enqueue`` does still happens; only the message is gone.
     """
-    from fanout._publisher import Publisher
+    from fanout._celery.publisher import Publisher
 
     orig = Publisher.send
 

@@ -39,7 +39,8 @@ def install_router_kill_hook() -> None:
     ``receive``: as ``fanout.route`` starts on a batch holding the marked event id.
     ``split:K``: as the router publishes the K-th chunk of a split send.
     """
-    from fanout import _routing, _runtime
+    from fanout._celery import routing as _routing
+    from fanout._celery import runtime as _runtime
 
     orig_route = _routing.route
     orig_publish = _runtime.Runtime.publish_route

@@ -73,7 +73,9 @@ def cluster_connect(url: str) -> Any:
 
 def install_cluster_support() -> None:
     """Make fanout accept ``redis+cluster://`` if it does not yet (test-only patch)."""
-    from fanout import _client, _runtime, _store
+    from fanout import _client
+    from fanout._celery import runtime as _runtime
+    from fanout._redis import store as _store
 
     if getattr(_store, "_test_cluster_support", False):
         return
@@ -249,7 +251,7 @@ _KEYLESS = {"TIME", "PING", "ECHO", "INFO"}
 
 
 def _lua_scripts() -> dict[str, str]:
-    folder = resources.files("fanout").joinpath("_lua")
+    folder = resources.files("fanout._redis").joinpath("lua")
     return {p.name: p.read_text("utf-8") for p in folder.iterdir() if p.name.endswith(".lua")}
 
 

@@ -24,7 +24,7 @@ import pytest
 
 import fanout
 from fanout._dashboard import DashboardServer
-from fanout._locate import locate
+from fanout._ops.locate import locate
 from tests.support import ROOT, make_app, run_of, wait_for, wait_run
 
 app, client = make_app(__name__, app_id="dash")

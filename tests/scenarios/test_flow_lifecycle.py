@@ -12,7 +12,7 @@ import pytest
 import redis
 
 import fanout
-from fanout._ids import derived_event_id
+from fanout._core.ids import derived_event_id
 from tests.scenarios.flow_helpers import module_worker
 from tests.support import Worker, make_app, redis_for, run_of, wait_for, wait_run
 

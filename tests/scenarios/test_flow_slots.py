@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import redis
 
-from fanout._flow import gcra
-from fanout._store import Store
+from fanout._core.flow import gcra
+from fanout._redis.store import Store
 from tests.support import redis_for
 
 S, W = "fanout:fc:cc:{t}:k", "fanout:fc:ccw:{t}:k"

@@ -12,7 +12,7 @@ from typing import Any
 from celery import signals
 
 import fanout
-from fanout._runlog import RunFailed
+from fanout._celery.runlog import RunFailed
 from tests.support import make_app, redis_for, run_of, wait_for, wait_run
 
 app, client = make_app(__name__, app_id="obs")

@@ -15,7 +15,7 @@ import pytest
 import redis
 
 import fanout
-from fanout._runtime import FIRST_PASS_PRIORITY
+from fanout._celery.runtime import FIRST_PASS_PRIORITY
 from tests.support import Worker, make_app, redis_for, run_of, wait_run
 
 app, client = make_app(__name__)

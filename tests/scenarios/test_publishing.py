@@ -1,4 +1,4 @@
-"""fanout publishes its own task messages (``fanout/_publisher.py``) without
+"""fanout publishes its own task messages (``fanout/_celery/publisher.py``) without
 ``Task.apply_async``; what users configure for Celery's publishing still applies:
 ``task_routes``, the publish signals, and messages a stock Celery worker runs."""
 

@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 )
 
 import fanout  # noqa: E402
-from fanout import _tracing  # noqa: E402
+from fanout._celery import tracing as _tracing  # noqa: E402
 from fanout.embedded import start_embedded_worker  # noqa: E402
 from tests.support import make_app, redis_for, run_of, wait_for, wait_run  # noqa: E402
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import fanout
-from fanout._engine import (
+from fanout._core.engine import (
     MAX_STEP_OUTPUT_BYTES,
     BranchDone,
     Completed,
@@ -22,9 +22,9 @@ from fanout._engine import (
     Wait,
     run_pass,
 )
-from fanout._event import Event
-from fanout._records import StepRecord
-from fanout._steps import parse_duration
+from fanout._core.event import Event
+from fanout._core.records import StepRecord
+from fanout._core.steps import parse_duration
 
 
 class MemorySink:

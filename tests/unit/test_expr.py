@@ -1,4 +1,4 @@
-"""Unit tests for fanout._expr (pure CEL wrapper)."""
+"""Unit tests for fanout._core.expr (pure CEL wrapper)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fanout._expr import (
+from fanout._core.expr import (
     MAX_SOURCE_LENGTH,
     Expression,
     ExpressionError,

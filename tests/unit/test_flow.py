@@ -9,7 +9,7 @@ import pytest
 from celery import Celery
 
 import fanout
-from fanout._flow import (
+from fanout._core.flow import (
     UNEVALUABLE_KEY,
     as_timestamp,
     bucket,
@@ -22,7 +22,7 @@ from fanout._flow import (
     priority_factor,
     wait_score_ms,
 )
-from fanout._function import build_function
+from fanout._core.function import build_function
 
 # -- option classes --------------------------------------------------------------------
 

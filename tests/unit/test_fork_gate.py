@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 import pytest
 from celery import Celery
 
-from fanout._forkgate import ForkGate, gate
+from fanout._celery.forkgate import ForkGate, gate
 
 FORKS = 40
 

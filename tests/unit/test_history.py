@@ -12,8 +12,8 @@ import pytest
 import redis
 
 from fanout._errors import ConfigError
-from fanout._history import History, parse_time
-from fanout._store import Store
+from fanout._redis.history import History, parse_time
+from fanout._redis.store import Store
 from tests.support import url_for
 
 BIG = 100_000

@@ -12,7 +12,7 @@ import time
 
 import redis
 
-from fanout._store import Store
+from fanout._redis.store import Store
 
 
 def make_run(store: Store, run_id: str, token: str) -> None:
@@ -57,7 +57,7 @@ def test_a_branch_lease_is_reported_with_its_field(clean_db: redis.Redis) -> Non
 
 
 def test_the_renewing_thread_drops_a_lost_lease(clean_db: redis.Redis) -> None:
-    from fanout._timers import Leases
+    from fanout._celery.timers import Leases
     from tests.support import wait_for
 
     class Rt:
@@ -79,7 +79,7 @@ def test_the_renewing_thread_drops_a_lost_lease(clean_db: redis.Redis) -> None:
 def test_a_lease_taken_again_during_a_renewal_is_kept() -> None:
     """The renewal of an old token comes back lost while a newer pass in the same
     process already holds the run with a new token: the new hold is untouched."""
-    from fanout._timers import Leases
+    from fanout._celery.timers import Leases
 
     leases = Leases(rt=None)  # type: ignore[arg-type]
     with leases._lock:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fanout._timers import MIN_WAIT, TimerThread
+from fanout._celery.timers import MIN_WAIT, TimerThread
 
 
 def thread_with_next(next_due: float | None) -> TimerThread:

@@ -22,11 +22,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
 from celery import Celery, signals
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from ._engine import (
+from .._core.engine import (
     BranchDone,
     Completed,
     Continue,
@@ -42,18 +41,19 @@ from ._engine import (
     memo_from_fields,
     run_pass,
 )
-from ._errors import ConfigError, InvokeError, PublishError
-from ._event import Event, dumps
-from ._flow_runtime import FlowRuntime
-from ._function import FunctionDef
-from ._ids import new_token
-from ._publisher import Publisher
-from ._records import StepRecord
-from ._runlog import attempt_failed, run_ended, run_started, take_failed
-from ._sink import PassSink
-from ._store import Store, connect
-from ._timers import Leases, TimerThread
-from ._triggers import SubscriberIndex
+from .._core.event import Event, dumps
+from .._core.function import FunctionDef
+from .._core.ids import new_token
+from .._core.records import StepRecord
+from .._core.triggers import SubscriberIndex
+from .._errors import ConfigError, InvokeError, PublishError
+from .._redis.history import History
+from .._redis.store import Store, StoreError, connect
+from .flow_runtime import FlowRuntime
+from .publisher import Publisher
+from .runlog import attempt_failed, run_ended, run_started, take_failed
+from .sink import PassSink
+from .timers import Leases, TimerThread
 
 log = logging.getLogger("fanout")
 
@@ -128,6 +128,10 @@ class Runtime:
             ROUTER_QUEUE, exchange=self.exchange, routing_key="fanout.route", durable=True
         )
         self._register_tasks()
+        # Trim history indexes past the retention about once an hour in each worker.
+        self.add_periodic(
+            "fanout-history-prune", lambda: History(self.store).prune(), 3600.0, at_start=False
+        )
         # A dispatch_uid per runtime: Celery before 5.7 keys a bound method by its function
         # alone, so a second runtime in the process (a second app) would not be connected.
         uid = f"fanout.runtime.{id(self)}"
@@ -135,7 +139,7 @@ class Runtime:
         signals.worker_ready.connect(self._on_worker_ready, weak=False, dispatch_uid=f"{uid}.ready")
         signals.worker_shutting_down.connect(self._on_worker_stop, weak=False,
                                              dispatch_uid=f"{uid}.stop")
-        from ._cron import install_cron
+        from .cron import install_cron
 
         self.cron = install_cron(self)
 
@@ -178,10 +182,12 @@ class Runtime:
                 return found
         raise InvokeError(f"cannot invoke {ref!r}: it is not a function declared on this app")
 
-    def add_periodic(self, name: str, fn: Callable[[], Any], interval: float) -> None:
+    def add_periodic(
+        self, name: str, fn: Callable[[], Any], interval: float, *, at_start: bool = True
+    ) -> None:
         """Run ``fn()`` about every ``interval`` seconds in each worker's timer thread
         (for example the Django outbox sweeper). Errors are logged, never raised."""
-        self.timers.add_periodic(name, fn, interval)
+        self.timers.add_periodic(name, fn, interval, at_start=at_start)
 
     def start_scanner(self) -> None:
         self.timers.start()
@@ -209,7 +215,7 @@ class Runtime:
                     rt.execute_pass(fn, run_id, seq)
                 else:
                     rt.execute_branch(fn, run_id, branch)
-            except redis.RedisError as exc:
+            except StoreError as exc:
                 log.warning("fanout: Redis error in run %s, retrying the message: %s", run_id, exc)
                 raise task.retry(exc=exc, countdown=2, max_retries=None) from None
             failed = take_failed()
@@ -227,12 +233,12 @@ class Runtime:
             batch_id: str | None = None,
             invoker: dict[str, Any] | None = None,
         ) -> None:
-            from ._routing import route as do_route
+            from .routing import route as do_route
 
             try:
                 do_route(rt, event_ids, parent_run_id=parent_run_id, target=target,
                          invoker=invoker, batch_id=batch_id)
-            except redis.RedisError as exc:
+            except StoreError as exc:
                 log.warning("fanout: Redis error while routing, retrying the message: %s", exc)
                 raise task.retry(exc=exc, countdown=2, max_retries=None) from None
 
@@ -286,7 +292,7 @@ class Runtime:
                 [(ev.id or "", text, ev.ts or 0, ev.name) for ev, text in events],
                 route=(batch, payload),
             )
-        except redis.RedisError as exc:
+        except StoreError as exc:
             raise PublishError(f"could not store {len(ids)} event(s) in Redis: {exc}") from exc
         self.publish_route(
             ids, parent_run_id=parent_run_id, target=target, invoker=invoker, batch_id=batch
@@ -639,6 +645,14 @@ class Runtime:
             if inv:
                 self._tell_parent(self.parse_json(inv), "cancelled", None, error)
         return head
+
+
+def get_runtime(app: Any) -> Runtime | None:
+    """The runtime fanout keeps for ``app`` (a Celery app), or ``None`` when no fanout
+    client was created on it."""
+    with _runtimes_lock:
+        rt = _runtimes.get(id(app))
+    return rt if rt is not None and rt.app is app else None
 
 
 def runtime_for(

@@ -15,7 +15,7 @@ exact even when several runs were created in the same millisecond.
 
 Retention: run hashes and events expire through key TTLs (``Fanout(retention=)``,
 7 days by default); :meth:`History.prune` removes the index entries they leave
-behind.  :func:`install_pruning` runs it in every worker's timer thread.
+behind.  Each worker's periodic thread runs it about once an hour (``Runtime.__init__``).
 """
 
 from __future__ import annotations
@@ -26,14 +26,11 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
-from ._errors import ConfigError
-from ._records import TERMINAL
-from ._store import EVENT_NAME_INDEX_SECONDS, Store
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
+from .._core.records import TERMINAL
+from .._errors import ConfigError
+from .store import EVENT_NAME_INDEX_SECONDS, Store
 
 T = TypeVar("T")
 
@@ -429,12 +426,8 @@ def _statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:
     return frozenset(out) or None
 
 
-def install_pruning(runtime: Runtime, interval: float = 3600.0) -> None:
-    """Prune the history indexes about every ``interval`` seconds in each worker."""
-    runtime.add_periodic("fanout-history-prune", lambda: History(runtime.store).prune(), interval)
-
 
 __all__ = [
-    "EventSummary", "History", "Page", "PruneReport", "RunSummary", "install_pruning",
+    "EventSummary", "History", "Page", "PruneReport", "RunSummary",
     "iso", "parse_time",
 ]

@@ -21,13 +21,13 @@ from typing import Any
 
 from celery import Celery
 
-from ._client import Fanout
-from ._errors import ConfigError
-from ._event import INVOKE_EVENT, Event, prepare_batch
-from ._function import FunctionDef
-from ._history import History
-from ._ids import run_id_for
-from ._runtime import Runtime, _runtimes
+from .._celery.runtime import Runtime, get_runtime
+from .._client import Fanout
+from .._core.event import INVOKE_EVENT, Event, prepare_batch
+from .._core.function import FunctionDef
+from .._core.ids import run_id_for
+from .._errors import ConfigError
+from .._redis.history import History
 
 
 @dataclass
@@ -177,7 +177,7 @@ def locate(spec: str) -> Target:
         raise ConfigError(f"importing the modules of app {app.main!r} failed: {exc}") from None
     if not clients:
         clients = [v for v in vars(module).values() if isinstance(v, Fanout) and v.celery is app]
-    rt = clients[0].runtime if clients else _runtimes.get(id(app))
+    rt = clients[0].runtime if clients else get_runtime(app)
     if rt is None or rt.app is not app:
         raise ConfigError(
             f"the Celery app {app.main!r} in {mod_name!r} has no fanout client: create "

@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ._dashboard import DashboardServer
-from ._locate import Target
+from .._dashboard import DashboardServer
+from .._ops.locate import Target
 
 log = logging.getLogger("fanout")
 
@@ -44,7 +44,7 @@ def dev_services(target: Target, *, host: str = "127.0.0.1", port: int = 8288,
                  token: str | None = None, concurrency: int = 4,
                  beat: bool = True) -> Iterator[DashboardServer]:
     """Start the three services; yields the running dashboard."""
-    from .embedded import start_embedded_worker
+    from ..embedded import start_embedded_worker
 
     dash = DashboardServer(target, host=host, port=port, token=token)  # fails fast on a bad bind
     try:

@@ -24,12 +24,11 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import redis
-
-from ._forkgate import gate
+from .._redis.store import StoreError
+from .forkgate import gate
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from .runtime import Runtime
 
 log = logging.getLogger("fanout")
 MIN_WAIT = 0.002
@@ -73,7 +72,7 @@ class Leases:
             try:
                 with gate.section():
                     lost = set(self.rt.store.renew_leases(items, until))
-            except redis.RedisError:
+            except StoreError:
                 log.warning("fanout: could not renew leases; will retry", exc_info=True)
                 continue
             self._renewed(items, lost, until)
@@ -106,9 +105,14 @@ class TimerThread:
         self._periodic: list[list[Any]] = []
         self._next_due: float | None = None
 
-    def add_periodic(self, name: str, fn: Callable[[], Any], interval: float) -> None:
+    def add_periodic(
+        self, name: str, fn: Callable[[], Any], interval: float, *, at_start: bool = True
+    ) -> None:
+        """Run ``fn`` about every ``interval`` seconds; first at start, or after one
+        interval when ``at_start`` is false."""
         if not any(entry[0] == name for entry in self._periodic):
-            self._periodic.append([name, fn, float(interval), 0.0])
+            last = 0.0 if at_start else time.monotonic()
+            self._periodic.append([name, fn, float(interval), last])
 
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():

@@ -94,7 +94,7 @@ def _has_span(ctx: otel_context.Context) -> bool:
 
 class _Instrumentation:
     def __init__(self, provider: trace.TracerProvider | None) -> None:
-        from . import __version__
+        from .._version import __version__
 
         self.tracer = trace.get_tracer(TRACER_NAME, __version__, tracer_provider=provider)
         self._sends: dict[str, trace.Span] = {}
@@ -157,9 +157,9 @@ class _Instrumentation:
     # -- executing ------------------------------------------------------------------
 
     def _runtime(self, task: Any) -> Any:
-        from ._runtime import _runtimes
+        from .runtime import get_runtime
 
-        return _runtimes.get(id(getattr(task, "app", None)))
+        return get_runtime(getattr(task, "app", None))
 
     def _root_for(self, task: Any, run_id: str, seq: Any, ctx: otel_context.Context) -> otel_context.Context:
         rt = self._runtime(task)

@@ -6,7 +6,7 @@ decoration time; CEL keys compile there too).  :func:`build_flow` checks the
 combination and returns the :class:`FlowSpec` a :class:`FunctionDef` carries.
 
 The Redis side (atomic Lua scripts) lives in ``_flow_runtime.py`` and
-``fanout/_lua/fc_*.lua``; the arithmetic those scripts perform is mirrored here
+``fanout/_redis/lua/fc_*.lua``; the arithmetic those scripts perform is mirrored here
 (:func:`gcra`, :func:`debounce_due`) so it can be unit-tested and read in one place.
 """
 
@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._expr import Expression
+    from .expr import Expression
 
 __all__ = [
     "Batch",
@@ -68,7 +68,7 @@ def _int(what: str, value: object, low: int, high: int) -> int:
 
 
 def _seconds(what: str, value: object, low: float, high: float) -> float:
-    from ._steps import parse_duration
+    from .steps import parse_duration
 
     seconds = parse_duration(value, what)
     if not low <= seconds <= high:
@@ -86,8 +86,8 @@ def _show(seconds: float) -> str:
 
 
 def _cel(what: str, source: object, variables: tuple[str, ...] = ("event",)) -> Expression:
-    from ._errors import ExpressionError
-    from ._expr import compile_expression
+    from .._errors import ExpressionError
+    from .expr import compile_expression
 
     if not isinstance(source, str):
         raise ConfigError(f"{what} must be a CEL expression string, not {type(source).__name__}")
@@ -276,7 +276,7 @@ class Cancel:
     _timeout_s: float | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from ._triggers import validate_event_pattern
+        from .triggers import validate_event_pattern
 
         validate_event_pattern(self.event)
         if "*" in self.event:
@@ -538,7 +538,7 @@ def gcra(tat_ms: float, now_ms: float, period_ms: float, limit: int, burst: int)
 
     ``limit`` starts per ``period`` are spaced ``period / limit`` apart; up to
     ``burst`` may start at the same instant.  Returns (start, new theoretical
-    arrival time).  ``fanout/_lua/fc_throttle.lua`` does exactly this.
+    arrival time).  ``fanout/_redis/lua/fc_throttle.lua`` does exactly this.
     """
     interval = period_ms / limit
     tolerance = (burst - 1) * interval

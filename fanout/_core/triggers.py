@@ -8,11 +8,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 if TYPE_CHECKING:
-    from ._expr import Expression
-    from ._schedule import CronSchedule
+    from .expr import Expression
+    from .schedule import CronSchedule
 
 __all__ = ["SubscriberIndex", "TriggerCron", "TriggerEvent", "validate_event_pattern"]
 
@@ -61,7 +61,7 @@ class TriggerEvent:
     def __post_init__(self) -> None:
         validate_event_pattern(self.event)
         if self.expression is not None:
-            from ._expr import compile_expression
+            from .expr import compile_expression
 
             compiled = compile_expression(
                 self.expression, variables=("event",), what=f"trigger {self.event!r}"
@@ -92,7 +92,7 @@ class TriggerCron:
     _jitter_s: float | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from ._schedule import CronSchedule, parse_jitter
+        from .schedule import CronSchedule, parse_jitter
 
         try:
             sched = CronSchedule.parse(self.cron)

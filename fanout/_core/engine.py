@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._errors import (
+from .._errors import (
     ConfigError,
     EventError,
     ExpressionError,
@@ -41,8 +41,8 @@ from ._errors import (
     RetryAfterError,
     StepError,
 )
-from ._event import Event, dumps
-from ._records import StepRecord
+from .event import Event, dumps
+from .records import StepRecord
 
 MAX_STEPS_PER_RUN = 1000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
@@ -541,7 +541,7 @@ def run_pass(
     handler: Callable[..., Any], inp: PassInput, sink: Sink, *, is_async: bool
 ) -> Outcome:
     """Run one pass of ``handler`` and say what should happen next."""
-    from ._steps import Context
+    from .steps import Context
 
     p = Pass(inp, sink, is_async=is_async)
     ctx = Context(p)

@@ -1,6 +1,6 @@
 """Run one function in the test's process, pass after pass, with no Redis and no worker.
 
-The harness drives the same replay engine as a worker (:func:`fanout._engine.run_pass`
+The harness drives the same replay engine as a worker (:func:`fanout._core.engine.run_pass`
 with the same step tools and step-id rules); only the outside world is replaced:
 
 * the :class:`Sink` keeps step records in a dict (round-tripped through JSON, as
@@ -23,7 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._engine import (
+from .._errors import ConfigError, InvokeError
+from .engine import (
     FINAL,
     BranchDone,
     Completed,
@@ -38,12 +39,11 @@ from ._engine import (
     Wait,
     run_pass,
 )
-from ._errors import ConfigError, InvokeError
-from ._event import Event, prepare_batch
-from ._function import FunctionDef
-from ._ids import derived_event_id, run_id_for
-from ._records import StepInfo, StepRecord
-from ._steps import Step, wait_matches
+from .event import Event, prepare_batch
+from .function import FunctionDef
+from .ids import derived_event_id, run_id_for
+from .records import StepInfo, StepRecord
+from .steps import Step, wait_matches
 
 __all__ = ["RunResult", "run_function", "run_function_async"]
 

@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._engine import INNGEST_BACKOFF, RetryPolicy, is_async_handler
-from ._errors import ConfigError
-from ._flow import NO_FLOW, FlowSpec, build_flow
-from ._triggers import Trigger, TriggerCron, TriggerEvent
+from .._errors import ConfigError
+from .engine import INNGEST_BACKOFF, RetryPolicy, is_async_handler
+from .flow import NO_FLOW, FlowSpec, build_flow
+from .triggers import Trigger, TriggerCron, TriggerEvent
 
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20

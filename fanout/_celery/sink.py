@@ -1,8 +1,8 @@
 """The engine's view of Redis and the broker during one pass or parallel branch.
 
-:func:`fanout._engine.run_pass` talks to a sink; this one writes step records
+:func:`fanout._core.engine.run_pass` talks to a sink; this one writes step records
 (deferred to the end of the pass), publishes sent events, registers waits and
-starts invoked runs through the :class:`~fanout._runtime.Runtime`.
+starts invoked runs through the :class:`~fanout._celery.runtime.Runtime`.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._engine import SaveRejected
-from ._event import INVOKE_EVENT, Event, dumps, prepare_batch
-from ._function import FunctionDef
-from ._ids import derived_event_id, run_id_for
-from ._records import StepRecord
-from ._runlog import attempt_failed
+from .._core.engine import SaveRejected
+from .._core.event import INVOKE_EVENT, Event, dumps, prepare_batch
+from .._core.function import FunctionDef
+from .._core.ids import derived_event_id, run_id_for
+from .._core.records import StepRecord
+from .runlog import attempt_failed
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from .runtime import Runtime
 
 
 class PassSink:
@@ -69,7 +69,7 @@ class PassSink:
         return self.rt.publish(events, parent_run_id=self.run_id)
 
     def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
-        from ._steps import wait_bucket, wait_matches
+        from .._core.steps import wait_bucket, wait_matches
 
         trigger = self.rt.parse_json(self.fields.get("event", "{}"))
         bucket = wait_bucket(spec.get("match"), trigger)
@@ -85,7 +85,7 @@ class PassSink:
         return None
 
     def drop_wait(self, step_id: str, event_name: str) -> None:
-        from ._steps import wait_bucket
+        from .._core.steps import wait_bucket
 
         raw = self.fields.get(f"s:{step_id}")
         match = (self.rt.parse_json(raw).get("x") or {}).get("match") if raw else None

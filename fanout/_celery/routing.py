@@ -19,14 +19,14 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._event import dumps
-from ._ids import new_token, run_id_for
-from ._records import StepRecord
-from ._steps import wait_bucket, wait_matches
+from .._core.event import dumps
+from .._core.ids import new_token, run_id_for
+from .._core.records import StepRecord
+from .._core.steps import wait_bucket, wait_matches
 
 if TYPE_CHECKING:
-    from ._function import FunctionDef
-    from ._runtime import Runtime
+    from .._core.function import FunctionDef
+    from .runtime import Runtime
 
 log = logging.getLogger("fanout")
 ROUTE_CHUNK = 500

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from ._errors import FanoutError
-from ._history import MAX_LIMIT, RunSummary, parse_time
-from ._locate import Target, locate
-from ._render import Progress, events_table, run_json, runs_table, table, timeline
+from .._errors import FanoutError
+from .._ops.locate import Target, locate
+from .._ops.render import Progress, events_table, run_json, runs_table, table, timeline
+from .._redis.history import MAX_LIMIT, RunSummary, parse_time
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -287,7 +287,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    from ._dashboard import serve
+    from .._dashboard import serve
 
     target = _target(args)
     serve(target, host=args.host, port=args.port, token=args.token or None)
@@ -295,7 +295,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from ._dev import run_dev
+    from .dev import run_dev
 
     target = _target(args, memory_ok=True)
     run_dev(target, host=args.host, port=args.port, token=args.token or None,
@@ -421,16 +421,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _describe(exc: BaseException) -> str:
-    import redis
+    from .._redis.store import StoreError, StoreUnreachable
 
-    if isinstance(exc, redis.ConnectionError):
+    if isinstance(exc, StoreUnreachable):
         return f"cannot reach Redis: {exc}"
-    if isinstance(exc, redis.RedisError):
+    if isinstance(exc, StoreError):
         return f"Redis error: {exc}"
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"{exc.strerror or exc}"
     return f"{type(exc).__name__}: {exc} (set FANOUT_DEBUG=1 for the traceback)"
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._errors import EventError
+from .._errors import EventError
 
 MAX_NAME_LENGTH = 256
 MAX_EVENT_BYTES = 512 * 1024
@@ -201,7 +201,7 @@ def prepare_batch(
         )
     now_ms = int(time.time() * 1000)
     out: list[tuple[Event, str]] = []
-    from ._ids import new_event_id
+    from .ids import new_event_id
 
     for i, item in enumerate(items):
         if isinstance(item, Mapping):

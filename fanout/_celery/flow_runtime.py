@@ -2,7 +2,7 @@
 
 One :class:`FlowRuntime` per :class:`Runtime`.  The option classes and the
 arithmetic are in ``_flow.py``; every decision that several workers could race
-on is one Lua script (``fanout/_lua/fc_*.lua``) over one flow-control key.
+on is one Lua script (``fanout/_redis/lua/fc_*.lua``) over one flow-control key.
 
 * **Admission** (the router, once per event and function): idempotency and rate
   limit may record the run as ``skipped``; debounce and batching fold events into
@@ -30,9 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._errors import EventError
-from ._event import Event, dumps, prepare_batch
-from ._flow import (
+from .._core.event import Event, dumps, prepare_batch
+from .._core.flow import (
     IDEMPOTENCY_S,
     SYSTEM_CANCELLED,
     SYSTEM_FAILED,
@@ -46,12 +45,13 @@ from ._flow import (
     priority_factor,
     wait_score_ms,
 )
-from ._ids import derived_event_id
-from ._records import TERMINAL
+from .._core.ids import derived_event_id
+from .._core.records import TERMINAL
+from .._errors import EventError
 
 if TYPE_CHECKING:
-    from ._function import FunctionDef
-    from ._runtime import Runtime
+    from .._core.function import FunctionDef
+    from .runtime import Runtime
 
 log = logging.getLogger("fanout")
 
@@ -582,7 +582,7 @@ class FlowRuntime:
     def cancel_runs(self, fn: FunctionDef, *, after: float | None, before: float | None,
                     if_exp: str | None) -> int:
         """Cancel a function's unfinished runs created in a time range; returns how many."""
-        from ._flow import _cel
+        from .._core.flow import _cel
 
         expr = None if if_exp is None else _cel("cancel_runs if_exp", if_exp)
         store = self.rt.store

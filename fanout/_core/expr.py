@@ -29,7 +29,7 @@ from celpy import celtypes
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError, base_functions
 
-from ._errors import ExpressionError
+from .._errors import ExpressionError
 
 __all__ = ["MAX_SOURCE_LENGTH", "Expression", "ExpressionError", "compile_expression"]
 

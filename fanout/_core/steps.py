@@ -17,7 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from ._engine import (
+from .._errors import ConfigError, InvokeError, NonRetriableError
+from .engine import (
     FINAL,
     Interrupt,
     Op,
@@ -27,9 +28,8 @@ from ._engine import (
     invoke_async,
     invoke_sync,
 )
-from ._errors import ConfigError, InvokeError, NonRetriableError
-from ._event import Event, prepare_batch
-from ._ids import derived_event_id
+from .event import Event, prepare_batch
+from .ids import derived_event_id
 
 MAX_SLEEP_SECONDS = 366 * 86400
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -103,7 +103,7 @@ def wait_bucket(match: str | None, event: Mapping[str, Any]) -> str | None:
     value = _path(event, match)
     if value is _MISSING:
         return None
-    from ._event import dumps
+    from .event import dumps
 
     digest = hashlib.blake2b(dumps(value).encode(), digest_size=10).hexdigest()
     return f"{match}={digest}"
@@ -111,7 +111,7 @@ def wait_bucket(match: str | None, event: Mapping[str, Any]) -> str | None:
 
 @functools.lru_cache(maxsize=512)
 def _wait_expr(source: str) -> Any:
-    from ._expr import compile_expression
+    from .expr import compile_expression
 
     try:
         return compile_expression(source, variables=("event", "async"))
@@ -251,7 +251,7 @@ class Step:
         if not isinstance(event, str) or not event:
             raise ConfigError("wait_for_event needs the event name to wait for")
         if if_exp is not None:
-            from ._expr import compile_expression
+            from .expr import compile_expression
 
             compile_expression(if_exp, variables=("event", "async"), what="wait_for_event if_exp")
         if match is not None and (not isinstance(match, str) or not match):
@@ -350,7 +350,7 @@ class Step:
 
 
 def _branch_done(p: Pass) -> Any:
-    from ._engine import BranchDone
+    from .engine import BranchDone
 
     return BranchDone(p.inp.branch or "")
 

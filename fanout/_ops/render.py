@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
-from ._history import EventSummary, RunSummary, iso
-from ._records import RunInfo, StepInfo
+from .._core.records import RunInfo, StepInfo
+from .._redis.history import EventSummary, RunSummary, iso
 
 
 def _epoch(value: _dt.datetime | None) -> float | None:

@@ -1,7 +1,7 @@
 """The Redis state store: runs, steps, events, timers and indexes.
 
 Redis is the source of truth; broker messages carry only ids.  Every write that
-must be atomic is a Lua script shipped in ``fanout/_lua``.  Each run's keys
+must be atomic is a Lua script shipped in ``fanout/_redis/lua``.  Each run's keys
 share one hash tag (``{run id}``) so a script touches one cluster slot.
 
 Key layout (``P`` is the prefix, ``fanout`` by default)::
@@ -44,8 +44,8 @@ from typing import Any
 
 import redis
 
-from ._event import dumps
-from ._records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
+from .._core.event import dumps
+from .._core.records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
 
 EVENT_NAME_INDEX_SECONDS = 86400
 
@@ -76,19 +76,24 @@ _SCRIPTS = (
 )
 
 
+#: The store's errors, under names the layers above use instead of importing redis.
+StoreError = redis.RedisError
+StoreUnreachable = redis.ConnectionError
+
+
 def _load_script(name: str) -> str:
-    return resources.files("fanout").joinpath("_lua", f"{name}.lua").read_text("utf-8")
+    return resources.files("fanout._redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 def connect(url: str) -> redis.Redis:
     """A Redis client for ``url``; ``memory://`` is an in-process store (fakeredis)."""
     if url.startswith(("redis+cluster://", "rediss+cluster://")):
-        from ._cluster import cluster_connect
+        from .cluster import cluster_connect
 
         cluster: redis.Redis = cluster_connect(url)
         return cluster
     if url.startswith("memory://"):
-        from .embedded import memory_redis
+        from .memory import memory_redis
 
         client: redis.Redis = memory_redis(url)
         return client
@@ -122,7 +127,7 @@ class Store:
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any],
                client: Any = None) -> Any:
-        """Run one of fanout's Lua scripts (``fanout/_lua/<name>.lua``).
+        """Run one of fanout's Lua scripts (``fanout/_redis/lua/<name>.lua``).
 
         With a pipeline as ``client`` the script is queued as a bare EVALSHA: redis-py's
         own pipelined scripts cost an extra ``SCRIPT EXISTS`` round trip on every

@@ -1,0 +1,5 @@
+"""``python -m fanout._cli``: the ``fanout`` command."""
+
+from .commands import main
+
+raise SystemExit(main())
