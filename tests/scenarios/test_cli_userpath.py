@@ -51,6 +51,12 @@ def hold(ctx: fanout.Context) -> str:
     ctx.step.run("first", lambda: 1)
     ctx.step.sleep("nap", "10m")
     return "woke"
+
+
+@client.create_function(fn_id="picky", trigger=fanout.TriggerEvent(
+    event="up/picky", expression="event.data.n > 10"))
+def picky(ctx: fanout.Context) -> int:
+    return int(ctx.event.data["n"])
 '''
 
 
@@ -182,19 +188,40 @@ def test_send_notes_an_event_no_function_is_triggered_by(
     assert res.returncode == 0, res.stderr
     assert re.fullmatch(r"\w+\n", res.stdout), res.stdout       # the event id, still stored
     assert re.search(r"no function is triggered by event 'up/helo'; declared triggers: "
-                     r"up/hello, up/hold", res.stderr), res.stderr
+                     r"up/hello, up/hold, up/picky if event.data.n > 10$", res.stderr.strip()), res.stderr
     waited = fanout_cli(project, "send", "up/helo", "--wait", "30", env=env)
     one_line_error(waited, 1, r"^fanout send: error: event \w+ was stored, but no function is "
-                              r"triggered by event 'up/helo'; declared triggers: up/hello, up/hold")
+                              r"triggered by event 'up/helo'; declared triggers: up/hello, up/hold, up/picky")
+
+
+def test_send_notes_an_event_no_trigger_condition_accepts(
+        project: Path, urls: dict[str, str], proj_worker: ProjWorker) -> None:
+    env = {"CELERY_BROKER_URL": urls["broker"], "FANOUT_REDIS_URL": urls["store"]}
+    res = fanout_cli(project, "send", "up/picky", "--data", '{"n": 1}', env=env)
+    assert res.returncode == 0, res.stderr
+    assert ("note: no trigger's condition accepts this event: proj:picky if event.data.n > 10"
+            in res.stderr), res.stderr
+    waited = fanout_cli(project, "send", "up/picky", "--data", '{"n": 2}', "--wait", "30", env=env)
+    one_line_error(waited, 1, r"was stored, but no trigger's condition accepts this event")
+    ok = fanout_cli(project, "--json", "send", "up/picky", "--data", '{"n": 11}', "--wait", "60",
+                    env=env)
+    assert ok.returncode == 0 and ok.stderr == "", ok.stderr
+    assert [r["status"] for r in json.loads(ok.stdout)["runs"]] == ["completed"]
 
 
 def test_send_wait_without_a_worker_on_the_broker_fails_with_a_hint(
         project: Path, urls: dict[str, str], proj_worker: ProjWorker) -> None:
-    nobody = f"{support.base_url()}/0"  # no worker reads this broker
+    used = {int(u.rsplit("/", 1)[1]) for u in urls.values()}
+    db = support.db_for(f"{__name__}.nobody")
+    while db in used:
+        db = db % 15 + 1
+    nobody = f"{support.base_url()}/{db}"  # no worker reads this broker
+    redis.Redis.from_url(nobody).flushdb()
     res = fanout_cli(project, "--redis", urls["store"], "--broker", nobody, "send", "up/hello",
                      "--wait", "2")
     one_line_error(res, 1, r"no worker picked up event \w+ within 2 s: is a worker running on "
                            r"broker " + re.escape(nobody) + r"\?")
+    redis.Redis.from_url(nobody).flushdb()   # the message nobody read
 
 
 def test_send_notes_an_id_already_stored(
@@ -230,7 +257,7 @@ def test_every_subcommand_gives_one_line_errors(
         (["send", "up/hello", "--wait", "-1"], 2, r"--wait: must be a number of seconds above 0"),
         (["send", ""], 1, r"invalid event"),
         (["invoke", "nope"], 1, r"^fanout invoke: error: no function 'nope' in proj "
-                                r"\(functions: proj:hello, proj:hold\)"),
+                                r"\(functions: proj:hello, proj:hold, proj:picky\)"),
         (["invoke", "hello", "--data", "{oops"], 2, r"argument --data: not valid JSON"),
         (["runs", "--fn", "nope"], 1, r"no function 'nope'"),
         (["runs", "--since", "last tuesday"], 2, r"invalid time 'last tuesday'"),

@@ -43,7 +43,7 @@ def test_broker_and_store_are_separate_databases() -> None:
 
 def test_celery_broker_url_names_the_broker() -> None:
     store_url = f"{support.base_url()}/{support.db_for(__name__)}"
-    broker_url = f"{support.base_url()}/0"
+    broker_url = f"{support.base_url()}/{support.db_for(__name__) % 15 + 1}"
     out = subprocess.run(
         [sys.executable, "-c", "from examples.weekly_email.app import app, client; "
          "print(app.conf.broker_url); print(client.redis_url)"],
