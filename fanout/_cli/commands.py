@@ -139,9 +139,10 @@ def cmd_send(args: argparse.Namespace) -> int:
     history = target.history
     earlier = history.event(args.id) if args.id else None
     eid = target.send(args.name, args.data, id=args.id, user=args.user)
+    notes: list[str] = []
     if earlier is not None:
-        _note(f"note: event id {eid!r} was already stored: the data given was ignored; the "
-              f"earlier event stands ({earlier.name}, sent {iso(earlier.ts)})")
+        notes.append(f"event id {eid!r} was already stored: the data given was ignored; the "
+                     f"earlier event stands ({earlier.name}, sent {iso(earlier.ts)})")
     named, accepted = target.triggered_by(eid)
     nothing = ""
     if not named:
@@ -152,10 +153,12 @@ def cmd_send(args: argparse.Namespace) -> int:
         conditions = ", ".join(f"{fn.key} if {t.expression}" for fn in named
                                for t in fn.event_triggers if t.expression)
         nothing = f"no trigger's condition accepts this event: {conditions}"
+    if nothing and not args.wait:
+        notes.append(nothing)
+    for note in notes:
+        _note(f"note: {note}")
     if not args.wait:
-        if nothing:
-            _note(f"note: {nothing}")
-        _out(args, {"event_id": eid}, eid)
+        _out(args, {"event_id": eid, "notes": notes}, eid)
         return 0
     if nothing:
         raise CliError(f"event {eid} was stored, but {nothing}")
@@ -170,7 +173,7 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise CliError(f"no worker picked up event {eid} within {args.wait:g} s: is a worker "
                        f"running on broker {target.broker_url}? (celery -A {target.spec} worker; "
                        "--broker URL names another broker)")
-    _out(args, {"event_id": eid, "runs": [r.to_json() for r in runs]},
+    _out(args, {"event_id": eid, "runs": [r.to_json() for r in runs], "notes": notes},
          f"event {eid}\n" + runs_table(runs))
     running = [r.run_id for r in runs if r.ended_at is None]
     if running and not args.json:

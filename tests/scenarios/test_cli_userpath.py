@@ -237,6 +237,9 @@ def test_send_notes_an_id_already_stored(
     assert again.stdout.strip() == eid
     assert (f"event id '{eid}' was already stored: the data given was ignored; the earlier "
             "event stands") in again.stderr, again.stderr
+    as_json = json.loads(fanout_cli(project, "--json", "send", "up/hello", "--id", eid,
+                                    env=env).stdout)
+    assert as_json["event_id"] == eid and "already stored" in as_json["notes"][0]
     shown = json.loads(fanout_cli(project, "--json", "event", eid, env=env).stdout)
     assert shown["data"] == {"name": "one"} and len(shown["runs"]) == 1
 
