@@ -390,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     _dashboard_opts(p, 8288)
     p.add_argument("--concurrency", type=int, default=4, help="worker threads (4)")
     p.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
+    from .keys import add_keys_commands
+
+    add_keys_commands(add)
     return parser
 
 
