@@ -214,7 +214,7 @@ class Ingest:
                     pass
             log.warning("ingest from %s failed: %s", pending.source, exc)
             return _error(503, f"{exc}; send the request again with these ids", ids=ids)
-        log.info("ingest from %s: %d event(s) %s", pending.source, len(ids), ids[0])
+        log.debug("ingest from %s: %d event(s) %s", pending.source, len(ids), ids[0])
         return Response(202, {"ids": ids, "source": pending.source})
 
     def _prepare(self, pending: Pending, body: bytes) -> list[tuple[Event, str]]:

@@ -520,3 +520,27 @@ def test_bad_configuration_is_refused() -> None:
         IngestKeys(hashes={"a": "md5:abc"})
     with pytest.raises(fanout.ConfigError, match="unknown signature scheme"):
         Webhook(secret=SECRET, scheme="svix")
+
+
+def test_one_request_is_one_publish(clean_db: redis.Redis, key: str) -> None:
+    """Three events in one request: one router message on the broker, as for
+    ``client.send_sync`` with a list (a broker database no worker reads)."""
+    from tests.support import base_url, db_for
+
+    broker = f"{base_url()}/{db_for(__name__) % 15 + 1}"
+    c = _dead_client(url_for(__name__), broker)  # a live broker here, just unread
+    r = redis.Redis.from_url(broker)
+    r.delete("fanout.events")
+    srv = serve(ingest_app(c, keys=IngestKeys(c)), port=0, background=True)
+    try:
+        events = [{"name": "billing/invoice.paid", "id": f"one-pub-{i}"} for i in range(3)]
+        status, body = post(srv.url, events, key=key)
+    finally:
+        srv.stop()
+    assert status == 202 and body["ids"] == ["one-pub-0", "one-pub-1", "one-pub-2"]
+    messages = r.lrange("fanout.events", 0, -1)
+    assert len(messages) == 1
+    headers = json.loads(messages[0])["headers"]
+    assert headers["task"] == "fanout.route"
+    assert headers["argsrepr"] == "3 event(s): one-pub-0 .. one-pub-2"
+    r.delete("fanout.events")
