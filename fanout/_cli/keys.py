@@ -1,4 +1,5 @@
-"""``fanout keys``: create, list and revoke the ingest keys of the HTTP endpoint.
+"""``fanout keys``: create, list and revoke the ingest keys of the HTTP endpoint;
+``fanout ingest``: serve that endpoint.
 
 A key is printed once, when it is created; Redis keeps only its hash.  An ingest
 key sends events through the endpoint and is accepted nowhere else.
@@ -12,14 +13,18 @@ from collections.abc import Callable
 from typing import Any
 
 from .._http.keys import IngestKeys, check_source, hash_key, new_key
+from .._ops.locate import Target
 from .._ops.render import table
 
 
-def _keys(args: argparse.Namespace) -> IngestKeys:
-    from .commands import _target
+def _target(args: argparse.Namespace) -> Target:
+    from .commands import _target as target
 
-    target = _target(args)
-    return IngestKeys(target.client())
+    return target(args)
+
+
+def _keys(args: argparse.Namespace) -> IngestKeys:
+    return IngestKeys(_target(args).client())
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
@@ -61,6 +66,25 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from .._http.ingest import Ingest, IngestApp
+    from .._http.server import Server
+    from .commands import _note
+
+    client = _target(args).client()
+    app = IngestApp(Ingest(client, keys=IngestKeys(client), max_body=args.max_body))
+    server = Server(app, args.host, args.port)
+    _note(f"fanout ingest: POST events to {server.url}/events with 'Authorization: Bearer "
+          "<key>' (keys: 'fanout keys create SOURCE'); Ctrl-C stops")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        _note("fanout ingest: listening beyond this machine; put a TLS proxy in front")
+    try:
+        server.serve_forever()
+    finally:
+        server.close()
+    return 0
+
+
 def add_keys_commands(add: Callable[[str, Callable[[argparse.Namespace], int], str], Any]) -> None:
     """Register ``fanout keys create|list|revoke`` through the parser's ``add``."""
     p = add("keys", cmd_keys_list, "ingest keys of the HTTP event endpoint: "
@@ -82,4 +106,9 @@ def add_keys_commands(add: Callable[[str, Callable[[argparse.Namespace], int], s
     _common(r, top=False)
     r.set_defaults(func=cmd_keys_revoke)
     r.add_argument("key_id", help="the key's id (from 'keys list') or the key itself")
+    p = add("ingest", cmd_ingest, "serve the HTTP event endpoint (keys kept in Redis)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=8290, help="port (8290)")
+    p.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
+                   help="largest body accepted (1 MiB)")
 

@@ -16,7 +16,7 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._core.ids import _b32
@@ -72,8 +72,8 @@ class NewKey:
 
     key_id: str
     source: str
-    key: str
-    hash: str
+    key: str = field(repr=False)
+    hash: str = ""
 
 
 class IngestKeys:

@@ -49,6 +49,10 @@ class Server:
     def serve_forever(self) -> None:
         self._httpd.serve_forever()
 
+    def close(self) -> None:
+        """Release the socket (after :meth:`serve_forever` returned)."""
+        self._httpd.server_close()
+
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
@@ -70,5 +74,5 @@ def serve(app: Callable[..., Any], *, host: str = "127.0.0.1", port: int = 8290,
     try:
         server.serve_forever()
     finally:
-        server._httpd.server_close()
+        server.close()
     return server

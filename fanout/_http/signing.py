@@ -54,7 +54,7 @@ class Webhook:
     fanout events, as on the key-authenticated endpoint.
     """
 
-    secret: str | bytes | Sequence[str | bytes]
+    secret: str | bytes | Sequence[str | bytes] = field(repr=False)
     scheme: str = "timestamped"
     tolerance: float = 300.0
     header: str | None = None

@@ -307,6 +307,31 @@ def test_the_cli_creates_lists_and_revokes_keys(server: Server) -> None:
                .hgetall("fanout:ingest:keys").values())
 
 
+def test_fanout_ingest_serves_the_endpoint(key: str, worker: Worker) -> None:
+    from tests.conftest import _free_port
+
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FANOUT_REDIS_URL": url_for(__name__)}
+    exe = shutil.which("fanout", path=os.path.dirname(sys.executable)) or "fanout"
+    proc = subprocess.Popen([exe, "-A", __name__, "ingest", "--port", str(port)], cwd=ROOT,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        def up() -> tuple[int, dict[str, Any]] | None:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            try:
+                return post(f"http://127.0.0.1:{port}/events",
+                            {"name": "billing/invoice.paid", "data": {"amount": 9},
+                             "id": "via-cli"}, key=key)
+            except ConnectionRefusedError:
+                return None
+
+        assert wait_for(up, timeout=60) == (202, {"ids": ["via-cli"], "source": "billing"})
+        assert wait_run(client, run_of(client, "via-cli", "paid")).output["cents"] == 900
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
 def test_an_ingest_key_cannot_cancel_or_replay(server: Server, key: str) -> None:
     """The endpoint has no route but sending: a key cannot reach cancel or replay."""
     run_ids = [r.run_id for r in client.list_runs(fn_id="paid", limit=1)]
