@@ -14,7 +14,8 @@ Routes (relative to where the app is mounted):
   a key of that source.
 
 The body is one JSON event or a JSON array of them, checked, deduplicated and
-published exactly as ``client.send`` does: all events or none, in one publish.
+published by ``client.send_sync`` (so the client's middleware applies): all events
+or none, in one publish.
 Nothing here waits for a worker.
 """
 
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._core.event import Event, prepare_batch
 from .._core.ids import _digest_id
-from .._errors import ConfigError, EventError, PublishError
+from .._errors import ConfigError, EventError, MiddlewareError, PublishError
 from .._redis.ingest import IngestStore
 from .._redis.store import StoreError
 from .keys import IngestKeys, check_source
@@ -205,17 +206,30 @@ class Ingest:
             if not fresh:
                 return _error(401, "this signature was already used: a replayed request")
         try:
-            self.client.runtime.publish(prepared)
+            # Through the client, so its middleware (before/after_send_events,
+            # encryption) sees these events as it sees any other send.
+            self.client.send_sync([ev for ev, _ in prepared])
+        except EventError as exc:
+            self._forget(token)
+            return _error(400, str(exc))
+        except MiddlewareError as exc:
+            self._forget(token)
+            log.error("ingest from %s: %s", pending.source, exc)
+            return _error(500, f"{exc}; nothing was published")
         except PublishError as exc:
-            if token is not None:
-                try:
-                    self._seen.forget(token)
-                except StoreError:
-                    pass
+            self._forget(token)
             log.warning("ingest from %s failed: %s", pending.source, exc)
             return _error(503, f"{exc}; send the request again with these ids", ids=ids)
         log.debug("ingest from %s: %d event(s) %s", pending.source, len(ids), ids[0])
         return Response(202, {"ids": ids, "source": pending.source})
+
+    def _forget(self, token: str | None) -> None:
+        """Un-remember a signature whose request published nothing, so a retry passes."""
+        if token is not None:
+            try:
+                self._seen.forget(token)
+            except StoreError:
+                pass
 
     def _prepare(self, pending: Pending, body: bytes) -> list[tuple[Event, str]]:
         try:

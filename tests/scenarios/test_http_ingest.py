@@ -425,7 +425,7 @@ def stopped_redis() -> Iterator[int]:
     shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _dead_client(redis_url: str, broker_url: str) -> fanout.Fanout:
+def _dead_client(redis_url: str, broker_url: str, **opts: Any) -> fanout.Fanout:
     from celery import Celery
 
     other = Celery("http-dead")
@@ -434,7 +434,7 @@ def _dead_client(redis_url: str, broker_url: str) -> fanout.Fanout:
     other.conf.broker_connection_retry = False
     other.conf.broker_connection_max_retries = 0
     other.conf.broker_transport_options = {"max_retries": 0}
-    return fanout.Fanout("http", celery=other, redis_url=redis_url)
+    return fanout.Fanout("http", celery=other, redis_url=redis_url, **opts)
 
 
 def test_a_dead_redis_gets_503_and_nothing_is_published(stopped_redis: int,
@@ -569,3 +569,26 @@ def test_one_request_is_one_publish(clean_db: redis.Redis, key: str) -> None:
     assert headers["task"] == "fanout.route"
     assert headers["argsrepr"] == "3 event(s): one-pub-0 .. one-pub-2"
     r.delete("fanout.events")
+
+
+def test_the_clients_middleware_sees_posted_events(clean_db: redis.Redis, key: str) -> None:
+    """Posted events go through ``client.send_sync``: an encrypting client stores
+    ``data.encrypted`` of an HTTP event encrypted, like any event it sends."""
+    from fanout.encryption import EncryptionMiddleware, generate_key, is_encrypted
+
+    c = _dead_client(url_for(__name__), url_for(__name__),
+                     middleware=[EncryptionMiddleware.factory(generate_key())])
+    srv = serve(ingest_app(c, keys=IngestKeys(c)), port=0, background=True)
+    try:
+        status, body = post(srv.url, {"name": "billing/card.added", "id": "enc-1",
+                                      "data": {"last4": "4242",
+                                               "encrypted": {"pan": "4111-SECRET-1111"}}},
+                            key=key)
+    finally:
+        srv.stop()
+    assert (status, body["ids"]) == (202, ["enc-1"])
+    raw = clean_db.get("fanout:ev:{enc-1}")
+    assert raw is not None and b"4111-SECRET-1111" not in raw
+    stored_event = json.loads(raw)
+    assert stored_event["data"]["last4"] == "4242"
+    assert is_encrypted(stored_event["data"]["encrypted"])
