@@ -172,7 +172,9 @@ class Ingest:
                 return _error(400, f"invalid Content-Length {length!r}")
             if int(length) > self.max_body:
                 return self.too_large()
-        return Pending(source=src, webhook=self.webhooks.get(src), headers=headers)
+        # What a transform sees: the request's headers, less its credentials.
+        rest = {k: v for k, v in headers.items() if k not in ("authorization", KEY_HEADER)}
+        return Pending(source=src, webhook=self.webhooks.get(src), headers=rest)
 
     def too_large(self) -> Response:
         return _error(413, f"the body is larger than the limit of {self.max_body} bytes; "
@@ -213,9 +215,10 @@ class Ingest:
             self._forget(token)
             return _error(400, str(exc))
         except MiddlewareError as exc:
-            self._forget(token)
+            # A hook after the publish may have failed: keep the signature remembered
+            # rather than let the same request publish twice.
             log.error("ingest from %s: %s", pending.source, exc)
-            return _error(500, f"{exc}; nothing was published")
+            return _error(500, str(exc))
         except PublishError as exc:
             self._forget(token)
             log.warning("ingest from %s failed: %s", pending.source, exc)
