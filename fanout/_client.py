@@ -261,6 +261,25 @@ class Fanout:
             raise ConfigError(f"{function!r} is not a function declared on this client")
         return fn
 
+    def pause(self, function: Callable[..., Any] | str, reason: str = "") -> bool:
+        """Pause a function: its events still create runs and its cron ticks are still
+        recorded, but no pass of it runs (a running step finishes) until :meth:`resume`.
+        The state lives in Redis and survives worker and Redis restarts (with AOF).
+        Returns False when it was paused already."""
+        return self._rt.pausing.pause(self._function(function).key, reason)
+
+    def resume(self, function: Callable[..., Any] | str, *, skip_backlog: bool = False) -> int:
+        """Resume a paused function: what waited continues oldest first, under its flow
+        control. ``skip_backlog=True`` records the runs that never started as skipped
+        (status ``skipped``) instead; runs already under way continue. Returns how many
+        passes were handed back to the workers."""
+        resumed, _skipped = self._rt.pausing.resume(self._function(function).key,
+                                                     skip_backlog=skip_backlog)
+        return resumed
+
+    def is_paused(self, function: Callable[..., Any] | str) -> bool:
+        return self._rt.pausing.info(self._function(function).key) is not None
+
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> bool:
         """Cancel a run. It stops between steps: a step already running finishes.
 

@@ -50,6 +50,7 @@ from .._errors import ConfigError, InvokeError, PublishError
 from .._redis.history import History
 from .._redis.store import Store, StoreError, connect
 from .flow_runtime import FlowRuntime
+from .pausing import Pausing
 from .publisher import Publisher
 from .runlog import attempt_failed, run_ended, run_started, take_failed
 from .sink import PassSink
@@ -122,6 +123,7 @@ class Runtime:
         self.leases = Leases(self)
         self.timers = TimerThread(self)
         self.flow = FlowRuntime(self)
+        self.pausing = Pausing(self)
         self.publisher = Publisher(app)
         self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)  # type: ignore[no-untyped-call]
         self.router_queue = Queue(  # type: ignore[no-untyped-call]
@@ -419,6 +421,8 @@ class Runtime:
             return Failed(error_info(exc), True)
 
     def execute_pass(self, fn_key: str, run_id: str, seq: int | None) -> None:
+        if self.pausing.maybe_park(fn_key, run_id, seq):
+            return
         fn = self._function_for(fn_key, run_id)
         if fn is None:
             return

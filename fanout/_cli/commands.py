@@ -455,8 +455,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reload", action="store_true",
                    help="restart the worker when a .py file under the current directory changes")
     from .keys import add_keys_commands
+    from .pause import add_pause_commands
 
     add_keys_commands(add)
+    add_pause_commands(add)
     return parser
 
 

@@ -75,8 +75,11 @@ def send_form(csrf: str, *, name: str = "", data: str = "{}", fn: str = "") -> s
 # -- functions --------------------------------------------------------------------------
 
 
-def functions_page(fns: Sequence[FunctionDef], csrf: str) -> str:
+def functions_page(fns: Sequence[FunctionDef], csrf: str,
+                   paused: dict[str, Any] | None = None) -> str:
+    """``paused``: function key to its pause (``since``, ``parked``) for paused ones."""
     rows = []
+    paused = paused or {}
     for fn in fns:
         d = fn.describe()
         trig = []
@@ -92,6 +95,17 @@ def functions_page(fns: Sequence[FunctionDef], csrf: str) -> str:
         opt_text = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(opts.items()))
         first_event = next((t.event for t in fn.event_triggers if "*" not in t.event), "")
         actions = button_form("/actions/invoke", "Invoke", csrf, {"fn": fn.key})
+        pause = paused.get(fn.key)
+        if pause is not None:
+            actions += (f' <span class="status paused" data-paused="{h(fn.key)}">paused</span> '
+                        f'<span class="muted">{pause.parked} waiting</span> '
+                        + button_form("/actions/resume", "Resume", csrf, {"fn": fn.key})
+                        + " " + button_form("/actions/resume", "Resume, skip backlog", csrf,
+                                            {"fn": fn.key, "skip_backlog": "1"}, cls="danger",
+                                            confirm="Record the runs that never started as skipped?"))
+        else:
+            actions += " " + button_form("/actions/pause", "Pause", csrf, {"fn": fn.key},
+                                         confirm=f"Pause {fn.key}? Its runs wait until you resume it.")
         if first_event:
             actions += " " + send_form(csrf, name=first_event)
         rows.append(

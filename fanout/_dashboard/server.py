@@ -318,7 +318,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._html(200, "Overview", overview_page(ov, fns, fstats), **flash)
             return
         if path == "/functions":
-            self._html(200, "Functions", pages.functions_page(t.functions(), self.dash.csrf), **flash)
+            paused = {fn.key: pinfo for fn in t.functions()
+                      if (pinfo := t.runtime.pausing.info(fn.key)) is not None}
+            self._html(200, "Functions", pages.functions_page(t.functions(), self.dash.csrf, paused),
+                       **flash)
         elif path == "/api/functions":
             self._json(200, [fn.describe() for fn in t.functions()])
         elif path in ("/runs", "/api/runs"):
@@ -481,6 +484,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return f"/runs/{quote(new)}", f"Rerun from step {step} started: run {new}."
         if path == "/actions/bulk":
             return self._bulk(form)
+        if path == "/actions/pause":
+            fn = t.function(need("fn"))
+            t.runtime.pausing.pause(fn.key, "paused from the dashboard")
+            return "/functions", f"{fn.key} paused: its runs wait until you resume it."
+        if path == "/actions/resume":
+            fn = t.function(need("fn"))
+            resumed, skipped = t.runtime.pausing.resume(fn.key,
+                                                       skip_backlog=bool(form.get("skip_backlog")))
+            return "/functions", (f"{fn.key} resumed: {resumed} waiting pass(es) continue"
+                                  + (f", {skipped} run(s) skipped" if skipped else "") + ".")
         if path in ("/actions/send", "/actions/invoke"):
             try:
                 data = json.loads(form.get("data") or "{}")
