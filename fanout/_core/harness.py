@@ -96,6 +96,10 @@ class _Sink:
     def __init__(self, h: _Harness) -> None:
         self.h = h
 
+    @property
+    def max_event_bytes(self) -> int:
+        return self.h.fn.max_event_bytes
+
     def save_step(self, record: StepRecord) -> StepRecord | None:
         existing = self.h.memo.get(record.id)
         if existing is not None and existing.status in FINAL:

@@ -28,7 +28,7 @@ from .engine import (
     invoke_async,
     invoke_sync,
 )
-from .event import Event, prepare_batch
+from .event import MAX_EVENT_BYTES, Event, prepare_batch
 from .ids import derived_event_id
 
 MAX_SLEEP_SECONDS = MAX_SECONDS
@@ -145,7 +145,10 @@ class Step:
             rec = op.memo
             return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
         run_id = p.inp.run_id
-        prepared = prepare_batch(events, id_for=lambda i: derived_event_id(run_id, op.id, i))
+        prepared = prepare_batch(
+            events, id_for=lambda i: derived_event_id(run_id, op.id, i),
+            max_bytes=getattr(p.sink, "max_event_bytes", MAX_EVENT_BYTES),
+        )
 
         def send() -> tuple[bool, Any]:
             try:
