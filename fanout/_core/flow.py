@@ -124,6 +124,12 @@ class Concurrency:
 
     def __post_init__(self) -> None:
         _int("Concurrency limit", self.limit, 1, MAX_CONCURRENCY)
+        if self.scope in ("env", "account"):
+            raise ConfigError(
+                f"Concurrency scope {self.scope!r} is inngest-py's, shared through the "
+                "Inngest server; fanout has scope='fn' (this function) and scope='app' "
+                "(every function of the client that declares the same key)"
+            )
         if self.scope not in ("fn", "app"):
             raise ConfigError(f"Concurrency scope must be 'fn' or 'app', not {self.scope!r}")
         if self.key is not None:
