@@ -32,7 +32,8 @@ from fanout._core.function import build_function
     [
         (lambda: fanout.Concurrency(0), "Concurrency limit must be an integer from 1"),
         (lambda: fanout.Concurrency(True), "Concurrency limit"),
-        (lambda: fanout.Concurrency(2, scope="account"), "scope must be 'fn' or 'app'"),
+        (lambda: fanout.Concurrency(2, scope="account"), "inngest-py's.*scope='app'"),
+        (lambda: fanout.Concurrency(2, scope="team"), "scope must be 'fn' or 'app'"),
         (lambda: fanout.Concurrency(2, key="event.data.("), "Concurrency key"),
         (lambda: fanout.Concurrency(2, key="user.id"), "undeclared variable 'user'"),
         (lambda: fanout.Singleton(mode="queue"), "mode must be 'skip' or 'cancel'"),
