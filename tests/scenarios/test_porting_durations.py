@@ -177,6 +177,23 @@ def test_throttle_period_is_milliseconds(worker: Worker) -> None:
     assert starts[2] - starts[0] >= 1.9
 
 
+@client.create_function(fn_id="batched", trigger=fanout.TriggerEvent(event="pd/batched"),
+                        batch_events=fanout.Batch(max_size=100, timeout=1000))
+async def batched(ctx: fanout.Context) -> dict[str, Any]:
+    sent = min(float(e.data["at"]) for e in ctx.events)
+    return {"n": len(ctx.events), "after": await ctx.step.run("started", now) - sent}
+
+
+def test_batch_timeout_is_milliseconds(worker: Worker) -> None:
+    eids = client.send_sync([fanout.Event(name="pd/batched", data={"at": time.time()})
+                             for _ in range(3)])
+    rid = run_of(client, eids[0], "batched")
+    run = wait_run(client, rid, timeout=60)
+    assert run.status == "completed", run.error
+    # The batch was not full: it closed when its 1000 ms timeout passed.
+    assert run.output["n"] == 3 and run.output["after"] >= 1.0
+
+
 # --------------------------------------------------------------------------- naive datetimes
 
 

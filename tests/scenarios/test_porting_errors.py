@@ -197,6 +197,21 @@ def test_a_one_mebibyte_event_goes_through(worker: Worker) -> None:
     assert run.output["size"] == 1024 * 1024
 
 
+@client.create_function(fn_id="big-batch", trigger=fanout.TriggerEvent(event="pe/big"),
+                        batch_events=fanout.Batch(max_size=5, timeout="10s"))
+def big_batch(ctx: fanout.Context) -> list[int]:
+    return [len(e.data["msg"]) for e in ctx.events]
+
+
+def test_a_batch_of_one_mebibyte_events(worker: Worker) -> None:
+    # inngest-py's own batch case sends events of 1 MiB each.
+    events = [fanout.Event(name="pe/big", data={"msg": "a" * 1024 * 1024}) for _ in range(5)]
+    eids = client.send_sync(events)
+    run = wait_run(client, run_of(client, eids[0], "big-batch"), timeout=60)
+    assert run.status == "completed", run.error
+    assert run.output == [1024 * 1024] * 5
+
+
 def test_the_decorated_handler_has_the_qualified_id() -> None:
     assert echo.id == "port-err-echo"  # type: ignore[attr-defined]
     assert invoker_sync.id == "port-err-invoker-sync"  # type: ignore[attr-defined]
