@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from .._errors import FanoutError
 from .._ops.locate import Target, locate
-from .._ops.render import Progress, events_table, run_json, runs_table, table, timeline
+from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
 from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time
 
 EXIT_ERROR = 1
@@ -218,6 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     info = store.run_info(args.run_id, fields)
     if info is None:
         raise CliError(f"no run {args.run_id!r} (unknown, or past its retention)")
+    key = args.key or os.environ.get("FANOUT_ENCRYPTION_KEY")
+    if key:
+        info = decrypted(info, key)
     _out(args, run_json(info, fields), timeline(info, fields))
     return 0
 
@@ -417,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor", help="continue a previous listing")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
     p.add_argument("run_id")
+    p.add_argument("--key", metavar="KEY", help="decrypt encrypted values with this key "
+                   "(default: $FANOUT_ENCRYPTION_KEY); without it they show as encrypted")
     p = add("events", cmd_events, "list events, newest first")
     p.add_argument("--name", help="only events with this name")
     p.add_argument("--since", type=_time_arg, metavar="T")

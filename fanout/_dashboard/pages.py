@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from .._core.function import FunctionDef
 from .._core.records import RunInfo
-from .._ops.render import human_ms, run_note, step_timings
+from .._ops.render import human_ms, run_note, shown, step_timings
 from .._redis.history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 
 NAV = (("/overview", "Overview"), ("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
@@ -24,7 +24,7 @@ def h(value: Any) -> str:
 
 
 def pretty(value: Any) -> str:
-    return h(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+    return h(json.dumps(shown(value), indent=2, sort_keys=True, default=str, ensure_ascii=False))
 
 
 def _layout() -> Template:

@@ -21,6 +21,7 @@ import http.server
 import ipaddress
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -32,6 +33,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from .._celery.inspect import fanout_queues, live_workers, queue_depths
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
+from .._ops.render import decrypted
 from .._ops.stats import (
     DataQuery,
     day_counts,
@@ -341,6 +343,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             info = t.runtime.store.run_info(run_id, fields)
             if info is None:
                 raise _HttpError(404, f"no run {run_id} (unknown, or past its retention)")
+            key = os.environ.get("FANOUT_ENCRYPTION_KEY")
+            if key:  # decrypted only when the dashboard was started with the key
+                info = decrypted(info, key)
             if path.startswith("/api/"):
                 from .._ops.render import run_json
 
