@@ -454,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
     p.add_argument("--reload", action="store_true",
                    help="restart the worker when a .py file under the current directory changes")
+    from .keys import add_keys_commands
+
+    add_keys_commands(add)
     return parser
 
 

@@ -40,6 +40,9 @@ PUBLIC_MODULES = {
     "fanout.tracing": ["instrument", "is_instrumented", "uninstrument"],
     "fanout.embedded": ["embedded_celery", "memory_redis", "start_embedded_worker"],
     "fanout.django": ["client", "emit", "send", "sweep"],
+    "fanout.http": ["AsgiIngestApp", "IngestApp", "IngestKeys", "KeyInfo", "NewKey", "Server",
+                    "Webhook", "asgi_app", "hash_key", "ingest_app", "serve", "sign"],
+    "fanout.django.ingest": ["ingest_view"],
 }
 
 
@@ -61,7 +64,7 @@ def test_public_submodules() -> None:
         mod = importlib.import_module(modname)
         for n in names:
             assert callable(getattr(mod, n)), f"{modname}.{n}"
-    for modname in ("fanout.testing", "fanout.django"):
+    for modname in ("fanout.testing", "fanout.django", "fanout.http", "fanout.django.ingest"):
         assert _public(importlib.import_module(modname)) == PUBLIC_MODULES[modname]
 
 
@@ -134,7 +137,7 @@ def test_logger_names() -> None:
     for path in (ROOT / "fanout").rglob("*.py"):
         found |= set(re.findall(r"getLogger\(\s*\"([^\"]+)\"", path.read_text("utf-8")))
     assert found == {"fanout", "fanout.run", "fanout.runs", "fanout.failures", "fanout.dashboard",
-                     "fanout.django"}
+                     "fanout.django", "fanout.http"}
 
 
 def test_console_entry_point() -> None:
