@@ -12,7 +12,13 @@ from celery import Celery
 
 from ._celery.runtime import Runtime, check_serializers, runtime_for
 from ._core.engine import memo_from_fields
-from ._core.event import INVOKE_EVENT, Event, prepare_batch
+from ._core.event import (
+    INVOKE_EVENT,
+    MAX_EVENT_BYTES,
+    Event,
+    check_max_event_bytes,
+    prepare_batch,
+)
 from ._core.flow import (
     SYSTEM_FAILED,
     Batch,
@@ -72,6 +78,10 @@ class Fanout:
 
     Creating the client registers fanout's tasks on ``celery``; importing the
     module that creates it is all a worker needs.
+
+    ``max_event_bytes`` limits one event's serialized size (default 2 MiB), for
+    ``send``, ``emit`` and ``ctx.step.send_event``.  ``recovery_timeout`` and
+    ``retention`` are seconds (they are fanout's own settings).
     """
 
     def __init__(
@@ -84,6 +94,7 @@ class Fanout:
         checkpoint: bool = False,
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
+        max_event_bytes: int = MAX_EVENT_BYTES,
         middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
@@ -94,6 +105,7 @@ class Fanout:
             raise ConfigError("recovery_timeout must be between 1 and 86400 seconds")
         if not (isinstance(retention, (int, float)) and retention >= 3600):
             raise ConfigError("retention must be at least 3600 seconds")
+        self.max_event_bytes = check_max_event_bytes(max_event_bytes)
         self.celery = celery
         self.redis_url = resolve_redis_url(celery, redis_url)
         self._backoff = check_backoff(retry_backoff)
@@ -139,6 +151,10 @@ class Fanout:
         ``cancel`` (events that cancel a run), ``timeouts`` and ``on_failure`` (a
         handler run with ``ctx.event.data`` = ``error``, ``event``, ``run_id``,
         ``function_id`` when a run of this function fails).
+
+        The decorated handler is returned as it is (it still calls like the handler),
+        with ``.id`` set to the fully-qualified id ``"<app_id>-<fn_id>"``, as
+        inngest-py's ``Function.id``.
         """
         flow = dict(
             concurrency=concurrency, singleton=singleton, throttle=throttle,
@@ -162,10 +178,12 @@ class Fanout:
                 handler=handler,
                 flow=flow,
             )
+            fn.max_event_bytes = self.max_event_bytes
             fn.middleware, fn.client = middleware_, self
             companion = None
             if on_failure is not None:
                 companion = self._failure_handler(fn, on_failure, retries, backoff_, checkpoint_)
+                companion.max_event_bytes = self.max_event_bytes
             self._rt.add_function(fn)
             self.functions[fn.fn_id] = fn
             if companion is not None:
@@ -173,6 +191,7 @@ class Fanout:
                 self._rt.add_function(companion)
                 self.functions[companion.fn_id] = companion
             handler.fanout_function = fn  # type: ignore[attr-defined]
+            handler.id = fn.id  # type: ignore[attr-defined]  # inngest-py's Function.id
             return handler
 
         return decorator
@@ -207,14 +226,14 @@ class Fanout:
 
     def send_sync(self, events: Event | Iterable[Event]) -> list[str]:
         """Validate, store and publish events; returns their ids. Raises on any failure."""
-        prepared = prepare_batch(events)
+        prepared = prepare_batch(events, max_bytes=self.max_event_bytes)
         if not self.middleware:
             return self._rt.publish(prepared)
         return self._send_with_middleware(prepared)
 
     async def send(self, events: Event | Iterable[Event]) -> list[str]:
         """The async form of :meth:`send_sync`."""
-        prepared = prepare_batch(events)
+        prepared = prepare_batch(events, max_bytes=self.max_event_bytes)
         if not self.middleware:
             return await asyncio.to_thread(self._rt.publish, prepared)
         return await asyncio.to_thread(self._send_with_middleware, prepared)
@@ -225,7 +244,7 @@ class Fanout:
         events = [ev for ev, _text in prepared]
         stack.call("before_send_events", events)
         try:
-            ids = self._rt.publish(prepare_batch(events))
+            ids = self._rt.publish(prepare_batch(events, max_bytes=self.max_event_bytes))
         except Exception as exc:
             stack.call("after_send_events", SendEventsResult([], exc), reverse=True)
             raise
@@ -248,7 +267,7 @@ class Fanout:
         """Start a run of ``function`` now (whatever its triggers); returns the run id."""
         fn = self._function(function)
         ev = Event(name=INVOKE_EVENT, data={"fn_id": fn.fn_id, **dict(data or {})})
-        prepared = prepare_batch(ev, allow_reserved=True)
+        prepared = prepare_batch(ev, allow_reserved=True, max_bytes=self.max_event_bytes)
         (eid,) = self._rt.publish(prepared, target=fn.key)
         return run_id_for(eid, fn.key)
 

@@ -8,6 +8,7 @@ count each step execution in Redis (crash workload).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
@@ -86,10 +87,10 @@ def lat3(ctx: fanout.Context) -> int:
 
 @client.create_function(fn_id="sleeper", trigger=fanout.TriggerEvent(event="bench/sleep"))
 def sleeper(ctx: fanout.Context) -> None:
-    ctx.step.sleep("s", float(ctx.event.data.get("for", 1)))
+    ctx.step.sleep("s", timedelta(seconds=float(ctx.event.data.get("for", 1))))
 
 
 @client.create_function(fn_id="waiter", trigger=fanout.TriggerEvent(event="bench/wait"))
 def waiter(ctx: fanout.Context) -> Any:
-    ev = ctx.step.wait_for_event("w", event="bench/resolve", timeout=600, match="data.k")
+    ev = ctx.step.wait_for_event("w", event="bench/resolve", timeout="10m", match="data.k")
     return ev.data if ev is not None else None

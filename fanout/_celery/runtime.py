@@ -44,7 +44,7 @@ from .._core.engine import (
 from .._core.event import Event, dumps
 from .._core.function import FunctionDef
 from .._core.ids import new_token
-from .._core.records import StepRecord
+from .._core.records import StepRecord, child_error
 from .._core.triggers import SubscriberIndex
 from .._errors import ConfigError, InvokeError, PublishError
 from .._redis.history import History
@@ -610,9 +610,7 @@ class Runtime:
         if status == "completed":
             rec.status, rec.output = "completed", output
         else:
-            detail = (error or {}).get("message", status)
-            rec.status = "failed"
-            rec.error = {"type": "InvokeError", "message": f"the invoked run {status}: {detail}"}
+            rec.status, rec.error = "failed", child_error(status, error)
         if self.store.resolve_step(inv["run"], rec) == "enqueue":
             self.enqueue(inv["fk"], inv["run"], None)
 

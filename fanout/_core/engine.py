@@ -216,7 +216,10 @@ class RetryPolicy:
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"type": type(exc).__name__, "message": str(exc), "stack": tb[-4000:]}
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "stack": tb[-4000:]}
+    if getattr(exc, "quiet", False) is True:
+        info["quiet"] = True  # raised with quiet=True: kept out of the failure log
+    return info
 
 
 # --------------------------------------------------------------------------- the pass
@@ -410,9 +413,14 @@ class Pass:
         if rec.status == "failed":
             err = rec.error or {}
             etype, msg = str(err.get("type", "Error")), str(err.get("message", ""))
+            stack, quiet = err.get("stack"), err.get("quiet") is True
+            stack = stack if isinstance(stack, str) else None
             if rec.kind == "invoke":
-                raise InvokeError(f"invoked function failed (step {rec.id!r}): {etype}: {msg}")
-            raise StepError(rec.id, etype, msg)
+                raise InvokeError(
+                    f"invoked function failed (step {rec.id!r}): {etype}: {msg}",
+                    step_id=rec.id, name=etype, error_message=msg, stack=stack, quiet=quiet,
+                )
+            raise StepError(rec.id, etype, msg, stack, quiet=quiet)
         return rec.output
 
     def deliver(self, thunk: Callable[[], Any]) -> Any:

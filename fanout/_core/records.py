@@ -14,6 +14,23 @@ TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "skipp
 StepStatus = Literal["completed", "failed", "retrying", "sleeping", "waiting"]
 
 
+def child_error(status: str, error: dict[str, Any] | None) -> dict[str, Any]:
+    """The error of an ``invoke`` step whose child run ended ``status`` (not completed).
+
+    A failed child passes on its error's type, message and stack, so the parent's
+    ``InvokeError`` (a ``StepError``) carries the child's ``name``, ``message`` and
+    ``stack``, as in inngest-py.
+    """
+    err = error or {}
+    if status == "failed" and isinstance(err.get("type"), str) and err["type"]:
+        out: dict[str, Any] = {"type": err["type"], "message": str(err.get("message", ""))}
+        if isinstance(err.get("stack"), str):
+            out["stack"] = err["stack"]
+        return out
+    detail = err.get("message") or status
+    return {"type": "InvokeError", "message": f"the invoked run {status}: {detail}"}
+
+
 @dataclass
 class StepRecord:
     """One step of a run, as memoized in Redis (JSON)."""
