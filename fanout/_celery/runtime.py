@@ -152,10 +152,18 @@ class Runtime:
         if self._store is None or self._store_pid != pid:
             self._store = Store(
                 connect(self.redis_url), retention=self.retention,
-                watchdog=5 * self.recovery_timeout,
+                watchdog=5 * self.recovery_timeout, metrics=self.metrics_setting(),
             )
             self._store_pid = pid
         return self._store
+
+    def metrics_setting(self) -> bool | None:
+        """The Celery setting ``fanout_metrics``: False stops counting in the store;
+        unset (None) counts everywhere but on a Redis Cluster."""
+        value = self.app.conf.get("fanout_metrics")
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"fanout_metrics must be True, False or unset, not {value!r}")
+        return value
 
     @staticmethod
     def parse_json(text: str) -> Any:
@@ -483,6 +491,7 @@ class Runtime:
             seq, _r = store.end_pass(run_id, token, "sleeping", fields=end, wake=wake)
         elif isinstance(outcome, Wait):
             until = self.flow.clamp_wake(fn, fields, outcome.until)
+            end["qa"] = repr(until)  # the timeout; an event that resolves the wait sets 'qa'
             seq, resolved = store.end_pass(run_id, token, "waiting", wake=until,
                                            awaiting=outcome.step_id, fields=end)
             if resolved and seq is not None and seq >= 0:

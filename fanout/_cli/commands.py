@@ -286,6 +286,26 @@ def cmd_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .._ops.metrics import serve
+
+    rt = _target(args).runtime
+    if args.once:
+        from .._ops.metrics import registry_for, render
+
+        sys.stdout.write(render(registry_for(lambda: rt.store)).decode())
+        return 0
+    server = serve(lambda: rt.store, host=args.host, port=args.port)
+    _note(f"fanout metrics on http://{args.host}:{server.server_port}/metrics (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .._dashboard import serve
 
@@ -384,6 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--from-step", required=True, metavar="STEP")
     add("prune", cmd_prune, "remove history index entries past the retention")
+    p = add("metrics", cmd_metrics, "serve Prometheus metrics of the whole fleet (needs the "
+            "'metrics' extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=9808, help="port (9808)")
+    p.add_argument("--once", action="store_true", help="print one scrape and exit")
     p = add("dashboard", cmd_dashboard, "serve the web dashboard")
     _dashboard_opts(p, 8289)
     p = add("dev", cmd_dev, "worker, beat scheduler and dashboard in one process")

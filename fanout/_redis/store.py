@@ -19,6 +19,8 @@ Key layout (``P`` is the prefix, ``fanout`` by default)::
     P:waits:<name>|<path>=<h> hash open waits whose ``match`` field has the value hashed <h>
     P:waits:<name>|paths   set    the ``match`` paths in use for <name>
     P:trace:{RID}          string the run's starting trace context (tracing only, retention TTL)
+    P:metrics              hash   fleet-wide counters and histogram buckets (``metrics.py``),
+                                  updated by the scripts that change a run (not on a cluster)
 
 Flow control (``_flow_runtime.py``) keeps its state in keys of its own, each under
 its own hash tag (``B`` is a digest of function and key)::
@@ -100,6 +102,12 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
 
 
+def _is_cluster(client: Any) -> bool:
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -114,6 +122,7 @@ class Store:
         prefix: str = "fanout",
         retention: float = 7 * 86400,
         watchdog: float = 300.0,
+        metrics: bool | None = None,
     ):
         self.r = client
         self.p = prefix
@@ -122,6 +131,11 @@ class Store:
         # offers the run again after ``watchdog`` seconds (then with backoff).
         self.watchdog = float(watchdog)
         self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
+        # The metrics hash, passed to the run scripts as KEYS[2] so counting costs no
+        # round trip. A cluster cannot: a script touches one slot (the run's) only.
+        if metrics is None:
+            metrics = not _is_cluster(client)
+        self.metrics_key: str | None = f"{prefix}:metrics" if metrics else None
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
         self.slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
 
@@ -153,6 +167,12 @@ class Store:
 
     def run_key(self, run_id: str) -> str:
         return f"{self.p}:run:{{{run_id}}}"
+
+    def run_keys(self, run_id: str) -> list[str]:
+        """KEYS of a run script: the run hash, then the metrics hash when counting."""
+        if self.metrics_key is None:
+            return [self.run_key(run_id)]
+        return [self.run_key(run_id), self.metrics_key]
 
     def event_key(self, event_id: str) -> str:
         return f"{self.p}:ev:{{{event_id}}}"
@@ -192,6 +212,8 @@ class Store:
             key = f"{self.p}:idx:evname:{name}"
             pipe.zadd(key, members, nx=True)
             pipe.zremrangebyscore(key, "-inf", horizon)
+            if self.metrics_key is not None:
+                pipe.hincrby(self.metrics_key, f"c|events|{name}", len(members))
         pipe.execute()
 
     def load_events(self, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -220,7 +242,7 @@ class Store:
             flat: list[Any] = []
             for k, v in fields.items():
                 flat.extend((k, v))
-            self.script("create_run", [self.run_key(run_id)], flat, client=pipe)
+            self.script("create_run", self.run_keys(run_id), flat, client=pipe)
         results = self.execute(pipe)
         out: list[tuple[str, bool, bool]] = []
         idx = self.r.pipeline(transaction=False)
@@ -256,7 +278,7 @@ class Store:
         pipe.zadd(self.timers_key, {run_id: lease_until_ms})
         self.script(
             "begin_pass",
-            [self.run_key(run_id)],
+            self.run_keys(run_id),
             [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
             client=pipe,
         )
@@ -282,7 +304,7 @@ class Store:
         group: Sequence[str] = (),
     ) -> tuple[str, StepRecord | None, bool]:
         """Save a step record under our lease: (head, existing final record, joined)."""
-        res = self.script("save_step", [self.run_key(run_id)], [token, f"s:{rec.id}", dumps(rec.to_json()), lease_field,
+        res = self.script("save_step", self.run_keys(run_id), [token, f"s:{rec.id}", dumps(rec.to_json()), lease_field,
                   *(f"s:{sid}" for sid in group)],
         )
         head = _s(res[0])
@@ -295,7 +317,8 @@ class Store:
     def resolve_step(self, run_id: str, rec: StepRecord) -> str:
         """Finish a waiting step from outside its run (exactly once)."""
         return _s(self._scripts["resolve_step"](
-            keys=[self.run_key(run_id)], args=[f"s:{rec.id}", dumps(rec.to_json())]
+            keys=[self.run_key(run_id)],
+            args=[f"s:{rec.id}", dumps(rec.to_json()), repr(time.time())],
         ))
 
     def begin_branch(
@@ -328,7 +351,7 @@ class Store:
     def cancel_run(self, run_id: str, reason: Mapping[str, Any]) -> str:
         """Cancel now if the run is between passes, else flag it for its pass."""
         res = self._scripts["cancel_run"](
-            keys=[self.run_key(run_id)], args=[repr(time.time()), self.retention, dumps(reason)]
+            keys=self.run_keys(run_id), args=[repr(time.time()), self.retention, dumps(reason)]
         )
         head = _s(res)
         if head == "cancelled":
@@ -357,7 +380,7 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         self.script(
             "end_pass",
-            [self.run_key(run_id)],
+            self.run_keys(run_id),
             [token, status, repr(wake or 0), f"s:{awaiting}" if awaiting else "", *flat],
             client=pipe,
         )
@@ -383,7 +406,7 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         self.script(
             "finish_run",
-            [self.run_key(run_id)],
+            self.run_keys(run_id),
             [token, status, repr(time.time()), self.retention, *flat],
             client=pipe,
         )
