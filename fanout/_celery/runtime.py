@@ -476,7 +476,7 @@ class Runtime:
                 self.finish(run_id, token, "failed", None, outcome.error, fields, steps)
                 return
             delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
-            end.update(att=attempt + 1, err=dumps(outcome.error))
+            end.update(att=attempt + 1, err=dumps(outcome.error), atm=fn.retries + 1)
             wake = self.flow.clamp_wake(fn, fields, time.time() + delay)
             attempt_failed(fn.key, run_id, None, attempt + 1, fn.retries + 1, outcome.error, wake)
             end["qa"] = repr(wake)

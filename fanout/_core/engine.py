@@ -405,6 +405,9 @@ class Pass:
         prev = op.memo
         rec = self.new_record(op, started_at=started, ended_at=time.time())
         rec.attempts = (prev.attempts if prev else 0) + 1
+        if prev is not None and prev.status == "retrying":  # keep the failed attempts
+            rec.history = prev.with_attempt()
+            rec.max_attempts = self.inp.policy.retries + 1
         if ok:
             try:
                 text = dumps(value)
@@ -425,6 +428,7 @@ class Pass:
             exc: BaseException = value
             rec.error = error_info(exc)
             policy = self.inp.policy
+            rec.max_attempts = policy.retries + 1
             if isinstance(exc, NonRetriableError) or rec.attempts > policy.retries:
                 rec.status = "failed"
             else:

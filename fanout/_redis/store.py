@@ -41,6 +41,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
@@ -570,7 +571,23 @@ class Store:
         f = dict(fields) if fields is not None else self.run_fields(run_id)
         if not f.get("st"):
             return None
-        return to_run_info(run_id, f)
+        return self.with_started_runs(to_run_info(run_id, f))
+
+    def with_started_runs(self, info: RunInfo, limit: int = 1000) -> RunInfo:
+        """``info`` with each send_event step's ``started_runs``: the runs its events
+        started (one SMEMBERS per event, in one round trip; at most ``limit`` events)."""
+        wanted = [(i, eid) for i, s in enumerate(info.steps) for eid in s.sent_event_ids][:limit]
+        if not wanted:
+            return info
+        pipe = self.r.pipeline(transaction=False)
+        for _i, eid in wanted:
+            pipe.smembers(f"{self.event_key(eid)}:runs")
+        found: dict[int, list[str]] = {}
+        for (i, _eid), members in zip(wanted, pipe.execute(), strict=True):
+            found.setdefault(i, []).extend(sorted(_s(m) for m in members))
+        steps = [replace(s, started_runs=found[i]) if i in found else s
+                 for i, s in enumerate(info.steps)]
+        return replace(info, steps=steps)
 
     def run_ids(
         self, *, fn_key: str | None = None, event_id: str | None = None, limit: int = 100
@@ -611,4 +628,9 @@ def to_run_info(run_id: str, f: Mapping[str, str]) -> RunInfo:
         started_at=ts_to_dt(_f(f, "t0")),
         ended_at=ts_to_dt(_f(f, "t1")) if status in TERMINAL else None,
         steps=[StepInfo.from_record(r) for r in steps],
+        wake_at=ts_to_dt(_f(f, "wake")) if status not in TERMINAL else None,
+        max_attempts=int(f["atm"]) if f.get("atm") else None,
+        replay_of=f.get("replay_of") if not f.get("from_step") else None,
+        rerun_of=f.get("replay_of") if f.get("from_step") else None,
+        rerun_from_step=f.get("from_step") or None,
     )
