@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -257,6 +258,17 @@ class RunInfo:
         if self.wake_at is not None:
             return f"{self.status} until {_iso(self.wake_at)}"
         return self.status
+
+
+class RunList(list[RunInfo]):
+    """The runs ``list_runs`` returns (a list), with ``next_cursor``: pass it back as
+    ``cursor=`` for the next page; None when there are no more runs."""
+
+    next_cursor: str | None
+
+    def __init__(self, runs: Iterable[RunInfo] = (), next_cursor: str | None = None) -> None:
+        super().__init__(runs)
+        self.next_cursor = next_cursor
 
 
 def ts_to_dt(value: float | None) -> _dt.datetime | None:

@@ -188,3 +188,42 @@ def test_replay_and_rerun_say_what_they_repeat(worker: Any) -> None:
     assert f"rerun of {run_id} from step fan" in cli("run", rerun.run_id)
     data = json.loads(cli("run", replay.run_id, "--json"))
     assert data["replay_of"] == run_id and data["rerun_of"] is None
+
+
+def test_list_runs_pages_with_a_cursor_and_a_time_window(worker: Any) -> None:
+    import datetime as dt
+
+    import pytest
+
+    time.sleep(0.01)
+    t0 = time.time()
+    first = [run_of(client, client.emit("rec/nap", {"i": i}), "napper") for i in range(4)]
+    wait_for(lambda: all(_status(r, "sleeping") for r in first))  # created by the router
+    time.sleep(0.05)
+    t1 = time.time()
+    time.sleep(0.05)
+    later = [run_of(client, client.emit("rec/nap", {"i": i}), "napper") for i in range(4, 7)]
+    wait_for(lambda: all(_status(r, "sleeping") for r in first + later))
+    seen: list[fanout.RunInfo] = []
+    cursor = None
+    while True:
+        page = client.list_runs(fn_id="napper", since=t0, cursor=cursor, limit=3)
+        assert len(page) <= 3
+        seen.extend(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert sorted(r.run_id for r in seen) == sorted(first + later)
+    assert {r.run_id for r in seen[:3]} == set(later)  # newest first
+    old = client.list_runs(fn_id="napper", since=dt.datetime.fromtimestamp(t0, dt.timezone.utc),
+                           until=t1)
+    assert sorted(r.run_id for r in old) == sorted(first)
+    assert old.next_cursor is None
+    active = client.list_runs(fn_id="napper", status="active", since=t1)
+    assert sorted(r.run_id for r in active) == sorted(later)
+    with pytest.raises(fanout.ConfigError, match="aware datetime"):
+        client.list_runs(since=dt.datetime(2024, 1, 1))
+    with pytest.raises(fanout.ConfigError, match="unknown run status 'sleepy'"):
+        client.list_runs(status="sleepy")
+    for r in first + later:
+        client.cancel(r)
