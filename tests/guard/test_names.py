@@ -19,6 +19,7 @@ from celery import Celery
 import fanout
 import fanout.django
 import fanout.embedded
+import fanout.metrics
 import fanout.testing
 import fanout.tracing
 
@@ -39,6 +40,8 @@ PUBLIC_MODULES = {
     "fanout.tracing": ["instrument", "is_instrumented", "uninstrument"],
     "fanout.embedded": ["embedded_celery", "memory_redis", "start_embedded_worker"],
     "fanout.django": ["client", "emit", "send", "sweep"],
+    "fanout.metrics": ["MetricsSnapshot", "collector", "generate", "register", "snapshot",
+                       "wsgi_app"],
 }
 
 
@@ -60,7 +63,7 @@ def test_public_submodules() -> None:
         mod = importlib.import_module(modname)
         for n in names:
             assert callable(getattr(mod, n)), f"{modname}.{n}"
-    for modname in ("fanout.testing", "fanout.django"):
+    for modname in ("fanout.testing", "fanout.django", "fanout.metrics"):
         assert _public(importlib.import_module(modname)) == PUBLIC_MODULES[modname]
 
 

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import fanout
+import fanout.metrics
 from tests.support import ROOT, Worker, make_app, redis_for, run_of, wait_for, wait_run
 
 MOD = __name__
@@ -156,9 +158,24 @@ def test_fan_out_moves_the_counters_and_they_match_the_runs(dashboard: str, expo
     assert [v for _le, v in buckets] == sorted(v for _le, v in buckets)
     assert buckets[-1] == (float("inf"), N)
 
-    # The stand-alone exporter reads the same counts.
+    # The stand-alone exporter, and the module for your own views, read the same counts.
     alone = scrape(exporter + "/metrics")
     assert val(alone, "fanout_runs_ended_total", status="completed", **lbl) == N
+    body, ctype = fanout.metrics.generate(client)
+    assert ctype.startswith("text/plain") and b'fanout_runs_started_total{app="met",fn="mailer"}' in body
+    assert fanout.metrics.snapshot(app).counter("runs_ended", "met", "mailer", "completed") == N
+
+
+def test_a_dashboard_with_a_token_asks_for_it(fleet: Any) -> None:
+    token = "metrics-token-0123"
+    for base in _serve(["dashboard", "--token", token], r"on (http://127\.0\.0\.1:\d+)/"):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(base + "/metrics", timeout=10)
+        assert err.value.code == 401
+        req = urllib.request.Request(base + "/metrics",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert b"fanout_runs_started_total" in resp.read()
 
 
 def test_failures_retries_and_cancels_are_counted(dashboard: str) -> None:
