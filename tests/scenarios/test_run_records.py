@@ -227,3 +227,31 @@ def test_list_runs_pages_with_a_cursor_and_a_time_window(worker: Any) -> None:
         client.list_runs(status="sleepy")
     for r in first + later:
         client.cancel(r)
+
+
+def test_the_dashboards_run_page_says_the_same(worker: Any) -> None:
+    import re
+    import urllib.request
+
+    nap = run_of(client, client.emit("rec/nap", {"page": 1}), "napper")
+    par = run_of(client, client.emit("rec/parent", {"page": 1}), "parent")
+    wait_for(lambda: _status(nap, "sleeping"))
+    info = wait_run(client, par)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "fanout._cli", "dashboard", "-A", MOD,
+                             "--port", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        m = re.search(r"on (http://127\.0\.0\.1:\d+)/", proc.stderr.readline())
+        assert m
+        with urllib.request.urlopen(f"{m.group(1)}/runs/{nap}", timeout=10) as resp:
+            page = resp.read().decode()
+        assert '<span id="run-state">sleeping until 20' in page
+        with urllib.request.urlopen(f"{m.group(1)}/runs/{par}", timeout=10) as resp:
+            page = resp.read().decode()
+        assert f'invoked <a class="mono" href="/runs/{info.steps[0].child_run_id}">' in page
+        assert "started 3 run(s)" in page
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        client.cancel(nap)
