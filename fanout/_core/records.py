@@ -76,8 +76,9 @@ class StepRecord:
 
     def with_attempt(self) -> list[dict[str, Any]]:
         """The history that a next attempt carries: this one's, then this attempt."""
-        mine = {"n": self.attempts, "t0": self.started_at, "t1": self.ended_at,
-                "err": self.error}
+        err = None if self.error is None else {  # no stack: the history stays small
+            k: v for k, v in self.error.items() if k in ("type", "message")}
+        mine = {"n": self.attempts, "t0": self.started_at, "t1": self.ended_at, "err": err}
         return [*(self.history or []), mine][-MAX_ATTEMPT_HISTORY:]
 
 

@@ -11,7 +11,6 @@ Fields (``<app>|<fn>`` are the function's app id and function id)::
 
     c|runs_started|<app>|<fn>            runs created (event, cron, invoke, replay)
     c|runs_ended|<app>|<fn>|<status>     completed, failed, cancelled, skipped
-    c|step_attempts|<app>|<fn>           executed attempts of run / send_event steps
     c|step_failures|<app>|<fn>           attempts that raised (retried or not)
     c|events|<name>                      events stored by send / emit / send_event
     h|<hist>|<app>|<fn>|<le>             observations in the bucket ending at <le>
@@ -19,7 +18,8 @@ Fields (``<app>|<fn>`` are the function's app id and function id)::
 
 with ``<hist>`` one of ``run_duration`` (creation to end), ``step_duration`` (one
 attempt's execution) and ``queue_delay`` (from when a pass could start to when it
-did). A bucket counts only its own observations; readers make them cumulative.
+did). Each executed attempt of a run or send_event step is one ``step_duration``
+observation, so the ``step_attempts`` counter is read from that histogram's count. A bucket counts only its own observations; readers make them cumulative.
 The timer gauges are read from the timers sorted set at scrape time.
 """
 
@@ -113,6 +113,7 @@ def parse_fields(raw: dict[str, str]) -> tuple[dict[str, dict[tuple[str, ...], i
                     series.sum = float(value)
         except ValueError:
             continue
+    counters["step_attempts"] = {k: h.count for k, h in hists["step_duration"].items()}
     return counters, hists
 
 

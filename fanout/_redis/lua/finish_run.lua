@@ -34,14 +34,13 @@ local function count_attempt(field, raw, lab)
     local prev = cjson.decode(cur)
     if prev['n'] == rec['n'] and prev['st'] == st then return end
   end
-  redis.call('HINCRBY', KEYS[2], 'c|step_attempts|' .. lab, 1)
+  -- (the attempts are the step_duration observations: no counter of their own)
   if st ~= 'completed' then
     redis.call('HINCRBY', KEYS[2], 'c|step_failures|' .. lab, 1)
   end
   observe('step_duration', lab, tonumber(rec['t1']) - tonumber(rec['t0']))
 end
-local function count_pairs(first)
-  local lab = nil
+local function count_pairs(first, lab)
   for i = first, #ARGV - 1, 2 do
     if string.sub(ARGV[i], 1, 2) == 's:' then
       lab = lab or labels()
@@ -57,10 +56,11 @@ if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then
   return 0
 end
 if KEYS[2] then
-  local lab = labels()
-  count_pairs(5)
+  local f = redis.call('HMGET', KEYS[1], 'app', 'fn', 'c')
+  local lab = (f[1] or '') .. '|' .. (f[2] or '')
+  count_pairs(5, lab)
   redis.call('HINCRBY', KEYS[2], 'c|runs_ended|' .. lab .. '|' .. ARGV[2], 1)
-  local c = tonumber(redis.call('HGET', KEYS[1], 'c') or '')
+  local c = tonumber(f[3] or '')
   if c then observe('run_duration', lab, tonumber(ARGV[3]) - c) end
 end
 redis.call('HSET', KEYS[1], 'st', ARGV[2], 't1', ARGV[3], 'lease', '', 'lu', '0', 'wake', '0')

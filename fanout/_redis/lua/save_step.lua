@@ -38,20 +38,11 @@ local function count_attempt(field, raw, lab)
     local prev = cjson.decode(cur)
     if prev['n'] == rec['n'] and prev['st'] == st then return end
   end
-  redis.call('HINCRBY', KEYS[2], 'c|step_attempts|' .. lab, 1)
+  -- (the attempts are the step_duration observations: no counter of their own)
   if st ~= 'completed' then
     redis.call('HINCRBY', KEYS[2], 'c|step_failures|' .. lab, 1)
   end
   observe('step_duration', lab, tonumber(rec['t1']) - tonumber(rec['t0']))
-end
-local function count_pairs(first)
-  local lab = nil
-  for i = first, #ARGV - 1, 2 do
-    if string.sub(ARGV[i], 1, 2) == 's:' then
-      lab = lab or labels()
-      count_attempt(ARGV[i], ARGV[i + 1], lab)
-    end
-  end
 end
 if redis.call('HGET', KEYS[1], ARGV[4]) ~= ARGV[1] then
   return {'lost'}
