@@ -16,7 +16,7 @@ from .._core.records import RunInfo
 from .._ops.render import human_ms, run_note, step_timings
 from .._redis.history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 
-NAV = (("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
+NAV = (("/overview", "Overview"), ("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
 
 
 def h(value: Any) -> str:
@@ -152,7 +152,8 @@ def event_page(ev: EventSummary, runs: Sequence[RunSummary], csrf: str) -> str:
 # -- runs ------------------------------------------------------------------------------------
 
 
-def runs_table(runs: Iterable[RunSummary]) -> str:
+def runs_table(runs: Iterable[RunSummary], names: dict[str, str] | None = None) -> str:
+    """One line per run; ``names`` (run id to event name) adds the Event column."""
     rows = []
     for r in runs:
         kind, a, b = run_note(r)
@@ -163,15 +164,33 @@ def runs_table(runs: Iterable[RunSummary]) -> str:
             note = f'replay of <a class="mono" href="/runs/{h(a)}">{h(a[:10])}…</a>'
         rows.append(
             f'<tr><td class="mono"><a href="/runs/{h(r.run_id)}">{h(r.run_id)}</a></td>'
-            f'<td class="mono">{h(r.fn_key)}</td><td>{status_badge(r.status)}</td>'
-            f"<td>{h(iso(r.created_at))}</td><td>{h(human_ms(r.duration))}</td><td>{note}</td></tr>"
+            f'<td class="mono">{h(r.fn_key)}</td>'
+            + ("" if names is None else f'<td class="mono">{h(names.get(r.run_id, ""))}</td>')
+            + f"<td>{status_badge(r.status)}</td>"
+            f'<td><time datetime="{h(iso(r.created_at))}" data-rel>{h(iso(r.created_at))}</time></td>'
+            f"<td>{h(human_ms(r.duration))}</td><td>{note}</td></tr>"
         )
-    body = "".join(rows) or '<tr><td colspan="6" class="muted">no runs</td></tr>'
-    return ('<table class="runs"><thead><tr><th>Run</th><th>Function</th><th>Status</th>'
+    body = "".join(rows) or '<tr><td colspan="7" class="muted">no runs</td></tr>'
+    event_th = "" if names is None else "<th>Event</th>"
+    return ('<table class="runs"><thead><tr><th>Run</th><th>Function</th>' + event_th + '<th>Status</th>'
             f"<th>Created</th><th>Duration</th><th>Note</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, str]) -> str:
+def status_counts(counts: dict[str, int], q: dict[str, str]) -> str:
+    """Last day's runs per status, each a link that filters the list by it."""
+    if not counts:
+        return ""
+    keep = {k: v for k, v in q.items() if v and k in ("fn",)}
+    chips = "".join(
+        f'<a href="/runs?{urlencode({**keep, "status": st})}" data-status="{h(st)}">'
+        f'{status_badge(st)} {counts[st]}</a>'
+        for st in RUN_STATUSES if counts.get(st)
+    )
+    return f'<div class="counts" id="status-counts"><span class="muted">last 24 h:</span>{chips}</div>'
+
+
+def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, str], *,
+              counts: dict[str, int] | None = None, names: dict[str, str] | None = None) -> str:
     fn_opts = '<option value="">all functions</option>' + "".join(
         f'<option value="{h(f.key)}"{" selected" if q.get("fn") == f.key else ""}>{h(f.key)}</option>'
         for f in fns)
@@ -184,6 +203,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         f'<label>Status<select name="status">{st_opts}</select></label>'
         f'<label>Since<input name="since" value="{h(q.get("since", ""))}" placeholder="15m, 2h, 7d, ISO" size="14"></label>'
         f'<label>Until<input name="until" value="{h(q.get("until", ""))}" placeholder="now" size="14"></label>'
+        f'<label>Search<input name="q" value="{h(q.get("q", ""))}" placeholder="run id, event id, user.id=42" size="26"></label>'
         '<button type="submit">Filter</button>'
         '<label style="flex-direction:row;align-items:center;gap:4px">'
         '<input type="checkbox" id="autorefresh"> auto-refresh</label></form>'
@@ -195,7 +215,12 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
                 "older runs →</a></div>")
     if not runs.complete:
         more += f'<p class="muted">scanned {runs.scanned} runs without filling the page.</p>'
-    return f'<h1 data-refresh="3">Runs</h1>{filters}{runs_table(runs.items)}{more}'
+    if q.get("q"):
+        more += (f'<p class="muted" id="search-note">{len(runs.items)} run(s) match '
+                 f'<span class="mono">{h(q["q"])}</span> among the {runs.scanned} newest scanned'
+                 f'{"" if runs.complete else " (not all runs were scanned)"}.</p>')
+    return (f'<h1 data-refresh="3">Runs</h1>{filters}{status_counts(counts or {}, q)}'
+            f"{runs_table(runs.items, names or {})}{more}")
 
 
 def _pct(x: float | None, span: float) -> float:

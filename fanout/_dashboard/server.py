@@ -23,15 +23,27 @@ import json
 import logging
 import secrets
 import threading
+import time
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from .._celery.inspect import fanout_queues, live_workers, queue_depths
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
-from .._redis.history import parse_time
+from .._ops.stats import (
+    DataQuery,
+    day_counts,
+    function_stats,
+    overview,
+    overview_json,
+    search_runs,
+)
+from .._redis.history import Page, RunSummary, parse_time
+from .._redis.insight import run_events
 from . import pages
+from .overview import overview_page
 
 log = logging.getLogger("fanout.dashboard")
 
@@ -92,6 +104,23 @@ class DashboardServer:
         self.host = host
         self.port = int(self.httpd.server_address[1])
         self._thread: threading.Thread | None = None
+        self._fleet_lock = threading.Lock()
+        self._fleet_at = 0.0
+        self._fleet: tuple[dict[str, int | None], list[str] | None] = ({}, None)
+
+    def fleet(self, max_age: float = 5.0) -> tuple[dict[str, int | None], list[str] | None]:
+        """Queue depths and live workers, asked of the broker at most every ``max_age``
+        seconds (a ping waits its whole timeout for answers)."""
+        with self._fleet_lock:
+            if time.monotonic() - self._fleet_at > max_age:
+                app = self.target.app
+                try:
+                    depths = queue_depths(app, fanout_queues(app))
+                except Exception:  # noqa: BLE001 - the broker is down: say so, keep serving
+                    depths = {name: None for name in fanout_queues(app)}
+                self._fleet = (depths, live_workers(app, timeout=1.0))
+                self._fleet_at = time.monotonic()
+            return self._fleet
 
     @property
     def url(self) -> str:
@@ -252,6 +281,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         self._send(HTTPStatus.OK, body, CONTENT_TYPE)
 
+    def _names(self, runs: list[RunSummary]) -> dict[str, str]:
+        events = run_events(self.dash.target.runtime.store, [r.run_id for r in runs])
+        return {r.run_id: str(ev.get("name", "")) for r, ev in zip(runs, events, strict=True) if ev}
+
+    def _search(self, path: str, q: dict[str, str], fn_key: str | None) -> None:
+        """``q``: a run id or an event id opens it; ``field=value`` lists the runs whose
+        triggering event has that value in its data."""
+        t = self.dash.target
+        text = q["q"].strip()
+        if path == "/runs" and " " not in text and "=" not in text:
+            if t.runtime.store.run_fields(text):
+                raise _Redirect(f"/runs/{quote(text)}")
+            if t.history.event(text) is not None:
+                raise _Redirect(f"/events/{quote(text)}")
+            raise _HttpError(404, f"no run or event has the id {text!r}; to search the "
+                                  "events' data, write field=value (for example user.id=42)")
+        query = DataQuery.parse(text)
+        found, scanned, complete = search_runs(t.history, query, fn_key=fn_key,
+                                               limit=min(int(q.get("limit") or 50), 500))
+        if path == "/api/runs":
+            self._json(200, {"runs": [r.to_json() for r in found], "scanned": scanned,
+                             "complete": complete})
+            return
+        runs = Page(found, None, scanned, complete=complete)
+        self._html(200, "Runs", pages.runs_page(runs, t.functions(), q,
+                                                names=self._names(found)))
+
     def _static(self, name: str) -> None:
         ctype = _STATIC.get(name)
         if ctype is None:
@@ -264,10 +320,18 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         t = self.dash.target
         hist = t.history
         flash = {"msg": q.get("msg", ""), "err": q.get("err", "")}
-        if path == "/":
-            raise _Redirect("/runs")
         if path == "/metrics":
             self._metrics()
+            return
+        if path in ("/", "/overview", "/api/overview"):
+            depths, workers = self.dash.fleet()
+            fns = t.functions()
+            ov = overview(hist, queues=depths, workers=workers, functions=len(fns))
+            fstats = [function_stats(hist, fn, now=ov.now) for fn in fns]
+            if path == "/api/overview":
+                self._json(200, overview_json(ov, fstats))
+            else:
+                self._html(200, "Overview", overview_page(ov, fns, fstats), **flash)
             return
         if path == "/functions":
             self._html(200, "Functions", pages.functions_page(t.functions(), self.dash.csrf), **flash)
@@ -275,6 +339,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(200, [fn.describe() for fn in t.functions()])
         elif path in ("/runs", "/api/runs"):
             fn_key = t.function(q["fn"]).key if q.get("fn") else None
+            if q.get("q", "").strip():
+                self._search(path, q, fn_key)
+                return
             runs = hist.runs(fn_key=fn_key, status=q.get("status") or None,
                              since=parse_time(q["since"]) if q.get("since") else None,
                              until=parse_time(q["until"]) if q.get("until") else None,
@@ -283,7 +350,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._json(200, {"runs": [r.to_json() for r in runs.items],
                                  "next_cursor": runs.next_cursor})
             else:
-                self._html(200, "Runs", pages.runs_page(runs, t.functions(), q), **flash)
+                counts = day_counts(hist, fn_key=fn_key)
+                self._html(200, "Runs", pages.runs_page(runs, t.functions(), q, counts=counts,
+                                                        names=self._names(runs.items)), **flash)
         elif path.startswith("/runs/") or path.startswith("/api/runs/"):
             run_id = path.rsplit("/", 1)[1]
             fields = t.runtime.store.run_fields(run_id)

@@ -26,12 +26,13 @@ import fanout.tracing
 ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC_ALL = [
-    "Batch", "Cancel", "Concurrency", "ConfigError", "Debounce", "Context", "Event",
-    "EventError", "ExpressionError", "Fanout", "FanoutError", "Group", "InvokeError",
+    "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "Debounce",
+    "DecryptionError", "Event", "EventError", "ExpressionError", "Fanout", "FanoutError",
+    "Group", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
     "NestedStepError", "NonDeterminismError", "NonRetriableError", "Priority",
-    "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "Singleton", "Step",
-    "StepError", "StepInfo", "Throttle", "Timeouts", "TriggerCron", "TriggerEvent",
-    "__version__",
+    "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "SendEventsResult",
+    "Singleton", "Step", "StepError", "StepInfo", "Throttle", "Timeouts",
+    "TransformOutputResult", "TriggerCron", "TriggerEvent", "__version__",
 ]
 
 PUBLIC_MODULES = {

@@ -4,6 +4,20 @@
   function esc(text) { const d = document.createElement("span"); d.textContent = text; return d; }
   function iso(ts) { return ts ? new Date(ts * 1000).toISOString().replace("T", " ").replace(/\.(\d+)Z$/, ".$1Z") : ""; }
 
+  // <time data-rel>: "3 min ago", with the local time on hover.
+  function rel(ms) {
+    const s = Math.round((Date.now() - ms) / 1000), a = Math.abs(s);
+    const span = a < 60 ? a + " s" : a < 3600 ? Math.round(a / 60) + " min" :
+      a < 86400 ? Math.round(a / 3600) + " h" : Math.round(a / 86400) + " d";
+    return s >= 0 ? span + " ago" : "in " + span;
+  }
+  document.querySelectorAll("time[data-rel]").forEach(function (el) {
+    const ms = Date.parse(el.getAttribute("datetime").replace(" ", "T"));
+    if (isNaN(ms)) return;
+    el.title = new Date(ms).toLocaleString();
+    el.textContent = rel(ms);
+  });
+
   // Forms with data-confirm ask first.
   document.addEventListener("submit", function (ev) {
     const msg = ev.target.getAttribute("data-confirm");
