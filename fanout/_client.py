@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,10 +39,12 @@ from ._core.ids import new_token, run_id_for
 from ._core.middleware import MiddlewareFactory, SendEventsResult
 from ._core.middleware import Stack as MiddlewareStack
 from ._core.middleware import validate as validate_middleware
-from ._core.records import RunInfo
+from ._core.records import RunInfo, RunList
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._errors import ConfigError, EventError
+from ._redis.history import MAX_LIMIT, History
+from ._redis.history import statuses as history_statuses
 from ._redis.store import to_run_info
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -371,27 +374,53 @@ class Fanout:
         event_id: str | None = None,
         fn_id: str | None = None,
         status: str | None = None,
+        since: _dt.datetime | float | None = None,
+        until: _dt.datetime | float | None = None,
+        cursor: str | None = None,
         limit: int = 100,
-    ) -> list[RunInfo]:
-        """Runs, newest first, by event or by function, optionally filtered by status."""
+    ) -> RunList:
+        """Runs, newest first (by creation), of one event, one function, or all.
+
+        ``status`` is a status, comma-separated statuses or ``"active"``; ``since`` /
+        ``until`` (aware datetimes or epoch seconds) bound the creation time. The
+        result is a list with ``next_cursor``: pass it as ``cursor=`` for the next page.
+        A status filter reads the index newest first and stops after 5,000 entries per
+        call: then fewer than ``limit`` runs come back, with a cursor to go on from.
+        The runs of one event are one list (no cursor).
+        """
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
+        after = as_timestamp(since, "since")
+        before = as_timestamp(until, "until")
         store = self._rt.store
+        history = History(store)
+        if event_id is not None:
+            if cursor is not None:
+                raise ConfigError("cursor pages the runs of a function or of all functions; "
+                                  "the runs of one event come in one list (drop cursor=)")
+            wanted = history_statuses(status)
+            found = [r for r in history.runs_of_event(event_id)
+                     if (wanted is None or r.status in wanted)
+                     and (fn_id is None or r.fn_id == fn_id)
+                     and (after is None or (r.created_at or 0) >= after)
+                     and (before is None or (r.created_at or 0) <= before)]
+            return RunList(self._infos([r.run_id for r in found[:limit]]))
         fn_key = f"{self.app_id}:{fn_id}" if fn_id else None
-        scan = limit if status is None else max(limit * 10, 1000)
-        ids = store.run_ids(fn_key=fn_key, event_id=event_id, limit=scan)
-        out: list[RunInfo] = []
-        for rid, fields in zip(ids, store.many_run_fields(ids), strict=True):
-            if not fields.get("st"):
-                continue
-            if status is not None and fields["st"] != status:
-                continue
-            if fn_id is not None and fields.get("fn") != fn_id:
-                continue
-            out.append(to_run_info(rid, fields))
-            if len(out) >= limit:
+        ids: list[str] = []
+        nxt = cursor
+        while len(ids) < limit:
+            page = history.runs(fn_key=fn_key, status=status, since=after, until=before,
+                                limit=min(MAX_LIMIT, limit - len(ids)), cursor=nxt)
+            ids.extend(r.run_id for r in page.items)
+            nxt = page.next_cursor
+            if nxt is None or not page.complete:
                 break
-        return out
+        return RunList(self._infos(ids), nxt)
+
+    def _infos(self, run_ids: list[str]) -> list[RunInfo]:
+        store = self._rt.store
+        return [to_run_info(rid, f) for rid, f in zip(run_ids, store.many_run_fields(run_ids),
+                                                      strict=True) if f.get("st")]
 
     @property
     def runtime(self) -> Runtime:

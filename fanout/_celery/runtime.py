@@ -156,10 +156,18 @@ class Runtime:
         if self._store is None or self._store_pid != pid:
             self._store = Store(
                 connect(self.redis_url), retention=self.retention,
-                watchdog=5 * self.recovery_timeout,
+                watchdog=5 * self.recovery_timeout, metrics=self.metrics_setting(),
             )
             self._store_pid = pid
         return self._store
+
+    def metrics_setting(self) -> bool | None:
+        """The Celery setting ``fanout_metrics``: False stops counting in the store;
+        unset (None) counts everywhere but on a Redis Cluster."""
+        value = self.app.conf.get("fanout_metrics")
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"fanout_metrics must be True, False or unset, not {value!r}")
+        return value
 
     @staticmethod
     def parse_json(text: str) -> Any:
@@ -484,7 +492,7 @@ class Runtime:
                 self.finish(run_id, token, "failed", None, outcome.error, fields, steps)
                 return
             delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
-            end.update(att=attempt + 1, err=dumps(outcome.error))
+            end.update(att=attempt + 1, err=dumps(outcome.error), atm=fn.retries + 1)
             wake = self.flow.clamp_wake(fn, fields, time.time() + delay)
             attempt_failed(fn.key, run_id, None, attempt + 1, fn.retries + 1, outcome.error, wake)
             end["qa"] = repr(wake)
@@ -499,6 +507,7 @@ class Runtime:
             seq, _r = store.end_pass(run_id, token, "sleeping", fields=end, wake=wake)
         elif isinstance(outcome, Wait):
             until = self.flow.clamp_wake(fn, fields, outcome.until)
+            end["qa"] = repr(until)  # the timeout; an event that resolves the wait sets 'qa'
             seq, resolved = store.end_pass(run_id, token, "waiting", wake=until,
                                            awaiting=outcome.step_id, fields=end)
             if resolved and seq is not None and seq >= 0:

@@ -456,6 +456,9 @@ class Pass:
                 value: Any) -> Any:
         stored: Any = _SAME
         rec.attempts = (prev.attempts if prev else 0) + 1
+        if prev is not None and prev.status == "retrying":  # keep the failed attempts
+            rec.history = prev.with_attempt()
+            rec.max_attempts = self.inp.policy.retries + 1
         if ok:
             try:
                 text = dumps(value)
@@ -480,6 +483,7 @@ class Pass:
                 self.transformed(None, exc, StepInfo(op.id, op.kind))
             rec.error = error_info(exc)
             policy = self.inp.policy
+            rec.max_attempts = policy.retries + 1
             if isinstance(exc, NonRetriableError) or rec.attempts > policy.retries:
                 rec.status = "failed"
             else:

@@ -316,6 +316,16 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str) -> str
         ("Ended", h(iso(run.ended_at.timestamp() if run.ended_at else None)) or "-"),
         ("Attempt", str(run.attempt)),
     ]
+    if not run.done:
+        meta.insert(2, ("Now", f'<span id="run-state">{h(run.state)}</span>'))
+    for s in run.steps:
+        if s.child_run_id:
+            meta.append((f"Step {h(s.step_id)}", "invoked " + link(s.child_run_id)))
+        if s.started_runs:
+            shown = ", ".join(link(r) for r in s.started_runs[:20])
+            more = f" and {len(s.started_runs) - 20} more" if len(s.started_runs) > 20 else ""
+            meta.append((f"Step {h(s.step_id)}", f"started {len(s.started_runs)} run(s): "
+                         f"{shown}{more}"))
     if fields.get("replay_of"):
         meta.append(("Replay of", link(fields["replay_of"])
                      + (f' from step <span class="mono">{h(fields["from_step"])}</span>'

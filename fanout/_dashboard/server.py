@@ -148,6 +148,7 @@ class DashboardServer:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     dash: DashboardServer
+    _registry: Any = None
     server_version = "fanout-dashboard"
     sys_version = ""
 
@@ -246,7 +247,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._html(HTTPStatus.UNAUTHORIZED, "Sign in", pages.login_page(bad="token" in q))
             return
         if not self._authorized():
-            if url.path.startswith("/api/"):
+            if url.path.startswith("/api/") or url.path == "/metrics":
                 self._json(HTTPStatus.UNAUTHORIZED, {"error": "a valid token is required"})
             else:
                 self._html(HTTPStatus.UNAUTHORIZED, "Sign in", pages.login_page(bad=False))
@@ -267,6 +268,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._html(HTTPStatus.BAD_REQUEST, "Error",
                            f'<h1>Bad request</h1><p class="err-text">{pages.h(exc)}</p>')
+
+    def _metrics(self) -> None:
+        """Prometheus metrics of the whole fleet (the counts live in the store)."""
+        from .._ops.metrics import CONTENT_TYPE, registry_for, render
+
+        try:
+            if self._registry is None:
+                rt = self.dash.target.runtime
+                type(self)._registry = registry_for(lambda: rt.store)
+            body = render(self._registry)
+        except ConfigError as exc:  # prometheus_client is not installed
+            self._send(HTTPStatus.NOT_IMPLEMENTED, f"{exc}\n".encode(), "text/plain")
+            return
+        self._send(HTTPStatus.OK, body, CONTENT_TYPE)
 
     def _names(self, runs: list[RunSummary]) -> dict[str, str]:
         events = run_events(self.dash.target.runtime.store, [r.run_id for r in runs])
@@ -307,6 +322,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         t = self.dash.target
         hist = t.history
         flash = {"msg": q.get("msg", ""), "err": q.get("err", "")}
+        if path == "/metrics":
+            self._metrics()
+            return
         if path in ("/", "/overview", "/api/overview"):
             depths, workers = self.dash.fleet()
             fns = t.functions()

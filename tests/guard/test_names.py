@@ -19,6 +19,7 @@ from celery import Celery
 import fanout
 import fanout.django
 import fanout.embedded
+import fanout.metrics
 import fanout.testing
 import fanout.tracing
 
@@ -43,6 +44,8 @@ PUBLIC_MODULES = {
     "fanout.http": ["AsgiIngestApp", "IngestApp", "IngestKeys", "KeyInfo", "NewKey", "Server",
                     "Webhook", "asgi_app", "hash_key", "ingest_app", "serve", "sign"],
     "fanout.django.ingest": ["ingest_view"],
+    "fanout.metrics": ["MetricsSnapshot", "collector", "generate", "register", "snapshot",
+                       "wsgi_app"],
 }
 
 
@@ -64,7 +67,8 @@ def test_public_submodules() -> None:
         mod = importlib.import_module(modname)
         for n in names:
             assert callable(getattr(mod, n)), f"{modname}.{n}"
-    for modname in ("fanout.testing", "fanout.django", "fanout.http", "fanout.django.ingest"):
+    for modname in ("fanout.testing", "fanout.django", "fanout.http", "fanout.django.ingest",
+                    "fanout.metrics"):
         assert _public(importlib.import_module(modname)) == PUBLIC_MODULES[modname]
 
 

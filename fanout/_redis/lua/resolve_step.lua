@@ -1,6 +1,7 @@
 -- Finish a step from outside its run: an awaited event arrived, or an invoked
 -- child run ended.  Exactly once: a step that is already final is left alone.
 -- KEYS[1] run hash   ARGV[1] step field  ARGV[2] final record JSON
+-- ARGV[3] now (optional): a waiting run queued here may start from then on ('qa')
 -- Returns 'enqueue' (the run was waiting: it is queued now and needs a pass),
 -- 'set' (a pass holds the run and will see the record), 'done' or 'ended'.
 local st = redis.call('HGET', KEYS[1], 'st')
@@ -8,13 +9,27 @@ if not st or st == 'completed' or st == 'failed' or st == 'cancelled' or st == '
   return 'ended'
 end
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local rec = ARGV[2]
 if cur then
-  local s = cjson.decode(cur)['st']
+  local old = cjson.decode(cur)
+  local s = old['st']
   if s == 'completed' or s == 'failed' then return 'done' end
+  -- The final record keeps what the waiting one knew: when the wait began, and its
+  -- details (an invoke's child run id, a wait's event, match and if). They are
+  -- appended to the JSON text: re-encoding the record could alter its output.
+  local new = cjson.decode(rec)
+  local add = ''
+  for _, k in ipairs({'t0', 'q', 'x'}) do
+    if new[k] == nil and old[k] ~= nil then
+      add = add .. ',"' .. k .. '":' .. cjson.encode(old[k])
+    end
+  end
+  if add ~= '' and string.sub(rec, -1) == '}' then rec = string.sub(rec, 1, -2) .. add .. '}' end
 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HSET', KEYS[1], ARGV[1], rec)
 if st == 'waiting' then
   redis.call('HSET', KEYS[1], 'st', 'queued', 'wake', '0')
+  if ARGV[3] then redis.call('HSET', KEYS[1], 'qa', ARGV[3]) end
   return 'enqueue'
 end
 return 'set'
