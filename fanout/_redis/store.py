@@ -259,10 +259,17 @@ class Store:
                     idx.sadd(f"{self.event_key(eid)}:runs", run_id)
                     idx.expire(f"{self.event_key(eid)}:runs", self.retention)
             else:
-                st, seq, t0 = (_s(x) for x in res)
+                st, seq, t0, c = (_s(x) for x in (*res, "")[:4])
                 again = st == "queued" and seq == "0" and not t0
                 if again:
                     idx.zadd(self.timers_key, {run_id: watch}, nx=True)
+                # The run exists; its index entries may not (a Redis out of memory failed
+                # the pipeline that writes them after the run was created). Writing them
+                # again, NX, under the run's own creation time repairs the listing when
+                # the router batch is retried, and changes nothing otherwise.
+                created_ms = int(float(c) * 1000) if c else now_ms
+                idx.zadd(f"{self.p}:idx:runs", {run_id: created_ms}, nx=True)
+                idx.zadd(self.fn_index(fn_key), {run_id: created_ms}, nx=True)
                 out.append((run_id, False, again))
         if len(idx):
             idx.execute()

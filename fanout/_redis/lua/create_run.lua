@@ -3,10 +3,11 @@
 -- KEYS[1] run hash   ARGV: field, value, field, value, ...
 -- KEYS[2] the metrics hash (optional): a created run counts as started, and one
 -- created ended (a skipped cron tick or rate-limited run) as ended too.
--- Returns false when created, else {status, seq, started_at or ''}.
+-- Returns false when created, else {status, seq, started_at or '', created_at or ''}.
 local st = redis.call('HGET', KEYS[1], 'st')
 if st then
-  return {st, redis.call('HGET', KEYS[1], 'seq') or '0', redis.call('HGET', KEYS[1], 't0') or ''}
+  local f = redis.call('HMGET', KEYS[1], 'seq', 't0', 'c')
+  return {st, f[1] or '0', f[2] or '', f[3] or ''}
 end
 redis.call('HSET', KEYS[1], unpack(ARGV))
 if KEYS[2] then
