@@ -81,6 +81,7 @@ class Fanout:
         checkpoint: bool = False,
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
+        strict_order: bool = False,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
         if not isinstance(celery, Celery):
@@ -94,6 +95,9 @@ class Fanout:
         self.redis_url = resolve_redis_url(celery, redis_url)
         self._backoff = check_backoff(retry_backoff)
         self._checkpoint = bool(checkpoint)
+        if not isinstance(strict_order, bool):
+            raise ConfigError(f"strict_order must be True or False, not {strict_order!r}")
+        self._strict_order = strict_order
         self._rt: Runtime = runtime_for(
             celery, self.redis_url, recovery_timeout=recovery_timeout, retention=retention
         )
@@ -124,6 +128,9 @@ class Fanout:
         cancel: Cancel | list[Cancel] | None = None,
         timeouts: Timeouts | None = None,
         on_failure: Callable[..., Any] | None = None,
+        version: str | None = None,
+        patches: Iterable[str] | None = None,
+        strict_order: bool | None = None,
     ) -> Callable[[F], F]:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
@@ -133,7 +140,14 @@ class Fanout:
         ``cancel`` (events that cancel a run), ``timeouts`` and ``on_failure`` (a
         handler run with ``ctx.event.data`` = ``error``, ``event``, ``run_id``,
         ``function_id`` when a run of this function fails).
+
+        Versioning (``docs/concepts/versioning.md``): ``version`` names the code (default:
+        a fingerprint of the handler's source), ``patches`` declares the markers the
+        handler asks ``ctx.patched`` about, ``strict_order`` (default: the client's) fails
+        a run in flight whose steps changed order instead of logging a warning.
         """
+        if strict_order is not None and not isinstance(strict_order, bool):
+            raise ConfigError(f"strict_order must be True, False or None, not {strict_order!r}")
         flow = dict(
             concurrency=concurrency, singleton=singleton, throttle=throttle,
             rate_limit=rate_limit, debounce=debounce, batch_events=batch_events,
@@ -141,6 +155,7 @@ class Fanout:
         )
         backoff_ = self._backoff if backoff is None else backoff
         checkpoint_ = self._checkpoint if checkpoint is None else checkpoint
+        strict_ = self._strict_order if strict_order is None else strict_order
 
         def decorator(handler: F) -> F:
             fn = build_function(
@@ -153,6 +168,9 @@ class Fanout:
                 checkpoint=checkpoint_,
                 handler=handler,
                 flow=flow,
+                version=version,
+                patches=patches,
+                strict_order=strict_,
             )
             companion = None
             if on_failure is not None:
@@ -188,7 +206,7 @@ class Fanout:
         companion = build_function(
             app_id=self.app_id, fn_id=fid, trigger=TriggerEvent(event=SYSTEM_FAILED, expression=expr),
             name=f"{fn.name} (on failure)", retries=retries, backoff=backoff,
-            checkpoint=checkpoint, handler=handler,
+            checkpoint=checkpoint, handler=handler, strict_order=fn.strict_order,
         )
         companion.failure_of = fn.key
         return companion
@@ -306,13 +324,15 @@ class Fanout:
         fn_id: str | None = None,
         status: str | None = None,
         limit: int = 100,
+        version: str | None = None,
     ) -> list[RunInfo]:
-        """Runs, newest first, by event or by function, optionally filtered by status."""
+        """Runs, newest first, by event or by function, optionally filtered by status and
+        by ``version`` (runs created on that version or with a pass that ran on it)."""
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
         store = self._rt.store
         fn_key = f"{self.app_id}:{fn_id}" if fn_id else None
-        scan = limit if status is None else max(limit * 10, 1000)
+        scan = limit if status is None and version is None else max(limit * 10, 1000)
         ids = store.run_ids(fn_key=fn_key, event_id=event_id, limit=scan)
         out: list[RunInfo] = []
         for rid, fields in zip(ids, store.many_run_fields(ids), strict=True):
@@ -322,7 +342,10 @@ class Fanout:
                 continue
             if fn_id is not None and fields.get("fn") != fn_id:
                 continue
-            out.append(to_run_info(rid, fields))
+            info = to_run_info(rid, fields)
+            if version is not None and version not in info.versions:
+                continue
+            out.append(info)
             if len(out) >= limit:
                 break
         return out

@@ -72,6 +72,8 @@ def runs_table(runs: Sequence[RunSummary]) -> str:
             note = f"replay of {a}" + (f" from {b}" if b else "")
         else:
             note = ""
+        if r.crossed_deploy:
+            note = (f"{note}; " if note else "") + "crossed a deploy: " + " -> ".join(r.versions)
         rows.append([r.run_id, r.fn_key, r.status, iso(r.created_at), human_ms(r.duration),
                      note[:70]])
     return table(["RUN", "FUNCTION", "STATUS", "CREATED", "DURATION", "NOTE"], rows)
@@ -159,6 +161,14 @@ def timeline(run: RunInfo, extra: dict[str, str] | None = None, width: int = 32)
     if extra.get("replay_of"):
         lines.append(f"  replay of {extra['replay_of']}"
                      + (f" from step {extra['from_step']}" if extra.get("from_step") else ""))
+    if run.versions:
+        lines.append(f"  version  {' -> '.join(run.versions)}"
+                     + ("  (crossed a deploy)" if run.crossed_deploy else ""))
+    if run.markers:
+        lines.append(f"  patches  {', '.join(run.markers)}")
+    for w in run.warnings:
+        lines.append(f"  warning  [{w.get('kind')}, on {w.get('version') or '?'}] "
+                     f"{w.get('message', '')}")
     started = _epoch(run.started_at)
     ended = _epoch(run.ended_at)
     lines.append(f"  created  {iso(origin)}")
@@ -199,6 +209,8 @@ def run_json(run: RunInfo, extra: dict[str, str] | None = None) -> dict[str, Any
         "created_at": _epoch(run.created_at), "started_at": _epoch(run.started_at),
         "ended_at": _epoch(run.ended_at),
         "replay_of": (extra or {}).get("replay_of"), "from_step": (extra or {}).get("from_step"),
+        "version": run.version, "versions": run.versions, "crossed_deploy": run.crossed_deploy,
+        "markers": run.markers, "warnings": run.warnings,
         "steps": [{
             "step_id": t.step.step_id, "kind": t.step.kind, "status": t.step.status,
             "attempts": t.step.attempts, "output": t.step.output, "error": t.step.error,

@@ -46,6 +46,7 @@ import redis
 
 from .._core.event import dumps
 from .._core.records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
+from .._core.versions import crossed_deploy, markers_of, versions_of, warnings_of
 
 EVENT_NAME_INDEX_SECONDS = 86400
 
@@ -588,4 +589,9 @@ def to_run_info(run_id: str, f: Mapping[str, str]) -> RunInfo:
         started_at=ts_to_dt(_f(f, "t0")),
         ended_at=ts_to_dt(_f(f, "t1")) if status in TERMINAL else None,
         steps=[StepInfo.from_record(r) for r in steps],
+        version=f.get("v") or None,
+        versions=versions_of(f),
+        crossed_deploy=crossed_deploy(f),
+        markers=sorted(markers_of(f)),
+        warnings=warnings_of(f),
     )
