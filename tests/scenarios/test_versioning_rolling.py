@@ -17,7 +17,6 @@ from tests.scenarios.versioning_helpers import (
     counted,
     executions,
     step_log,
-    wait_status,
     worker_on,
 )
 from tests.support import make_app, redis_for, run_of, wait_for, wait_run
