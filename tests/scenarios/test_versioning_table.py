@@ -211,3 +211,33 @@ def test_runs_record_the_versions_they_ran_on(deployed: dict[str, fanout.RunInfo
     )
     assert f"version  {v1} -> {v2}  (crossed a deploy)" in shown.stdout, shown.stdout
     assert "warning  [order" in shown.stdout
+
+
+def test_dashboard_filters_by_version_and_shows_warnings(
+    deployed: dict[str, fanout.RunInfo],
+) -> None:
+    import urllib.parse
+    import urllib.request
+
+    from fanout._dashboard import DashboardServer
+    from fanout._ops.locate import locate
+
+    run = deployed["removed"]
+    v1, v2 = run.versions
+    server = DashboardServer(locate(__name__), port=0).start()
+    try:
+        def get(path: str, **q: str) -> str:
+            url = f"{server.url}{path}?{urllib.parse.urlencode(q)}"
+            with urllib.request.urlopen(url, timeout=10) as resp:
+                return str(resp.read().decode())
+
+        listed = json.loads(get("/api/runs", fn="tests:removed", version=v2))["runs"]
+        assert [x["run_id"] for x in listed] == [run.run_id]
+        assert json.loads(get("/api/runs", fn="tests:removed", version="nope"))["runs"] == []
+        html = get("/runs", fn="tests:removed", version=v1)
+        assert run.run_id in html and 'name="version"' in html and "crossed a deploy" in html
+        page = get(f"/runs/{run.run_id}")
+        assert "crossed a deploy" in page and f"{v1} → {v2}" in page
+        assert "unreached" in page and "run-warning" in page
+    finally:
+        server.shutdown()
