@@ -43,6 +43,7 @@ from .._errors import (
 )
 from .event import Event, dumps
 from .records import StepRecord
+from .versions import order_hint, report_warning
 
 MAX_STEPS_PER_RUN = 1000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
@@ -346,7 +347,7 @@ class Pass:
             raise NonDeterminismError(
                 f"the handler reached the new step {op.id!r} before the memoized step(s) "
                 f"{sorted(self.unvisited)!r}: the order of steps changed since this run began"
-                + _order_hint(self.inp)
+                + order_hint(self.inp.strict, self.inp.version)
             )
         self.warn(
             "order", f"the handler reached the new step {op.id!r} before the memoized step(s) "
@@ -357,17 +358,10 @@ class Pass:
 
     def warn(self, kind: str, message: str, **detail: Any) -> None:
         """Record a versioning warning on the run (once per run and kind) and log it."""
-        if kind in self.warned:
-            return
-        self.warned.add(kind)
-        entry = {"kind": kind, "message": message, "version": self.inp.version,
-                 "at": round(time.time(), 3), **detail}
-        report = getattr(self.sink, "versioning_warning", None)
-        if report is not None:
-            report(entry)
-        logging.getLogger("fanout.versioning").warning(
-            "[%s %s] %s", self.inp.fn_id, self.inp.run_id, message
-        )
+        if kind not in self.warned:
+            self.warned.add(kind)
+            report_warning(self.sink, self.inp.fn_id, self.inp.run_id, self.inp.version,
+                           kind, message, detail)
 
     def admit(self, op: Op) -> None:
         """Decide that ``op`` (not final) executes in this pass, or stop the pass before it."""
@@ -618,7 +612,7 @@ def run_pass(
             error_info(
                 NonDeterminismError(
                     f"the handler returned without reaching the memoized step(s) {names!r}"
-                    + _order_hint(inp)
+                    + order_hint(inp.strict, inp.version)
                 )
             ),
             False,
@@ -639,16 +633,6 @@ def run_pass(
         )
         return Failed(error_info(err), False)
     return Completed(json.loads(text))
-
-
-def _order_hint(inp: PassInput) -> str:
-    if inp.strict:
-        return (" (a step renamed, reordered or removed by a deploy); strict mode fails the "
-                "run; see docs/concepts/versioning.md")
-    return (f" although every pass ran on the same code (version {inp.version or '?'}): "
-            "step ids must not depend on time, randomness or anything else that differs "
-            "between passes. If a deploy changed the steps, the function's version did not "
-            "change: bump version= on create_function; see docs/concepts/versioning.md")
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:

@@ -19,7 +19,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import logging
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -145,3 +147,27 @@ def pass_fields(
 
 def warned_kinds(fields: Mapping[str, str]) -> frozenset[str]:
     return frozenset(str(w.get("kind")) for w in warnings_of(fields))
+
+
+def order_hint(strict: bool, version: str) -> str:
+    """The end of a NonDeterminismError message about the order of steps."""
+    if strict:
+        return (" (a step renamed, reordered or removed by a deploy); strict mode fails the "
+                "run; see docs/concepts/versioning.md")
+    return (f" although every pass ran on the same code (version {version or '?'}): "
+            "step ids must not depend on time, randomness or anything else that differs "
+            "between passes. If a deploy changed the steps, the function's version did not "
+            "change: bump version= on create_function; see docs/concepts/versioning.md")
+
+
+def report_warning(
+    sink: Any, fn_id: str, run_id: str, version: str, kind: str, message: str,
+    detail: Mapping[str, Any],
+) -> None:
+    """Hand a versioning warning to the sink (recorded on the run) and log it."""
+    entry = {"kind": kind, "message": message, "version": version,
+             "at": round(time.time(), 3), **detail}
+    report = getattr(sink, "versioning_warning", None)
+    if report is not None:
+        report(entry)
+    logging.getLogger("fanout.versioning").warning("[%s %s] %s", fn_id, run_id, message)
