@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from celery import Celery
@@ -29,6 +29,9 @@ from ._core.flow import (
 )
 from ._core.function import FunctionDef, build_function, check_backoff, check_id
 from ._core.ids import new_token, run_id_for
+from ._core.middleware import MiddlewareFactory, SendEventsResult
+from ._core.middleware import Stack as MiddlewareStack
+from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
@@ -82,6 +85,7 @@ class Fanout:
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
         strict_order: bool = False,
+        middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
         if not isinstance(celery, Celery):
@@ -102,6 +106,7 @@ class Fanout:
             celery, self.redis_url, recovery_timeout=recovery_timeout, retention=retention
         )
         self.functions: dict[str, FunctionDef] = {}
+        self.middleware = validate_middleware(middleware, "Fanout(middleware=...)")
 
     def __repr__(self) -> str:
         return f"<fanout.Fanout app_id={self.app_id!r} functions={len(self.functions)}>"
@@ -131,6 +136,7 @@ class Fanout:
         version: str | None = None,
         patches: Iterable[str] | None = None,
         strict_order: bool | None = None,
+        middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> Callable[[F], F]:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
@@ -156,6 +162,8 @@ class Fanout:
         backoff_ = self._backoff if backoff is None else backoff
         checkpoint_ = self._checkpoint if checkpoint is None else checkpoint
         strict_ = self._strict_order if strict_order is None else strict_order
+        middleware_ = self.middleware + validate_middleware(
+            middleware, f"create_function(fn_id={fn_id!r}, middleware=...)")
 
         def decorator(handler: F) -> F:
             fn = build_function(
@@ -172,12 +180,14 @@ class Fanout:
                 patches=patches,
                 strict_order=strict_,
             )
+            fn.middleware, fn.client = middleware_, self
             companion = None
             if on_failure is not None:
                 companion = self._failure_handler(fn, on_failure, retries, backoff_, checkpoint_)
             self._rt.add_function(fn)
             self.functions[fn.fn_id] = fn
             if companion is not None:
+                companion.middleware, companion.client = middleware_, self
                 self._rt.add_function(companion)
                 self.functions[companion.fn_id] = companion
             handler.fanout_function = fn  # type: ignore[attr-defined]
@@ -215,12 +225,30 @@ class Fanout:
 
     def send_sync(self, events: Event | Iterable[Event]) -> list[str]:
         """Validate, store and publish events; returns their ids. Raises on any failure."""
-        return self._rt.publish(prepare_batch(events))
+        prepared = prepare_batch(events)
+        if not self.middleware:
+            return self._rt.publish(prepared)
+        return self._send_with_middleware(prepared)
 
     async def send(self, events: Event | Iterable[Event]) -> list[str]:
         """The async form of :meth:`send_sync`."""
         prepared = prepare_batch(events)
-        return await asyncio.to_thread(self._rt.publish, prepared)
+        if not self.middleware:
+            return await asyncio.to_thread(self._rt.publish, prepared)
+        return await asyncio.to_thread(self._send_with_middleware, prepared)
+
+    def _send_with_middleware(self, prepared: list[tuple[Event, str]]) -> list[str]:
+        """``before_send_events`` / ``after_send_events`` of the client's middleware."""
+        stack = MiddlewareStack.build(self.middleware, self, None)
+        events = [ev for ev, _text in prepared]
+        stack.call("before_send_events", events)
+        try:
+            ids = self._rt.publish(prepare_batch(events))
+        except Exception as exc:
+            stack.call("after_send_events", SendEventsResult([], exc), reverse=True)
+            raise
+        stack.call("after_send_events", SendEventsResult(ids), reverse=True)
+        return ids
 
     def emit(
         self,

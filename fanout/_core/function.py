@@ -66,6 +66,10 @@ class FunctionDef:
     def creation_fields(self) -> dict[str, str]:
         """What a new run of this function records about the code it was created on."""
         return creation_fields(self.version, self.patches)
+    #: Middleware classes, the client's first (see :mod:`fanout._core.middleware`),
+    #: and the client they are built with.
+    middleware: tuple[Any, ...] = ()
+    client: Any = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> str:

@@ -30,6 +30,7 @@ from .engine import (
 )
 from .event import Event, prepare_batch
 from .ids import derived_event_id
+from .middleware import SendEventsResult
 
 MAX_SLEEP_SECONDS = 366 * 86400
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -182,7 +183,15 @@ class Step:
         def send() -> tuple[bool, Any]:
             try:
                 p.flush()
-                return True, p.sink.send_events(op.id, prepared)
+                batch = prepared
+                if p.stack:
+                    events_ = [ev for ev, _text in batch]
+                    p.hook("before_send_events", events_)
+                    batch = prepare_batch(events_)  # ids are set: only re-serialized
+                ids = p.sink.send_events(op.id, batch)
+                if p.stack:
+                    p.hook("after_send_events", SendEventsResult(ids), reverse=True)
+                return True, ids
             except Exception as exc:  # noqa: BLE001
                 return False, exc
 

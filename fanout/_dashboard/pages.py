@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from .._core.function import FunctionDef
 from .._core.records import RunInfo
-from .._ops.render import human_ms, run_note, step_timings
+from .._ops.render import human_ms, run_note, shown, step_timings
 from .._redis.history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 
 NAV = (("/overview", "Overview"), ("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
@@ -24,7 +24,7 @@ def h(value: Any) -> str:
 
 
 def pretty(value: Any) -> str:
-    return h(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+    return h(json.dumps(shown(value), indent=2, sort_keys=True, default=str, ensure_ascii=False))
 
 
 def _layout() -> Template:
@@ -152,8 +152,10 @@ def event_page(ev: EventSummary, runs: Sequence[RunSummary], csrf: str) -> str:
 # -- runs ------------------------------------------------------------------------------------
 
 
-def runs_table(runs: Iterable[RunSummary], names: dict[str, str] | None = None) -> str:
-    """One line per run; ``names`` (run id to event name) adds the Event column."""
+def runs_table(runs: Iterable[RunSummary], names: dict[str, str] | None = None, *,
+               select: bool = False) -> str:
+    """One line per run; ``names`` (run id to event name) adds the Event column;
+    ``select`` adds a checkbox per run for the bulk actions."""
     rows = []
     for r in runs:
         kind, a, b = run_note(r)
@@ -164,17 +166,20 @@ def runs_table(runs: Iterable[RunSummary], names: dict[str, str] | None = None) 
             note = f'replay of <a class="mono" href="/runs/{h(a)}">{h(a[:10])}…</a>'
         if r.crossed_deploy:
             note += f' <span class="muted">crossed a deploy: {h(" → ".join(r.versions))}</span>'
+        box = (f'<td><input type="checkbox" name="run_ids" value="{h(r.run_id)}" '
+               f'aria-label="select run {h(r.run_id)}"></td>' if select else "")
         rows.append(
-            f'<tr><td class="mono"><a href="/runs/{h(r.run_id)}">{h(r.run_id)}</a></td>'
+            f'<tr>{box}<td class="mono"><a href="/runs/{h(r.run_id)}">{h(r.run_id)}</a></td>'
             f'<td class="mono">{h(r.fn_key)}</td>'
             + ("" if names is None else f'<td class="mono">{h(names.get(r.run_id, ""))}</td>')
             + f"<td>{status_badge(r.status)}</td>"
             f'<td><time datetime="{h(iso(r.created_at))}" data-rel>{h(iso(r.created_at))}</time></td>'
             f"<td>{h(human_ms(r.duration))}</td><td>{note}</td></tr>"
         )
-    body = "".join(rows) or '<tr><td colspan="7" class="muted">no runs</td></tr>'
+    body = "".join(rows) or '<tr><td colspan="8" class="muted">no runs</td></tr>'
     event_th = "" if names is None else "<th>Event</th>"
-    return ('<table class="runs"><thead><tr><th>Run</th><th>Function</th>' + event_th + '<th>Status</th>'
+    box_th = '<th><input type="checkbox" id="select-all" aria-label="select all"></th>' if select else ""
+    return ('<table class="runs"><thead><tr>' + box_th + '<th>Run</th><th>Function</th>' + event_th + '<th>Status</th>'
             f"<th>Created</th><th>Duration</th><th>Note</th></tr></thead><tbody>{body}</tbody></table>")
 
 
@@ -192,7 +197,8 @@ def status_counts(counts: dict[str, int], q: dict[str, str]) -> str:
 
 
 def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, str], *,
-              counts: dict[str, int] | None = None, names: dict[str, str] | None = None) -> str:
+              counts: dict[str, int] | None = None, names: dict[str, str] | None = None,
+              csrf: str = "") -> str:
     fn_opts = '<option value="">all functions</option>' + "".join(
         f'<option value="{h(f.key)}"{" selected" if q.get("fn") == f.key else ""}>{h(f.key)}</option>'
         for f in fns)
@@ -222,8 +228,20 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         more += (f'<p class="muted" id="search-note">{len(runs.items)} run(s) match '
                  f'<span class="mono">{h(q["q"])}</span> among the {runs.scanned} newest scanned'
                  f'{"" if runs.complete else " (not all runs were scanned)"}.</p>')
+    table = runs_table(runs.items, names or {}, select=bool(csrf))
+    if csrf:
+        back = "/runs?" + urlencode({k: v for k, v in q.items() if v and k != "msg"})
+        table = (
+            '<form method="post" action="/actions/bulk" id="bulk" '
+            'data-confirm="Apply this to every selected run?">'
+            f'{csrf_field(csrf)}<input type="hidden" name="back" value="{h(back)}">'
+            '<div class="actions"><span class="muted">selected runs:</span>'
+            '<button type="submit" name="bulk" value="replay">Replay selected</button>'
+            '<button type="submit" name="bulk" value="cancel" class="danger">Cancel selected</button>'
+            f"</div>{table}</form>"
+        )
     return (f'<h1 data-refresh="3">Runs</h1>{filters}{status_counts(counts or {}, q)}'
-            f"{runs_table(runs.items, names or {})}{more}")
+            f"{table}{more}")
 
 
 def _pct(x: float | None, span: float) -> float:

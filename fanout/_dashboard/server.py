@@ -21,6 +21,7 @@ import http.server
 import ipaddress
 import json
 import logging
+import os
 import secrets
 import threading
 import time
@@ -32,6 +33,7 @@ from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from .._celery.inspect import fanout_queues, live_workers, queue_depths
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
+from .._ops.render import decrypted
 from .._ops.stats import (
     DataQuery,
     day_counts,
@@ -291,7 +293,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         runs = Page(found, None, scanned, complete=complete)
         self._html(200, "Runs", pages.runs_page(runs, t.functions(), q,
-                                                names=self._names(found)))
+                                                names=self._names(found), csrf=self.dash.csrf))
 
     def _static(self, name: str) -> None:
         ctype = _STATIC.get(name)
@@ -335,13 +337,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 counts = day_counts(hist, fn_key=fn_key)
                 self._html(200, "Runs", pages.runs_page(runs, t.functions(), q, counts=counts,
-                                                        names=self._names(runs.items)), **flash)
+                                                        names=self._names(runs.items),
+                                                        csrf=self.dash.csrf), **flash)
         elif path.startswith("/runs/") or path.startswith("/api/runs/"):
             run_id = path.rsplit("/", 1)[1]
             fields = t.runtime.store.run_fields(run_id)
             info = t.runtime.store.run_info(run_id, fields)
             if info is None:
                 raise _HttpError(404, f"no run {run_id} (unknown, or past its retention)")
+            key = os.environ.get("FANOUT_ENCRYPTION_KEY")
+            if key:  # decrypted only when the dashboard was started with the key
+                info = decrypted(info, key)
             if path.startswith("/api/"):
                 from .._ops.render import run_json
 
@@ -386,7 +392,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request body too large"})
             return
         raw = self.rfile.read(length).decode("utf-8", "replace")
-        form = {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        parsed = parse_qs(raw, keep_blank_values=True)
+        form = {k: v[-1] for k, v in parsed.items()}
+        # The runs list's checkboxes: every selected run, comma-joined.
+        form["run_ids"] = ",".join(v for v in parsed.get("run_ids", []) if v)
         problem = self._csrf_problem(form)
         if problem:
             self._json(HTTPStatus.FORBIDDEN, {"error": problem})
@@ -417,6 +426,37 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return None
         return "missing or invalid CSRF value: reload the page and try again"
 
+    def _bulk(self, form: dict[str, str]) -> tuple[str, str]:
+        """Cancel or replay every run selected on the runs list."""
+        t = self.dash.target
+        ids = [i for i in form.get("run_ids", "").split(",") if i]
+        what = form.get("bulk", "")
+        back = form.get("back") or "/runs"
+        if not back.startswith("/runs"):
+            back = "/runs"
+        if not ids:
+            raise ValueError("select at least one run first")
+        if len(ids) > 500:
+            raise ValueError(f"{len(ids)} runs selected; act on at most 500 at once")
+        done, skipped, failed = 0, [], []
+        for rid in ids:
+            try:
+                if what == "cancel":
+                    head = t.cancel(rid, "cancelled from the dashboard (bulk)")
+                    if head in ("cancelled", "flagged"):
+                        done += 1
+                    else:
+                        skipped.append(rid)
+                elif what == "replay":
+                    t.replay(rid)
+                    done += 1
+                else:
+                    raise _HttpError(400, f"unknown bulk action {what!r}: cancel or replay")
+            except (FanoutError, ValueError) as exc:
+                failed.append(f"{rid}: {exc}")
+        verb = "Cancelled" if what == "cancel" else "Replayed"
+        return back.split("?")[0], _bulk_summary(verb, done, skipped, failed)
+
     def _action(self, path: str, form: dict[str, str]) -> tuple[str, str]:
         t = self.dash.target
 
@@ -440,6 +480,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             rid, step = need("run_id"), need("step")
             new = t.rerun(rid, step)
             return f"/runs/{quote(new)}", f"Rerun from step {step} started: run {new}."
+        if path == "/actions/bulk":
+            return self._bulk(form)
         if path in ("/actions/send", "/actions/invoke"):
             try:
                 data = json.loads(form.get("data") or "{}")
@@ -453,6 +495,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             eid = t.send(need("name"), data)
             return f"/events/{quote(eid)}", f"Event {eid} sent."
         raise _HttpError(404, f"no action {path}")
+
+
+def _bulk_summary(verb: str, done: int, skipped: list[str], failed: list[str]) -> str:
+    parts = [f"{verb} {done} run(s)."]
+    if skipped:
+        parts.append(f"{len(skipped)} skipped (already ended): {', '.join(skipped[:5])}"
+                     + (" ..." if len(skipped) > 5 else "") + ".")
+    if failed:
+        parts.append(f"{len(failed)} failed: {'; '.join(failed[:3])}.")
+    return " ".join(parts)
 
 
 def serve(target: Target, *, host: str = "127.0.0.1", port: int = 8289,

@@ -123,8 +123,9 @@ def test_runs_list_counts_relative_times_and_event_names(
     rows = page.locator("table.runs tbody tr")
     assert rows.count() == 5
     first = rows.first.locator("td").all_inner_texts()
-    assert first[2] == "ov/signup" and first[3] == "completed"
-    assert "ago" in first[4]
+    assert first[0] == ""  # the bulk-action checkbox
+    assert first[3] == "ov/signup" and first[4] == "completed"
+    assert "ago" in first[5]
     page.locator('#status-counts [data-status="completed"]').click()
     page.wait_for_url("**status=completed**")
     page.screenshot(path=str(shots / "runs-counts.png"), full_page=True)
@@ -139,7 +140,7 @@ def test_search_by_data_field_run_id_and_event_id(
     page.wait_for_url("**q=user.id**")
     rows = page.locator("table.runs tbody tr")
     assert rows.count() == 1
-    run_id = rows.first.locator("td").first.inner_text()
+    run_id = rows.first.locator("td").nth(1).inner_text()
     assert client.get_run(run_id).output == "hello 3"  # type: ignore[union-attr]
     assert "1 run(s) match" in page.locator("#search-note").inner_text()
     page.screenshot(path=str(shots / "runs-search.png"), full_page=True)
@@ -165,3 +166,31 @@ def test_times_are_shown_relative_with_local_time_on_hover(
     assert t.inner_text().endswith("ago")
     title = t.get_attribute("title") or ""
     assert title and "Z" not in title  # the browser's local rendering, not the UTC text
+
+
+def test_bulk_cancel_and_replay_from_the_runs_list(
+    dashboard: str, runs: dict[str, Any], page: Any, shots: Path
+) -> None:
+    client.send_sync([fanout.Event(name="ov/nap", data={"i": i}) for i in range(2)])
+    wait_for(lambda: len(client.list_runs(fn_id="nap", status="sleeping")) == 3, 60)
+    page.goto(dashboard + "/runs?fn=ov:nap&status=sleeping")
+    assert page.locator('input[name="run_ids"]').count() == 3
+    page.check("#select-all")
+    page.screenshot(path=str(shots / "bulk-selected.png"), full_page=True)
+    page.click("button:has-text('Cancel selected')")
+    page.wait_for_selector(".flash")
+    assert "Cancelled 3 run(s)." in page.inner_text(".flash")
+    assert wait_for(lambda: len(client.list_runs(fn_id="nap", status="cancelled")) == 3, 30)
+
+    page.goto(dashboard + "/runs?fn=ov:charge&status=failed")
+    boxes = page.locator('input[name="run_ids"]')
+    assert boxes.count() == 2
+    boxes.first.check()
+    page.click("button:has-text('Replay selected')")
+    page.wait_for_selector(".flash")
+    assert "Replayed 1 run(s)." in page.inner_text(".flash")
+    wait_for(lambda: len(client.list_runs(fn_id="charge", status="failed")) == 3, 30)
+    page.goto(dashboard + "/runs?fn=ov:charge")
+    page.click("button:has-text('Cancel selected')")  # nothing selected
+    page.wait_for_selector(".flash.err")
+    assert "select at least one run first" in page.inner_text(".flash.err")

@@ -18,6 +18,15 @@
     el.textContent = rel(ms);
   });
 
+  // The runs list: "select all", and no auto-refresh while runs are selected.
+  const all = document.getElementById("select-all");
+  if (all) {
+    all.addEventListener("change", function () {
+      document.querySelectorAll('input[name="run_ids"]').forEach(function (b) { b.checked = all.checked; });
+    });
+  }
+  function selecting() { return document.querySelector('input[name="run_ids"]:checked') !== null; }
+
   // Forms with data-confirm ask first.
   document.addEventListener("submit", function (ev) {
     const msg = ev.target.getAttribute("data-confirm");
@@ -34,7 +43,7 @@
       box.addEventListener("change", function () { localStorage.setItem(key, box.checked ? "1" : "0"); });
     }
     const every = parseFloat(live.getAttribute("data-refresh")) * 1000;
-    setInterval(function () { if (!box || box.checked) location.reload(); }, every);
+    setInterval(function () { if ((!box || box.checked) && !selecting()) location.reload(); }, every);
   }
 
   // The live event stream: poll /api/events for events newer than the newest shown.
