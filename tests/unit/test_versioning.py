@@ -173,3 +173,24 @@ def test_declaration_checks() -> None:
         client.create_function(fn_id="bad-p", trigger=fanout.TriggerEvent(event="t/x"),
                                patches="new-pricing")(v1)  # type: ignore[arg-type]
     assert fingerprint(v1) != fingerprint(v2_added) and fingerprint(v1).startswith("src-")
+
+
+def test_harness_runs_begin_on_the_code_under_test() -> None:
+    from fanout.testing import embedded_celery, run_function
+
+    client = fanout.Fanout("versioning-h", celery=embedded_celery(),
+                           redis_url="memory://versioning-harness")
+
+    @client.create_function(fn_id="priced", trigger=fanout.TriggerEvent(event="t/p"),
+                            patches=["new-pricing"])
+    def priced(ctx: fanout.Context) -> str:
+        return "new" if ctx.patched("new-pricing") else "old"
+
+    @client.create_function(fn_id="undeclared", trigger=fanout.TriggerEvent(event="t/u"))
+    def undeclared(ctx: fanout.Context) -> bool:
+        return ctx.patched("new-pricing")
+
+    assert run_function(priced, {"name": "t/p"}).output == "new"
+    bad = run_function(undeclared, {"name": "t/u"})
+    assert bad.status == "failed" and bad.error is not None
+    assert "patches=['new-pricing']" in bad.error["message"]
