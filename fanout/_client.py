@@ -35,6 +35,7 @@ from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
+from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
 from ._redis.store import to_run_info
 
@@ -326,8 +327,13 @@ class Fanout:
         keep = [r for r in memo.values() if r.seq < cut and r.status == "completed"]
         new_id = _replay_id(run_id, f"rerun:{from_step}")
         event = json.loads(fields.get("event", "{}"))
-        self._rt.start_run(fn, event, run_id=new_id, steps=keep,
-                           extra_fields={"replay_of": run_id, "from_step": from_step})
+        extra = {"replay_of": run_id, "from_step": from_step}
+        # The reused steps were saved by the original run's code: when that is not this
+        # code, the new run begins as one that crossed a deploy (docs/concepts/versioning.md).
+        seen = versions_of(fields)
+        if keep and seen and seen[-1] != fn.version:
+            extra["vs"] = json.dumps([*seen, fn.version][-MAX_VERSION_HISTORY:])
+        self._rt.start_run(fn, event, run_id=new_id, steps=keep, extra_fields=extra)
         return new_id
 
     def _run_and_function(self, run_id: str) -> tuple[dict[str, str], FunctionDef]:
