@@ -42,6 +42,7 @@ from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo, RunList
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
+from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
 from ._redis.history import MAX_LIMIT, History
 from ._redis.history import statuses as history_statuses
@@ -98,6 +99,7 @@ class Fanout:
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
         max_event_bytes: int = MAX_EVENT_BYTES,
+        strict_order: bool = False,
         middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
@@ -113,6 +115,9 @@ class Fanout:
         self.redis_url = resolve_redis_url(celery, redis_url)
         self._backoff = check_backoff(retry_backoff)
         self._checkpoint = bool(checkpoint)
+        if not isinstance(strict_order, bool):
+            raise ConfigError(f"strict_order must be True or False, not {strict_order!r}")
+        self._strict_order = strict_order
         self._rt: Runtime = runtime_for(
             celery, self.redis_url, recovery_timeout=recovery_timeout, retention=retention
         )
@@ -144,6 +149,9 @@ class Fanout:
         cancel: Cancel | list[Cancel] | None = None,
         timeouts: Timeouts | None = None,
         on_failure: Callable[..., Any] | None = None,
+        version: str | None = None,
+        patches: Iterable[str] | None = None,
+        strict_order: bool | None = None,
         middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> Callable[[F], F]:
         """Declare a function; options are checked here and a bad one raises ConfigError.
@@ -158,7 +166,13 @@ class Fanout:
         The decorated handler is returned as it is (it still calls like the handler),
         with ``.id`` set to the fully-qualified id ``"<app_id>-<fn_id>"``, as
         inngest-py's ``Function.id``.
+        Versioning (``docs/concepts/versioning.md``): ``version`` names the code (default:
+        a fingerprint of the handler's source), ``patches`` declares the markers the
+        handler asks ``ctx.patched`` about, ``strict_order`` (default: the client's) fails
+        a run in flight whose steps changed order instead of logging a warning.
         """
+        if strict_order is not None and not isinstance(strict_order, bool):
+            raise ConfigError(f"strict_order must be True, False or None, not {strict_order!r}")
         flow = dict(
             concurrency=concurrency, singleton=singleton, throttle=throttle,
             rate_limit=rate_limit, debounce=debounce, batch_events=batch_events,
@@ -166,6 +180,7 @@ class Fanout:
         )
         backoff_ = self._backoff if backoff is None else backoff
         checkpoint_ = self._checkpoint if checkpoint is None else checkpoint
+        strict_ = self._strict_order if strict_order is None else strict_order
         middleware_ = self.middleware + validate_middleware(
             middleware, f"create_function(fn_id={fn_id!r}, middleware=...)")
 
@@ -180,6 +195,9 @@ class Fanout:
                 checkpoint=checkpoint_,
                 handler=handler,
                 flow=flow,
+                version=version,
+                patches=patches,
+                strict_order=strict_,
             )
             fn.max_event_bytes = self.max_event_bytes
             fn.middleware, fn.client = middleware_, self
@@ -220,7 +238,7 @@ class Fanout:
         companion = build_function(
             app_id=self.app_id, fn_id=fid, trigger=TriggerEvent(event=SYSTEM_FAILED, expression=expr),
             name=f"{fn.name} (on failure)", retries=retries, backoff=backoff,
-            checkpoint=checkpoint, handler=handler,
+            checkpoint=checkpoint, handler=handler, strict_order=fn.strict_order,
         )
         companion.failure_of = fn.key
         return companion
@@ -349,8 +367,13 @@ class Fanout:
         keep = [r for r in memo.values() if r.seq < cut and r.status == "completed"]
         new_id = _replay_id(run_id, f"rerun:{from_step}")
         event = json.loads(fields.get("event", "{}"))
-        self._rt.start_run(fn, event, run_id=new_id, steps=keep,
-                           extra_fields={"replay_of": run_id, "from_step": from_step})
+        extra = {"replay_of": run_id, "from_step": from_step}
+        # The reused steps were saved by the original run's code: when that is not this
+        # code, the new run begins as one that crossed a deploy (docs/concepts/versioning.md).
+        seen = versions_of(fields)
+        if keep and seen and seen[-1] != fn.version:
+            extra["vs"] = json.dumps([*seen, fn.version][-MAX_VERSION_HISTORY:])
+        self._rt.start_run(fn, event, run_id=new_id, steps=keep, extra_fields=extra)
         return new_id
 
     def _run_and_function(self, run_id: str) -> tuple[dict[str, str], FunctionDef]:
@@ -378,6 +401,7 @@ class Fanout:
         until: _dt.datetime | float | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        version: str | None = None,
     ) -> RunList:
         """Runs, newest first (by creation), of one event, one function, or all.
 
@@ -386,7 +410,8 @@ class Fanout:
         result is a list with ``next_cursor``: pass it as ``cursor=`` for the next page.
         A status filter reads the index newest first and stops after 5,000 entries per
         call: then fewer than ``limit`` runs come back, with a cursor to go on from.
-        The runs of one event are one list (no cursor).
+        The runs of one event are one list (no cursor). ``version`` keeps the runs
+        created on that version or with a pass that ran on it.
         """
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
@@ -403,14 +428,16 @@ class Fanout:
                      if (wanted is None or r.status in wanted)
                      and (fn_id is None or r.fn_id == fn_id)
                      and (after is None or (r.created_at or 0) >= after)
-                     and (before is None or (r.created_at or 0) <= before)]
+                     and (before is None or (r.created_at or 0) <= before)
+                     and (version is None or version in r.versions)]
             return RunList(self._infos([r.run_id for r in found[:limit]]))
         fn_key = f"{self.app_id}:{fn_id}" if fn_id else None
         ids: list[str] = []
         nxt = cursor
         while len(ids) < limit:
             page = history.runs(fn_key=fn_key, status=status, since=after, until=before,
-                                limit=min(MAX_LIMIT, limit - len(ids)), cursor=nxt)
+                                limit=min(MAX_LIMIT, limit - len(ids)), cursor=nxt,
+                                version=version)
             ids.extend(r.run_id for r in page.items)
             nxt = page.next_cursor
             if nxt is None or not page.complete:

@@ -496,6 +496,7 @@ class CronService:
             "c": repr(now),
             "seq": "0",
             "att": "0",
+            **fn.creation_fields(),
         }
 
     def _cursor(self, client: Any) -> Any:

@@ -88,6 +88,7 @@ def route(
                 "c": now,
                 "seq": "0",
                 "att": "0",
+                **fn.creation_fields(),
             }
             if parent_run_id:
                 fields["par"] = parent_run_id

@@ -46,6 +46,7 @@ from .._core.function import FunctionDef
 from .._core.ids import new_token
 from .._core.records import StepRecord, child_error
 from .._core.triggers import SubscriberIndex
+from .._core.versions import code_changed, markers_of, pass_fields, warned_kinds
 from .._errors import ConfigError, InvokeError, PublishError
 from .._redis.history import History
 from .._redis.store import Store, StoreError, connect
@@ -415,7 +416,10 @@ class Runtime:
         return PassInput(
             run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
             attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
-            policy=fn.policy, branch=branch,
+            policy=fn.policy, branch=branch, strict=fn.strict_order,
+            code_changed=code_changed(fn.version, fields),
+            warned=warned_kinds(fields), markers=markers_of(fields),
+            patches=frozenset(fn.patches), version=fn.version,
             queued_at=float(fields.get("qa") or fields.get("c") or 0) or None,
             state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
             middleware=fn.middleware, client=fn.client, function=fn,
@@ -463,7 +467,8 @@ class Runtime:
             sink = PassSink(self, fn, run_id, token, fields)
             outcome = self._run(fn, inp, sink)
             self.flow.release(hold)  # the step is over: free the slot before the next pass
-            self._conclude(fn, run_id, token, outcome, fields, sink.take_deferred())
+            marks = pass_fields(fn.version, fields, sink.warnings)
+            self._conclude(fn, run_id, token, outcome, fields, {**sink.take_deferred(), **marks})
         finally:
             self.flow.release(hold)
             self.leases.release(run_id, "lease")
@@ -640,7 +645,7 @@ class Runtime:
         fields: dict[str, Any] = {
             "st": "queued", "fn": fn.fn_id, "app": fn.app_id, "fk": fn.key,
             "ev": dumps([event.get("id")] if event.get("id") else []), "event": dumps(event),
-            "c": repr(time.time()), "seq": "0", "att": "0",
+            "c": repr(time.time()), "seq": "0", "att": "0", **fn.creation_fields(),
         }
         if parent_run_id:
             fields["par"] = parent_run_id

@@ -197,12 +197,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
         runs = history.runs_of_event(args.event)
         if args.status:
             runs = [r for r in runs if r.status in args.status.split(",")]
+        if args.version:
+            runs = [r for r in runs if args.version in r.versions]
         _out(args, {"runs": [r.to_json() for r in runs], "next_cursor": None},
              runs_table(runs) if runs else "no runs")
         return 0
     fn_key = target.function(args.fn).key if args.fn else None
     page = history.runs(fn_key=fn_key, status=args.status, since=args.since, until=args.until,
-                        limit=min(args.limit, MAX_LIMIT), cursor=args.cursor)
+                        limit=min(args.limit, MAX_LIMIT), cursor=args.cursor,
+                        version=args.version)
     _out(args, {"runs": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
                 "complete": page.complete},
          runs_table(page.items) if page.items else "no runs")
@@ -464,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_filters(p, 20)
     p.add_argument("--event", metavar="EVENT_ID", help="the runs this event started")
     p.add_argument("--cursor", help="continue a previous listing")
+    p.add_argument("--version", metavar="V", help="runs created on function version V, or "
+                   "with a pass that ran on it")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
     p.add_argument("run_id")
     p.add_argument("--key", metavar="KEY", help="decrypt encrypted values with this key "

@@ -45,6 +45,7 @@ from .._errors import (
 from .event import Event, dumps
 from .middleware import EMPTY, PassRequest, Stack, StepInfo
 from .records import StepRecord
+from .versions import order_hint, report_warning
 
 MAX_STEPS_PER_RUN = 1000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
@@ -238,6 +239,18 @@ class PassInput:
     branch: str | None = None
     state_bytes: int = 0
     queued_at: float | None = None  # when this pass was handed to the broker
+    # Versioning (docs/concepts/versioning.md): ``code_changed`` says an earlier pass of
+    # the run ran on another version of the code (a deploy): only then does a change in
+    # the order of steps warn instead of failing, unless ``strict``. ``warned`` are the
+    # warning kinds the run already recorded; ``markers`` the patch markers it was created
+    # with; ``patches`` the ones this code declares (None: not checked); ``version`` this
+    # code's version.
+    code_changed: bool = False
+    strict: bool = False
+    warned: frozenset[str] = frozenset()
+    markers: frozenset[str] = frozenset()
+    patches: frozenset[str] | None = None
+    version: str = ""
     #: Middleware classes (client ones first) and what they are built with.
     middleware: tuple[Any, ...] = ()
     client: Any = None
@@ -291,6 +304,9 @@ class Pass:
         # gather new steps into ``batch`` for one turn of the event loop.
         self.collecting: list[Op] | None = None
         self.batch: list[Op] = []
+        self.reached: set[str] = set()
+        self.last_seq = -1
+        self.warned: set[str] = set(inp.warned)
         self.stack: Stack = EMPTY
 
     def hook(self, name: str, *args: Any, reverse: bool = False) -> None:
@@ -332,11 +348,20 @@ class Pass:
         rec = self.inp.memo.get(sid)
         if rec is not None and rec.kind != kind:
             raise NonDeterminismError(
-                f"step {sid!r} was memoized as ctx.step.{rec.kind} but the handler now calls "
-                f"ctx.step.{kind} with that id; the code changed under a running run"
+                f"step {sid!r} was memoized as ctx.step.{rec.kind} by an earlier pass, but the "
+                f"handler now calls ctx.step.{kind} with that id: a saved ctx.step.{rec.kind} "
+                f"result cannot answer ctx.step.{kind}. Give the new step an id of its own "
+                f"(for example {step_id + '-' + kind!r}); see docs/concepts/versioning.md"
             )
+        self.reached.add(sid)
         if rec is not None and rec.status in FINAL:
             self.unvisited.discard(sid)
+            if not (rec.extra and "group" in rec.extra):
+                if rec.seq < self.last_seq and self.inp.code_changed:
+                    self.warn("order", f"the memoized step {sid!r} was reached after a step "
+                              "that ran later than it: the steps were reordered since this run "
+                              "began; each returns its saved result", step=sid)
+                self.last_seq = max(self.last_seq, rec.seq)
         else:
             # The first step that is not final: code from here on has not run in an
             # earlier pass, so the run's logger speaks again.
@@ -344,13 +369,27 @@ class Pass:
         return Op(kind, sid, rec)
 
     def check_order(self, op: Op) -> None:
-        if self.unvisited:
+        if not self.unvisited:
+            return
+        if self.inp.strict or not self.inp.code_changed:
             raise NonDeterminismError(
                 f"the handler reached the new step {op.id!r} before the memoized step(s) "
-                f"{sorted(self.unvisited)!r}: the order of steps changed since this run began "
-                "(a step id renamed, reordered or removed between deploys). Steps must be "
-                "called in the same order on every pass; see the execution-model docs."
+                f"{sorted(self.unvisited)!r}: the order of steps changed since this run began"
+                + order_hint(self.inp.strict, self.inp.version)
             )
+        self.warn(
+            "order", f"the handler reached the new step {op.id!r} before the memoized step(s) "
+            f"{sorted(self.unvisited)!r}: the steps changed since this run began; memoized "
+            "steps still return their saved results wherever they are reached",
+            step=op.id, memoized=sorted(self.unvisited),
+        )
+
+    def warn(self, kind: str, message: str, **detail: Any) -> None:
+        """Record a versioning warning on the run (once per run and kind) and log it."""
+        if kind not in self.warned:
+            self.warned.add(kind)
+            report_warning(self.sink, self.inp.fn_id, self.inp.run_id, self.inp.version,
+                           kind, message, detail)
 
     def admit(self, op: Op) -> None:
         """Decide that ``op`` (not final) executes in this pass, or stop the pass before it."""
@@ -710,16 +749,23 @@ def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
     inp, result = p.inp, returned.value
     if inp.branch is not None:
         return BranchDone(inp.branch)
-    if p.unvisited:
+    if p.unvisited and (inp.strict or not inp.code_changed):
         names = sorted(p.unvisited)
         return Failed(
             error_info(
                 NonDeterminismError(
-                    f"the handler returned without reaching the memoized step(s) {names!r}; "
-                    "the code changed under a running run"
+                    f"the handler returned without reaching the memoized step(s) {names!r}"
+                    + order_hint(inp.strict, inp.version)
                 )
             ),
             False,
+        )
+    unreached = sorted(set(inp.memo) - p.reached)
+    if unreached:
+        p.warn(
+            "unreached", f"the handler returned without reaching the memoized step(s) "
+            f"{unreached!r}: the code no longer calls them; their saved results stay unused",
+            steps=unreached,
         )
     try:
         text = dumps(result)

@@ -12,6 +12,7 @@ from .engine import INNGEST_BACKOFF, RetryPolicy, is_async_handler
 from .event import MAX_EVENT_BYTES
 from .flow import NO_FLOW, FlowSpec, build_flow
 from .triggers import Trigger, TriggerCron, TriggerEvent
+from .versions import check_patches, check_version, creation_fields
 
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
@@ -56,6 +57,16 @@ class FunctionDef:
     flow: FlowSpec = NO_FLOW
     #: For an ``on_failure`` handler: the key of the function whose failures it handles.
     failure_of: str | None = None
+    #: The code's version (``version=``, else a fingerprint of the handler's source).
+    version: str = ""
+    #: Patch markers this code declares (``ctx.patched``).
+    patches: tuple[str, ...] = ()
+    #: Strict mode: a change in the order of steps fails a run in flight.
+    strict_order: bool = False
+
+    def creation_fields(self) -> dict[str, str]:
+        """What a new run of this function records about the code it was created on."""
+        return creation_fields(self.version, self.patches)
     #: Middleware classes, the client's first (see :mod:`fanout._core.middleware`),
     #: and the client they are built with.
     middleware: tuple[Any, ...] = ()
@@ -96,6 +107,9 @@ class FunctionDef:
             "retries": self.retries,
             "checkpoint": self.checkpoint,
             "async": self.is_async,
+            "version": self.version,
+            **({"patches": list(self.patches)} if self.patches else {}),
+            **({"strict_order": True} if self.strict_order else {}),
             **self.flow.describe(),
             **({"on_failure_of": self.failure_of} if self.failure_of else {}),
         }
@@ -112,6 +126,9 @@ def build_function(
     checkpoint: object,
     handler: Callable[..., Any],
     flow: dict[str, Any] | None = None,
+    version: object = None,
+    patches: object = None,
+    strict_order: object = False,
 ) -> FunctionDef:
     """Check a declaration; ``flow`` holds the flow-control keyword arguments."""
     fid = check_id("fn_id", fn_id)
@@ -160,4 +177,7 @@ def build_function(
         checkpoint=bool(checkpoint),
         is_async=is_async_handler(handler),
         flow=spec,
+        version=check_version(fid, version, handler),
+        patches=check_patches(fid, patches),
+        strict_order=bool(strict_order),
     )

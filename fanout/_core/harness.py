@@ -208,7 +208,9 @@ class _Harness:
             events=copy.deepcopy(self.events), attempt=max([self.attempt, *retrying]), memo=memo,
             checkpoint=self.fn.checkpoint, policy=self.fn.policy, branch=branch,
             queued_at=time.time(), middleware=self.fn.middleware, client=self.fn.client,
-            function=self.fn,
+            function=self.fn, strict=self.fn.strict_order, version=self.fn.version,
+            # A harness run begins on the code under test: it has the declared markers.
+            markers=frozenset(self.fn.patches), patches=frozenset(self.fn.patches),
         )
         return run_pass(self.handler, inp, self.sink, is_async=self.fn.is_async)
 

@@ -246,6 +246,17 @@ class RunInfo:
     replay_of: str | None = None
     rerun_of: str | None = None
     rerun_from_step: str | None = None
+    #: The function version the run was created on (None for runs older than versions).
+    version: str | None = None
+    #: The versions its passes ran on, in order (consecutive repeats collapsed).
+    versions: list[str] = field(default_factory=list)
+    #: Passes of the run ran on more than one version (a deploy happened under it).
+    crossed_deploy: bool = False
+    #: The patch markers declared when the run was created (``ctx.patched``).
+    markers: list[str] = field(default_factory=list)
+    #: Versioning warnings recorded on the run: dicts with ``kind`` ('order' or
+    #: 'unreached'), ``message``, ``version`` and the step ids concerned.
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def done(self) -> bool:

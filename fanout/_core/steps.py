@@ -427,6 +427,23 @@ class Context:
         self.logger: logging.LoggerAdapter = pass_.logger  # type: ignore[type-arg]
         self.step = Step(pass_)
         self.group = Group(pass_)
+        self._pass = pass_
+
+    def patched(self, marker: str) -> bool:
+        """True when this run was created on code that declares the patch ``marker``
+        (``create_function(patches=[...])``), False for runs created before it. The
+        answer is fixed when the run is created: the same on every pass, on any worker.
+        Not a step, and not awaited in an ``async def`` handler."""
+        inp = self._pass.inp
+        if not isinstance(marker, str) or not marker:
+            raise ConfigError(f"ctx.patched needs a marker name, not {marker!r}")
+        if inp.patches is not None and marker not in inp.patches:
+            known = ", ".join(repr(m) for m in [*sorted(inp.patches), marker])
+            raise ConfigError(
+                f"ctx.patched({marker!r}): function {inp.fn_id!r} does not declare this "
+                f"marker; declare it: create_function(..., patches=[{known}])"
+            )
+        return marker in inp.markers
 
     def __repr__(self) -> str:
         return f"<fanout.Context fn={self.fn_id!r} run={self.run_id!r} attempt={self.attempt}>"

@@ -178,6 +178,8 @@ def runs_table(runs: Iterable[RunSummary], names: dict[str, str] | None = None, 
             note = f'<span class="err-text">{h(a)}: {h(b)}</span>'
         elif kind == "replay":
             note = f'replay of <a class="mono" href="/runs/{h(a)}">{h(a[:10])}…</a>'
+        if r.crossed_deploy:
+            note += f' <span class="muted">crossed a deploy: {h(" → ".join(r.versions))}</span>'
         box = (f'<td><input type="checkbox" name="run_ids" value="{h(r.run_id)}" '
                f'aria-label="select run {h(r.run_id)}"></td>' if select else "")
         rows.append(
@@ -223,6 +225,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         f'<label>Status<select name="status">{st_opts}</select></label>'
         f'<label>Since<input name="since" value="{h(q.get("since", ""))}" placeholder="15m, 2h, 7d, ISO" size="14"></label>'
         f'<label>Until<input name="until" value="{h(q.get("until", ""))}" placeholder="now" size="14"></label>'
+        f'<label>Version<input name="version" value="{h(q.get("version", ""))}" placeholder="v7, src-…" size="12"></label>'
         f'<label>Search<input name="q" value="{h(q.get("q", ""))}" placeholder="run id, event id, user.id=42" size="26"></label>'
         '<button type="submit">Filter</button>'
         '<label style="flex-direction:row;align-items:center;gap:4px">'
@@ -330,6 +333,17 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str) -> str
         meta.append(("Replay of", link(fields["replay_of"])
                      + (f' from step <span class="mono">{h(fields["from_step"])}</span>'
                         if fields.get("from_step") else "")))
+    if run.versions:
+        meta.append(("Version", '<span class="mono" id="run-versions">'
+                     + " → ".join(h(v) for v in run.versions) + "</span>"
+                     + (' <span class="muted">(crossed a deploy)</span>'
+                        if run.crossed_deploy else "")))
+    if run.markers:
+        meta.append(("Patches", h(", ".join(run.markers))))
+    if run.warnings:
+        meta.append(("Warnings", "".join(
+            f'<div class="warn-text run-warning">{h(w.get("kind"))}: {h(w.get("message"))}</div>'
+            for w in run.warnings)))
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in meta)
     actions = []
     if not run.done:

@@ -350,7 +350,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             runs = hist.runs(fn_key=fn_key, status=q.get("status") or None,
                              since=parse_time(q["since"]) if q.get("since") else None,
                              until=parse_time(q["until"]) if q.get("until") else None,
-                             limit=min(int(q.get("limit") or 50), 500), cursor=q.get("cursor") or None)
+                             limit=min(int(q.get("limit") or 50), 500), cursor=q.get("cursor") or None,
+                             version=q.get("version") or None)
             if path == "/api/runs":
                 self._json(200, {"runs": [r.to_json() for r in runs.items],
                                  "next_cursor": runs.next_cursor})

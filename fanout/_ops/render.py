@@ -86,6 +86,8 @@ def runs_table(runs: Sequence[RunSummary]) -> str:
             note = f"replay of {a}" + (f" from {b}" if b else "")
         else:
             note = ""
+        if r.crossed_deploy:
+            note = (f"{note}; " if note else "") + "crossed a deploy: " + " -> ".join(r.versions)
         rows.append([r.run_id, r.fn_key, r.status, iso(r.created_at), human_ms(r.duration),
                      note[:70]])
     return table(["RUN", "FUNCTION", "STATUS", "CREATED", "DURATION", "NOTE"], rows)
@@ -176,6 +178,14 @@ def timeline(run: RunInfo, extra: dict[str, str] | None = None, width: int = 32)
         lines.append(f"  rerun of {run.rerun_of} from step {run.rerun_from_step}")
     if not run.done:
         lines.append(f"  now      {run.state}")
+    if run.versions:
+        lines.append(f"  version  {' -> '.join(run.versions)}"
+                     + ("  (crossed a deploy)" if run.crossed_deploy else ""))
+    if run.markers:
+        lines.append(f"  patches  {', '.join(run.markers)}")
+    for w in run.warnings:
+        lines.append(f"  warning  [{w.get('kind')}, on {w.get('version') or '?'}] "
+                     f"{w.get('message', '')}")
     started = _epoch(run.started_at)
     ended = _epoch(run.ended_at)
     lines.append(f"  created  {iso(origin)}")
@@ -263,6 +273,8 @@ def run_json(run: RunInfo, extra: dict[str, str] | None = None) -> dict[str, Any
         "replay_of": (extra or {}).get("replay_of"), "from_step": (extra or {}).get("from_step"),
         "rerun_of": run.rerun_of, "rerun_from_step": run.rerun_from_step,
         "state": run.state, "wake_at": _dt_json(run.wake_at), "max_attempts": run.max_attempts,
+        "version": run.version, "versions": run.versions, "crossed_deploy": run.crossed_deploy,
+        "markers": run.markers, "warnings": run.warnings,
         "steps": [{
             "step_id": t.step.step_id, "kind": t.step.kind, "status": t.step.status,
             "attempts": t.step.attempts, "output": t.step.output, "error": t.step.error,

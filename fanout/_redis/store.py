@@ -49,6 +49,7 @@ import redis
 
 from .._core.event import dumps
 from .._core.records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
+from .._core.versions import crossed_deploy, markers_of, versions_of, warnings_of
 
 EVENT_NAME_INDEX_SECONDS = 86400
 
@@ -640,4 +641,9 @@ def to_run_info(run_id: str, f: Mapping[str, str]) -> RunInfo:
         replay_of=f.get("replay_of") if not f.get("from_step") else None,
         rerun_of=f.get("replay_of") if f.get("from_step") else None,
         rerun_from_step=f.get("from_step") or None,
+        version=f.get("v") or None,
+        versions=versions_of(f),
+        crossed_deploy=crossed_deploy(f),
+        markers=sorted(markers_of(f)),
+        warnings=warnings_of(f),
     )

@@ -141,7 +141,7 @@ def test_logger_names() -> None:
     for path in (ROOT / "fanout").rglob("*.py"):
         found |= set(re.findall(r"getLogger\(\s*\"([^\"]+)\"", path.read_text("utf-8")))
     assert found == {"fanout", "fanout.run", "fanout.runs", "fanout.failures", "fanout.dashboard",
-                     "fanout.django", "fanout.http"}
+                     "fanout.django", "fanout.http", "fanout.versioning"}
 
 
 def test_console_entry_point() -> None:

@@ -60,7 +60,7 @@ def doomed(ctx: fanout.Context) -> None:
 
 @client.create_function(fn_id="sleeper", trigger=fanout.TriggerEvent(event="met/sleep"))
 def sleeper(ctx: fanout.Context) -> str:
-    ctx.step.sleep("nap", 600)
+    ctx.step.sleep("nap", "10m")
     return "woke"
 
 

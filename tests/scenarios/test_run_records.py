@@ -21,7 +21,7 @@ app, client = make_app(__name__, app_id="rec")
 
 @client.create_function(fn_id="napper", trigger=fanout.TriggerEvent(event="rec/nap"))
 def napper(ctx: fanout.Context) -> str:
-    ctx.step.sleep("nap", 600)
+    ctx.step.sleep("nap", "10m")
     return "woke"
 
 
