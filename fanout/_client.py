@@ -295,6 +295,15 @@ class Fanout:
 
     # -- inspecting ---------------------------------------------------------------------
 
+    def check_stuck_runs(self, *, min_age: float = 0.0, limit: int = 5000) -> list[str]:
+        """Fail the runs that nothing will move (no task, lease or timer), among the
+        newest ``limit``; returns their ids. A run is failed when it was seen stuck
+        by an earlier call at least ``min_age`` seconds before and has not moved since.
+        Workers do this every minute; call it from a script or a test to check now."""
+        from ._celery.timers import check_stuck
+
+        return check_stuck(self.runtime, min_age=min_age, limit=limit)
+
     def get_run(self, run_id: str) -> RunInfo | None:
         """A run's status, output or error, and its steps; None if unknown or expired."""
         return self._rt.store.run_info(run_id)

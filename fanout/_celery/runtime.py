@@ -53,7 +53,7 @@ from .flow_runtime import FlowRuntime
 from .publisher import Publisher
 from .runlog import attempt_failed, run_ended, run_started, take_failed
 from .sink import PassSink
-from .timers import Leases, TimerThread
+from .timers import Leases, TimerThread, check_stuck
 
 log = logging.getLogger("fanout")
 
@@ -131,6 +131,10 @@ class Runtime:
         # Trim history indexes past the retention about once an hour in each worker.
         self.add_periodic(
             "fanout-history-prune", lambda: History(self.store).prune(), 3600.0, at_start=False
+        )
+        # The watchdog: fail runs that nothing will move (seen stuck twice, a minute apart).
+        self.add_periodic(
+            "fanout-stuck-runs", lambda: check_stuck(self, min_age=60.0), 60.0, at_start=False
         )
         # A dispatch_uid per runtime: Celery before 5.7 keys a bound method by its function
         # alone, so a second runtime in the process (a second app) would not be connected.
@@ -550,6 +554,14 @@ class Runtime:
             elif isinstance(outcome, RetryStep):
                 store.end_branch(run_id, step_id, token)
                 store.arm(member, time.time() + outcome.delay)
+            elif isinstance(outcome, Failed) and not outcome.retriable:
+                # The group can never join (its step is gone, a nested step, ...): the
+                # run fails now rather than waiting for a branch that will not come.
+                store.end_branch(run_id, step_id, token)
+                store.drop_timer(member)
+                log.error("fanout: branch %s of run %s failed the run: %s",
+                          step_id, run_id, outcome.error.get("message"))
+                self.finish(run_id, "", "failed", None, outcome.error)
             elif isinstance(outcome, Failed):
                 store.end_branch(run_id, step_id, token)
                 store.arm(member, time.time() + fn.policy.delay(1))

@@ -282,16 +282,24 @@ class Pass:
         # gather new steps into ``batch`` for one turn of the event loop.
         self.collecting: list[Op] | None = None
         self.batch: list[Op] = []
+        # A branch task must reach its own step; where it stopped instead, if it did not.
+        self.branch_reached = False
+        self.stopped_at: str | None = None
+        # A step tool called inside a running step: the run fails, whatever the step's
+        # own code (or the handler around the step) catches.
+        self.nested: NestedStepError | None = None
 
     # -- op discovery ------------------------------------------------------------
 
     def open(self, kind: str, step_id: str) -> Op:
         running = current_step.get()
         if running is not None:
-            raise NestedStepError(
-                f"ctx.step.{kind}({step_id!r}) was called inside the running step "
-                f"{running!r}; step tools may only be called from the function handler itself"
+            self.nested = NestedStepError(
+                f"Nested steps are not supported: ctx.step.{kind}({step_id!r}) was called "
+                f"inside the running step {running!r}; call step tools from the function "
+                "handler itself, one after the other"
             )
+            raise Interrupt(Failed(error_info(self.nested), False))
         if not isinstance(step_id, str) or not step_id:
             raise NonRetriableError(f"step id must be a non-empty string, not {step_id!r}")
         if len(step_id) > MAX_STEP_ID_LENGTH:
@@ -301,6 +309,8 @@ class Pass:
         n = self.seen.get(step_id, 0)
         self.seen[step_id] = n + 1
         sid = step_id if n == 0 else f"{step_id}:{n}"
+        if sid == self.inp.branch:
+            self.branch_reached = True
         rec = self.inp.memo.get(sid)
         if rec is not None and rec.kind != kind:
             raise NonDeterminismError(
@@ -330,6 +340,7 @@ class Pass:
         branch = self.inp.branch
         if branch is not None:
             if op.id != branch:  # a branch task executes its own step and nothing else
+                self.stopped_at = self.stopped_at or op.id
                 raise Interrupt(BranchDone(branch))
             return
         if op.memo is not None and op.memo.status == "queued":
@@ -346,6 +357,7 @@ class Pass:
         for op in ops:
             self.check_order(op)
         if self.inp.branch is not None:
+            self.stopped_at = self.stopped_at or ops[0].id
             raise Interrupt(BranchDone(self.inp.branch))
         new = [op for op in ops if op.memo is None]
         if self.next_seq + len(new) > MAX_STEPS_PER_RUN:
@@ -401,6 +413,8 @@ class Pass:
 
     def record(self, op: Op, started: float, outcome: tuple[bool, Any]) -> Any:
         """Memoize the outcome of a step just executed; return its value or raise."""
+        if self.nested is not None:  # the step caught the signal of a nested step tool
+            raise Interrupt(Failed(error_info(self.nested), False))
         ok, value = outcome
         prev = op.memo
         rec = self.new_record(op, started_at=started, ended_at=time.time())
@@ -558,6 +572,10 @@ def run_pass(
             if inspect.isawaitable(result):
                 result = run_coroutine(result)
     except Interrupt as intr:
+        if p.nested is not None:
+            return Failed(error_info(p.nested), False)
+        if isinstance(intr.outcome, BranchDone) and not p.branch_reached:
+            return _branch_missed(p)
         return intr.outcome
     except RetryAfterError as exc:
         return Failed(error_info(exc), True, exc.delay_seconds(utcnow()))
@@ -565,8 +583,10 @@ def run_pass(
         return Failed(error_info(exc), False)
     except Exception as exc:  # noqa: BLE001
         return Failed(error_info(exc), True)
+    if p.nested is not None:
+        return Failed(error_info(p.nested), False)
     if inp.branch is not None:
-        return BranchDone(inp.branch)
+        return BranchDone(inp.branch) if p.branch_reached else _branch_missed(p)
     if p.unvisited:
         names = sorted(p.unvisited)
         return Failed(
@@ -587,6 +607,21 @@ def run_pass(
         )
         return Failed(error_info(err), False)
     return Completed(json.loads(text))
+
+
+def _branch_missed(p: Pass) -> Failed:
+    """A branch task whose handler no longer reaches the branch's step: the parallel
+    group it was planned in would never join, so the run fails."""
+    branch = p.inp.branch
+    where = (f"stopped at the step {p.stopped_at!r} instead" if p.stopped_at
+             else "no longer calls it")
+    err = NonDeterminismError(
+        f"the step {branch!r} was planned in a parallel group, but on a later pass the "
+        f"handler {where}: the steps of a parallel group, and the steps before it, must be "
+        "the same on every pass (do not make them depend on values that change between "
+        "passes; compute such values in a step)"
+    )
+    return Failed(error_info(err), False)
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:

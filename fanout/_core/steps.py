@@ -219,18 +219,23 @@ class Step:
         op = self._pausing("sleep", step_id)
         if op.done:
             return p.deliver(lambda: None)
-        rec = op.memo
-        if rec is not None and rec.status == "sleeping":
-            due = float((rec.extra or {}).get("until", 0))
-            if due <= time.time() + 0.05:
-                done = p.new_record(op, status="completed", started_at=rec.started_at,
-                                    ended_at=time.time(), extra=rec.extra)
-                return p.deliver(lambda: p.finish(op, done))
+
+        def body() -> Any:
+            rec = op.memo
+            if rec is not None and rec.status == "sleeping":
+                due = float((rec.extra or {}).get("until", 0))
+                if due <= time.time() + 0.05:
+                    done = p.new_record(op, status="completed", started_at=rec.started_at,
+                                        ended_at=time.time(), extra=rec.extra)
+                    return p.finish(op, done)
+                raise Interrupt(Sleep(op.id, due))
+            p.check_order(op)
+            due = until()
+            p.save(p.new_record(op, status="sleeping", started_at=time.time(),
+                                extra={"until": due}))
             raise Interrupt(Sleep(op.id, due))
-        p.check_order(op)
-        due = until()
-        p.save(p.new_record(op, status="sleeping", started_at=time.time(), extra={"until": due}))
-        raise Interrupt(Sleep(op.id, due))
+
+        return self._alone(op, body) if p.is_async else body()
 
     # -- wait_for_event --------------------------------------------------------------------
 
@@ -258,22 +263,26 @@ class Step:
             raise ConfigError("wait_for_event match must be a field path such as 'data.user_id'")
         op = self._pausing("wait", step_id)
         if op.done:
+            done = op.memo
+            return p.deliver(lambda: _as_event(done.output))  # type: ignore[union-attr]
+
+        def body() -> Any:
             rec = op.memo
-            return p.deliver(lambda: _as_event(rec.output))  # type: ignore[union-attr]
-        rec = op.memo
-        if rec is not None and rec.status == "waiting":
-            return p.deliver(lambda: _as_event(self._waited(op, rec.extra or {})))
-        p.check_order(op)
-        now = time.time()
-        spec = {"event": event, "match": match, "if_exp": if_exp, "until": now + seconds,
-                "since": now - back}
-        waiting = p.new_record(op, status="waiting", started_at=now, extra=spec)
-        p.flush()
-        found = p.sink.register_wait(op.id, {**spec, "seq": waiting.seq})
-        if found is not None:
-            waiting.status, waiting.output, waiting.ended_at = "completed", found, now
-            return p.deliver(lambda: _as_event(p.finish(op, waiting)))
-        return p.deliver(lambda: _as_event(self._park(op, waiting)))
+            if rec is not None and rec.status == "waiting":
+                return _as_event(self._waited(op, rec.extra or {}))
+            p.check_order(op)
+            now = time.time()
+            spec = {"event": event, "match": match, "if_exp": if_exp, "until": now + seconds,
+                    "since": now - back}
+            waiting = p.new_record(op, status="waiting", started_at=now, extra=spec)
+            p.flush()
+            found = p.sink.register_wait(op.id, {**spec, "seq": waiting.seq})
+            if found is not None:
+                waiting.status, waiting.output, waiting.ended_at = "completed", found, now
+                return _as_event(p.finish(op, waiting))
+            return _as_event(self._park(op, waiting))
+
+        return self._alone(op, body) if p.is_async else body()
 
     def _waited(self, op: Op, extra: Mapping[str, Any]) -> Any:
         """A memoized wait that is still open: time out, or stop the pass again."""
@@ -318,23 +327,28 @@ class Step:
         seconds = parse_duration(timeout, "invoke timeout") if timeout is not None else MAX_SLEEP_SECONDS
         op = self._pausing("invoke", step_id)
         if op.done:
+            done = op.memo
+            return p.deliver(lambda: p.memo_value(done))  # type: ignore[arg-type]
+
+        def body() -> Any:
             rec = op.memo
-            return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
-        rec = op.memo
-        if rec is not None and rec.status == "waiting":
-            return p.deliver(lambda: self._waited(op, rec.extra or {}))
-        p.check_order(op)
-        now = time.time()
-        waiting = p.new_record(op, status="waiting", started_at=now, extra={"until": now + seconds})
-        p.flush()
-        try:
-            child = p.sink.start_invoke(op.id, function, dict(data or {}), waiting.seq)
-        except InvokeError as exc:
-            waiting.status, waiting.ended_at, waiting.extra = "failed", now, None
-            waiting.error = {"type": "InvokeError", "message": str(exc)}
-            return p.deliver(lambda: p.finish(op, waiting))
-        waiting.extra = {"child": child, "until": now + seconds}
-        return p.deliver(lambda: self._park(op, waiting))
+            if rec is not None and rec.status == "waiting":
+                return self._waited(op, rec.extra or {})
+            p.check_order(op)
+            now = time.time()
+            waiting = p.new_record(op, status="waiting", started_at=now,
+                                   extra={"until": now + seconds})
+            p.flush()
+            try:
+                child = p.sink.start_invoke(op.id, function, dict(data or {}), waiting.seq)
+            except InvokeError as exc:
+                waiting.status, waiting.ended_at, waiting.extra = "failed", now, None
+                waiting.error = {"type": "InvokeError", "message": str(exc)}
+                return p.finish(op, waiting)
+            waiting.extra = {"child": child, "until": now + seconds}
+            return self._park(op, waiting)
+
+        return self._alone(op, body) if p.is_async else body()
 
     def _pausing(self, kind: str, step_id: str) -> Op:
         p = self._p
@@ -345,8 +359,37 @@ class Step:
                 "may only use ctx.step.run and ctx.step.send_event"
             )
         if not op.done and p.inp.branch is not None:
+            p.stopped_at = p.stopped_at or op.id
             raise Interrupt(_branch_done(p))
         return op
+
+    async def _alone(self, op: Op, body: Callable[[], Any]) -> Any:
+        """A pausing step in an async handler: it must not be awaited together with
+        other new steps (asyncio.gather), which would become parallel branches."""
+        p = self._p
+        batch = p.batch
+        batch.append(op)
+        await asyncio.sleep(0)
+        if p.batch is batch:
+            p.batch = []
+        _refuse_pausing(batch)
+        return body()
+
+
+_PAUSING = ("sleep", "wait", "invoke")
+
+
+def _refuse_pausing(batch: Sequence[Op]) -> None:
+    pausing = [o for o in batch if o.kind in _PAUSING]
+    if len(batch) > 1 and pausing:
+        o = pausing[0]
+        kind = {"wait": "wait_for_event"}.get(o.kind, o.kind)
+        others = [b.id for b in batch if b is not o]
+        raise NonRetriableError(
+            f"ctx.step.{kind}({o.id!r}) was awaited together with the new step(s) {others!r} "
+            "(asyncio.gather or ctx.group.parallel): parallel branches may only use "
+            "ctx.step.run and ctx.step.send_event; await it before or after the group"
+        )
 
 
 def _branch_done(p: Pass) -> Any:
@@ -373,11 +416,13 @@ async def _settle(p: Pass, op: Op) -> None:
         p.batch = []
     if len(batch) == 1:
         return
+    _refuse_pausing(batch)
     branch = p.inp.branch
     if branch is not None:
         if op.id == branch:
             return
         if not any(o.id == branch for o in batch):
+            p.stopped_at = p.stopped_at or batch[0].id
             raise Interrupt(_branch_done(p))
         await asyncio.get_running_loop().create_future()  # parked until the pass ends
     if batch[0] is op:
