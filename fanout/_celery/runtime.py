@@ -589,8 +589,11 @@ class Runtime:
             values["err"] = ""  # an earlier attempt's error no longer describes the run
         if error is not None:
             values["err"] = dumps(error)
-        if not self.store.finish_run(run_id, token, status, values):
+        ended = self.store.finish_run(run_id, token, status, values)
+        if not ended:
             return
+        if ended == 2:  # a cancel matched while the last pass ran: the run is cancelled
+            status, error = "cancelled", self._cancel_reason(run_id)
         fields = fields if fields and "fk" in fields else self.store.run_fields(run_id)
         run_ended(fields.get("fk", ""), run_id, status, error)
         self.flow.ended(run_id, status, fields, output, error)

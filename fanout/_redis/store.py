@@ -376,7 +376,9 @@ class Store:
 
     def finish_run(
         self, run_id: str, token: str, status: str, fields: Mapping[str, Any]
-    ) -> bool:
+    ) -> int:
+        """End the run: 1, or 0 (lease lost, already ended), or 2 when it completed
+        with a cancel requested meanwhile (it ends ``cancelled``)."""
         flat: list[Any] = []
         for k, v in fields.items():
             flat.extend((k, v))
@@ -388,7 +390,7 @@ class Store:
             client=pipe,
         )
         pipe.zrem(self.timers_key, run_id)
-        return bool(self.execute(pipe)[0])
+        return int(self.execute(pipe)[0] or 0)
 
     def renew_leases(
         self, leases: Iterable[tuple[str, str, str]], until_ms: int
