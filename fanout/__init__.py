@@ -18,7 +18,7 @@ from ._core.flow import (
     Timeouts,
 )
 from ._core.records import RunInfo, StepInfo
-from ._core.steps import Context, Group, Step
+from ._core.steps import Context, Group, ParallelMode, Step
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._errors import (
     ConfigError,
@@ -52,6 +52,7 @@ __all__ = [
     "NestedStepError",
     "NonDeterminismError",
     "NonRetriableError",
+    "ParallelMode",
     "Priority",
     "PublishError",
     "RateLimit",

@@ -542,7 +542,9 @@ class Runtime:
                     return
             inp = self._input(fn, run_id, fields, branch=step_id)
             rec = inp.memo.get(step_id)
-            group = list((rec.extra or {}).get("group", [])) if rec else []
+            extra = (rec.extra or {}) if rec else {}
+            # A race's branch rejoins the run as soon as it ends; others when all have.
+            group = [step_id] if extra.get("race") else list(extra.get("group", []))
             sink = PassSink(self, fn, run_id, token, fields, branch=step_id, group=group)
             outcome = self._run(fn, inp, sink)
             self.flow.release(hold)

@@ -288,6 +288,9 @@ class Pass:
         # A step tool called inside a running step: the run fails, whatever the step's
         # own code (or the handler around the step) catches.
         self.nested: NestedStepError | None = None
+        # The latest end time of the memoized steps read since it was reset (the time a
+        # branch of a race finished).
+        self.last_end = 0.0
 
     # -- op discovery ------------------------------------------------------------
 
@@ -352,8 +355,9 @@ class Pass:
         if self.executed:
             self.flush()  # checkpoint mode: each result is saved before the next step starts
 
-    def plan_parallel(self, ops: list[Op]) -> None:
-        """Stop the pass with a parallel plan for ``ops`` (new or already in flight)."""
+    def plan_parallel(self, ops: list[Op], *, race: bool = False) -> None:
+        """Stop the pass with a parallel plan for ``ops`` (new or already in flight).
+        In a ``race`` each branch rejoins the run as soon as it ends."""
         for op in ops:
             self.check_order(op)
         if self.inp.branch is not None:
@@ -367,8 +371,9 @@ class Pass:
             )
         now = time.time()
         group = tuple(op.id for op in ops if not op.done)
+        extra: dict[str, Any] = {"group": group, "race": True} if race else {"group": group}
         for op in new:
-            self.save(self.new_record(op, status="queued", queued_at=now, extra={"group": group}))
+            self.save(self.new_record(op, status="queued", queued_at=now, extra=extra))
         raise Interrupt(Parallel(tuple(op.id for op in new), group))
 
     # -- records ----------------------------------------------------------------------
@@ -393,6 +398,7 @@ class Pass:
         return rec
 
     def memo_value(self, rec: StepRecord) -> Any:
+        self.last_end = max(self.last_end, rec.ended_at or 0.0)
         if rec.status == "failed":
             err = rec.error or {}
             etype, msg = str(err.get("type", "Error")), str(err.get("message", ""))

@@ -11,10 +11,12 @@ import asyncio
 import datetime as _dt
 import functools
 import hashlib
+import inspect
 import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 from .._errors import ConfigError, InvokeError, NonRetriableError
@@ -430,18 +432,39 @@ async def _settle(p: Pass, op: Op) -> None:
     await asyncio.get_running_loop().create_future()
 
 
+class ParallelMode(str, Enum):
+    """How ``ctx.group.parallel`` ends: ``WAIT`` for every branch (the default), or
+    ``RACE``: the first branch to finish wins and the others' results are ignored."""
+
+    WAIT = "wait"
+    RACE = "race"
+
+
 class Group:
     """``ctx.group``: run steps in parallel, each branch as its own task."""
 
     def __init__(self, pass_: Pass) -> None:
         self._p = pass_
 
-    def parallel(self, callables: Sequence[Callable[[], Any]]) -> Any:
-        """Call each callable (each makes one step) and return their results as a tuple."""
+    def parallel(
+        self, callables: Sequence[Callable[[], Any]],
+        parallel_mode: ParallelMode = ParallelMode.WAIT,
+    ) -> Any:
+        """Call each callable (each makes one step or a few in a row) and return their
+        results as a tuple; with ``ParallelMode.RACE``, a tuple of the winner's result."""
         p = self._p
         fns = tuple(callables)
         if not all(callable(c) for c in fns):
             raise NonRetriableError("ctx.group.parallel takes a sequence of callables")
+        try:
+            mode = ParallelMode(parallel_mode)
+        except ValueError:
+            raise ConfigError(
+                f"parallel_mode must be ParallelMode.WAIT or ParallelMode.RACE, "
+                f"not {parallel_mode!r}"
+            ) from None
+        if mode is ParallelMode.RACE:
+            return self._race_async(fns) if p.is_async else self._race(fns)
         if p.is_async:
 
             async def _gather() -> tuple[Any, ...]:
@@ -462,6 +485,51 @@ class Group:
         if planned:
             p.plan_parallel(planned)
         return tuple(results)
+
+
+    def _race(self, fns: tuple[Callable[[], Any], ...]) -> Any:
+        p = self._p
+        planned: list[Op] = []
+        done: list[tuple[float, int, Any]] = []
+        outer, p.collecting = p.collecting, planned
+        try:
+            for i, c in enumerate(fns):
+                p.last_end = 0.0
+                try:
+                    value = c()
+                except _Planned:
+                    continue
+                done.append((p.last_end, i, value))
+        finally:
+            p.collecting = outer
+        return self._decide(planned, done)
+
+    async def _race_async(self, fns: tuple[Callable[[], Any], ...]) -> Any:
+        p = self._p
+        planned: list[Op] = []
+        done: list[tuple[float, int, Any]] = []
+        outer, p.collecting = p.collecting, planned
+        try:
+            for i, c in enumerate(fns):
+                p.last_end = 0.0
+                try:
+                    value = c()
+                    if inspect.isawaitable(value):
+                        value = await value
+                except _Planned:
+                    continue
+                done.append((p.last_end, i, value))
+        finally:
+            p.collecting = outer
+        return self._decide(planned, done)
+
+    def _decide(self, planned: list[Op], done: list[tuple[float, int, Any]]) -> tuple[Any, ...]:
+        """The winner of a race: of the branches that returned, the one whose last step
+        ended first (every later pass agrees); with none yet, plan the others."""
+        if done:
+            return (min(done, key=lambda d: (d[0], d[1]))[2],)
+        self._p.plan_parallel(planned, race=True)
+        return ()
 
 
 class Context:

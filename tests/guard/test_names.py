@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PUBLIC_ALL = [
     "Batch", "Cancel", "Concurrency", "ConfigError", "Debounce", "Context", "Event",
     "EventError", "ExpressionError", "Fanout", "FanoutError", "Group", "InvokeError",
-    "NestedStepError", "NonDeterminismError", "NonRetriableError", "Priority",
+    "NestedStepError", "NonDeterminismError", "NonRetriableError", "ParallelMode", "Priority",
     "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "Singleton", "Step",
     "StepError", "StepInfo", "Throttle", "Timeouts", "TriggerCron", "TriggerEvent",
     "__version__",
