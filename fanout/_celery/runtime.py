@@ -181,7 +181,8 @@ class Runtime:
         if isinstance(fn, FunctionDef) and fn.key in self.functions:
             return fn
         if isinstance(ref, str):
-            found = self.functions.get(ref) or self.functions.get(f"{app_id}:{ref}")
+            # A bare id names a function of the invoking client first, then a full key.
+            found = self.functions.get(f"{app_id}:{ref}") or self.functions.get(ref)
             if found is not None:
                 return found
         raise InvokeError(f"cannot invoke {ref!r}: it is not a function declared on this app")

@@ -352,6 +352,25 @@ class Step:
 
         return self._alone(op, body) if p.is_async else body()
 
+    def invoke_by_id(
+        self,
+        step_id: str,
+        *,
+        function_id: str,
+        app_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        timeout: float | _dt.timedelta | str | None = None,
+    ) -> Any:
+        """:meth:`invoke` by the function's id: one of this client, or with ``app_id``
+        one of another client (another app id) declared on the same Celery app, so
+        served by the same workers."""
+        if not isinstance(function_id, str) or not function_id:
+            raise ConfigError("invoke_by_id needs function_id, the id given to create_function")
+        if app_id is not None and (not isinstance(app_id, str) or not app_id):
+            raise ConfigError("invoke_by_id: app_id must be a client's app id (a string)")
+        ref = f"{app_id}:{function_id}" if app_id else function_id
+        return self.invoke(step_id, function=ref, data=data, timeout=timeout)
+
     def _pausing(self, kind: str, step_id: str) -> Op:
         p = self._p
         op = p.open(kind, step_id)
