@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -81,8 +82,12 @@ class Fanout:
         checkpoint: bool = False,
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
+        self._logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
+        if logger is not None:
+            self.set_logger(logger)
         if not isinstance(celery, Celery):
             raise ConfigError(f"celery must be a celery.Celery app, not {type(celery).__name__}")
         check_serializers(celery)
@@ -98,6 +103,17 @@ class Fanout:
             celery, self.redis_url, recovery_timeout=recovery_timeout, retention=retention
         )
         self.functions: dict[str, FunctionDef] = {}
+
+    def set_logger(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        """The logger behind ``ctx.logger`` in this client's functions (by default the
+        ``fanout.run`` logger). It stays silent while a pass replays memoized steps."""
+        if not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
+            raise ConfigError(
+                f"set_logger takes a logging.Logger or logging.LoggerAdapter, not "
+                f"{type(logger).__name__}; wrap another logging library with "
+                "logging.LoggerAdapter or route it through the standard logging module"
+            )
+        self._logger = logger
 
     def __repr__(self) -> str:
         return f"<fanout.Fanout app_id={self.app_id!r} functions={len(self.functions)}>"
@@ -157,9 +173,11 @@ class Fanout:
             companion = None
             if on_failure is not None:
                 companion = self._failure_handler(fn, on_failure, retries, backoff_, checkpoint_)
+            fn.logger_of = lambda: self._logger
             self._rt.add_function(fn)
             self.functions[fn.fn_id] = fn
             if companion is not None:
+                companion.logger_of = fn.logger_of
                 self._rt.add_function(companion)
                 self.functions[companion.fn_id] = companion
             handler.fanout_function = fn  # type: ignore[attr-defined]

@@ -400,6 +400,7 @@ class Runtime:
             run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
             attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
             policy=fn.policy, branch=branch,
+            logger=fn.logger_of() if fn.logger_of is not None else None,
             queued_at=float(fields.get("qa") or fields.get("c") or 0) or None,
             state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
         )

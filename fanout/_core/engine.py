@@ -233,6 +233,7 @@ class PassInput:
     branch: str | None = None
     state_bytes: int = 0
     queued_at: float | None = None  # when this pass was handed to the broker
+    logger: Any = None  # the client's logger (set_logger); None: "fanout.run"
 
 
 class _ReplayLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -276,8 +277,14 @@ class Pass:
         self.unvisited = {r.id for r in done if not (r.extra and "group" in r.extra)}
         self.next_seq = max((r.seq for r in inp.memo.values()), default=-1) + 1
         self.replaying = bool(done)
+        # A pass that retries (a step, or the handler after an error outside steps)
+        # speaks again as soon as every memoized step is replayed, so lines logged
+        # before the retried raise appear on every attempt. Other passes stay silent
+        # until the first step that is not memoized: the lines before it ran already.
+        self.retrying = inp.attempt > 0 or any(r.status == "retrying" for r in inp.memo.values())
+        self.to_replay = {r.id for r in done}
         self.state_bytes = inp.state_bytes
-        self.logger = _ReplayLogger(logging.getLogger("fanout.run"), self)
+        self.logger = _ReplayLogger(inp.logger or logging.getLogger("fanout.run"), self)
         # Parallel discovery: sync ctx.group.parallel collects here; async handlers
         # gather new steps into ``batch`` for one turn of the event loop.
         self.collecting: list[Op] | None = None
@@ -322,6 +329,9 @@ class Pass:
             )
         if rec is not None and rec.status in FINAL:
             self.unvisited.discard(sid)
+            self.to_replay.discard(sid)
+            if self.retrying and not self.to_replay:
+                self.replaying = False
         else:
             # The first step that is not final: code from here on has not run in an
             # earlier pass, so the run's logger speaks again.

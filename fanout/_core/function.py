@@ -55,6 +55,9 @@ class FunctionDef:
     flow: FlowSpec = NO_FLOW
     #: For an ``on_failure`` handler: the key of the function whose failures it handles.
     failure_of: str | None = None
+    #: The declaring client's logger for ``ctx.logger`` (``Fanout.set_logger``), read at
+    #: each pass; None means the ``fanout.run`` logger.
+    logger_of: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> str:
