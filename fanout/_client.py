@@ -33,6 +33,7 @@ from ._core.ids import new_token, run_id_for
 from ._core.records import RunInfo
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
+from ._core.types import dumping, output_codec
 from ._errors import ConfigError, EventError
 from ._redis.store import to_run_info
 
@@ -140,6 +141,7 @@ class Fanout:
         cancel: Cancel | list[Cancel] | None = None,
         timeouts: Timeouts | None = None,
         on_failure: Callable[..., Any] | None = None,
+        output_type: Any = None,
     ) -> Callable[[F], F]:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
@@ -148,7 +150,9 @@ class Fanout:
         ``priority``, ``idempotency`` (a CEL key: one run per key per 24 h),
         ``cancel`` (events that cancel a run), ``timeouts`` and ``on_failure`` (a
         handler run with ``ctx.event.data`` = ``error``, ``event``, ``run_id``,
-        ``function_id`` when a run of this function fails).
+        ``function_id`` when a run of this function fails). ``output_type`` (a pydantic
+        model, a dataclass, ``list[Model]``...) stores the handler's return value as
+        JSON through pydantic.
         """
         flow = dict(
             concurrency=concurrency, singleton=singleton, throttle=throttle,
@@ -157,6 +161,8 @@ class Fanout:
         )
         backoff_ = self._backoff if backoff is None else backoff
         checkpoint_ = self._checkpoint if checkpoint is None else checkpoint
+        # output_type: the handler's return value is stored as JSON through pydantic.
+        dump_output, _load = output_codec(output_type, f"function {fn_id!r}")
 
         def decorator(handler: F) -> F:
             fn = build_function(
@@ -167,7 +173,7 @@ class Fanout:
                 retries=retries,
                 backoff=backoff_,
                 checkpoint=checkpoint_,
-                handler=handler,
+                handler=dumping(handler, dump_output),
                 flow=flow,
             )
             companion = None

@@ -141,7 +141,9 @@ class _MockStep(Step):
         super().__init__(inner._p)
         self._mocks, self._used = mocks, used
 
-    def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+    def run(
+        self, step_id: str, handler: Callable[..., Any], *args: Any, output_type: Any = None
+    ) -> Any:
         if isinstance(step_id, str) and step_id:
             n = self._p.seen.get(step_id, 0)
             sid = step_id if n == 0 else f"{step_id}:{n}"
@@ -149,7 +151,7 @@ class _MockStep(Step):
             if found:
                 self._used.add(key)
                 handler = _as_handler(mock)
-        return super().run(step_id, handler, *args)
+        return super().run(step_id, handler, *args, output_type=output_type)
 
 
 def _as_handler(mock: Any) -> Callable[..., Any]:

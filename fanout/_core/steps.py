@@ -32,6 +32,7 @@ from .engine import (
 )
 from .event import Event, prepare_batch
 from .ids import derived_event_id
+from .types import dumping, output_codec
 
 MAX_SLEEP_SECONDS = 366 * 86400
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -145,29 +146,36 @@ class Step:
 
     # -- run ----------------------------------------------------------------------------
 
-    def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
-        """Run ``handler(*args)`` once, durably; return its (JSON) result."""
+    def run(
+        self, step_id: str, handler: Callable[..., Any], *args: Any, output_type: Any = None
+    ) -> Any:
+        """Run ``handler(*args)`` once, durably; return its (JSON) result, or with
+        ``output_type`` (a pydantic model, a dataclass, ``list[Model]``...) its result
+        stored as JSON and returned as that type."""
         p = self._p
         if not callable(handler):
             raise NonRetriableError(f"ctx.step.run({step_id!r}, ...): handler is not callable")
+        dump, load = output_codec(output_type, f"step {step_id!r}")
         op = p.open("run", step_id)
         if op.done:
             rec = op.memo
-            return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
+            return p.deliver(lambda: load(p.memo_value(rec)))  # type: ignore[arg-type]
         if p.collecting is not None and op.id != p.inp.branch:
             p.collecting.append(op)
             raise _Planned()
+        handler = dumping(handler, dump)
         if p.is_async:
-            return self._run_async(op, handler, args)
+            return self._run_async(op, handler, args, load)
         p.admit(op)
-        return p.record(op, time.time(), invoke_sync(op, handler, args))
+        return load(p.record(op, time.time(), invoke_sync(op, handler, args)))
 
-    async def _run_async(self, op: Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    async def _run_async(self, op: Op, handler: Callable[..., Any], args: tuple[Any, ...],
+                         load: Callable[[Any], Any]) -> Any:
         p = self._p
         await _settle(p, op)
         p.admit(op)
         started = time.time()
-        return p.record(op, started, await invoke_async(op, handler, args))
+        return load(p.record(op, started, await invoke_async(op, handler, args)))
 
     # -- send_event ---------------------------------------------------------------------
 
@@ -318,8 +326,10 @@ class Step:
         function: Any,
         data: Mapping[str, Any] | None = None,
         timeout: float | _dt.timedelta | str | None = None,
+        output_type: Any = None,
     ) -> Any:
-        """Run another function as a child run and return its output.
+        """Run another function as a child run and return its output (validated as
+        ``output_type`` when given).
 
         A child that fails, times out or is unknown raises ``InvokeError`` (a
         ``NonRetriableError``): the child keeps its own retries, the parent does not
@@ -327,12 +337,16 @@ class Step:
         """
         p = self._p
         seconds = parse_duration(timeout, "invoke timeout") if timeout is not None else MAX_SLEEP_SECONDS
+        _dump, load = output_codec(output_type, f"invoke {step_id!r}")
         op = self._pausing("invoke", step_id)
         if op.done:
             done = op.memo
-            return p.deliver(lambda: p.memo_value(done))  # type: ignore[arg-type]
+            return p.deliver(lambda: load(p.memo_value(done)))  # type: ignore[arg-type]
 
         def body() -> Any:
+            return load(started())
+
+        def started() -> Any:
             rec = op.memo
             if rec is not None and rec.status == "waiting":
                 return self._waited(op, rec.extra or {})
@@ -360,6 +374,7 @@ class Step:
         app_id: str | None = None,
         data: Mapping[str, Any] | None = None,
         timeout: float | _dt.timedelta | str | None = None,
+        output_type: Any = None,
     ) -> Any:
         """:meth:`invoke` by the function's id: one of this client, or with ``app_id``
         one of another client (another app id) declared on the same Celery app, so
@@ -369,7 +384,8 @@ class Step:
         if app_id is not None and (not isinstance(app_id, str) or not app_id):
             raise ConfigError("invoke_by_id: app_id must be a client's app id (a string)")
         ref = f"{app_id}:{function_id}" if app_id else function_id
-        return self.invoke(step_id, function=ref, data=data, timeout=timeout)
+        return self.invoke(step_id, function=ref, data=data, timeout=timeout,
+                           output_type=output_type)
 
     def _pausing(self, kind: str, step_id: str) -> Op:
         p = self._p
