@@ -21,7 +21,20 @@ def check_id(kind: str, value: object) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise ConfigError(
             f"invalid {kind} {value!r}: use 1 to 128 characters from letters, digits and "
-            "'_ . : / -', starting with a letter or digit"
+            "'_ . : / -', starting with a letter or digit (Inngest accepts any app id; "
+            "fanout puts it in Redis Cluster hash tags)"
+        )
+    return value
+
+
+def check_fn_id(value: object) -> str:
+    """A function id: 1 to 128 printable characters (as in Inngest), not only spaces.
+    Where a Redis key or a name needs it, fanout encodes it (``ids.key_part``)."""
+    if (not isinstance(value, str) or not value or len(value) > 128
+            or not value.isprintable() or not value.strip()):
+        raise ConfigError(
+            f"invalid fn_id {value!r}: use 1 to 128 printable characters (no newlines or "
+            "control characters), not only spaces"
         )
     return value
 
@@ -105,7 +118,7 @@ def build_function(
     flow: dict[str, Any] | None = None,
 ) -> FunctionDef:
     """Check a declaration; ``flow`` holds the flow-control keyword arguments."""
-    fid = check_id("fn_id", fn_id)
+    fid = check_fn_id(fn_id)
     triggers: Sequence[object]
     if isinstance(trigger, (TriggerEvent, TriggerCron)):
         triggers = [trigger]

@@ -45,6 +45,7 @@ from typing import Any
 import redis
 
 from .._core.event import dumps
+from .._core.ids import key_part
 from .._core.records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
 
 EVENT_NAME_INDEX_SECONDS = 86400
@@ -162,7 +163,7 @@ class Store:
         return f"{self.p}:timers"
 
     def fn_index(self, fn_key: str) -> str:
-        return f"{self.p}:idx:fn:{fn_key}"
+        return f"{self.p}:idx:fn:{key_part(fn_key)}"
 
     # -- events ------------------------------------------------------------------
 
