@@ -558,6 +558,9 @@ class Runtime:
             elif isinstance(outcome, RetryStep):
                 store.end_branch(run_id, step_id, token)
                 store.arm(member, time.time() + outcome.delay)
+            elif isinstance(outcome, Wait):  # an invoked child runs; wake at its timeout
+                store.end_branch(run_id, step_id, token)
+                store.arm(member, outcome.until)
             elif isinstance(outcome, Failed) and not outcome.retriable:
                 # The group can never join (its step is gone, a nested step, ...): the
                 # run fails now rather than waiting for a branch that will not come.

@@ -24,6 +24,7 @@ from .engine import (
     FINAL,
     Interrupt,
     Op,
+    Parallel,
     Pass,
     Sleep,
     Wait,
@@ -347,24 +348,40 @@ class Step:
             return load(started())
 
         def started() -> Any:
+            if p.inp.branch is not None and op.id != p.inp.branch:
+                p.stopped_at = p.stopped_at or op.id
+                raise Interrupt(_branch_done(p))
             rec = op.memo
+            # A branch of a parallel group: the branch task starts it and waits for it.
+            planned = {k: v for k, v in ((rec.extra or {}) if rec else {}).items()
+                       if k in ("group", "race")}
+            if planned and p.inp.branch is None:
+                raise Interrupt(Parallel((), (op.id,)))
             if rec is not None and rec.status == "waiting":
                 return self._waited(op, rec.extra or {})
             p.check_order(op)
             now = time.time()
             waiting = p.new_record(op, status="waiting", started_at=now,
-                                   extra={"until": now + seconds})
+                                   extra={**planned, "until": now + seconds})
             p.flush()
             try:
                 child = p.sink.start_invoke(op.id, function, dict(data or {}), waiting.seq)
             except InvokeError as exc:
-                waiting.status, waiting.ended_at, waiting.extra = "failed", now, None
+                waiting.status, waiting.ended_at = "failed", now
+                waiting.extra = planned or None
                 waiting.error = {"type": "InvokeError", "message": str(exc)}
                 return p.finish(op, waiting)
-            waiting.extra = {"child": child, "until": now + seconds}
+            waiting.extra = {**planned, "child": child, "until": now + seconds}
             return self._park(op, waiting)
 
-        return self._alone(op, body) if p.is_async else body()
+        if p.is_async:
+
+            async def _invoke_async() -> Any:
+                await _settle(p, op)  # with sibling steps, it becomes a parallel branch
+                return body()
+
+            return _invoke_async()
+        return body()
 
     def invoke_by_id(
         self,
@@ -390,12 +407,19 @@ class Step:
     def _pausing(self, kind: str, step_id: str) -> Op:
         p = self._p
         op = p.open(kind, step_id)
+        if not op.done and kind == "invoke" and op.id == p.inp.branch:
+            return op  # this branch task starts the invoke
         if not op.done and p.collecting is not None:
+            if kind == "invoke":
+                p.collecting.append(op)
+                raise _Planned()
             raise NonRetriableError(
                 f"ctx.step.{kind}({step_id!r}) inside ctx.group.parallel: parallel branches "
-                "may only use ctx.step.run and ctx.step.send_event"
+                "may only use ctx.step.run, ctx.step.send_event and ctx.step.invoke"
             )
         if not op.done and p.inp.branch is not None:
+            if kind == "invoke" and p.is_async:
+                return op  # a sibling in asyncio.gather: decided once the batch settles
             p.stopped_at = p.stopped_at or op.id
             raise Interrupt(_branch_done(p))
         return op
@@ -413,7 +437,7 @@ class Step:
         return body()
 
 
-_PAUSING = ("sleep", "wait", "invoke")
+_PAUSING = ("sleep", "wait")  # an invoke may be a parallel branch
 
 
 def _refuse_pausing(batch: Sequence[Op]) -> None:
@@ -425,7 +449,8 @@ def _refuse_pausing(batch: Sequence[Op]) -> None:
         raise NonRetriableError(
             f"ctx.step.{kind}({o.id!r}) was awaited together with the new step(s) {others!r} "
             "(asyncio.gather or ctx.group.parallel): parallel branches may only use "
-            "ctx.step.run and ctx.step.send_event; await it before or after the group"
+            "ctx.step.run, ctx.step.send_event and ctx.step.invoke; await it before or "
+            "after the group"
         )
 
 

@@ -57,7 +57,9 @@ async def appears_async(ctx: fanout.Context) -> object:
 
 @client.create_function(fn_id="kid", trigger=fanout.TriggerEvent(event="t/kid"))
 def kid(ctx: fanout.Context) -> int:
-    return 7
+    if ctx.event.data.get("slow"):
+        ctx.step.sleep("nap", 30)
+    return int(ctx.event.data.get("n", 7))
 
 
 @client.create_function(fn_id="invoke-in-group",
@@ -66,7 +68,8 @@ async def invoke_in_group(ctx: fanout.Context) -> object:
     return await asyncio.gather(
         ctx.step.run("a", lambda: 1),
         ctx.step.run("b", lambda: 2),
-        ctx.step.invoke("c", function=kid),
+        ctx.step.invoke("c", function=kid, data={"n": 3}),
+        ctx.step.invoke_by_id("d", function_id="kid", data={"n": 4}),
     )
 
 
@@ -75,8 +78,23 @@ async def invoke_in_group(ctx: fanout.Context) -> object:
 def invoke_in_group_sync(ctx: fanout.Context) -> object:
     return ctx.group.parallel([
         lambda: ctx.step.run("a", lambda: 1),
-        lambda: ctx.step.invoke("c", function=kid),
+        lambda: ctx.step.invoke("c", function=kid, data={"n": 3}),
+        lambda: ctx.step.send_event("e", fanout.Event(name="t/nothing")),
     ])
+
+
+@client.create_function(fn_id="invoke-timeout-in-group",
+                        trigger=fanout.TriggerEvent(event="t/invoke-timeout-in-group"),
+                        retries=0)
+def invoke_timeout_in_group(ctx: fanout.Context) -> object:
+    try:
+        ctx.group.parallel([
+            lambda: ctx.step.run("a", lambda: 1),
+            lambda: ctx.step.invoke("c", function=kid, data={"slow": True}, timeout="1s"),
+        ])
+    except fanout.InvokeError as exc:
+        return f"timed out: {exc}"
+    return "no timeout"
 
 
 @client.create_function(fn_id="wait-in-group",
@@ -113,14 +131,34 @@ def test_new_step_while_branches_execute_fails_the_run(worker: object, fn_id: st
     assert "'late'" in run.error["message"]
 
 
-@pytest.mark.parametrize("fn_id", ["invoke-in-group", "invoke-in-group-sync", "wait-in-group"])
-def test_pausing_step_in_a_parallel_group_fails_clearly(worker: object, fn_id: str) -> None:
-    eid = client.emit(f"t/{fn_id}")
-    run = wait_run(client, run_of(client, eid, fn_id))
+def test_pausing_step_in_a_parallel_group_fails_clearly(worker: object) -> None:
+    eid = client.emit("t/wait-in-group")
+    run = wait_run(client, run_of(client, eid, "wait-in-group"))
     assert run.status == "failed"
     assert run.error["type"] == "NonRetriableError"
-    assert "parallel" in run.error["message"]
+    assert "wait_for_event('w')" in run.error["message"] and "parallel" in run.error["message"]
     assert not [s for s in run.steps if s.status == "queued"]
+
+
+def test_invoke_in_an_async_parallel_group_runs(worker: object) -> None:
+    eid = client.emit("t/invoke-in-group")
+    run = wait_run(client, run_of(client, eid, "invoke-in-group"))
+    assert run.status == "completed", run.error
+    assert run.output == [1, 2, 3, 4]
+
+
+def test_invoke_and_send_event_in_a_sync_parallel_group_run(worker: object) -> None:
+    eid = client.emit("t/invoke-in-group-sync")
+    run = wait_run(client, run_of(client, eid, "invoke-in-group-sync"))
+    assert run.status == "completed", run.error
+    assert run.output[:2] == [1, 3] and len(run.output[2]) == 1
+
+
+def test_invoke_timeout_in_a_parallel_group(worker: object) -> None:
+    eid = client.emit("t/invoke-timeout-in-group")
+    run = wait_run(client, run_of(client, eid, "invoke-timeout-in-group"))
+    assert run.status == "completed", run.error
+    assert run.output.startswith("timed out")
 
 
 def test_watchdog_fails_a_run_nothing_will_move(worker: object,
