@@ -60,17 +60,32 @@ def stuck_reason(fields: dict[str, str], timers: dict[str, float | None], run_id
     return None
 
 
+_HEAD = ("st", "lease", "lu", "seq", MARK)
+
+
 def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple[str, str]]:
     """(run id, reason) of the newest ``limit`` runs that are confirmed stuck; runs seen
-    stuck for the first time are marked, runs that moved lose their mark."""
+    stuck for the first time are marked, runs that moved lose their mark.
+
+    Cheap for a large history: a few fields of each run, then the whole hash only of
+    the runs in ``running`` that no pass holds (parallel branches in flight)."""
     ids = store.run_ids(limit=limit)
     if not ids:
         return []
     now = time.time()
-    cands = [(rid, f) for rid, f in zip(ids, store.many_run_fields(ids), strict=True)
-             if f.get("st") in ACTIVE]
-    if not cands:
+    pipe = store.r.pipeline(transaction=False)
+    for rid in ids:
+        pipe.hmget(store.run_key(rid), list(_HEAD))
+    heads = []
+    for rid, values in zip(ids, pipe.execute(), strict=True):
+        head = {k: _text(v) for k, v in zip(_HEAD, values, strict=True) if v is not None}
+        if head.get("st") in ACTIVE and not (head.get("lease") and _num(head.get("lu")) > now * 1000):
+            heads.append((rid, head))
+    if not heads:
         return []
+    full = [rid for rid, head in heads if head["st"] == "running"]
+    fields = dict(zip(full, store.many_run_fields(full), strict=True)) if full else {}
+    cands = [(rid, fields.get(rid, head)) for rid, head in heads]
     members: list[str] = []
     for rid, f in cands:
         members.append(rid)
@@ -94,3 +109,7 @@ def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple
             pipe.hset(store.run_key(rid), MARK, f"{seq}:{now!r}")
     pipe.execute()
     return found
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -184,3 +184,24 @@ def test_watchdog_fails_a_run_nothing_will_move(worker: object,
     assert info.status == "failed"
     assert info.error["type"] == "StuckRun" and "'b'" in info.error["message"]
     assert any(rid in rec.getMessage() for rec in caplog.records if rec.levelno == logging.ERROR)
+
+
+@client.create_function(fn_id="napper", trigger=fanout.TriggerEvent(event="t/napper"))
+def napper(ctx: fanout.Context) -> str:
+    ctx.step.sleep("nap", "1h")
+    return "woke"
+
+
+def test_watchdog_fails_a_run_without_a_timer_and_spares_healthy_ones(worker: object) -> None:
+    lost = run_of(client, client.emit("t/napper", {"n": 1}), "napper")
+    fine = run_of(client, client.emit("t/napper", {"n": 2}), "napper")
+    for rid in (lost, fine):
+        wait_for(lambda rid=rid: getattr(client.get_run(rid), "status", None) == "sleeping")
+    redis_for(__name__).zrem("fanout:timers", lost)  # nothing will wake it now
+    client.check_stuck_runs()
+    assert client.check_stuck_runs() == [lost]
+    info = client.get_run(lost)
+    assert info is not None and info.status == "failed"
+    assert "no task, lease or timer" in info.error["message"]
+    assert client.get_run(fine).status == "sleeping"  # type: ignore[union-attr]
+    client.cancel(fine)
