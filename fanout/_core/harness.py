@@ -206,6 +206,7 @@ class _Harness:
             events=copy.deepcopy(self.events), attempt=max([self.attempt, *retrying]), memo=memo,
             checkpoint=self.fn.checkpoint, policy=self.fn.policy, branch=branch,
             queued_at=time.time(),
+            logger=self.fn.logger_of() if self.fn.logger_of is not None else None,
         )
         return run_pass(self.handler, inp, self.sink, is_async=self.fn.is_async)
 
@@ -229,20 +230,26 @@ class _Harness:
                 self._answer(outcome)
             elif isinstance(outcome, Parallel):
                 for sid in outcome.new:
-                    self._branch(sid)
+                    failed = self._branch(sid)
+                    if failed is not None:  # the group can never join: the run fails
+                        return self._result("failed", None, failed.error)
             elif isinstance(outcome, (Continue, BranchDone)):
                 pass
             elif isinstance(outcome, LeaseLost):  # pragma: no cover - no leases here
                 raise ConfigError("the harness lost a lease it never takes")
 
-    def _branch(self, sid: str) -> None:
+    def _branch(self, sid: str) -> Failed | None:
         while True:
             outcome = self._pass(branch=sid)
             rec = self.memo.get(sid)
             if rec is not None and rec.status in FINAL:
-                return
+                return None
             if isinstance(outcome, RetryStep):
                 self.skipped += outcome.delay
+            elif isinstance(outcome, Wait):  # an invoke inside the group
+                self._answer(outcome)
+            elif isinstance(outcome, Failed) and not outcome.retriable:
+                return outcome
             elif isinstance(outcome, Failed):
                 self.skipped += self.fn.policy.delay(1)
 
