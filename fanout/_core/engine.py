@@ -281,7 +281,13 @@ class Pass:
         # speaks again as soon as every memoized step is replayed, so lines logged
         # before the retried raise appear on every attempt. Other passes stay silent
         # until the first step that is not memoized: the lines before it ran already.
-        self.retrying = inp.attempt > 0 or any(r.status == "retrying" for r in inp.memo.values())
+        if inp.branch is None:
+            self.retrying = inp.attempt > 0 or any(
+                r.status == "retrying" for r in inp.memo.values()
+            )
+        else:  # a branch task retries only its own step
+            own = inp.memo.get(inp.branch)
+            self.retrying = own is not None and own.status == "retrying"
         self.to_replay = {r.id for r in done}
         self.state_bytes = inp.state_bytes
         self.logger = _ReplayLogger(inp.logger or logging.getLogger("fanout.run"), self)
