@@ -40,7 +40,18 @@ async def nested_async(ctx: fanout.Context) -> str:
     return "no error"
 
 
-@pytest.mark.parametrize("fn_id", ["nested", "nested-async"])
+@client.create_function(fn_id="nested-branch",
+                        trigger=fanout.TriggerEvent(event="t/nested-branch"), retries=2)
+def nested_branch(ctx: fanout.Context) -> object:
+    try:
+        return ctx.group.parallel((lambda: ctx.step.run("outer", _inner, ctx),
+                                   lambda: ctx.step.run("other", lambda: 2)))
+    except Exception:  # noqa: BLE001
+        redis_for(__name__).incr(f"swallowed:{ctx.run_id}")
+        return "swallowed"
+
+
+@pytest.mark.parametrize("fn_id", ["nested", "nested-async", "nested-branch"])
 def test_nested_step_fails_the_run(worker: object, fn_id: str) -> None:
     eid = client.emit(f"t/{fn_id}")
     run = wait_run(client, run_of(client, eid, fn_id))

@@ -53,6 +53,21 @@ async def race_async(ctx: fanout.Context) -> object:
     return {"winner": winner, "after": after}
 
 
+@client.create_function(fn_id="quick", trigger=fanout.TriggerEvent(event="t/never-quick"))
+def quick(ctx: fanout.Context) -> str:
+    return "child"
+
+
+@client.create_function(fn_id="race-invoke", trigger=fanout.TriggerEvent(event="t/race-invoke"),
+                        retries=0)
+def race_invoke(ctx: fanout.Context) -> object:
+    (winner,) = ctx.group.parallel(
+        (lambda: ctx.step.run("b", slow, ctx), lambda: ctx.step.invoke("kid", function=quick)),
+        parallel_mode=ParallelMode.RACE,
+    )
+    return winner
+
+
 @client.create_function(fn_id="bad-mode", trigger=fanout.TriggerEvent(event="t/bad-mode"),
                         retries=0)
 def bad_mode(ctx: fanout.Context) -> object:
@@ -73,6 +88,16 @@ def test_first_branch_to_finish_wins(worker: object, fn_id: str) -> None:
     wait_for(lambda: any(s.step_id == "b" and s.status == "completed"
                          for s in client.get_run(rid).steps))  # type: ignore[union-attr]
     assert client.get_run(rid).output == run.output  # type: ignore[union-attr]
+
+
+def test_an_invoke_can_win_a_race(worker: object) -> None:
+    rid = run_of(client, client.emit("t/race-invoke"), "race-invoke")
+    try:
+        run = wait_run(client, rid, timeout=30)
+    finally:
+        redis_for(__name__).set(f"release:{rid}", 1)
+    assert run.status == "completed", run.error
+    assert run.output == "child"
 
 
 def test_unknown_parallel_mode_is_refused(worker: object) -> None:
