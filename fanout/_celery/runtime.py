@@ -44,12 +44,13 @@ from .._core.engine import (
 from .._core.event import Event, dumps
 from .._core.function import FunctionDef
 from .._core.ids import new_token
-from .._core.records import StepRecord
+from .._core.records import StepRecord, child_error
 from .._core.triggers import SubscriberIndex
 from .._errors import ConfigError, InvokeError, PublishError
 from .._redis.history import History
 from .._redis.store import Store, StoreError, connect
 from .flow_runtime import FlowRuntime
+from .pausing import Pausing
 from .publisher import Publisher
 from .runlog import attempt_failed, run_ended, run_started, take_failed
 from .sink import PassSink
@@ -122,6 +123,7 @@ class Runtime:
         self.leases = Leases(self)
         self.timers = TimerThread(self)
         self.flow = FlowRuntime(self)
+        self.pausing = Pausing(self)
         self.publisher = Publisher(app)
         self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)  # type: ignore[no-untyped-call]
         self.router_queue = Queue(  # type: ignore[no-untyped-call]
@@ -141,8 +143,10 @@ class Runtime:
         uid = f"fanout.runtime.{id(self)}"
         signals.worker_init.connect(self._on_worker_init, weak=False, dispatch_uid=f"{uid}.init")
         signals.worker_ready.connect(self._on_worker_ready, weak=False, dispatch_uid=f"{uid}.ready")
-        signals.worker_shutting_down.connect(self._on_worker_stop, weak=False,
-                                             dispatch_uid=f"{uid}.stop")
+        signals.worker_shutting_down.connect(self._on_worker_stopping, weak=False,
+                                             dispatch_uid=f"{uid}.stopping")
+        signals.worker_shutdown.connect(self._on_worker_stop, weak=False,
+                                        dispatch_uid=f"{uid}.stop")
         from .cron import install_cron
 
         self.cron = install_cron(self)
@@ -156,10 +160,18 @@ class Runtime:
         if self._store is None or self._store_pid != pid:
             self._store = Store(
                 connect(self.redis_url), retention=self.retention,
-                watchdog=5 * self.recovery_timeout,
+                watchdog=5 * self.recovery_timeout, metrics=self.metrics_setting(),
             )
             self._store_pid = pid
         return self._store
+
+    def metrics_setting(self) -> bool | None:
+        """The Celery setting ``fanout_metrics``: False stops counting in the store;
+        unset (None) counts everywhere but on a Redis Cluster."""
+        value = self.app.conf.get("fanout_metrics")
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"fanout_metrics must be True, False or unset, not {value!r}")
+        return value
 
     @staticmethod
     def parse_json(text: str) -> Any:
@@ -275,8 +287,17 @@ class Runtime:
         if self._mine(sender):
             self.timers.start()
 
-    def _on_worker_stop(self, **_: Any) -> None:
-        self.timers.stop()
+    def _on_worker_stopping(self, **_: Any) -> None:
+        # Sent from the worker's signal handler, which under the gevent and eventlet
+        # pools runs in the event loop itself, where waiting for a thread (a
+        # greenlet there) cannot switch away: only ask the threads to stop.
+        self.timers.stop(wait=False)
+
+    def _on_worker_stop(self, sender: Any = None, **_: Any) -> None:
+        # Sent once the pool has stopped, from the worker's main flow: wait there
+        # for a scan in progress to end.
+        if self._mine(sender):
+            self.timers.stop()
 
     # -- publishing ------------------------------------------------------------------
 
@@ -403,6 +424,7 @@ class Runtime:
             logger=fn.logger_of() if fn.logger_of is not None else None,
             queued_at=float(fields.get("qa") or fields.get("c") or 0) or None,
             state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
+            middleware=fn.middleware, client=fn.client, function=fn,
         )
 
     def _run(self, fn: FunctionDef, inp: PassInput, sink: PassSink) -> Outcome:
@@ -413,6 +435,8 @@ class Runtime:
             return Failed(error_info(exc), True)
 
     def execute_pass(self, fn_key: str, run_id: str, seq: int | None) -> None:
+        if self.pausing.maybe_park(fn_key, run_id, seq):
+            return
         fn = self._function_for(fn_key, run_id)
         if fn is None:
             return
@@ -474,7 +498,7 @@ class Runtime:
                 self.finish(run_id, token, "failed", None, outcome.error, fields, steps)
                 return
             delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
-            end.update(att=attempt + 1, err=dumps(outcome.error))
+            end.update(att=attempt + 1, err=dumps(outcome.error), atm=fn.retries + 1)
             wake = self.flow.clamp_wake(fn, fields, time.time() + delay)
             attempt_failed(fn.key, run_id, None, attempt + 1, fn.retries + 1, outcome.error, wake)
             end["qa"] = repr(wake)
@@ -489,6 +513,7 @@ class Runtime:
             seq, _r = store.end_pass(run_id, token, "sleeping", fields=end, wake=wake)
         elif isinstance(outcome, Wait):
             until = self.flow.clamp_wake(fn, fields, outcome.until)
+            end["qa"] = repr(until)  # the timeout; an event that resolves the wait sets 'qa'
             seq, resolved = store.end_pass(run_id, token, "waiting", wake=until,
                                            awaiting=outcome.step_id, fields=end)
             if resolved and seq is not None and seq >= 0:
@@ -616,9 +641,7 @@ class Runtime:
         if status == "completed":
             rec.status, rec.output = "completed", output
         else:
-            detail = (error or {}).get("message", status)
-            rec.status = "failed"
-            rec.error = {"type": "InvokeError", "message": f"the invoked run {status}: {detail}"}
+            rec.status, rec.error = "failed", child_error(status, error)
         if self.store.resolve_step(inv["run"], rec) == "enqueue":
             self.enqueue(inv["fk"], inv["run"], None)
 

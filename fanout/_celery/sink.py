@@ -35,6 +35,11 @@ class PassSink:
         self.joined = False
         self.deferred: list[StepRecord] = []
 
+    @property
+    def max_event_bytes(self) -> int:
+        """The client's limit on one event's size, for ``ctx.step.send_event``."""
+        return self.fn.max_event_bytes
+
     def defer_step(self, record: StepRecord) -> None:
         """Keep a step record to write with the end of the pass (see Pass.finish)."""
         self.deferred.append(record)

@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 
 from .._errors import FanoutError
 from .._ops.locate import Target, locate
-from .._ops.render import Progress, events_table, run_json, runs_table, table, timeline
-from .._redis.history import MAX_LIMIT, RunSummary, parse_time
+from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
+from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -55,6 +55,17 @@ def _time_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds_arg(text: str) -> float:
+    try:
+        secs = float(text)
+    except ValueError:
+        secs = float("nan")
+    if not 0 < secs < 86_400 * 365:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, like 30 (not "
+                                         f"{text!r})")
+    return secs
+
+
 def _limit_arg(text: str) -> int:
     try:
         n = int(text)
@@ -84,15 +95,22 @@ def _target(args: argparse.Namespace, *, memory_ok: bool = False) -> Target:
     if not spec:
         raise CliError("no app given: pass -A module[:attr] (as for celery -A) or set FANOUT_APP",
                        EXIT_USAGE)
+    # --redis is fanout's store and nothing else; the broker is the app's own, unless
+    # --broker names one (Celery reads CELERY_BROKER_URL before its configuration).
     url = getattr(args, "redis", None)
+    broker = getattr(args, "broker", None)
     if url:
         os.environ["FANOUT_REDIS_URL"] = url
-        if not url.startswith("memory://"):
-            os.environ["CELERY_BROKER_URL"] = url
+    if broker:
+        os.environ["CELERY_BROKER_URL"] = broker
     target = locate(spec)
     if url and target.redis_url != url:
         raise CliError(f"--redis {url} was given, but app {spec} uses {target.redis_url} "
                        "(it sets its Redis URL itself; make it read FANOUT_REDIS_URL)")
+    if broker and target.app.conf.broker_write_url != broker:
+        raise CliError(f"--broker {broker} was given, but app {spec} publishes to "
+                       f"{target.broker_url} (it sets broker_write_url or "
+                       "CELERY_BROKER_WRITE_URL; unset it or pass that URL)")
     if target.is_memory and not memory_ok:
         raise CliError(f"app {spec} keeps its state in memory ({target.redis_url}): only "
                        "'fanout dev' in the same process can see it; pass --redis URL or set "
@@ -118,11 +136,32 @@ def cmd_functions(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     target = _target(args)
-    eid = target.send(args.name, args.data, id=args.id, user=args.user)
-    if not args.wait:
-        _out(args, {"event_id": eid}, eid)
-        return 0
     history = target.history
+    earlier = history.event(args.id) if args.id else None
+    eid = target.send(args.name, args.data, id=args.id, user=args.user)
+    notes: list[str] = []
+    if earlier is not None:
+        notes.append(f"event id {eid!r} was already stored: the data given was ignored; the "
+                     f"earlier event stands ({earlier.name}, sent {iso(earlier.ts)})")
+    named, accepted = target.triggered_by(eid)
+    nothing = ""
+    if not named:
+        declared = ", ".join(target.event_triggers()) or "none"
+        name = earlier.name if earlier is not None else args.name
+        nothing = f"no function is triggered by event {name!r}; declared triggers: {declared}"
+    elif not accepted:
+        conditions = ", ".join(f"{fn.key} if {t.expression}" for fn in named
+                               for t in fn.event_triggers if t.expression)
+        nothing = f"no trigger's condition accepts this event: {conditions}"
+    if nothing and not args.wait:
+        notes.append(nothing)
+    for note in notes:
+        _note(f"note: {note}")
+    if not args.wait:
+        _out(args, {"event_id": eid, "notes": notes}, eid)
+        return 0
+    if nothing:
+        raise CliError(f"event {eid} was stored, but {nothing}")
     deadline = time.monotonic() + args.wait
     runs: list[RunSummary] = []
     while time.monotonic() < deadline:
@@ -130,8 +169,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         if runs and all(r.ended_at is not None for r in runs):
             break
         time.sleep(0.1)
-    _out(args, {"event_id": eid, "runs": [r.to_json() for r in runs]},
-         f"event {eid}\n" + (runs_table(runs) if runs else "no runs started (yet)"))
+    if not runs:
+        raise CliError(f"no worker picked up event {eid} within {args.wait:g} s: is a worker "
+                       f"running on broker {target.broker_url}? (celery -A {target.spec} worker; "
+                       "--broker URL names another broker)")
+    _out(args, {"event_id": eid, "runs": [r.to_json() for r in runs], "notes": notes},
+         f"event {eid}\n" + runs_table(runs))
+    running = [r.run_id for r in runs if r.ended_at is None]
+    if running and not args.json:
+        _note(f"note: {len(running)} run(s) still going after {args.wait:g} s: "
+              f"fanout run {running[0]}")
     return 0
 
 
@@ -145,6 +192,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     target = _target(args)
     history = target.history
     if args.event:
+        if history.event(args.event) is None:
+            raise CliError(f"no event {args.event!r} (unknown, or past its retention)")
         runs = history.runs_of_event(args.event)
         if args.status:
             runs = [r for r in runs if r.status in args.status.split(",")]
@@ -169,6 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     info = store.run_info(args.run_id, fields)
     if info is None:
         raise CliError(f"no run {args.run_id!r} (unknown, or past its retention)")
+    key = args.key or os.environ.get("FANOUT_ENCRYPTION_KEY")
+    if key:
+        info = decrypted(info, key)
     _out(args, run_json(info, fields), timeline(info, fields))
     return 0
 
@@ -208,29 +260,44 @@ def cmd_event(args: argparse.Namespace) -> int:
 def _select(target: Target, args: argparse.Namespace, default_status: str | None) -> list[str]:
     if args.run_ids:
         return list(args.run_ids)
+    return [r.run_id for r in _select_runs(target, args, default_status)]
+
+
+def _select_runs(target: Target, args: argparse.Namespace,
+                 default_status: str | None) -> list[RunSummary]:
     status = args.status or default_status
     if not (args.fn or args.status or args.since or args.until):
         raise CliError(f"{args.command} needs run ids or a filter (--fn, --status, --since)",
                        EXIT_USAGE)
     fn_key = target.function(args.fn).key if args.fn else None
-    ids: list[str] = []
+    runs: list[RunSummary] = []
     cursor: str | None = None
-    while len(ids) < args.limit:
+    while len(runs) < args.limit:
         page = target.history.runs(fn_key=fn_key, status=status, since=args.since,
-                                   until=args.until, limit=min(MAX_LIMIT, args.limit - len(ids)),
+                                   until=args.until, limit=min(MAX_LIMIT, args.limit - len(runs)),
                                    cursor=cursor, max_scan=1_000_000)
-        ids.extend(r.run_id for r in page.items)
+        runs.extend(page.items)
         cursor = page.next_cursor
         if cursor is None:
             break
-    return ids
+    return runs
 
 
-def _bulk(args: argparse.Namespace, ids: list[str], verb: str,
-          act: Callable[[str], tuple[bool, str]]) -> int:
+def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
+          act: Callable[[str], tuple[bool, str]], skipped: dict[str, Any] | None = None) -> int:
     if args.dry_run:
-        _out(args, {"would": verb, "run_ids": ids},
-             f"would {verb} {len(ids)} run(s)" + "".join(f"\n{r}" for r in ids))
+        missing = [rid for rid in args.run_ids if not target.has_run(rid)]
+        if missing:
+            raise CliError(f"{missing[0]}: no run {missing[0]!r} (unknown, or past its "
+                           "retention)")
+        note = ""
+        if skipped and skipped["count"]:
+            note = (f" ({skipped['count']} matching run(s) skipped: {len(skipped['replays'])} "
+                    f"replay(s) or rerun(s), {len(skipped['superseded'])} with a newer run "
+                    "of the same event)")
+        _out(args, {"would": verb, "count": len(ids), "run_ids": ids,
+                    **({"skipped": skipped} if skipped is not None else {})},
+             f"would {verb} {len(ids)} run(s){note}" + "".join(f"\n{r}" for r in ids))
         return 0
     bulk = not args.run_ids
     progress = Progress(len(ids), verb) if bulk and ids else None
@@ -246,6 +313,8 @@ def _bulk(args: argparse.Namespace, ids: list[str], verb: str,
             failures.append(f"{rid}: {detail}")
         if progress:
             progress.advance(ok)
+    if failures and len(ids) == 1 and not bulk:
+        raise CliError(failures[0])   # one run named, one line
     lines = [f"{r['run_id']} {r['result']}" for r in results]
     summary = f"{verb}: {len(ids) - len(failures)} of {len(ids)} run(s)"
     _out(args, {"results": results}, "\n".join([*lines, summary]) if ids else "no runs match")
@@ -264,13 +333,28 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         head = target.cancel(rid, args.reason)
         return head in ("cancelled", "flagged"), messages.get(head, head)
 
-    return _bulk(args, ids, "cancel", act)
+    return _bulk(target, args, ids, "cancel", act)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     target = _target(args)
-    ids = _select(target, args, None)
-    return _bulk(args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"))
+    skipped: dict[str, Any] | None = None
+    if args.run_ids:
+        ids = list(args.run_ids)
+    else:  # filters: the latest run of each event, once (see _ops/bulk.py)
+        from .._ops.bulk import plan_replays
+
+        plan = plan_replays(target.history, _select_runs(target, args, None),
+                            include_replays=args.include_replays)
+        ids = [r.run_id for r in plan.chosen]
+        skipped = {"count": plan.skipped, "replays": plan.replays,
+                   "superseded": plan.superseded}
+        if plan.skipped and not args.dry_run:
+            _note(f"skipping {plan.skipped} matching run(s): {len(plan.replays)} replay(s) or "
+                  f"rerun(s) (--include-replays to replay them), {len(plan.superseded)} whose "
+                  "event has a newer run")
+    return _bulk(target, args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"),
+                 skipped)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -283,6 +367,26 @@ def cmd_prune(args: argparse.Namespace) -> int:
     rep = _target(args).history.prune()
     _out(args, rep.__dict__, f"removed {rep.runs_removed} run and {rep.events_removed} event "
          f"index entries (checked {rep.keys_checked} old runs)")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .._ops.metrics import serve
+
+    rt = _target(args).runtime
+    if args.once:
+        from .._ops.metrics import registry_for, render
+
+        sys.stdout.write(render(registry_for(lambda: rt.store)).decode())
+        return 0
+    server = serve(lambda: rt.store, host=args.host, port=args.port)
+    _note(f"fanout metrics on http://{args.host}:{server.server_port}/metrics (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
@@ -299,7 +403,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     target = _target(args, memory_ok=True)
     run_dev(target, host=args.host, port=args.port, token=args.token or None,
-            concurrency=args.concurrency, beat=not args.no_beat)
+            concurrency=args.concurrency, beat=not args.no_beat, reload=args.reload)
     return 0
 
 
@@ -310,7 +414,9 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
     d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("-A", "--app", metavar="MODULE[:ATTR]", help="the app module, as for celery -A "
                    "(default: $FANOUT_APP)", **d)
-    p.add_argument("--redis", metavar="URL", help="Redis URL (sets FANOUT_REDIS_URL and "
+    p.add_argument("--redis", metavar="URL", help="fanout's Redis store (sets FANOUT_REDIS_URL "
+                   "before the app is imported; the broker stays the app's)", **d)
+    p.add_argument("--broker", metavar="URL", help="the Celery broker to publish to (sets "
                    "CELERY_BROKER_URL before the app is imported)", **d)
     p.add_argument("--json", action="store_true", help="machine-readable output", **d)
 
@@ -349,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=_json_arg, default={}, metavar="JSON", help="event data object")
     p.add_argument("--user", type=_json_arg, default=None, metavar="JSON")
     p.add_argument("--id", default=None, help="event id (idempotency key)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds_arg, default=0.0, metavar="SECONDS",
                    help="wait up to SECONDS for the runs it starts, and list them")
     p = add("invoke", cmd_invoke, "start a run of a function now")
     p.add_argument("function", help="function id or app:fn key")
@@ -360,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor", help="continue a previous listing")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
     p.add_argument("run_id")
+    p.add_argument("--key", metavar="KEY", help="decrypt encrypted values with this key "
+                   "(default: $FANOUT_ENCRYPTION_KEY); without it they show as encrypted")
     p = add("events", cmd_events, "list events, newest first")
     p.add_argument("--name", help="only events with this name")
     p.add_argument("--since", type=_time_arg, metavar="T")
@@ -372,24 +480,42 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help, limit in (
         ("cancel", cmd_cancel, "cancel runs (by id, or all that match the filters; "
          "default status: active)", 1000),
-        ("replay", cmd_replay, "start new runs for the same events as the matching runs", 1000),
+        ("replay", cmd_replay, "start new runs for the same events as the matching runs "
+         "(with filters: the latest run of each event, never a replay unless "
+         "--include-replays)", 1000),
     ):
         p = add(name, func, help)
         p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
         _run_filters(p, limit)
-        p.add_argument("--dry-run", action="store_true", help="list the runs, change nothing")
+        p.add_argument("--dry-run", action="store_true", help="count and list the runs, "
+                       "change nothing")
+        if name == "replay":
+            p.add_argument("--include-replays", action="store_true",
+                           help="with filters, also replay runs that are replays or reruns")
         if name == "cancel":
             p.add_argument("--reason", default="cancelled from the fanout CLI")
     p = add("rerun", cmd_rerun, "start a new run reusing the steps before --from-step")
     p.add_argument("run_id")
     p.add_argument("--from-step", required=True, metavar="STEP")
     add("prune", cmd_prune, "remove history index entries past the retention")
+    p = add("metrics", cmd_metrics, "serve Prometheus metrics of the whole fleet (needs the "
+            "'metrics' extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=9808, help="port (9808)")
+    p.add_argument("--once", action="store_true", help="print one scrape and exit")
     p = add("dashboard", cmd_dashboard, "serve the web dashboard")
     _dashboard_opts(p, 8289)
     p = add("dev", cmd_dev, "worker, beat scheduler and dashboard in one process")
     _dashboard_opts(p, 8288)
     p.add_argument("--concurrency", type=int, default=4, help="worker threads (4)")
     p.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
+    p.add_argument("--reload", action="store_true",
+                   help="restart the worker when a .py file under the current directory changes")
+    from .keys import add_keys_commands
+    from .pause import add_pause_commands
+
+    add_keys_commands(add)
+    add_pause_commands(add)
     return parser
 
 

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .._errors import (
@@ -35,6 +35,7 @@ from .._errors import (
     EventError,
     ExpressionError,
     InvokeError,
+    MiddlewareError,
     NestedStepError,
     NonDeterminismError,
     NonRetriableError,
@@ -42,6 +43,7 @@ from .._errors import (
     StepError,
 )
 from .event import Event, dumps
+from .middleware import EMPTY, PassRequest, Stack, StepInfo
 from .records import StepRecord
 
 MAX_STEPS_PER_RUN = 1000
@@ -214,7 +216,10 @@ class RetryPolicy:
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"type": type(exc).__name__, "message": str(exc), "stack": tb[-4000:]}
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "stack": tb[-4000:]}
+    if getattr(exc, "quiet", False) is True:
+        info["quiet"] = True  # raised with quiet=True: kept out of the failure log
+    return info
 
 
 # --------------------------------------------------------------------------- the pass
@@ -234,6 +239,10 @@ class PassInput:
     state_bytes: int = 0
     queued_at: float | None = None  # when this pass was handed to the broker
     logger: Any = None  # the client's logger (set_logger); None: "fanout.run"
+    #: Middleware classes (client ones first) and what they are built with.
+    middleware: tuple[Any, ...] = ()
+    client: Any = None
+    function: Any = None
 
 
 class _ReplayLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -304,6 +313,25 @@ class Pass:
         # The latest end time of the memoized steps read since it was reset (the time a
         # branch of a race finished).
         self.last_end = 0.0
+        self.stack: Stack = EMPTY
+
+    def hook(self, name: str, *args: Any, reverse: bool = False) -> None:
+        """Call a middleware hook; a hook that raises ends the pass (retriably) with
+        an error no ``except Exception`` in the handler can swallow."""
+        if self.stack:
+            try:
+                getattr(self.stack, name)(*args) if name in ("memo_done", "executed") else \
+                    self.stack.call(name, *args, reverse=reverse)
+            except MiddlewareError as exc:
+                raise Interrupt(_middleware_failed(exc)) from exc
+
+    def transformed(self, value: Any, error: BaseException | None, step: StepInfo | None) -> Any:
+        if not self.stack:
+            return value
+        try:
+            return self.stack.output(value, error, step)
+        except MiddlewareError as exc:
+            raise Interrupt(_middleware_failed(exc)) from exc
 
     # -- op discovery ------------------------------------------------------------
 
@@ -370,6 +398,7 @@ class Pass:
             raise NonRetriableError(f"the run reached the limit of {MAX_STEPS_PER_RUN} steps")
         if self.executed:
             self.flush()  # checkpoint mode: each result is saved before the next step starts
+        self.hook("memo_done")
 
     def plan_parallel(self, ops: list[Op], *, race: bool = False) -> None:
         """Stop the pass with a parallel plan for ``ops`` (new or already in flight).
@@ -418,9 +447,14 @@ class Pass:
         if rec.status == "failed":
             err = rec.error or {}
             etype, msg = str(err.get("type", "Error")), str(err.get("message", ""))
+            stack, quiet = err.get("stack"), err.get("quiet") is True
+            stack = stack if isinstance(stack, str) else None
             if rec.kind == "invoke":
-                raise InvokeError(f"invoked function failed (step {rec.id!r}): {etype}: {msg}")
-            raise StepError(rec.id, etype, msg)
+                raise InvokeError(
+                    f"invoked function failed (step {rec.id!r}): {etype}: {msg}",
+                    step_id=rec.id, name=etype, error_message=msg, stack=stack, quiet=quiet,
+                )
+            raise StepError(rec.id, etype, msg, stack, quiet=quiet)
         return rec.output
 
     def deliver(self, thunk: Callable[[], Any]) -> Any:
@@ -440,7 +474,27 @@ class Pass:
         ok, value = outcome
         prev = op.memo
         rec = self.new_record(op, started_at=started, ended_at=time.time())
+        try:
+            self.hook("executed")
+        except Interrupt as intr:
+            # after_execution raised: save the step's result first, then end the pass.
+            try:
+                self._record(op, rec, prev, ok, value)
+            except Interrupt:
+                pass
+            except Exception:  # noqa: BLE001 - the step's own error, saved with it
+                pass
+            self.flush()
+            raise intr from None
+        return self._record(op, rec, prev, ok, value)
+
+    def _record(self, op: Op, rec: StepRecord, prev: StepRecord | None, ok: bool,
+                value: Any) -> Any:
+        stored: Any = _SAME
         rec.attempts = (prev.attempts if prev else 0) + 1
+        if prev is not None and prev.status == "retrying":  # keep the failed attempts
+            rec.history = prev.with_attempt()
+            rec.max_attempts = self.inp.policy.retries + 1
         if ok:
             try:
                 text = dumps(value)
@@ -457,10 +511,15 @@ class Pass:
                     )
                 else:
                     rec.status, rec.output = "completed", json.loads(text)
+                    if self.stack:
+                        stored = self.transformed(rec.output, None, StepInfo(op.id, op.kind))
         if not ok:
             exc: BaseException = value
+            if self.stack:
+                self.transformed(None, exc, StepInfo(op.id, op.kind))
             rec.error = error_info(exc)
             policy = self.inp.policy
+            rec.max_attempts = policy.retries + 1
             if isinstance(exc, NonRetriableError) or rec.attempts > policy.retries:
                 rec.status = "failed"
             else:
@@ -473,7 +532,7 @@ class Pass:
                 self.save(rec)
                 raise Interrupt(RetryStep(op.id, delay))
             self._report_failure(rec)
-        return self.finish(op, rec, executed=True)
+        return self.finish(op, rec, executed=True, stored=stored)
 
     def _report_failure(self, rec: StepRecord) -> None:
         """Tell the sink (if it listens) that an attempt of a step failed."""
@@ -481,19 +540,27 @@ class Pass:
         if report is not None:
             report(rec, self.inp.policy.retries + 1)
 
-    def finish(self, op: Op, rec: StepRecord, *, executed: bool = False) -> Any:
+    def finish(self, op: Op, rec: StepRecord, *, executed: bool = False, stored: Any = None) -> Any:
         """Save a final record, count it, and return its value (or raise its error).
 
         The record of a step this pass executed may be *deferred*: handed to the sink,
         which writes it with the end of the pass (one Redis round trip fewer per step),
         or earlier, before anything else leaves the process (:meth:`flush`).
         """
+        # A middleware's transform_output changes what is saved, not what this pass
+        # hands back to the handler (an encrypted output stays readable here).
+        out_rec = rec if stored is None or stored is _SAME else replace(rec, output=stored)
         defer = getattr(self.sink, "defer_step", None)
         if executed and defer is not None and self.inp.branch is None:
-            self._account(rec)
-            defer(rec)
+            self._account(out_rec)
+            defer(out_rec)
         else:
-            rec = self.save(rec) or rec
+            winner = self.save(out_rec)
+            if winner is not None and winner is not out_rec:
+                rec = winner  # another pass saved this step first: read it as a memo
+                self.hook("transform_input", None, self.inp.function, {rec.id: rec})
+            elif winner is not None:
+                rec = winner if out_rec is rec else rec
         if executed:
             self.executed += 1
         op.memo = rec
@@ -526,6 +593,18 @@ class Pass:
                 flush()
             except SaveRejected as exc:
                 raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
+
+
+_SAME: Any = object()
+
+
+def _middleware_failed(exc: MiddlewareError) -> Failed:
+    """A hook's failure ends the pass; retried unless the hook raised a
+    NonRetriableError (a key that cannot decrypt, say)."""
+    cause = exc.__cause__
+    if isinstance(cause, NonRetriableError):
+        return Failed(error_info(cause), False)
+    return Failed(error_info(exc), True)
 
 
 def invoke_sync(op: Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
@@ -582,6 +661,61 @@ def run_pass(
     p = Pass(inp, sink, is_async=is_async)
     ctx = Context(p)
     try:
+        if inp.middleware:
+            return _with_middleware(p, ctx, handler)
+        return _finish_pass(p, _call_handler(p, ctx, handler))
+    except Interrupt as intr:
+        return intr.outcome
+
+
+def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
+    inp = p.inp
+    try:
+        p.stack = Stack.build(inp.middleware, inp.client,
+                              PassRequest(inp.run_id, inp.fn_id, inp.attempt, inp.branch))
+    except MiddlewareError as exc:
+        return Failed(error_info(exc), True)
+    p.hook("transform_input", ctx, inp.function, inp.memo)
+    p.hook("before_memoization")
+    if not p.unvisited:
+        p.hook("memo_done")  # nothing memoized: the handler's first line is new code
+    outcome = _call_handler(p, ctx, handler)
+    if isinstance(outcome, (_Returned, Failed)) and inp.branch is None:
+        p.hook("memo_done")  # the handler got to its end (or raised): new code ran
+        p.hook("executed")
+    result = _finish_pass(p, outcome)
+    if isinstance(result, Completed):
+        value = p.transformed(result.output, None, None)
+        if value is not result.output:
+            try:
+                result = Completed(json.loads(dumps(value)))
+            except (TypeError, ValueError) as exc:
+                err = MiddlewareError(f"transform_output returned a value that is not JSON: {exc}")
+                result = Failed(error_info(err), True)
+    elif isinstance(result, Failed) and inp.branch is None:
+        p.transformed(None, _ErrorView(result.error), None)
+    p.hook("before_response", reverse=True)
+    return result
+
+
+@dataclass(frozen=True)
+class _Returned:
+    """The handler returned ``value`` (not yet checked)."""
+
+    value: Any
+
+
+class _ErrorView(Exception):
+    """The function's failure as an exception, for transform_output."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('type', 'Error')}: {error.get('message', '')}")
+        self.error = error
+
+
+def _call_handler(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome | _Returned:
+    is_async = p.is_async
+    try:
         if is_async:
             try:
                 result = run_coroutine(_drive_async(handler, ctx))
@@ -607,6 +741,15 @@ def run_pass(
         return Failed(error_info(exc), True)
     if p.nested is not None:
         return Failed(error_info(p.nested), False)
+    return _Returned(result)
+
+
+def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
+    """The outcome of a pass whose handler returned (a branch, a memo left unvisited,
+    or the function's output)."""
+    if not isinstance(returned, _Returned):
+        return returned
+    inp, result = p.inp, returned.value
     if inp.branch is not None:
         return BranchDone(inp.branch) if p.branch_reached else _branch_missed(p)
     if p.unvisited:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
+from .durations import parse_duration, show
 
 if TYPE_CHECKING:
     from .expr import Expression
@@ -39,7 +40,8 @@ __all__ = [
     "build_flow",
 ]
 
-Duration = float | int | _dt.timedelta | str
+#: A duration: an int of milliseconds (as in inngest-py), a timedelta, or "30s".
+Duration = int | _dt.timedelta | str
 
 MAX_CONCURRENCY = 100_000
 MAX_CONCURRENCY_CONSTRAINTS = 2
@@ -68,21 +70,23 @@ def _int(what: str, value: object, low: int, high: int) -> int:
 
 
 def _seconds(what: str, value: object, low: float, high: float) -> float:
-    from .steps import parse_duration
-
+    """Seconds from a duration as inngest-py takes it (an int is milliseconds)."""
     seconds = parse_duration(value, what)
     if not low <= seconds <= high:
+        hint = ""
+        if isinstance(value, int) and not isinstance(value, bool):
+            hint = (
+                f"; an int is milliseconds (as in inngest-py): for {value} seconds write "
+                f"'{value}s' or timedelta(seconds={value})"
+            )
         raise ConfigError(
-            f"{what} must be from {_show(low)} to {_show(high)}, not {value!r} ({_show(seconds)})"
+            f"{what} must be from {_show(low)} to {_show(high)}, not {value!r} "
+            f"({_show(seconds)}){hint}"
         )
     return seconds
 
 
-def _show(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+_show = show
 
 
 def _cel(what: str, source: object, variables: tuple[str, ...] = ("event",)) -> Expression:
@@ -120,6 +124,12 @@ class Concurrency:
 
     def __post_init__(self) -> None:
         _int("Concurrency limit", self.limit, 1, MAX_CONCURRENCY)
+        if self.scope in ("env", "account"):
+            raise ConfigError(
+                f"Concurrency scope {self.scope!r} is inngest-py's, shared through the "
+                "Inngest server; fanout has scope='fn' (this function) and scope='app' "
+                "(every function of the client that declares the same key)"
+            )
         if self.scope not in ("fn", "app"):
             raise ConfigError(f"Concurrency scope must be 'fn' or 'app', not {self.scope!r}")
         if self.key is not None:

@@ -9,6 +9,7 @@ from typing import Any
 
 from .._errors import ConfigError
 from .engine import INNGEST_BACKOFF, RetryPolicy, is_async_handler
+from .event import MAX_EVENT_BYTES
 from .flow import NO_FLOW, FlowSpec, build_flow
 from .triggers import Trigger, TriggerCron, TriggerEvent
 
@@ -71,6 +72,17 @@ class FunctionDef:
     #: The declaring client's logger for ``ctx.logger`` (``Fanout.set_logger``), read at
     #: each pass; None means the ``fanout.run`` logger.
     logger_of: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+    #: Middleware classes, the client's first (see :mod:`fanout._core.middleware`),
+    #: and the client they are built with.
+    middleware: tuple[Any, ...] = ()
+    client: Any = field(default=None, repr=False, compare=False)
+    #: The client's limit on one event's serialized size (``ctx.step.send_event``).
+    max_event_bytes: int = MAX_EVENT_BYTES
+
+    @property
+    def id(self) -> str:
+        """The fully-qualified id, as inngest-py forms it: ``<app_id>-<fn_id>``."""
+        return f"{self.app_id}-{self.fn_id}"
 
     @property
     def key(self) -> str:

@@ -42,7 +42,7 @@ from .engine import (
 from .event import Event, prepare_batch
 from .function import FunctionDef
 from .ids import derived_event_id, run_id_for
-from .records import StepInfo, StepRecord
+from .records import StepInfo, StepRecord, child_error
 from .steps import Step, wait_matches
 
 __all__ = ["RunResult", "run_function", "run_function_async"]
@@ -95,6 +95,10 @@ def _resolve_key(fn: FunctionDef, ref: Any) -> str:
 class _Sink:
     def __init__(self, h: _Harness) -> None:
         self.h = h
+
+    @property
+    def max_event_bytes(self) -> int:
+        return self.h.fn.max_event_bytes
 
     def save_step(self, record: StepRecord) -> StepRecord | None:
         existing = self.h.memo.get(record.id)
@@ -205,7 +209,8 @@ class _Harness:
             run_id=self.run_id, fn_id=self.fn.fn_id, event=copy.deepcopy(self.events[0]),
             events=copy.deepcopy(self.events), attempt=max([self.attempt, *retrying]), memo=memo,
             checkpoint=self.fn.checkpoint, policy=self.fn.policy, branch=branch,
-            queued_at=time.time(),
+            queued_at=time.time(), middleware=self.fn.middleware, client=self.fn.client,
+            function=self.fn,
             logger=self.fn.logger_of() if self.fn.logger_of is not None else None,
         )
         return run_pass(self.handler, inp, self.sink, is_async=self.fn.is_async)
@@ -273,14 +278,15 @@ class _Harness:
                 )
                 value = answer(dict(data)) if callable(answer) else copy.deepcopy(answer)
                 rec.status, rec.output = "completed", json.loads(json.dumps(value))
-            elif found:
+            elif found:  # the child failed with this error
                 rec.status = "failed"
-                rec.error = {"type": "InvokeError",
-                             "message": f"the invoked run failed: {answer}"}
+                rec.error = child_error("failed", {"type": type(answer).__name__,
+                                                   "message": str(answer)})
             else:
                 self.skipped += max(0.0, outcome.until - now)
                 rec.status = "failed"
-                rec.error = {"type": "InvokeError", "message": "the invoked function timed out"}
+                rec.error = {"type": "InvokeTimeoutError",
+                             "message": "timed out waiting for the invoked function to complete"}
             rec.ended_at = now
             return
         found, answer, _key = _lookup(self.waits, rec.id)

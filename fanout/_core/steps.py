@@ -13,13 +13,13 @@ import functools
 import hashlib
 import inspect
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import Enum
 from typing import Any
 
 from .._errors import ConfigError, InvokeError, NonRetriableError
+from .durations import MAX_SECONDS, parse_duration
 from .engine import (
     FINAL,
     Interrupt,
@@ -31,59 +31,28 @@ from .engine import (
     invoke_async,
     invoke_sync,
 )
-from .event import Event, prepare_batch
+from .event import MAX_EVENT_BYTES, Event, prepare_batch
 from .ids import derived_event_id
+from .middleware import SendEventsResult
 from .types import dumping, output_codec
 
-MAX_SLEEP_SECONDS = 366 * 86400
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-
-
-def parse_duration(value: object, what: str = "duration") -> float:
-    """Seconds from a number, a timedelta or a string such as ``"30m"``, ``"1h30m"``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be seconds, a timedelta or a string like '30m'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, _dt.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        pos, seconds = 0, 0.0
-        for m in _DURATION.finditer(text):
-            if m.start() != pos:
-                break
-            seconds += float(m.group(1)) * _UNITS[m.group(2)]
-            pos = m.end()
-        if not text or pos != len(text):
-            raise ConfigError(
-                f"invalid {what} {value!r}: use a number of seconds, a timedelta, or a string "
-                "of amounts with units ms, s, m, h, d, w (for example '30m' or '1h30m')"
-            )
-    else:
-        raise ConfigError(
-            f"{what} must be seconds, a timedelta or a string like '30m', "
-            f"not {type(value).__name__}"
-        )
-    if seconds != seconds or seconds < 0:
-        raise ConfigError(f"{what} must not be negative: {value!r}")
-    if seconds > MAX_SLEEP_SECONDS:
-        raise ConfigError(f"{what} {value!r} is longer than the limit of one year")
-    return seconds
+MAX_SLEEP_SECONDS = MAX_SECONDS
+#: What a duration parameter takes: an int of milliseconds, a timedelta, or "30s".
+Duration = int | _dt.timedelta | str
 
 
 def _when(value: object) -> float:
+    """Epoch seconds of a ``sleep_until`` target; a naive datetime is local time."""
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            raise ConfigError(f"sleep_until needs an aware datetime (with tzinfo), not {value!r}")
-        return value.timestamp()
+        return value.timestamp()  # naive: local time, as datetime.timestamp() reads it
     if isinstance(value, str):
         try:
             return _when(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
         except ValueError:
             raise ConfigError(f"sleep_until: {value!r} is not an ISO 8601 datetime") from None
-    raise ConfigError(f"sleep_until needs a datetime, not {type(value).__name__}")
+    raise ConfigError(
+        f"sleep_until needs a datetime or an ISO 8601 string, not {type(value).__name__}"
+    )
 
 
 def _path(data: Mapping[str, Any], path: str) -> Any:
@@ -188,12 +157,23 @@ class Step:
             rec = op.memo
             return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
         run_id = p.inp.run_id
-        prepared = prepare_batch(events, id_for=lambda i: derived_event_id(run_id, op.id, i))
+        prepared = prepare_batch(
+            events, id_for=lambda i: derived_event_id(run_id, op.id, i),
+            max_bytes=getattr(p.sink, "max_event_bytes", MAX_EVENT_BYTES),
+        )
 
         def send() -> tuple[bool, Any]:
             try:
                 p.flush()
-                return True, p.sink.send_events(op.id, prepared)
+                batch = prepared
+                if p.stack:
+                    events_ = [ev for ev, _text in batch]
+                    p.hook("before_send_events", events_)
+                    batch = prepare_batch(events_)  # ids are set: only re-serialized
+                ids = p.sink.send_events(op.id, batch)
+                if p.stack:
+                    p.hook("after_send_events", SendEventsResult(ids), reverse=True)
+                return True, ids
             except Exception as exc:  # noqa: BLE001
                 return False, exc
 
@@ -213,13 +193,18 @@ class Step:
 
     # -- sleep ----------------------------------------------------------------------------
 
-    def sleep(self, step_id: str, duration: float | _dt.timedelta | str) -> Any:
-        """Pause the run for ``duration`` without holding a worker."""
+    def sleep(self, step_id: str, duration: Duration) -> Any:
+        """Pause the run for ``duration`` without holding a worker.
+
+        ``duration``: an int of milliseconds (as in inngest-py), a timedelta, or a
+        string such as ``"30s"`` or ``"1h30m"``.
+        """
         seconds = parse_duration(duration, "sleep duration")
         return self._sleep(step_id, lambda: time.time() + seconds)
 
     def sleep_until(self, step_id: str, when: _dt.datetime | str) -> Any:
-        """Pause the run until ``when`` (an aware datetime)."""
+        """Pause the run until ``when``: a datetime (a naive one is local time, as in
+        inngest-py) or an ISO 8601 string."""
         until = _when(when)
         if until - time.time() > MAX_SLEEP_SECONDS:
             raise ConfigError(f"sleep_until {when!r} is more than a year away")
@@ -255,12 +240,16 @@ class Step:
         step_id: str,
         *,
         event: str,
-        timeout: float | _dt.timedelta | str,
+        timeout: Duration,
         if_exp: str | None = None,
         match: str | None = None,
-        lookback: float | _dt.timedelta | str | None = None,
+        lookback: Duration | None = None,
     ) -> Any:
-        """Wait for an event named ``event``; returns it, or None after ``timeout``."""
+        """Wait for an event named ``event``; returns it, or None after ``timeout``.
+
+        ``timeout`` and ``lookback`` are durations: an int of milliseconds (as in
+        inngest-py), a timedelta, or a string such as ``"30s"``.
+        """
         p = self._p
         seconds = parse_duration(timeout, "wait_for_event timeout")
         back = parse_duration(lookback, "wait_for_event lookback") if lookback is not None else 0.0
@@ -304,7 +293,8 @@ class Step:
                                started_at=op.memo.started_at if op.memo else None, extra=dict(extra))
             if op.kind == "invoke":
                 rec.status = "failed"
-                rec.error = {"type": "InvokeError", "message": "the invoked function timed out"}
+                rec.error = {"type": "InvokeTimeoutError",
+                             "message": "timed out waiting for the invoked function to complete"}
             else:
                 p.sink.drop_wait(op.id, str(extra.get("event", "")))
             return p.finish(op, rec)
@@ -326,14 +316,19 @@ class Step:
         *,
         function: Any,
         data: Mapping[str, Any] | None = None,
-        timeout: float | _dt.timedelta | str | None = None,
+        timeout: Duration | None = None,
         output_type: Any = None,
     ) -> Any:
         """Run another function as a child run and return its output (validated as
         ``output_type`` when given).
 
-        A child that fails, times out or is unknown raises ``InvokeError`` (a
-        ``NonRetriableError``): the child keeps its own retries, the parent does not
+        ``timeout``: an int of milliseconds (as in inngest-py), a timedelta, or a
+        string such as ``"10m"``; without it the parent waits up to a year.
+
+        A child that fails, times out or is unknown raises ``InvokeError``, a
+        ``StepError`` (as in inngest-py) whose ``name``, ``message`` and ``stack`` are
+        the child's error's (``InvokeTimeoutError`` after ``timeout``), and a
+        ``NonRetriableError``: the child keeps its own retries, the parent does not
         multiply them.
         """
         p = self._p
@@ -390,7 +385,7 @@ class Step:
         function_id: str,
         app_id: str | None = None,
         data: Mapping[str, Any] | None = None,
-        timeout: float | _dt.timedelta | str | None = None,
+        timeout: Duration | None = None,
         output_type: Any = None,
     ) -> Any:
         """:meth:`invoke` by the function's id: one of this client, or with ``app_id``

@@ -409,6 +409,11 @@ class History:
         return rep
 
 
+def statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:
+    """The statuses a filter names (``active`` included); None for no filter."""
+    return _statuses(status)
+
+
 def _statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:
     if status is None or status == "":
         return None

@@ -44,7 +44,7 @@ def checkout(ctx: fanout.Context) -> dict[str, Any]:
 @client.create_function(fn_id="sleepy", trigger=fanout.TriggerEvent(event="dash/wait"))
 def sleepy(ctx: fanout.Context) -> str:
     ctx.step.run("first", lambda: 1)
-    ctx.step.sleep("nap", 600)
+    ctx.step.sleep("nap", "10m")
     return "woke"
 
 

@@ -58,7 +58,7 @@ async def appears_async(ctx: fanout.Context) -> object:
 @client.create_function(fn_id="kid", trigger=fanout.TriggerEvent(event="t/kid"))
 def kid(ctx: fanout.Context) -> int:
     if ctx.event.data.get("slow"):
-        ctx.step.sleep("nap", 30)
+        ctx.step.sleep("nap", "30s")
     return int(ctx.event.data.get("n", 7))
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import fanout
+from fanout._core.durations import parse_duration
 from fanout._core.engine import (
     MAX_STEP_OUTPUT_BYTES,
     BranchDone,
@@ -24,7 +25,6 @@ from fanout._core.engine import (
 )
 from fanout._core.event import Event
 from fanout._core.records import StepRecord
-from fanout._core.steps import parse_duration
 
 
 class MemorySink:
@@ -134,7 +134,7 @@ def test_retries_then_step_error() -> None:
 
 def test_retry_after_delay() -> None:
     def fn(ctx: fanout.Context) -> None:
-        ctx.step.run("r", lambda: (_ for _ in ()).throw(fanout.RetryAfterError("later", 42)))
+        ctx.step.run("r", lambda: (_ for _ in ()).throw(fanout.RetryAfterError("later", 42_000)))
 
     outcomes, _ = drive(fn, until_done=False)
     assert isinstance(outcomes[0], RetryStep) and outcomes[0].delay == 42
@@ -240,14 +240,14 @@ def test_nested_step_caught_inside_the_step_still_fails() -> None:
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
-    (30, 30.0), ("30s", 30.0), ("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0),
+    (30_000, 30.0), ("30s", 30.0), ("30m", 1800.0), ("2h", 7200.0), ("1h30m", 5400.0),
     ("1d", 86400.0), ("500ms", 0.5), ("1w", 604800.0),
 ])
 def test_durations(text: Any, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "30x", "m30", -1, "2y", "400d", True, None])
+@pytest.mark.parametrize("bad", ["", "abc", "30x", "m30", -1, "2y", "400d", True, None, 1.5])
 def test_bad_durations(bad: Any) -> None:
     with pytest.raises(fanout.ConfigError):
         parse_duration(bad)
