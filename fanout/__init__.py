@@ -19,7 +19,7 @@ from ._core.flow import (
 )
 from ._core.middleware import Middleware, MiddlewareSync, SendEventsResult, TransformOutputResult
 from ._core.records import RunInfo, StepInfo
-from ._core.steps import Context, Group, Step
+from ._core.steps import Context, Group, ParallelMode, Step
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._errors import (
     ConfigError,
@@ -59,6 +59,7 @@ __all__ = [
     "NestedStepError",
     "NonDeterminismError",
     "NonRetriableError",
+    "ParallelMode",
     "Priority",
     "PublishError",
     "RateLimit",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as _dt
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo, RunList
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
+from ._core.types import dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
 from ._redis.history import MAX_LIMIT, History
@@ -98,11 +100,15 @@ class Fanout:
         checkpoint: bool = False,
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
         max_event_bytes: int = MAX_EVENT_BYTES,
         strict_order: bool = False,
         middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
+        self._logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
+        if logger is not None:
+            self.set_logger(logger)
         if not isinstance(celery, Celery):
             raise ConfigError(f"celery must be a celery.Celery app, not {type(celery).__name__}")
         check_serializers(celery)
@@ -123,6 +129,17 @@ class Fanout:
         )
         self.functions: dict[str, FunctionDef] = {}
         self.middleware = validate_middleware(middleware, "Fanout(middleware=...)")
+
+    def set_logger(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        """The logger behind ``ctx.logger`` in this client's functions (by default the
+        ``fanout.run`` logger). It stays silent while a pass replays memoized steps."""
+        if not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
+            raise ConfigError(
+                f"set_logger takes a logging.Logger or logging.LoggerAdapter, not "
+                f"{type(logger).__name__}; wrap another logging library with "
+                "logging.LoggerAdapter or route it through the standard logging module"
+            )
+        self._logger = logger
 
     def __repr__(self) -> str:
         return f"<fanout.Fanout app_id={self.app_id!r} functions={len(self.functions)}>"
@@ -153,6 +170,7 @@ class Fanout:
         patches: Iterable[str] | None = None,
         strict_order: bool | None = None,
         middleware: Sequence[MiddlewareFactory] | None = None,
+        output_type: Any = None,
     ) -> Callable[[F], F]:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
@@ -161,7 +179,9 @@ class Fanout:
         ``priority``, ``idempotency`` (a CEL key: one run per key per 24 h),
         ``cancel`` (events that cancel a run), ``timeouts`` and ``on_failure`` (a
         handler run with ``ctx.event.data`` = ``error``, ``event``, ``run_id``,
-        ``function_id`` when a run of this function fails).
+        ``function_id`` when a run of this function fails). ``output_type`` (a pydantic
+        model, a dataclass, ``list[Model]``...) stores the handler's return value as
+        JSON through pydantic.
 
         The decorated handler is returned as it is (it still calls like the handler),
         with ``.id`` set to the fully-qualified id ``"<app_id>-<fn_id>"``, as
@@ -183,6 +203,8 @@ class Fanout:
         strict_ = self._strict_order if strict_order is None else strict_order
         middleware_ = self.middleware + validate_middleware(
             middleware, f"create_function(fn_id={fn_id!r}, middleware=...)")
+        # output_type: the handler's return value is stored as JSON through pydantic.
+        dump_output, _load = output_codec(output_type, f"function {fn_id!r}")
 
         def decorator(handler: F) -> F:
             fn = build_function(
@@ -193,7 +215,7 @@ class Fanout:
                 retries=retries,
                 backoff=backoff_,
                 checkpoint=checkpoint_,
-                handler=handler,
+                handler=dumping(handler, dump_output),
                 flow=flow,
                 version=version,
                 patches=patches,
@@ -205,10 +227,12 @@ class Fanout:
             if on_failure is not None:
                 companion = self._failure_handler(fn, on_failure, retries, backoff_, checkpoint_)
                 companion.max_event_bytes = self.max_event_bytes
+            fn.logger_of = lambda: self._logger
             self._rt.add_function(fn)
             self.functions[fn.fn_id] = fn
             if companion is not None:
                 companion.middleware, companion.client = middleware_, self
+                companion.logger_of = fn.logger_of
                 self._rt.add_function(companion)
                 self.functions[companion.fn_id] = companion
             handler.fanout_function = fn  # type: ignore[attr-defined]
@@ -386,6 +410,15 @@ class Fanout:
         return fields, fn
 
     # -- inspecting ---------------------------------------------------------------------
+
+    def check_stuck_runs(self, *, min_age: float = 0.0, limit: int = 5000) -> list[str]:
+        """Fail the runs that nothing will move (no task, lease or timer), among the
+        newest ``limit``; returns their ids. A run is failed when it was seen stuck
+        by an earlier call at least ``min_age`` seconds before and has not moved since.
+        Workers do this every minute; call it from a script or a test to check now."""
+        from ._celery.timers import check_stuck
+
+        return check_stuck(self.runtime, min_age=min_age, limit=limit)
 
     def get_run(self, run_id: str) -> RunInfo | None:
         """A run's status, output or error, and its steps; None if unknown or expired."""

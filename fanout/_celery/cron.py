@@ -49,6 +49,7 @@ from celery.beat import BeatLazyFunc
 from celery.schedules import BaseSchedule
 
 from .._core.event import dumps
+from .._core.ids import key_part
 from .._core.schedule import (
     MAX_SKIPPED,
     CronSchedule,
@@ -367,7 +368,7 @@ class CronService:
         return [fn for fn in self.rt.functions.values() if fn.cron_triggers]
 
     def cursor_key(self, fn_key: str) -> str:
-        return f"{self.rt.store.p}:cron:{fn_key}"
+        return f"{self.rt.store.p}:cron:{key_part(fn_key)}"
 
     # -- worker ----------------------------------------------------------------------
 

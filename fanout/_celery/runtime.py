@@ -55,7 +55,7 @@ from .pausing import Pausing
 from .publisher import Publisher
 from .runlog import attempt_failed, run_ended, run_started, take_failed
 from .sink import PassSink
-from .timers import Leases, TimerThread
+from .timers import Leases, TimerThread, check_stuck
 
 log = logging.getLogger("fanout")
 
@@ -135,6 +135,10 @@ class Runtime:
         self.add_periodic(
             "fanout-history-prune", lambda: History(self.store).prune(), 3600.0, at_start=False
         )
+        # The watchdog: fail runs that nothing will move (seen stuck twice, a minute apart).
+        self.add_periodic(
+            "fanout-stuck-runs", lambda: check_stuck(self, min_age=60.0), 60.0, at_start=False
+        )
         # A dispatch_uid per runtime: Celery before 5.7 keys a bound method by its function
         # alone, so a second runtime in the process (a second app) would not be connected.
         uid = f"fanout.runtime.{id(self)}"
@@ -190,7 +194,8 @@ class Runtime:
         if isinstance(fn, FunctionDef) and fn.key in self.functions:
             return fn
         if isinstance(ref, str):
-            found = self.functions.get(ref) or self.functions.get(f"{app_id}:{ref}")
+            # A bare id names a function of the invoking client first, then a full key.
+            found = self.functions.get(f"{app_id}:{ref}") or self.functions.get(ref)
             if found is not None:
                 return found
         raise InvokeError(f"cannot invoke {ref!r}: it is not a function declared on this app")
@@ -420,6 +425,7 @@ class Runtime:
             code_changed=code_changed(fn.version, fields),
             warned=warned_kinds(fields), markers=markers_of(fields),
             patches=frozenset(fn.patches), version=fn.version,
+            logger=fn.logger_of() if fn.logger_of is not None else None,
             queued_at=float(fields.get("qa") or fields.get("c") or 0) or None,
             state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
             middleware=fn.middleware, client=fn.client, function=fn,
@@ -568,7 +574,9 @@ class Runtime:
                     return
             inp = self._input(fn, run_id, fields, branch=step_id)
             rec = inp.memo.get(step_id)
-            group = list((rec.extra or {}).get("group", [])) if rec else []
+            extra = (rec.extra or {}) if rec else {}
+            # A race's branch rejoins the run as soon as it ends; others when all have.
+            group = [step_id] if extra.get("race") else list(extra.get("group", []))
             sink = PassSink(self, fn, run_id, token, fields, branch=step_id, group=group)
             outcome = self._run(fn, inp, sink)
             self.flow.release(hold)
@@ -580,6 +588,17 @@ class Runtime:
             elif isinstance(outcome, RetryStep):
                 store.end_branch(run_id, step_id, token)
                 store.arm(member, time.time() + outcome.delay)
+            elif isinstance(outcome, Wait):  # an invoked child runs; wake at its timeout
+                store.end_branch(run_id, step_id, token)
+                store.arm(member, outcome.until)
+            elif isinstance(outcome, Failed) and not outcome.retriable:
+                # The group can never join (its step is gone, a nested step, ...): the
+                # run fails now rather than waiting for a branch that will not come.
+                store.end_branch(run_id, step_id, token)
+                store.drop_timer(member)
+                log.error("fanout: branch %s of run %s failed the run: %s",
+                          step_id, run_id, outcome.error.get("message"))
+                self.finish(run_id, "", "failed", None, outcome.error)
             elif isinstance(outcome, Failed):
                 store.end_branch(run_id, step_id, token)
                 store.arm(member, time.time() + fn.policy.delay(1))
@@ -607,8 +626,11 @@ class Runtime:
             values["err"] = ""  # an earlier attempt's error no longer describes the run
         if error is not None:
             values["err"] = dumps(error)
-        if not self.store.finish_run(run_id, token, status, values):
+        ended = self.store.finish_run(run_id, token, status, values)
+        if not ended:
             return
+        if ended == 2:  # a cancel matched while the last pass ran: the run is cancelled
+            status, error = "cancelled", self._cancel_reason(run_id)
         fields = fields if fields and "fk" in fields else self.store.run_fields(run_id)
         run_ended(fields.get("fk", ""), run_id, status, error)
         self.flow.ended(run_id, status, fields, output, error)

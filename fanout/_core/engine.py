@@ -251,6 +251,7 @@ class PassInput:
     markers: frozenset[str] = frozenset()
     patches: frozenset[str] | None = None
     version: str = ""
+    logger: Any = None  # the client's logger (set_logger); None: "fanout.run"
     #: Middleware classes (client ones first) and what they are built with.
     middleware: tuple[Any, ...] = ()
     client: Any = None
@@ -298,8 +299,20 @@ class Pass:
         self.unvisited = {r.id for r in done if not (r.extra and "group" in r.extra)}
         self.next_seq = max((r.seq for r in inp.memo.values()), default=-1) + 1
         self.replaying = bool(done)
+        # A pass that retries (a step, or the handler after an error outside steps)
+        # speaks again as soon as every memoized step is replayed, so lines logged
+        # before the retried raise appear on every attempt. Other passes stay silent
+        # until the first step that is not memoized: the lines before it ran already.
+        if inp.branch is None:
+            self.retrying = inp.attempt > 0 or any(
+                r.status == "retrying" for r in inp.memo.values()
+            )
+        else:  # a branch task retries only its own step
+            own = inp.memo.get(inp.branch)
+            self.retrying = own is not None and own.status == "retrying"
+        self.to_replay = {r.id for r in done}
         self.state_bytes = inp.state_bytes
-        self.logger = _ReplayLogger(logging.getLogger("fanout.run"), self)
+        self.logger = _ReplayLogger(inp.logger or logging.getLogger("fanout.run"), self)
         # Parallel discovery: sync ctx.group.parallel collects here; async handlers
         # gather new steps into ``batch`` for one turn of the event loop.
         self.collecting: list[Op] | None = None
@@ -307,6 +320,15 @@ class Pass:
         self.reached: set[str] = set()
         self.last_seq = -1
         self.warned: set[str] = set(inp.warned)
+        # A branch task must reach its own step; where it stopped instead, if it did not.
+        self.branch_reached = False
+        self.stopped_at: str | None = None
+        # A step tool called inside a running step: the run fails, whatever the step's
+        # own code (or the handler around the step) catches.
+        self.nested: NestedStepError | None = None
+        # The latest end time of the memoized steps read since it was reset (the time a
+        # branch of a race finished).
+        self.last_end = 0.0
         self.stack: Stack = EMPTY
 
     def hook(self, name: str, *args: Any, reverse: bool = False) -> None:
@@ -332,10 +354,12 @@ class Pass:
     def open(self, kind: str, step_id: str) -> Op:
         running = current_step.get()
         if running is not None:
-            raise NestedStepError(
-                f"ctx.step.{kind}({step_id!r}) was called inside the running step "
-                f"{running!r}; step tools may only be called from the function handler itself"
+            self.nested = NestedStepError(
+                f"Nested steps are not supported: ctx.step.{kind}({step_id!r}) was called "
+                f"inside the running step {running!r}; call step tools from the function "
+                "handler itself, one after the other"
             )
+            raise Interrupt(Failed(error_info(self.nested), False))
         if not isinstance(step_id, str) or not step_id:
             raise NonRetriableError(f"step id must be a non-empty string, not {step_id!r}")
         if len(step_id) > MAX_STEP_ID_LENGTH:
@@ -345,6 +369,8 @@ class Pass:
         n = self.seen.get(step_id, 0)
         self.seen[step_id] = n + 1
         sid = step_id if n == 0 else f"{step_id}:{n}"
+        if sid == self.inp.branch:
+            self.branch_reached = True
         rec = self.inp.memo.get(sid)
         if rec is not None and rec.kind != kind:
             raise NonDeterminismError(
@@ -362,6 +388,9 @@ class Pass:
                               "that ran later than it: the steps were reordered since this run "
                               "began; each returns its saved result", step=sid)
                 self.last_seq = max(self.last_seq, rec.seq)
+            self.to_replay.discard(sid)
+            if self.retrying and not self.to_replay:
+                self.replaying = False
         else:
             # The first step that is not final: code from here on has not run in an
             # earlier pass, so the run's logger speaks again.
@@ -397,6 +426,7 @@ class Pass:
         branch = self.inp.branch
         if branch is not None:
             if op.id != branch:  # a branch task executes its own step and nothing else
+                self.stopped_at = self.stopped_at or op.id
                 raise Interrupt(BranchDone(branch))
             return
         if op.memo is not None and op.memo.status == "queued":
@@ -409,11 +439,13 @@ class Pass:
             self.flush()  # checkpoint mode: each result is saved before the next step starts
         self.hook("memo_done")
 
-    def plan_parallel(self, ops: list[Op]) -> None:
-        """Stop the pass with a parallel plan for ``ops`` (new or already in flight)."""
+    def plan_parallel(self, ops: list[Op], *, race: bool = False) -> None:
+        """Stop the pass with a parallel plan for ``ops`` (new or already in flight).
+        In a ``race`` each branch rejoins the run as soon as it ends."""
         for op in ops:
             self.check_order(op)
         if self.inp.branch is not None:
+            self.stopped_at = self.stopped_at or ops[0].id
             raise Interrupt(BranchDone(self.inp.branch))
         new = [op for op in ops if op.memo is None]
         if self.next_seq + len(new) > MAX_STEPS_PER_RUN:
@@ -423,8 +455,9 @@ class Pass:
             )
         now = time.time()
         group = tuple(op.id for op in ops if not op.done)
+        extra: dict[str, Any] = {"group": group, "race": True} if race else {"group": group}
         for op in new:
-            self.save(self.new_record(op, status="queued", queued_at=now, extra={"group": group}))
+            self.save(self.new_record(op, status="queued", queued_at=now, extra=extra))
         raise Interrupt(Parallel(tuple(op.id for op in new), group))
 
     # -- records ----------------------------------------------------------------------
@@ -449,6 +482,7 @@ class Pass:
         return rec
 
     def memo_value(self, rec: StepRecord) -> Any:
+        self.last_end = max(self.last_end, rec.ended_at or 0.0)
         if rec.status == "failed":
             err = rec.error or {}
             etype, msg = str(err.get("type", "Error")), str(err.get("message", ""))
@@ -474,6 +508,8 @@ class Pass:
 
     def record(self, op: Op, started: float, outcome: tuple[bool, Any]) -> Any:
         """Memoize the outcome of a step just executed; return its value or raise."""
+        if self.nested is not None:  # the step caught the signal of a nested step tool
+            raise Interrupt(Failed(error_info(self.nested), False))
         ok, value = outcome
         prev = op.memo
         rec = self.new_record(op, started_at=started, ended_at=time.time())
@@ -731,6 +767,10 @@ def _call_handler(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome | _
             if inspect.isawaitable(result):
                 result = run_coroutine(result)
     except Interrupt as intr:
+        if p.nested is not None:
+            return Failed(error_info(p.nested), False)
+        if isinstance(intr.outcome, BranchDone) and not p.branch_reached:
+            return _branch_missed(p)
         return intr.outcome
     except RetryAfterError as exc:
         return Failed(error_info(exc), True, exc.delay_seconds(utcnow()))
@@ -738,6 +778,8 @@ def _call_handler(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome | _
         return Failed(error_info(exc), False)
     except Exception as exc:  # noqa: BLE001
         return Failed(error_info(exc), True)
+    if p.nested is not None:
+        return Failed(error_info(p.nested), False)
     return _Returned(result)
 
 
@@ -748,7 +790,7 @@ def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
         return returned
     inp, result = p.inp, returned.value
     if inp.branch is not None:
-        return BranchDone(inp.branch)
+        return BranchDone(inp.branch) if p.branch_reached else _branch_missed(p)
     if p.unvisited and (inp.strict or not inp.code_changed):
         names = sorted(p.unvisited)
         return Failed(
@@ -776,6 +818,21 @@ def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
         )
         return Failed(error_info(err), False)
     return Completed(json.loads(text))
+
+
+def _branch_missed(p: Pass) -> Failed:
+    """A branch task whose handler no longer reaches the branch's step: the parallel
+    group it was planned in would never join, so the run fails."""
+    branch = p.inp.branch
+    where = (f"stopped at the step {p.stopped_at!r} instead" if p.stopped_at
+             else "no longer calls it")
+    err = NonDeterminismError(
+        f"the step {branch!r} was planned in a parallel group, but on a later pass the "
+        f"handler {where}: the steps of a parallel group, and the steps before it, must be "
+        "the same on every pass (do not make them depend on values that change between "
+        "passes; compute such values in a step)"
+    )
+    return Failed(error_info(err), False)
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:

@@ -235,12 +235,16 @@ class Debounce:
 @dataclass(frozen=True)
 class Batch:
     """One run for up to ``max_size`` events (``ctx.events``), started when the
-    batch is full or ``timeout`` after its first event."""
+    batch is full or ``timeout`` after its first event. With ``if_exp`` (CEL over
+    ``event``), only the events it is true for are batched; the others start a run
+    of their own at once."""
 
     max_size: int
     timeout: Duration
     key: str | None = None
+    if_exp: str | None = None
     _key: Expression | None = field(default=None, repr=False, compare=False)
+    _if: Expression | None = field(default=None, repr=False, compare=False)
     _timeout_s: float = field(default=0.0, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -248,6 +252,12 @@ class Batch:
         _set(self, "_timeout_s", _seconds("Batch timeout", self.timeout, 1.0, 3600.0))
         if self.key is not None:
             _set(self, "_key", _cel("Batch key", self.key))
+        if self.if_exp is not None:
+            _set(self, "_if", _cel("Batch if_exp", self.if_exp))
+
+    def takes(self, event: Mapping[str, Any]) -> bool:
+        """Whether ``event`` joins a batch (``if_exp`` true, or no ``if_exp``)."""
+        return self._if is None or bool(self._if.matches({"event": dict(event)}))
 
     @property
     def timeout_s(self) -> float:
@@ -489,9 +499,11 @@ def build_flow(
             )
     if spec.priority is not None and not spec.concurrency:
         raise ConfigError(
-            f"function {fid!r}: priority orders runs waiting for a concurrency slot, so it "
-            "needs concurrency=[fanout.Concurrency(...)] too (without a limit nothing waits "
-            "in fanout: steps go straight to the Celery queue)"
+            f"function {fid!r}: priority=Priority(run=...) without concurrency: Inngest "
+            "(inngest.Priority) orders every run of the function, but fanout's priority "
+            "orders runs waiting for a concurrency slot, so write priority=fanout.Priority("
+            "run=...) together with concurrency=[fanout.Concurrency(limit=...)] (without a "
+            "limit nothing waits in fanout: steps go straight to the Celery queue)"
         )
     return spec
 

@@ -23,7 +23,20 @@ def check_id(kind: str, value: object) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise ConfigError(
             f"invalid {kind} {value!r}: use 1 to 128 characters from letters, digits and "
-            "'_ . : / -', starting with a letter or digit"
+            "'_ . : / -', starting with a letter or digit (Inngest accepts any app id; "
+            "fanout puts it in Redis Cluster hash tags)"
+        )
+    return value
+
+
+def check_fn_id(value: object) -> str:
+    """A function id: 1 to 128 printable characters (as in Inngest), not only spaces.
+    Where a Redis key or a name needs it, fanout encodes it (``ids.key_part``)."""
+    if (not isinstance(value, str) or not value or len(value) > 128
+            or not value.isprintable() or not value.strip()):
+        raise ConfigError(
+            f"invalid fn_id {value!r}: use 1 to 128 printable characters (no newlines or "
+            "control characters), not only spaces"
         )
     return value
 
@@ -67,6 +80,9 @@ class FunctionDef:
     def creation_fields(self) -> dict[str, str]:
         """What a new run of this function records about the code it was created on."""
         return creation_fields(self.version, self.patches)
+    #: The declaring client's logger for ``ctx.logger`` (``Fanout.set_logger``), read at
+    #: each pass; None means the ``fanout.run`` logger.
+    logger_of: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
     #: Middleware classes, the client's first (see :mod:`fanout._core.middleware`),
     #: and the client they are built with.
     middleware: tuple[Any, ...] = ()
@@ -131,7 +147,7 @@ def build_function(
     strict_order: object = False,
 ) -> FunctionDef:
     """Check a declaration; ``flow`` holds the flow-control keyword arguments."""
-    fid = check_id("fn_id", fn_id)
+    fid = check_fn_id(fn_id)
     triggers: Sequence[object]
     if isinstance(trigger, (TriggerEvent, TriggerCron)):
         triggers = [trigger]

@@ -145,7 +145,9 @@ class _MockStep(Step):
         super().__init__(inner._p)
         self._mocks, self._used = mocks, used
 
-    def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+    def run(
+        self, step_id: str, handler: Callable[..., Any], *args: Any, output_type: Any = None
+    ) -> Any:
         if isinstance(step_id, str) and step_id:
             n = self._p.seen.get(step_id, 0)
             sid = step_id if n == 0 else f"{step_id}:{n}"
@@ -153,7 +155,7 @@ class _MockStep(Step):
             if found:
                 self._used.add(key)
                 handler = _as_handler(mock)
-        return super().run(step_id, handler, *args)
+        return super().run(step_id, handler, *args, output_type=output_type)
 
 
 def _as_handler(mock: Any) -> Callable[..., Any]:
@@ -211,6 +213,7 @@ class _Harness:
             function=self.fn, strict=self.fn.strict_order, version=self.fn.version,
             # A harness run begins on the code under test: it has the declared markers.
             markers=frozenset(self.fn.patches), patches=frozenset(self.fn.patches),
+            logger=self.fn.logger_of() if self.fn.logger_of is not None else None,
         )
         return run_pass(self.handler, inp, self.sink, is_async=self.fn.is_async)
 
@@ -234,20 +237,26 @@ class _Harness:
                 self._answer(outcome)
             elif isinstance(outcome, Parallel):
                 for sid in outcome.new:
-                    self._branch(sid)
+                    failed = self._branch(sid)
+                    if failed is not None:  # the group can never join: the run fails
+                        return self._result("failed", None, failed.error)
             elif isinstance(outcome, (Continue, BranchDone)):
                 pass
             elif isinstance(outcome, LeaseLost):  # pragma: no cover - no leases here
                 raise ConfigError("the harness lost a lease it never takes")
 
-    def _branch(self, sid: str) -> None:
+    def _branch(self, sid: str) -> Failed | None:
         while True:
             outcome = self._pass(branch=sid)
             rec = self.memo.get(sid)
             if rec is not None and rec.status in FINAL:
-                return
+                return None
             if isinstance(outcome, RetryStep):
                 self.skipped += outcome.delay
+            elif isinstance(outcome, Wait):  # an invoke inside the group
+                self._answer(outcome)
+            elif isinstance(outcome, Failed) and not outcome.retriable:
+                return outcome
             elif isinstance(outcome, Failed):
                 self.skipped += self.fn.policy.delay(1)
 

@@ -11,9 +11,11 @@ import asyncio
 import datetime as _dt
 import functools
 import hashlib
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 from .._errors import ConfigError, InvokeError, NonRetriableError
@@ -22,6 +24,7 @@ from .engine import (
     FINAL,
     Interrupt,
     Op,
+    Parallel,
     Pass,
     Sleep,
     Wait,
@@ -31,6 +34,7 @@ from .engine import (
 from .event import MAX_EVENT_BYTES, Event, prepare_batch
 from .ids import derived_event_id
 from .middleware import SendEventsResult
+from .types import dumping, output_codec
 
 MAX_SLEEP_SECONDS = MAX_SECONDS
 #: What a duration parameter takes: an int of milliseconds, a timedelta, or "30s".
@@ -112,29 +116,36 @@ class Step:
 
     # -- run ----------------------------------------------------------------------------
 
-    def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
-        """Run ``handler(*args)`` once, durably; return its (JSON) result."""
+    def run(
+        self, step_id: str, handler: Callable[..., Any], *args: Any, output_type: Any = None
+    ) -> Any:
+        """Run ``handler(*args)`` once, durably; return its (JSON) result, or with
+        ``output_type`` (a pydantic model, a dataclass, ``list[Model]``...) its result
+        stored as JSON and returned as that type."""
         p = self._p
         if not callable(handler):
             raise NonRetriableError(f"ctx.step.run({step_id!r}, ...): handler is not callable")
+        dump, load = output_codec(output_type, f"step {step_id!r}")
         op = p.open("run", step_id)
         if op.done:
             rec = op.memo
-            return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
+            return p.deliver(lambda: load(p.memo_value(rec)))  # type: ignore[arg-type]
         if p.collecting is not None and op.id != p.inp.branch:
             p.collecting.append(op)
             raise _Planned()
+        handler = dumping(handler, dump)
         if p.is_async:
-            return self._run_async(op, handler, args)
+            return self._run_async(op, handler, args, load)
         p.admit(op)
-        return p.record(op, time.time(), invoke_sync(op, handler, args))
+        return load(p.record(op, time.time(), invoke_sync(op, handler, args)))
 
-    async def _run_async(self, op: Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    async def _run_async(self, op: Op, handler: Callable[..., Any], args: tuple[Any, ...],
+                         load: Callable[[Any], Any]) -> Any:
         p = self._p
         await _settle(p, op)
         p.admit(op)
         started = time.time()
-        return p.record(op, started, await invoke_async(op, handler, args))
+        return load(p.record(op, started, await invoke_async(op, handler, args)))
 
     # -- send_event ---------------------------------------------------------------------
 
@@ -204,18 +215,23 @@ class Step:
         op = self._pausing("sleep", step_id)
         if op.done:
             return p.deliver(lambda: None)
-        rec = op.memo
-        if rec is not None and rec.status == "sleeping":
-            due = float((rec.extra or {}).get("until", 0))
-            if due <= time.time() + 0.05:
-                done = p.new_record(op, status="completed", started_at=rec.started_at,
-                                    ended_at=time.time(), extra=rec.extra)
-                return p.deliver(lambda: p.finish(op, done))
+
+        def body() -> Any:
+            rec = op.memo
+            if rec is not None and rec.status == "sleeping":
+                due = float((rec.extra or {}).get("until", 0))
+                if due <= time.time() + 0.05:
+                    done = p.new_record(op, status="completed", started_at=rec.started_at,
+                                        ended_at=time.time(), extra=rec.extra)
+                    return p.finish(op, done)
+                raise Interrupt(Sleep(op.id, due))
+            p.check_order(op)
+            due = until()
+            p.save(p.new_record(op, status="sleeping", started_at=time.time(),
+                                extra={"until": due}))
             raise Interrupt(Sleep(op.id, due))
-        p.check_order(op)
-        due = until()
-        p.save(p.new_record(op, status="sleeping", started_at=time.time(), extra={"until": due}))
-        raise Interrupt(Sleep(op.id, due))
+
+        return self._alone(op, body) if p.is_async else body()
 
     # -- wait_for_event --------------------------------------------------------------------
 
@@ -247,22 +263,26 @@ class Step:
             raise ConfigError("wait_for_event match must be a field path such as 'data.user_id'")
         op = self._pausing("wait", step_id)
         if op.done:
+            done = op.memo
+            return p.deliver(lambda: _as_event(done.output))  # type: ignore[union-attr]
+
+        def body() -> Any:
             rec = op.memo
-            return p.deliver(lambda: _as_event(rec.output))  # type: ignore[union-attr]
-        rec = op.memo
-        if rec is not None and rec.status == "waiting":
-            return p.deliver(lambda: _as_event(self._waited(op, rec.extra or {})))
-        p.check_order(op)
-        now = time.time()
-        spec = {"event": event, "match": match, "if_exp": if_exp, "until": now + seconds,
-                "since": now - back}
-        waiting = p.new_record(op, status="waiting", started_at=now, extra=spec)
-        p.flush()
-        found = p.sink.register_wait(op.id, {**spec, "seq": waiting.seq})
-        if found is not None:
-            waiting.status, waiting.output, waiting.ended_at = "completed", found, now
-            return p.deliver(lambda: _as_event(p.finish(op, waiting)))
-        return p.deliver(lambda: _as_event(self._park(op, waiting)))
+            if rec is not None and rec.status == "waiting":
+                return _as_event(self._waited(op, rec.extra or {}))
+            p.check_order(op)
+            now = time.time()
+            spec = {"event": event, "match": match, "if_exp": if_exp, "until": now + seconds,
+                    "since": now - back}
+            waiting = p.new_record(op, status="waiting", started_at=now, extra=spec)
+            p.flush()
+            found = p.sink.register_wait(op.id, {**spec, "seq": waiting.seq})
+            if found is not None:
+                waiting.status, waiting.output, waiting.ended_at = "completed", found, now
+                return _as_event(p.finish(op, waiting))
+            return _as_event(self._park(op, waiting))
+
+        return self._alone(op, body) if p.is_async else body()
 
     def _waited(self, op: Op, extra: Mapping[str, Any]) -> Any:
         """A memoized wait that is still open: time out, or stop the pass again."""
@@ -297,8 +317,10 @@ class Step:
         function: Any,
         data: Mapping[str, Any] | None = None,
         timeout: Duration | None = None,
+        output_type: Any = None,
     ) -> Any:
-        """Run another function as a child run and return its output.
+        """Run another function as a child run and return its output (validated as
+        ``output_type`` when given).
 
         ``timeout``: an int of milliseconds (as in inngest-py), a timedelta, or a
         string such as ``"10m"``; without it the parent waits up to a year.
@@ -311,37 +333,120 @@ class Step:
         """
         p = self._p
         seconds = parse_duration(timeout, "invoke timeout") if timeout is not None else MAX_SLEEP_SECONDS
+        _dump, load = output_codec(output_type, f"invoke {step_id!r}")
         op = self._pausing("invoke", step_id)
         if op.done:
+            done = op.memo
+            return p.deliver(lambda: load(p.memo_value(done)))  # type: ignore[arg-type]
+
+        def body() -> Any:
+            return load(started())
+
+        def started() -> Any:
+            if p.inp.branch is not None and op.id != p.inp.branch:
+                p.stopped_at = p.stopped_at or op.id
+                raise Interrupt(_branch_done(p))
             rec = op.memo
-            return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
-        rec = op.memo
-        if rec is not None and rec.status == "waiting":
-            return p.deliver(lambda: self._waited(op, rec.extra or {}))
-        p.check_order(op)
-        now = time.time()
-        waiting = p.new_record(op, status="waiting", started_at=now, extra={"until": now + seconds})
-        p.flush()
-        try:
-            child = p.sink.start_invoke(op.id, function, dict(data or {}), waiting.seq)
-        except InvokeError as exc:
-            waiting.status, waiting.ended_at, waiting.extra = "failed", now, None
-            waiting.error = {"type": "InvokeError", "message": str(exc)}
-            return p.deliver(lambda: p.finish(op, waiting))
-        waiting.extra = {"child": child, "until": now + seconds}
-        return p.deliver(lambda: self._park(op, waiting))
+            # A branch of a parallel group: the branch task starts it and waits for it.
+            planned = {k: v for k, v in ((rec.extra or {}) if rec else {}).items()
+                       if k in ("group", "race")}
+            if planned and p.inp.branch is None:
+                raise Interrupt(Parallel((), (op.id,)))
+            if rec is not None and rec.status == "waiting":
+                return self._waited(op, rec.extra or {})
+            p.check_order(op)
+            now = time.time()
+            waiting = p.new_record(op, status="waiting", started_at=now,
+                                   extra={**planned, "until": now + seconds})
+            p.flush()
+            try:
+                child = p.sink.start_invoke(op.id, function, dict(data or {}), waiting.seq)
+            except InvokeError as exc:
+                waiting.status, waiting.ended_at = "failed", now
+                waiting.extra = planned or None
+                waiting.error = {"type": "InvokeError", "message": str(exc)}
+                return p.finish(op, waiting)
+            waiting.extra = {**planned, "child": child, "until": now + seconds}
+            return self._park(op, waiting)
+
+        if p.is_async:
+
+            async def _invoke_async() -> Any:
+                await _settle(p, op)  # with sibling steps, it becomes a parallel branch
+                return body()
+
+            return _invoke_async()
+        return body()
+
+    def invoke_by_id(
+        self,
+        step_id: str,
+        *,
+        function_id: str,
+        app_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        timeout: Duration | None = None,
+        output_type: Any = None,
+    ) -> Any:
+        """:meth:`invoke` by the function's id: one of this client, or with ``app_id``
+        one of another client (another app id) declared on the same Celery app, so
+        served by the same workers."""
+        if not isinstance(function_id, str) or not function_id:
+            raise ConfigError("invoke_by_id needs function_id, the id given to create_function")
+        if app_id is not None and (not isinstance(app_id, str) or not app_id):
+            raise ConfigError("invoke_by_id: app_id must be a client's app id (a string)")
+        ref = f"{app_id}:{function_id}" if app_id else function_id
+        return self.invoke(step_id, function=ref, data=data, timeout=timeout,
+                           output_type=output_type)
 
     def _pausing(self, kind: str, step_id: str) -> Op:
         p = self._p
         op = p.open(kind, step_id)
+        if not op.done and kind == "invoke" and op.id == p.inp.branch:
+            return op  # this branch task starts the invoke
         if not op.done and p.collecting is not None:
+            if kind == "invoke":
+                p.collecting.append(op)
+                raise _Planned()
             raise NonRetriableError(
                 f"ctx.step.{kind}({step_id!r}) inside ctx.group.parallel: parallel branches "
-                "may only use ctx.step.run and ctx.step.send_event"
+                "may only use ctx.step.run, ctx.step.send_event and ctx.step.invoke"
             )
         if not op.done and p.inp.branch is not None:
+            if kind == "invoke" and p.is_async:
+                return op  # a sibling in asyncio.gather: decided once the batch settles
+            p.stopped_at = p.stopped_at or op.id
             raise Interrupt(_branch_done(p))
         return op
+
+    async def _alone(self, op: Op, body: Callable[[], Any]) -> Any:
+        """A pausing step in an async handler: it must not be awaited together with
+        other new steps (asyncio.gather), which would become parallel branches."""
+        p = self._p
+        batch = p.batch
+        batch.append(op)
+        await asyncio.sleep(0)
+        if p.batch is batch:
+            p.batch = []
+        _refuse_pausing(batch)
+        return body()
+
+
+_PAUSING = ("sleep", "wait")  # an invoke may be a parallel branch
+
+
+def _refuse_pausing(batch: Sequence[Op]) -> None:
+    pausing = [o for o in batch if o.kind in _PAUSING]
+    if len(batch) > 1 and pausing:
+        o = pausing[0]
+        kind = {"wait": "wait_for_event"}.get(o.kind, o.kind)
+        others = [b.id for b in batch if b is not o]
+        raise NonRetriableError(
+            f"ctx.step.{kind}({o.id!r}) was awaited together with the new step(s) {others!r} "
+            "(asyncio.gather or ctx.group.parallel): parallel branches may only use "
+            "ctx.step.run, ctx.step.send_event and ctx.step.invoke; await it before or "
+            "after the group"
+        )
 
 
 def _branch_done(p: Pass) -> Any:
@@ -368,16 +473,26 @@ async def _settle(p: Pass, op: Op) -> None:
         p.batch = []
     if len(batch) == 1:
         return
+    _refuse_pausing(batch)
     branch = p.inp.branch
     if branch is not None:
         if op.id == branch:
             return
         if not any(o.id == branch for o in batch):
+            p.stopped_at = p.stopped_at or batch[0].id
             raise Interrupt(_branch_done(p))
         await asyncio.get_running_loop().create_future()  # parked until the pass ends
     if batch[0] is op:
         p.plan_parallel(batch)
     await asyncio.get_running_loop().create_future()
+
+
+class ParallelMode(str, Enum):
+    """How ``ctx.group.parallel`` ends: ``WAIT`` for every branch (the default), or
+    ``RACE``: the first branch to finish wins and the others' results are ignored."""
+
+    WAIT = "wait"
+    RACE = "race"
 
 
 class Group:
@@ -386,12 +501,25 @@ class Group:
     def __init__(self, pass_: Pass) -> None:
         self._p = pass_
 
-    def parallel(self, callables: Sequence[Callable[[], Any]]) -> Any:
-        """Call each callable (each makes one step) and return their results as a tuple."""
+    def parallel(
+        self, callables: Sequence[Callable[[], Any]],
+        parallel_mode: ParallelMode = ParallelMode.WAIT,
+    ) -> Any:
+        """Call each callable (each makes one step or a few in a row) and return their
+        results as a tuple; with ``ParallelMode.RACE``, a tuple of the winner's result."""
         p = self._p
         fns = tuple(callables)
         if not all(callable(c) for c in fns):
             raise NonRetriableError("ctx.group.parallel takes a sequence of callables")
+        try:
+            mode = ParallelMode(parallel_mode)
+        except ValueError:
+            raise ConfigError(
+                f"parallel_mode must be ParallelMode.WAIT or ParallelMode.RACE, "
+                f"not {parallel_mode!r}"
+            ) from None
+        if mode is ParallelMode.RACE:
+            return self._race_async(fns) if p.is_async else self._race(fns)
         if p.is_async:
 
             async def _gather() -> tuple[Any, ...]:
@@ -412,6 +540,51 @@ class Group:
         if planned:
             p.plan_parallel(planned)
         return tuple(results)
+
+
+    def _race(self, fns: tuple[Callable[[], Any], ...]) -> Any:
+        p = self._p
+        planned: list[Op] = []
+        done: list[tuple[float, int, Any]] = []
+        outer, p.collecting = p.collecting, planned
+        try:
+            for i, c in enumerate(fns):
+                p.last_end = 0.0
+                try:
+                    value = c()
+                except _Planned:
+                    continue
+                done.append((p.last_end, i, value))
+        finally:
+            p.collecting = outer
+        return self._decide(planned, done)
+
+    async def _race_async(self, fns: tuple[Callable[[], Any], ...]) -> Any:
+        p = self._p
+        planned: list[Op] = []
+        done: list[tuple[float, int, Any]] = []
+        outer, p.collecting = p.collecting, planned
+        try:
+            for i, c in enumerate(fns):
+                p.last_end = 0.0
+                try:
+                    value = c()
+                    if inspect.isawaitable(value):
+                        value = await value
+                except _Planned:
+                    continue
+                done.append((p.last_end, i, value))
+        finally:
+            p.collecting = outer
+        return self._decide(planned, done)
+
+    def _decide(self, planned: list[Op], done: list[tuple[float, int, Any]]) -> tuple[Any, ...]:
+        """The winner of a race: of the branches that returned, the one whose last step
+        ended first (every later pass agrees); with none yet, plan the others."""
+        if done:
+            return (min(done, key=lambda d: (d[0], d[1]))[2],)
+        self._p.plan_parallel(planned, race=True)
+        return ()
 
 
 class Context:

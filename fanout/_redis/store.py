@@ -48,6 +48,7 @@ from typing import Any
 import redis
 
 from .._core.event import dumps
+from .._core.ids import key_part
 from .._core.records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
 from .._core.versions import crossed_deploy, markers_of, versions_of, warnings_of
 
@@ -184,7 +185,7 @@ class Store:
         return f"{self.p}:timers"
 
     def fn_index(self, fn_key: str) -> str:
-        return f"{self.p}:idx:fn:{fn_key}"
+        return f"{self.p}:idx:fn:{key_part(fn_key)}"
 
     # -- events ------------------------------------------------------------------
 
@@ -408,7 +409,9 @@ class Store:
 
     def finish_run(
         self, run_id: str, token: str, status: str, fields: Mapping[str, Any]
-    ) -> bool:
+    ) -> int:
+        """End the run: 1, or 0 (lease lost, already ended), or 2 when it completed
+        with a cancel requested meanwhile (it ends ``cancelled``)."""
         flat: list[Any] = []
         for k, v in fields.items():
             flat.extend((k, v))
@@ -420,7 +423,7 @@ class Store:
             client=pipe,
         )
         pipe.zrem(self.timers_key, run_id)
-        return bool(self.execute(pipe)[0])
+        return int(self.execute(pipe)[0] or 0)
 
     def renew_leases(
         self, leases: Iterable[tuple[str, str, str]], until_ms: int

@@ -29,7 +29,7 @@ PUBLIC_ALL = [
     "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "Debounce",
     "DecryptionError", "Event", "EventError", "ExpressionError", "Fanout", "FanoutError",
     "Group", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
-    "NestedStepError", "NonDeterminismError", "NonRetriableError", "Priority",
+    "NestedStepError", "NonDeterminismError", "NonRetriableError", "ParallelMode", "Priority",
     "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "SendEventsResult",
     "Singleton", "Step", "StepError", "StepInfo", "Throttle", "Timeouts",
     "TransformOutputResult", "TriggerCron", "TriggerEvent", "__version__",

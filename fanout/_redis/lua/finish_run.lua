@@ -1,7 +1,9 @@
 -- Finish a run: terminal status, output or error, and the retention clock starts.
 -- KEYS[1] run hash
 -- ARGV[1] token ('' = no lease needed)  ARGV[2] status  ARGV[3] now  ARGV[4] retention seconds
--- then field, value pairs.  Returns 1, or 0 when the lease was lost or the run already ended.
+-- then field, value pairs.  Returns 1, or 0 when the lease was lost or the run already
+-- ended, or 2 when a run that completed had a cancel requested during its last pass:
+-- it ends 'cancelled' (its code finished; the output is kept, the reason is its error).
 -- KEYS[2] the metrics hash (optional): the run's end by status, its duration since
 -- creation, and the attempts in the step records are counted.
 -- Metrics (KEYS[2], the metrics hash, when counting is on): a histogram is one
@@ -55,18 +57,26 @@ end
 if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'lease') ~= ARGV[1] then
   return 0
 end
+local status, result = ARGV[2], 1
+local cx = redis.call('HGET', KEYS[1], 'cx')
+if status == 'completed' and cx then
+  status, result = 'cancelled', 2
+end
 if KEYS[2] then
   local f = redis.call('HMGET', KEYS[1], 'app', 'fn', 'c')
   local lab = (f[1] or '') .. '|' .. (f[2] or '')
   count_pairs(5, lab)
-  redis.call('HINCRBY', KEYS[2], 'c|runs_ended|' .. lab .. '|' .. ARGV[2], 1)
+  redis.call('HINCRBY', KEYS[2], 'c|runs_ended|' .. lab .. '|' .. status, 1)
   local c = tonumber(f[3] or '')
   if c then observe('run_duration', lab, tonumber(ARGV[3]) - c) end
 end
-redis.call('HSET', KEYS[1], 'st', ARGV[2], 't1', ARGV[3], 'lease', '', 'lu', '0', 'wake', '0')
+redis.call('HSET', KEYS[1], 'st', status, 't1', ARGV[3], 'lease', '', 'lu', '0', 'wake', '0')
 if #ARGV > 4 then
   redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 end
+if result == 2 then
+  redis.call('HSET', KEYS[1], 'err', cx)
+end
 redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return 1
+return result
