@@ -44,7 +44,7 @@ PUBLIC_MODULES = {
     "fanout.http": ["AsgiIngestApp", "IngestApp", "IngestKeys", "KeyInfo", "NewKey", "Server",
                     "Webhook", "asgi_app", "hash_key", "ingest_app", "serve", "sign"],
     "fanout.django.ingest": ["ingest_view"],
-    "fanout.metrics": ["MetricsSnapshot", "collector", "generate", "register", "snapshot",
+    "fanout.metrics": ["MetricsSnapshot", "collector", "generate", "instrument_otel", "register", "snapshot",
                        "wsgi_app"],
 }
 
