@@ -21,6 +21,7 @@ from ._core.middleware import Middleware, MiddlewareSync, SendEventsResult, Tran
 from ._core.records import RunInfo, StepInfo
 from ._core.steps import Context, Group, ParallelMode, Step
 from ._core.triggers import TriggerCron, TriggerEvent
+from ._core.types import PydanticSerializer
 from ._errors import (
     ConfigError,
     DecryptionError,
@@ -62,6 +63,7 @@ __all__ = [
     "ParallelMode",
     "Priority",
     "PublishError",
+    "PydanticSerializer",
     "RateLimit",
     "RetryAfterError",
     "RunInfo",

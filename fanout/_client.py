@@ -43,7 +43,7 @@ from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo, RunList
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
-from ._core.types import dumping, output_codec
+from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
 from ._redis.history import MAX_LIMIT, History
@@ -104,6 +104,7 @@ class Fanout:
         max_event_bytes: int = MAX_EVENT_BYTES,
         strict_order: bool = False,
         middleware: Sequence[MiddlewareFactory] | None = None,
+        serializer: Any = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
         self._logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
@@ -129,6 +130,8 @@ class Fanout:
         )
         self.functions: dict[str, FunctionDef] = {}
         self.middleware = validate_middleware(middleware, "Fanout(middleware=...)")
+        #: How typed outputs (``output_type=``) are stored: pydantic unless given.
+        self.serializer = check_serializer(serializer)
 
     def set_logger(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
         """The logger behind ``ctx.logger`` in this client's functions (by default the
@@ -204,7 +207,7 @@ class Fanout:
         middleware_ = self.middleware + validate_middleware(
             middleware, f"create_function(fn_id={fn_id!r}, middleware=...)")
         # output_type: the handler's return value is stored as JSON through pydantic.
-        dump_output, _load = output_codec(output_type, f"function {fn_id!r}")
+        dump_output, _load = output_codec(output_type, f"function {fn_id!r}", self.serializer)
 
         def decorator(handler: F) -> F:
             fn = build_function(

@@ -108,6 +108,11 @@ def wait_matches(spec: Mapping[str, Any], trigger: Mapping[str, Any], candidate:
     return True
 
 
+def _serializer(p: Pass) -> Any:
+    """The client's ``serializer=`` (None: pydantic)."""
+    return getattr(p.inp.client, "serializer", None)
+
+
 class Step:
     """``ctx.step``: the step tools. In an ``async def`` handler each returns an awaitable."""
 
@@ -125,7 +130,7 @@ class Step:
         p = self._p
         if not callable(handler):
             raise NonRetriableError(f"ctx.step.run({step_id!r}, ...): handler is not callable")
-        dump, load = output_codec(output_type, f"step {step_id!r}")
+        dump, load = output_codec(output_type, f"step {step_id!r}", _serializer(p))
         op = p.open("run", step_id)
         if op.done:
             rec = op.memo
@@ -333,7 +338,7 @@ class Step:
         """
         p = self._p
         seconds = parse_duration(timeout, "invoke timeout") if timeout is not None else MAX_SLEEP_SECONDS
-        _dump, load = output_codec(output_type, f"invoke {step_id!r}")
+        _dump, load = output_codec(output_type, f"invoke {step_id!r}", _serializer(p))
         op = self._pausing("invoke", step_id)
         if op.done:
             done = op.memo

@@ -30,10 +30,49 @@ def _adapter(output_type: Any) -> Any:
     return TypeAdapter(output_type)
 
 
-def output_codec(output_type: Any, what: str) -> Codec:
-    """(dump, load) for ``output_type``: dump to JSON-ready data, load back to the type."""
+class PydanticSerializer:
+    """The default serializer of typed outputs: pydantic's ``TypeAdapter`` (models,
+    dataclasses, typing annotations). Pass another object with the same two methods
+    as ``Fanout(serializer=...)`` to store typed outputs your own way."""
+
+    def serialize(self, value: Any, typ: Any) -> Any:
+        """``value`` as JSON-ready data (dicts, lists, strings, numbers, None)."""
+        return _adapter_for(typ).dump_python(value, mode="json")
+
+    def deserialize(self, value: Any, typ: Any) -> Any:
+        """JSON data back as ``typ``."""
+        return _adapter_for(typ).validate_python(value)
+
+
+def _adapter_for(typ: Any) -> Any:
+    try:
+        return _adapter(typ)
+    except TypeError:  # an unhashable annotation
+        from pydantic import TypeAdapter
+
+        return TypeAdapter(typ)
+
+
+def check_serializer(serializer: Any) -> Any:
+    """``Fanout(serializer=)``: an object with ``serialize`` and ``deserialize``."""
+    if serializer is None:
+        return None
+    if not (callable(getattr(serializer, "serialize", None))
+            and callable(getattr(serializer, "deserialize", None))):
+        raise ConfigError(
+            f"serializer={serializer!r} needs serialize(value, type) and "
+            "deserialize(data, type) methods, like fanout.PydanticSerializer()"
+        )
+    return serializer
+
+
+def output_codec(output_type: Any, what: str, serializer: Any = None) -> Codec:
+    """(dump, load) for ``output_type``: dump to JSON-ready data, load back to the type
+    (through ``serializer`` when given, else pydantic)."""
     if output_type is None:
         return IDENTITY
+    if serializer is not None and not isinstance(serializer, PydanticSerializer):
+        return _custom_codec(serializer, output_type, what)
     try:
         adapter = _adapter(output_type)
     except TypeError:  # an unhashable annotation: build it each time
@@ -65,6 +104,28 @@ def output_codec(output_type: Any, what: str) -> Codec:
                 f"{what}: the stored output does not validate as output_type={name} "
                 f"(did the type change under a running run?): {exc}"
             ) from None
+
+    return dump, load
+
+
+def _custom_codec(serializer: Any, output_type: Any, what: str) -> Codec:
+    name = getattr(output_type, "__name__", repr(output_type))
+
+    def dump(value: Any) -> Any:
+        try:
+            return serializer.serialize(value, output_type)
+        except Exception as exc:  # noqa: BLE001
+            raise NonRetriableError(
+                f"{what}: the serializer could not store {type(value).__name__} as "
+                f"output_type={name}: {type(exc).__name__}: {exc}") from None
+
+    def load(value: Any) -> Any:
+        try:
+            return serializer.deserialize(value, output_type)
+        except Exception as exc:  # noqa: BLE001
+            raise NonRetriableError(
+                f"{what}: the serializer could not read the stored output as "
+                f"output_type={name}: {type(exc).__name__}: {exc}") from None
 
     return dump, load
 

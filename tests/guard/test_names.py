@@ -29,10 +29,10 @@ PUBLIC_ALL = [
     "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "Debounce",
     "DecryptionError", "Event", "EventError", "ExpressionError", "Fanout", "FanoutError",
     "Group", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
-    "NestedStepError", "NonDeterminismError", "NonRetriableError", "ParallelMode", "Priority",
-    "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "SendEventsResult",
-    "Singleton", "Step", "StepError", "StepInfo", "Throttle", "Timeouts",
-    "TransformOutputResult", "TriggerCron", "TriggerEvent", "__version__",
+    "NestedStepError", "NonDeterminismError", "NonRetriableError", "ParallelMode",
+    "Priority", "PublishError", "PydanticSerializer", "RateLimit", "RetryAfterError",
+    "RunInfo", "SendEventsResult", "Singleton", "Step", "StepError", "StepInfo", "Throttle",
+    "Timeouts", "TransformOutputResult", "TriggerCron", "TriggerEvent", "__version__",
 ]
 
 PUBLIC_MODULES = {
