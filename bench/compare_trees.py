@@ -4,11 +4,12 @@ interleaved (T1 T2 T1 T2 ...) so machine drift hits them alike.
 
     git worktree add /tmp/before <commit>
     .venv/bin/python -m bench.compare_trees --n 10000 --reps 2 \\
-        --tree before=/tmp/before --tree after=.
+        --tree before=/tmp/before --tree after=. --tree after-nometrics=.@BENCH_METRICS=0
 
 Each repetition of each tree runs that tree's own ``python -m bench --workloads A
 --systems fanout,celery --reps 1`` (its own fanout and its own bench code, from its
-directory), so a tree is measured as it was. The figure is the fanout ÷ Celery wall
+directory), so a tree is measured as it was; ``@K=V,K2=V2`` after a tree's path sets
+environment variables for its runs (the same tree with a setting changed). The figure is the fanout ÷ Celery wall
 time ratio of each repetition (paired within the repetition), summarized per tree as
 median [min–max], and the change of that ratio between trees.
 """
@@ -26,11 +27,14 @@ from pathlib import Path
 from typing import Any
 
 
-def run_tree(path: Path, n: int) -> dict[str, float]:
+def run_tree(path: Path, n: int, env: dict[str, str] | None = None) -> dict[str, float]:
     out = Path(tempfile.mkdtemp(prefix="fanout-bench-"))
     cmd = [sys.executable, "-m", "bench", "--workloads", "A", "--n", str(n),
            "--systems", "fanout,celery", "--reps", "1", "--out", str(out)]
-    res = subprocess.run(cmd, cwd=path, capture_output=True, text=True)
+    import os
+
+    res = subprocess.run(cmd, cwd=path, capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
     data: dict[str, Any] = json.loads((out / "latest.json").read_text()) if (
         out / "latest.json").exists() else {"results": []}
     walls = {r["system"]: r["wall_s"] for r in data["results"]
@@ -52,25 +56,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--tree", action="append", required=True, metavar="LABEL=PATH")
     args = p.parse_args(argv)
-    trees = [(t.split("=", 1)[0], Path(t.split("=", 1)[1]).resolve()) for t in args.tree]
-    got: dict[str, list[dict[str, float]]] = {label: [] for label, _ in trees}
+    trees: list[tuple[str, Path, dict[str, str]]] = []
+    for t in args.tree:
+        label, _, rest = t.partition("=")
+        where, _, env_text = rest.partition("@")
+        env = dict(kv.split("=", 1) for kv in env_text.split(",") if kv)
+        trees.append((label, Path(where).resolve(), env))
+    got: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in trees}
     t0 = time.monotonic()
     for rep in range(args.reps):
         order = trees if rep % 2 == 0 else list(reversed(trees))
-        for label, path in order:
-            r = run_tree(path, args.n)
+        for label, path, env in order:
+            r = run_tree(path, args.n, env)
             got[label].append(r)
             print(f"[compare] rep {rep + 1} {label}: fanout {r['fanout_s']:.1f} s, "
                   f"celery {r['celery_s']:.1f} s, ratio {r['ratio']:.3f}", file=sys.stderr)
     lines = [f"Workload A, N = {args.n}, {args.reps} repetition(s) per tree, interleaved; "
              f"{(time.monotonic() - t0) / 60:.1f} min.", "",
              "| tree | fanout (s) | Celery (s) | fanout ÷ Celery |", "| --- | --- | --- | --- |"]
-    for label, path in trees:
+    for label, path, env in trees:
         rows = got[label]
-        lines.append(f"| {label} (`{path}`) | {summary([r['fanout_s'] for r in rows])} | "
+        shown = f"{path}" + (f" with {env}" if env else "")
+        lines.append(f"| {label} (`{shown}`) | {summary([r['fanout_s'] for r in rows])} | "
                      f"{summary([r['celery_s'] for r in rows])} | {summary([r['ratio'] for r in rows])} |")
     base = statistics.median(r["ratio"] for r in got[trees[0][0]])
-    for label, _ in trees[1:]:
+    for label, _, _ in trees[1:]:
         other = statistics.median(r["ratio"] for r in got[label])
         lines.append(f"\n{label} against {trees[0][0]}: the ratio changes by "
                      f"{(other / base - 1) * 100:+.1f} %.")
