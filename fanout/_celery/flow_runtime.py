@@ -37,7 +37,6 @@ from .._core.flow import (
     SYSTEM_FAILED,
     SYSTEM_FINISHED,
     Cancel,
-    bucket,
     concurrency_bucket,
     eval_key,
     is_system_event,
@@ -92,15 +91,12 @@ class FlowRuntime:
     # -- keys --------------------------------------------------------------------------
 
     def _key(self, kind: str, *parts: str) -> str:
-        return f"{self.rt.store.p}:fc:{kind}:{{{bucket(*parts)}}}"
+        return self.rt.store.flow.key(kind, *parts)
 
     def concurrency_keys(self, fn: FunctionDef, event: dict[str, Any]) -> list[str]:
         """slots, waiting [, slots, waiting]: all of an app's under one hash tag."""
-        p, out = self.rt.store.p, []
-        for c in fn.flow.concurrency:
-            b = concurrency_bucket(fn.app_id, fn.fn_id, c, event)
-            out += [f"{p}:fc:cc:{{{fn.app_id}}}:{b}", f"{p}:fc:ccw:{{{fn.app_id}}}:{b}"]
-        return out
+        return self.rt.store.flow.concurrency_keys(
+            fn.app_id, [concurrency_bucket(fn.app_id, fn.fn_id, c, event) for c in fn.flow.concurrency])
 
     def _cancel_key(self, fn: FunctionDef, index: int, match: str) -> str:
         return self._key("cx", fn.key, str(index), fn.flow.cancel[index].event, match)
@@ -184,7 +180,7 @@ class FlowRuntime:
         ((_r, created, needs),) = store.create_runs([(rid, fn.key, fields)])
         if needs:
             if not created:  # a retried router: the run exists but never started
-                wake = float(_s(store.r.hget(store.run_key(rid), "wake") or "0"))
+                wake = float(store.run_field(rid, "wake") or "0")
             self.listen(fn, rid, ev, fields, now)
             if wake > now + 0.05:
                 store.arm(rid, wake)
@@ -198,8 +194,8 @@ class FlowRuntime:
         res = store.script("fc_singleton", [key], [rid, mode, ""])
         head, holder = _s(res[0]), _s(res[1])
         if head in ("held", "replaced"):
-            st = store.r.hget(store.run_key(holder), "st")
-            if st is None or _s(st) in TERMINAL:  # it ended without giving the key back
+            st = store.run_field(holder, "st")
+            if st is None or st in TERMINAL:  # it ended without giving the key back
                 if head == "replaced":
                     return "ok", holder
                 res = store.script("fc_singleton", [key], [rid, mode, holder])
@@ -215,7 +211,7 @@ class FlowRuntime:
         ((_r, created, _n),) = store.create_runs([(rid, fn.key, rec)])
         if not created:
             return
-        store.r.expire(store.run_key(rid), store.retention)
+        store.flow.expire_run(rid)
         log.info("fanout: run %s of %s skipped: %s", rid, fn.key, why)
         inv = fields.get("inv")
         if inv:
@@ -243,16 +239,15 @@ class FlowRuntime:
         if not pairs:
             return
         store = self.rt.store
-        pipe = store.r.pipeline(transaction=False)
+        entries: list[tuple[str, str, int]] = []
         for i, key in pairs:
             c = fn.flow.cancel[i] if i < len(fn.flow.cancel) else None
             if c is None:
                 continue
             spec = {"eid": ev.get("id"), "ts": ev.get("ts") or 0,
                     "until": now + c.timeout_s if c.timeout_s else 0}
-            pipe.hset(key, rid, dumps(spec))
-            pipe.expire(key, int(max(store.retention, c.timeout_s or 0)))
-        pipe.execute()
+            entries.append((key, dumps(spec), int(max(store.retention, c.timeout_s or 0))))
+        store.flow.add_cancel_listeners(rid, entries)
 
     # -- debounce and batches ------------------------------------------------------------
 
@@ -313,12 +308,7 @@ class FlowRuntime:
         log.error("fanout: batch of %s kept racing; event %s dropped", fn.key, ev.get("id"))
 
     def _index_event(self, ev: dict[str, Any], run: str) -> None:
-        store = self.rt.store
-        key = f"{store.event_key(str(ev.get('id')))}:runs"
-        pipe = store.r.pipeline(transaction=False)
-        pipe.sadd(key, run)
-        pipe.expire(key, store.retention)
-        pipe.execute()
+        self.rt.store.flow.index_event_run(str(ev.get("id")), run)
 
     def _close_batch(self, run_id: str, fields: dict[str, str]) -> None:
         """At a batch run's first pass: close the batch, gather its events in order."""
@@ -339,11 +329,7 @@ class FlowRuntime:
             "ev": dumps([e.get("id") for e in events]),
         }
         drop = [k for k in fields if k.startswith("be:")]
-        pipe = store.r.pipeline(transaction=False)
-        pipe.hset(store.run_key(run_id), mapping=update)  # type: ignore[arg-type]
-        if drop:
-            pipe.hdel(store.run_key(run_id), *drop)
-        pipe.execute()
+        store.flow.close_batch(run_id, update, drop)
         for k in drop:
             del fields[k]
         fields.update({str(k): v for k, v in update.items()})
@@ -380,7 +366,7 @@ class FlowRuntime:
                 return False, None
         if not started:
             stamp = f"{now:.3f}"
-            store.r.hsetnx(store.run_key(run_id), "tf0", stamp)
+            store.flow.stamp_first_pass(run_id, stamp)
             fields["tf0"] = stamp
         return True, hold
 
@@ -420,9 +406,9 @@ class FlowRuntime:
         ])
         self.wake([_s(w) for w in res[1:]])
         if _s(res[0]) == "ok":
-            store.slot_holds[(run_id, field)] = (keys[0::2], holder)
+            store.hold_slots(run_id, field, keys[0::2], holder)
             if branch is None and "ccw" in fields:
-                store.r.hdel(store.run_key(run_id), "ccw")
+                store.flow.clear_waiting_since(run_id)
             return Hold(keys, holder, limits, run_id, field)
         # Full: give the run back without holding a worker; a release wakes it.
         due = now + self.fallback_s
@@ -441,10 +427,7 @@ class FlowRuntime:
             store.end_branch(run_id, branch, token)
             store.arm(f"branch:{run_id}:{branch}", due)
         # Woken between our decision and giving the run back? Then go again now.
-        pipe = store.r.pipeline(transaction=False)
-        for key in keys[1::2]:
-            pipe.zscore(key, waiter)
-        if all(score is None for score in pipe.execute()):
+        if not store.flow.still_waiting(keys[1::2], waiter):
             self.wake([waiter])
         return None
 
@@ -457,7 +440,7 @@ class FlowRuntime:
             return
         hold.released = True
         store = self.rt.store
-        store.slot_holds.pop((hold.run_id, hold.field), None)
+        store.drop_slot_hold(hold.run_id, hold.field)
         now = time.time()
         woken = store.script("fc_slots_release", hold.keys,
                              [hold.holder, "", int(now * 1000), self._reserve_ms(now), *hold.limits])
@@ -485,10 +468,7 @@ class FlowRuntime:
             store.script("fc_release", [fields["sgk"]], [run_id])
         pairs = json.loads(fields.get("cxk") or "[]")
         if pairs:
-            pipe = store.r.pipeline(transaction=False)
-            for _i, key in pairs:
-                pipe.hdel(key, run_id)
-            pipe.execute()
+            store.flow.drop_cancel_listener([key for _i, key in pairs], run_id)
         if fn is not None and fn.flow.concurrency and "ccw" in fields:
             keys = self.concurrency_keys(fn, json.loads(fields.get("event", "{}")))
             now = time.time()
@@ -555,8 +535,8 @@ class FlowRuntime:
                     continue
                 key = self._cancel_key(fn, i, mb)
                 drop: list[str] = []
-                for raw_rid, raw in store.r.hgetall(key).items():
-                    rid, spec = _s(raw_rid), json.loads(raw)
+                for rid, raw in store.flow.cancel_listeners(key).items():
+                    spec = json.loads(raw)
                     if spec.get("eid") == ev.get("id"):
                         continue  # a run is never cancelled by its own trigger
                     if spec.get("until") and float(spec["until"]) < now:
@@ -565,7 +545,7 @@ class FlowRuntime:
                     if (ev.get("ts") or 0) < (spec.get("ts") or 0):
                         continue  # sent before the run's trigger
                     if c._if is not None:
-                        raw_trig = store.r.hget(store.run_key(rid), "event")
+                        raw_trig = store.run_field(rid, "event")
                         if raw_trig is None:
                             drop.append(rid)
                             continue
@@ -576,7 +556,7 @@ class FlowRuntime:
                     count += head in ("cancelled", "flagged")
                     drop.append(rid)
                 if drop:
-                    store.r.hdel(key, *drop)
+                    store.flow.drop_listeners(key, drop)
         return count
 
     def cancel_runs(self, fn: FunctionDef, *, after: float | None, before: float | None,
@@ -590,8 +570,7 @@ class FlowRuntime:
         hi = "+inf" if before is None else int(before * 1000)
         count, offset, page = 0, 0, 500
         while True:
-            ids = [_s(m) for m in store.r.zrangebyscore(
-                store.fn_index(fn.key), lo, hi, start=offset, num=page)]
+            ids = store.flow.fn_runs_between(fn.key, lo, hi, offset, page)
             if not ids:
                 return count
             offset += len(ids)

@@ -46,6 +46,7 @@ import redis
 
 from .._core.event import dumps
 from .._core.records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
+from .flow_store import FlowStore
 
 EVENT_NAME_INDEX_SECONDS = 86400
 
@@ -73,6 +74,7 @@ _SCRIPTS = (
     "fc_batch_run",
     "fc_slots_acquire",
     "fc_slots_release",
+    "cron_cursor",
 )
 
 
@@ -123,7 +125,8 @@ class Store:
         self.watchdog = float(watchdog)
         self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
-        self.slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
+        self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
+        self.flow = FlowStore(self)
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any],
                client: Any = None) -> Any:
@@ -418,12 +421,19 @@ class Store:
                 continue
             member = run_id if lease_field == "lease" else f"branch:{run_id}:{lease_field[3:]}"
             pipe.zadd(self.timers_key, {member: until_ms}, xx=True)
-            slots = self.slot_holds.get((run_id, lease_field))  # concurrency slots
+            slots = self._slot_holds.get((run_id, lease_field))  # concurrency slots
             for key in slots[0] if slots else ():  # live as long as the lease
                 pipe.zadd(key, {slots[1]: until_ms}, xx=True)  # type: ignore[index]
         if len(pipe):
             self.execute(pipe)
         return lost
+
+    def hold_slots(self, run_id: str, lease_field: str, slot_keys: list[str], holder: str) -> None:
+        """Concurrency slots ``holder`` took: :meth:`renew_leases` renews them with the lease."""
+        self._slot_holds[(run_id, lease_field)] = (slot_keys, holder)
+
+    def drop_slot_hold(self, run_id: str, lease_field: str) -> None:
+        self._slot_holds.pop((run_id, lease_field), None)
 
     # -- waits ---------------------------------------------------------------------
 
@@ -537,7 +547,52 @@ class Store:
         raw = self.r.get(f"{self.p}:route:{{{batch_id}}}")
         return None if raw is None else _s(raw)
 
+    # -- cron cursors ----------------------------------------------------------------
+
+    def cron_key(self, fn_key: str) -> str:
+        return f"{self.p}:cron:{fn_key}"
+
+    def cron_cursor(self, fn_key: str) -> int | None:
+        """The instant (ms) up to which a cron function's ticks are handled."""
+        raw = self.r.hget(self.cron_key(fn_key), "at")
+        return None if raw is None else int(raw)
+
+    def advance_cron(
+        self, fn_key: str, horizon_ms: int, skipped: Sequence[str], run_ms: str
+    ) -> None:
+        """Expire the skipped tick runs just recorded and move the cursor forward."""
+        pipe = self.r.pipeline(transaction=False)
+        for rid in skipped:
+            pipe.expire(self.run_key(rid), self.retention)
+        self.script("cron_cursor", [self.cron_key(fn_key)], [horizon_ms, len(skipped), run_ms],
+                    client=pipe)
+        self.execute(pipe)
+
+    def store_event_text(self, event_id: str, text: str) -> None:
+        """Store one event's JSON, set-if-absent, with the retention TTL."""
+        self.r.set(self.event_key(event_id), text, nx=True, ex=self.retention)
+
+    # -- trace context -----------------------------------------------------------------
+
+    def save_trace_context(self, run_id: str, text: str, ttl: int) -> None:
+        self.r.set(f"{self.p}:trace:{{{run_id}}}", text, nx=True, ex=ttl)
+
+    def trace_context(self, run_id: str) -> str | None:
+        raw = self.r.get(f"{self.p}:trace:{{{run_id}}}")
+        return None if not raw else _s(raw)
+
     # -- inspection ------------------------------------------------------------------
+
+    def run_field(self, run_id: str, field: str) -> str | None:
+        raw = self.r.hget(self.run_key(run_id), field)
+        return None if raw is None else _s(raw)
+
+    def runs_field(self, run_ids: Sequence[str], field: str) -> list[str | None]:
+        """One field of each run, in one round trip (None where the run is gone)."""
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hget(self.run_key(rid), field)
+        return [None if v is None else _s(v) for v in pipe.execute()]
 
     def run_fields(self, run_id: str) -> dict[str, str]:
         raw = self.r.hgetall(self.run_key(run_id))
