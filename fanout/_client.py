@@ -30,10 +30,10 @@ from ._core.flow import (
 from ._core.function import FunctionDef, build_function, check_backoff, check_id
 from ._core.ids import new_token, run_id_for
 from ._core.records import RunInfo
+from ._core.run_record import to_run_info
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._errors import ConfigError, EventError
-from ._redis.store import to_run_info
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -48,6 +48,7 @@ from celery.beat import BeatLazyFunc
 from celery.schedules import BaseSchedule
 
 from .._core.event import dumps
+from .._core.run_record import ENDED, ERROR, ST, new_run_fields
 from .._core.schedule import MAX_SKIPPED, CronSchedule, jitter_for, plan_catch_up, tick_id
 from .._errors import ConfigError
 from .._redis.store import StoreError
@@ -411,10 +412,10 @@ class CronService:
         for tick, index in decision.skipped:
             fields = self._fields(fn, tick_event(fn, triggers[index], tick), now)
             superseded = decision.run is not None or tick != latest
-            fields.update(
-                st="skipped",
-                t1=repr(now),
-                err=dumps(
+            fields.update({
+                ST: "skipped",
+                ENDED: repr(now),
+                ERROR: dumps(
                     {
                         "type": "CronTickSkipped",
                         "message": f"the tick scheduled at {iso(tick)} was missed and "
@@ -425,7 +426,7 @@ class CronService:
                         ),
                     }
                 ),
-            )
+            })
             records.append((tick_id(fn.key, tick), fn.key, fields))
         results = store.create_runs(records)
         started = 0
@@ -458,17 +459,8 @@ class CronService:
 
     @staticmethod
     def _fields(fn: FunctionDef, event: Mapping[str, Any], now: float) -> dict[str, Any]:
-        return {
-            "st": "queued",
-            "fn": fn.fn_id,
-            "app": fn.app_id,
-            "fk": fn.key,
-            "ev": dumps([event["id"]]),
-            "event": dumps(event),
-            "c": repr(now),
-            "seq": "0",
-            "att": "0",
-        }
+        return new_run_fields(fn.fn_id, fn.app_id, fn.key, event, event_ids=[event["id"]],
+                              created=repr(now))
 
     # -- beat ------------------------------------------------------------------------
 

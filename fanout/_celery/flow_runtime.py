@@ -46,6 +46,30 @@ from .._core.flow import (
 )
 from .._core.ids import derived_event_id
 from .._core.records import TERMINAL
+from .._core.run_record import (
+    APP,
+    BATCH_EVENT_PREFIX,
+    BATCH_KEY,
+    CANCEL_KEYS,
+    DEBOUNCE_KEY,
+    DEBOUNCE_TS,
+    ENDED,
+    ERROR,
+    EV,
+    EVENT,
+    EVENTS,
+    FIRST_PASS,
+    FK,
+    FN,
+    INVOKER,
+    NOT_BEFORE,
+    PRIORITY,
+    SINGLETON_KEY,
+    ST,
+    START_DEADLINE,
+    WAITING_SINCE,
+    WAKE,
+)
 from .._errors import EventError
 
 if TYPE_CHECKING:
@@ -160,7 +184,7 @@ class FlowRuntime:
                 self._skip(fn, rid, fields, now, "Singleton",
                            f"run {holder} is still active for this singleton key")
                 return
-            fields["sgk"] = key
+            fields[SINGLETON_KEY] = key
             replaced = holder if head == "replaced" else ""
         wake = wake_floor
         t = flow.throttle
@@ -170,17 +194,17 @@ class FlowRuntime:
                                [rid, int(now * 1000), int(t.period_s * 1000), t.limit, t.burst])
             start = float(_s(raw)) / 1000
             if start > now + 0.05:
-                fields["nb"] = f"{start:.3f}"
+                fields[NOT_BEFORE] = f"{start:.3f}"
                 wake = max(wake, start)
         self.decorate(fn, ev, fields, now)
-        if wake and "dls" in fields:
-            wake = min(wake, float(fields["dls"]))
+        if wake and START_DEADLINE in fields:
+            wake = min(wake, float(fields[START_DEADLINE]))
         if wake > now + 0.05:
-            fields["wake"] = f"{wake:.3f}"
+            fields[WAKE] = f"{wake:.3f}"
         ((_r, created, needs),) = store.create_runs([(rid, fn.key, fields)])
         if needs:
             if not created:  # a retried router: the run exists but never started
-                wake = float(store.run_field(rid, "wake") or "0")
+                wake = float(store.run_field(rid, WAKE) or "0")
             self.listen(fn, rid, ev, fields, now)
             if wake > now + 0.05:
                 store.arm(rid, wake)
@@ -194,7 +218,7 @@ class FlowRuntime:
         res = store.script("fc_singleton", [key], [rid, mode, ""])
         head, holder = _s(res[0]), _s(res[1])
         if head in ("held", "replaced"):
-            st = store.run_field(holder, "st")
+            st = store.run_field(holder, ST)
             if st is None or st in TERMINAL:  # it ended without giving the key back
                 if head == "replaced":
                     return "ok", holder
@@ -207,13 +231,13 @@ class FlowRuntime:
     ) -> None:
         store = self.rt.store
         error = {"type": kind, "message": f"skipped: {why}"}
-        rec = {**fields, "st": "skipped", "t1": repr(now), "err": dumps(error)}
+        rec = {**fields, ST: "skipped", ENDED: repr(now), ERROR: dumps(error)}
         ((_r, created, _n),) = store.create_runs([(rid, fn.key, rec)])
         if not created:
             return
         store.flow.expire_run(rid)
         log.info("fanout: run %s of %s skipped: %s", rid, fn.key, why)
-        inv = fields.get("inv")
+        inv = fields.get(INVOKER)
         if inv:
             self.rt._tell_parent(json.loads(inv), "skipped", None, error)
 
@@ -221,21 +245,21 @@ class FlowRuntime:
         """Run fields for priority, the start deadline and cancel listeners."""
         flow = fn.flow
         if flow.priority is not None:
-            fields["prio"] = repr(priority_factor(flow.priority, ev))
+            fields[PRIORITY] = repr(priority_factor(flow.priority, ev))
         if flow.timeouts is not None and flow.timeouts.start_s is not None:
-            fields["dls"] = f"{now + flow.timeouts.start_s:.3f}"
+            fields[START_DEADLINE] = f"{now + flow.timeouts.start_s:.3f}"
         if flow.cancel:
             keys = []
             for i, c in enumerate(flow.cancel):
                 mb = match_bucket(c, ev)
                 if mb is not None:
                     keys.append([i, self._cancel_key(fn, i, mb)])
-            fields["cxk"] = dumps(keys)
+            fields[CANCEL_KEYS] = dumps(keys)
 
     def listen(self, fn: FunctionDef, rid: str, ev: dict[str, Any], fields: dict[str, Any],
                now: float) -> None:
         """Register the run with the cancel events it listens to."""
-        pairs = json.loads(fields.get("cxk") or "[]")
+        pairs = json.loads(fields.get(CANCEL_KEYS) or "[]")
         if not pairs:
             return
         store = self.rt.store
@@ -265,7 +289,7 @@ class FlowRuntime:
             ])
             run, due, head = _s(res[0]), float(_s(res[1])) / 1000, _s(res[2])
             if head == "new":
-                self._create(fn, run, ev, {**fields, "deb": key, "dts": ts}, now, todo,
+                self._create(fn, run, ev, {**fields, DEBOUNCE_KEY: key, DEBOUNCE_TS: ts}, now, todo,
                              wake_floor=due)
                 return
             wake = store.script("fc_debounce_run", [store.run_key(run)],
@@ -292,9 +316,9 @@ class FlowRuntime:
             run, due, n = _s(res[0]), float(_s(res[1])) / 1000, int(res[2])
             opened, full = bool(int(res[3])), bool(int(res[4]))
             if opened:
-                self._create(fn, run, ev, {**fields, "bat": key}, now, [], wake_floor=due)
+                self._create(fn, run, ev, {**fields, BATCH_KEY: key}, now, [], wake_floor=due)
             added, wake = store.script("fc_batch_run", [store.run_key(run)], [
-                f"be:{ev.get('id')}", dumps({"n": n, "e": ev}), "1" if full else "0",
+                f"{BATCH_EVENT_PREFIX}{ev.get('id')}", dumps({"n": n, "e": ev}), "1" if full else "0",
             ])
             if int(added):
                 self._index_event(ev, run)
@@ -313,8 +337,8 @@ class FlowRuntime:
     def _close_batch(self, run_id: str, fields: dict[str, str]) -> None:
         """At a batch run's first pass: close the batch, gather its events in order."""
         store = self.rt.store
-        store.script("fc_release", [fields["bat"]], [run_id])
-        parts = sorted((json.loads(v) for k, v in fields.items() if k.startswith("be:")),
+        store.script("fc_release", [fields[BATCH_KEY]], [run_id])
+        parts = sorted((json.loads(v) for k, v in fields.items() if k.startswith(BATCH_EVENT_PREFIX)),
                        key=lambda item: int(item["n"]))
         events: list[dict[str, Any]] = []
         seen: set[Any] = set()
@@ -323,12 +347,12 @@ class FlowRuntime:
                 seen.add(item["e"].get("id"))
                 events.append(item["e"])
         if not events:
-            events = [json.loads(fields.get("event", "{}"))]
+            events = [json.loads(fields.get(EVENT, "{}"))]
         update: dict[str, str] = {
-            "events": dumps(events), "event": dumps(events[0]),
-            "ev": dumps([e.get("id") for e in events]),
+            EVENTS: dumps(events), EVENT: dumps(events[0]),
+            EV: dumps([e.get("id") for e in events]),
         }
-        drop = [k for k in fields if k.startswith("be:")]
+        drop = [k for k in fields if k.startswith(BATCH_EVENT_PREFIX)]
         store.flow.close_batch(run_id, update, drop)
         for k in drop:
             del fields[k]
@@ -345,18 +369,18 @@ class FlowRuntime:
         (the run waits for a slot, or it was cancelled).
         """
         flow, store, now = fn.flow, self.rt.store, time.time()
-        started = "tf0" in fields
+        started = FIRST_PASS in fields
         timeouts = flow.timeouts
         if not started:
-            if "deb" in fields:
-                store.script("fc_release", [fields["deb"]], [run_id])
-            if "bat" in fields and "events" not in fields:
+            if DEBOUNCE_KEY in fields:
+                store.script("fc_release", [fields[DEBOUNCE_KEY]], [run_id])
+            if BATCH_KEY in fields and "events" not in fields:
                 self._close_batch(run_id, fields)
-            if "dls" in fields and now > float(fields["dls"]):
+            if START_DEADLINE in fields and now > float(fields[START_DEADLINE]):
                 self._timed_out(run_id, token, fields, "StartTimeout", "start", timeouts)
                 return False, None
         elif timeouts is not None and timeouts.finish_s is not None:
-            if now > float(fields["tf0"]) + timeouts.finish_s:
+            if now > float(fields[FIRST_PASS]) + timeouts.finish_s:
                 self._timed_out(run_id, token, fields, "FinishTimeout", "finish", timeouts)
                 return False, None
         hold: Hold | None = None
@@ -367,7 +391,7 @@ class FlowRuntime:
         if not started:
             stamp = f"{now:.3f}"
             store.flow.stamp_first_pass(run_id, stamp)
-            fields["tf0"] = stamp
+            fields[FIRST_PASS] = stamp
         return True, hold
 
     def _timed_out(self, run_id: str, token: str, fields: dict[str, str], kind: str,
@@ -383,15 +407,15 @@ class FlowRuntime:
     def clamp_wake(self, fn: FunctionDef, fields: dict[str, str], wake: float) -> float:
         """A wake time no later than the run's finish deadline."""
         t = fn.flow.timeouts
-        if t is None or t.finish_s is None or "tf0" not in fields:
+        if t is None or t.finish_s is None or FIRST_PASS not in fields:
             return wake
-        return min(wake, float(fields["tf0"]) + t.finish_s)
+        return min(wake, float(fields[FIRST_PASS]) + t.finish_s)
 
     def acquire(self, fn: FunctionDef, run_id: str, token: str, fields: dict[str, str],
                 lease_ms: int, branch: str | None) -> Hold | None:
         """Take a slot in each constraint, or park the run (or branch) as waiting."""
         store, now = self.rt.store, time.time()
-        event = json.loads(fields.get("event", "{}"))
+        event = json.loads(fields.get(EVENT, "{}"))
         keys = self.concurrency_keys(fn, event)
         limits = [c.limit for c in fn.flow.concurrency]
         if branch is None:
@@ -399,29 +423,29 @@ class FlowRuntime:
         else:
             holder, waiter = f"{run_id}:{branch}:{token}", f"b|{fn.key}|{run_id}|{branch}"
             field = f"bl:{branch}"
-        since = float(fields.get("ccw") or now)
-        score = wait_score_ms(since, float(fields.get("prio") or 0))
+        since = float(fields.get(WAITING_SINCE) or now)
+        score = wait_score_ms(since, float(fields.get(PRIORITY) or 0))
         res = store.script("fc_slots_acquire", keys, [
             holder, waiter, int(now * 1000), lease_ms, score, self._reserve_ms(now), *limits,
         ])
         self.wake([_s(w) for w in res[1:]])
         if _s(res[0]) == "ok":
             store.hold_slots(run_id, field, keys[0::2], holder)
-            if branch is None and "ccw" in fields:
+            if branch is None and WAITING_SINCE in fields:
                 store.flow.clear_waiting_since(run_id)
             return Hold(keys, holder, limits, run_id, field)
         # Full: give the run back without holding a worker; a release wakes it.
         due = now + self.fallback_s
         if branch is None:
-            seq, _r = store.end_pass(run_id, token, "queued", fields={"ccw": repr(since)})
+            seq, _r = store.end_pass(run_id, token, "queued", fields={WAITING_SINCE: repr(since)})
             if seq == -1:
                 self.rt.finish(run_id, token, "cancelled", None, self.rt._cancel_reason(run_id),
                                fields)
                 return None
             if seq is None:
                 return None
-            if "tf0" not in fields and "dls" in fields:
-                due = min(due, float(fields["dls"]))
+            if FIRST_PASS not in fields and START_DEADLINE in fields:
+                due = min(due, float(fields[START_DEADLINE]))
             store.arm(run_id, due)
         else:
             store.end_branch(run_id, branch, token)
@@ -463,14 +487,14 @@ class FlowRuntime:
               error: dict[str, Any] | None) -> None:
         """A run reached a terminal status: release what it held, emit system events."""
         store = self.rt.store
-        fn = self.rt.functions.get(fields.get("fk", ""))
-        if fields.get("sgk"):
-            store.script("fc_release", [fields["sgk"]], [run_id])
-        pairs = json.loads(fields.get("cxk") or "[]")
+        fn = self.rt.functions.get(fields.get(FK, ""))
+        if fields.get(SINGLETON_KEY):
+            store.script("fc_release", [fields[SINGLETON_KEY]], [run_id])
+        pairs = json.loads(fields.get(CANCEL_KEYS) or "[]")
         if pairs:
             store.flow.drop_cancel_listener([key for _i, key in pairs], run_id)
-        if fn is not None and fn.flow.concurrency and "ccw" in fields:
-            keys = self.concurrency_keys(fn, json.loads(fields.get("event", "{}")))
+        if fn is not None and fn.flow.concurrency and WAITING_SINCE in fields:
+            keys = self.concurrency_keys(fn, json.loads(fields.get(EVENT, "{}")))
             now = time.time()
             woken = store.script("fc_slots_release", keys, [
                 "", f"p|{fn.key}|{run_id}", int(now * 1000), self._reserve_ms(now),
@@ -494,14 +518,14 @@ class FlowRuntime:
                  "cancelled": [SYSTEM_CANCELLED]}.get(status, [])
         if not names:
             return
-        trigger = json.loads(fields.get("event", "{}"))
+        trigger = json.loads(fields.get(EVENT, "{}"))
         if is_system_event(trigger.get("name")):
             return  # a run started by a system event emits none (no loops)
         names = [n for n in names if self._subscribed(n)]
         if not names:
             return
         data: dict[str, Any] = {
-            "function_id": fields.get("fn", ""), "app_id": fields.get("app", ""),
+            "function_id": fields.get(FN, ""), "app_id": fields.get(APP, ""),
             "run_id": run_id, "status": status, "event": trigger,
         }
         if error is not None:
@@ -545,7 +569,7 @@ class FlowRuntime:
                     if (ev.get("ts") or 0) < (spec.get("ts") or 0):
                         continue  # sent before the run's trigger
                     if c._if is not None:
-                        raw_trig = store.run_field(rid, "event")
+                        raw_trig = store.run_field(rid, EVENT)
                         if raw_trig is None:
                             drop.append(rid)
                             continue
@@ -575,9 +599,9 @@ class FlowRuntime:
                 return count
             offset += len(ids)
             for rid, f in zip(ids, store.many_run_fields(ids), strict=True):
-                if not f.get("st") or f["st"] in TERMINAL:
+                if not f.get(ST) or f[ST] in TERMINAL:
                     continue
-                if expr is not None and not expr.matches({"event": json.loads(f.get("event", "{}"))}):
+                if expr is not None and not expr.matches({"event": json.loads(f.get(EVENT, "{}"))}):
                     continue
                 if self.rt.cancel(rid, "cancelled by cancel_runs") in ("cancelled", "flagged"):
                     count += 1

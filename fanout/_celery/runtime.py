@@ -45,6 +45,7 @@ from .._core.event import Event, dumps
 from .._core.function import FunctionDef
 from .._core.ids import new_token
 from .._core.records import StepRecord
+from .._core.run_record import new_run_fields, step_field
 from .._core.triggers import SubscriberIndex
 from .._errors import ConfigError, InvokeError, PublishError
 from .._redis.history import History
@@ -614,15 +615,13 @@ class Runtime:
 
         Used for replays and reruns. Returns False if ``run_id`` already exists.
         """
-        fields: dict[str, Any] = {
-            "st": "queued", "fn": fn.fn_id, "app": fn.app_id, "fk": fn.key,
-            "ev": dumps([event.get("id")] if event.get("id") else []), "event": dumps(event),
-            "c": repr(time.time()), "seq": "0", "att": "0",
-        }
-        if parent_run_id:
-            fields["par"] = parent_run_id
+        fields = new_run_fields(
+            fn.fn_id, fn.app_id, fn.key, event,
+            event_ids=[event.get("id")] if event.get("id") else [], created=repr(time.time()),
+            parent_run_id=parent_run_id,
+        )
         for rec in steps:
-            fields[f"s:{rec.id}"] = dumps(rec.to_json())
+            fields[step_field(rec.id)] = dumps(rec.to_json())
         fields.update(extra_fields or {})
         now = time.time()
         if fn.flow.at_start:  # priority, start deadline, cancel listeners (no admission gates)

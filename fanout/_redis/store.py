@@ -45,7 +45,8 @@ from typing import Any
 import redis
 
 from .._core.event import dumps
-from .._core.records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
+from .._core.records import RunInfo, StepRecord
+from .._core.run_record import to_run_info
 from .flow_store import FlowStore
 
 EVENT_NAME_INDEX_SECONDS = 86400
@@ -619,28 +620,3 @@ class Store:
             pipe.hgetall(self.run_key(rid))
         return [{_s(k): _s(v) for k, v in raw.items()} for raw in pipe.execute()]
 
-
-def _f(fields: Mapping[str, str], key: str) -> float | None:
-    v = fields.get(key)
-    return float(v) if v not in (None, "", "0") else None
-
-
-def to_run_info(run_id: str, f: Mapping[str, str]) -> RunInfo:
-    steps = [StepRecord.from_json(json.loads(v)) for k, v in f.items() if k.startswith("s:")]
-    steps.sort(key=lambda r: r.seq)
-    status = f["st"]
-    return RunInfo(
-        run_id=run_id,
-        fn_id=f.get("fn", ""),
-        app_id=f.get("app") or None,
-        status=status,
-        output=json.loads(f["out"]) if "out" in f else None,
-        error=json.loads(f["err"]) if f.get("err") else None,
-        event_ids=json.loads(f.get("ev", "[]")),
-        parent_run_id=f.get("par") or None,
-        attempt=int(f.get("att", "0")),
-        created_at=ts_to_dt(_f(f, "c")),
-        started_at=ts_to_dt(_f(f, "t0")),
-        ended_at=ts_to_dt(_f(f, "t1")) if status in TERMINAL else None,
-        steps=[StepInfo.from_record(r) for r in steps],
-    )
