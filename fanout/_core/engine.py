@@ -31,9 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .._errors import (
-    ConfigError,
-    EventError,
-    ExpressionError,
     InvokeError,
     NestedStepError,
     NonDeterminismError,
@@ -191,6 +188,21 @@ class Sink(Protocol):
     def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
         """Start the child run (idempotently); return its run id. Raise InvokeError if
         the function is unknown."""
+        ...
+
+    def defer_step(self, record: StepRecord) -> None:
+        """Keep the final record of a step this pass executed, to write it with the end
+        of the pass (or at :meth:`flush`); a sink that does not defer saves it now, as
+        :meth:`save_step` would."""
+        ...
+
+    def flush(self) -> None:
+        """Write the deferred step records now (before a side effect leaves the
+        process); raise :class:`SaveRejected` like :meth:`save_step`."""
+        ...
+
+    def step_failed(self, record: StepRecord, attempts: int) -> None:
+        """An attempt of a step failed (``attempts``: how many it may have in all)."""
         ...
 
 
@@ -441,9 +453,7 @@ class Pass:
 
     def _report_failure(self, rec: StepRecord) -> None:
         """Tell the sink (if it listens) that an attempt of a step failed."""
-        report = getattr(self.sink, "step_failed", None)
-        if report is not None:
-            report(rec, self.inp.policy.retries + 1)
+        self.sink.step_failed(rec, self.inp.policy.retries + 1)
 
     def finish(self, op: Op, rec: StepRecord, *, executed: bool = False) -> Any:
         """Save a final record, count it, and return its value (or raise its error).
@@ -452,10 +462,9 @@ class Pass:
         which writes it with the end of the pass (one Redis round trip fewer per step),
         or earlier, before anything else leaves the process (:meth:`flush`).
         """
-        defer = getattr(self.sink, "defer_step", None)
-        if executed and defer is not None and self.inp.branch is None:
+        if executed and self.inp.branch is None:
             self._account(rec)
-            defer(rec)
+            self.sink.defer_step(rec)
         else:
             rec = self.save(rec) or rec
         if executed:
@@ -484,12 +493,10 @@ class Pass:
 
     def flush(self) -> None:
         """Write deferred step records now (before a side effect or the next step)."""
-        flush = getattr(self.sink, "flush", None)
-        if flush is not None:
-            try:
-                flush()
-            except SaveRejected as exc:
-                raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
+        try:
+            self.sink.flush()
+        except SaveRejected as exc:
+            raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
 
 
 def invoke_sync(op: Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
@@ -518,75 +525,6 @@ async def invoke_async(
         return False, exc
     finally:
         current_step.reset(token)
-
-
-# --------------------------------------------------------------------------- driver
-
-
-_NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
-
-
-async def _drive_async(handler: Callable[..., Any], ctx: Any) -> Any:
-    try:
-        return await handler(ctx)
-    finally:
-        # Steps parked by a parallel plan never resume: cancel them with the pass.
-        me = asyncio.current_task()
-        for task in asyncio.all_tasks():
-            if task is not me:
-                task.cancel()
-
-
-def run_pass(
-    handler: Callable[..., Any], inp: PassInput, sink: Sink, *, is_async: bool
-) -> Outcome:
-    """Run one pass of ``handler`` and say what should happen next."""
-    from .steps import Context
-
-    p = Pass(inp, sink, is_async=is_async)
-    ctx = Context(p)
-    try:
-        if is_async:
-            try:
-                result = run_coroutine(_drive_async(handler, ctx))
-            finally:
-                loop = thread_loop()
-                if not loop.is_running():
-                    loop.run_until_complete(asyncio.sleep(0))
-        else:
-            result = handler(ctx)
-            if inspect.isawaitable(result):
-                result = run_coroutine(result)
-    except Interrupt as intr:
-        return intr.outcome
-    except RetryAfterError as exc:
-        return Failed(error_info(exc), True, exc.delay_seconds(utcnow()))
-    except _NON_RETRIABLE as exc:
-        return Failed(error_info(exc), False)
-    except Exception as exc:  # noqa: BLE001
-        return Failed(error_info(exc), True)
-    if inp.branch is not None:
-        return BranchDone(inp.branch)
-    if p.unvisited:
-        names = sorted(p.unvisited)
-        return Failed(
-            error_info(
-                NonDeterminismError(
-                    f"the handler returned without reaching the memoized step(s) {names!r}; "
-                    "the code changed under a running run"
-                )
-            ),
-            False,
-        )
-    try:
-        text = dumps(result)
-    except (TypeError, ValueError) as exc:
-        err = NonRetriableError(
-            f"the function returned a value that is not JSON-serializable "
-            f"({type(result).__name__}): {exc}"
-        )
-        return Failed(error_info(err), False)
-    return Completed(json.loads(text))
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:

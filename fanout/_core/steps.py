@@ -20,6 +20,7 @@ from typing import Any
 from .._errors import ConfigError, InvokeError, NonRetriableError
 from .engine import (
     FINAL,
+    BranchDone,
     Interrupt,
     Op,
     Pass,
@@ -350,8 +351,6 @@ class Step:
 
 
 def _branch_done(p: Pass) -> Any:
-    from .engine import BranchDone
-
     return BranchDone(p.inp.branch or "")
 
 
