@@ -18,6 +18,7 @@ from ._core.flow import (
     Timeouts,
 )
 from ._core.records import RunInfo, StepInfo
+from ._core.step_types import AsyncContext
 from ._core.steps import Context, Group, Step
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._errors import (
@@ -36,6 +37,7 @@ from ._errors import (
 from ._version import __version__
 
 __all__ = [
+    "AsyncContext",
     "Batch",
     "Cancel",
     "Concurrency",

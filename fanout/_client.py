@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from typing import Any, Protocol, TypeVar, overload
 
 from celery import Celery
 
@@ -31,11 +31,27 @@ from ._core.function import FunctionDef, build_function, check_backoff, check_id
 from ._core.ids import new_token, run_id_for
 from ._core.records import RunInfo
 from ._core.run_record import to_run_info
+from ._core.step_types import AsyncContext
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._errors import ConfigError, EventError
 
 F = TypeVar("F", bound=Callable[..., Any])
+AF = TypeVar("AF", bound=Callable[[AsyncContext], Coroutine[Any, Any, Any]])
+SF = TypeVar("SF", bound=Callable[[Context], Any])
+
+
+class FunctionDecorator(Protocol):
+    """What ``create_function`` returns.  For a type checker it pairs the handler's
+    kind with its context: ``async def f(ctx: fanout.AsyncContext)`` (step tools
+    return awaitables) or ``def f(ctx: fanout.Context)`` (they return values); a
+    ``def`` handler taking ``AsyncContext`` does not type-check.  The handler is
+    returned unchanged."""
+
+    @overload
+    def __call__(self, handler: AF) -> AF: ...
+    @overload
+    def __call__(self, handler: SF) -> SF: ...
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -124,7 +140,7 @@ class Fanout:
         cancel: Cancel | list[Cancel] | None = None,
         timeouts: Timeouts | None = None,
         on_failure: Callable[..., Any] | None = None,
-    ) -> Callable[[F], F]:
+    ) -> FunctionDecorator:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
         Flow control (``docs/concepts/flow-control.md``): ``concurrency``,

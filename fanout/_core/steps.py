@@ -31,6 +31,7 @@ from .engine import (
 )
 from .event import Event, prepare_batch
 from .ids import derived_event_id
+from .step_types import SyncGroup, SyncStep
 
 MAX_SLEEP_SECONDS = 366 * 86400
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -429,8 +430,10 @@ class Context:
         self.fn_id: str = inp.fn_id
         self.attempt: int = inp.attempt
         self.logger: logging.LoggerAdapter = pass_.logger  # type: ignore[type-arg]
-        self.step = Step(pass_)
-        self.group = Group(pass_)
+        # One Step and one Group serve both kinds of handler; what a type checker sees
+        # is the sync view here and the async one in AsyncContext (step_types.py).
+        self.step: SyncStep = Step(pass_)
+        self.group: SyncGroup = Group(pass_)
 
     def __repr__(self) -> str:
         return f"<fanout.Context fn={self.fn_id!r} run={self.run_id!r} attempt={self.attempt}>"

@@ -25,7 +25,7 @@ import fanout.tracing
 ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC_ALL = [
-    "Batch", "Cancel", "Concurrency", "ConfigError", "Debounce", "Context", "Event",
+    "AsyncContext", "Batch", "Cancel", "Concurrency", "ConfigError", "Debounce", "Context", "Event",
     "EventError", "ExpressionError", "Fanout", "FanoutError", "Group", "InvokeError",
     "NestedStepError", "NonDeterminismError", "NonRetriableError", "Priority",
     "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "Singleton", "Step",
