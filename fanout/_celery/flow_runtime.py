@@ -1,7 +1,7 @@
 """Flow control against Redis: admitting runs, concurrency slots, the run lifecycle.
 
 One :class:`FlowRuntime` per :class:`Runtime`.  The option classes and the
-arithmetic are in ``_flow.py``; every decision that several workers could race
+arithmetic are in ``fanout/_core/flow.py``; every decision that several workers could race
 on is one Lua script (``fanout/_redis/lua/fc_*.lua``) over one flow-control key.
 
 * **Admission** (the router, once per event and function): idempotency and rate

@@ -4,34 +4,8 @@ Redis is the source of truth; broker messages carry only ids.  Every write that
 must be atomic is a Lua script shipped in ``fanout/_redis/lua``.  Each run's keys
 share one hash tag (``{run id}``) so a script touches one cluster slot.
 
-Key layout (``P`` is the prefix, ``fanout`` by default)::
-
-    P:run:{RID}            hash   run fields + one ``s:<step id>`` field per step
-    P:ev:{EID}             string event JSON (retention TTL)
-    P:ev:{EID}:runs        set    runs this event started
-    P:timers               zset   run id / route:<batch> -> due time (ms)
-    P:route:{BATCH}        string a router batch in progress (for recovery)
-    P:idx:runs             zset   run id -> created (ms)
-    P:idx:fn:<app>:<fn>    zset   run id -> created (ms)
-    P:idx:events           zset   event id -> ts (ms)
-    P:idx:evname:<name>    zset   event id -> ts (ms), the last day (wait lookback)
-    P:waits:<name>         hash   open wait_for_event waits without ``match``: <run>:<step> -> spec
-    P:waits:<name>|<path>=<h> hash open waits whose ``match`` field has the value hashed <h>
-    P:waits:<name>|paths   set    the ``match`` paths in use for <name>
-    P:trace:{RID}          string the run's starting trace context (tracing only, retention TTL)
-
-Flow control (``_flow_runtime.py``) keeps its state in keys of its own, each under
-its own hash tag (``B`` is a digest of function and key)::
-
-    P:fc:idem:{B}          string idempotency key -> run id (24 h)
-    P:fc:rate:{B}          zset   rate limit log: run id -> admitted at (ms)
-    P:fc:thr:{B}           zset   throttle: '' -> GCRA time, run id -> start (ms)
-    P:fc:one:{B}           hash   singleton: run = the active run
-    P:fc:deb:{B}           hash   debounce: run, first, due
-    P:fc:bat:{B}           hash   open batch: run, n, due
-    P:fc:cc:{APP}:B        zset   concurrency slots: run:token -> lease until (ms)
-    P:fc:ccw:{APP}:B       zset   runs waiting for a slot -> score (ms)
-    P:fc:cx:{B}            hash   cancel-on-event listeners: run id -> spec
+The key layout, the run record's fields and what each script guarantees are in
+``docs/internals.md``; flow control's commands are in ``flow_store.py``.
 """
 
 from __future__ import annotations
