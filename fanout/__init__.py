@@ -17,16 +17,19 @@ from ._core.flow import (
     Throttle,
     Timeouts,
 )
+from ._core.middleware import Middleware, MiddlewareSync, SendEventsResult, TransformOutputResult
 from ._core.records import RunInfo, StepInfo
 from ._core.step_types import AsyncContext
 from ._core.steps import Context, Group, Step
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._errors import (
     ConfigError,
+    DecryptionError,
     EventError,
     ExpressionError,
     FanoutError,
     InvokeError,
+    MiddlewareError,
     NestedStepError,
     NonDeterminismError,
     NonRetriableError,
@@ -42,8 +45,9 @@ __all__ = [
     "Cancel",
     "Concurrency",
     "ConfigError",
-    "Debounce",
     "Context",
+    "Debounce",
+    "DecryptionError",
     "Event",
     "EventError",
     "ExpressionError",
@@ -51,6 +55,9 @@ __all__ = [
     "FanoutError",
     "Group",
     "InvokeError",
+    "Middleware",
+    "MiddlewareError",
+    "MiddlewareSync",
     "NestedStepError",
     "NonDeterminismError",
     "NonRetriableError",
@@ -59,12 +66,14 @@ __all__ = [
     "RateLimit",
     "RetryAfterError",
     "RunInfo",
+    "SendEventsResult",
     "Singleton",
     "Step",
     "StepError",
     "StepInfo",
     "Throttle",
     "Timeouts",
+    "TransformOutputResult",
     "TriggerCron",
     "TriggerEvent",
     "__version__",

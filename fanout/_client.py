@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, overload
 
 from celery import Celery
@@ -29,6 +29,9 @@ from ._core.flow import (
 )
 from ._core.function import FunctionDef, build_function, check_backoff, check_id
 from ._core.ids import new_token, run_id_for
+from ._core.middleware import MiddlewareFactory, SendEventsResult
+from ._core.middleware import Stack as MiddlewareStack
+from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo
 from ._core.run_record import to_run_info
 from ._core.step_types import AsyncContext
@@ -97,6 +100,7 @@ class Fanout:
         checkpoint: bool = False,
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
+        middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
         if not isinstance(celery, Celery):
@@ -114,6 +118,7 @@ class Fanout:
             celery, self.redis_url, recovery_timeout=recovery_timeout, retention=retention
         )
         self.functions: dict[str, FunctionDef] = {}
+        self.middleware = validate_middleware(middleware, "Fanout(middleware=...)")
 
     def __repr__(self) -> str:
         return f"<fanout.Fanout app_id={self.app_id!r} functions={len(self.functions)}>"
@@ -140,6 +145,7 @@ class Fanout:
         cancel: Cancel | list[Cancel] | None = None,
         timeouts: Timeouts | None = None,
         on_failure: Callable[..., Any] | None = None,
+        middleware: Sequence[MiddlewareFactory] | None = None,
     ) -> FunctionDecorator:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
@@ -157,6 +163,8 @@ class Fanout:
         )
         backoff_ = self._backoff if backoff is None else backoff
         checkpoint_ = self._checkpoint if checkpoint is None else checkpoint
+        middleware_ = self.middleware + validate_middleware(
+            middleware, f"create_function(fn_id={fn_id!r}, middleware=...)")
 
         def decorator(handler: F) -> F:
             fn = build_function(
@@ -170,12 +178,14 @@ class Fanout:
                 handler=handler,
                 flow=flow,
             )
+            fn.middleware, fn.client = middleware_, self
             companion = None
             if on_failure is not None:
                 companion = self._failure_handler(fn, on_failure, retries, backoff_, checkpoint_)
             self._rt.add_function(fn)
             self.functions[fn.fn_id] = fn
             if companion is not None:
+                companion.middleware, companion.client = middleware_, self
                 self._rt.add_function(companion)
                 self.functions[companion.fn_id] = companion
             handler.fanout_function = fn  # type: ignore[attr-defined]
@@ -213,12 +223,30 @@ class Fanout:
 
     def send_sync(self, events: Event | Iterable[Event]) -> list[str]:
         """Validate, store and publish events; returns their ids. Raises on any failure."""
-        return self._rt.publish(prepare_batch(events))
+        prepared = prepare_batch(events)
+        if not self.middleware:
+            return self._rt.publish(prepared)
+        return self._send_with_middleware(prepared)
 
     async def send(self, events: Event | Iterable[Event]) -> list[str]:
         """The async form of :meth:`send_sync`."""
         prepared = prepare_batch(events)
-        return await asyncio.to_thread(self._rt.publish, prepared)
+        if not self.middleware:
+            return await asyncio.to_thread(self._rt.publish, prepared)
+        return await asyncio.to_thread(self._send_with_middleware, prepared)
+
+    def _send_with_middleware(self, prepared: list[tuple[Event, str]]) -> list[str]:
+        """``before_send_events`` / ``after_send_events`` of the client's middleware."""
+        stack = MiddlewareStack.build(self.middleware, self, None)
+        events = [ev for ev, _text in prepared]
+        stack.call("before_send_events", events)
+        try:
+            ids = self._rt.publish(prepare_batch(events))
+        except Exception as exc:
+            stack.call("after_send_events", SendEventsResult([], exc), reverse=True)
+            raise
+        stack.call("after_send_events", SendEventsResult(ids), reverse=True)
+        return ids
 
     def emit(
         self,

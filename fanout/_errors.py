@@ -7,8 +7,10 @@ The tree::
     │                                 or a client is created (pickle, bad trigger, ...)
     ├── EventError (ValueError)       an event that cannot be sent; nothing was published
     ├── ExpressionError (ValueError)  a CEL expression that does not compile or evaluate
+    ├── MiddlewareError               a middleware hook raised; names the middleware and hook
     ├── PublishError                  Redis or the broker refused a send; raised, never swallowed
     ├── NonRetriableError             raise it in a step or handler to fail at once
+    │   ├── DecryptionError           stored data cannot be decrypted with the keys given
     │   ├── InvokeError               an invoked child run failed, timed out or is missing
     │   ├── NestedStepError           a step tool was called inside a running step
     │   └── NonDeterminismError       a replay reached steps in an order the memo does not fit
@@ -26,10 +28,12 @@ from typing import Any
 
 __all__ = [
     "ConfigError",
+    "DecryptionError",
     "EventError",
     "ExpressionError",
     "FanoutError",
     "InvokeError",
+    "MiddlewareError",
     "NestedStepError",
     "NonDeterminismError",
     "NonRetriableError",
@@ -128,3 +132,14 @@ class NestedStepError(NonRetriableError):
 
 class NonDeterminismError(NonRetriableError):
     """The handler reached its steps in an order that does not fit the memoized run."""
+
+
+class MiddlewareError(FanoutError):
+    """A middleware hook raised (or a middleware could not be created); the message
+    names the middleware and the hook.  The pass fails and the function's retries
+    apply; results already saved stay saved."""
+
+
+class DecryptionError(NonRetriableError):
+    """Encrypted data in the store cannot be decrypted with the keys configured (a
+    wrong or missing key); the ciphertext is left as it was."""

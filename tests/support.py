@@ -83,6 +83,7 @@ class Worker:
         name: str = "w1",
         env: dict[str, str] | None = None,
         log_dir: Path,
+        args: tuple[str, ...] = (),
     ) -> None:
         self.module = module
         self.name = name
@@ -94,7 +95,7 @@ class Worker:
                 sys.executable, "-m", "celery", "-A", module, "worker",
                 "--pool", pool, "--concurrency", str(concurrency),
                 "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip",
-                "--without-mingle", "--without-heartbeat",
+                "--without-mingle", "--without-heartbeat", *args,
             ],
             cwd=ROOT,
             env=full_env,

@@ -1,8 +1,9 @@
 """Run the seed workflow end to end and print what happened.
 
 With no ``FANOUT_REDIS_URL`` it runs embedded: an in-process broker, worker and
-in-memory Redis-compatible store.  With ``FANOUT_REDIS_URL`` set it uses that
-Redis as broker and store, with a worker in this process.
+in-memory Redis-compatible store.  With ``FANOUT_REDIS_URL`` set it keeps its
+state in that Redis and uses ``CELERY_BROKER_URL``, else the next database of the
+same server, as the broker, with a worker in this process.
 """
 
 from __future__ import annotations

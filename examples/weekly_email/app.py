@@ -4,23 +4,39 @@ starts its own run of the email function.
 Run it with ``python -m examples.weekly_email`` (embedded, nothing to install),
 or run a real worker against Redis::
 
-    FANOUT_REDIS_URL=redis://localhost:6379/0 celery -A examples.weekly_email.app worker
+    FANOUT_REDIS_URL=redis://localhost:6379/0 CELERY_BROKER_URL=redis://localhost:6379/1 \
+        celery -A examples.weekly_email.app worker
+
+fanout's state and the broker's queues live in separate Redis databases, as
+docs/howto/deployment.md advises: without ``CELERY_BROKER_URL`` the broker is the
+database after the store's on the same server (1 for a store on 0).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+from urllib.parse import urlsplit
 
 from celery import Celery
 
 import fanout
 
+
+def broker_beside(store_url: str) -> str:
+    """The store's Redis server, one database along: the broker's own database."""
+    parts = urlsplit(store_url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise SystemExit(f"FANOUT_REDIS_URL={store_url}: set CELERY_BROKER_URL to the broker too")
+    db = int(parts.path.strip("/") or 0)
+    return parts._replace(path=f"/{db + 1 if db < 15 else db - 1}").geturl()
+
+
 if os.environ.get("FANOUT_REDIS_URL"):
+    REDIS_URL = os.environ["FANOUT_REDIS_URL"]
     app = Celery("weekly_email")
     app.config_from_object("fanout.celeryconfig")
-    app.conf.broker_url = os.environ["FANOUT_REDIS_URL"]
-    REDIS_URL = os.environ["FANOUT_REDIS_URL"]
+    app.conf.broker_url = broker_beside(REDIS_URL)  # CELERY_BROKER_URL, when set, wins
 else:
     from fanout.embedded import embedded_celery
 

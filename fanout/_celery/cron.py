@@ -39,7 +39,7 @@ import os
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +49,14 @@ from celery.schedules import BaseSchedule
 
 from .._core.event import dumps
 from .._core.run_record import ENDED, ERROR, ST, new_run_fields
-from .._core.schedule import MAX_SKIPPED, CronSchedule, jitter_for, plan_catch_up, tick_id
+from .._core.schedule import (
+    MAX_SKIPPED,
+    CronSchedule,
+    jitter_for,
+    plan_catch_up,
+    tick_id,
+    tick_key,
+)
 from .._errors import ConfigError
 from .._redis.store import StoreError
 from .forkgate import gate
@@ -400,7 +407,12 @@ class CronService:
         if decision.run is not None:
             tick, index = decision.run
             rid = tick_id(fn.key, tick)
-            delay = jitter_for(rid, triggers[index].jitter_seconds)
+            if store.run_fields(tick_key(fn.key, tick)):
+                # An older beat created this tick's run under its earlier id spelling.
+                decision = replace(decision, run=None)
+        if decision.run is not None:
+            tick, index = decision.run
+            delay = jitter_for(tick_key(fn.key, tick), triggers[index].jitter_seconds)
             due = self.clock.real(tick + timedelta(seconds=delay))
             wake = due if due > now + 0.05 else None
             event = tick_event(fn, triggers[index], tick)

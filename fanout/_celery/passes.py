@@ -84,6 +84,7 @@ def pass_input(rt: Runtime, fn: FunctionDef, run_id: str, fields: dict[str, str]
         policy=fn.policy, branch=branch,
         queued_at=float(fields.get(QUEUED_AT) or fields.get(CREATED) or 0) or None,
         state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
+        middleware=fn.middleware, client=fn.client, function=fn,
     )
 
 

@@ -130,8 +130,10 @@ class Runtime:
         uid = f"fanout.runtime.{id(self)}"
         signals.worker_init.connect(self._on_worker_init, weak=False, dispatch_uid=f"{uid}.init")
         signals.worker_ready.connect(self._on_worker_ready, weak=False, dispatch_uid=f"{uid}.ready")
-        signals.worker_shutting_down.connect(self._on_worker_stop, weak=False,
-                                             dispatch_uid=f"{uid}.stop")
+        signals.worker_shutting_down.connect(self._on_worker_stopping, weak=False,
+                                             dispatch_uid=f"{uid}.stopping")
+        signals.worker_shutdown.connect(self._on_worker_stop, weak=False,
+                                        dispatch_uid=f"{uid}.stop")
         from .cron import install_cron
 
         self.cron = install_cron(self)
@@ -263,8 +265,17 @@ class Runtime:
         if self._mine(sender):
             self.timers.start()
 
-    def _on_worker_stop(self, **_: Any) -> None:
-        self.timers.stop()
+    def _on_worker_stopping(self, **_: Any) -> None:
+        # Sent from the worker's signal handler, which under the gevent and eventlet
+        # pools runs in the event loop itself, where waiting for a thread (a
+        # greenlet there) cannot switch away: only ask the threads to stop.
+        self.timers.stop(wait=False)
+
+    def _on_worker_stop(self, sender: Any = None, **_: Any) -> None:
+        # Sent once the pool has stopped, from the worker's main flow: wait there
+        # for a scan in progress to end.
+        if self._mine(sender):
+            self.timers.stop()
 
     # -- publishing (publishing.py) ----------------------------------------------------
 

@@ -130,9 +130,12 @@ class TimerThread:
                 self._run_periodic()
             self._stop.wait(0.5)
 
-    def stop(self) -> None:
+    def stop(self, *, wait: bool = True) -> None:
+        """Stop the timer and periodic threads; with ``wait``, let a scan in
+        progress end first (up to 5s).  ``wait=False`` never blocks, for a signal
+        handler."""
         self._stop.set()
-        if self._thread is not None:
+        if wait and self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
 
     def _loop(self) -> None:

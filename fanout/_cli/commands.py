@@ -17,8 +17,8 @@ from typing import Any, NoReturn
 
 from .._errors import FanoutError
 from .._ops.locate import Target, locate
-from .._ops.render import Progress, events_table, run_json, runs_table, table, timeline
-from .._redis.history import MAX_LIMIT, RunSummary, parse_time
+from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
+from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -55,6 +55,17 @@ def _time_arg(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _seconds_arg(text: str) -> float:
+    try:
+        secs = float(text)
+    except ValueError:
+        secs = float("nan")
+    if not 0 < secs < 86_400 * 365:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, like 30 (not "
+                                         f"{text!r})")
+    return secs
+
+
 def _limit_arg(text: str) -> int:
     try:
         n = int(text)
@@ -84,15 +95,22 @@ def _target(args: argparse.Namespace, *, memory_ok: bool = False) -> Target:
     if not spec:
         raise CliError("no app given: pass -A module[:attr] (as for celery -A) or set FANOUT_APP",
                        EXIT_USAGE)
+    # --redis is fanout's store and nothing else; the broker is the app's own, unless
+    # --broker names one (Celery reads CELERY_BROKER_URL before its configuration).
     url = getattr(args, "redis", None)
+    broker = getattr(args, "broker", None)
     if url:
         os.environ["FANOUT_REDIS_URL"] = url
-        if not url.startswith("memory://"):
-            os.environ["CELERY_BROKER_URL"] = url
+    if broker:
+        os.environ["CELERY_BROKER_URL"] = broker
     target = locate(spec)
     if url and target.redis_url != url:
         raise CliError(f"--redis {url} was given, but app {spec} uses {target.redis_url} "
                        "(it sets its Redis URL itself; make it read FANOUT_REDIS_URL)")
+    if broker and target.app.conf.broker_write_url != broker:
+        raise CliError(f"--broker {broker} was given, but app {spec} publishes to "
+                       f"{target.broker_url} (it sets broker_write_url or "
+                       "CELERY_BROKER_WRITE_URL; unset it or pass that URL)")
     if target.is_memory and not memory_ok:
         raise CliError(f"app {spec} keeps its state in memory ({target.redis_url}): only "
                        "'fanout dev' in the same process can see it; pass --redis URL or set "
@@ -118,11 +136,32 @@ def cmd_functions(args: argparse.Namespace) -> int:
 
 def cmd_send(args: argparse.Namespace) -> int:
     target = _target(args)
-    eid = target.send(args.name, args.data, id=args.id, user=args.user)
-    if not args.wait:
-        _out(args, {"event_id": eid}, eid)
-        return 0
     history = target.history
+    earlier = history.event(args.id) if args.id else None
+    eid = target.send(args.name, args.data, id=args.id, user=args.user)
+    notes: list[str] = []
+    if earlier is not None:
+        notes.append(f"event id {eid!r} was already stored: the data given was ignored; the "
+                     f"earlier event stands ({earlier.name}, sent {iso(earlier.ts)})")
+    named, accepted = target.triggered_by(eid)
+    nothing = ""
+    if not named:
+        declared = ", ".join(target.event_triggers()) or "none"
+        name = earlier.name if earlier is not None else args.name
+        nothing = f"no function is triggered by event {name!r}; declared triggers: {declared}"
+    elif not accepted:
+        conditions = ", ".join(f"{fn.key} if {t.expression}" for fn in named
+                               for t in fn.event_triggers if t.expression)
+        nothing = f"no trigger's condition accepts this event: {conditions}"
+    if nothing and not args.wait:
+        notes.append(nothing)
+    for note in notes:
+        _note(f"note: {note}")
+    if not args.wait:
+        _out(args, {"event_id": eid, "notes": notes}, eid)
+        return 0
+    if nothing:
+        raise CliError(f"event {eid} was stored, but {nothing}")
     deadline = time.monotonic() + args.wait
     runs: list[RunSummary] = []
     while time.monotonic() < deadline:
@@ -130,8 +169,16 @@ def cmd_send(args: argparse.Namespace) -> int:
         if runs and all(r.ended_at is not None for r in runs):
             break
         time.sleep(0.1)
-    _out(args, {"event_id": eid, "runs": [r.to_json() for r in runs]},
-         f"event {eid}\n" + (runs_table(runs) if runs else "no runs started (yet)"))
+    if not runs:
+        raise CliError(f"no worker picked up event {eid} within {args.wait:g} s: is a worker "
+                       f"running on broker {target.broker_url}? (celery -A {target.spec} worker; "
+                       "--broker URL names another broker)")
+    _out(args, {"event_id": eid, "runs": [r.to_json() for r in runs], "notes": notes},
+         f"event {eid}\n" + runs_table(runs))
+    running = [r.run_id for r in runs if r.ended_at is None]
+    if running and not args.json:
+        _note(f"note: {len(running)} run(s) still going after {args.wait:g} s: "
+              f"fanout run {running[0]}")
     return 0
 
 
@@ -145,6 +192,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     target = _target(args)
     history = target.history
     if args.event:
+        if history.event(args.event) is None:
+            raise CliError(f"no event {args.event!r} (unknown, or past its retention)")
         runs = history.runs_of_event(args.event)
         if args.status:
             runs = [r for r in runs if r.status in args.status.split(",")]
@@ -169,6 +218,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     info = store.run_info(args.run_id, fields)
     if info is None:
         raise CliError(f"no run {args.run_id!r} (unknown, or past its retention)")
+    key = args.key or os.environ.get("FANOUT_ENCRYPTION_KEY")
+    if key:
+        info = decrypted(info, key)
     _out(args, run_json(info, fields), timeline(info, fields))
     return 0
 
@@ -226,9 +278,13 @@ def _select(target: Target, args: argparse.Namespace, default_status: str | None
     return ids
 
 
-def _bulk(args: argparse.Namespace, ids: list[str], verb: str,
+def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
           act: Callable[[str], tuple[bool, str]]) -> int:
     if args.dry_run:
+        missing = [rid for rid in args.run_ids if not target.has_run(rid)]
+        if missing:
+            raise CliError(f"{missing[0]}: no run {missing[0]!r} (unknown, or past its "
+                           "retention)")
         _out(args, {"would": verb, "run_ids": ids},
              f"would {verb} {len(ids)} run(s)" + "".join(f"\n{r}" for r in ids))
         return 0
@@ -246,6 +302,8 @@ def _bulk(args: argparse.Namespace, ids: list[str], verb: str,
             failures.append(f"{rid}: {detail}")
         if progress:
             progress.advance(ok)
+    if failures and len(ids) == 1 and not bulk:
+        raise CliError(failures[0])   # one run named, one line
     lines = [f"{r['run_id']} {r['result']}" for r in results]
     summary = f"{verb}: {len(ids) - len(failures)} of {len(ids)} run(s)"
     _out(args, {"results": results}, "\n".join([*lines, summary]) if ids else "no runs match")
@@ -264,13 +322,13 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         head = target.cancel(rid, args.reason)
         return head in ("cancelled", "flagged"), messages.get(head, head)
 
-    return _bulk(args, ids, "cancel", act)
+    return _bulk(target, args, ids, "cancel", act)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     target = _target(args)
     ids = _select(target, args, None)
-    return _bulk(args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"))
+    return _bulk(target, args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -299,7 +357,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     target = _target(args, memory_ok=True)
     run_dev(target, host=args.host, port=args.port, token=args.token or None,
-            concurrency=args.concurrency, beat=not args.no_beat)
+            concurrency=args.concurrency, beat=not args.no_beat, reload=args.reload)
     return 0
 
 
@@ -310,7 +368,9 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
     d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("-A", "--app", metavar="MODULE[:ATTR]", help="the app module, as for celery -A "
                    "(default: $FANOUT_APP)", **d)
-    p.add_argument("--redis", metavar="URL", help="Redis URL (sets FANOUT_REDIS_URL and "
+    p.add_argument("--redis", metavar="URL", help="fanout's Redis store (sets FANOUT_REDIS_URL "
+                   "before the app is imported; the broker stays the app's)", **d)
+    p.add_argument("--broker", metavar="URL", help="the Celery broker to publish to (sets "
                    "CELERY_BROKER_URL before the app is imported)", **d)
     p.add_argument("--json", action="store_true", help="machine-readable output", **d)
 
@@ -349,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=_json_arg, default={}, metavar="JSON", help="event data object")
     p.add_argument("--user", type=_json_arg, default=None, metavar="JSON")
     p.add_argument("--id", default=None, help="event id (idempotency key)")
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=_seconds_arg, default=0.0, metavar="SECONDS",
                    help="wait up to SECONDS for the runs it starts, and list them")
     p = add("invoke", cmd_invoke, "start a run of a function now")
     p.add_argument("function", help="function id or app:fn key")
@@ -360,6 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor", help="continue a previous listing")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
     p.add_argument("run_id")
+    p.add_argument("--key", metavar="KEY", help="decrypt encrypted values with this key "
+                   "(default: $FANOUT_ENCRYPTION_KEY); without it they show as encrypted")
     p = add("events", cmd_events, "list events, newest first")
     p.add_argument("--name", help="only events with this name")
     p.add_argument("--since", type=_time_arg, metavar="T")
@@ -390,6 +452,11 @@ def build_parser() -> argparse.ArgumentParser:
     _dashboard_opts(p, 8288)
     p.add_argument("--concurrency", type=int, default=4, help="worker threads (4)")
     p.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
+    p.add_argument("--reload", action="store_true",
+                   help="restart the worker when a .py file under the current directory changes")
+    from .keys import add_keys_commands
+
+    add_keys_commands(add)
     return parser
 
 

@@ -1,10 +1,11 @@
 """The driver: one pass of a function handler over the replay engine.
 
 :func:`run_pass` builds the handler's :class:`~fanout._core.steps.Context` over a
-:class:`~fanout._core.engine.Pass`, runs the handler until it returns or stops at
-a step boundary, and turns what happened into an
-:data:`~fanout._core.engine.Outcome`.  It sits above both ``engine`` (the pass and
-its outcomes) and ``steps`` (the step tools), which do not import each other back.
+:class:`~fanout._core.engine.Pass`, runs the handler (through the function's
+middleware, if any) until it returns or stops at a step boundary, and turns what
+happened into an :data:`~fanout._core.engine.Outcome`.  It sits above both
+``engine`` (the pass and its outcomes) and ``steps`` (the step tools), which do
+not import each other back.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import asyncio
 import inspect
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from .._errors import (
     ConfigError,
     EventError,
     ExpressionError,
+    MiddlewareError,
     NonDeterminismError,
     NonRetriableError,
     RetryAfterError,
@@ -39,6 +42,7 @@ from .engine import (
     utcnow,
 )
 from .event import dumps
+from .middleware import PassRequest, Stack
 from .steps import Context
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
@@ -62,6 +66,61 @@ def run_pass(
     p = Pass(inp, sink, is_async=is_async)
     ctx = Context(p)
     try:
+        if inp.middleware:
+            return _with_middleware(p, ctx, handler)
+        return _finish_pass(p, _call_handler(p, ctx, handler))
+    except Interrupt as intr:
+        return intr.outcome
+
+
+def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
+    inp = p.inp
+    try:
+        p.stack = Stack.build(inp.middleware, inp.client,
+                              PassRequest(inp.run_id, inp.fn_id, inp.attempt, inp.branch))
+    except MiddlewareError as exc:
+        return Failed(error_info(exc), True)
+    p.hook("transform_input", ctx, inp.function, inp.memo)
+    p.hook("before_memoization")
+    if not p.unvisited:
+        p.hook("memo_done")  # nothing memoized: the handler's first line is new code
+    outcome = _call_handler(p, ctx, handler)
+    if isinstance(outcome, (_Returned, Failed)) and inp.branch is None:
+        p.hook("memo_done")  # the handler got to its end (or raised): new code ran
+        p.hook("executed")
+    result = _finish_pass(p, outcome)
+    if isinstance(result, Completed):
+        value = p.transformed(result.output, None, None)
+        if value is not result.output:
+            try:
+                result = Completed(json.loads(dumps(value)))
+            except (TypeError, ValueError) as exc:
+                err = MiddlewareError(f"transform_output returned a value that is not JSON: {exc}")
+                result = Failed(error_info(err), True)
+    elif isinstance(result, Failed) and inp.branch is None:
+        p.transformed(None, _ErrorView(result.error), None)
+    p.hook("before_response", reverse=True)
+    return result
+
+
+@dataclass(frozen=True)
+class _Returned:
+    """The handler returned ``value`` (not yet checked)."""
+
+    value: Any
+
+
+class _ErrorView(Exception):
+    """The function's failure as an exception, for transform_output."""
+
+    def __init__(self, error: dict[str, Any]) -> None:
+        super().__init__(f"{error.get('type', 'Error')}: {error.get('message', '')}")
+        self.error = error
+
+
+def _call_handler(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome | _Returned:
+    is_async = p.is_async
+    try:
         if is_async:
             try:
                 result = run_coroutine(_drive_async(handler, ctx))
@@ -81,6 +140,15 @@ def run_pass(
         return Failed(error_info(exc), False)
     except Exception as exc:  # noqa: BLE001
         return Failed(error_info(exc), True)
+    return _Returned(result)
+
+
+def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
+    """The outcome of a pass whose handler returned (a branch, a memo left unvisited,
+    or the function's output)."""
+    if not isinstance(returned, _Returned):
+        return returned
+    inp, result = p.inp, returned.value
     if inp.branch is not None:
         return BranchDone(inp.branch)
     if p.unvisited:

@@ -27,11 +27,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .._errors import (
     InvokeError,
+    MiddlewareError,
     NestedStepError,
     NonDeterminismError,
     NonRetriableError,
@@ -39,6 +40,7 @@ from .._errors import (
     StepError,
 )
 from .event import Event, dumps
+from .middleware import EMPTY, Stack, StepInfo
 from .records import StepRecord
 
 MAX_STEPS_PER_RUN = 1000
@@ -245,6 +247,10 @@ class PassInput:
     branch: str | None = None
     state_bytes: int = 0
     queued_at: float | None = None  # when this pass was handed to the broker
+    #: Middleware classes (client ones first) and what they are built with.
+    middleware: tuple[Any, ...] = ()
+    client: Any = None
+    function: Any = None
 
 
 class _ReplayLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -294,6 +300,25 @@ class Pass:
         # gather new steps into ``batch`` for one turn of the event loop.
         self.collecting: list[Op] | None = None
         self.batch: list[Op] = []
+        self.stack: Stack = EMPTY
+
+    def hook(self, name: str, *args: Any, reverse: bool = False) -> None:
+        """Call a middleware hook; a hook that raises ends the pass (retriably) with
+        an error no ``except Exception`` in the handler can swallow."""
+        if self.stack:
+            try:
+                getattr(self.stack, name)(*args) if name in ("memo_done", "executed") else \
+                    self.stack.call(name, *args, reverse=reverse)
+            except MiddlewareError as exc:
+                raise Interrupt(_middleware_failed(exc)) from exc
+
+    def transformed(self, value: Any, error: BaseException | None, step: StepInfo | None) -> Any:
+        if not self.stack:
+            return value
+        try:
+            return self.stack.output(value, error, step)
+        except MiddlewareError as exc:
+            raise Interrupt(_middleware_failed(exc)) from exc
 
     # -- op discovery ------------------------------------------------------------
 
@@ -352,6 +377,7 @@ class Pass:
             raise NonRetriableError(f"the run reached the limit of {MAX_STEPS_PER_RUN} steps")
         if self.executed:
             self.flush()  # checkpoint mode: each result is saved before the next step starts
+        self.hook("memo_done")
 
     def plan_parallel(self, ops: list[Op]) -> None:
         """Stop the pass with a parallel plan for ``ops`` (new or already in flight)."""
@@ -416,6 +442,23 @@ class Pass:
         ok, value = outcome
         prev = op.memo
         rec = self.new_record(op, started_at=started, ended_at=time.time())
+        try:
+            self.hook("executed")
+        except Interrupt as intr:
+            # after_execution raised: save the step's result first, then end the pass.
+            try:
+                self._record(op, rec, prev, ok, value)
+            except Interrupt:
+                pass
+            except Exception:  # noqa: BLE001 - the step's own error, saved with it
+                pass
+            self.flush()
+            raise intr from None
+        return self._record(op, rec, prev, ok, value)
+
+    def _record(self, op: Op, rec: StepRecord, prev: StepRecord | None, ok: bool,
+                value: Any) -> Any:
+        stored: Any = _SAME
         rec.attempts = (prev.attempts if prev else 0) + 1
         if ok:
             try:
@@ -433,8 +476,12 @@ class Pass:
                     )
                 else:
                     rec.status, rec.output = "completed", json.loads(text)
+                    if self.stack:
+                        stored = self.transformed(rec.output, None, StepInfo(op.id, op.kind))
         if not ok:
             exc: BaseException = value
+            if self.stack:
+                self.transformed(None, exc, StepInfo(op.id, op.kind))
             rec.error = error_info(exc)
             policy = self.inp.policy
             if isinstance(exc, NonRetriableError) or rec.attempts > policy.retries:
@@ -449,24 +496,32 @@ class Pass:
                 self.save(rec)
                 raise Interrupt(RetryStep(op.id, delay))
             self._report_failure(rec)
-        return self.finish(op, rec, executed=True)
+        return self.finish(op, rec, executed=True, stored=stored)
 
     def _report_failure(self, rec: StepRecord) -> None:
         """Tell the sink (if it listens) that an attempt of a step failed."""
         self.sink.step_failed(rec, self.inp.policy.retries + 1)
 
-    def finish(self, op: Op, rec: StepRecord, *, executed: bool = False) -> Any:
+    def finish(self, op: Op, rec: StepRecord, *, executed: bool = False, stored: Any = None) -> Any:
         """Save a final record, count it, and return its value (or raise its error).
 
         The record of a step this pass executed may be *deferred*: handed to the sink,
         which writes it with the end of the pass (one Redis round trip fewer per step),
         or earlier, before anything else leaves the process (:meth:`flush`).
         """
+        # A middleware's transform_output changes what is saved, not what this pass
+        # hands back to the handler (an encrypted output stays readable here).
+        out_rec = rec if stored is None or stored is _SAME else replace(rec, output=stored)
         if executed and self.inp.branch is None:
-            self._account(rec)
-            self.sink.defer_step(rec)
+            self._account(out_rec)
+            self.sink.defer_step(out_rec)
         else:
-            rec = self.save(rec) or rec
+            winner = self.save(out_rec)
+            if winner is not None and winner is not out_rec:
+                rec = winner  # another pass saved this step first: read it as a memo
+                self.hook("transform_input", None, self.inp.function, {rec.id: rec})
+            elif winner is not None:
+                rec = winner if out_rec is rec else rec
         if executed:
             self.executed += 1
         op.memo = rec
@@ -497,6 +552,18 @@ class Pass:
             self.sink.flush()
         except SaveRejected as exc:
             raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
+
+
+_SAME: Any = object()
+
+
+def _middleware_failed(exc: MiddlewareError) -> Failed:
+    """A hook's failure ends the pass; retried unless the hook raised a
+    NonRetriableError (a key that cannot decrypt, say)."""
+    cause = exc.__cause__
+    if isinstance(cause, NonRetriableError):
+        return Failed(error_info(cause), False)
+    return Failed(error_info(exc), True)
 
 
 def invoke_sync(op: Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:

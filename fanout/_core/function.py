@@ -55,6 +55,10 @@ class FunctionDef:
     flow: FlowSpec = NO_FLOW
     #: For an ``on_failure`` handler: the key of the function whose failures it handles.
     failure_of: str | None = None
+    #: Middleware classes, the client's first (see :mod:`fanout._core.middleware`),
+    #: and the client they are built with.
+    middleware: tuple[Any, ...] = ()
+    client: Any = field(default=None, repr=False, compare=False)
 
     @property
     def key(self) -> str:

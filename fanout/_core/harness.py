@@ -212,7 +212,8 @@ class _Harness:
             run_id=self.run_id, fn_id=self.fn.fn_id, event=copy.deepcopy(self.events[0]),
             events=copy.deepcopy(self.events), attempt=max([self.attempt, *retrying]), memo=memo,
             checkpoint=self.fn.checkpoint, policy=self.fn.policy, branch=branch,
-            queued_at=time.time(),
+            queued_at=time.time(), middleware=self.fn.middleware, client=self.fn.client,
+            function=self.fn,
         )
         return run_pass(self.handler, inp, self.sink, is_async=self.fn.is_async)
 

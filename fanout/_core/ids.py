@@ -33,9 +33,13 @@ def new_event_id(now_ms: int | None = None) -> str:
     return _b32(ms & ((1 << 48) - 1), 10) + _b32(rand, 16)
 
 
+def id_from_digest(digest: bytes) -> str:
+    """The 26-character id (Crockford base32, upper case) of a 16-byte digest."""
+    return _b32(int.from_bytes(digest, "big") >> 2, 26)
+
+
 def _digest_id(*parts: str) -> str:
-    h = hashlib.blake2b("\0".join(parts).encode(), digest_size=16).digest()
-    return _b32(int.from_bytes(h, "big") >> 2, 26)
+    return id_from_digest(hashlib.blake2b("\0".join(parts).encode(), digest_size=16).digest())
 
 
 def run_id_for(event_id: str, fn_key: str) -> str:

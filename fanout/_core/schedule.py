@@ -51,6 +51,8 @@ from zoneinfo import ZoneInfo, available_timezones
 
 from croniter import CroniterBadDateError, croniter  # type: ignore[import-untyped,unused-ignore]
 
+from .ids import id_from_digest
+
 _UTC = timezone.utc
 
 MAX_SKIPPED = 1000
@@ -345,14 +347,28 @@ def jitter_for(run_key: str, jitter_seconds: float | None) -> float:
 # -- run ids and catch-up -----------------------------------------------------------
 
 
-def tick_id(fn_key: str, tick: datetime) -> str:
-    """Deterministic 26-char lowercase base32 run id for (function, tick instant)."""
+def _tick_digest(fn_key: str, tick: datetime) -> bytes:
     if not isinstance(fn_key, str):
         raise TypeError(f"fn_key must be a str, got {type(fn_key).__name__}")
     instant = _as_utc("tick", tick).replace(microsecond=0)
     payload = f"cron\0{fn_key}\0{instant.isoformat()}".encode("utf-8", "surrogatepass")
-    digest = hashlib.blake2b(payload, digest_size=16).digest()
-    return base64.b32encode(digest).decode("ascii").rstrip("=").lower()[:26]
+    return hashlib.blake2b(payload, digest_size=16).digest()
+
+
+def tick_id(fn_key: str, tick: datetime) -> str:
+    """The run id (and, with an ``event:`` prefix on the key, the event id) of
+    ``fn_key``'s run for one tick: deterministic, 26 characters, the same alphabet
+    as every other fanout id."""
+    return id_from_digest(_tick_digest(fn_key, tick))
+
+
+def tick_key(fn_key: str, tick: datetime) -> str:
+    """The tick's id in its earlier spelling (lower-case RFC 4648 base32).
+
+    It seeds the tick's jitter, so the delay of a tick does not move across the
+    upgrade, and beat checks it before creating a tick's run, so a tick whose run an
+    older beat created just before a deploy does not run twice."""
+    return base64.b32encode(_tick_digest(fn_key, tick)).decode("ascii").rstrip("=").lower()[:26]
 
 
 @dataclass(frozen=True)

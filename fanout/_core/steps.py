@@ -31,6 +31,7 @@ from .engine import (
 )
 from .event import Event, prepare_batch
 from .ids import derived_event_id
+from .middleware import SendEventsResult
 from .step_types import SyncGroup, SyncStep
 
 MAX_SLEEP_SECONDS = 366 * 86400
@@ -184,7 +185,15 @@ class Step:
         def send() -> tuple[bool, Any]:
             try:
                 p.flush()
-                return True, p.sink.send_events(op.id, prepared)
+                batch = prepared
+                if p.stack:
+                    events_ = [ev for ev, _text in batch]
+                    p.hook("before_send_events", events_)
+                    batch = prepare_batch(events_)  # ids are set: only re-serialized
+                ids = p.sink.send_events(op.id, batch)
+                if p.stack:
+                    p.hook("after_send_events", SendEventsResult(ids), reverse=True)
+                return True, ids
             except Exception as exc:  # noqa: BLE001
                 return False, exc
 

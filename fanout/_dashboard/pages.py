@@ -13,10 +13,10 @@ from urllib.parse import urlencode
 
 from .._core.function import FunctionDef
 from .._core.records import RunInfo
-from .._ops.render import human_ms, run_note, step_timings
+from .._ops.render import human_ms, run_note, shown, step_timings
 from .._redis.history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 
-NAV = (("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
+NAV = (("/overview", "Overview"), ("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
 
 
 def h(value: Any) -> str:
@@ -24,7 +24,7 @@ def h(value: Any) -> str:
 
 
 def pretty(value: Any) -> str:
-    return h(json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False))
+    return h(json.dumps(shown(value), indent=2, sort_keys=True, default=str, ensure_ascii=False))
 
 
 def _layout() -> Template:
@@ -152,7 +152,10 @@ def event_page(ev: EventSummary, runs: Sequence[RunSummary], csrf: str) -> str:
 # -- runs ------------------------------------------------------------------------------------
 
 
-def runs_table(runs: Iterable[RunSummary]) -> str:
+def runs_table(runs: Iterable[RunSummary], names: dict[str, str] | None = None, *,
+               select: bool = False) -> str:
+    """One line per run; ``names`` (run id to event name) adds the Event column;
+    ``select`` adds a checkbox per run for the bulk actions."""
     rows = []
     for r in runs:
         kind, a, b = run_note(r)
@@ -161,17 +164,39 @@ def runs_table(runs: Iterable[RunSummary]) -> str:
             note = f'<span class="err-text">{h(a)}: {h(b)}</span>'
         elif kind == "replay":
             note = f'replay of <a class="mono" href="/runs/{h(a)}">{h(a[:10])}…</a>'
+        box = (f'<td><input type="checkbox" name="run_ids" value="{h(r.run_id)}" '
+               f'aria-label="select run {h(r.run_id)}"></td>' if select else "")
         rows.append(
-            f'<tr><td class="mono"><a href="/runs/{h(r.run_id)}">{h(r.run_id)}</a></td>'
-            f'<td class="mono">{h(r.fn_key)}</td><td>{status_badge(r.status)}</td>'
-            f"<td>{h(iso(r.created_at))}</td><td>{h(human_ms(r.duration))}</td><td>{note}</td></tr>"
+            f'<tr>{box}<td class="mono"><a href="/runs/{h(r.run_id)}">{h(r.run_id)}</a></td>'
+            f'<td class="mono">{h(r.fn_key)}</td>'
+            + ("" if names is None else f'<td class="mono">{h(names.get(r.run_id, ""))}</td>')
+            + f"<td>{status_badge(r.status)}</td>"
+            f'<td><time datetime="{h(iso(r.created_at))}" data-rel>{h(iso(r.created_at))}</time></td>'
+            f"<td>{h(human_ms(r.duration))}</td><td>{note}</td></tr>"
         )
-    body = "".join(rows) or '<tr><td colspan="6" class="muted">no runs</td></tr>'
-    return ('<table class="runs"><thead><tr><th>Run</th><th>Function</th><th>Status</th>'
+    body = "".join(rows) or '<tr><td colspan="8" class="muted">no runs</td></tr>'
+    event_th = "" if names is None else "<th>Event</th>"
+    box_th = '<th><input type="checkbox" id="select-all" aria-label="select all"></th>' if select else ""
+    return ('<table class="runs"><thead><tr>' + box_th + '<th>Run</th><th>Function</th>' + event_th + '<th>Status</th>'
             f"<th>Created</th><th>Duration</th><th>Note</th></tr></thead><tbody>{body}</tbody></table>")
 
 
-def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, str]) -> str:
+def status_counts(counts: dict[str, int], q: dict[str, str]) -> str:
+    """Last day's runs per status, each a link that filters the list by it."""
+    if not counts:
+        return ""
+    keep = {k: v for k, v in q.items() if v and k in ("fn",)}
+    chips = "".join(
+        f'<a href="/runs?{urlencode({**keep, "status": st})}" data-status="{h(st)}">'
+        f'{status_badge(st)} {counts[st]}</a>'
+        for st in RUN_STATUSES if counts.get(st)
+    )
+    return f'<div class="counts" id="status-counts"><span class="muted">last 24 h:</span>{chips}</div>'
+
+
+def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, str], *,
+              counts: dict[str, int] | None = None, names: dict[str, str] | None = None,
+              csrf: str = "") -> str:
     fn_opts = '<option value="">all functions</option>' + "".join(
         f'<option value="{h(f.key)}"{" selected" if q.get("fn") == f.key else ""}>{h(f.key)}</option>'
         for f in fns)
@@ -184,6 +209,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         f'<label>Status<select name="status">{st_opts}</select></label>'
         f'<label>Since<input name="since" value="{h(q.get("since", ""))}" placeholder="15m, 2h, 7d, ISO" size="14"></label>'
         f'<label>Until<input name="until" value="{h(q.get("until", ""))}" placeholder="now" size="14"></label>'
+        f'<label>Search<input name="q" value="{h(q.get("q", ""))}" placeholder="run id, event id, user.id=42" size="26"></label>'
         '<button type="submit">Filter</button>'
         '<label style="flex-direction:row;align-items:center;gap:4px">'
         '<input type="checkbox" id="autorefresh"> auto-refresh</label></form>'
@@ -195,7 +221,24 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
                 "older runs →</a></div>")
     if not runs.complete:
         more += f'<p class="muted">scanned {runs.scanned} runs without filling the page.</p>'
-    return f'<h1 data-refresh="3">Runs</h1>{filters}{runs_table(runs.items)}{more}'
+    if q.get("q"):
+        more += (f'<p class="muted" id="search-note">{len(runs.items)} run(s) match '
+                 f'<span class="mono">{h(q["q"])}</span> among the {runs.scanned} newest scanned'
+                 f'{"" if runs.complete else " (not all runs were scanned)"}.</p>')
+    table = runs_table(runs.items, names or {}, select=bool(csrf))
+    if csrf:
+        back = "/runs?" + urlencode({k: v for k, v in q.items() if v and k != "msg"})
+        table = (
+            '<form method="post" action="/actions/bulk" id="bulk" '
+            'data-confirm="Apply this to every selected run?">'
+            f'{csrf_field(csrf)}<input type="hidden" name="back" value="{h(back)}">'
+            '<div class="actions"><span class="muted">selected runs:</span>'
+            '<button type="submit" name="bulk" value="replay">Replay selected</button>'
+            '<button type="submit" name="bulk" value="cancel" class="danger">Cancel selected</button>'
+            f"</div>{table}</form>"
+        )
+    return (f'<h1 data-refresh="3">Runs</h1>{filters}{status_counts(counts or {}, q)}'
+            f"{table}{more}")
 
 
 def _pct(x: float | None, span: float) -> float:

@@ -21,17 +21,31 @@ import http.server
 import ipaddress
 import json
 import logging
+import os
 import secrets
 import threading
+import time
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
+from .._celery.inspect import fanout_queues, live_workers, queue_depths
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
-from .._redis.history import parse_time
+from .._ops.render import decrypted
+from .._ops.stats import (
+    DataQuery,
+    day_counts,
+    function_stats,
+    overview,
+    overview_json,
+    search_runs,
+)
+from .._redis.history import Page, RunSummary, parse_time
+from .._redis.insight import run_events
 from . import pages
+from .overview import overview_page
 
 log = logging.getLogger("fanout.dashboard")
 
@@ -92,6 +106,23 @@ class DashboardServer:
         self.host = host
         self.port = int(self.httpd.server_address[1])
         self._thread: threading.Thread | None = None
+        self._fleet_lock = threading.Lock()
+        self._fleet_at = 0.0
+        self._fleet: tuple[dict[str, int | None], list[str] | None] = ({}, None)
+
+    def fleet(self, max_age: float = 5.0) -> tuple[dict[str, int | None], list[str] | None]:
+        """Queue depths and live workers, asked of the broker at most every ``max_age``
+        seconds (a ping waits its whole timeout for answers)."""
+        with self._fleet_lock:
+            if time.monotonic() - self._fleet_at > max_age:
+                app = self.target.app
+                try:
+                    depths = queue_depths(app, fanout_queues(app))
+                except Exception:  # noqa: BLE001 - the broker is down: say so, keep serving
+                    depths = {name: None for name in fanout_queues(app)}
+                self._fleet = (depths, live_workers(app, timeout=1.0))
+                self._fleet_at = time.monotonic()
+            return self._fleet
 
     @property
     def url(self) -> str:
@@ -237,6 +268,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._html(HTTPStatus.BAD_REQUEST, "Error",
                            f'<h1>Bad request</h1><p class="err-text">{pages.h(exc)}</p>')
 
+    def _names(self, runs: list[RunSummary]) -> dict[str, str]:
+        events = run_events(self.dash.target.runtime.store, [r.run_id for r in runs])
+        return {r.run_id: str(ev.get("name", "")) for r, ev in zip(runs, events, strict=True) if ev}
+
+    def _search(self, path: str, q: dict[str, str], fn_key: str | None) -> None:
+        """``q``: a run id or an event id opens it; ``field=value`` lists the runs whose
+        triggering event has that value in its data."""
+        t = self.dash.target
+        text = q["q"].strip()
+        if path == "/runs" and " " not in text and "=" not in text:
+            if t.runtime.store.run_fields(text):
+                raise _Redirect(f"/runs/{quote(text)}")
+            if t.history.event(text) is not None:
+                raise _Redirect(f"/events/{quote(text)}")
+            raise _HttpError(404, f"no run or event has the id {text!r}; to search the "
+                                  "events' data, write field=value (for example user.id=42)")
+        query = DataQuery.parse(text)
+        found, scanned, complete = search_runs(t.history, query, fn_key=fn_key,
+                                               limit=min(int(q.get("limit") or 50), 500))
+        if path == "/api/runs":
+            self._json(200, {"runs": [r.to_json() for r in found], "scanned": scanned,
+                             "complete": complete})
+            return
+        runs = Page(found, None, scanned, complete=complete)
+        self._html(200, "Runs", pages.runs_page(runs, t.functions(), q,
+                                                names=self._names(found), csrf=self.dash.csrf))
+
     def _static(self, name: str) -> None:
         ctype = _STATIC.get(name)
         if ctype is None:
@@ -249,14 +307,25 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         t = self.dash.target
         hist = t.history
         flash = {"msg": q.get("msg", ""), "err": q.get("err", "")}
-        if path == "/":
-            raise _Redirect("/runs")
+        if path in ("/", "/overview", "/api/overview"):
+            depths, workers = self.dash.fleet()
+            fns = t.functions()
+            ov = overview(hist, queues=depths, workers=workers, functions=len(fns))
+            fstats = [function_stats(hist, fn, now=ov.now) for fn in fns]
+            if path == "/api/overview":
+                self._json(200, overview_json(ov, fstats))
+            else:
+                self._html(200, "Overview", overview_page(ov, fns, fstats), **flash)
+            return
         if path == "/functions":
             self._html(200, "Functions", pages.functions_page(t.functions(), self.dash.csrf), **flash)
         elif path == "/api/functions":
             self._json(200, [fn.describe() for fn in t.functions()])
         elif path in ("/runs", "/api/runs"):
             fn_key = t.function(q["fn"]).key if q.get("fn") else None
+            if q.get("q", "").strip():
+                self._search(path, q, fn_key)
+                return
             runs = hist.runs(fn_key=fn_key, status=q.get("status") or None,
                              since=parse_time(q["since"]) if q.get("since") else None,
                              until=parse_time(q["until"]) if q.get("until") else None,
@@ -265,13 +334,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._json(200, {"runs": [r.to_json() for r in runs.items],
                                  "next_cursor": runs.next_cursor})
             else:
-                self._html(200, "Runs", pages.runs_page(runs, t.functions(), q), **flash)
+                counts = day_counts(hist, fn_key=fn_key)
+                self._html(200, "Runs", pages.runs_page(runs, t.functions(), q, counts=counts,
+                                                        names=self._names(runs.items),
+                                                        csrf=self.dash.csrf), **flash)
         elif path.startswith("/runs/") or path.startswith("/api/runs/"):
             run_id = path.rsplit("/", 1)[1]
             fields = t.runtime.store.run_fields(run_id)
             info = t.runtime.store.run_info(run_id, fields)
             if info is None:
                 raise _HttpError(404, f"no run {run_id} (unknown, or past its retention)")
+            key = os.environ.get("FANOUT_ENCRYPTION_KEY")
+            if key:  # decrypted only when the dashboard was started with the key
+                info = decrypted(info, key)
             if path.startswith("/api/"):
                 from .._ops.render import run_json
 
@@ -316,7 +391,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "request body too large"})
             return
         raw = self.rfile.read(length).decode("utf-8", "replace")
-        form = {k: v[-1] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+        parsed = parse_qs(raw, keep_blank_values=True)
+        form = {k: v[-1] for k, v in parsed.items()}
+        # The runs list's checkboxes: every selected run, comma-joined.
+        form["run_ids"] = ",".join(v for v in parsed.get("run_ids", []) if v)
         problem = self._csrf_problem(form)
         if problem:
             self._json(HTTPStatus.FORBIDDEN, {"error": problem})
@@ -347,6 +425,37 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return None
         return "missing or invalid CSRF value: reload the page and try again"
 
+    def _bulk(self, form: dict[str, str]) -> tuple[str, str]:
+        """Cancel or replay every run selected on the runs list."""
+        t = self.dash.target
+        ids = [i for i in form.get("run_ids", "").split(",") if i]
+        what = form.get("bulk", "")
+        back = form.get("back") or "/runs"
+        if not back.startswith("/runs"):
+            back = "/runs"
+        if not ids:
+            raise ValueError("select at least one run first")
+        if len(ids) > 500:
+            raise ValueError(f"{len(ids)} runs selected; act on at most 500 at once")
+        done, skipped, failed = 0, [], []
+        for rid in ids:
+            try:
+                if what == "cancel":
+                    head = t.cancel(rid, "cancelled from the dashboard (bulk)")
+                    if head in ("cancelled", "flagged"):
+                        done += 1
+                    else:
+                        skipped.append(rid)
+                elif what == "replay":
+                    t.replay(rid)
+                    done += 1
+                else:
+                    raise _HttpError(400, f"unknown bulk action {what!r}: cancel or replay")
+            except (FanoutError, ValueError) as exc:
+                failed.append(f"{rid}: {exc}")
+        verb = "Cancelled" if what == "cancel" else "Replayed"
+        return back.split("?")[0], _bulk_summary(verb, done, skipped, failed)
+
     def _action(self, path: str, form: dict[str, str]) -> tuple[str, str]:
         t = self.dash.target
 
@@ -370,6 +479,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             rid, step = need("run_id"), need("step")
             new = t.rerun(rid, step)
             return f"/runs/{quote(new)}", f"Rerun from step {step} started: run {new}."
+        if path == "/actions/bulk":
+            return self._bulk(form)
         if path in ("/actions/send", "/actions/invoke"):
             try:
                 data = json.loads(form.get("data") or "{}")
@@ -383,6 +494,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             eid = t.send(need("name"), data)
             return f"/events/{quote(eid)}", f"Event {eid} sent."
         raise _HttpError(404, f"no action {path}")
+
+
+def _bulk_summary(verb: str, done: int, skipped: list[str], failed: list[str]) -> str:
+    parts = [f"{verb} {done} run(s)."]
+    if skipped:
+        parts.append(f"{len(skipped)} skipped (already ended): {', '.join(skipped[:5])}"
+                     + (" ..." if len(skipped) > 5 else "") + ".")
+    if failed:
+        parts.append(f"{len(failed)} failed: {'; '.join(failed[:3])}.")
+    return " ".join(parts)
 
 
 def serve(target: Target, *, host: str = "127.0.0.1", port: int = 8289,

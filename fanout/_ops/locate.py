@@ -51,6 +51,33 @@ class Target:
     def history(self) -> History:
         return History(self.runtime.store)
 
+    @property
+    def broker_url(self) -> str:
+        """The URL the app publishes to, its password masked."""
+        from kombu.utils.url import maybe_sanitize_url
+
+        return str(maybe_sanitize_url(self.app.conf.broker_write_url or "amqp://localhost//"))
+
+    def triggered_by(self, event_id: str) -> tuple[list[FunctionDef], list[FunctionDef]]:
+        """For a stored event: the functions whose trigger names it, and of those, the
+        ones whose trigger expression accepts it (the runs the router will start)."""
+        (wire,) = self.runtime.store.load_events([event_id])
+        if wire is None:
+            raise ConfigError(f"no event {event_id!r} (unknown, or past its retention)")
+        named: dict[str, FunctionDef] = {}
+        for fn, _trig in self.runtime.index.candidates(str(wire.get("name", ""))):
+            named.setdefault(fn.key, fn)
+        return list(named.values()), list(self.runtime.index.match(wire))
+
+    def event_triggers(self) -> list[str]:
+        """Every event trigger declared, as ``name`` or ``name if expression``."""
+        shown = {t.event + (f" if {t.expression}" if t.expression else "")
+                 for fn in self.runtime.functions.values() for t in fn.event_triggers}
+        return sorted(shown)
+
+    def has_run(self, run_id: str) -> bool:
+        return self.runtime.store.run_exists(run_id)
+
     def functions(self) -> list[FunctionDef]:
         return [self.runtime.functions[k] for k in sorted(self.runtime.functions)]
 

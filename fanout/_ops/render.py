@@ -46,8 +46,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+ENCRYPTED_MARKER = "__fanout_encrypted__"
+
+
+def shown(value: Any) -> Any:
+    """``value`` with every encrypted value replaced by a short note saying so."""
+    if isinstance(value, dict):
+        if value.get(ENCRYPTED_MARKER) and "data" in value:
+            return f"<encrypted ({value[ENCRYPTED_MARKER]}): pass --key to show it>"
+        return {k: shown(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shown(v) for v in value]
+    return value
+
+
 def short_json(value: Any, width: int = 60) -> str:
-    text = json.dumps(value, sort_keys=True, default=str, ensure_ascii=False)
+    text = json.dumps(shown(value), sort_keys=True, default=str, ensure_ascii=False)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -247,3 +261,26 @@ class Progress:
 
 __all__ = ["Progress", "events_table", "human_ms", "run_json", "runs_table", "table",
            "timeline"]
+
+
+def decrypted(info: Any, key: str) -> Any:
+    """The run with its encrypted outputs opened (``fanout run --key``, the dashboard
+    with ``FANOUT_ENCRYPTION_KEY``)."""
+    import dataclasses
+
+    from ..encryption import Keyring
+
+    ring = Keyring(key)
+
+    def open_(value: Any, where: str) -> Any:
+        if isinstance(value, dict):
+            value = ring.open(value, where)
+            if isinstance(value, dict):
+                return {k: open_(v, where) for k, v in value.items()}
+        if isinstance(value, list):
+            return [open_(v, where) for v in value]
+        return value
+
+    steps = [dataclasses.replace(s, output=open_(s.output, f"step {s.step_id!r}"))
+             for s in info.steps]
+    return dataclasses.replace(info, output=open_(info.output, "the output"), steps=steps)

@@ -558,6 +558,9 @@ class Store:
 
     # -- inspection ------------------------------------------------------------------
 
+    def run_exists(self, run_id: str) -> bool:
+        return bool(self.r.exists(self.run_key(run_id)))
+
     def run_field(self, run_id: str, field: str) -> str | None:
         raw = self.r.hget(self.run_key(run_id), field)
         return None if raw is None else _s(raw)

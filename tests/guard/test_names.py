@@ -26,12 +26,13 @@ import fanout.tracing
 ROOT = Path(__file__).resolve().parents[2]
 
 PUBLIC_ALL = [
-    "AsyncContext", "Batch", "Cancel", "Concurrency", "ConfigError", "Debounce", "Context", "Event",
-    "EventError", "ExpressionError", "Fanout", "FanoutError", "Group", "InvokeError",
+    "AsyncContext", "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "Debounce",
+    "DecryptionError", "Event", "EventError", "ExpressionError", "Fanout", "FanoutError",
+    "Group", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
     "NestedStepError", "NonDeterminismError", "NonRetriableError", "Priority",
-    "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "Singleton", "Step",
-    "StepError", "StepInfo", "Throttle", "Timeouts", "TriggerCron", "TriggerEvent",
-    "__version__",
+    "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "SendEventsResult",
+    "Singleton", "Step", "StepError", "StepInfo", "Throttle", "Timeouts",
+    "TransformOutputResult", "TriggerCron", "TriggerEvent", "__version__",
 ]
 
 PUBLIC_MODULES = {
@@ -40,6 +41,9 @@ PUBLIC_MODULES = {
     "fanout.tracing": ["instrument", "is_instrumented", "uninstrument"],
     "fanout.embedded": ["embedded_celery", "memory_redis", "start_embedded_worker"],
     "fanout.django": ["client", "emit", "send", "sweep"],
+    "fanout.http": ["AsgiIngestApp", "IngestApp", "IngestKeys", "KeyInfo", "NewKey", "Server",
+                    "Webhook", "asgi_app", "hash_key", "ingest_app", "serve", "sign"],
+    "fanout.django.ingest": ["ingest_view"],
 }
 
 
@@ -61,7 +65,7 @@ def test_public_submodules() -> None:
         mod = importlib.import_module(modname)
         for n in names:
             assert callable(getattr(mod, n)), f"{modname}.{n}"
-    for modname in ("fanout.testing", "fanout.django"):
+    for modname in ("fanout.testing", "fanout.django", "fanout.http", "fanout.django.ingest"):
         assert _public(importlib.import_module(modname)) == PUBLIC_MODULES[modname]
 
 
@@ -134,7 +138,7 @@ def test_logger_names() -> None:
     for path in (ROOT / "fanout").rglob("*.py"):
         found |= set(re.findall(r"getLogger\(\s*\"([^\"]+)\"", path.read_text("utf-8")))
     assert found == {"fanout", "fanout.run", "fanout.runs", "fanout.failures", "fanout.dashboard",
-                     "fanout.django"}
+                     "fanout.django", "fanout.http"}
 
 
 def test_console_entry_point() -> None:

@@ -24,7 +24,7 @@ import redis
 
 import fanout
 from fanout._celery.cron import CLOCK_ENV, TIMER_EVENT, Clock, iso, tick_event
-from fanout._core.schedule import jitter_for, tick_id
+from fanout._core.schedule import jitter_for, tick_id, tick_key
 from fanout._redis.store import _s
 from tests.support import ROOT, Worker, make_app, redis_for, wait_for, wait_run
 
@@ -270,12 +270,12 @@ def test_runs_get_the_timer_event_and_jitter(cluster: Cluster) -> None:
         assert run.output == {"name": TIMER_EVENT, "data": expected["data"], "id": expected["id"]}
         assert expected["data"]["scheduled_at"] == iso(tick) and run.event_ids == [expected["id"]]
 
-    # A jittered run created before its start time starts at tick + jitter_for(run id).
+    # A jittered run created before its start time starts at tick + jitter_for(tick key).
     checked = 0
     for tick, rec in cluster.records("jittered").items():
         if rec["st"] != "completed":
             continue
-        delay = jitter_for(rec["run_id"], JITTER) / SPEED
+        delay = jitter_for(tick_key("crontests:jittered", tick), JITTER) / SPEED
         start = cluster.clock.real(tick) + delay
         if float(rec["c"]) > start - 0.05:
             continue  # created after its start time (first deploy, catch-up)

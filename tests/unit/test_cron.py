@@ -27,7 +27,7 @@ from fanout._celery.cron import (
     read_options,
     tick_event,
 )
-from fanout._core.schedule import MAX_SKIPPED, CronSchedule, jitter_for, tick_id
+from fanout._core.schedule import MAX_SKIPPED, CronSchedule, jitter_for, tick_id, tick_key
 from fanout._redis.store import _s
 
 UTC = timezone.utc
@@ -341,7 +341,7 @@ def test_jittered_run_waits_on_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     now = datetime.now(UTC)
     tick = now.replace(second=0, microsecond=0)
     rid = tick_id(fn.key, tick)
-    delay = jitter_for(rid, 120)
+    delay = jitter_for(tick_key(fn.key, tick), 120)  # seeded by the earlier spelling
     due = tick.timestamp() + delay
     s.cron.process(fn, now)
     if due > now.timestamp() + 0.05:
@@ -351,6 +351,23 @@ def test_jittered_run_waits_on_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
         assert float(s.rt.store.run_fields(rid)["wake"]) == pytest.approx(due)
     else:  # the jitter has already passed: start at once
         assert s.enqueued == [(fn.key, rid, 0)]
+
+
+def test_a_tick_created_under_the_earlier_id_spelling_does_not_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An older beat created the tick's run (lower-case id) and was replaced by a deploy
+    # before it moved the cursor: the new beat must not start the tick a second time.
+    s = Setup(monkeypatch)
+    fn = s.add("every-minute", "* * * * *")
+    now = datetime.now(UTC)
+    tick = now.replace(second=0, microsecond=0)
+    old = tick_key(fn.key, tick)
+    s.rt.store.r.hset(s.rt.store.run_key(old), mapping={"st": "queued", "fn": fn.key})
+    assert s.cron.process(fn, now) == 0
+    assert s.enqueued == []
+    assert s.client.get_run(tick_id(fn.key, tick)) is None
+    assert s.cursor(fn)["at"]  # the cursor still moves past the tick
 
 
 # -- beat_init ---------------------------------------------------------------------------------

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pytest
 import redis
 
 from tests import support
+from tests.scenarios.test_rabbitmq import Rabbit, rabbit  # noqa: F401  (the fixture)
 
 from .conftest import ROOT, UserVenv, code_blocks
 
@@ -100,11 +103,22 @@ def _write_quickstart(dest: Path) -> dict[str, str]:
     return rest
 
 
+HOLD = """
+
+@client.create_function(fn_id="hold", trigger=fanout.TriggerEvent(event="app/hold"))
+def hold(ctx: fanout.Context):
+    ctx.step.run("start", lambda: "started")
+    ctx.step.sleep("hold-on", "10m")
+"""
+
+
 @pytest.fixture(scope="module")
 def quickstart(user_venv: UserVenv, urls: dict[str, str], tmp_path_factory: pytest.TempPathFactory,
                log_dir: Path) -> Iterator[tuple[Path, dict[str, str], Proc]]:
     dest = tmp_path_factory.mktemp("userproj")
     rest = _write_quickstart(dest)
+    with open(dest / "proj" / "functions.py", "a") as f:
+        f.write(HOLD)   # a function the user adds: a long sleep, for cancel
     worker = Proc(user_venv, ["celery", "-A", "proj", "worker", "--loglevel", "INFO",
                               "--concurrency", "2", "--without-gossip", "--without-mingle"],
                   dest, urls, log_dir / "userpath-worker.log")
@@ -204,3 +218,127 @@ def test_worker_warns_once_about_weak_delivery_settings(
     log = w.log()
     assert log.count("worker_prefetch_multiplier=4") == 1, log[-3000:]
     assert log.count("task_acks_late is off") == 1, log[-3000:]
+
+
+def _fanout(v: UserVenv, dest: Path, env: dict[str, str], *args: str,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    return v.run("fanout", "-A", "proj", *args, cwd=dest, env=env, check=check, timeout=120)
+
+
+def _wait_status(v: UserVenv, dest: Path, env: dict[str, str], run_id: str,
+                 statuses: tuple[str, ...]) -> dict[str, object]:
+    deadline = time.monotonic() + 90
+    while True:
+        res = _fanout(v, dest, env, "--json", "run", run_id, check=False)
+        run = json.loads(res.stdout) if res.returncode == 0 else {}
+        if run.get("status") in statuses:
+            return run
+        if time.monotonic() > deadline:
+            raise AssertionError(f"run {run_id} not {statuses} after 90 s: {res.stdout}{res.stderr}")
+        time.sleep(0.5)
+
+
+def test_replay_rerun_cancel_and_events_from_the_cli(
+        user_venv: UserVenv, quickstart: tuple[Path, dict[str, str], Proc], urls: dict[str, str]) -> None:
+    dest, _, worker = quickstart
+    v = user_venv
+    sent = json.loads(_fanout(v, dest, urls, "--json", "send", "app/user.signup", "--data",
+                              '{"user_id": 9}', "--wait", "60").stdout)
+    (first,) = sent["runs"]
+    rid = first["run_id"]
+    assert first["status"] == "completed", first
+
+    events = json.loads(_fanout(v, dest, urls, "--json", "events", "--name", "app/user.signup",
+                                "--since", "10m").stdout)["events"]
+    assert sent["event_id"] in [e["event_id"] for e in events]
+    shown = _fanout(v, dest, urls, "event", sent["event_id"]).stdout
+    assert rid in shown and "proj:welcome" in shown
+
+    replayed = _fanout(v, dest, urls, "replay", rid).stdout
+    m = re.search(rf"^{rid} -> (\w+)$", replayed, re.M)
+    assert m and "replay: 1 of 1 run(s)" in replayed, replayed
+    assert _wait_status(v, dest, urls, m.group(1), ("completed", "failed"))["status"] == "completed"
+
+    rerun_id = _fanout(v, dest, urls, "rerun", rid, "--from-step", "send-email").stdout.strip()
+    rerun = _wait_status(v, dest, urls, rerun_id, ("completed", "failed"))
+    assert rerun["status"] == "completed" and rerun["replay_of"] == rid, rerun
+
+    held = _fanout(v, dest, urls, "send", "app/hold").stdout.strip()
+    deadline = time.monotonic() + 60
+    hold_id = ""
+    while not hold_id:
+        runs = json.loads(_fanout(v, dest, urls, "--json", "runs", "--event", held).stdout)["runs"]
+        hold_id = next((r["run_id"] for r in runs if r["status"] == "sleeping"), "")
+        assert hold_id or time.monotonic() < deadline, runs
+        time.sleep(0.3)
+    cancelled = _fanout(v, dest, urls, "cancel", hold_id).stdout
+    assert f"{hold_id} cancelled" in cancelled, cancelled
+    assert _wait_status(v, dest, urls, hold_id, ("cancelled",))["status"] == "cancelled"
+
+    for args, pattern in (
+        (["replay", "NOPE"], r"^fanout replay: error: NOPE: no run 'NOPE'"),
+        (["cancel", "NOPE"], r"^fanout cancel: error: NOPE: no such run"),
+        (["rerun", rid, "--from-step", "nope"], r"has no step 'nope'; its steps are "
+                                                r"\['load-user', 'wait-a-moment', 'send-email'\]"),
+        (["events", "--since", "yesterday-ish"], r"invalid time 'yesterday-ish'"),
+        (["send", "app/user.signup", "--data", "{oops"], r"--data: not valid JSON"),
+    ):
+        bad = _fanout(v, dest, urls, *args, check=False)
+        lines = bad.stderr.strip().splitlines()
+        assert bad.returncode in (1, 2) and len(lines) == 1, (args, bad.stdout, bad.stderr)
+        assert re.search(pattern, lines[0]), (args, lines[0])
+    assert "Traceback" not in worker.log(), worker.log()[-4000:]
+
+
+# -- the same quickstart project with RabbitMQ as the broker -------------------------------
+
+
+@pytest.fixture(scope="module")
+def amqp_quickstart(user_venv: UserVenv, rabbit: Rabbit, urls: dict[str, str],  # noqa: F811
+                    tmp_path_factory: pytest.TempPathFactory,
+                    log_dir: Path) -> Iterator[tuple[Path, dict[str, str], Proc]]:
+    """The quickstart on a private RabbitMQ vhost (Redis stays the store), one worker.
+
+    ``rabbit`` skips, saying why, when RabbitMQ is neither reachable nor startable."""
+    vhost = f"fanout-userpath-{uuid.uuid4().hex[:12]}"
+    rabbit.ctl("add_vhost", vhost)
+    rabbit.ctl("set_permissions", "-p", vhost, rabbit.user, ".*", ".*", ".*")
+    store_db = support.db_for(f"{__name__}.amqp")
+    used = {int(u.rsplit("/", 1)[1]) for u in urls.values()}   # the Redis lane's databases
+    while store_db in used:
+        store_db = store_db % 15 + 1
+    store = f"{support.base_url()}/{store_db}"
+    redis.Redis.from_url(store).flushdb()
+    env = {"CELERY_BROKER_URL": rabbit.url(vhost), "FANOUT_REDIS_URL": store}
+    dest = tmp_path_factory.mktemp("userproj-amqp")
+    _write_quickstart(dest)
+    worker = Proc(user_venv, ["celery", "-A", "proj", "worker", "--loglevel", "INFO",
+                              "--concurrency", "2", "--without-gossip", "--without-mingle"],
+                  dest, env, log_dir / "userpath-amqp-worker.log")
+    try:
+        worker.wait_for(" ready.")
+        yield dest, env, worker
+    finally:
+        worker.stop()
+        rabbit.ctl("delete_vhost", vhost)
+
+
+def test_quickstart_on_rabbitmq_send_wait_completes(
+        user_venv: UserVenv, amqp_quickstart: tuple[Path, dict[str, str], Proc]) -> None:
+    dest, env, worker = amqp_quickstart
+    assert "amqp://" in worker.log()     # the worker's banner names its transport
+    store, amqp = env["FANOUT_REDIS_URL"], env["CELERY_BROKER_URL"]
+    # The broker from the environment, as for the worker; --redis names the store only.
+    sent = _fanout(user_venv, dest, {"CELERY_BROKER_URL": amqp}, "--redis", store, "--json",
+                   "send", "app/user.signup", "--data", '{"user_id": 1}', "--wait", "60")
+    assert [r["status"] for r in json.loads(sent.stdout)["runs"]] == ["completed"], sent.stdout
+    # The broker on the command line.
+    sent = _fanout(user_venv, dest, {}, "--redis", store, "--broker", amqp, "--json", "send",
+                   "app/user.signup", "--data", '{"user_id": 2}', "--wait", "60")
+    assert [r["status"] for r in json.loads(sent.stdout)["runs"]] == ["completed"], sent.stdout
+    invoked = _fanout(user_venv, dest, env, "invoke", "welcome", "--data", '{"user_id": 3}')
+    assert _wait_status(user_venv, dest, env, invoked.stdout.strip(),
+                        ("completed", "failed"))["status"] == "completed"
+    listed = json.loads(_fanout(user_venv, dest, env, "--json", "runs", "--fn", "welcome").stdout)
+    assert len(listed["runs"]) == 3
+    assert "Traceback" not in worker.log(), worker.log()[-4000:]

@@ -4,6 +4,29 @@
   function esc(text) { const d = document.createElement("span"); d.textContent = text; return d; }
   function iso(ts) { return ts ? new Date(ts * 1000).toISOString().replace("T", " ").replace(/\.(\d+)Z$/, ".$1Z") : ""; }
 
+  // <time data-rel>: "3 min ago", with the local time on hover.
+  function rel(ms) {
+    const s = Math.round((Date.now() - ms) / 1000), a = Math.abs(s);
+    const span = a < 60 ? a + " s" : a < 3600 ? Math.round(a / 60) + " min" :
+      a < 86400 ? Math.round(a / 3600) + " h" : Math.round(a / 86400) + " d";
+    return s >= 0 ? span + " ago" : "in " + span;
+  }
+  document.querySelectorAll("time[data-rel]").forEach(function (el) {
+    const ms = Date.parse(el.getAttribute("datetime").replace(" ", "T"));
+    if (isNaN(ms)) return;
+    el.title = new Date(ms).toLocaleString();
+    el.textContent = rel(ms);
+  });
+
+  // The runs list: "select all", and no auto-refresh while runs are selected.
+  const all = document.getElementById("select-all");
+  if (all) {
+    all.addEventListener("change", function () {
+      document.querySelectorAll('input[name="run_ids"]').forEach(function (b) { b.checked = all.checked; });
+    });
+  }
+  function selecting() { return document.querySelector('input[name="run_ids"]:checked') !== null; }
+
   // Forms with data-confirm ask first.
   document.addEventListener("submit", function (ev) {
     const msg = ev.target.getAttribute("data-confirm");
@@ -20,7 +43,7 @@
       box.addEventListener("change", function () { localStorage.setItem(key, box.checked ? "1" : "0"); });
     }
     const every = parseFloat(live.getAttribute("data-refresh")) * 1000;
-    setInterval(function () { if (!box || box.checked) location.reload(); }, every);
+    setInterval(function () { if ((!box || box.checked) && !selecting()) location.reload(); }, every);
   }
 
   // The live event stream: poll /api/events for events newer than the newest shown.

@@ -1,0 +1,60 @@
+"""Read-only queries behind the dashboard's overview and search: the timer backlog
+and the triggering events of a page of runs.  Nothing here writes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .store import Store
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class TimerBacklog:
+    """The timer set at one instant: every entry (sleeps, wait timeouts, leases of
+    running passes, retries, router watchdogs), how many are due, and the oldest due."""
+
+    total: int
+    overdue: int
+    oldest_due_at: float | None  # epoch seconds of the oldest overdue entry
+
+    def oldest_age(self, now: float) -> float:
+        """Seconds the oldest overdue timer has waited past its time (0 when none)."""
+        return 0.0 if self.oldest_due_at is None else max(0.0, now - self.oldest_due_at)
+
+
+def timer_backlog(store: Store, now: float) -> TimerBacklog:
+    """One pipeline: ZCARD, ZCOUNT up to ``now`` and the lowest score."""
+    pipe = store.r.pipeline(transaction=False)
+    pipe.zcard(store.timers_key)
+    pipe.zcount(store.timers_key, "-inf", int(now * 1000))
+    pipe.zrange(store.timers_key, 0, 0, withscores=True)
+    total, overdue, first = pipe.execute()
+    oldest = None
+    if overdue and first:
+        oldest = float(first[0][1]) / 1000.0
+    return TimerBacklog(int(total), int(overdue), oldest)
+
+
+def run_events(store: Store, run_ids: Sequence[str]) -> list[dict[str, Any] | None]:
+    """The triggering event of each run (one pipelined HGET per run); ``None`` for a
+    run that is gone or whose event cannot be read."""
+    if not run_ids:
+        return []
+    pipe = store.r.pipeline(transaction=False)
+    for rid in run_ids:
+        pipe.hget(store.run_key(rid), "event")
+    out: list[dict[str, Any] | None] = []
+    for raw in pipe.execute():
+        try:
+            value = json.loads(_s(raw)) if raw is not None else None
+        except ValueError:
+            value = None
+        out.append(value if isinstance(value, dict) else None)
+    return out
