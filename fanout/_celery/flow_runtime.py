@@ -71,6 +71,7 @@ from .._core.run_record import (
     WAKE,
 )
 from .._errors import EventError
+from .endings import cancel_reason, tell_parent
 
 if TYPE_CHECKING:
     from .._core.function import FunctionDef
@@ -239,7 +240,7 @@ class FlowRuntime:
         log.info("fanout: run %s of %s skipped: %s", rid, fn.key, why)
         inv = fields.get(INVOKER)
         if inv:
-            self.rt._tell_parent(json.loads(inv), "skipped", None, error)
+            tell_parent(self.rt, json.loads(inv), "skipped", None, error)
 
     def decorate(self, fn: FunctionDef, ev: dict[str, Any], fields: dict[str, Any], now: float) -> None:
         """Run fields for priority, the start deadline and cancel listeners."""
@@ -439,7 +440,7 @@ class FlowRuntime:
         if branch is None:
             seq, _r = store.end_pass(run_id, token, "queued", fields={WAITING_SINCE: repr(since)})
             if seq == -1:
-                self.rt.finish(run_id, token, "cancelled", None, self.rt._cancel_reason(run_id),
+                self.rt.finish(run_id, token, "cancelled", None, cancel_reason(self.rt, run_id),
                                fields)
                 return None
             if seq is None:

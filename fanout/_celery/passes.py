@@ -45,6 +45,7 @@ from .._core.run_record import (
     QUEUED_AT,
     TAKEOVERS,
 )
+from .endings import cancel_reason
 from .runlog import attempt_failed, run_started
 from .sink import PassSink
 
@@ -105,7 +106,7 @@ def execute_pass(rt: Runtime, fn_key: str, run_id: str, seq: int | None) -> None
     lease_ms = int((time.time() + rt.lease_s) * 1000)
     head, fields = store.begin_pass(run_id, token, lease_ms, seq)
     if head == "cancel":  # cancelled while a worker that has since died held it
-        rt.finish(run_id, "", "cancelled", None, rt._cancel_reason(run_id))
+        rt.finish(run_id, "", "cancelled", None, cancel_reason(rt, run_id))
         return
     if head != "ok":
         return
@@ -177,7 +178,7 @@ def _completed(p: PassEnd, outcome: Completed) -> int | None:
 
 def _lease_lost(p: PassEnd, outcome: LeaseLost) -> int | None:
     if outcome.cancelled:
-        p.finish("cancelled", None, p.rt._cancel_reason(p.run_id))
+        p.finish("cancelled", None, cancel_reason(p.rt, p.run_id))
     else:
         log.warning("fanout: run %s was taken over by another worker mid-pass", p.run_id)
     return None
@@ -271,4 +272,4 @@ def conclude(
     seq = None if arm is None else arm(PassEnd(rt, fn, run_id, token, fields, steps, end, attempt),
                                        outcome)
     if seq == -1:  # end_pass wrote the step records, then found the cancel request
-        rt.finish(run_id, token, "cancelled", None, rt._cancel_reason(run_id), fields)
+        rt.finish(run_id, token, "cancelled", None, cancel_reason(rt, run_id), fields)

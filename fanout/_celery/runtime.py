@@ -327,9 +327,6 @@ class Runtime:
 
     # -- runs: starting here, ending in endings.py ---------------------------------------
 
-    def _cancel_reason(self, run_id: str) -> dict[str, Any]:
-        return endings.cancel_reason(self, run_id)
-
     def finish(
         self, run_id: str, token: str, status: str, output: Any, error: dict[str, Any] | None,
         fields: dict[str, str] | None = None, steps: dict[str, str] | None = None,
@@ -337,11 +334,6 @@ class Runtime:
         """End a run (writing the pass's deferred step records with it); release what it
         held, emit system events, tell an invoking parent."""
         endings.finish(self, run_id, token, status, output, error, fields, steps)
-
-    def _tell_parent(
-        self, inv: dict[str, Any], status: str, output: Any, error: dict[str, Any] | None
-    ) -> None:
-        endings.tell_parent(self, inv, status, output, error)
 
     def start_run(
         self,
