@@ -18,7 +18,8 @@ on is one Lua script (``fanout/_redis/lua/fc_*.lua``) over one flow-control key.
   its lease; a waiter also checks again on its own every ``fallback_s``.
   Timeouts are checked when a pass begins.
 * **Ends**: a run that ends gives back its singleton key, stops listening for
-  cancel events and emits the ``fanout/function.*`` system events.
+  cancel events and has the ``fanout/function.*`` system events sent
+  (``endings.emit_system_events``).
 """
 
 from __future__ import annotations
@@ -30,24 +31,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._core.event import Event, dumps, prepare_batch
+from .._core.event import dumps
 from .._core.flow import (
     IDEMPOTENCY_S,
-    SYSTEM_CANCELLED,
-    SYSTEM_FAILED,
-    SYSTEM_FINISHED,
     Cancel,
     concurrency_bucket,
     eval_key,
-    is_system_event,
     match_bucket,
     priority_factor,
     wait_score_ms,
 )
-from .._core.ids import derived_event_id
 from .._core.records import TERMINAL
 from .._core.run_record import (
-    APP,
     BATCH_EVENT_PREFIX,
     BATCH_KEY,
     CANCEL_KEYS,
@@ -60,7 +55,6 @@ from .._core.run_record import (
     EVENTS,
     FIRST_PASS,
     FK,
-    FN,
     INVOKER,
     NOT_BEFORE,
     PRIORITY,
@@ -70,8 +64,7 @@ from .._core.run_record import (
     WAITING_SINCE,
     WAKE,
 )
-from .._errors import EventError
-from .endings import cancel_reason, tell_parent
+from .endings import cancel_reason, emit_system_events, tell_parent
 
 if TYPE_CHECKING:
     from .._core.function import FunctionDef
@@ -503,48 +496,10 @@ class FlowRuntime:
             ])
             self.wake([_s(w) for w in woken])
         try:
-            self._emit(run_id, status, fields, output, error)
+            emit_system_events(self.rt, run_id, status, fields, output, error)
         except Exception:  # never let a notification break the end of a run
             log.warning("fanout: could not emit the system events of run %s", run_id,
                         exc_info=True)
-
-    def _subscribed(self, name: str) -> bool:
-        """Whether a function of this app is triggered by ``name`` (no Redis call: the
-        end of every run asks)."""
-        return any(True for _ in self.rt.index.candidates(name))
-
-    def _emit(self, run_id: str, status: str, fields: dict[str, str], output: Any,
-              error: dict[str, Any] | None) -> None:
-        names = {"failed": [SYSTEM_FAILED, SYSTEM_FINISHED], "completed": [SYSTEM_FINISHED],
-                 "cancelled": [SYSTEM_CANCELLED]}.get(status, [])
-        if not names:
-            return
-        trigger = json.loads(fields.get(EVENT, "{}"))
-        if is_system_event(trigger.get("name")):
-            return  # a run started by a system event emits none (no loops)
-        names = [n for n in names if self._subscribed(n)]
-        if not names:
-            return
-        data: dict[str, Any] = {
-            "function_id": fields.get(FN, ""), "app_id": fields.get(APP, ""),
-            "run_id": run_id, "status": status, "event": trigger,
-        }
-        if error is not None:
-            data["error"] = error
-        if status == "completed":
-            data["result"] = output
-        try:
-            prepared = self._system_batch(names, run_id, data)
-        except EventError:  # too large: keep the ids and the error, drop the payloads
-            data.pop("result", None)
-            data["event"] = {k: trigger.get(k) for k in ("name", "id", "ts")}
-            prepared = self._system_batch(names, run_id, data)
-        self.rt.publish(prepared)
-
-    @staticmethod
-    def _system_batch(names: list[str], run_id: str, data: dict[str, Any]) -> list[tuple[Event, str]]:
-        events = [Event(name=n, data=data, id=derived_event_id(run_id, n, 0)) for n in names]
-        return prepare_batch(events, allow_reserved=True)
 
     # -- cancellation -----------------------------------------------------------------------
 
