@@ -276,7 +276,7 @@ class Runner:
                 def med(rows: list[dict[str, Any]], k: str) -> float:
                     return statistics.median([r[k] for r in rows])
 
-                out.append(f"| `ctx.step.sleep(\"s\", 1)` wake-up lateness, {sleep[0]['n']} runs "
+                out.append(f"| `ctx.step.sleep(\"s\", \"1s\")` wake-up lateness, {sleep[0]['n']} runs "
                            f"| {med(sleep, 'lateness_p50_ms'):.0f} ms "
                            f"| {med(sleep, 'lateness_p95_ms'):.0f} ms "
                            f"| {med(sleep, 'lateness_p99_ms'):.0f} ms "

@@ -20,8 +20,9 @@ from ._core.flow import (
 from ._core.middleware import Middleware, MiddlewareSync, SendEventsResult, TransformOutputResult
 from ._core.records import RunInfo, StepInfo
 from ._core.step_types import AsyncContext
-from ._core.steps import Context, Group, Step
+from ._core.steps import Context, Group, ParallelMode, Step
 from ._core.triggers import TriggerCron, TriggerEvent
+from ._core.types import PydanticSerializer
 from ._errors import (
     ConfigError,
     DecryptionError,
@@ -61,8 +62,10 @@ __all__ = [
     "NestedStepError",
     "NonDeterminismError",
     "NonRetriableError",
+    "ParallelMode",
     "Priority",
     "PublishError",
+    "PydanticSerializer",
     "RateLimit",
     "RetryAfterError",
     "RunInfo",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 import json
+import logging
 import os
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, overload
@@ -12,7 +14,13 @@ from celery import Celery
 
 from ._celery.runtime import Runtime, check_serializers, runtime_for
 from ._core.engine import memo_from_fields
-from ._core.event import INVOKE_EVENT, Event, prepare_batch
+from ._core.event import (
+    INVOKE_EVENT,
+    MAX_EVENT_BYTES,
+    Event,
+    check_max_event_bytes,
+    prepare_batch,
+)
 from ._core.flow import (
     SYSTEM_FAILED,
     Batch,
@@ -32,12 +40,16 @@ from ._core.ids import new_token, run_id_for
 from ._core.middleware import MiddlewareFactory, SendEventsResult
 from ._core.middleware import Stack as MiddlewareStack
 from ._core.middleware import validate as validate_middleware
-from ._core.records import RunInfo
+from ._core.records import RunInfo, RunList
 from ._core.run_record import to_run_info
 from ._core.step_types import AsyncContext
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
+from ._core.types import check_serializer, dumping, output_codec
+from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
+from ._redis.history import MAX_LIMIT, History
+from ._redis.history import statuses as history_statuses
 
 F = TypeVar("F", bound=Callable[..., Any])
 AF = TypeVar("AF", bound=Callable[[AsyncContext], Coroutine[Any, Any, Any]])
@@ -88,6 +100,10 @@ class Fanout:
 
     Creating the client registers fanout's tasks on ``celery``; importing the
     module that creates it is all a worker needs.
+
+    ``max_event_bytes`` limits one event's serialized size (default 2 MiB), for
+    ``send``, ``emit`` and ``ctx.step.send_event``.  ``recovery_timeout`` and
+    ``retention`` are seconds (they are fanout's own settings).
     """
 
     def __init__(
@@ -100,9 +116,16 @@ class Fanout:
         checkpoint: bool = False,
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        strict_order: bool = False,
         middleware: Sequence[MiddlewareFactory] | None = None,
+        serializer: Any = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
+        self._logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
+        if logger is not None:
+            self.set_logger(logger)
         if not isinstance(celery, Celery):
             raise ConfigError(f"celery must be a celery.Celery app, not {type(celery).__name__}")
         check_serializers(celery)
@@ -110,15 +133,32 @@ class Fanout:
             raise ConfigError("recovery_timeout must be between 1 and 86400 seconds")
         if not (isinstance(retention, (int, float)) and retention >= 3600):
             raise ConfigError("retention must be at least 3600 seconds")
+        self.max_event_bytes = check_max_event_bytes(max_event_bytes)
         self.celery = celery
         self.redis_url = resolve_redis_url(celery, redis_url)
         self._backoff = check_backoff(retry_backoff)
         self._checkpoint = bool(checkpoint)
+        if not isinstance(strict_order, bool):
+            raise ConfigError(f"strict_order must be True or False, not {strict_order!r}")
+        self._strict_order = strict_order
         self._rt: Runtime = runtime_for(
             celery, self.redis_url, recovery_timeout=recovery_timeout, retention=retention
         )
         self.functions: dict[str, FunctionDef] = {}
         self.middleware = validate_middleware(middleware, "Fanout(middleware=...)")
+        #: How typed outputs (``output_type=``) are stored: pydantic unless given.
+        self.serializer = check_serializer(serializer)
+
+    def set_logger(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> None:
+        """The logger behind ``ctx.logger`` in this client's functions (by default the
+        ``fanout.run`` logger). It stays silent while a pass replays memoized steps."""
+        if not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
+            raise ConfigError(
+                f"set_logger takes a logging.Logger or logging.LoggerAdapter, not "
+                f"{type(logger).__name__}; wrap another logging library with "
+                "logging.LoggerAdapter or route it through the standard logging module"
+            )
+        self._logger = logger
 
     def __repr__(self) -> str:
         return f"<fanout.Fanout app_id={self.app_id!r} functions={len(self.functions)}>"
@@ -145,7 +185,11 @@ class Fanout:
         cancel: Cancel | list[Cancel] | None = None,
         timeouts: Timeouts | None = None,
         on_failure: Callable[..., Any] | None = None,
+        version: str | None = None,
+        patches: Iterable[str] | None = None,
+        strict_order: bool | None = None,
         middleware: Sequence[MiddlewareFactory] | None = None,
+        output_type: Any = None,
     ) -> FunctionDecorator:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
@@ -154,8 +198,20 @@ class Fanout:
         ``priority``, ``idempotency`` (a CEL key: one run per key per 24 h),
         ``cancel`` (events that cancel a run), ``timeouts`` and ``on_failure`` (a
         handler run with ``ctx.event.data`` = ``error``, ``event``, ``run_id``,
-        ``function_id`` when a run of this function fails).
+        ``function_id`` when a run of this function fails). ``output_type`` (a pydantic
+        model, a dataclass, ``list[Model]``...) stores the handler's return value as
+        JSON through pydantic.
+
+        The decorated handler is returned as it is (it still calls like the handler),
+        with ``.id`` set to the fully-qualified id ``"<app_id>-<fn_id>"``, as
+        inngest-py's ``Function.id``.
+        Versioning (``docs/concepts/versioning.md``): ``version`` names the code (default:
+        a fingerprint of the handler's source), ``patches`` declares the markers the
+        handler asks ``ctx.patched`` about, ``strict_order`` (default: the client's) fails
+        a run in flight whose steps changed order instead of logging a warning.
         """
+        if strict_order is not None and not isinstance(strict_order, bool):
+            raise ConfigError(f"strict_order must be True, False or None, not {strict_order!r}")
         flow = dict(
             concurrency=concurrency, singleton=singleton, throttle=throttle,
             rate_limit=rate_limit, debounce=debounce, batch_events=batch_events,
@@ -163,8 +219,11 @@ class Fanout:
         )
         backoff_ = self._backoff if backoff is None else backoff
         checkpoint_ = self._checkpoint if checkpoint is None else checkpoint
+        strict_ = self._strict_order if strict_order is None else strict_order
         middleware_ = self.middleware + validate_middleware(
             middleware, f"create_function(fn_id={fn_id!r}, middleware=...)")
+        # output_type: the handler's return value is stored as JSON through pydantic.
+        dump_output, _load = output_codec(output_type, f"function {fn_id!r}", self.serializer)
 
         def decorator(handler: F) -> F:
             fn = build_function(
@@ -175,20 +234,28 @@ class Fanout:
                 retries=retries,
                 backoff=backoff_,
                 checkpoint=checkpoint_,
-                handler=handler,
+                handler=dumping(handler, dump_output),
                 flow=flow,
+                version=version,
+                patches=patches,
+                strict_order=strict_,
             )
+            fn.max_event_bytes = self.max_event_bytes
             fn.middleware, fn.client = middleware_, self
             companion = None
             if on_failure is not None:
                 companion = self._failure_handler(fn, on_failure, retries, backoff_, checkpoint_)
+                companion.max_event_bytes = self.max_event_bytes
+            fn.logger_of = lambda: self._logger
             self._rt.add_function(fn)
             self.functions[fn.fn_id] = fn
             if companion is not None:
                 companion.middleware, companion.client = middleware_, self
+                companion.logger_of = fn.logger_of
                 self._rt.add_function(companion)
                 self.functions[companion.fn_id] = companion
             handler.fanout_function = fn  # type: ignore[attr-defined]
+            handler.id = fn.id  # type: ignore[attr-defined]  # inngest-py's Function.id
             return handler
 
         return decorator
@@ -214,7 +281,7 @@ class Fanout:
         companion = build_function(
             app_id=self.app_id, fn_id=fid, trigger=TriggerEvent(event=SYSTEM_FAILED, expression=expr),
             name=f"{fn.name} (on failure)", retries=retries, backoff=backoff,
-            checkpoint=checkpoint, handler=handler,
+            checkpoint=checkpoint, handler=handler, strict_order=fn.strict_order,
         )
         companion.failure_of = fn.key
         return companion
@@ -223,14 +290,14 @@ class Fanout:
 
     def send_sync(self, events: Event | Iterable[Event]) -> list[str]:
         """Validate, store and publish events; returns their ids. Raises on any failure."""
-        prepared = prepare_batch(events)
+        prepared = prepare_batch(events, max_bytes=self.max_event_bytes)
         if not self.middleware:
             return self._rt.publish(prepared)
         return self._send_with_middleware(prepared)
 
     async def send(self, events: Event | Iterable[Event]) -> list[str]:
         """The async form of :meth:`send_sync`."""
-        prepared = prepare_batch(events)
+        prepared = prepare_batch(events, max_bytes=self.max_event_bytes)
         if not self.middleware:
             return await asyncio.to_thread(self._rt.publish, prepared)
         return await asyncio.to_thread(self._send_with_middleware, prepared)
@@ -241,7 +308,7 @@ class Fanout:
         events = [ev for ev, _text in prepared]
         stack.call("before_send_events", events)
         try:
-            ids = self._rt.publish(prepare_batch(events))
+            ids = self._rt.publish(prepare_batch(events, max_bytes=self.max_event_bytes))
         except Exception as exc:
             stack.call("after_send_events", SendEventsResult([], exc), reverse=True)
             raise
@@ -264,7 +331,7 @@ class Fanout:
         """Start a run of ``function`` now (whatever its triggers); returns the run id."""
         fn = self._function(function)
         ev = Event(name=INVOKE_EVENT, data={"fn_id": fn.fn_id, **dict(data or {})})
-        prepared = prepare_batch(ev, allow_reserved=True)
+        prepared = prepare_batch(ev, allow_reserved=True, max_bytes=self.max_event_bytes)
         (eid,) = self._rt.publish(prepared, target=fn.key)
         return run_id_for(eid, fn.key)
 
@@ -276,6 +343,25 @@ class Fanout:
         if not isinstance(fn, FunctionDef) or fn.app_id != self.app_id:
             raise ConfigError(f"{function!r} is not a function declared on this client")
         return fn
+
+    def pause(self, function: Callable[..., Any] | str, reason: str = "") -> bool:
+        """Pause a function: its events still create runs and its cron ticks are still
+        recorded, but no pass of it runs (a running step finishes) until :meth:`resume`.
+        The state lives in Redis and survives worker and Redis restarts (with AOF).
+        Returns False when it was paused already."""
+        return self._rt.pausing.pause(self._function(function).key, reason)
+
+    def resume(self, function: Callable[..., Any] | str, *, skip_backlog: bool = False) -> int:
+        """Resume a paused function: what waited continues oldest first, under its flow
+        control. ``skip_backlog=True`` records the runs that never started as skipped
+        (status ``skipped``) instead; runs already under way continue. Returns how many
+        passes were handed back to the workers."""
+        resumed, _skipped = self._rt.pausing.resume(self._function(function).key,
+                                                     skip_backlog=skip_backlog)
+        return resumed
+
+    def is_paused(self, function: Callable[..., Any] | str) -> bool:
+        return self._rt.pausing.info(self._function(function).key) is not None
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> bool:
         """Cancel a run. It stops between steps: a step already running finishes.
@@ -324,8 +410,13 @@ class Fanout:
         keep = [r for r in memo.values() if r.seq < cut and r.status == "completed"]
         new_id = _replay_id(run_id, f"rerun:{from_step}")
         event = json.loads(fields.get("event", "{}"))
-        self._rt.start_run(fn, event, run_id=new_id, steps=keep,
-                           extra_fields={"replay_of": run_id, "from_step": from_step})
+        extra = {"replay_of": run_id, "from_step": from_step}
+        # The reused steps were saved by the original run's code: when that is not this
+        # code, the new run begins as one that crossed a deploy (docs/concepts/versioning.md).
+        seen = versions_of(fields)
+        if keep and seen and seen[-1] != fn.version:
+            extra["vs"] = json.dumps([*seen, fn.version][-MAX_VERSION_HISTORY:])
+        self._rt.start_run(fn, event, run_id=new_id, steps=keep, extra_fields=extra)
         return new_id
 
     def _run_and_function(self, run_id: str) -> tuple[dict[str, str], FunctionDef]:
@@ -339,6 +430,15 @@ class Fanout:
 
     # -- inspecting ---------------------------------------------------------------------
 
+    def check_stuck_runs(self, *, min_age: float = 0.0, limit: int = 5000) -> list[str]:
+        """Fail the runs that nothing will move (no task, lease or timer), among the
+        newest ``limit``; returns their ids. A run is failed when it was seen stuck
+        by an earlier call at least ``min_age`` seconds before and has not moved since.
+        Workers do this every minute; call it from a script or a test to check now."""
+        from ._celery.timers import check_stuck
+
+        return check_stuck(self.runtime, min_age=min_age, limit=limit)
+
     def get_run(self, run_id: str) -> RunInfo | None:
         """A run's status, output or error, and its steps; None if unknown or expired."""
         return self._rt.store.run_info(run_id)
@@ -349,27 +449,57 @@ class Fanout:
         event_id: str | None = None,
         fn_id: str | None = None,
         status: str | None = None,
+        since: _dt.datetime | float | None = None,
+        until: _dt.datetime | float | None = None,
+        cursor: str | None = None,
         limit: int = 100,
-    ) -> list[RunInfo]:
-        """Runs, newest first, by event or by function, optionally filtered by status."""
+        version: str | None = None,
+    ) -> RunList:
+        """Runs, newest first (by creation), of one event, one function, or all.
+
+        ``status`` is a status, comma-separated statuses or ``"active"``; ``since`` /
+        ``until`` (aware datetimes or epoch seconds) bound the creation time. The
+        result is a list with ``next_cursor``: pass it as ``cursor=`` for the next page.
+        A status filter reads the index newest first and stops after 5,000 entries per
+        call: then fewer than ``limit`` runs come back, with a cursor to go on from.
+        The runs of one event are one list (no cursor). ``version`` keeps the runs
+        created on that version or with a pass that ran on it.
+        """
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
+        after = as_timestamp(since, "since")
+        before = as_timestamp(until, "until")
         store = self._rt.store
+        history = History(store)
+        if event_id is not None:
+            if cursor is not None:
+                raise ConfigError("cursor pages the runs of a function or of all functions; "
+                                  "the runs of one event come in one list (drop cursor=)")
+            wanted = history_statuses(status)
+            found = [r for r in history.runs_of_event(event_id)
+                     if (wanted is None or r.status in wanted)
+                     and (fn_id is None or r.fn_id == fn_id)
+                     and (after is None or (r.created_at or 0) >= after)
+                     and (before is None or (r.created_at or 0) <= before)
+                     and (version is None or version in r.versions)]
+            return RunList(self._infos([r.run_id for r in found[:limit]]))
         fn_key = f"{self.app_id}:{fn_id}" if fn_id else None
-        scan = limit if status is None else max(limit * 10, 1000)
-        ids = store.run_ids(fn_key=fn_key, event_id=event_id, limit=scan)
-        out: list[RunInfo] = []
-        for rid, fields in zip(ids, store.many_run_fields(ids), strict=True):
-            if not fields.get("st"):
-                continue
-            if status is not None and fields["st"] != status:
-                continue
-            if fn_id is not None and fields.get("fn") != fn_id:
-                continue
-            out.append(to_run_info(rid, fields))
-            if len(out) >= limit:
+        ids: list[str] = []
+        nxt = cursor
+        while len(ids) < limit:
+            page = history.runs(fn_key=fn_key, status=status, since=after, until=before,
+                                limit=min(MAX_LIMIT, limit - len(ids)), cursor=nxt,
+                                version=version)
+            ids.extend(r.run_id for r in page.items)
+            nxt = page.next_cursor
+            if nxt is None or not page.complete:
                 break
-        return out
+        return RunList(self._infos(ids), nxt)
+
+    def _infos(self, run_ids: list[str]) -> list[RunInfo]:
+        store = self._rt.store
+        return [to_run_info(rid, f) for rid, f in zip(run_ids, store.many_run_fields(run_ids),
+                                                      strict=True) if f.get("st")]
 
     @property
     def runtime(self) -> Runtime:

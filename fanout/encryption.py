@@ -134,7 +134,7 @@ class EncryptionMiddleware(Middleware):
             if rec.output is None:
                 continue
             rec.output = ring.open(rec.output, f"the output of step {step_id!r}")
-            if rec.kind == "wait_for_event":
+            if rec.kind in ("wait", "wait_for_event"):
                 self._open_event(rec.output, f"the event step {step_id!r} received")
         if ctx is not None:
             self._open_event(ctx.event, "the triggering event's data")

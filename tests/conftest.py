@@ -95,12 +95,27 @@ def log_dir() -> Path:
     return path
 
 
+_stuck: list[str] = []
+
+
 @pytest.fixture(scope="module")
-def clean_db(request: pytest.FixtureRequest) -> redis.Redis:
-    """The module's Redis database, flushed before the module runs."""
+def clean_db(request: pytest.FixtureRequest) -> Iterator[redis.Redis]:
+    """The module's Redis database, flushed before the module runs. After the module
+    (its worker stopped), no run may be left that nothing will move."""
     r = support.redis_for(request.module.__name__)
     r.flushdb()
-    return r
+    yield r
+    found = support.stuck_runs(r)
+    if found:
+        _stuck.append(f"{request.module.__name__}: " + ", ".join(found[:10])
+                      + (f" and {len(found) - 10} more" if len(found) > 10 else ""))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _stuck:
+        print("\nruns left with nothing scheduled to move them (queued, running or "
+              "sleeping, no timer):\n  " + "\n  ".join(_stuck))
+        session.exitstatus = 1
 
 
 @pytest.fixture(scope="module")

@@ -145,3 +145,19 @@ def wait_run(client: fanout.Fanout, run_id: str, timeout: float = 60.0) -> fanou
 
     result: fanout.RunInfo = wait_for(done, timeout=timeout)
     return result
+
+
+def stuck_runs(r: redis.Redis, prefix: str = "fanout") -> list[str]:
+    """Runs that nothing will move: queued, running or sleeping, with no entry in the
+    timer set (a queued run keeps a watchdog timer, a running one its lease timer, a
+    sleeping one its wake-up). Hand-written records without a function key are skipped."""
+    out = []
+    timers = f"{prefix}:timers"
+    for key in r.scan_iter(match=f"{prefix}:run:{{*}}", count=1000):
+        st, fk = r.hmget(key, "st", "fk")
+        if fk is None or st not in (b"queued", b"running", b"sleeping"):
+            continue
+        run_id = key.decode().split("{", 1)[1].rstrip("}")
+        if r.zscore(timers, run_id) is None:
+            out.append(f"{run_id} ({fk.decode()}, {st.decode()})")
+    return out

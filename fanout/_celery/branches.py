@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core.engine import BranchDone, Failed, RetryStep
+from .._core.engine import BranchDone, Failed, RetryStep, Wait
 from .._core.function import FunctionDef
 from .._core.ids import new_token
 from .._core.run_record import branch_lease_field
@@ -52,7 +52,9 @@ def execute_branch(rt: Runtime, fn_key: str, run_id: str, step_id: str) -> None:
                 return
         inp = pass_input(rt, fn, run_id, fields, branch=step_id)
         rec = inp.memo.get(step_id)
-        group = list((rec.extra or {}).get("group", [])) if rec else []
+        extra = (rec.extra or {}) if rec else {}
+        # A race's branch rejoins the run as soon as it ends; others when all have.
+        group = [step_id] if extra.get("race") else list(extra.get("group", []))
         sink = PassSink(rt, fn, run_id, token, fields, branch=step_id, group=group)
         outcome = run_engine(fn, inp, sink)
         rt.flow.release(hold)
@@ -80,8 +82,24 @@ def _retry(rt: Runtime, fn: FunctionDef, run_id: str, step_id: str, token: str,
     rt.store.arm(f"branch:{run_id}:{step_id}", time.time() + outcome.delay)
 
 
+def _wait(rt: Runtime, fn: FunctionDef, run_id: str, step_id: str, token: str,
+          sink: PassSink, outcome: Wait) -> None:
+    """An invoked child runs: the branch wakes at the invoke's timeout."""
+    rt.store.end_branch(run_id, step_id, token)
+    rt.store.arm(f"branch:{run_id}:{step_id}", outcome.until)
+
+
 def _failed(rt: Runtime, fn: FunctionDef, run_id: str, step_id: str, token: str,
             sink: PassSink, outcome: Failed) -> None:
+    if not outcome.retriable:
+        # The group can never join (its step is gone, a nested step, ...): the
+        # run fails now rather than waiting for a branch that will not come.
+        rt.store.end_branch(run_id, step_id, token)
+        rt.store.drop_timer(f"branch:{run_id}:{step_id}")
+        log.error("fanout: branch %s of run %s failed the run: %s",
+                  step_id, run_id, outcome.error.get("message"))
+        rt.finish(run_id, "", "failed", None, outcome.error)
+        return
     rt.store.end_branch(run_id, step_id, token)
     rt.store.arm(f"branch:{run_id}:{step_id}", time.time() + fn.policy.delay(1))
     log.warning("fanout: branch %s of run %s failed outside its step: %s",
@@ -89,4 +107,6 @@ def _failed(rt: Runtime, fn: FunctionDef, run_id: str, step_id: str, token: str,
 
 
 #: How a branch ends, by outcome type (any other outcome leaves the branch to its timer).
-_ARMS: dict[type, Callable[..., Any]] = {BranchDone: _done, RetryStep: _retry, Failed: _failed}
+_ARMS: dict[type, Callable[..., Any]] = {
+    BranchDone: _done, RetryStep: _retry, Wait: _wait, Failed: _failed,
+}

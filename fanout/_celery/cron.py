@@ -472,7 +472,7 @@ class CronService:
     @staticmethod
     def _fields(fn: FunctionDef, event: Mapping[str, Any], now: float) -> dict[str, Any]:
         return new_run_fields(fn.fn_id, fn.app_id, fn.key, event, event_ids=[event["id"]],
-                              created=repr(now))
+                              created=repr(now), creation=fn.creation_fields())
 
     # -- beat ------------------------------------------------------------------------
 

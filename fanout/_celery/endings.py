@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .._core.event import Event, dumps, prepare_batch
 from .._core.flow import SYSTEM_CANCELLED, SYSTEM_FAILED, SYSTEM_FINISHED, is_system_event
 from .._core.ids import derived_event_id
-from .._core.records import StepRecord
+from .._core.records import StepRecord, child_error
 from .._core.run_record import APP, CANCEL, ERROR, EVENT, FK, FN, INVOKER, OUTPUT
 from .._errors import EventError
 from .runlog import run_ended
@@ -44,8 +44,11 @@ def finish(
         values[ERROR] = ""  # an earlier attempt's error no longer describes the run
     if error is not None:
         values[ERROR] = dumps(error)
-    if not rt.store.finish_run(run_id, token, status, values):
+    ended = rt.store.finish_run(run_id, token, status, values)
+    if not ended:
         return
+    if ended == 2:  # a cancel matched while the last pass ran: the run is cancelled
+        status, error = "cancelled", cancel_reason(rt, run_id)
     fields = fields if fields and FK in fields else rt.store.run_fields(run_id)
     run_ended(fields.get(FK, ""), run_id, status, error)
     rt.flow.ended(run_id, status, fields, output, error)
@@ -63,9 +66,7 @@ def tell_parent(
     if status == "completed":
         rec.status, rec.output = "completed", output
     else:
-        detail = (error or {}).get("message", status)
-        rec.status = "failed"
-        rec.error = {"type": "InvokeError", "message": f"the invoked run {status}: {detail}"}
+        rec.status, rec.error = "failed", child_error(status, error)
     if rt.store.resolve_step(inv["run"], rec) == "enqueue":
         rt.enqueue(inv["fk"], inv["run"], None)
 

@@ -41,6 +41,7 @@ from .._core.flow import (
     priority_factor,
     wait_score_ms,
 )
+from .._core.ids import from_key_part, key_part
 from .._core.records import TERMINAL
 from .._core.run_record import (
     BATCH_EVENT_PREFIX,
@@ -135,7 +136,7 @@ class FlowRuntime:
             # An invoked run must keep the id its parent waits on: no folding.
             if fn.flow.debounce is not None and not invoked:
                 self._debounce(fn, rid, ev, fields, now, todo)
-            elif fn.flow.batch is not None and not invoked:
+            elif fn.flow.batch is not None and not invoked and fn.flow.batch.takes(ev):
                 self._batch(fn, rid, ev, fields, now, todo)
             else:
                 self._create(fn, rid, ev, fields, now, todo)
@@ -413,9 +414,10 @@ class FlowRuntime:
         keys = self.concurrency_keys(fn, event)
         limits = [c.limit for c in fn.flow.concurrency]
         if branch is None:
-            holder, waiter, field = f"{run_id}:{token}", f"p|{fn.key}|{run_id}", "lease"
+            holder, waiter, field = f"{run_id}:{token}", f"p|{key_part(fn.key)}|{run_id}", "lease"
         else:
-            holder, waiter = f"{run_id}:{branch}:{token}", f"b|{fn.key}|{run_id}|{branch}"
+            holder, waiter = (f"{run_id}:{branch}:{token}",
+                              f"b|{key_part(fn.key)}|{run_id}|{branch}")
             field = f"bl:{branch}"
         since = float(fields.get(WAITING_SINCE) or now)
         score = wait_score_ms(since, float(fields.get(PRIORITY) or 0))
@@ -471,9 +473,10 @@ class FlowRuntime:
             for w in dict.fromkeys(waiters):
                 parts = w.split("|", 3)
                 if parts[0] == "p" and len(parts) == 3:
-                    self.rt.enqueue(parts[1], parts[2], None, producer=producer)
+                    self.rt.enqueue(from_key_part(parts[1]), parts[2], None, producer=producer)
                 elif parts[0] == "b" and len(parts) == 4:
-                    self.rt.enqueue(parts[1], parts[2], None, branch=parts[3], producer=producer)
+                    self.rt.enqueue(from_key_part(parts[1]), parts[2], None, branch=parts[3],
+                                    producer=producer)
 
     # -- ends ----------------------------------------------------------------------------
 
@@ -491,7 +494,7 @@ class FlowRuntime:
             keys = self.concurrency_keys(fn, json.loads(fields.get(EVENT, "{}")))
             now = time.time()
             woken = store.script("fc_slots_release", keys, [
-                "", f"p|{fn.key}|{run_id}", int(now * 1000), self._reserve_ms(now),
+                "", f"p|{key_part(fn.key)}|{run_id}", int(now * 1000), self._reserve_ms(now),
                 *(c.limit for c in fn.flow.concurrency),
             ])
             self.wake([_s(w) for w in woken])

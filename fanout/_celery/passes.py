@@ -42,9 +42,11 @@ from .._core.run_record import (
     EVENT,
     EVENTS,
     LEASE,
+    MAX_ATTEMPTS,
     QUEUED_AT,
     TAKEOVERS,
 )
+from .._core.versions import code_changed, markers_of, pass_fields, warned_kinds
 from .endings import cancel_reason
 from .runlog import attempt_failed, run_started
 from .sink import PassSink
@@ -82,7 +84,11 @@ def pass_input(rt: Runtime, fn: FunctionDef, run_id: str, fields: dict[str, str]
     return PassInput(
         run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
         attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
-        policy=fn.policy, branch=branch,
+        policy=fn.policy, branch=branch, strict=fn.strict_order,
+        code_changed=code_changed(fn.version, fields),
+        warned=warned_kinds(fields), markers=markers_of(fields),
+        patches=frozenset(fn.patches), version=fn.version,
+        logger=fn.logger_of() if fn.logger_of is not None else None,
         queued_at=float(fields.get(QUEUED_AT) or fields.get(CREATED) or 0) or None,
         state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
         middleware=fn.middleware, client=fn.client, function=fn,
@@ -98,6 +104,8 @@ def run_engine(fn: FunctionDef, inp: PassInput, sink: PassSink) -> Outcome:
 
 
 def execute_pass(rt: Runtime, fn_key: str, run_id: str, seq: int | None) -> None:
+    if rt.pausing.maybe_park(fn_key, run_id, seq):
+        return
     fn = function_for(rt, fn_key, run_id)
     if fn is None:
         return
@@ -130,7 +138,8 @@ def execute_pass(rt: Runtime, fn_key: str, run_id: str, seq: int | None) -> None
         sink = PassSink(rt, fn, run_id, token, fields)
         outcome = run_engine(fn, inp, sink)
         rt.flow.release(hold)  # the step is over: free the slot before the next pass
-        conclude(rt, fn, run_id, token, outcome, fields, sink.take_deferred())
+        marks = pass_fields(fn.version, fields, sink.warnings)  # versions, warnings
+        conclude(rt, fn, run_id, token, outcome, fields, {**sink.take_deferred(), **marks})
     finally:
         rt.flow.release(hold)
         rt.leases.release(run_id, LEASE)
@@ -190,7 +199,8 @@ def _failed(p: PassEnd, outcome: Failed) -> int | None:
         p.finish("failed", None, outcome.error)
         return None
     delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
-    p.end.update({ATTEMPT: attempt + 1, ERROR: dumps(outcome.error)})
+    p.end.update({ATTEMPT: attempt + 1, ERROR: dumps(outcome.error),
+                  MAX_ATTEMPTS: fn.retries + 1})
     wake = p.clamp(time.time() + delay)
     attempt_failed(fn.key, p.run_id, None, attempt + 1, fn.retries + 1, outcome.error, wake)
     p.end[QUEUED_AT] = repr(wake)
@@ -215,6 +225,7 @@ def _sleep(p: PassEnd, outcome: Sleep) -> int | None:
 def _wait(p: PassEnd, outcome: Wait) -> int | None:
     store = p.rt.store
     until = p.clamp(outcome.until)
+    p.end[QUEUED_AT] = repr(until)  # the timeout; an event that resolves the wait sets 'qa'
     seq, resolved = p.end_pass("waiting", wake=until, awaiting=outcome.step_id)
     if resolved and seq is not None and seq >= 0:
         p.rt.enqueue(p.fn.key, p.run_id, seq)

@@ -80,7 +80,8 @@ def route(
     for eid, ev in events:
         for fn in _subscribers(rt, ev, target):
             fields = new_run_fields(fn.fn_id, fn.app_id, fn.key, ev, event_ids=[eid], created=now,
-                                    parent_run_id=parent_run_id, invoker=invoker)
+                                    parent_run_id=parent_run_id, invoker=invoker,
+                                    creation=fn.creation_fields())
             if fn.flow.at_start:
                 flowed.append((fn, run_id_for(eid, fn.key), ev, fields, target is not None))
             else:

@@ -4,6 +4,8 @@ Two loggers, both children of ``fanout``:
 
 * ``fanout.failures``: a WARNING per failed step attempt (or failed attempt of the
   run's code outside any step), an ERROR when a run fails for good. On by default.
+  An error raised with ``quiet=True`` (``NonRetriableError``, ``RetryAfterError``,
+  and the ``StepError`` a quiet step failure becomes) is not logged here.
 * ``fanout.runs``: an INFO line when a run starts and when it ends. Off by default
   (its level is WARNING); turn it on with
   ``logging.getLogger("fanout.runs").setLevel(logging.INFO)``.
@@ -62,6 +64,12 @@ def _when(ts: float) -> str:
     return _dt.datetime.fromtimestamp(ts, _dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
+def is_quiet(err: dict[str, Any] | None) -> bool:
+    """Whether the error was raised with ``quiet=True`` (``NonRetriableError``,
+    ``RetryAfterError``): such failures stay out of ``fanout.failures``."""
+    return err is not None and err.get("quiet") is True
+
+
 def _describe(err: dict[str, Any] | None) -> str:
     err = err or {}
     return f"{err.get('type', 'Error')}: {err.get('message', '')}"
@@ -72,7 +80,7 @@ def attempt_failed(
     error: dict[str, Any] | None, retry_at: float | None,
 ) -> None:
     """One failed attempt (``attempt`` counts from 1, of ``attempts`` allowed)."""
-    if not failures.isEnabledFor(logging.WARNING):
+    if is_quiet(error) or not failures.isEnabledFor(logging.WARNING):
         return
     app, fn = _split(fn_key)
     where = f"step {step_id!r} of run {run_id}" if step_id else f"run {run_id}"
@@ -101,6 +109,8 @@ def run_ended(fn_key: str, run_id: str, status: str, error: dict[str, Any] | Non
              "fanout_status": status}
     if status == "failed":
         _ended.failed = RunFailed(run_id, fn_key, error)
+        if is_quiet(error):
+            return
         failures.error("fanout: run %s (%s) failed for good: %s", run_id, fn_key,
                        _describe(error), extra={**extra, "fanout_error": error})
     elif runs.isEnabledFor(logging.INFO):

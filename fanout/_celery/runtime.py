@@ -40,10 +40,11 @@ from . import endings, passes, publishing
 from .branches import execute_branch
 from .flow_runtime import FlowRuntime
 from .passes import MAX_TAKEOVERS
+from .pausing import Pausing
 from .publisher import Publisher
 from .publishing import FIRST_PASS_PRIORITY
 from .runlog import take_failed
-from .timers import Leases, TimerThread
+from .timers import Leases, TimerThread, check_stuck
 
 log = logging.getLogger("fanout")
 
@@ -115,6 +116,7 @@ class Runtime:
         self.leases = Leases(self)
         self.timers = TimerThread(self)
         self.flow = FlowRuntime(self)
+        self.pausing = Pausing(self)
         self.publisher = Publisher(app)
         self.exchange = Exchange(EVENTS_EXCHANGE, type="direct", durable=True)  # type: ignore[no-untyped-call]
         self.router_queue = Queue(  # type: ignore[no-untyped-call]
@@ -124,6 +126,10 @@ class Runtime:
         # Trim history indexes past the retention about once an hour in each worker.
         self.add_periodic(
             "fanout-history-prune", lambda: History(self.store).prune(), 3600.0, at_start=False
+        )
+        # The watchdog: fail runs that nothing will move (seen stuck twice, a minute apart).
+        self.add_periodic(
+            "fanout-stuck-runs", lambda: check_stuck(self, min_age=60.0), 60.0, at_start=False
         )
         # A dispatch_uid per runtime: Celery before 5.7 keys a bound method by its function
         # alone, so a second runtime in the process (a second app) would not be connected.
@@ -147,10 +153,18 @@ class Runtime:
         if self._store is None or self._store_pid != pid:
             self._store = Store(
                 connect(self.redis_url), retention=self.retention,
-                watchdog=5 * self.recovery_timeout,
+                watchdog=5 * self.recovery_timeout, metrics=self.metrics_setting(),
             )
             self._store_pid = pid
         return self._store
+
+    def metrics_setting(self) -> bool | None:
+        """The Celery setting ``fanout_metrics``: False stops counting in the store;
+        unset (None) counts everywhere but on a Redis Cluster."""
+        value = self.app.conf.get("fanout_metrics")
+        if value is not None and not isinstance(value, bool):
+            raise ConfigError(f"fanout_metrics must be True, False or unset, not {value!r}")
+        return value
 
     @staticmethod
     def parse_json(text: str) -> Any:
@@ -172,7 +186,8 @@ class Runtime:
         if isinstance(fn, FunctionDef) and fn.key in self.functions:
             return fn
         if isinstance(ref, str):
-            found = self.functions.get(ref) or self.functions.get(f"{app_id}:{ref}")
+            # A bare id names a function of the invoking client first, then a full key.
+            found = self.functions.get(f"{app_id}:{ref}") or self.functions.get(ref)
             if found is not None:
                 return found
         raise InvokeError(f"cannot invoke {ref!r}: it is not a function declared on this app")
@@ -352,7 +367,7 @@ class Runtime:
         fields = new_run_fields(
             fn.fn_id, fn.app_id, fn.key, event,
             event_ids=[event.get("id")] if event.get("id") else [], created=repr(time.time()),
-            parent_run_id=parent_run_id,
+            parent_run_id=parent_run_id, creation=fn.creation_fields(),
         )
         for rec in steps:
             fields[step_field(rec.id)] = dumps(rec.to_json())

@@ -34,6 +34,17 @@ class PassSink:
         self.group = group
         self.joined = False
         self.deferred: list[StepRecord] = []
+        self.warnings: list[dict[str, Any]] = []
+
+    def versioning_warning(self, entry: dict[str, Any]) -> None:
+        """A versioning warning (order changed, steps unreached): recorded on the run
+        with the end of the pass."""
+        self.warnings.append(entry)
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The client's limit on one event's size, for ``ctx.step.send_event``."""
+        return self.fn.max_event_bytes
 
     def defer_step(self, record: StepRecord) -> None:
         """Keep a step record to write with the end of the pass (see Pass.finish)."""

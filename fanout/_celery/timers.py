@@ -225,3 +225,17 @@ class TimerThread:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def check_stuck(rt: Runtime, *, min_age: float, limit: int = 5000) -> list[str]:
+    """The watchdog: fail each run that nothing will move (see ``_redis/stuck.py``),
+    with an ERROR on the ``fanout`` logger; returns their ids."""
+    from .._redis.stuck import find_stuck
+
+    failed = []
+    for run_id, reason in find_stuck(rt.store, min_age=min_age, limit=limit):
+        message = f"the run was stuck: {reason}; fanout's watchdog failed it"
+        log.error("fanout: run %s %s", run_id, message[8:])
+        rt.finish(run_id, "", "failed", None, {"type": "StuckRun", "message": message})
+        failed.append(run_id)
+    return failed

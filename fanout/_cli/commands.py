@@ -197,12 +197,15 @@ def cmd_runs(args: argparse.Namespace) -> int:
         runs = history.runs_of_event(args.event)
         if args.status:
             runs = [r for r in runs if r.status in args.status.split(",")]
+        if args.version:
+            runs = [r for r in runs if args.version in r.versions]
         _out(args, {"runs": [r.to_json() for r in runs], "next_cursor": None},
              runs_table(runs) if runs else "no runs")
         return 0
     fn_key = target.function(args.fn).key if args.fn else None
     page = history.runs(fn_key=fn_key, status=args.status, since=args.since, until=args.until,
-                        limit=min(args.limit, MAX_LIMIT), cursor=args.cursor)
+                        limit=min(args.limit, MAX_LIMIT), cursor=args.cursor,
+                        version=args.version)
     _out(args, {"runs": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
                 "complete": page.complete},
          runs_table(page.items) if page.items else "no runs")
@@ -260,33 +263,44 @@ def cmd_event(args: argparse.Namespace) -> int:
 def _select(target: Target, args: argparse.Namespace, default_status: str | None) -> list[str]:
     if args.run_ids:
         return list(args.run_ids)
+    return [r.run_id for r in _select_runs(target, args, default_status)]
+
+
+def _select_runs(target: Target, args: argparse.Namespace,
+                 default_status: str | None) -> list[RunSummary]:
     status = args.status or default_status
     if not (args.fn or args.status or args.since or args.until):
         raise CliError(f"{args.command} needs run ids or a filter (--fn, --status, --since)",
                        EXIT_USAGE)
     fn_key = target.function(args.fn).key if args.fn else None
-    ids: list[str] = []
+    runs: list[RunSummary] = []
     cursor: str | None = None
-    while len(ids) < args.limit:
+    while len(runs) < args.limit:
         page = target.history.runs(fn_key=fn_key, status=status, since=args.since,
-                                   until=args.until, limit=min(MAX_LIMIT, args.limit - len(ids)),
+                                   until=args.until, limit=min(MAX_LIMIT, args.limit - len(runs)),
                                    cursor=cursor, max_scan=1_000_000)
-        ids.extend(r.run_id for r in page.items)
+        runs.extend(page.items)
         cursor = page.next_cursor
         if cursor is None:
             break
-    return ids
+    return runs
 
 
 def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
-          act: Callable[[str], tuple[bool, str]]) -> int:
+          act: Callable[[str], tuple[bool, str]], skipped: dict[str, Any] | None = None) -> int:
     if args.dry_run:
         missing = [rid for rid in args.run_ids if not target.has_run(rid)]
         if missing:
             raise CliError(f"{missing[0]}: no run {missing[0]!r} (unknown, or past its "
                            "retention)")
-        _out(args, {"would": verb, "run_ids": ids},
-             f"would {verb} {len(ids)} run(s)" + "".join(f"\n{r}" for r in ids))
+        note = ""
+        if skipped and skipped["count"]:
+            note = (f" ({skipped['count']} matching run(s) skipped: {len(skipped['replays'])} "
+                    f"replay(s) or rerun(s), {len(skipped['superseded'])} with a newer run "
+                    "of the same event)")
+        _out(args, {"would": verb, "count": len(ids), "run_ids": ids,
+                    **({"skipped": skipped} if skipped is not None else {})},
+             f"would {verb} {len(ids)} run(s){note}" + "".join(f"\n{r}" for r in ids))
         return 0
     bulk = not args.run_ids
     progress = Progress(len(ids), verb) if bulk and ids else None
@@ -327,8 +341,23 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     target = _target(args)
-    ids = _select(target, args, None)
-    return _bulk(target, args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"))
+    skipped: dict[str, Any] | None = None
+    if args.run_ids:
+        ids = list(args.run_ids)
+    else:  # filters: the latest run of each event, once (see _ops/bulk.py)
+        from .._ops.bulk import plan_replays
+
+        plan = plan_replays(target.history, _select_runs(target, args, None),
+                            include_replays=args.include_replays)
+        ids = [r.run_id for r in plan.chosen]
+        skipped = {"count": plan.skipped, "replays": plan.replays,
+                   "superseded": plan.superseded}
+        if plan.skipped and not args.dry_run:
+            _note(f"skipping {plan.skipped} matching run(s): {len(plan.replays)} replay(s) or "
+                  f"rerun(s) (--include-replays to replay them), {len(plan.superseded)} whose "
+                  "event has a newer run")
+    return _bulk(target, args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"),
+                 skipped)
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -341,6 +370,26 @@ def cmd_prune(args: argparse.Namespace) -> int:
     rep = _target(args).history.prune()
     _out(args, rep.__dict__, f"removed {rep.runs_removed} run and {rep.events_removed} event "
          f"index entries (checked {rep.keys_checked} old runs)")
+    return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from .._ops.metrics import serve
+
+    rt = _target(args).runtime
+    if args.once:
+        from .._ops.metrics import registry_for, render
+
+        sys.stdout.write(render(registry_for(lambda: rt.store)).decode())
+        return 0
+    server = serve(lambda: rt.store, host=args.host, port=args.port)
+    _note(f"fanout metrics on http://{args.host}:{server.server_port}/metrics (Ctrl-C to stop)")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
     return 0
 
 
@@ -418,6 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     _run_filters(p, 20)
     p.add_argument("--event", metavar="EVENT_ID", help="the runs this event started")
     p.add_argument("--cursor", help="continue a previous listing")
+    p.add_argument("--version", metavar="V", help="runs created on function version V, or "
+                   "with a pass that ran on it")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
     p.add_argument("run_id")
     p.add_argument("--key", metavar="KEY", help="decrypt encrypted values with this key "
@@ -434,18 +485,29 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help, limit in (
         ("cancel", cmd_cancel, "cancel runs (by id, or all that match the filters; "
          "default status: active)", 1000),
-        ("replay", cmd_replay, "start new runs for the same events as the matching runs", 1000),
+        ("replay", cmd_replay, "start new runs for the same events as the matching runs "
+         "(with filters: the latest run of each event, never a replay unless "
+         "--include-replays)", 1000),
     ):
         p = add(name, func, help)
         p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
         _run_filters(p, limit)
-        p.add_argument("--dry-run", action="store_true", help="list the runs, change nothing")
+        p.add_argument("--dry-run", action="store_true", help="count and list the runs, "
+                       "change nothing")
+        if name == "replay":
+            p.add_argument("--include-replays", action="store_true",
+                           help="with filters, also replay runs that are replays or reruns")
         if name == "cancel":
             p.add_argument("--reason", default="cancelled from the fanout CLI")
     p = add("rerun", cmd_rerun, "start a new run reusing the steps before --from-step")
     p.add_argument("run_id")
     p.add_argument("--from-step", required=True, metavar="STEP")
     add("prune", cmd_prune, "remove history index entries past the retention")
+    p = add("metrics", cmd_metrics, "serve Prometheus metrics of the whole fleet (needs the "
+            "'metrics' extra)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    p.add_argument("--port", type=int, default=9808, help="port (9808)")
+    p.add_argument("--once", action="store_true", help="print one scrape and exit")
     p = add("dashboard", cmd_dashboard, "serve the web dashboard")
     _dashboard_opts(p, 8289)
     p = add("dev", cmd_dev, "worker, beat scheduler and dashboard in one process")
@@ -455,8 +517,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reload", action="store_true",
                    help="restart the worker when a .py file under the current directory changes")
     from .keys import add_keys_commands
+    from .pause import add_pause_commands
 
     add_keys_commands(add)
+    add_pause_commands(add)
     return parser
 
 

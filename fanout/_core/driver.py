@@ -44,6 +44,7 @@ from .engine import (
 from .event import dumps
 from .middleware import PassRequest, Stack
 from .steps import Context
+from .versions import order_hint
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
 
@@ -133,6 +134,10 @@ def _call_handler(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome | _
             if inspect.isawaitable(result):
                 result = run_coroutine(result)
     except Interrupt as intr:
+        if p.nested is not None:
+            return Failed(error_info(p.nested), False)
+        if isinstance(intr.outcome, BranchDone) and not p.branch_reached:
+            return _branch_missed(p)
         return intr.outcome
     except RetryAfterError as exc:
         return Failed(error_info(exc), True, exc.delay_seconds(utcnow()))
@@ -140,6 +145,8 @@ def _call_handler(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome | _
         return Failed(error_info(exc), False)
     except Exception as exc:  # noqa: BLE001
         return Failed(error_info(exc), True)
+    if p.nested is not None:
+        return Failed(error_info(p.nested), False)
     return _Returned(result)
 
 
@@ -150,17 +157,24 @@ def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
         return returned
     inp, result = p.inp, returned.value
     if inp.branch is not None:
-        return BranchDone(inp.branch)
-    if p.unvisited:
+        return BranchDone(inp.branch) if p.branch_reached else _branch_missed(p)
+    if p.unvisited and (inp.strict or not inp.code_changed):
         names = sorted(p.unvisited)
         return Failed(
             error_info(
                 NonDeterminismError(
-                    f"the handler returned without reaching the memoized step(s) {names!r}; "
-                    "the code changed under a running run"
+                    f"the handler returned without reaching the memoized step(s) {names!r}"
+                    + order_hint(inp.strict, inp.version)
                 )
             ),
             False,
+        )
+    unreached = sorted(set(inp.memo) - p.reached)
+    if unreached:
+        p.warn(
+            "unreached", f"the handler returned without reaching the memoized step(s) "
+            f"{unreached!r}: the code no longer calls them; their saved results stay unused",
+            steps=unreached,
         )
     try:
         text = dumps(result)
@@ -171,3 +185,18 @@ def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
         )
         return Failed(error_info(err), False)
     return Completed(json.loads(text))
+
+
+def _branch_missed(p: Pass) -> Failed:
+    """A branch task whose handler no longer reaches the branch's step: the parallel
+    group it was planned in would never join, so the run fails."""
+    branch = p.inp.branch
+    where = (f"stopped at the step {p.stopped_at!r} instead" if p.stopped_at
+             else "no longer calls it")
+    err = NonDeterminismError(
+        f"the step {branch!r} was planned in a parallel group, but on a later pass the "
+        f"handler {where}: the steps of a parallel group, and the steps before it, must be "
+        "the same on every pass (do not make them depend on values that change between "
+        "passes; compute such values in a step)"
+    )
+    return Failed(error_info(err), False)

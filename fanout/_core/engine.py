@@ -42,6 +42,7 @@ from .._errors import (
 from .event import Event, dumps
 from .middleware import EMPTY, Stack, StepInfo
 from .records import StepRecord
+from .versions import order_hint, report_warning
 
 MAX_STEPS_PER_RUN = 1000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
@@ -228,7 +229,10 @@ class RetryPolicy:
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return {"type": type(exc).__name__, "message": str(exc), "stack": tb[-4000:]}
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "stack": tb[-4000:]}
+    if getattr(exc, "quiet", False) is True:
+        info["quiet"] = True  # raised with quiet=True: kept out of the failure log
+    return info
 
 
 # --------------------------------------------------------------------------- the pass
@@ -247,6 +251,19 @@ class PassInput:
     branch: str | None = None
     state_bytes: int = 0
     queued_at: float | None = None  # when this pass was handed to the broker
+    # Versioning (docs/concepts/versioning.md): ``code_changed`` says an earlier pass of
+    # the run ran on another version of the code (a deploy): only then does a change in
+    # the order of steps warn instead of failing, unless ``strict``. ``warned`` are the
+    # warning kinds the run already recorded; ``markers`` the patch markers it was created
+    # with; ``patches`` the ones this code declares (None: not checked); ``version`` this
+    # code's version.
+    code_changed: bool = False
+    strict: bool = False
+    warned: frozenset[str] = frozenset()
+    markers: frozenset[str] = frozenset()
+    patches: frozenset[str] | None = None
+    version: str = ""
+    logger: Any = None  # the client's logger (set_logger); None: "fanout.run"
     #: Middleware classes (client ones first) and what they are built with.
     middleware: tuple[Any, ...] = ()
     client: Any = None
@@ -294,12 +311,36 @@ class Pass:
         self.unvisited = {r.id for r in done if not (r.extra and "group" in r.extra)}
         self.next_seq = max((r.seq for r in inp.memo.values()), default=-1) + 1
         self.replaying = bool(done)
+        # A pass that retries (a step, or the handler after an error outside steps)
+        # speaks again as soon as every memoized step is replayed, so lines logged
+        # before the retried raise appear on every attempt. Other passes stay silent
+        # until the first step that is not memoized: the lines before it ran already.
+        if inp.branch is None:
+            self.retrying = inp.attempt > 0 or any(
+                r.status == "retrying" for r in inp.memo.values()
+            )
+        else:  # a branch task retries only its own step
+            own = inp.memo.get(inp.branch)
+            self.retrying = own is not None and own.status == "retrying"
+        self.to_replay = {r.id for r in done}
         self.state_bytes = inp.state_bytes
-        self.logger = _ReplayLogger(logging.getLogger("fanout.run"), self)
+        self.logger = _ReplayLogger(inp.logger or logging.getLogger("fanout.run"), self)
         # Parallel discovery: sync ctx.group.parallel collects here; async handlers
         # gather new steps into ``batch`` for one turn of the event loop.
         self.collecting: list[Op] | None = None
         self.batch: list[Op] = []
+        self.reached: set[str] = set()
+        self.last_seq = -1
+        self.warned: set[str] = set(inp.warned)
+        # A branch task must reach its own step; where it stopped instead, if it did not.
+        self.branch_reached = False
+        self.stopped_at: str | None = None
+        # A step tool called inside a running step: the run fails, whatever the step's
+        # own code (or the handler around the step) catches.
+        self.nested: NestedStepError | None = None
+        # The latest end time of the memoized steps read since it was reset (the time a
+        # branch of a race finished).
+        self.last_end = 0.0
         self.stack: Stack = EMPTY
 
     def hook(self, name: str, *args: Any, reverse: bool = False) -> None:
@@ -325,10 +366,12 @@ class Pass:
     def open(self, kind: str, step_id: str) -> Op:
         running = current_step.get()
         if running is not None:
-            raise NestedStepError(
-                f"ctx.step.{kind}({step_id!r}) was called inside the running step "
-                f"{running!r}; step tools may only be called from the function handler itself"
+            self.nested = NestedStepError(
+                f"Nested steps are not supported: ctx.step.{kind}({step_id!r}) was called "
+                f"inside the running step {running!r}; call step tools from the function "
+                "handler itself, one after the other"
             )
+            raise Interrupt(Failed(error_info(self.nested), False))
         if not isinstance(step_id, str) or not step_id:
             raise NonRetriableError(f"step id must be a non-empty string, not {step_id!r}")
         if len(step_id) > MAX_STEP_ID_LENGTH:
@@ -338,14 +381,28 @@ class Pass:
         n = self.seen.get(step_id, 0)
         self.seen[step_id] = n + 1
         sid = step_id if n == 0 else f"{step_id}:{n}"
+        if sid == self.inp.branch:
+            self.branch_reached = True
         rec = self.inp.memo.get(sid)
         if rec is not None and rec.kind != kind:
             raise NonDeterminismError(
-                f"step {sid!r} was memoized as ctx.step.{rec.kind} but the handler now calls "
-                f"ctx.step.{kind} with that id; the code changed under a running run"
+                f"step {sid!r} was memoized as ctx.step.{rec.kind} by an earlier pass, but the "
+                f"handler now calls ctx.step.{kind} with that id: a saved ctx.step.{rec.kind} "
+                f"result cannot answer ctx.step.{kind}. Give the new step an id of its own "
+                f"(for example {step_id + '-' + kind!r}); see docs/concepts/versioning.md"
             )
+        self.reached.add(sid)
         if rec is not None and rec.status in FINAL:
             self.unvisited.discard(sid)
+            if not (rec.extra and "group" in rec.extra):
+                if rec.seq < self.last_seq and self.inp.code_changed:
+                    self.warn("order", f"the memoized step {sid!r} was reached after a step "
+                              "that ran later than it: the steps were reordered since this run "
+                              "began; each returns its saved result", step=sid)
+                self.last_seq = max(self.last_seq, rec.seq)
+            self.to_replay.discard(sid)
+            if self.retrying and not self.to_replay:
+                self.replaying = False
         else:
             # The first step that is not final: code from here on has not run in an
             # earlier pass, so the run's logger speaks again.
@@ -353,13 +410,27 @@ class Pass:
         return Op(kind, sid, rec)
 
     def check_order(self, op: Op) -> None:
-        if self.unvisited:
+        if not self.unvisited:
+            return
+        if self.inp.strict or not self.inp.code_changed:
             raise NonDeterminismError(
                 f"the handler reached the new step {op.id!r} before the memoized step(s) "
-                f"{sorted(self.unvisited)!r}: the order of steps changed since this run began "
-                "(a step id renamed, reordered or removed between deploys). Steps must be "
-                "called in the same order on every pass; see the execution-model docs."
+                f"{sorted(self.unvisited)!r}: the order of steps changed since this run began"
+                + order_hint(self.inp.strict, self.inp.version)
             )
+        self.warn(
+            "order", f"the handler reached the new step {op.id!r} before the memoized step(s) "
+            f"{sorted(self.unvisited)!r}: the steps changed since this run began; memoized "
+            "steps still return their saved results wherever they are reached",
+            step=op.id, memoized=sorted(self.unvisited),
+        )
+
+    def warn(self, kind: str, message: str, **detail: Any) -> None:
+        """Record a versioning warning on the run (once per run and kind) and log it."""
+        if kind not in self.warned:
+            self.warned.add(kind)
+            report_warning(self.sink, self.inp.fn_id, self.inp.run_id, self.inp.version,
+                           kind, message, detail)
 
     def admit(self, op: Op) -> None:
         """Decide that ``op`` (not final) executes in this pass, or stop the pass before it."""
@@ -367,6 +438,7 @@ class Pass:
         branch = self.inp.branch
         if branch is not None:
             if op.id != branch:  # a branch task executes its own step and nothing else
+                self.stopped_at = self.stopped_at or op.id
                 raise Interrupt(BranchDone(branch))
             return
         if op.memo is not None and op.memo.status == "queued":
@@ -379,11 +451,13 @@ class Pass:
             self.flush()  # checkpoint mode: each result is saved before the next step starts
         self.hook("memo_done")
 
-    def plan_parallel(self, ops: list[Op]) -> None:
-        """Stop the pass with a parallel plan for ``ops`` (new or already in flight)."""
+    def plan_parallel(self, ops: list[Op], *, race: bool = False) -> None:
+        """Stop the pass with a parallel plan for ``ops`` (new or already in flight).
+        In a ``race`` each branch rejoins the run as soon as it ends."""
         for op in ops:
             self.check_order(op)
         if self.inp.branch is not None:
+            self.stopped_at = self.stopped_at or ops[0].id
             raise Interrupt(BranchDone(self.inp.branch))
         new = [op for op in ops if op.memo is None]
         if self.next_seq + len(new) > MAX_STEPS_PER_RUN:
@@ -393,8 +467,9 @@ class Pass:
             )
         now = time.time()
         group = tuple(op.id for op in ops if not op.done)
+        extra: dict[str, Any] = {"group": group, "race": True} if race else {"group": group}
         for op in new:
-            self.save(self.new_record(op, status="queued", queued_at=now, extra={"group": group}))
+            self.save(self.new_record(op, status="queued", queued_at=now, extra=extra))
         raise Interrupt(Parallel(tuple(op.id for op in new), group))
 
     # -- records ----------------------------------------------------------------------
@@ -419,12 +494,18 @@ class Pass:
         return rec
 
     def memo_value(self, rec: StepRecord) -> Any:
+        self.last_end = max(self.last_end, rec.ended_at or 0.0)
         if rec.status == "failed":
             err = rec.error or {}
             etype, msg = str(err.get("type", "Error")), str(err.get("message", ""))
+            stack, quiet = err.get("stack"), err.get("quiet") is True
+            stack = stack if isinstance(stack, str) else None
             if rec.kind == "invoke":
-                raise InvokeError(f"invoked function failed (step {rec.id!r}): {etype}: {msg}")
-            raise StepError(rec.id, etype, msg)
+                raise InvokeError(
+                    f"invoked function failed (step {rec.id!r}): {etype}: {msg}",
+                    step_id=rec.id, name=etype, error_message=msg, stack=stack, quiet=quiet,
+                )
+            raise StepError(rec.id, etype, msg, stack, quiet=quiet)
         return rec.output
 
     def deliver(self, thunk: Callable[[], Any]) -> Any:
@@ -439,6 +520,8 @@ class Pass:
 
     def record(self, op: Op, started: float, outcome: tuple[bool, Any]) -> Any:
         """Memoize the outcome of a step just executed; return its value or raise."""
+        if self.nested is not None:  # the step caught the signal of a nested step tool
+            raise Interrupt(Failed(error_info(self.nested), False))
         ok, value = outcome
         prev = op.memo
         rec = self.new_record(op, started_at=started, ended_at=time.time())
@@ -460,6 +543,9 @@ class Pass:
                 value: Any) -> Any:
         stored: Any = _SAME
         rec.attempts = (prev.attempts if prev else 0) + 1
+        if prev is not None and prev.status == "retrying":  # keep the failed attempts
+            rec.history = prev.with_attempt()
+            rec.max_attempts = self.inp.policy.retries + 1
         if ok:
             try:
                 text = dumps(value)
@@ -484,6 +570,7 @@ class Pass:
                 self.transformed(None, exc, StepInfo(op.id, op.kind))
             rec.error = error_info(exc)
             policy = self.inp.policy
+            rec.max_attempts = policy.retries + 1
             if isinstance(exc, NonRetriableError) or rec.attempts > policy.retries:
                 rec.status = "failed"
             else:

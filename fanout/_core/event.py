@@ -10,10 +10,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .._errors import EventError
+from .._errors import ConfigError, EventError
 
 MAX_NAME_LENGTH = 256
-MAX_EVENT_BYTES = 512 * 1024
+#: The default limit on one event's serialized size: 2 MiB, so an event carrying a
+#: 1 MiB payload fits; ``Fanout(max_event_bytes=...)`` changes it per client.
+MAX_EVENT_BYTES = 2 * 1024 * 1024
+#: The bounds ``max_event_bytes`` may take.
+EVENT_BYTES_RANGE = (1024, 128 * 1024 * 1024)
 MAX_EVENTS_PER_SEND = 5000
 RESERVED_PREFIX = "fanout/"
 INVOKE_EVENT = "fanout/function.invoked"  # the event an invoked run starts with
@@ -24,6 +28,7 @@ __all__ = [
     "MAX_EVENT_BYTES",
     "MAX_NAME_LENGTH",
     "RESERVED_PREFIX",
+    "check_max_event_bytes",
     "dumps",
     "prepare_batch",
 ]
@@ -81,8 +86,9 @@ def _text_problem(value: str, what: str) -> str | None:
 class Event(BaseModel):
     """An event: a name, a JSON payload and, optionally, an id for deduplication.
 
-    ``id`` is generated when absent. ``ts`` is milliseconds since the epoch.
-    Building an invalid event raises :class:`fanout.EventError`.
+    ``id`` is generated when absent. ``ts`` is milliseconds since the epoch, the time
+    of sending when absent.  As in inngest-py, ``id=""`` and ``ts=0`` mean "not
+    given".  Building an invalid event raises :class:`fanout.EventError`.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -129,6 +135,8 @@ class Event(BaseModel):
     @field_validator("id")
     @classmethod
     def _check_id(cls, value: str | None) -> str | None:
+        if value == "":
+            return None  # inngest-py's default: not given
         if value is not None:
             if not value or len(value) > 256:
                 raise ValueError("event id must be 1 to 256 characters")
@@ -140,6 +148,8 @@ class Event(BaseModel):
     @field_validator("ts")
     @classmethod
     def _check_ts(cls, value: int | None) -> int | None:
+        if value == 0:
+            return None  # inngest-py's default: not given
         if value is not None and not 0 <= value < 2**53:
             raise ValueError("ts must be milliseconds since the epoch (0 to 2**53)")
         return value
@@ -165,6 +175,25 @@ class Event(BaseModel):
         )
 
 
+def show_bytes(n: int) -> str:
+    """``2097152`` -> ``"2 MiB"``."""
+    for unit, size in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:g} {unit}"
+    return f"{n} bytes"
+
+
+def check_max_event_bytes(value: object) -> int:
+    """Check the ``max_event_bytes`` client option."""
+    low, high = EVENT_BYTES_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            f"max_event_bytes must be an int of bytes from {low} to {high} "
+            f"({show_bytes(high)}), not {value!r}"
+        )
+    return value
+
+
 def _describe(exc: ValidationError, name: Any) -> str:
     parts = []
     for err in exc.errors():
@@ -180,6 +209,7 @@ def prepare_batch(
     *,
     allow_reserved: bool = False,
     id_for: Any = None,
+    max_bytes: int = MAX_EVENT_BYTES,
 ) -> list[tuple[Event, str]]:
     """Validate a send and give each event its id, timestamp and JSON text.
 
@@ -227,10 +257,11 @@ def prepare_batch(
             ) from None
         except (ValueError, RecursionError) as exc:
             raise EventError(f"events[{i}] ({ev.name!r}) cannot be serialized: {exc}") from None
-        if size > MAX_EVENT_BYTES:
+        if size > max_bytes:
             raise EventError(
-                f"events[{i}] ({ev.name!r}) is {size} bytes serialized; "
-                f"the limit is {MAX_EVENT_BYTES} bytes (512 KiB)"
+                f"events[{i}] ({ev.name!r}) is {size} bytes serialized; the limit is "
+                f"{max_bytes} bytes ({show_bytes(max_bytes)}), set by "
+                "Fanout(max_event_bytes=...)"
             )
         out.append((ev, text))
     return out

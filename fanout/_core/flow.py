@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
+from .durations import parse_duration, show
 
 if TYPE_CHECKING:
     from .expr import Expression
@@ -40,7 +41,8 @@ __all__ = [
     "build_flow",
 ]
 
-Duration = float | int | _dt.timedelta | str
+#: A duration: an int of milliseconds (as in inngest-py), a timedelta, or "30s".
+Duration = int | _dt.timedelta | str
 
 MAX_CONCURRENCY = 100_000
 MAX_CONCURRENCY_CONSTRAINTS = 2
@@ -69,21 +71,23 @@ def _int(what: str, value: object, low: int, high: int) -> int:
 
 
 def _seconds(what: str, value: object, low: float, high: float) -> float:
-    from .steps import parse_duration
-
+    """Seconds from a duration as inngest-py takes it (an int is milliseconds)."""
     seconds = parse_duration(value, what)
     if not low <= seconds <= high:
+        hint = ""
+        if isinstance(value, int) and not isinstance(value, bool):
+            hint = (
+                f"; an int is milliseconds (as in inngest-py): for {value} seconds write "
+                f"'{value}s' or timedelta(seconds={value})"
+            )
         raise ConfigError(
-            f"{what} must be from {_show(low)} to {_show(high)}, not {value!r} ({_show(seconds)})"
+            f"{what} must be from {_show(low)} to {_show(high)}, not {value!r} "
+            f"({_show(seconds)}){hint}"
         )
     return seconds
 
 
-def _show(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+_show = show
 
 
 def _cel(what: str, source: object, variables: tuple[str, ...] = ("event",)) -> Expression:
@@ -121,6 +125,12 @@ class Concurrency:
 
     def __post_init__(self) -> None:
         _int("Concurrency limit", self.limit, 1, MAX_CONCURRENCY)
+        if self.scope in ("env", "account"):
+            raise ConfigError(
+                f"Concurrency scope {self.scope!r} is inngest-py's, shared through the "
+                "Inngest server; fanout has scope='fn' (this function) and scope='app' "
+                "(every function of the client that declares the same key)"
+            )
         if self.scope not in ("fn", "app"):
             raise ConfigError(f"Concurrency scope must be 'fn' or 'app', not {self.scope!r}")
         if self.key is not None:
@@ -226,12 +236,16 @@ class Debounce:
 @dataclass(frozen=True)
 class Batch:
     """One run for up to ``max_size`` events (``ctx.events``), started when the
-    batch is full or ``timeout`` after its first event."""
+    batch is full or ``timeout`` after its first event. With ``if_exp`` (CEL over
+    ``event``), only the events it is true for are batched; the others start a run
+    of their own at once."""
 
     max_size: int
     timeout: Duration
     key: str | None = None
+    if_exp: str | None = None
     _key: Expression | None = field(default=None, repr=False, compare=False)
+    _if: Expression | None = field(default=None, repr=False, compare=False)
     _timeout_s: float = field(default=0.0, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -239,6 +253,12 @@ class Batch:
         _set(self, "_timeout_s", _seconds("Batch timeout", self.timeout, 1.0, 3600.0))
         if self.key is not None:
             _set(self, "_key", _cel("Batch key", self.key))
+        if self.if_exp is not None:
+            _set(self, "_if", _cel("Batch if_exp", self.if_exp))
+
+    def takes(self, event: Mapping[str, Any]) -> bool:
+        """Whether ``event`` joins a batch (``if_exp`` true, or no ``if_exp``)."""
+        return self._if is None or bool(self._if.matches({"event": dict(event)}))
 
     @property
     def timeout_s(self) -> float:
@@ -480,9 +500,11 @@ def build_flow(
             )
     if spec.priority is not None and not spec.concurrency:
         raise ConfigError(
-            f"function {fid!r}: priority orders runs waiting for a concurrency slot, so it "
-            "needs concurrency=[fanout.Concurrency(...)] too (without a limit nothing waits "
-            "in fanout: steps go straight to the Celery queue)"
+            f"function {fid!r}: priority=Priority(run=...) without concurrency: Inngest "
+            "(inngest.Priority) orders every run of the function, but fanout's priority "
+            "orders runs waiting for a concurrency slot, so write priority=fanout.Priority("
+            "run=...) together with concurrency=[fanout.Concurrency(limit=...)] (without a "
+            "limit nothing waits in fanout: steps go straight to the Celery queue)"
         )
     return spec
 

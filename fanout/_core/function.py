@@ -9,8 +9,10 @@ from typing import Any
 
 from .._errors import ConfigError
 from .engine import INNGEST_BACKOFF, RetryPolicy, is_async_handler
+from .event import MAX_EVENT_BYTES
 from .flow import NO_FLOW, FlowSpec, build_flow
 from .triggers import Trigger, TriggerCron, TriggerEvent
+from .versions import check_patches, check_version, creation_fields
 
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
@@ -21,7 +23,20 @@ def check_id(kind: str, value: object) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise ConfigError(
             f"invalid {kind} {value!r}: use 1 to 128 characters from letters, digits and "
-            "'_ . : / -', starting with a letter or digit"
+            "'_ . : / -', starting with a letter or digit (Inngest accepts any app id; "
+            "fanout puts it in Redis Cluster hash tags)"
+        )
+    return value
+
+
+def check_fn_id(value: object) -> str:
+    """A function id: 1 to 128 printable characters (as in Inngest), not only spaces.
+    Where a Redis key or a name needs it, fanout encodes it (``ids.key_part``)."""
+    if (not isinstance(value, str) or not value or len(value) > 128
+            or not value.isprintable() or not value.strip()):
+        raise ConfigError(
+            f"invalid fn_id {value!r}: use 1 to 128 printable characters (no newlines or "
+            "control characters), not only spaces"
         )
     return value
 
@@ -55,10 +70,30 @@ class FunctionDef:
     flow: FlowSpec = NO_FLOW
     #: For an ``on_failure`` handler: the key of the function whose failures it handles.
     failure_of: str | None = None
+    #: The code's version (``version=``, else a fingerprint of the handler's source).
+    version: str = ""
+    #: Patch markers this code declares (``ctx.patched``).
+    patches: tuple[str, ...] = ()
+    #: Strict mode: a change in the order of steps fails a run in flight.
+    strict_order: bool = False
+
+    def creation_fields(self) -> dict[str, str]:
+        """What a new run of this function records about the code it was created on."""
+        return creation_fields(self.version, self.patches)
+    #: The declaring client's logger for ``ctx.logger`` (``Fanout.set_logger``), read at
+    #: each pass; None means the ``fanout.run`` logger.
+    logger_of: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
     #: Middleware classes, the client's first (see :mod:`fanout._core.middleware`),
     #: and the client they are built with.
     middleware: tuple[Any, ...] = ()
     client: Any = field(default=None, repr=False, compare=False)
+    #: The client's limit on one event's serialized size (``ctx.step.send_event``).
+    max_event_bytes: int = MAX_EVENT_BYTES
+
+    @property
+    def id(self) -> str:
+        """The fully-qualified id, as inngest-py forms it: ``<app_id>-<fn_id>``."""
+        return f"{self.app_id}-{self.fn_id}"
 
     @property
     def key(self) -> str:
@@ -88,6 +123,9 @@ class FunctionDef:
             "retries": self.retries,
             "checkpoint": self.checkpoint,
             "async": self.is_async,
+            "version": self.version,
+            **({"patches": list(self.patches)} if self.patches else {}),
+            **({"strict_order": True} if self.strict_order else {}),
             **self.flow.describe(),
             **({"on_failure_of": self.failure_of} if self.failure_of else {}),
         }
@@ -104,9 +142,12 @@ def build_function(
     checkpoint: object,
     handler: Callable[..., Any],
     flow: dict[str, Any] | None = None,
+    version: object = None,
+    patches: object = None,
+    strict_order: object = False,
 ) -> FunctionDef:
     """Check a declaration; ``flow`` holds the flow-control keyword arguments."""
-    fid = check_id("fn_id", fn_id)
+    fid = check_fn_id(fn_id)
     triggers: Sequence[object]
     if isinstance(trigger, (TriggerEvent, TriggerCron)):
         triggers = [trigger]
@@ -152,4 +193,7 @@ def build_function(
         checkpoint=bool(checkpoint),
         is_async=is_async_handler(handler),
         flow=spec,
+        version=check_version(fid, version, handler),
+        patches=check_patches(fid, patches),
+        strict_order=bool(strict_order),
     )

@@ -42,7 +42,7 @@ from .engine import (
 from .event import Event, prepare_batch
 from .function import FunctionDef
 from .ids import derived_event_id, run_id_for
-from .records import StepInfo, StepRecord
+from .records import StepInfo, StepRecord, child_error
 from .steps import Step, wait_matches
 
 __all__ = ["RunResult", "run_function", "run_function_async"]
@@ -95,6 +95,10 @@ def _resolve_key(fn: FunctionDef, ref: Any) -> str:
 class _Sink:
     def __init__(self, h: _Harness) -> None:
         self.h = h
+
+    @property
+    def max_event_bytes(self) -> int:
+        return self.h.fn.max_event_bytes
 
     def save_step(self, record: StepRecord) -> StepRecord | None:
         existing = self.h.memo.get(record.id)
@@ -150,7 +154,9 @@ class _MockStep(Step):
         super().__init__(inner._p)
         self._mocks, self._used = mocks, used
 
-    def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
+    def run(
+        self, step_id: str, handler: Callable[..., Any], *args: Any, output_type: Any = None
+    ) -> Any:
         if isinstance(step_id, str) and step_id:
             n = self._p.seen.get(step_id, 0)
             sid = step_id if n == 0 else f"{step_id}:{n}"
@@ -158,7 +164,7 @@ class _MockStep(Step):
             if found:
                 self._used.add(key)
                 handler = _as_handler(mock)
-        return super().run(step_id, handler, *args)
+        return super().run(step_id, handler, *args, output_type=output_type)
 
 
 def _as_handler(mock: Any) -> Callable[..., Any]:
@@ -213,7 +219,10 @@ class _Harness:
             events=copy.deepcopy(self.events), attempt=max([self.attempt, *retrying]), memo=memo,
             checkpoint=self.fn.checkpoint, policy=self.fn.policy, branch=branch,
             queued_at=time.time(), middleware=self.fn.middleware, client=self.fn.client,
-            function=self.fn,
+            function=self.fn, strict=self.fn.strict_order, version=self.fn.version,
+            # A harness run begins on the code under test: it has the declared markers.
+            markers=frozenset(self.fn.patches), patches=frozenset(self.fn.patches),
+            logger=self.fn.logger_of() if self.fn.logger_of is not None else None,
         )
         return run_pass(self.handler, inp, self.sink, is_async=self.fn.is_async)
 
@@ -237,20 +246,26 @@ class _Harness:
                 self._answer(outcome)
             elif isinstance(outcome, Parallel):
                 for sid in outcome.new:
-                    self._branch(sid)
+                    failed = self._branch(sid)
+                    if failed is not None:  # the group can never join: the run fails
+                        return self._result("failed", None, failed.error)
             elif isinstance(outcome, (Continue, BranchDone)):
                 pass
             elif isinstance(outcome, LeaseLost):  # pragma: no cover - no leases here
                 raise ConfigError("the harness lost a lease it never takes")
 
-    def _branch(self, sid: str) -> None:
+    def _branch(self, sid: str) -> Failed | None:
         while True:
             outcome = self._pass(branch=sid)
             rec = self.memo.get(sid)
             if rec is not None and rec.status in FINAL:
-                return
+                return None
             if isinstance(outcome, RetryStep):
                 self.skipped += outcome.delay
+            elif isinstance(outcome, Wait):  # an invoke inside the group
+                self._answer(outcome)
+            elif isinstance(outcome, Failed) and not outcome.retriable:
+                return outcome
             elif isinstance(outcome, Failed):
                 self.skipped += self.fn.policy.delay(1)
 
@@ -274,14 +289,15 @@ class _Harness:
                 )
                 value = answer(dict(data)) if callable(answer) else copy.deepcopy(answer)
                 rec.status, rec.output = "completed", json.loads(json.dumps(value))
-            elif found:
+            elif found:  # the child failed with this error
                 rec.status = "failed"
-                rec.error = {"type": "InvokeError",
-                             "message": f"the invoked run failed: {answer}"}
+                rec.error = child_error("failed", {"type": type(answer).__name__,
+                                                   "message": str(answer)})
             else:
                 self.skipped += max(0.0, outcome.until - now)
                 rec.status = "failed"
-                rec.error = {"type": "InvokeError", "message": "the invoked function timed out"}
+                rec.error = {"type": "InvokeTimeoutError",
+                             "message": "timed out waiting for the invoked function to complete"}
             rec.ended_at = now
             return
         found, answer, _key = _lookup(self.waits, rec.id)

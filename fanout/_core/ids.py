@@ -55,3 +55,18 @@ def derived_event_id(run_id: str, step_id: str, index: int) -> str:
 def new_token() -> str:
     """An opaque random token (leases, workers)."""
     return os.urandom(9).hex()
+
+
+def key_part(text: str) -> str:
+    """``text`` as a piece of a Redis key or a ``|``-separated name: the characters of
+    the classic id alphabet stay as they are, any other is percent-encoded (so ``{``
+    never forms a Redis Cluster hash tag and ``|`` never splits a name)."""
+    from urllib.parse import quote
+
+    return quote(text, safe=":/")
+
+
+def from_key_part(text: str) -> str:
+    from urllib.parse import unquote
+
+    return unquote(text)

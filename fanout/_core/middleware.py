@@ -71,7 +71,7 @@ class StepInfo:
     """The step whose output a ``transform_output`` call is about."""
 
     id: str
-    op: str  # "run", "invoke", "wait_for_event", "sleep", "send_event"
+    op: str  # the step tool: "run" or "send_event" (the steps whose code runs)
 
 
 @dataclass

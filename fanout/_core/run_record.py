@@ -14,6 +14,7 @@ from typing import Any, TypedDict
 
 from .event import dumps
 from .records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
+from .versions import crossed_deploy, markers_of, versions_of, warnings_of
 
 # -- identity and trigger ---------------------------------------------------------------
 ST = "st"            # status: queued running sleeping waiting completed failed cancelled skipped
@@ -28,6 +29,11 @@ PARENT = "par"       # the run that invoked or replayed this one
 INVOKER = "inv"      # JSON {run, step, fk} of the step that invoked this run
 REPLAY_OF = "replay_of"
 FROM_STEP = "from_step"
+VERSION = "v"        # the function version the run was created on
+MARKERS = "mk"       # JSON list of the patch markers declared when the run was created
+VERSIONS = "vs"      # JSON list of the versions its passes ran on (the creation one first)
+VERSION_WARNINGS = "vw"  # JSON list of the versioning warnings recorded on the run
+MAX_ATTEMPTS = "atm"  # the attempts the current step may take
 # -- passes -----------------------------------------------------------------------------
 SEQ = "seq"          # the number of passes ended so far
 ATTEMPT = "att"      # the attempt number of the run's current step
@@ -81,6 +87,11 @@ class RunRecord(TypedDict, total=False):
     inv: str
     replay_of: str
     from_step: str
+    v: str
+    mk: str
+    vs: str
+    vw: str
+    atm: str
     seq: str
     att: str
     lease: str
@@ -118,8 +129,10 @@ def new_run_fields(
     created: str,
     parent_run_id: str | None = None,
     invoker: Mapping[str, Any] | None = None,
+    creation: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The fields a new run is created with: queued, at its first pass and attempt."""
+    """The fields a new run is created with: queued, at its first pass and attempt;
+    ``creation`` is what the run records about its code (``FunctionDef.creation_fields``)."""
     fields: dict[str, Any] = {
         ST: "queued",
         FN: fn_id,
@@ -130,6 +143,7 @@ def new_run_fields(
         CREATED: created,
         SEQ: "0",
         ATTEMPT: "0",
+        **(creation or {}),
     }
     if parent_run_id:
         fields[PARENT] = parent_run_id
@@ -162,4 +176,14 @@ def to_run_info(run_id: str, f: Mapping[str, str]) -> RunInfo:
         started_at=ts_to_dt(_f(f, STARTED)),
         ended_at=ts_to_dt(_f(f, ENDED)) if status in TERMINAL else None,
         steps=[StepInfo.from_record(r) for r in steps],
+        wake_at=ts_to_dt(_f(f, WAKE)) if status not in TERMINAL else None,
+        max_attempts=int(f[MAX_ATTEMPTS]) if f.get(MAX_ATTEMPTS) else None,
+        replay_of=f.get(REPLAY_OF) if not f.get(FROM_STEP) else None,
+        rerun_of=f.get(REPLAY_OF) if f.get(FROM_STEP) else None,
+        rerun_from_step=f.get(FROM_STEP) or None,
+        version=f.get(VERSION) or None,
+        versions=versions_of(f),
+        crossed_deploy=crossed_deploy(f),
+        markers=sorted(markers_of(f)),
+        warnings=warnings_of(f),
     )

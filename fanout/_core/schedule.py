@@ -310,18 +310,26 @@ class CronSchedule:
 # -- jitter ----------------------------------------------------------------------------
 
 
-def parse_jitter(jitter: float | timedelta | None) -> float | None:
-    """Validate a jitter setting; return seconds (1 to 300 inclusive) or None."""
+def parse_jitter(jitter: float | timedelta | str | None) -> float | None:
+    """Validate a jitter setting; return seconds (1 to 300 inclusive) or None.
+
+    ``jitter`` is fanout's own (inngest-py's ``TriggerCron`` has none), so a number
+    is seconds; a timedelta or a duration string such as ``"30s"`` also works.
+    """
     if jitter is None:
         return None
-    if isinstance(jitter, timedelta):
+    if isinstance(jitter, str):
+        from .durations import parse_seconds
+
+        seconds = parse_seconds(jitter, "jitter")
+    elif isinstance(jitter, timedelta):
         seconds = jitter.total_seconds()
     elif isinstance(jitter, (int, float)) and not isinstance(jitter, bool):
         seconds = float(jitter)
     else:
         msg = (
-            "jitter must be None, a number of seconds or a timedelta, "
-            f"got {type(jitter).__name__}: {jitter!r}"
+            "jitter must be None, a number of seconds, a timedelta or a string such as "
+            f"'30s', got {type(jitter).__name__}: {jitter!r}"
         )
         raise ValueError(msg)  # by contract, not TypeError
     if not (JITTER_MIN_SECONDS <= seconds <= JITTER_MAX_SECONDS):  # also rejects NaN

@@ -21,23 +21,31 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from .event import Event
+
+if TYPE_CHECKING:
+    from .steps import ParallelMode
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-Duration = float | _dt.timedelta | str
+Duration = int | _dt.timedelta | str  # an int is milliseconds
 
 
 class SyncStep(Protocol):
     """``ctx.step`` in a ``def`` handler: each tool returns its value."""
 
     @overload
-    def run(self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any) -> T: ...
+    def run(
+        self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any,
+        output_type: Any = None,
+    ) -> T: ...
     @overload
-    def run(self, step_id: str, handler: Callable[..., T], *args: Any) -> T: ...
+    def run(
+        self, step_id: str, handler: Callable[..., T], *args: Any, output_type: Any = None
+    ) -> T: ...
 
     def send_event(self, step_id: str, events: Event | Iterable[Event]) -> list[str]: ...
 
@@ -54,16 +62,25 @@ class SyncStep(Protocol):
     def invoke(
         self, step_id: str, *, function: Callable[..., Coroutine[Any, Any, R]],
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
+        output_type: Any = None,
     ) -> R: ...
     @overload
     def invoke(
         self, step_id: str, *, function: Callable[..., R],
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
+        output_type: Any = None,
     ) -> R: ...
     @overload
     def invoke(
         self, step_id: str, *, function: object,
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
+        output_type: Any = None,
+    ) -> Any: ...
+
+    def invoke_by_id(
+        self, step_id: str, *, function_id: str, app_id: str | None = None,
+        data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
+        output_type: Any = None,
     ) -> Any: ...
 
 
@@ -72,10 +89,13 @@ class AsyncStep(Protocol):
 
     @overload
     def run(
-        self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any
+        self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any,
+        output_type: Any = None,
     ) -> Awaitable[T]: ...
     @overload
-    def run(self, step_id: str, handler: Callable[..., T], *args: Any) -> Awaitable[T]: ...
+    def run(
+        self, step_id: str, handler: Callable[..., T], *args: Any, output_type: Any = None
+    ) -> Awaitable[T]: ...
 
     def send_event(
         self, step_id: str, events: Event | Iterable[Event]
@@ -94,29 +114,42 @@ class AsyncStep(Protocol):
     def invoke(
         self, step_id: str, *, function: Callable[..., Coroutine[Any, Any, R]],
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
+        output_type: Any = None,
     ) -> Awaitable[R]: ...
     @overload
     def invoke(
         self, step_id: str, *, function: Callable[..., R],
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
+        output_type: Any = None,
     ) -> Awaitable[R]: ...
     @overload
     def invoke(
         self, step_id: str, *, function: object,
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
+        output_type: Any = None,
+    ) -> Awaitable[Any]: ...
+
+    def invoke_by_id(
+        self, step_id: str, *, function_id: str, app_id: str | None = None,
+        data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
+        output_type: Any = None,
     ) -> Awaitable[Any]: ...
 
 
 class SyncGroup(Protocol):
     """``ctx.group`` in a ``def`` handler."""
 
-    def parallel(self, callables: Sequence[Callable[[], T]]) -> tuple[T, ...]: ...
+    def parallel(
+        self, callables: Sequence[Callable[[], T]], parallel_mode: ParallelMode = ...
+    ) -> tuple[T, ...]: ...
 
 
 class AsyncGroup(Protocol):
     """``ctx.group`` in an ``async def`` handler."""
 
-    def parallel(self, callables: Sequence[Callable[[], Awaitable[T]]]) -> Awaitable[tuple[T, ...]]: ...
+    def parallel(
+        self, callables: Sequence[Callable[[], Awaitable[T]]], parallel_mode: ParallelMode = ...
+    ) -> Awaitable[tuple[T, ...]]: ...
 
 
 class AsyncContext(Protocol):
@@ -140,3 +173,5 @@ class AsyncContext(Protocol):
     def step(self) -> AsyncStep: ...
     @property
     def group(self) -> AsyncGroup: ...
+
+    def patched(self, marker: str) -> bool: ...

@@ -11,78 +11,50 @@ import asyncio
 import datetime as _dt
 import functools
 import hashlib
+import inspect
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import Enum
 from typing import Any
 
 from .._errors import ConfigError, InvokeError, NonRetriableError
+from .durations import MAX_SECONDS, parse_duration
 from .engine import (
     FINAL,
     BranchDone,
     Interrupt,
     Op,
+    Parallel,
     Pass,
     Sleep,
     Wait,
     invoke_async,
     invoke_sync,
 )
-from .event import Event, prepare_batch
+from .event import MAX_EVENT_BYTES, Event, prepare_batch
 from .ids import derived_event_id
 from .middleware import SendEventsResult
 from .step_types import SyncGroup, SyncStep
+from .types import dumping, output_codec
 
-MAX_SLEEP_SECONDS = 366 * 86400
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-
-
-def parse_duration(value: object, what: str = "duration") -> float:
-    """Seconds from a number, a timedelta or a string such as ``"30m"``, ``"1h30m"``."""
-    if isinstance(value, bool):
-        raise ConfigError(f"{what} must be seconds, a timedelta or a string like '30m'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, _dt.timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        pos, seconds = 0, 0.0
-        for m in _DURATION.finditer(text):
-            if m.start() != pos:
-                break
-            seconds += float(m.group(1)) * _UNITS[m.group(2)]
-            pos = m.end()
-        if not text or pos != len(text):
-            raise ConfigError(
-                f"invalid {what} {value!r}: use a number of seconds, a timedelta, or a string "
-                "of amounts with units ms, s, m, h, d, w (for example '30m' or '1h30m')"
-            )
-    else:
-        raise ConfigError(
-            f"{what} must be seconds, a timedelta or a string like '30m', "
-            f"not {type(value).__name__}"
-        )
-    if seconds != seconds or seconds < 0:
-        raise ConfigError(f"{what} must not be negative: {value!r}")
-    if seconds > MAX_SLEEP_SECONDS:
-        raise ConfigError(f"{what} {value!r} is longer than the limit of one year")
-    return seconds
+MAX_SLEEP_SECONDS = MAX_SECONDS
+#: What a duration parameter takes: an int of milliseconds, a timedelta, or "30s".
+Duration = int | _dt.timedelta | str
 
 
 def _when(value: object) -> float:
+    """Epoch seconds of a ``sleep_until`` target; a naive datetime is local time."""
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is None:
-            raise ConfigError(f"sleep_until needs an aware datetime (with tzinfo), not {value!r}")
-        return value.timestamp()
+        return value.timestamp()  # naive: local time, as datetime.timestamp() reads it
     if isinstance(value, str):
         try:
             return _when(_dt.datetime.fromisoformat(value.replace("Z", "+00:00")))
         except ValueError:
             raise ConfigError(f"sleep_until: {value!r} is not an ISO 8601 datetime") from None
-    raise ConfigError(f"sleep_until needs a datetime, not {type(value).__name__}")
+    raise ConfigError(
+        f"sleep_until needs a datetime or an ISO 8601 string, not {type(value).__name__}"
+    )
 
 
 def _path(data: Mapping[str, Any], path: str) -> Any:
@@ -138,6 +110,11 @@ def wait_matches(spec: Mapping[str, Any], trigger: Mapping[str, Any], candidate:
     return True
 
 
+def _serializer(p: Pass) -> Any:
+    """The client's ``serializer=`` (None: pydantic)."""
+    return getattr(p.inp.client, "serializer", None)
+
+
 class Step:
     """``ctx.step``: the step tools. In an ``async def`` handler each returns an awaitable."""
 
@@ -146,29 +123,36 @@ class Step:
 
     # -- run ----------------------------------------------------------------------------
 
-    def run(self, step_id: str, handler: Callable[..., Any], *args: Any) -> Any:
-        """Run ``handler(*args)`` once, durably; return its (JSON) result."""
+    def run(
+        self, step_id: str, handler: Callable[..., Any], *args: Any, output_type: Any = None
+    ) -> Any:
+        """Run ``handler(*args)`` once, durably; return its (JSON) result, or with
+        ``output_type`` (a pydantic model, a dataclass, ``list[Model]``...) its result
+        stored as JSON and returned as that type."""
         p = self._p
         if not callable(handler):
             raise NonRetriableError(f"ctx.step.run({step_id!r}, ...): handler is not callable")
+        dump, load = output_codec(output_type, f"step {step_id!r}", _serializer(p))
         op = p.open("run", step_id)
         if op.done:
             rec = op.memo
-            return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
+            return p.deliver(lambda: load(p.memo_value(rec)))  # type: ignore[arg-type]
         if p.collecting is not None and op.id != p.inp.branch:
             p.collecting.append(op)
             raise _Planned()
+        handler = dumping(handler, dump)
         if p.is_async:
-            return self._run_async(op, handler, args)
+            return self._run_async(op, handler, args, load)
         p.admit(op)
-        return p.record(op, time.time(), invoke_sync(op, handler, args))
+        return load(p.record(op, time.time(), invoke_sync(op, handler, args)))
 
-    async def _run_async(self, op: Op, handler: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    async def _run_async(self, op: Op, handler: Callable[..., Any], args: tuple[Any, ...],
+                         load: Callable[[Any], Any]) -> Any:
         p = self._p
         await _settle(p, op)
         p.admit(op)
         started = time.time()
-        return p.record(op, started, await invoke_async(op, handler, args))
+        return load(p.record(op, started, await invoke_async(op, handler, args)))
 
     # -- send_event ---------------------------------------------------------------------
 
@@ -180,7 +164,10 @@ class Step:
             rec = op.memo
             return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
         run_id = p.inp.run_id
-        prepared = prepare_batch(events, id_for=lambda i: derived_event_id(run_id, op.id, i))
+        prepared = prepare_batch(
+            events, id_for=lambda i: derived_event_id(run_id, op.id, i),
+            max_bytes=getattr(p.sink, "max_event_bytes", MAX_EVENT_BYTES),
+        )
 
         def send() -> tuple[bool, Any]:
             try:
@@ -213,13 +200,18 @@ class Step:
 
     # -- sleep ----------------------------------------------------------------------------
 
-    def sleep(self, step_id: str, duration: float | _dt.timedelta | str) -> Any:
-        """Pause the run for ``duration`` without holding a worker."""
+    def sleep(self, step_id: str, duration: Duration) -> Any:
+        """Pause the run for ``duration`` without holding a worker.
+
+        ``duration``: an int of milliseconds (as in inngest-py), a timedelta, or a
+        string such as ``"30s"`` or ``"1h30m"``.
+        """
         seconds = parse_duration(duration, "sleep duration")
         return self._sleep(step_id, lambda: time.time() + seconds)
 
     def sleep_until(self, step_id: str, when: _dt.datetime | str) -> Any:
-        """Pause the run until ``when`` (an aware datetime)."""
+        """Pause the run until ``when``: a datetime (a naive one is local time, as in
+        inngest-py) or an ISO 8601 string."""
         until = _when(when)
         if until - time.time() > MAX_SLEEP_SECONDS:
             raise ConfigError(f"sleep_until {when!r} is more than a year away")
@@ -230,18 +222,23 @@ class Step:
         op = self._pausing("sleep", step_id)
         if op.done:
             return p.deliver(lambda: None)
-        rec = op.memo
-        if rec is not None and rec.status == "sleeping":
-            due = float((rec.extra or {}).get("until", 0))
-            if due <= time.time() + 0.05:
-                done = p.new_record(op, status="completed", started_at=rec.started_at,
-                                    ended_at=time.time(), extra=rec.extra)
-                return p.deliver(lambda: p.finish(op, done))
+
+        def body() -> Any:
+            rec = op.memo
+            if rec is not None and rec.status == "sleeping":
+                due = float((rec.extra or {}).get("until", 0))
+                if due <= time.time() + 0.05:
+                    done = p.new_record(op, status="completed", started_at=rec.started_at,
+                                        ended_at=time.time(), extra=rec.extra)
+                    return p.finish(op, done)
+                raise Interrupt(Sleep(op.id, due))
+            p.check_order(op)
+            due = until()
+            p.save(p.new_record(op, status="sleeping", started_at=time.time(),
+                                extra={"until": due}))
             raise Interrupt(Sleep(op.id, due))
-        p.check_order(op)
-        due = until()
-        p.save(p.new_record(op, status="sleeping", started_at=time.time(), extra={"until": due}))
-        raise Interrupt(Sleep(op.id, due))
+
+        return self._alone(op, body) if p.is_async else body()
 
     # -- wait_for_event --------------------------------------------------------------------
 
@@ -250,12 +247,16 @@ class Step:
         step_id: str,
         *,
         event: str,
-        timeout: float | _dt.timedelta | str,
+        timeout: Duration,
         if_exp: str | None = None,
         match: str | None = None,
-        lookback: float | _dt.timedelta | str | None = None,
+        lookback: Duration | None = None,
     ) -> Any:
-        """Wait for an event named ``event``; returns it, or None after ``timeout``."""
+        """Wait for an event named ``event``; returns it, or None after ``timeout``.
+
+        ``timeout`` and ``lookback`` are durations: an int of milliseconds (as in
+        inngest-py), a timedelta, or a string such as ``"30s"``.
+        """
         p = self._p
         seconds = parse_duration(timeout, "wait_for_event timeout")
         back = parse_duration(lookback, "wait_for_event lookback") if lookback is not None else 0.0
@@ -269,22 +270,26 @@ class Step:
             raise ConfigError("wait_for_event match must be a field path such as 'data.user_id'")
         op = self._pausing("wait", step_id)
         if op.done:
+            done = op.memo
+            return p.deliver(lambda: _as_event(done.output))  # type: ignore[union-attr]
+
+        def body() -> Any:
             rec = op.memo
-            return p.deliver(lambda: _as_event(rec.output))  # type: ignore[union-attr]
-        rec = op.memo
-        if rec is not None and rec.status == "waiting":
-            return p.deliver(lambda: _as_event(self._waited(op, rec.extra or {})))
-        p.check_order(op)
-        now = time.time()
-        spec = {"event": event, "match": match, "if_exp": if_exp, "until": now + seconds,
-                "since": now - back}
-        waiting = p.new_record(op, status="waiting", started_at=now, extra=spec)
-        p.flush()
-        found = p.sink.register_wait(op.id, {**spec, "seq": waiting.seq})
-        if found is not None:
-            waiting.status, waiting.output, waiting.ended_at = "completed", found, now
-            return p.deliver(lambda: _as_event(p.finish(op, waiting)))
-        return p.deliver(lambda: _as_event(self._park(op, waiting)))
+            if rec is not None and rec.status == "waiting":
+                return _as_event(self._waited(op, rec.extra or {}))
+            p.check_order(op)
+            now = time.time()
+            spec = {"event": event, "match": match, "if_exp": if_exp, "until": now + seconds,
+                    "since": now - back}
+            waiting = p.new_record(op, status="waiting", started_at=now, extra=spec)
+            p.flush()
+            found = p.sink.register_wait(op.id, {**spec, "seq": waiting.seq})
+            if found is not None:
+                waiting.status, waiting.output, waiting.ended_at = "completed", found, now
+                return _as_event(p.finish(op, waiting))
+            return _as_event(self._park(op, waiting))
+
+        return self._alone(op, body) if p.is_async else body()
 
     def _waited(self, op: Op, extra: Mapping[str, Any]) -> Any:
         """A memoized wait that is still open: time out, or stop the pass again."""
@@ -295,7 +300,8 @@ class Step:
                                started_at=op.memo.started_at if op.memo else None, extra=dict(extra))
             if op.kind == "invoke":
                 rec.status = "failed"
-                rec.error = {"type": "InvokeError", "message": "the invoked function timed out"}
+                rec.error = {"type": "InvokeTimeoutError",
+                             "message": "timed out waiting for the invoked function to complete"}
             else:
                 p.sink.drop_wait(op.id, str(extra.get("event", "")))
             return p.finish(op, rec)
@@ -317,47 +323,137 @@ class Step:
         *,
         function: Any,
         data: Mapping[str, Any] | None = None,
-        timeout: float | _dt.timedelta | str | None = None,
+        timeout: Duration | None = None,
+        output_type: Any = None,
     ) -> Any:
-        """Run another function as a child run and return its output.
+        """Run another function as a child run and return its output (validated as
+        ``output_type`` when given).
 
-        A child that fails, times out or is unknown raises ``InvokeError`` (a
-        ``NonRetriableError``): the child keeps its own retries, the parent does not
+        ``timeout``: an int of milliseconds (as in inngest-py), a timedelta, or a
+        string such as ``"10m"``; without it the parent waits up to a year.
+
+        A child that fails, times out or is unknown raises ``InvokeError``, a
+        ``StepError`` (as in inngest-py) whose ``name``, ``message`` and ``stack`` are
+        the child's error's (``InvokeTimeoutError`` after ``timeout``), and a
+        ``NonRetriableError``: the child keeps its own retries, the parent does not
         multiply them.
         """
         p = self._p
         seconds = parse_duration(timeout, "invoke timeout") if timeout is not None else MAX_SLEEP_SECONDS
+        _dump, load = output_codec(output_type, f"invoke {step_id!r}", _serializer(p))
         op = self._pausing("invoke", step_id)
         if op.done:
+            done = op.memo
+            return p.deliver(lambda: load(p.memo_value(done)))  # type: ignore[arg-type]
+
+        def body() -> Any:
+            return load(started())
+
+        def started() -> Any:
+            if p.inp.branch is not None and op.id != p.inp.branch:
+                p.stopped_at = p.stopped_at or op.id
+                raise Interrupt(_branch_done(p))
             rec = op.memo
-            return p.deliver(lambda: p.memo_value(rec))  # type: ignore[arg-type]
-        rec = op.memo
-        if rec is not None and rec.status == "waiting":
-            return p.deliver(lambda: self._waited(op, rec.extra or {}))
-        p.check_order(op)
-        now = time.time()
-        waiting = p.new_record(op, status="waiting", started_at=now, extra={"until": now + seconds})
-        p.flush()
-        try:
-            child = p.sink.start_invoke(op.id, function, dict(data or {}), waiting.seq)
-        except InvokeError as exc:
-            waiting.status, waiting.ended_at, waiting.extra = "failed", now, None
-            waiting.error = {"type": "InvokeError", "message": str(exc)}
-            return p.deliver(lambda: p.finish(op, waiting))
-        waiting.extra = {"child": child, "until": now + seconds}
-        return p.deliver(lambda: self._park(op, waiting))
+            # A branch of a parallel group: the branch task starts it and waits for it.
+            planned = {k: v for k, v in ((rec.extra or {}) if rec else {}).items()
+                       if k in ("group", "race")}
+            if planned and p.inp.branch is None:
+                raise Interrupt(Parallel((), (op.id,)))
+            if rec is not None and rec.status == "waiting":
+                return self._waited(op, rec.extra or {})
+            p.check_order(op)
+            now = time.time()
+            waiting = p.new_record(op, status="waiting", started_at=now,
+                                   extra={**planned, "until": now + seconds})
+            p.flush()
+            try:
+                child = p.sink.start_invoke(op.id, function, dict(data or {}), waiting.seq)
+            except InvokeError as exc:
+                waiting.status, waiting.ended_at = "failed", now
+                waiting.extra = planned or None
+                waiting.error = {"type": "InvokeError", "message": str(exc)}
+                return p.finish(op, waiting)
+            waiting.extra = {**planned, "child": child, "until": now + seconds}
+            return self._park(op, waiting)
+
+        if p.is_async:
+
+            async def _invoke_async() -> Any:
+                await _settle(p, op)  # with sibling steps, it becomes a parallel branch
+                return body()
+
+            return _invoke_async()
+        return body()
+
+    def invoke_by_id(
+        self,
+        step_id: str,
+        *,
+        function_id: str,
+        app_id: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        timeout: Duration | None = None,
+        output_type: Any = None,
+    ) -> Any:
+        """:meth:`invoke` by the function's id: one of this client, or with ``app_id``
+        one of another client (another app id) declared on the same Celery app, so
+        served by the same workers."""
+        if not isinstance(function_id, str) or not function_id:
+            raise ConfigError("invoke_by_id needs function_id, the id given to create_function")
+        if app_id is not None and (not isinstance(app_id, str) or not app_id):
+            raise ConfigError("invoke_by_id: app_id must be a client's app id (a string)")
+        ref = f"{app_id}:{function_id}" if app_id else function_id
+        return self.invoke(step_id, function=ref, data=data, timeout=timeout,
+                           output_type=output_type)
 
     def _pausing(self, kind: str, step_id: str) -> Op:
         p = self._p
         op = p.open(kind, step_id)
+        if not op.done and kind == "invoke" and op.id == p.inp.branch:
+            return op  # this branch task starts the invoke
         if not op.done and p.collecting is not None:
+            if kind == "invoke":
+                p.collecting.append(op)
+                raise _Planned()
             raise NonRetriableError(
                 f"ctx.step.{kind}({step_id!r}) inside ctx.group.parallel: parallel branches "
-                "may only use ctx.step.run and ctx.step.send_event"
+                "may only use ctx.step.run, ctx.step.send_event and ctx.step.invoke"
             )
         if not op.done and p.inp.branch is not None:
+            if kind == "invoke" and p.is_async:
+                return op  # a sibling in asyncio.gather: decided once the batch settles
+            p.stopped_at = p.stopped_at or op.id
             raise Interrupt(_branch_done(p))
         return op
+
+    async def _alone(self, op: Op, body: Callable[[], Any]) -> Any:
+        """A pausing step in an async handler: it must not be awaited together with
+        other new steps (asyncio.gather), which would become parallel branches."""
+        p = self._p
+        batch = p.batch
+        batch.append(op)
+        await asyncio.sleep(0)
+        if p.batch is batch:
+            p.batch = []
+        _refuse_pausing(batch)
+        return body()
+
+
+_PAUSING = ("sleep", "wait")  # an invoke may be a parallel branch
+
+
+def _refuse_pausing(batch: Sequence[Op]) -> None:
+    pausing = [o for o in batch if o.kind in _PAUSING]
+    if len(batch) > 1 and pausing:
+        o = pausing[0]
+        kind = {"wait": "wait_for_event"}.get(o.kind, o.kind)
+        others = [b.id for b in batch if b is not o]
+        raise NonRetriableError(
+            f"ctx.step.{kind}({o.id!r}) was awaited together with the new step(s) {others!r} "
+            "(asyncio.gather or ctx.group.parallel): parallel branches may only use "
+            "ctx.step.run, ctx.step.send_event and ctx.step.invoke; await it before or "
+            "after the group"
+        )
 
 
 def _branch_done(p: Pass) -> Any:
@@ -382,16 +478,26 @@ async def _settle(p: Pass, op: Op) -> None:
         p.batch = []
     if len(batch) == 1:
         return
+    _refuse_pausing(batch)
     branch = p.inp.branch
     if branch is not None:
         if op.id == branch:
             return
         if not any(o.id == branch for o in batch):
+            p.stopped_at = p.stopped_at or batch[0].id
             raise Interrupt(_branch_done(p))
         await asyncio.get_running_loop().create_future()  # parked until the pass ends
     if batch[0] is op:
         p.plan_parallel(batch)
     await asyncio.get_running_loop().create_future()
+
+
+class ParallelMode(str, Enum):
+    """How ``ctx.group.parallel`` ends: ``WAIT`` for every branch (the default), or
+    ``RACE``: the first branch to finish wins and the others' results are ignored."""
+
+    WAIT = "wait"
+    RACE = "race"
 
 
 class Group:
@@ -400,12 +506,25 @@ class Group:
     def __init__(self, pass_: Pass) -> None:
         self._p = pass_
 
-    def parallel(self, callables: Sequence[Callable[[], Any]]) -> Any:
-        """Call each callable (each makes one step) and return their results as a tuple."""
+    def parallel(
+        self, callables: Sequence[Callable[[], Any]],
+        parallel_mode: ParallelMode = ParallelMode.WAIT,
+    ) -> Any:
+        """Call each callable (each makes one step or a few in a row) and return their
+        results as a tuple; with ``ParallelMode.RACE``, a tuple of the winner's result."""
         p = self._p
         fns = tuple(callables)
         if not all(callable(c) for c in fns):
             raise NonRetriableError("ctx.group.parallel takes a sequence of callables")
+        try:
+            mode = ParallelMode(parallel_mode)
+        except ValueError:
+            raise ConfigError(
+                f"parallel_mode must be ParallelMode.WAIT or ParallelMode.RACE, "
+                f"not {parallel_mode!r}"
+            ) from None
+        if mode is ParallelMode.RACE:
+            return self._race_async(fns) if p.is_async else self._race(fns)
         if p.is_async:
 
             async def _gather() -> tuple[Any, ...]:
@@ -428,6 +547,51 @@ class Group:
         return tuple(results)
 
 
+    def _race(self, fns: tuple[Callable[[], Any], ...]) -> Any:
+        p = self._p
+        planned: list[Op] = []
+        done: list[tuple[float, int, Any]] = []
+        outer, p.collecting = p.collecting, planned
+        try:
+            for i, c in enumerate(fns):
+                p.last_end = 0.0
+                try:
+                    value = c()
+                except _Planned:
+                    continue
+                done.append((p.last_end, i, value))
+        finally:
+            p.collecting = outer
+        return self._decide(planned, done)
+
+    async def _race_async(self, fns: tuple[Callable[[], Any], ...]) -> Any:
+        p = self._p
+        planned: list[Op] = []
+        done: list[tuple[float, int, Any]] = []
+        outer, p.collecting = p.collecting, planned
+        try:
+            for i, c in enumerate(fns):
+                p.last_end = 0.0
+                try:
+                    value = c()
+                    if inspect.isawaitable(value):
+                        value = await value
+                except _Planned:
+                    continue
+                done.append((p.last_end, i, value))
+        finally:
+            p.collecting = outer
+        return self._decide(planned, done)
+
+    def _decide(self, planned: list[Op], done: list[tuple[float, int, Any]]) -> tuple[Any, ...]:
+        """The winner of a race: of the branches that returned, the one whose last step
+        ended first (every later pass agrees); with none yet, plan the others."""
+        if done:
+            return (min(done, key=lambda d: (d[0], d[1]))[2],)
+        self._p.plan_parallel(planned, race=True)
+        return ()
+
+
 class Context:
     """What a handler receives: the event(s), ids, the attempt, a logger, ``step`` and ``group``."""
 
@@ -443,6 +607,23 @@ class Context:
         # is the sync view here and the async one in AsyncContext (step_types.py).
         self.step: SyncStep = Step(pass_)
         self.group: SyncGroup = Group(pass_)
+        self._pass = pass_
+
+    def patched(self, marker: str) -> bool:
+        """True when this run was created on code that declares the patch ``marker``
+        (``create_function(patches=[...])``), False for runs created before it. The
+        answer is fixed when the run is created: the same on every pass, on any worker.
+        Not a step, and not awaited in an ``async def`` handler."""
+        inp = self._pass.inp
+        if not isinstance(marker, str) or not marker:
+            raise ConfigError(f"ctx.patched needs a marker name, not {marker!r}")
+        if inp.patches is not None and marker not in inp.patches:
+            known = ", ".join(repr(m) for m in [*sorted(inp.patches), marker])
+            raise ConfigError(
+                f"ctx.patched({marker!r}): function {inp.fn_id!r} does not declare this "
+                f"marker; declare it: create_function(..., patches=[{known}])"
+            )
+        return marker in inp.markers
 
     def __repr__(self) -> str:
         return f"<fanout.Context fn={self.fn_id!r} run={self.run_id!r} attempt={self.attempt}>"

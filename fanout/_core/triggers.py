@@ -83,11 +83,13 @@ class TriggerEvent:
 class TriggerCron:
     """Start a run on a cron schedule: ``TriggerCron(cron="TZ=Europe/Paris 0 12 * * 5")``.
 
-    ``jitter`` delays each tick by a random 1 s to 5 min (seconds or a timedelta).
+    ``jitter`` delays each tick by a random 1 s to 5 min: a string such as ``"30s"``,
+    a timedelta, or a number of seconds (jitter is fanout's own setting, so a number
+    is seconds, not milliseconds).
     """
 
     cron: str
-    jitter: float | int | _dt.timedelta | None = None
+    jitter: float | int | _dt.timedelta | str | None = None
     _schedule: CronSchedule | None = field(default=None, repr=False, compare=False)
     _jitter_s: float | None = field(default=None, repr=False, compare=False)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from collections.abc import Iterable, Sequence
 from importlib import resources
 from string import Template
@@ -75,8 +76,11 @@ def send_form(csrf: str, *, name: str = "", data: str = "{}", fn: str = "") -> s
 # -- functions --------------------------------------------------------------------------
 
 
-def functions_page(fns: Sequence[FunctionDef], csrf: str) -> str:
+def functions_page(fns: Sequence[FunctionDef], csrf: str,
+                   paused: dict[str, Any] | None = None) -> str:
+    """``paused``: function key to its pause (``since``, ``parked``) for paused ones."""
     rows = []
+    paused = paused or {}
     for fn in fns:
         d = fn.describe()
         trig = []
@@ -92,6 +96,17 @@ def functions_page(fns: Sequence[FunctionDef], csrf: str) -> str:
         opt_text = ", ".join(f"{k}={json.dumps(v, default=str)}" for k, v in sorted(opts.items()))
         first_event = next((t.event for t in fn.event_triggers if "*" not in t.event), "")
         actions = button_form("/actions/invoke", "Invoke", csrf, {"fn": fn.key})
+        pause = paused.get(fn.key)
+        if pause is not None:
+            actions += (f' <span class="status paused" data-paused="{h(fn.key)}">paused</span> '
+                        f'<span class="muted">{pause.parked} waiting</span> '
+                        + button_form("/actions/resume", "Resume", csrf, {"fn": fn.key})
+                        + " " + button_form("/actions/resume", "Resume, skip backlog", csrf,
+                                            {"fn": fn.key, "skip_backlog": "1"}, cls="danger",
+                                            confirm="Record the runs that never started as skipped?"))
+        else:
+            actions += " " + button_form("/actions/pause", "Pause", csrf, {"fn": fn.key},
+                                         confirm=f"Pause {fn.key}? Its runs wait until you resume it.")
         if first_event:
             actions += " " + send_form(csrf, name=first_event)
         rows.append(
@@ -164,6 +179,8 @@ def runs_table(runs: Iterable[RunSummary], names: dict[str, str] | None = None, 
             note = f'<span class="err-text">{h(a)}: {h(b)}</span>'
         elif kind == "replay":
             note = f'replay of <a class="mono" href="/runs/{h(a)}">{h(a[:10])}…</a>'
+        if r.crossed_deploy:
+            note += f' <span class="muted">crossed a deploy: {h(" → ".join(r.versions))}</span>'
         box = (f'<td><input type="checkbox" name="run_ids" value="{h(r.run_id)}" '
                f'aria-label="select run {h(r.run_id)}"></td>' if select else "")
         rows.append(
@@ -209,6 +226,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         f'<label>Status<select name="status">{st_opts}</select></label>'
         f'<label>Since<input name="since" value="{h(q.get("since", ""))}" placeholder="15m, 2h, 7d, ISO" size="14"></label>'
         f'<label>Until<input name="until" value="{h(q.get("until", ""))}" placeholder="now" size="14"></label>'
+        f'<label>Version<input name="version" value="{h(q.get("version", ""))}" placeholder="v7, src-…" size="12"></label>'
         f'<label>Search<input name="q" value="{h(q.get("q", ""))}" placeholder="run id, event id, user.id=42" size="26"></label>'
         '<button type="submit">Filter</button>'
         '<label style="flex-direction:row;align-items:center;gap:4px">'
@@ -245,19 +263,64 @@ def _pct(x: float | None, span: float) -> float:
     return 0.0 if x is None else max(0.0, min(100.0, x / span * 100))
 
 
+def _ts(value: Any) -> float | None:
+    return None if value is None else float(value.timestamp())
+
+
+def segments(t: Any, origin: float, now: float) -> list[tuple[str, float, float]]:
+    """The pieces of one step's lane, as (kind, start, end) in seconds since the run
+    began: ``queued`` (waiting for a worker), ``exec`` (code running; one per attempt),
+    ``backoff`` (between a failed attempt and the next), ``sleep``, ``wait`` (for an
+    event) and ``invoke`` (for a child run)."""
+    s = t.step
+    out: list[tuple[str, float, float]] = []
+    start = _ts(s.started_at)
+    end = _ts(s.ended_at)
+    if t.queued is not None and t.started is not None and t.started > t.queued:
+        out.append(("queued", t.queued, t.started))
+    if start is None:
+        return out
+    if s.kind in ("sleep", "wait", "wait_for_event", "invoke"):
+        until = end or _ts(s.sleep_until) or _ts(s.timeout_at) or now
+        kind = {"sleep": "sleep", "wait": "wait", "wait_for_event": "wait", "invoke": "invoke"}[s.kind]
+        out.append((kind, start - origin, max(until, start) - origin))
+        return out
+    attempts = [a for a in (s.attempt_history or []) if a.started_at is not None]
+    if not attempts:
+        out.append(("exec", start - origin, (end or start) - origin))
+    for i, a in enumerate(attempts):
+        a0 = _ts(a.started_at) or start
+        a1 = _ts(a.ended_at) or a0
+        out.append(("exec", a0 - origin, a1 - origin))
+        nxt = attempts[i + 1].started_at if i + 1 < len(attempts) else None
+        if a.error is not None and (nxt is not None or s.status == "retrying"):
+            until = _ts(nxt) or _ts(s.retry_at) or now
+            out.append(("backoff", a1 - origin, max(until, a1) - origin))
+    return out
+
+
+_SEGMENT_LABEL = {"queued": "waiting in the queue", "exec": "executing", "backoff": "retry backoff",
+                  "sleep": "sleeping", "wait": "waiting for an event", "invoke": "waiting for the child run"}
+
+
 def waterfall(run: RunInfo, csrf: str) -> str:
-    _origin, span, timings = step_timings(run)
+    origin, span, timings = step_timings(run)
+    now = time.time()
     rows = []
-    for t in timings:
+    lanes = [(t, segments(t, origin, now)) for t in timings]
+    span = max([span, *(b for _t, pieces in lanes for _k, _a, b in pieces)])
+    for t, pieces in lanes:
         s = t.step
-        q0, t0 = _pct(t.queued, span), _pct(t.started, span)
-        t1 = _pct(t.ended if t.ended is not None else t.started, span)
         lane = ""
-        if t.queued is not None and t.started is not None:
-            lane += f'<div class="q" style="left:{q0:.2f}%;width:{max(t0 - q0, 0.3):.2f}%"></div>'
-        if t.started is not None:
-            lane += (f'<div class="x {h(s.status)}" style="left:{t0:.2f}%;width:{max(t1 - t0, 0.3):.2f}%"'
-                     f' title="{h(human_ms(t.execution))}"></div>')
+        last_exec = max((n for n, p in enumerate(pieces) if p[0] == "exec"), default=-1)
+        for n, (kind, a, b) in enumerate(pieces):
+            x0, x1 = _pct(a, span), _pct(b, span)
+            state = f" {h(s.status)}" if n == last_exec else (" failed" if kind == "exec" else "")
+            tip = f"{_SEGMENT_LABEL[kind]} {human_ms(max(b - a, 0.0))}"
+            lane += (f'<div class="seg {kind}{state}" style="left:{x0:.2f}%;'
+                     f'width:{max(x1 - x0, 0.3):.2f}%" title="{h(tip)}"></div>')
+            if kind == "exec":
+                lane += f'<div class="tick" style="left:{x0:.2f}%" title="attempt start"></div>'
         detail = ""
         if s.error:
             detail += (f'<div class="err-text">{h(s.error.get("type", "Error"))}: '
@@ -277,9 +340,9 @@ def waterfall(run: RunInfo, csrf: str) -> str:
         )
     body = "".join(rows) or '<tr><td colspan="8" class="muted">no steps yet</td></tr>'
     return (
-        '<div class="legend">timeline 0 → ' + h(human_ms(span)) +
-        '<span style="background:#ced4da"></span>waiting in the queue'
-        '<span style="background:#2f9e44"></span>executing</div>'
+        '<div class="legend">timeline 0 → ' + h(human_ms(span))
+        + "".join(f'<span class="seg-key {k}"></span>{h(v)}' for k, v in _SEGMENT_LABEL.items())
+        + ' <span class="tick-key"></span>attempt</div>'
         '<table class="waterfall"><thead><tr><th>Step</th><th>Kind</th><th>Status</th><th>Tries</th>'
         "<th>Queue</th><th>Exec</th><th>Timeline</th><th></th></tr></thead>"
         f"<tbody>{body}</tbody></table>"
@@ -302,10 +365,31 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str) -> str
         ("Ended", h(iso(run.ended_at.timestamp() if run.ended_at else None)) or "-"),
         ("Attempt", str(run.attempt)),
     ]
+    if not run.done:
+        meta.insert(2, ("Now", f'<span id="run-state">{h(run.state)}</span>'))
+    for s in run.steps:
+        if s.child_run_id:
+            meta.append((f"Step {h(s.step_id)}", "invoked " + link(s.child_run_id)))
+        if s.started_runs:
+            shown = ", ".join(link(r) for r in s.started_runs[:20])
+            more = f" and {len(s.started_runs) - 20} more" if len(s.started_runs) > 20 else ""
+            meta.append((f"Step {h(s.step_id)}", f"started {len(s.started_runs)} run(s): "
+                         f"{shown}{more}"))
     if fields.get("replay_of"):
         meta.append(("Replay of", link(fields["replay_of"])
                      + (f' from step <span class="mono">{h(fields["from_step"])}</span>'
                         if fields.get("from_step") else "")))
+    if run.versions:
+        meta.append(("Version", '<span class="mono" id="run-versions">'
+                     + " → ".join(h(v) for v in run.versions) + "</span>"
+                     + (' <span class="muted">(crossed a deploy)</span>'
+                        if run.crossed_deploy else "")))
+    if run.markers:
+        meta.append(("Patches", h(", ".join(run.markers))))
+    if run.warnings:
+        meta.append(("Warnings", "".join(
+            f'<div class="warn-text run-warning">{h(w.get("kind"))}: {h(w.get("message"))}</div>'
+            for w in run.warnings)))
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in meta)
     actions = []
     if not run.done:

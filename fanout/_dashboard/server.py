@@ -148,6 +148,7 @@ class DashboardServer:
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     dash: DashboardServer
+    _registry: Any = None
     server_version = "fanout-dashboard"
     sys_version = ""
 
@@ -246,7 +247,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._html(HTTPStatus.UNAUTHORIZED, "Sign in", pages.login_page(bad="token" in q))
             return
         if not self._authorized():
-            if url.path.startswith("/api/"):
+            if url.path.startswith("/api/") or url.path == "/metrics":
                 self._json(HTTPStatus.UNAUTHORIZED, {"error": "a valid token is required"})
             else:
                 self._html(HTTPStatus.UNAUTHORIZED, "Sign in", pages.login_page(bad=False))
@@ -267,6 +268,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._html(HTTPStatus.BAD_REQUEST, "Error",
                            f'<h1>Bad request</h1><p class="err-text">{pages.h(exc)}</p>')
+
+    def _metrics(self) -> None:
+        """Prometheus metrics of the whole fleet (the counts live in the store)."""
+        from .._ops.metrics import CONTENT_TYPE, registry_for, render
+
+        try:
+            if self._registry is None:
+                rt = self.dash.target.runtime
+                type(self)._registry = registry_for(lambda: rt.store)
+            body = render(self._registry)
+        except ConfigError as exc:  # prometheus_client is not installed
+            self._send(HTTPStatus.NOT_IMPLEMENTED, f"{exc}\n".encode(), "text/plain")
+            return
+        self._send(HTTPStatus.OK, body, CONTENT_TYPE)
 
     def _names(self, runs: list[RunSummary]) -> dict[str, str]:
         events = run_events(self.dash.target.runtime.store, [r.run_id for r in runs])
@@ -307,6 +322,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         t = self.dash.target
         hist = t.history
         flash = {"msg": q.get("msg", ""), "err": q.get("err", "")}
+        if path == "/metrics":
+            self._metrics()
+            return
         if path in ("/", "/overview", "/api/overview"):
             depths, workers = self.dash.fleet()
             fns = t.functions()
@@ -318,7 +336,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._html(200, "Overview", overview_page(ov, fns, fstats), **flash)
             return
         if path == "/functions":
-            self._html(200, "Functions", pages.functions_page(t.functions(), self.dash.csrf), **flash)
+            paused = {fn.key: pinfo for fn in t.functions()
+                      if (pinfo := t.runtime.pausing.info(fn.key)) is not None}
+            self._html(200, "Functions", pages.functions_page(t.functions(), self.dash.csrf, paused),
+                       **flash)
         elif path == "/api/functions":
             self._json(200, [fn.describe() for fn in t.functions()])
         elif path in ("/runs", "/api/runs"):
@@ -329,7 +350,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             runs = hist.runs(fn_key=fn_key, status=q.get("status") or None,
                              since=parse_time(q["since"]) if q.get("since") else None,
                              until=parse_time(q["until"]) if q.get("until") else None,
-                             limit=min(int(q.get("limit") or 50), 500), cursor=q.get("cursor") or None)
+                             limit=min(int(q.get("limit") or 50), 500), cursor=q.get("cursor") or None,
+                             version=q.get("version") or None)
             if path == "/api/runs":
                 self._json(200, {"runs": [r.to_json() for r in runs.items],
                                  "next_cursor": runs.next_cursor})
@@ -481,6 +503,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return f"/runs/{quote(new)}", f"Rerun from step {step} started: run {new}."
         if path == "/actions/bulk":
             return self._bulk(form)
+        if path == "/actions/pause":
+            fn = t.function(need("fn"))
+            t.runtime.pausing.pause(fn.key, "paused from the dashboard")
+            return "/functions", f"{fn.key} paused: its runs wait until you resume it."
+        if path == "/actions/resume":
+            fn = t.function(need("fn"))
+            resumed, skipped = t.runtime.pausing.resume(fn.key,
+                                                       skip_backlog=bool(form.get("skip_backlog")))
+            return "/functions", (f"{fn.key} resumed: {resumed} waiting pass(es) continue"
+                                  + (f", {skipped} run(s) skipped" if skipped else "") + ".")
         if path in ("/actions/send", "/actions/invoke"):
             try:
                 data = json.loads(form.get("data") or "{}")

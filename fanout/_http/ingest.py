@@ -276,7 +276,7 @@ class Ingest:
             def id_for(i: int) -> str:
                 return _digest_id("http", source, idem, str(i))
 
-        return prepare_batch(payload, id_for=id_for)
+        return prepare_batch(payload, id_for=id_for, max_bytes=self.client.max_event_bytes)
 
 
 class _BadBody(Exception):

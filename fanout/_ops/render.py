@@ -86,6 +86,8 @@ def runs_table(runs: Sequence[RunSummary]) -> str:
             note = f"replay of {a}" + (f" from {b}" if b else "")
         else:
             note = ""
+        if r.crossed_deploy:
+            note = (f"{note}; " if note else "") + "crossed a deploy: " + " -> ".join(r.versions)
         rows.append([r.run_id, r.fn_key, r.status, iso(r.created_at), human_ms(r.duration),
                      note[:70]])
     return table(["RUN", "FUNCTION", "STATUS", "CREATED", "DURATION", "NOTE"], rows)
@@ -170,9 +172,20 @@ def timeline(run: RunInfo, extra: dict[str, str] | None = None, width: int = 32)
         lines.append(f"  events   {', '.join(run.event_ids)}")
     if run.parent_run_id:
         lines.append(f"  parent   {run.parent_run_id}")
-    if extra.get("replay_of"):
-        lines.append(f"  replay of {extra['replay_of']}"
-                     + (f" from step {extra['from_step']}" if extra.get("from_step") else ""))
+    if run.replay_of:
+        lines.append(f"  replay of {run.replay_of}")
+    elif run.rerun_of:
+        lines.append(f"  rerun of {run.rerun_of} from step {run.rerun_from_step}")
+    if not run.done:
+        lines.append(f"  now      {run.state}")
+    if run.versions:
+        lines.append(f"  version  {' -> '.join(run.versions)}"
+                     + ("  (crossed a deploy)" if run.crossed_deploy else ""))
+    if run.markers:
+        lines.append(f"  patches  {', '.join(run.markers)}")
+    for w in run.warnings:
+        lines.append(f"  warning  [{w.get('kind')}, on {w.get('version') or '?'}] "
+                     f"{w.get('message', '')}")
     started = _epoch(run.started_at)
     ended = _epoch(run.ended_at)
     lines.append(f"  created  {iso(origin)}")
@@ -191,17 +204,62 @@ def timeline(run: RunInfo, extra: dict[str, str] | None = None, width: int = 32)
                             "EXEC", f"0 .. {human_ms(span)}"], rows))
     else:
         lines.append("  (no steps yet)")
-    for t in timings:
-        if t.step.error:
-            err = t.step.error
-            lines.append(f"  step {t.step.step_id} error: {err.get('type', 'Error')}: "
-                         f"{err.get('message', '')}")
+    lines.extend(step_details(run))
     lines.append("")
     if run.status == "completed":
         lines.append(f"output: {short_json(run.output, 400)}")
     if run.error:
         lines.append(f"error: {run.error.get('type', 'Error')}: {run.error.get('message', '')}")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _err(err: dict[str, Any] | None) -> str:
+    return f"{(err or {}).get('type', 'Error')}: {(err or {}).get('message', '')}"
+
+
+def step_details(run: RunInfo) -> list[str]:
+    """Lines under the step table: what each step waits for, its child run, the runs
+    its events started, every attempt of a step that failed at least once, errors."""
+    out: list[str] = []
+    for s in run.steps:
+        if s.note and not run.done:
+            out.append(f"  step {s.step_id}: {s.note}")
+        if s.child_run_id:
+            out.append(f"  step {s.step_id}: invoked run {s.child_run_id}")
+        if s.sent_event_ids:
+            runs = ", ".join(s.started_runs[:10]) + (" ..." if len(s.started_runs) > 10 else "")
+            out.append(f"  step {s.step_id}: sent {len(s.sent_event_ids)} event(s), "
+                       f"started {len(s.started_runs)} run(s)" + (f": {runs}" if runs else ""))
+        failed = [a for a in s.attempt_history if a.error]
+        if failed:
+            for a in s.attempt_history:
+                took = (human_ms(a.ended_at.timestamp() - a.started_at.timestamp())
+                        if a.started_at and a.ended_at else "-")
+                out.append(f"  step {s.step_id} attempt {a.attempt}"
+                           + (f" of {s.max_attempts}" if s.max_attempts else "")
+                           + f": {iso(_epoch(a.started_at))} ({took}) "
+                           + (_err(a.error) if a.error else "ok"))
+        elif s.error:
+            out.append(f"  step {s.step_id} error: {_err(s.error)}")
+    return out
+
+
+def _dt_json(value: _dt.datetime | None) -> float | None:
+    return _epoch(value)
+
+
+def step_json(s: StepInfo) -> dict[str, Any]:
+    """The explanatory fields of a step, for ``--json`` and the dashboard's API."""
+    return {
+        "note": s.note, "retry_at": _dt_json(s.retry_at), "max_attempts": s.max_attempts,
+        "sleep_until": _dt_json(s.sleep_until), "wait_event": s.wait_event,
+        "wait_match": s.wait_match, "wait_if": s.wait_if, "timeout_at": _dt_json(s.timeout_at),
+        "child_run_id": s.child_run_id, "sent_event_ids": s.sent_event_ids,
+        "started_runs": s.started_runs,
+        "attempt_history": [{"attempt": a.attempt, "started_at": _dt_json(a.started_at),
+                             "ended_at": _dt_json(a.ended_at), "error": a.error}
+                            for a in s.attempt_history],
+    }
 
 
 def run_json(run: RunInfo, extra: dict[str, str] | None = None) -> dict[str, Any]:
@@ -213,12 +271,16 @@ def run_json(run: RunInfo, extra: dict[str, str] | None = None) -> dict[str, Any
         "created_at": _epoch(run.created_at), "started_at": _epoch(run.started_at),
         "ended_at": _epoch(run.ended_at),
         "replay_of": (extra or {}).get("replay_of"), "from_step": (extra or {}).get("from_step"),
+        "rerun_of": run.rerun_of, "rerun_from_step": run.rerun_from_step,
+        "state": run.state, "wake_at": _dt_json(run.wake_at), "max_attempts": run.max_attempts,
+        "version": run.version, "versions": run.versions, "crossed_deploy": run.crossed_deploy,
+        "markers": run.markers, "warnings": run.warnings,
         "steps": [{
             "step_id": t.step.step_id, "kind": t.step.kind, "status": t.step.status,
             "attempts": t.step.attempts, "output": t.step.output, "error": t.step.error,
             "queued_at": _epoch(t.step.queued_at), "started_at": _epoch(t.step.started_at),
             "ended_at": _epoch(t.step.ended_at), "queue_delay": t.queue_delay,
-            "execution": t.execution,
+            "execution": t.execution, **step_json(t.step),
         } for t in timings],
     }
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from .._core.records import TERMINAL
+from .._core.versions import crossed_deploy, versions_of, warnings_of
 from .._errors import ConfigError
 from .store import EVENT_NAME_INDEX_SECONDS, Store
 
@@ -39,7 +40,7 @@ DEFAULT_MAX_SCAN = 5000
 RUN_STATUSES = ("queued", "running", "sleeping", "waiting", *sorted(TERMINAL))
 ACTIVE_STATUSES = frozenset({"queued", "running", "sleeping", "waiting"})
 _SUMMARY_FIELDS = ("st", "fn", "app", "fk", "c", "t0", "t1", "ev", "par", "err", "att",
-                   "replay_of", "from_step")
+                   "replay_of", "from_step", "v", "vs", "vw")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -108,6 +109,12 @@ class RunSummary:
     attempt: int = 0
     replay_of: str | None = None
     from_step: str | None = None
+    #: The version the run was created on, the versions its passes ran on, whether
+    #: they differ, and how many versioning warnings it recorded.
+    version: str | None = None
+    versions: tuple[str, ...] = ()
+    crossed_deploy: bool = False
+    warning_count: int = 0
 
     @property
     def duration(self) -> float | None:
@@ -124,6 +131,8 @@ class RunSummary:
             "event_ids": self.event_ids, "parent_run_id": self.parent_run_id,
             "error": self.error, "attempt": self.attempt, "replay_of": self.replay_of,
             "from_step": self.from_step, "duration": self.duration,
+            "version": self.version, "versions": list(self.versions),
+            "crossed_deploy": self.crossed_deploy, "warning_count": self.warning_count,
         }
 
     @classmethod
@@ -135,6 +144,7 @@ class RunSummary:
             err = {"type": "Error", "message": err_raw}
         status = f.get("st") or ""
         app, fn = f.get("app") or "", f.get("fn") or ""
+        vf = {k: v for k, v in f.items() if v is not None}
         return cls(
             run_id=run_id,
             fn_key=f.get("fk") or (f"{app}:{fn}" if app else fn),
@@ -150,6 +160,10 @@ class RunSummary:
             attempt=int(f.get("att") or 0),
             replay_of=f.get("replay_of") or None,
             from_step=f.get("from_step") or None,
+            version=f.get("v") or None,
+            versions=tuple(versions_of(vf)),
+            crossed_deploy=crossed_deploy(vf),
+            warning_count=len(warnings_of(vf)),
         )
 
 
@@ -289,8 +303,10 @@ class History:
         limit: int = 50,
         cursor: str | None = None,
         max_scan: int = DEFAULT_MAX_SCAN,
+        version: str | None = None,
     ) -> Page[RunSummary]:
-        """Runs newest first (by creation), of one function or of all."""
+        """Runs newest first (by creation), of one function or of all; ``version``
+        keeps the runs created on that version or with a pass that ran on it."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
         wanted = _statuses(status)
@@ -298,7 +314,7 @@ class History:
         return self._page(
             key, since=since, until=until, cursor=cursor, limit=limit, max_scan=max_scan,
             load=self._summaries,
-            keep=None if wanted is None else (lambda run: run.status in wanted),
+            keep=_keep(wanted, version),
         )
 
     def runs_of_event(self, event_id: str) -> list[RunSummary]:
@@ -407,6 +423,20 @@ class History:
                 if len(old) < batch:
                     break
         return rep
+
+
+def statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:
+    """The statuses a filter names (``active`` included); None for no filter."""
+    return _statuses(status)
+
+
+def _keep(
+    wanted: frozenset[str] | None, version: str | None
+) -> Callable[[RunSummary], bool] | None:
+    if wanted is None and not version:
+        return None
+    return lambda run: (wanted is None or run.status in wanted) and (
+        not version or version in run.versions)
 
 
 def _statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:

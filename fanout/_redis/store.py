@@ -13,12 +13,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from importlib import resources
 from typing import Any
 
 import redis
 
 from .._core.event import dumps
+from .._core.ids import key_part
 from .._core.records import RunInfo, StepRecord
 from .._core.run_record import to_run_info
 from .flow_store import FlowStore
@@ -77,6 +79,12 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, health_check_interval=30, socket_keepalive=True)
 
 
+def _is_cluster(client: Any) -> bool:
+    from redis.cluster import RedisCluster
+
+    return isinstance(client, RedisCluster)
+
+
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -91,6 +99,7 @@ class Store:
         prefix: str = "fanout",
         retention: float = 7 * 86400,
         watchdog: float = 300.0,
+        metrics: bool | None = None,
     ):
         self.r = client
         self.p = prefix
@@ -99,6 +108,11 @@ class Store:
         # offers the run again after ``watchdog`` seconds (then with backoff).
         self.watchdog = float(watchdog)
         self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
+        # The metrics hash, passed to the run scripts as KEYS[2] so counting costs no
+        # round trip. A cluster cannot: a script touches one slot (the run's) only.
+        if metrics is None:
+            metrics = not _is_cluster(client)
+        self.metrics_key: str | None = f"{prefix}:metrics" if metrics else None
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
         self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
         self.flow = FlowStore(self)
@@ -132,6 +146,12 @@ class Store:
     def run_key(self, run_id: str) -> str:
         return f"{self.p}:run:{{{run_id}}}"
 
+    def run_keys(self, run_id: str) -> list[str]:
+        """KEYS of a run script: the run hash, then the metrics hash when counting."""
+        if self.metrics_key is None:
+            return [self.run_key(run_id)]
+        return [self.run_key(run_id), self.metrics_key]
+
     def event_key(self, event_id: str) -> str:
         return f"{self.p}:ev:{{{event_id}}}"
 
@@ -140,7 +160,7 @@ class Store:
         return f"{self.p}:timers"
 
     def fn_index(self, fn_key: str) -> str:
-        return f"{self.p}:idx:fn:{fn_key}"
+        return f"{self.p}:idx:fn:{key_part(fn_key)}"
 
     # -- events ------------------------------------------------------------------
 
@@ -170,6 +190,8 @@ class Store:
             key = f"{self.p}:idx:evname:{name}"
             pipe.zadd(key, members, nx=True)
             pipe.zremrangebyscore(key, "-inf", horizon)
+            if self.metrics_key is not None:
+                pipe.hincrby(self.metrics_key, f"c|events|{name}", len(members))
         pipe.execute()
 
     def load_events(self, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -198,7 +220,7 @@ class Store:
             flat: list[Any] = []
             for k, v in fields.items():
                 flat.extend((k, v))
-            self.script("create_run", [self.run_key(run_id)], flat, client=pipe)
+            self.script("create_run", self.run_keys(run_id), flat, client=pipe)
         results = self.execute(pipe)
         out: list[tuple[str, bool, bool]] = []
         idx = self.r.pipeline(transaction=False)
@@ -214,10 +236,17 @@ class Store:
                     idx.sadd(f"{self.event_key(eid)}:runs", run_id)
                     idx.expire(f"{self.event_key(eid)}:runs", self.retention)
             else:
-                st, seq, t0 = (_s(x) for x in res)
+                st, seq, t0, c = (_s(x) for x in (*res, "")[:4])
                 again = st == "queued" and seq == "0" and not t0
                 if again:
                     idx.zadd(self.timers_key, {run_id: watch}, nx=True)
+                # The run exists; its index entries may not (a Redis out of memory failed
+                # the pipeline that writes them after the run was created). Writing them
+                # again, NX, under the run's own creation time repairs the listing when
+                # the router batch is retried, and changes nothing otherwise.
+                created_ms = int(float(c) * 1000) if c else now_ms
+                idx.zadd(f"{self.p}:idx:runs", {run_id: created_ms}, nx=True)
+                idx.zadd(self.fn_index(fn_key), {run_id: created_ms}, nx=True)
                 out.append((run_id, False, again))
         if len(idx):
             idx.execute()
@@ -234,7 +263,7 @@ class Store:
         pipe.zadd(self.timers_key, {run_id: lease_until_ms})
         self.script(
             "begin_pass",
-            [self.run_key(run_id)],
+            self.run_keys(run_id),
             [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
             client=pipe,
         )
@@ -260,7 +289,7 @@ class Store:
         group: Sequence[str] = (),
     ) -> tuple[str, StepRecord | None, bool]:
         """Save a step record under our lease: (head, existing final record, joined)."""
-        res = self.script("save_step", [self.run_key(run_id)], [token, f"s:{rec.id}", dumps(rec.to_json()), lease_field,
+        res = self.script("save_step", self.run_keys(run_id), [token, f"s:{rec.id}", dumps(rec.to_json()), lease_field,
                   *(f"s:{sid}" for sid in group)],
         )
         head = _s(res[0])
@@ -273,7 +302,8 @@ class Store:
     def resolve_step(self, run_id: str, rec: StepRecord) -> str:
         """Finish a waiting step from outside its run (exactly once)."""
         return _s(self._scripts["resolve_step"](
-            keys=[self.run_key(run_id)], args=[f"s:{rec.id}", dumps(rec.to_json())]
+            keys=[self.run_key(run_id)],
+            args=[f"s:{rec.id}", dumps(rec.to_json()), repr(time.time())],
         ))
 
     def begin_branch(
@@ -306,7 +336,7 @@ class Store:
     def cancel_run(self, run_id: str, reason: Mapping[str, Any]) -> str:
         """Cancel now if the run is between passes, else flag it for its pass."""
         res = self._scripts["cancel_run"](
-            keys=[self.run_key(run_id)], args=[repr(time.time()), self.retention, dumps(reason)]
+            keys=self.run_keys(run_id), args=[repr(time.time()), self.retention, dumps(reason)]
         )
         head = _s(res)
         if head == "cancelled":
@@ -335,7 +365,7 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         self.script(
             "end_pass",
-            [self.run_key(run_id)],
+            self.run_keys(run_id),
             [token, status, repr(wake or 0), f"s:{awaiting}" if awaiting else "", *flat],
             client=pipe,
         )
@@ -354,19 +384,21 @@ class Store:
 
     def finish_run(
         self, run_id: str, token: str, status: str, fields: Mapping[str, Any]
-    ) -> bool:
+    ) -> int:
+        """End the run: 1, or 0 (lease lost, already ended), or 2 when it completed
+        with a cancel requested meanwhile (it ends ``cancelled``)."""
         flat: list[Any] = []
         for k, v in fields.items():
             flat.extend((k, v))
         pipe = self.r.pipeline(transaction=False)
         self.script(
             "finish_run",
-            [self.run_key(run_id)],
+            self.run_keys(run_id),
             [token, status, repr(time.time()), self.retention, *flat],
             client=pipe,
         )
         pipe.zrem(self.timers_key, run_id)
-        return bool(self.execute(pipe)[0])
+        return int(self.execute(pipe)[0] or 0)
 
     def renew_leases(
         self, leases: Iterable[tuple[str, str, str]], until_ms: int
@@ -525,7 +557,7 @@ class Store:
     # -- cron cursors ----------------------------------------------------------------
 
     def cron_key(self, fn_key: str) -> str:
-        return f"{self.p}:cron:{fn_key}"
+        return f"{self.p}:cron:{key_part(fn_key)}"
 
     def cron_cursor(self, fn_key: str) -> int | None:
         """The instant (ms) up to which a cron function's ticks are handled."""
@@ -580,7 +612,23 @@ class Store:
         f = dict(fields) if fields is not None else self.run_fields(run_id)
         if not f.get("st"):
             return None
-        return to_run_info(run_id, f)
+        return self.with_started_runs(to_run_info(run_id, f))
+
+    def with_started_runs(self, info: RunInfo, limit: int = 1000) -> RunInfo:
+        """``info`` with each send_event step's ``started_runs``: the runs its events
+        started (one SMEMBERS per event, in one round trip; at most ``limit`` events)."""
+        wanted = [(i, eid) for i, s in enumerate(info.steps) for eid in s.sent_event_ids][:limit]
+        if not wanted:
+            return info
+        pipe = self.r.pipeline(transaction=False)
+        for _i, eid in wanted:
+            pipe.smembers(f"{self.event_key(eid)}:runs")
+        found: dict[int, list[str]] = {}
+        for (i, _eid), members in zip(wanted, pipe.execute(), strict=True):
+            found.setdefault(i, []).extend(sorted(_s(m) for m in members))
+        steps = [replace(s, started_runs=found[i]) if i in found else s
+                 for i, s in enumerate(info.steps)]
+        return replace(info, steps=steps)
 
     def run_ids(
         self, *, fn_key: str | None = None, event_id: str | None = None, limit: int = 100

@@ -22,6 +22,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+try:
+    import django  # noqa: F401
+except ImportError:
+    raise ImportError(
+        "fanout.django needs Django: pip install 'celery-fanout[django]'") from None
+
 from .._core.event import Event
 from ._project import client
 

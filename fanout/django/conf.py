@@ -17,7 +17,9 @@ from django.core.exceptions import ImproperlyConfigured
 SETTING = "FANOUT"
 
 #: What ``FANOUT["CLIENT_OPTIONS"]`` may pass on to :class:`fanout.Fanout`.
-CLIENT_OPTION_NAMES = frozenset({"retry_backoff", "checkpoint", "recovery_timeout", "retention"})
+CLIENT_OPTION_NAMES = frozenset(
+    {"retry_backoff", "checkpoint", "recovery_timeout", "retention", "max_event_bytes"}
+)
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")
 

@@ -61,9 +61,9 @@ def emit(
 
 def send(events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]) -> list[str]:
     """Write one outbox row per event and publish them after commit; returns the ids."""
-    prepared = prepare_batch(events)
     conf = get_settings()
-    client()  # a misconfigured project fails here, before a row nobody could publish
+    # A misconfigured project fails here, before a row nobody could publish.
+    prepared = prepare_batch(events, max_bytes=client().max_event_bytes)
     alias = conf.database
     now = timezone.now()
     due = now + _dt.timedelta(seconds=conf.sweep_grace)

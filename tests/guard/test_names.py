@@ -20,6 +20,7 @@ from celery import Celery
 import fanout
 import fanout.django
 import fanout.embedded
+import fanout.metrics
 import fanout.testing
 import fanout.tracing
 
@@ -29,10 +30,10 @@ PUBLIC_ALL = [
     "AsyncContext", "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "Debounce",
     "DecryptionError", "Event", "EventError", "ExpressionError", "Fanout", "FanoutError",
     "Group", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
-    "NestedStepError", "NonDeterminismError", "NonRetriableError", "Priority",
-    "PublishError", "RateLimit", "RetryAfterError", "RunInfo", "SendEventsResult",
-    "Singleton", "Step", "StepError", "StepInfo", "Throttle", "Timeouts",
-    "TransformOutputResult", "TriggerCron", "TriggerEvent", "__version__",
+    "NestedStepError", "NonDeterminismError", "NonRetriableError", "ParallelMode",
+    "Priority", "PublishError", "PydanticSerializer", "RateLimit", "RetryAfterError",
+    "RunInfo", "SendEventsResult", "Singleton", "Step", "StepError", "StepInfo", "Throttle",
+    "Timeouts", "TransformOutputResult", "TriggerCron", "TriggerEvent", "__version__",
 ]
 
 PUBLIC_MODULES = {
@@ -44,6 +45,8 @@ PUBLIC_MODULES = {
     "fanout.http": ["AsgiIngestApp", "IngestApp", "IngestKeys", "KeyInfo", "NewKey", "Server",
                     "Webhook", "asgi_app", "hash_key", "ingest_app", "serve", "sign"],
     "fanout.django.ingest": ["ingest_view"],
+    "fanout.metrics": ["MetricsSnapshot", "collector", "generate", "instrument_otel", "register", "snapshot",
+                       "wsgi_app"],
 }
 
 
@@ -65,7 +68,8 @@ def test_public_submodules() -> None:
         mod = importlib.import_module(modname)
         for n in names:
             assert callable(getattr(mod, n)), f"{modname}.{n}"
-    for modname in ("fanout.testing", "fanout.django", "fanout.http", "fanout.django.ingest"):
+    for modname in ("fanout.testing", "fanout.django", "fanout.http", "fanout.django.ingest",
+                    "fanout.metrics"):
         assert _public(importlib.import_module(modname)) == PUBLIC_MODULES[modname]
 
 
@@ -138,7 +142,7 @@ def test_logger_names() -> None:
     for path in (ROOT / "fanout").rglob("*.py"):
         found |= set(re.findall(r"getLogger\(\s*\"([^\"]+)\"", path.read_text("utf-8")))
     assert found == {"fanout", "fanout.run", "fanout.runs", "fanout.failures", "fanout.dashboard",
-                     "fanout.django", "fanout.http"}
+                     "fanout.django", "fanout.http", "fanout.versioning"}
 
 
 def test_console_entry_point() -> None:

@@ -85,6 +85,7 @@ _HEX = re.compile(r"\b[0-9a-f]{18}\b")
 _NUM = re.compile(r"(?<![\w.])\d{10,}(?:\.\d+)?(?![\w])")
 _FLOAT = re.compile(r"(?<![\w.])\d+\.\d+(?![\w])")
 _DURATION = re.compile(r'("(?:ms|dur|d|elapsed)"\s*:\s*)\d+(?:\.\d+)?')
+_FINGERPRINT = re.compile(r"\bsrc-[0-9a-f]{12}\b")  # a function version from the handler source
 
 
 def normalise(commands: list[list[str]]) -> list[str]:
@@ -103,6 +104,7 @@ def normalise(commands: list[list[str]]) -> list[str]:
         if fields[0].upper() == "SCRIPT" and len(fields) == 3:
             fields = [*fields[:2], hashlib.sha1(fields[2].encode()).hexdigest()]
         line = " ".join(fields)
+        line = _FINGERPRINT.sub("<version>", line)
         line = _ULID.sub(name("id"), line)
         line = _HEX.sub(name("tok"), line)
         line = _NUM.sub("<t>", line)

@@ -32,7 +32,7 @@ def _nothing_published(r: redis.Redis) -> None:
         (lambda: client.emit("t/x", {"when": object()}), "data.when holds a object, which is not JSON-serializable"),
         (lambda: client.emit("t/x", {"f": float("nan")}), "data.f is nan"),
         (lambda: client.emit("t/x", {1: "a"}), "key 1 of type int"),
-        (lambda: client.emit("t/x", {"blob": "x" * (512 * 1024)}), "the limit is 524288 bytes (512 KiB)"),
+        (lambda: client.emit("t/x", {"blob": "x" * (2 * 1024 * 1024)}), "the limit is 2097152 bytes (2 MiB), set by Fanout(max_event_bytes=...)"),
         (lambda: client.send_sync([fanout.Event(name="t/x")] * 5001), "5001 events in one send; the limit is 5000"),
         (lambda: client.emit("fanout/function.failed"), "reserved for fanout's own events"),
         (lambda: client.emit(""), "event name is empty"),

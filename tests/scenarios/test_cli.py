@@ -41,7 +41,7 @@ def greet(ctx: fanout.Context) -> str:
 @client.create_function(fn_id="slow", trigger=fanout.TriggerEvent(event="cli/slow"))
 def slow(ctx: fanout.Context) -> str:
     ctx.step.run("first", lambda: 1)
-    ctx.step.sleep("nap", 600)
+    ctx.step.sleep("nap", "10m")
     return "woke"
 
 

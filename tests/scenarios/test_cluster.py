@@ -138,8 +138,8 @@ def build(cluster_url: str) -> tuple[Celery, fanout.Fanout]:
 
     @fo.create_function(fn_id="pauses", trigger=fanout.TriggerEvent(event="cl/pause"))
     def pauses(ctx: fanout.Context) -> object:
-        ctx.step.sleep("nap", 0.5)
-        ev = ctx.step.wait_for_event("approval", event="cl/approved", timeout=30, match="data.k")
+        ctx.step.sleep("nap", "500ms")
+        ev = ctx.step.wait_for_event("approval", event="cl/approved", timeout="30s", match="data.k")
         return ev.data if ev else None
 
     return celery_app, fo

@@ -44,7 +44,7 @@ def checkout(ctx: fanout.Context) -> dict[str, Any]:
 @client.create_function(fn_id="sleepy", trigger=fanout.TriggerEvent(event="dash/wait"))
 def sleepy(ctx: fanout.Context) -> str:
     ctx.step.run("first", lambda: 1)
-    ctx.step.sleep("nap", 600)
+    ctx.step.sleep("nap", "10m")
     return "woke"
 
 
@@ -170,9 +170,9 @@ def test_runs_filters_and_the_waterfall(dashboard: str, page: Any, shots: Path) 
     steps = page.locator("tr.step")
     assert [steps.nth(i).get_attribute("data-step") for i in range(steps.count())] == [
         "reserve", "charge", "notify"]
-    assert page.locator("tr.step .x.completed").count() == 3  # execution bars
-    assert page.locator("tr.step .q").count() == 3  # queue-delay bars
-    widths = [float(re.search(r"width:([\d.]+)%", steps.nth(i).locator(".x").get_attribute("style")
+    assert page.locator("tr.step .seg.exec.completed").count() == 3  # execution bars
+    assert page.locator("tr.step .seg.queued").count() == 3  # queue-delay bars
+    widths = [float(re.search(r"width:([\d.]+)%", steps.nth(i).locator(".seg.exec").get_attribute("style")
                               or "").group(1)) for i in range(3)]
     assert widths[0] > widths[2]  # the 50 ms step is drawn wider than the instant one
     assert '"charged": 99' in page.inner_text("#run-output")

@@ -47,6 +47,20 @@ def nightly(ctx: fanout.Context) -> None:
     return None
 
 
+@client.create_function(fn_id="journey", trigger=fanout.TriggerEvent(event="ov/journey"),
+                        retries=2, backoff=[1.0])
+def journey(ctx: fanout.Context) -> str:
+    def flaky() -> str:
+        if ctx.attempt == 0:
+            raise ConnectionError("try again")
+        return "ok"
+
+    ctx.step.run("flaky", flaky)
+    ctx.step.sleep("nap", "1s")
+    ctx.step.wait_for_event("answer", event="ov/answer", timeout="1s")
+    return str(ctx.step.invoke("child", function=greet, data={"user": {"id": 99}}))
+
+
 @pytest.fixture(scope="module")
 def dashboard(worker: object) -> Iterator[str]:
     yield from _browser.serve_dashboard(MOD)
@@ -194,3 +208,28 @@ def test_bulk_cancel_and_replay_from_the_runs_list(
     page.click("button:has-text('Cancel selected')")  # nothing selected
     page.wait_for_selector(".flash.err")
     assert "select at least one run first" in page.inner_text(".flash.err")
+
+
+def test_the_waterfall_draws_each_kind_of_time_apart(
+    dashboard: str, runs: dict[str, Any], page: Any, shots: Path
+) -> None:
+    (eid,) = client.send_sync(fanout.Event(name="ov/journey"))
+    from tests.support import run_of, wait_run
+
+    info = wait_run(client, run_of(client, eid, "journey"), timeout=90)
+    assert info.status == "completed" and info.output == "hello 99"
+    page.goto(f"{dashboard}/runs/{info.run_id}")
+    flaky = page.locator('tr.step[data-step="flaky"]')
+    assert flaky.locator(".seg.exec").count() == 2  # two attempts, one tick each
+    assert flaky.locator(".tick").count() == 2
+    assert flaky.locator(".seg.exec.failed").count() == 1
+    assert flaky.locator(".seg.backoff").count() == 1  # the 1 s between them
+    assert page.locator('tr.step[data-step="nap"] .seg.sleep').count() == 1
+    assert page.locator('tr.step[data-step="nap"] .seg.exec').count() == 0  # not "executing"
+    assert page.locator('tr.step[data-step="answer"] .seg.wait').count() == 1
+    assert page.locator('tr.step[data-step="child"] .seg.invoke').count() == 1
+    child = info.steps[-1].child_run_id
+    assert child and page.locator(f'a[href="/runs/{child}"]').count() >= 1
+    backoff = flaky.locator(".seg.backoff").get_attribute("title") or ""
+    assert backoff.startswith("retry backoff")
+    page.screenshot(path=str(shots / "waterfall.png"), full_page=True)

@@ -28,7 +28,7 @@ app, client = make_app(__name__)
 )
 def order_flow(ctx: fanout.Context) -> str:
     ctx.step.run("reserve", lambda: "reserved")
-    ctx.step.sleep("hold", 30)
+    ctx.step.sleep("hold", "30s")
     ctx.step.run("charge", lambda: "charged")
     return "done"
 
@@ -55,7 +55,7 @@ def slot_too_late(ctx: fanout.Context) -> str:
 )
 def too_slow(ctx: fanout.Context) -> str:
     ctx.step.run("first", lambda: 1)
-    ctx.step.sleep("nap", 20)
+    ctx.step.sleep("nap", "20s")
     return ctx.step.run("second", lambda: 2)
 
 

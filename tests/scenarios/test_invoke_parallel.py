@@ -25,7 +25,7 @@ def child(ctx: fanout.Context) -> dict[str, object]:
     if ctx.event.data.get("fail"):
         ctx.step.run("boom", lambda: (_ for _ in ()).throw(ValueError("child broke")))
     if ctx.event.data.get("slow"):
-        ctx.step.sleep("wait", 3)
+        ctx.step.sleep("wait", "3s")
     return {"doubled": ctx.event.data["n"] * 2}
 
 
@@ -93,7 +93,7 @@ def test_invoke_failure_and_timeout_are_non_retriable(worker: object) -> None:
     kid = next(c for c in client.list_runs(fn_id="child") if c.parent_run_id == run.run_id)
     assert kid.status == "failed"
     assert kid.steps[0].attempts == 2  # the child keeps its own retries (retries=1)
-    slow = client.emit("t/parent", {"n": 1, "slow": True, "timeout": 1})
+    slow = client.emit("t/parent", {"n": 1, "slow": True, "timeout": "1s"})
     run = wait_run(client, run_of(client, slow, "parent"))
     assert run.output["error"] == "InvokeError" and "timed out" in run.output["message"]
 

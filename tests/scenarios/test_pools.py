@@ -70,7 +70,7 @@ def send_reminder(ctx: fanout.Context) -> str:
 
 @client.create_function(fn_id="nap", trigger=fanout.TriggerEvent(event="app/nap"))
 def nap(ctx: fanout.Context) -> str:
-    ctx.step.sleep("rest", 0.5)
+    ctx.step.sleep("rest", "500ms")
     return ctx.step.run("after", lambda: "awake")
 
 

@@ -35,7 +35,7 @@ def flaky_fn(ctx: fanout.Context) -> str:
 def retry_after_step() -> str:
     times = redis_for(__name__).rpush("side:retry-after", time.time())
     if times == 1:
-        raise fanout.RetryAfterError("rate limited", 1.5)
+        raise fanout.RetryAfterError("rate limited", 1500)  # milliseconds
     return "done"
 
 

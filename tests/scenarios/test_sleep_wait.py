@@ -20,7 +20,7 @@ def now() -> float:
 @client.create_function(fn_id="sleeper", trigger=fanout.TriggerEvent(event="t/sleep"))
 def sleeper(ctx: fanout.Context) -> dict[str, float]:
     before = ctx.step.run("before", now)
-    ctx.step.sleep("nap", ctx.event.data.get("for", 1))
+    ctx.step.sleep("nap", ctx.event.data.get("for", "1s"))
     after = ctx.step.run("after", now)
     return {"slept": after - before}
 
@@ -35,7 +35,7 @@ async def sleep_until(ctx: fanout.Context) -> float:
 @client.create_function(fn_id="approval", trigger=fanout.TriggerEvent(event="t/order"))
 def approval(ctx: fanout.Context) -> dict[str, object]:
     ev = ctx.step.wait_for_event(
-        "wait-approval", event="t/approved", timeout=ctx.event.data.get("timeout", 30),
+        "wait-approval", event="t/approved", timeout=ctx.event.data.get("timeout", "30s"),
         match="data.order_id",
     )
     if ev is None:
@@ -46,7 +46,7 @@ def approval(ctx: fanout.Context) -> dict[str, object]:
 @client.create_function(fn_id="if-exp", trigger=fanout.TriggerEvent(event="t/big-order"))
 async def if_exp(ctx: fanout.Context) -> object:
     ev = await ctx.step.wait_for_event(
-        "wait", event="t/paid", timeout=30,
+        "wait", event="t/paid", timeout="30s",
         if_exp="async.data.order_id == event.data.order_id && async.data.amount >= 100",
     )
     return ev.data["amount"] if ev else None
@@ -54,17 +54,17 @@ async def if_exp(ctx: fanout.Context) -> object:
 
 @client.create_function(fn_id="lookback", trigger=fanout.TriggerEvent(event="t/late-start"))
 def lookback(ctx: fanout.Context) -> object:
-    ev = ctx.step.wait_for_event("wait", event="t/early-bird", timeout=5, match="data.k",
-                                 lookback=60)
+    ev = ctx.step.wait_for_event("wait", event="t/early-bird", timeout="5s", match="data.k",
+                                 lookback="1m")
     return ev.data if ev else None
 
 
 def test_sleep_holds_no_worker_and_wakes_on_time(worker: object) -> None:
-    eid = client.emit("t/sleep", {"for": 2})
+    eid = client.emit("t/sleep", {"for": "2s"})
     rid = run_of(client, eid, "sleeper")
     wait_for(lambda: (r := client.get_run(rid)) is not None and r.status == "sleeping")
     # While it sleeps, the two worker processes are free for other runs.
-    quick = [client.emit("t/sleep", {"for": 0}) for _ in range(3)]
+    quick = [client.emit("t/sleep", {"for": "0s"}) for _ in range(3)]
     for q in quick:
         assert wait_run(client, run_of(client, q, "sleeper"), timeout=10).status == "completed"
     assert client.get_run(rid).status == "sleeping"  # type: ignore[union-attr]
@@ -114,7 +114,7 @@ def test_many_runs_wait_on_one_event(worker: object) -> None:
 
 
 def test_wait_times_out_to_none(worker: object) -> None:
-    eid = client.emit("t/order", {"order_id": "never", "timeout": 1})
+    eid = client.emit("t/order", {"order_id": "never", "timeout": "1s"})
     run = wait_run(client, run_of(client, eid, "approval"))
     assert run.output == {"approved": False}
 

@@ -84,13 +84,13 @@ def test_async_handler_and_memoization(worker: object) -> None:
     assert int(r.get("side:async-outside") or 0) == 1
 
 
-def test_step_inside_step_is_a_clear_non_retriable_error(worker: object) -> None:
+def test_step_inside_step_fails_the_run(worker: object) -> None:
     eid = client.emit("t/nested")
     run = wait_run(client, run_of(client, eid, "nested"))
-    assert run.status == "completed"
-    assert run.output.startswith("NestedStepError: ctx.step.run('inner')")
-    (outer,) = run.steps
-    assert outer.status == "failed" and outer.attempts == 1  # not retried
+    assert run.status == "failed"  # the handler's `except StepError` never sees it
+    assert run.error["type"] == "NestedStepError"
+    assert "ctx.step.run('inner')" in run.error["message"]
+    assert not [s for s in run.steps if s.status == "completed"]
 
 
 def test_non_json_step_result(worker: object) -> None:

@@ -12,7 +12,7 @@ client = fanout.Fanout("helpers", celery=app, redis_url="memory://testing-helper
 @client.create_function(fn_id="greet", trigger=fanout.TriggerEvent(event="t/greet"))
 async def greet(ctx: fanout.Context) -> str:
     name = await ctx.step.run("name", lambda: ctx.event.data["name"].title())
-    await ctx.step.sleep("pause", 0.2)
+    await ctx.step.sleep("pause", "200ms")
     return f"hello {name}"
 
 

@@ -46,7 +46,7 @@ def test_tree() -> None:
 
 def test_retry_after_delay_forms() -> None:
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-    assert fanout.RetryAfterError("x", 5).delay_seconds(now) == 5
+    assert fanout.RetryAfterError("x", 5000).delay_seconds(now) == 5
     assert fanout.RetryAfterError("x", dt.timedelta(seconds=7)).delay_seconds(now) == 7
     later = now + dt.timedelta(seconds=9)
     assert fanout.RetryAfterError("x", later).delay_seconds(now) == 9

@@ -32,7 +32,8 @@ from fanout._core.function import build_function
     [
         (lambda: fanout.Concurrency(0), "Concurrency limit must be an integer from 1"),
         (lambda: fanout.Concurrency(True), "Concurrency limit"),
-        (lambda: fanout.Concurrency(2, scope="account"), "scope must be 'fn' or 'app'"),
+        (lambda: fanout.Concurrency(2, scope="account"), "inngest-py's.*scope='app'"),
+        (lambda: fanout.Concurrency(2, scope="team"), "scope must be 'fn' or 'app'"),
         (lambda: fanout.Concurrency(2, key="event.data.("), "Concurrency key"),
         (lambda: fanout.Concurrency(2, key="user.id"), "undeclared variable 'user'"),
         (lambda: fanout.Singleton(mode="queue"), "mode must be 'skip' or 'cancel'"),
@@ -65,7 +66,7 @@ def test_options_check_themselves(make: Any, message: str) -> None:
 def test_options_accept_durations_in_every_form() -> None:
     assert fanout.Throttle(2, "1m").period_s == 60
     assert fanout.Throttle(2, dt.timedelta(seconds=90)).period_s == 90
-    assert fanout.RateLimit(5, 30).period_s == 30
+    assert fanout.RateLimit(5, "30s").period_s == 30
     d = fanout.Debounce("5s", key="event.data.id", timeout="1m")
     assert (d.period_s, d.timeout_s) == (5, 60)
     assert fanout.Batch(10, "2s").timeout_s == 2
@@ -101,7 +102,7 @@ def test_batching_refuses_priority_too() -> None:
 
 def test_batching_goes_with_throttle_concurrency_timeouts() -> None:
     spec = build_flow("f", batch_events=fanout.Batch(10, "5s"), throttle=fanout.Throttle(1, "1s"),
-                      concurrency=[fanout.Concurrency(2)], timeouts=fanout.Timeouts(finish=60))
+                      concurrency=[fanout.Concurrency(2)], timeouts=fanout.Timeouts(finish="1m"))
     assert spec.at_start and spec.at_pass
 
 
@@ -125,7 +126,7 @@ def test_concurrency_list_rules() -> None:
 
 def test_wrong_option_types_are_named() -> None:
     with pytest.raises(fanout.ConfigError, match="throttle must be a fanout.Throttle, not RateLimit"):
-        build_flow("f", throttle=fanout.RateLimit(1, 60))
+        build_flow("f", throttle=fanout.RateLimit(1, "1m"))
     with pytest.raises(fanout.ConfigError, match="idempotency of function 'f'"):
         build_flow("f", idempotency="event.data.(")
     with pytest.raises(fanout.ConfigError, match="must be a CEL expression string"):
@@ -144,7 +145,7 @@ def test_decorator_refuses_at_decoration_time() -> None:
     with pytest.raises(fanout.ConfigError, match="batch_events cannot be combined with debounce"):
 
         @client.create_function(fn_id="bad", trigger=fanout.TriggerEvent(event="a/b"),
-                                batch_events=fanout.Batch(5, "1s"), debounce=fanout.Debounce(2))
+                                batch_events=fanout.Batch(5, "1s"), debounce=fanout.Debounce("2s"))
         def bad(ctx: fanout.Context) -> None: ...
 
     assert "bad" not in client.functions
@@ -177,7 +178,7 @@ def test_batching_needs_event_triggers() -> None:
     with pytest.raises(fanout.ConfigError, match="batch_events needs event triggers"):
         build_function(app_id="a", fn_id="f", trigger=fanout.TriggerCron(cron="* * * * *"),
                        name=None, retries=0, backoff=None, checkpoint=False,
-                       handler=lambda ctx: None, flow={"batch_events": fanout.Batch(2, 1)})
+                       handler=lambda ctx: None, flow={"batch_events": fanout.Batch(2, "1s")})
 
 
 # -- keys --------------------------------------------------------------------------------

@@ -1,0 +1,115 @@
+"""Finding runs that nothing will move: the watchdog's reads and marks.
+
+A run is *stuck* when it is not final, no worker holds its lease, and either no
+timer is armed for it and no branch of it can run, or one of its parallel
+branches is queued with neither a branch lease nor a branch timer (the group
+would never join).  A run is reported once it was seen stuck twice, at least
+``min_age`` seconds apart, with no pass in between (its ``seq`` unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .store import Store
+
+ACTIVE = ("queued", "running", "sleeping", "waiting")
+MARK = "stk"  # "<seq>:<unix time first seen stuck>"
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _branches(fields: dict[str, str]) -> list[str]:
+    """Parallel steps of the run that still have to execute."""
+    out = []
+    for key, raw in fields.items():
+        if not key.startswith("s:"):
+            continue
+        try:
+            rec = json.loads(raw)
+        except ValueError:
+            continue
+        if rec.get("st") in ("queued", "retrying", "running") and "group" in (rec.get("x") or {}):
+            out.append(key[2:])
+    return out
+
+
+def stuck_reason(fields: dict[str, str], timers: dict[str, float | None], run_id: str,
+                 now_ms: float) -> str | None:
+    """Why the run is stuck, or None if something will move it."""
+    if fields.get("st") not in ACTIVE:
+        return None
+    if fields.get("lease") and _num(fields.get("lu")) > now_ms:
+        return None
+    lost = [sid for sid in _branches(fields)
+            if timers.get(f"branch:{run_id}:{sid}") is None
+            and not (fields.get(f"bl:{sid}") and _num(fields.get(f"bl:{sid}:u")) > now_ms)]
+    if lost:
+        return (f"its parallel step(s) {sorted(lost)!r} are queued with no task, lease or "
+                "timer to run them, so the group would never join")
+    if timers.get(run_id) is None and not _branches(fields):
+        return "no task, lease or timer is scheduled to move it"
+    return None
+
+
+_HEAD = ("st", "lease", "lu", "seq", MARK)
+
+
+def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple[str, str]]:
+    """(run id, reason) of the newest ``limit`` runs that are confirmed stuck; runs seen
+    stuck for the first time are marked, runs that moved lose their mark.
+
+    Cheap for a large history: a few fields of each run, then the whole hash only of
+    the runs in ``running`` that no pass holds (parallel branches in flight)."""
+    ids = store.run_ids(limit=limit)
+    if not ids:
+        return []
+    now = time.time()
+    pipe = store.r.pipeline(transaction=False)
+    for rid in ids:
+        pipe.hmget(store.run_key(rid), list(_HEAD))
+    heads = []
+    for rid, values in zip(ids, pipe.execute(), strict=True):
+        head = {k: _text(v) for k, v in zip(_HEAD, values, strict=True) if v is not None}
+        if head.get("st") in ACTIVE and not (head.get("lease") and _num(head.get("lu")) > now * 1000):
+            heads.append((rid, head))
+    if not heads:
+        return []
+    full = [rid for rid, head in heads if head["st"] == "running"]
+    fields = dict(zip(full, store.many_run_fields(full), strict=True)) if full else {}
+    cands = [(rid, fields.get(rid, head)) for rid, head in heads]
+    members: list[str] = []
+    for rid, f in cands:
+        members.append(rid)
+        members.extend(f"branch:{rid}:{sid}" for sid in _branches(f))
+    scores = store.r.zmscore(store.timers_key, members)
+    timers = dict(zip(members, scores, strict=True))
+    found: list[tuple[str, str]] = []
+    pipe = store.r.pipeline(transaction=False)
+    for rid, f in cands:
+        reason = stuck_reason(f, timers, rid, now * 1000)
+        seq = f.get("seq", "0")
+        mark = f.get(MARK, "")
+        if reason is None:
+            if mark:
+                pipe.hdel(store.run_key(rid), MARK)
+            continue
+        seen_seq, _, seen_at = mark.partition(":")
+        if mark and seen_seq == seq and now - _num(seen_at) >= min_age:
+            found.append((rid, reason))
+        elif not mark or seen_seq != seq:
+            pipe.hset(store.run_key(rid), MARK, f"{seq}:{now!r}")
+    pipe.execute()
+    return found
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

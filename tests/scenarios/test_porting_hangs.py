@@ -1,0 +1,207 @@
+"""Runs that would hang fail instead, with a non-retriable error naming the steps:
+a parallel step that later passes no longer reach, a new step that appears only
+while planned branches execute, and pausing steps (invoke, wait_for_event) awaited
+together with other new steps. The watchdog fails a run that nothing will move."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+import fanout
+from tests.support import make_app, redis_for, run_of, wait_for, wait_run
+
+app, client = make_app(__name__)
+
+
+def first_pass(ctx: fanout.Context) -> bool:
+    """True on the run's first pass only (a handler whose code differs between passes)."""
+    return bool(redis_for(__name__).set(f"first:{ctx.run_id}", 1, nx=True))
+
+
+@client.create_function(fn_id="gone", trigger=fanout.TriggerEvent(event="t/gone"), retries=0)
+def gone(ctx: fanout.Context) -> object:
+    steps = [lambda: ctx.step.run("a", lambda: "a")]
+    if first_pass(ctx):
+        steps.append(lambda: ctx.step.run("b", lambda: "b"))
+    return ctx.group.parallel(steps)
+
+
+@client.create_function(fn_id="gone-async", trigger=fanout.TriggerEvent(event="t/gone-async"),
+                        retries=0)
+async def gone_async(ctx: fanout.Context) -> object:
+    steps = [ctx.step.run("a", lambda: "a")]
+    if first_pass(ctx):
+        steps.append(ctx.step.run("b", lambda: "b"))
+    return await asyncio.gather(*steps)
+
+
+@client.create_function(fn_id="appears", trigger=fanout.TriggerEvent(event="t/appears"),
+                        retries=0)
+def appears(ctx: fanout.Context) -> object:
+    if not first_pass(ctx):
+        ctx.step.run("late", lambda: "late")
+    return ctx.group.parallel([lambda: ctx.step.run("a", lambda: 1),
+                               lambda: ctx.step.run("b", lambda: 2)])
+
+
+@client.create_function(fn_id="appears-async",
+                        trigger=fanout.TriggerEvent(event="t/appears-async"), retries=0)
+async def appears_async(ctx: fanout.Context) -> object:
+    if not first_pass(ctx):
+        await ctx.step.run("late", lambda: "late")
+    return await asyncio.gather(ctx.step.run("a", lambda: 1), ctx.step.run("b", lambda: 2))
+
+
+@client.create_function(fn_id="kid", trigger=fanout.TriggerEvent(event="t/kid"))
+def kid(ctx: fanout.Context) -> int:
+    if ctx.event.data.get("slow"):
+        ctx.step.sleep("nap", "30s")
+    return int(ctx.event.data.get("n", 7))
+
+
+@client.create_function(fn_id="invoke-in-group",
+                        trigger=fanout.TriggerEvent(event="t/invoke-in-group"), retries=0)
+async def invoke_in_group(ctx: fanout.Context) -> object:
+    return await asyncio.gather(
+        ctx.step.run("a", lambda: 1),
+        ctx.step.run("b", lambda: 2),
+        ctx.step.invoke("c", function=kid, data={"n": 3}),
+        ctx.step.invoke_by_id("d", function_id="kid", data={"n": 4}),
+    )
+
+
+@client.create_function(fn_id="invoke-in-group-sync",
+                        trigger=fanout.TriggerEvent(event="t/invoke-in-group-sync"), retries=0)
+def invoke_in_group_sync(ctx: fanout.Context) -> object:
+    return ctx.group.parallel([
+        lambda: ctx.step.run("a", lambda: 1),
+        lambda: ctx.step.invoke("c", function=kid, data={"n": 3}),
+        lambda: ctx.step.send_event("e", fanout.Event(name="t/nothing")),
+    ])
+
+
+@client.create_function(fn_id="invoke-timeout-in-group",
+                        trigger=fanout.TriggerEvent(event="t/invoke-timeout-in-group"),
+                        retries=0)
+def invoke_timeout_in_group(ctx: fanout.Context) -> object:
+    try:
+        ctx.group.parallel([
+            lambda: ctx.step.run("a", lambda: 1),
+            lambda: ctx.step.invoke("c", function=kid, data={"slow": True}, timeout="1s"),
+        ])
+    except fanout.InvokeError as exc:
+        return f"timed out: {exc}"
+    return "no timeout"
+
+
+@client.create_function(fn_id="wait-in-group",
+                        trigger=fanout.TriggerEvent(event="t/wait-in-group"), retries=0)
+async def wait_in_group(ctx: fanout.Context) -> object:
+    return await asyncio.gather(
+        ctx.step.run("a", lambda: 1),
+        ctx.step.run("b", lambda: 2),
+        ctx.step.wait_for_event("w", event="t/never", timeout="1s"),
+    )
+
+
+@client.create_function(fn_id="slow-group", trigger=fanout.TriggerEvent(event="t/slow-group"))
+def slow_group(ctx: fanout.Context) -> object:
+    return ctx.group.parallel([lambda: ctx.step.run("a", lambda: 1),
+                               lambda: ctx.step.run("b", lambda: 2)])
+
+
+@pytest.mark.parametrize("fn_id", ["gone", "gone-async"])
+def test_parallel_step_gone_on_a_later_pass_fails_the_run(worker: object, fn_id: str) -> None:
+    eid = client.emit(f"t/{fn_id}")
+    run = wait_run(client, run_of(client, eid, fn_id))
+    assert run.status == "failed"
+    assert run.error["type"] == "NonDeterminismError"
+    assert "'b'" in run.error["message"] and "parallel" in run.error["message"]
+
+
+@pytest.mark.parametrize("fn_id", ["appears", "appears-async"])
+def test_new_step_while_branches_execute_fails_the_run(worker: object, fn_id: str) -> None:
+    eid = client.emit(f"t/{fn_id}")
+    run = wait_run(client, run_of(client, eid, fn_id))
+    assert run.status == "failed"
+    assert run.error["type"] == "NonDeterminismError"
+    assert "'late'" in run.error["message"]
+
+
+def test_pausing_step_in_a_parallel_group_fails_clearly(worker: object) -> None:
+    eid = client.emit("t/wait-in-group")
+    run = wait_run(client, run_of(client, eid, "wait-in-group"))
+    assert run.status == "failed"
+    assert run.error["type"] == "NonRetriableError"
+    assert "wait_for_event('w')" in run.error["message"] and "parallel" in run.error["message"]
+    assert not [s for s in run.steps if s.status == "queued"]
+
+
+def test_invoke_in_an_async_parallel_group_runs(worker: object) -> None:
+    eid = client.emit("t/invoke-in-group")
+    run = wait_run(client, run_of(client, eid, "invoke-in-group"))
+    assert run.status == "completed", run.error
+    assert run.output == [1, 2, 3, 4]
+
+
+def test_invoke_and_send_event_in_a_sync_parallel_group_run(worker: object) -> None:
+    eid = client.emit("t/invoke-in-group-sync")
+    run = wait_run(client, run_of(client, eid, "invoke-in-group-sync"))
+    assert run.status == "completed", run.error
+    assert run.output[:2] == [1, 3] and len(run.output[2]) == 1
+
+
+def test_invoke_timeout_in_a_parallel_group(worker: object) -> None:
+    eid = client.emit("t/invoke-timeout-in-group")
+    run = wait_run(client, run_of(client, eid, "invoke-timeout-in-group"))
+    assert run.status == "completed", run.error
+    assert run.output.startswith("timed out")
+
+
+def test_watchdog_fails_a_run_nothing_will_move(worker: object,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    eid = client.emit("t/slow-group")
+    rid = run_of(client, eid, "slow-group")
+    assert wait_run(client, rid).status == "completed"
+    # Make the state of a hung run: running, a branch queued, no task, lease or timer.
+    r = redis_for(__name__)
+    key = f"fanout:run:{{{rid}}}"
+    raw = r.hget(key, "s:b")
+    assert raw is not None
+    import json
+
+    rec = json.loads(raw)
+    rec["st"] = "queued"
+    r.hset(key, mapping={"st": "running", "s:b": json.dumps(rec), "lease": "", "lu": "0"})
+    r.zrem("fanout:timers", rid, f"branch:{rid}:b")
+    with caplog.at_level(logging.ERROR, logger="fanout"):
+        assert client.check_stuck_runs() == []  # seen once: not failed yet
+        assert client.check_stuck_runs() == [rid]
+    info = wait_for(lambda: client.get_run(rid))
+    assert info.status == "failed"
+    assert info.error["type"] == "StuckRun" and "'b'" in info.error["message"]
+    assert any(rid in rec.getMessage() for rec in caplog.records if rec.levelno == logging.ERROR)
+
+
+@client.create_function(fn_id="napper", trigger=fanout.TriggerEvent(event="t/napper"))
+def napper(ctx: fanout.Context) -> str:
+    ctx.step.sleep("nap", "1h")
+    return "woke"
+
+
+def test_watchdog_fails_a_run_without_a_timer_and_spares_healthy_ones(worker: object) -> None:
+    lost = run_of(client, client.emit("t/napper", {"n": 1}), "napper")
+    fine = run_of(client, client.emit("t/napper", {"n": 2}), "napper")
+    for rid in (lost, fine):
+        wait_for(lambda rid=rid: getattr(client.get_run(rid), "status", None) == "sleeping")
+    redis_for(__name__).zrem("fanout:timers", lost)  # nothing will wake it now
+    client.check_stuck_runs()
+    assert client.check_stuck_runs() == [lost]
+    info = client.get_run(lost)
+    assert info is not None and info.status == "failed"
+    assert "no task, lease or timer" in info.error["message"]
+    assert client.get_run(fine).status == "sleeping"  # type: ignore[union-attr]
+    client.cancel(fine)

@@ -1,0 +1,197 @@
+"""The engine's versioning rules with an in-memory sink: memoized steps are found by
+id after a deploy, order changes warn (or fail in strict mode, or when the code did
+not change), a memoized id reused by another tool fails naming both, and the
+run-hash fields that record versions and warnings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+import fanout
+from fanout._core.driver import run_pass
+from fanout._core.engine import Completed, Continue, Failed, PassInput, RetryPolicy
+from fanout._core.versions import (
+    code_changed,
+    crossed_deploy,
+    fingerprint,
+    pass_fields,
+    versions_of,
+)
+from tests.unit.test_engine import MemorySink
+
+
+class WarnSink(MemorySink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[dict[str, Any]] = []
+
+    def versioning_warning(self, entry: dict[str, Any]) -> None:
+        self.warnings.append(entry)
+
+
+def drive(handler: Any, sink: WarnSink, **inp: Any) -> list[Any]:
+    outcomes: list[Any] = []
+    for _ in range(20):
+        memo = dict(sink.saved)
+        # As the runtime does: a warning kind the run recorded is not recorded again.
+        warned = frozenset(w["kind"] for w in sink.warnings) | inp.pop("warned", frozenset())
+        pi = PassInput(run_id="r1", fn_id="f", event={"name": "t/e", "data": {}, "id": "e1"},
+                       events=[], attempt=0, memo=memo, policy=RetryPolicy(retries=0),
+                       warned=warned, **inp)
+        inp["warned"] = warned
+        out = run_pass(handler, pi, sink, is_async=False)
+        outcomes.append(out)
+        if not isinstance(out, Continue):
+            break
+    return outcomes
+
+
+def v1(ctx: fanout.Context) -> list[Any]:
+    return [ctx.step.run("a", lambda: "a1"), ctx.step.run("b", lambda: "b1")]
+
+
+def v2_added(ctx: fanout.Context) -> list[Any]:
+    return [ctx.step.run("intro", lambda: "i2"), ctx.step.run("a", lambda: "a2"),
+            ctx.step.run("b", lambda: "b2")]
+
+
+def half_run(handler: Any) -> WarnSink:
+    sink = WarnSink()
+    out = drive(handler, sink, code_changed=False)
+    sink.saved.pop("b", None)  # as if the run stopped after its first step
+    assert isinstance(out[0], Continue)
+    return sink
+
+
+def test_added_step_runs_and_warns_once_after_a_deploy() -> None:
+    sink = half_run(v1)
+    out = drive(v2_added, sink, code_changed=True, version="v2")
+    assert out[-1] == Completed(["i2", "a1", "b2"])
+    assert [w["kind"] for w in sink.warnings] == ["order"]
+    assert sink.warnings[0]["version"] == "v2" and sink.warnings[0]["step"] == "intro"
+
+
+def test_same_code_order_change_is_nondeterminism() -> None:
+    sink = half_run(v1)
+    out = drive(v2_added, sink, code_changed=False, version="v1")
+    assert isinstance(out[0], Failed) and out[0].error["type"] == "NonDeterminismError"
+    assert "same code" in out[0].error["message"] and "version=" in out[0].error["message"]
+
+
+def test_strict_mode_fails_after_a_deploy() -> None:
+    sink = half_run(v1)
+    out = drive(v2_added, sink, code_changed=True, strict=True)
+    assert isinstance(out[0], Failed) and out[0].error["type"] == "NonDeterminismError"
+    assert "strict mode" in out[0].error["message"]
+
+
+def test_removed_step_is_recorded_as_unreached() -> None:
+    sink = WarnSink()
+    drive(v1, sink)
+
+    def v2(ctx: fanout.Context) -> Any:
+        return ctx.step.run("b", lambda: "b2")
+
+    out = drive(v2, sink, code_changed=True)
+    assert out == [Completed("b1")]
+    assert [(w["kind"], w.get("steps")) for w in sink.warnings] == [("unreached", ["a"])]
+
+
+def test_reordered_memoized_steps_warn() -> None:
+    sink = WarnSink()
+    drive(v1, sink)
+
+    def v2(ctx: fanout.Context) -> list[Any]:
+        return [ctx.step.run("b", lambda: "b2"), ctx.step.run("a", lambda: "a2")]
+
+    out = drive(v2, sink, code_changed=True)
+    assert out == [Completed(["b1", "a1"])]
+    assert [w["kind"] for w in sink.warnings] == ["order"]
+
+
+def test_warning_kind_already_recorded_is_not_repeated() -> None:
+    sink = half_run(v1)
+    drive(v2_added, sink, code_changed=True, warned=frozenset({"order"}))
+    assert sink.warnings == []
+
+
+def test_tool_mismatch_names_both_tools() -> None:
+    sink = half_run(v1)
+
+    def v2(ctx: fanout.Context) -> None:
+        ctx.step.sleep("a", 1)
+
+    out = drive(v2, sink, code_changed=True)
+    assert isinstance(out[0], Failed) and not out[0].retriable
+    msg = out[0].error["message"]
+    assert out[0].error["type"] == "NonDeterminismError"
+    assert "ctx.step.run" in msg and "ctx.step.sleep" in msg and "'a-sleep'" in msg
+
+
+def test_patched_answers_from_the_run_and_checks_the_declaration() -> None:
+    seen: list[bool] = []
+
+    def fn(ctx: fanout.Context) -> bool:
+        seen.append(ctx.patched("new-pricing"))
+        return seen[-1]
+
+    for markers, want in ((frozenset({"new-pricing"}), True), (frozenset(), False)):
+        out = drive(fn, WarnSink(), markers=markers, patches=frozenset({"new-pricing"}))
+        assert out == [Completed(want)]
+    out = drive(fn, WarnSink(), patches=frozenset({"other"}))
+    assert isinstance(out[0], Failed) and out[0].error["type"] == "ConfigError"
+    assert "patches=['other', 'new-pricing']" in out[0].error["message"]
+
+
+def test_version_fields() -> None:
+    created = {"v": "v1"}
+    assert pass_fields("v1", created, []) == {}
+    assert not code_changed("v1", created) and code_changed("v2", created)
+    assert code_changed("v1", {})  # a run older than versions
+    moved = {**created, **pass_fields("v2", created, [])}
+    assert versions_of(moved) == ["v1", "v2"] and crossed_deploy(moved)
+    back = {**moved, **pass_fields("v1", moved, [])}
+    assert versions_of(back) == ["v1", "v2", "v1"]
+    warned = pass_fields("v1", back, [{"kind": "order", "message": "m"}])
+    assert json.loads(warned["vw"])[0]["kind"] == "order"
+    again = pass_fields("v1", {**back, **warned}, [{"kind": "order", "message": "m2"}])
+    assert "vw" not in again
+
+
+def test_declaration_checks() -> None:
+    from fanout.embedded import embedded_celery
+
+    client = fanout.Fanout("versioning", celery=embedded_celery(),
+                           redis_url="memory://versioning-unit")
+
+    with pytest.raises(fanout.ConfigError, match="version must be"):
+        client.create_function(fn_id="bad-v", trigger=fanout.TriggerEvent(event="t/x"),
+                               version="has space")(v1)
+    with pytest.raises(fanout.ConfigError, match="patches must be a list"):
+        client.create_function(fn_id="bad-p", trigger=fanout.TriggerEvent(event="t/x"),
+                               patches="new-pricing")(v1)  # type: ignore[arg-type]
+    assert fingerprint(v1) != fingerprint(v2_added) and fingerprint(v1).startswith("src-")
+
+
+def test_harness_runs_begin_on_the_code_under_test() -> None:
+    from fanout.testing import embedded_celery, run_function
+
+    client = fanout.Fanout("versioning-h", celery=embedded_celery(),
+                           redis_url="memory://versioning-harness")
+
+    @client.create_function(fn_id="priced", trigger=fanout.TriggerEvent(event="t/p"),
+                            patches=["new-pricing"])
+    def priced(ctx: fanout.Context) -> str:
+        return "new" if ctx.patched("new-pricing") else "old"
+
+    @client.create_function(fn_id="undeclared", trigger=fanout.TriggerEvent(event="t/u"))
+    def undeclared(ctx: fanout.Context) -> bool:
+        return ctx.patched("new-pricing")
+
+    assert run_function(priced, {"name": "t/p"}).output == "new"
+    bad = run_function(undeclared, {"name": "t/u"})
+    assert bad.status == "failed" and bad.error is not None
+    assert "patches=['new-pricing']" in bad.error["message"]
