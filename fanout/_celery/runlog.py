@@ -12,7 +12,7 @@ Two loggers, both children of ``fanout``:
 
 Every line carries ``fanout_app``, ``fanout_fn``, ``fanout_run_id`` and, for a step,
 ``fanout_step_id``, ``fanout_attempt``, ``fanout_attempts`` and ``fanout_retry_at``
-as ``extra=`` fields, for JSON formatters.
+as attributes of the record (set by a filter on these loggers), for JSON formatters.
 """
 
 from __future__ import annotations
@@ -26,6 +26,36 @@ failures = logging.getLogger("fanout.failures")
 runs = logging.getLogger("fanout.runs")
 if runs.level == logging.NOTSET:
     runs.setLevel(logging.WARNING)
+
+_fields = threading.local()
+
+
+class _Fields(logging.Filter):
+    """Puts the line's fields on its record after the record is made.
+
+    Not ``extra=``: logging refuses an ``extra`` key the record already has, and
+    ``fanout.middleware.LogContext`` gives every record ``fanout_app`` and friends;
+    this filter overwrites them with the line's own values instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(_fields, "current", None)
+        if fields:
+            record.__dict__.update(fields)
+        return True
+
+
+for _logger in (failures, runs):
+    if not any(isinstance(f, _Fields) for f in _logger.filters):
+        _logger.addFilter(_Fields())
+
+
+def _log(logger: logging.Logger, level: int, fields: dict[str, Any], msg: str,
+         *args: Any) -> None:
+    _fields.current = fields
+    try:
+        logger.log(level, msg, *args)
+    finally:
+        _fields.current = None
 
 
 class RunFailed(Exception):
@@ -85,21 +115,19 @@ def attempt_failed(
     app, fn = _split(fn_key)
     where = f"step {step_id!r} of run {run_id}" if step_id else f"run {run_id}"
     nxt = f"next attempt at {_when(retry_at)}" if retry_at is not None else "no attempt left"
-    failures.warning(
-        "fanout: %s (%s) failed, attempt %d of %d: %s; %s",
-        where, fn_key, attempt, attempts, _describe(error), nxt,
-        extra={"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id,
-               "fanout_step_id": step_id, "fanout_attempt": attempt,
-               "fanout_attempts": attempts, "fanout_retry_at": retry_at,
-               "fanout_error": error},
-    )
+    _log(failures, logging.WARNING,
+         {"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id,
+          "fanout_step_id": step_id, "fanout_attempt": attempt,
+          "fanout_attempts": attempts, "fanout_retry_at": retry_at, "fanout_error": error},
+         "fanout: %s (%s) failed, attempt %d of %d: %s; %s",
+         where, fn_key, attempt, attempts, _describe(error), nxt)
 
 
 def run_started(fn_key: str, run_id: str) -> None:
     if runs.isEnabledFor(logging.INFO):
         app, fn = _split(fn_key)
-        runs.info("fanout: run %s (%s) started", run_id, fn_key,
-                  extra={"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id})
+        _log(runs, logging.INFO, {"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id},
+             "fanout: run %s (%s) started", run_id, fn_key)
 
 
 def run_ended(fn_key: str, run_id: str, status: str, error: dict[str, Any] | None) -> None:
@@ -111,7 +139,7 @@ def run_ended(fn_key: str, run_id: str, status: str, error: dict[str, Any] | Non
         _ended.failed = RunFailed(run_id, fn_key, error)
         if is_quiet(error):
             return
-        failures.error("fanout: run %s (%s) failed for good: %s", run_id, fn_key,
-                       _describe(error), extra={**extra, "fanout_error": error})
+        _log(failures, logging.ERROR, {**extra, "fanout_error": error},
+             "fanout: run %s (%s) failed for good: %s", run_id, fn_key, _describe(error))
     elif runs.isEnabledFor(logging.INFO):
-        runs.info("fanout: run %s (%s) %s", run_id, fn_key, status, extra=extra)
+        _log(runs, logging.INFO, extra, "fanout: run %s (%s) %s", run_id, fn_key, status)

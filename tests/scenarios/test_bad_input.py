@@ -76,7 +76,7 @@ def test_bad_triggers_fail_at_declaration(make: Any, message: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"fn_id": "bad id!", "trigger": fanout.TriggerEvent(event="t/x")}, "invalid fn_id 'bad id!'"),
+        ({"fn_id": "bad\nid", "trigger": fanout.TriggerEvent(event="t/x")}, "invalid fn_id 'bad\\nid'"),
         ({"fn_id": "f", "trigger": []}, "at least one trigger"),
         ({"fn_id": "f", "trigger": [fanout.TriggerEvent(event=f"t/{i}") for i in range(11)]}, "11 triggers; the limit is 10"),
         ({"fn_id": "f", "trigger": "t/x"}, "trigger must be a TriggerEvent"),

@@ -44,7 +44,7 @@ def greet(ctx: fanout.Context) -> str:
 @client.create_function(fn_id="slow", trigger=fanout.TriggerEvent(event="app/slow"))
 def slow(ctx: fanout.Context) -> list[str]:
     before = ctx.step.run("before", lambda: words.WORD)
-    ctx.step.wait_for_event("go", event="app/go", timeout=120)
+    ctx.step.wait_for_event("go", event="app/go", timeout="2m")
     return [before, ctx.step.run("after", lambda: words.WORD)]
 '''
 
