@@ -19,6 +19,7 @@ from ._core.flow import (
 )
 from ._core.middleware import Middleware, MiddlewareSync, SendEventsResult, TransformOutputResult
 from ._core.records import RunInfo, StepInfo
+from ._core.step_types import AsyncContext
 from ._core.steps import Context, Group, ParallelMode, Step
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import PydanticSerializer
@@ -40,6 +41,7 @@ from ._errors import (
 from ._version import __version__
 
 __all__ = [
+    "AsyncContext",
     "Batch",
     "Cancel",
     "Concurrency",

@@ -7,8 +7,8 @@ import datetime as _dt
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar, overload
 
 from celery import Celery
 
@@ -41,6 +41,8 @@ from ._core.middleware import MiddlewareFactory, SendEventsResult
 from ._core.middleware import Stack as MiddlewareStack
 from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo, RunList
+from ._core.run_record import to_run_info
+from ._core.step_types import AsyncContext
 from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import check_serializer, dumping, output_codec
@@ -48,9 +50,23 @@ from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
 from ._redis.history import MAX_LIMIT, History
 from ._redis.history import statuses as history_statuses
-from ._redis.store import to_run_info
 
 F = TypeVar("F", bound=Callable[..., Any])
+AF = TypeVar("AF", bound=Callable[[AsyncContext], Coroutine[Any, Any, Any]])
+SF = TypeVar("SF", bound=Callable[[Context], Any])
+
+
+class FunctionDecorator(Protocol):
+    """What ``create_function`` returns.  For a type checker it pairs the handler's
+    kind with its context: ``async def f(ctx: fanout.AsyncContext)`` (step tools
+    return awaitables) or ``def f(ctx: fanout.Context)`` (they return values); a
+    ``def`` handler taking ``AsyncContext`` does not type-check.  The handler is
+    returned unchanged."""
+
+    @overload
+    def __call__(self, handler: AF) -> AF: ...
+    @overload
+    def __call__(self, handler: SF) -> SF: ...
 
 DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
@@ -174,7 +190,7 @@ class Fanout:
         strict_order: bool | None = None,
         middleware: Sequence[MiddlewareFactory] | None = None,
         output_type: Any = None,
-    ) -> Callable[[F], F]:
+    ) -> FunctionDecorator:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
         Flow control (``docs/concepts/flow-control.md``): ``concurrency``,

@@ -69,7 +69,7 @@ def send_email(user: dict[str, object], data: dict[str, object]) -> dict[str, ob
     fn_id="weekly-activity-load-users",
     trigger=fanout.TriggerCron(cron="0 12 * * 5"),
 )
-async def load_users(ctx: fanout.Context) -> dict[str, int]:
+async def load_users(ctx: fanout.AsyncContext) -> dict[str, int]:
     users = await ctx.step.run("fetch-users", fetch_users)
     events = [
         fanout.Event(name="app/weekly-email-activity.send", data={**u, "user": u}) for u in users

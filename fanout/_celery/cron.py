@@ -41,7 +41,6 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
-from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from celery import signals
@@ -49,7 +48,7 @@ from celery.beat import BeatLazyFunc
 from celery.schedules import BaseSchedule
 
 from .._core.event import dumps
-from .._core.ids import key_part
+from .._core.run_record import ENDED, ERROR, ST, new_run_fields
 from .._core.schedule import (
     MAX_SKIPPED,
     CronSchedule,
@@ -323,10 +322,6 @@ _revive.__module__ = "fanout._cron"
 # -- the Celery / Redis side ----------------------------------------------------------
 
 
-def _script_text() -> str:
-    return resources.files("fanout._redis").joinpath("lua", "cron_cursor.lua").read_text("utf-8")
-
-
 class CronService:
     """The ``fanout.cron`` task and the beat hook for one :class:`Runtime`."""
 
@@ -335,8 +330,6 @@ class CronService:
         self.clock = Clock.from_env()
         if not self.clock.is_real:
             log.warning("fanout: %s is set: cron uses a TEST clock %s", CLOCK_ENV, self.clock)
-        self._script: Any = None
-        self._script_client: Any = None
         self._thread: threading.Thread | None = None
         service = self
 
@@ -368,7 +361,7 @@ class CronService:
         return [fn for fn in self.rt.functions.values() if fn.cron_triggers]
 
     def cursor_key(self, fn_key: str) -> str:
-        return f"{self.rt.store.p}:cron:{key_part(fn_key)}"
+        return self.rt.store.cron_key(fn_key)
 
     # -- worker ----------------------------------------------------------------------
 
@@ -398,9 +391,8 @@ class CronService:
     ) -> int:
         """Start ``fn``'s due tick and record its skipped ones, up to ``horizon``."""
         store = self.rt.store
-        key = self.cursor_key(fn.key)
-        raw = store.r.hget(key, "at")
-        cursor = None if raw is None else datetime.fromtimestamp(int(raw) / 1000, _UTC)
+        at = store.cron_cursor(fn.key)
+        cursor = None if at is None else datetime.fromtimestamp(at / 1000, _UTC)
         triggers = fn.cron_triggers
         decision = decide(
             [t.schedule for t in triggers],
@@ -432,10 +424,10 @@ class CronService:
         for tick, index in decision.skipped:
             fields = self._fields(fn, tick_event(fn, triggers[index], tick), now)
             superseded = decision.run is not None or tick != latest
-            fields.update(
-                st="skipped",
-                t1=repr(now),
-                err=dumps(
+            fields.update({
+                ST: "skipped",
+                ENDED: repr(now),
+                ERROR: dumps(
                     {
                         "type": "CronTickSkipped",
                         "message": f"the tick scheduled at {iso(tick)} was missed and "
@@ -446,7 +438,7 @@ class CronService:
                         ),
                     }
                 ),
-            )
+            })
             records.append((tick_id(fn.key, tick), fn.key, fields))
         results = store.create_runs(records)
         started = 0
@@ -454,7 +446,7 @@ class CronService:
             rid, created, needs_enqueue = results[0]
             if created:  # also readable by event id, like any event
                 text = records[0][2]["event"]
-                store.r.set(store.event_key(event["id"]), text, nx=True, ex=store.retention)
+                store.store_event_text(event["id"], text)
             if needs_enqueue:
                 if wake is not None:
                     store.arm(rid, wake)
@@ -462,16 +454,8 @@ class CronService:
                     self.rt.enqueue(fn.key, rid, 0)
                 started = 1
         created_skips = [rid for rid, created, _e in results[1 if decision.run else 0 :] if created]
-        pipe = store.r.pipeline(transaction=False)
-        for rid in created_skips:
-            pipe.expire(store.run_key(rid), store.retention)
         run_ms = "" if decision.run is None else str(int(decision.run[0].timestamp() * 1000))
-        self._cursor(store.r)(
-            keys=[key],
-            args=[int(horizon.timestamp() * 1000), len(created_skips), run_ms],
-            client=pipe,
-        )
-        pipe.execute()
+        store.advance_cron(fn.key, int(horizon.timestamp() * 1000), created_skips, run_ms)
         if created_skips:
             log.warning(
                 "fanout: cron %s: %d missed tick(s) recorded as skipped (%s .. %s)%s",
@@ -487,24 +471,8 @@ class CronService:
 
     @staticmethod
     def _fields(fn: FunctionDef, event: Mapping[str, Any], now: float) -> dict[str, Any]:
-        return {
-            "st": "queued",
-            "fn": fn.fn_id,
-            "app": fn.app_id,
-            "fk": fn.key,
-            "ev": dumps([event["id"]]),
-            "event": dumps(event),
-            "c": repr(now),
-            "seq": "0",
-            "att": "0",
-            **fn.creation_fields(),
-        }
-
-    def _cursor(self, client: Any) -> Any:
-        if self._script is None or self._script_client is not client:
-            self._script = client.register_script(_script_text())
-            self._script_client = client
-        return self._script
+        return new_run_fields(fn.fn_id, fn.app_id, fn.key, event, event_ids=[event["id"]],
+                              created=repr(now), creation=fn.creation_fields())
 
     # -- beat ------------------------------------------------------------------------
 

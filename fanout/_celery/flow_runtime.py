@@ -1,7 +1,7 @@
 """Flow control against Redis: admitting runs, concurrency slots, the run lifecycle.
 
 One :class:`FlowRuntime` per :class:`Runtime`.  The option classes and the
-arithmetic are in ``_flow.py``; every decision that several workers could race
+arithmetic are in ``fanout/_core/flow.py``; every decision that several workers could race
 on is one Lua script (``fanout/_redis/lua/fc_*.lua``) over one flow-control key.
 
 * **Admission** (the router, once per event and function): idempotency and rate
@@ -18,7 +18,8 @@ on is one Lua script (``fanout/_redis/lua/fc_*.lua``) over one flow-control key.
   its lease; a waiter also checks again on its own every ``fallback_s``.
   Timeouts are checked when a pass begins.
 * **Ends**: a run that ends gives back its singleton key, stops listening for
-  cancel events and emits the ``fanout/function.*`` system events.
+  cancel events and has the ``fanout/function.*`` system events sent
+  (``endings.emit_system_events``).
 """
 
 from __future__ import annotations
@@ -30,24 +31,41 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .._core.event import Event, dumps, prepare_batch
+from .._core.event import dumps
 from .._core.flow import (
     IDEMPOTENCY_S,
-    SYSTEM_CANCELLED,
-    SYSTEM_FAILED,
-    SYSTEM_FINISHED,
     Cancel,
-    bucket,
     concurrency_bucket,
     eval_key,
-    is_system_event,
     match_bucket,
     priority_factor,
     wait_score_ms,
 )
-from .._core.ids import derived_event_id, from_key_part, key_part
+from .._core.ids import from_key_part, key_part
 from .._core.records import TERMINAL
-from .._errors import EventError
+from .._core.run_record import (
+    BATCH_EVENT_PREFIX,
+    BATCH_KEY,
+    CANCEL_KEYS,
+    DEBOUNCE_KEY,
+    DEBOUNCE_TS,
+    ENDED,
+    ERROR,
+    EV,
+    EVENT,
+    EVENTS,
+    FIRST_PASS,
+    FK,
+    INVOKER,
+    NOT_BEFORE,
+    PRIORITY,
+    SINGLETON_KEY,
+    ST,
+    START_DEADLINE,
+    WAITING_SINCE,
+    WAKE,
+)
+from .endings import cancel_reason, emit_system_events, tell_parent
 
 if TYPE_CHECKING:
     from .._core.function import FunctionDef
@@ -92,15 +110,12 @@ class FlowRuntime:
     # -- keys --------------------------------------------------------------------------
 
     def _key(self, kind: str, *parts: str) -> str:
-        return f"{self.rt.store.p}:fc:{kind}:{{{bucket(*parts)}}}"
+        return self.rt.store.flow.key(kind, *parts)
 
     def concurrency_keys(self, fn: FunctionDef, event: dict[str, Any]) -> list[str]:
         """slots, waiting [, slots, waiting]: all of an app's under one hash tag."""
-        p, out = self.rt.store.p, []
-        for c in fn.flow.concurrency:
-            b = concurrency_bucket(fn.app_id, fn.fn_id, c, event)
-            out += [f"{p}:fc:cc:{{{fn.app_id}}}:{b}", f"{p}:fc:ccw:{{{fn.app_id}}}:{b}"]
-        return out
+        return self.rt.store.flow.concurrency_keys(
+            fn.app_id, [concurrency_bucket(fn.app_id, fn.fn_id, c, event) for c in fn.flow.concurrency])
 
     def _cancel_key(self, fn: FunctionDef, index: int, match: str) -> str:
         return self._key("cx", fn.key, str(index), fn.flow.cancel[index].event, match)
@@ -164,7 +179,7 @@ class FlowRuntime:
                 self._skip(fn, rid, fields, now, "Singleton",
                            f"run {holder} is still active for this singleton key")
                 return
-            fields["sgk"] = key
+            fields[SINGLETON_KEY] = key
             replaced = holder if head == "replaced" else ""
         wake = wake_floor
         t = flow.throttle
@@ -174,17 +189,17 @@ class FlowRuntime:
                                [rid, int(now * 1000), int(t.period_s * 1000), t.limit, t.burst])
             start = float(_s(raw)) / 1000
             if start > now + 0.05:
-                fields["nb"] = f"{start:.3f}"
+                fields[NOT_BEFORE] = f"{start:.3f}"
                 wake = max(wake, start)
         self.decorate(fn, ev, fields, now)
-        if wake and "dls" in fields:
-            wake = min(wake, float(fields["dls"]))
+        if wake and START_DEADLINE in fields:
+            wake = min(wake, float(fields[START_DEADLINE]))
         if wake > now + 0.05:
-            fields["wake"] = f"{wake:.3f}"
+            fields[WAKE] = f"{wake:.3f}"
         ((_r, created, needs),) = store.create_runs([(rid, fn.key, fields)])
         if needs:
             if not created:  # a retried router: the run exists but never started
-                wake = float(_s(store.r.hget(store.run_key(rid), "wake") or "0"))
+                wake = float(store.run_field(rid, WAKE) or "0")
             self.listen(fn, rid, ev, fields, now)
             if wake > now + 0.05:
                 store.arm(rid, wake)
@@ -198,8 +213,8 @@ class FlowRuntime:
         res = store.script("fc_singleton", [key], [rid, mode, ""])
         head, holder = _s(res[0]), _s(res[1])
         if head in ("held", "replaced"):
-            st = store.r.hget(store.run_key(holder), "st")
-            if st is None or _s(st) in TERMINAL:  # it ended without giving the key back
+            st = store.run_field(holder, ST)
+            if st is None or st in TERMINAL:  # it ended without giving the key back
                 if head == "replaced":
                     return "ok", holder
                 res = store.script("fc_singleton", [key], [rid, mode, holder])
@@ -211,48 +226,47 @@ class FlowRuntime:
     ) -> None:
         store = self.rt.store
         error = {"type": kind, "message": f"skipped: {why}"}
-        rec = {**fields, "st": "skipped", "t1": repr(now), "err": dumps(error)}
+        rec = {**fields, ST: "skipped", ENDED: repr(now), ERROR: dumps(error)}
         ((_r, created, _n),) = store.create_runs([(rid, fn.key, rec)])
         if not created:
             return
-        store.r.expire(store.run_key(rid), store.retention)
+        store.flow.expire_run(rid)
         log.info("fanout: run %s of %s skipped: %s", rid, fn.key, why)
-        inv = fields.get("inv")
+        inv = fields.get(INVOKER)
         if inv:
-            self.rt._tell_parent(json.loads(inv), "skipped", None, error)
+            tell_parent(self.rt, json.loads(inv), "skipped", None, error)
 
     def decorate(self, fn: FunctionDef, ev: dict[str, Any], fields: dict[str, Any], now: float) -> None:
         """Run fields for priority, the start deadline and cancel listeners."""
         flow = fn.flow
         if flow.priority is not None:
-            fields["prio"] = repr(priority_factor(flow.priority, ev))
+            fields[PRIORITY] = repr(priority_factor(flow.priority, ev))
         if flow.timeouts is not None and flow.timeouts.start_s is not None:
-            fields["dls"] = f"{now + flow.timeouts.start_s:.3f}"
+            fields[START_DEADLINE] = f"{now + flow.timeouts.start_s:.3f}"
         if flow.cancel:
             keys = []
             for i, c in enumerate(flow.cancel):
                 mb = match_bucket(c, ev)
                 if mb is not None:
                     keys.append([i, self._cancel_key(fn, i, mb)])
-            fields["cxk"] = dumps(keys)
+            fields[CANCEL_KEYS] = dumps(keys)
 
     def listen(self, fn: FunctionDef, rid: str, ev: dict[str, Any], fields: dict[str, Any],
                now: float) -> None:
         """Register the run with the cancel events it listens to."""
-        pairs = json.loads(fields.get("cxk") or "[]")
+        pairs = json.loads(fields.get(CANCEL_KEYS) or "[]")
         if not pairs:
             return
         store = self.rt.store
-        pipe = store.r.pipeline(transaction=False)
+        entries: list[tuple[str, str, int]] = []
         for i, key in pairs:
             c = fn.flow.cancel[i] if i < len(fn.flow.cancel) else None
             if c is None:
                 continue
             spec = {"eid": ev.get("id"), "ts": ev.get("ts") or 0,
                     "until": now + c.timeout_s if c.timeout_s else 0}
-            pipe.hset(key, rid, dumps(spec))
-            pipe.expire(key, int(max(store.retention, c.timeout_s or 0)))
-        pipe.execute()
+            entries.append((key, dumps(spec), int(max(store.retention, c.timeout_s or 0))))
+        store.flow.add_cancel_listeners(rid, entries)
 
     # -- debounce and batches ------------------------------------------------------------
 
@@ -270,7 +284,7 @@ class FlowRuntime:
             ])
             run, due, head = _s(res[0]), float(_s(res[1])) / 1000, _s(res[2])
             if head == "new":
-                self._create(fn, run, ev, {**fields, "deb": key, "dts": ts}, now, todo,
+                self._create(fn, run, ev, {**fields, DEBOUNCE_KEY: key, DEBOUNCE_TS: ts}, now, todo,
                              wake_floor=due)
                 return
             wake = store.script("fc_debounce_run", [store.run_key(run)],
@@ -297,9 +311,9 @@ class FlowRuntime:
             run, due, n = _s(res[0]), float(_s(res[1])) / 1000, int(res[2])
             opened, full = bool(int(res[3])), bool(int(res[4]))
             if opened:
-                self._create(fn, run, ev, {**fields, "bat": key}, now, [], wake_floor=due)
+                self._create(fn, run, ev, {**fields, BATCH_KEY: key}, now, [], wake_floor=due)
             added, wake = store.script("fc_batch_run", [store.run_key(run)], [
-                f"be:{ev.get('id')}", dumps({"n": n, "e": ev}), "1" if full else "0",
+                f"{BATCH_EVENT_PREFIX}{ev.get('id')}", dumps({"n": n, "e": ev}), "1" if full else "0",
             ])
             if int(added):
                 self._index_event(ev, run)
@@ -313,18 +327,13 @@ class FlowRuntime:
         log.error("fanout: batch of %s kept racing; event %s dropped", fn.key, ev.get("id"))
 
     def _index_event(self, ev: dict[str, Any], run: str) -> None:
-        store = self.rt.store
-        key = f"{store.event_key(str(ev.get('id')))}:runs"
-        pipe = store.r.pipeline(transaction=False)
-        pipe.sadd(key, run)
-        pipe.expire(key, store.retention)
-        pipe.execute()
+        self.rt.store.flow.index_event_run(str(ev.get("id")), run)
 
     def _close_batch(self, run_id: str, fields: dict[str, str]) -> None:
         """At a batch run's first pass: close the batch, gather its events in order."""
         store = self.rt.store
-        store.script("fc_release", [fields["bat"]], [run_id])
-        parts = sorted((json.loads(v) for k, v in fields.items() if k.startswith("be:")),
+        store.script("fc_release", [fields[BATCH_KEY]], [run_id])
+        parts = sorted((json.loads(v) for k, v in fields.items() if k.startswith(BATCH_EVENT_PREFIX)),
                        key=lambda item: int(item["n"]))
         events: list[dict[str, Any]] = []
         seen: set[Any] = set()
@@ -333,17 +342,13 @@ class FlowRuntime:
                 seen.add(item["e"].get("id"))
                 events.append(item["e"])
         if not events:
-            events = [json.loads(fields.get("event", "{}"))]
+            events = [json.loads(fields.get(EVENT, "{}"))]
         update: dict[str, str] = {
-            "events": dumps(events), "event": dumps(events[0]),
-            "ev": dumps([e.get("id") for e in events]),
+            EVENTS: dumps(events), EVENT: dumps(events[0]),
+            EV: dumps([e.get("id") for e in events]),
         }
-        drop = [k for k in fields if k.startswith("be:")]
-        pipe = store.r.pipeline(transaction=False)
-        pipe.hset(store.run_key(run_id), mapping=update)  # type: ignore[arg-type]
-        if drop:
-            pipe.hdel(store.run_key(run_id), *drop)
-        pipe.execute()
+        drop = [k for k in fields if k.startswith(BATCH_EVENT_PREFIX)]
+        store.flow.close_batch(run_id, update, drop)
         for k in drop:
             del fields[k]
         fields.update({str(k): v for k, v in update.items()})
@@ -359,18 +364,18 @@ class FlowRuntime:
         (the run waits for a slot, or it was cancelled).
         """
         flow, store, now = fn.flow, self.rt.store, time.time()
-        started = "tf0" in fields
+        started = FIRST_PASS in fields
         timeouts = flow.timeouts
         if not started:
-            if "deb" in fields:
-                store.script("fc_release", [fields["deb"]], [run_id])
-            if "bat" in fields and "events" not in fields:
+            if DEBOUNCE_KEY in fields:
+                store.script("fc_release", [fields[DEBOUNCE_KEY]], [run_id])
+            if BATCH_KEY in fields and "events" not in fields:
                 self._close_batch(run_id, fields)
-            if "dls" in fields and now > float(fields["dls"]):
+            if START_DEADLINE in fields and now > float(fields[START_DEADLINE]):
                 self._timed_out(run_id, token, fields, "StartTimeout", "start", timeouts)
                 return False, None
         elif timeouts is not None and timeouts.finish_s is not None:
-            if now > float(fields["tf0"]) + timeouts.finish_s:
+            if now > float(fields[FIRST_PASS]) + timeouts.finish_s:
                 self._timed_out(run_id, token, fields, "FinishTimeout", "finish", timeouts)
                 return False, None
         hold: Hold | None = None
@@ -380,8 +385,8 @@ class FlowRuntime:
                 return False, None
         if not started:
             stamp = f"{now:.3f}"
-            store.r.hsetnx(store.run_key(run_id), "tf0", stamp)
-            fields["tf0"] = stamp
+            store.flow.stamp_first_pass(run_id, stamp)
+            fields[FIRST_PASS] = stamp
         return True, hold
 
     def _timed_out(self, run_id: str, token: str, fields: dict[str, str], kind: str,
@@ -397,15 +402,15 @@ class FlowRuntime:
     def clamp_wake(self, fn: FunctionDef, fields: dict[str, str], wake: float) -> float:
         """A wake time no later than the run's finish deadline."""
         t = fn.flow.timeouts
-        if t is None or t.finish_s is None or "tf0" not in fields:
+        if t is None or t.finish_s is None or FIRST_PASS not in fields:
             return wake
-        return min(wake, float(fields["tf0"]) + t.finish_s)
+        return min(wake, float(fields[FIRST_PASS]) + t.finish_s)
 
     def acquire(self, fn: FunctionDef, run_id: str, token: str, fields: dict[str, str],
                 lease_ms: int, branch: str | None) -> Hold | None:
         """Take a slot in each constraint, or park the run (or branch) as waiting."""
         store, now = self.rt.store, time.time()
-        event = json.loads(fields.get("event", "{}"))
+        event = json.loads(fields.get(EVENT, "{}"))
         keys = self.concurrency_keys(fn, event)
         limits = [c.limit for c in fn.flow.concurrency]
         if branch is None:
@@ -414,38 +419,35 @@ class FlowRuntime:
             holder, waiter = (f"{run_id}:{branch}:{token}",
                               f"b|{key_part(fn.key)}|{run_id}|{branch}")
             field = f"bl:{branch}"
-        since = float(fields.get("ccw") or now)
-        score = wait_score_ms(since, float(fields.get("prio") or 0))
+        since = float(fields.get(WAITING_SINCE) or now)
+        score = wait_score_ms(since, float(fields.get(PRIORITY) or 0))
         res = store.script("fc_slots_acquire", keys, [
             holder, waiter, int(now * 1000), lease_ms, score, self._reserve_ms(now), *limits,
         ])
         self.wake([_s(w) for w in res[1:]])
         if _s(res[0]) == "ok":
-            store.slot_holds[(run_id, field)] = (keys[0::2], holder)
-            if branch is None and "ccw" in fields:
-                store.r.hdel(store.run_key(run_id), "ccw")
+            store.hold_slots(run_id, field, keys[0::2], holder)
+            if branch is None and WAITING_SINCE in fields:
+                store.flow.clear_waiting_since(run_id)
             return Hold(keys, holder, limits, run_id, field)
         # Full: give the run back without holding a worker; a release wakes it.
         due = now + self.fallback_s
         if branch is None:
-            seq, _r = store.end_pass(run_id, token, "queued", fields={"ccw": repr(since)})
+            seq, _r = store.end_pass(run_id, token, "queued", fields={WAITING_SINCE: repr(since)})
             if seq == -1:
-                self.rt.finish(run_id, token, "cancelled", None, self.rt._cancel_reason(run_id),
+                self.rt.finish(run_id, token, "cancelled", None, cancel_reason(self.rt, run_id),
                                fields)
                 return None
             if seq is None:
                 return None
-            if "tf0" not in fields and "dls" in fields:
-                due = min(due, float(fields["dls"]))
+            if FIRST_PASS not in fields and START_DEADLINE in fields:
+                due = min(due, float(fields[START_DEADLINE]))
             store.arm(run_id, due)
         else:
             store.end_branch(run_id, branch, token)
             store.arm(f"branch:{run_id}:{branch}", due)
         # Woken between our decision and giving the run back? Then go again now.
-        pipe = store.r.pipeline(transaction=False)
-        for key in keys[1::2]:
-            pipe.zscore(key, waiter)
-        if all(score is None for score in pipe.execute()):
+        if not store.flow.still_waiting(keys[1::2], waiter):
             self.wake([waiter])
         return None
 
@@ -458,7 +460,7 @@ class FlowRuntime:
             return
         hold.released = True
         store = self.rt.store
-        store.slot_holds.pop((hold.run_id, hold.field), None)
+        store.drop_slot_hold(hold.run_id, hold.field)
         now = time.time()
         woken = store.script("fc_slots_release", hold.keys,
                              [hold.holder, "", int(now * 1000), self._reserve_ms(now), *hold.limits])
@@ -482,17 +484,14 @@ class FlowRuntime:
               error: dict[str, Any] | None) -> None:
         """A run reached a terminal status: release what it held, emit system events."""
         store = self.rt.store
-        fn = self.rt.functions.get(fields.get("fk", ""))
-        if fields.get("sgk"):
-            store.script("fc_release", [fields["sgk"]], [run_id])
-        pairs = json.loads(fields.get("cxk") or "[]")
+        fn = self.rt.functions.get(fields.get(FK, ""))
+        if fields.get(SINGLETON_KEY):
+            store.script("fc_release", [fields[SINGLETON_KEY]], [run_id])
+        pairs = json.loads(fields.get(CANCEL_KEYS) or "[]")
         if pairs:
-            pipe = store.r.pipeline(transaction=False)
-            for _i, key in pairs:
-                pipe.hdel(key, run_id)
-            pipe.execute()
-        if fn is not None and fn.flow.concurrency and "ccw" in fields:
-            keys = self.concurrency_keys(fn, json.loads(fields.get("event", "{}")))
+            store.flow.drop_cancel_listener([key for _i, key in pairs], run_id)
+        if fn is not None and fn.flow.concurrency and WAITING_SINCE in fields:
+            keys = self.concurrency_keys(fn, json.loads(fields.get(EVENT, "{}")))
             now = time.time()
             woken = store.script("fc_slots_release", keys, [
                 "", f"p|{key_part(fn.key)}|{run_id}", int(now * 1000), self._reserve_ms(now),
@@ -500,48 +499,10 @@ class FlowRuntime:
             ])
             self.wake([_s(w) for w in woken])
         try:
-            self._emit(run_id, status, fields, output, error)
+            emit_system_events(self.rt, run_id, status, fields, output, error)
         except Exception:  # never let a notification break the end of a run
             log.warning("fanout: could not emit the system events of run %s", run_id,
                         exc_info=True)
-
-    def _subscribed(self, name: str) -> bool:
-        """Whether a function of this app is triggered by ``name`` (no Redis call: the
-        end of every run asks)."""
-        return any(True for _ in self.rt.index.candidates(name))
-
-    def _emit(self, run_id: str, status: str, fields: dict[str, str], output: Any,
-              error: dict[str, Any] | None) -> None:
-        names = {"failed": [SYSTEM_FAILED, SYSTEM_FINISHED], "completed": [SYSTEM_FINISHED],
-                 "cancelled": [SYSTEM_CANCELLED]}.get(status, [])
-        if not names:
-            return
-        trigger = json.loads(fields.get("event", "{}"))
-        if is_system_event(trigger.get("name")):
-            return  # a run started by a system event emits none (no loops)
-        names = [n for n in names if self._subscribed(n)]
-        if not names:
-            return
-        data: dict[str, Any] = {
-            "function_id": fields.get("fn", ""), "app_id": fields.get("app", ""),
-            "run_id": run_id, "status": status, "event": trigger,
-        }
-        if error is not None:
-            data["error"] = error
-        if status == "completed":
-            data["result"] = output
-        try:
-            prepared = self._system_batch(names, run_id, data)
-        except EventError:  # too large: keep the ids and the error, drop the payloads
-            data.pop("result", None)
-            data["event"] = {k: trigger.get(k) for k in ("name", "id", "ts")}
-            prepared = self._system_batch(names, run_id, data)
-        self.rt.publish(prepared)
-
-    @staticmethod
-    def _system_batch(names: list[str], run_id: str, data: dict[str, Any]) -> list[tuple[Event, str]]:
-        events = [Event(name=n, data=data, id=derived_event_id(run_id, n, 0)) for n in names]
-        return prepare_batch(events, allow_reserved=True)
 
     # -- cancellation -----------------------------------------------------------------------
 
@@ -557,8 +518,8 @@ class FlowRuntime:
                     continue
                 key = self._cancel_key(fn, i, mb)
                 drop: list[str] = []
-                for raw_rid, raw in store.r.hgetall(key).items():
-                    rid, spec = _s(raw_rid), json.loads(raw)
+                for rid, raw in store.flow.cancel_listeners(key).items():
+                    spec = json.loads(raw)
                     if spec.get("eid") == ev.get("id"):
                         continue  # a run is never cancelled by its own trigger
                     if spec.get("until") and float(spec["until"]) < now:
@@ -567,7 +528,7 @@ class FlowRuntime:
                     if (ev.get("ts") or 0) < (spec.get("ts") or 0):
                         continue  # sent before the run's trigger
                     if c._if is not None:
-                        raw_trig = store.r.hget(store.run_key(rid), "event")
+                        raw_trig = store.run_field(rid, EVENT)
                         if raw_trig is None:
                             drop.append(rid)
                             continue
@@ -578,7 +539,7 @@ class FlowRuntime:
                     count += head in ("cancelled", "flagged")
                     drop.append(rid)
                 if drop:
-                    store.r.hdel(key, *drop)
+                    store.flow.drop_listeners(key, drop)
         return count
 
     def cancel_runs(self, fn: FunctionDef, *, after: float | None, before: float | None,
@@ -592,15 +553,14 @@ class FlowRuntime:
         hi = "+inf" if before is None else int(before * 1000)
         count, offset, page = 0, 0, 500
         while True:
-            ids = [_s(m) for m in store.r.zrangebyscore(
-                store.fn_index(fn.key), lo, hi, start=offset, num=page)]
+            ids = store.flow.fn_runs_between(fn.key, lo, hi, offset, page)
             if not ids:
                 return count
             offset += len(ids)
             for rid, f in zip(ids, store.many_run_fields(ids), strict=True):
-                if not f.get("st") or f["st"] in TERMINAL:
+                if not f.get(ST) or f[ST] in TERMINAL:
                     continue
-                if expr is not None and not expr.matches({"event": json.loads(f.get("event", "{}"))}):
+                if expr is not None and not expr.matches({"event": json.loads(f.get(EVENT, "{}"))}):
                     continue
                 if self.rt.cancel(rid, "cancelled by cancel_runs") in ("cancelled", "flagged"):
                     count += 1

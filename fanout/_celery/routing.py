@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from .._core.event import dumps
 from .._core.ids import new_token, run_id_for
 from .._core.records import StepRecord
+from .._core.run_record import new_run_fields
 from .._core.steps import wait_bucket, wait_matches
 
 if TYPE_CHECKING:
@@ -78,22 +79,9 @@ def route(
     now = repr(time.time())
     for eid, ev in events:
         for fn in _subscribers(rt, ev, target):
-            fields: dict[str, Any] = {
-                "st": "queued",
-                "fn": fn.fn_id,
-                "app": fn.app_id,
-                "fk": fn.key,
-                "ev": dumps([eid]),
-                "event": dumps(ev),
-                "c": now,
-                "seq": "0",
-                "att": "0",
-                **fn.creation_fields(),
-            }
-            if parent_run_id:
-                fields["par"] = parent_run_id
-            if invoker:
-                fields["inv"] = dumps(invoker)
+            fields = new_run_fields(fn.fn_id, fn.app_id, fn.key, ev, event_ids=[eid], created=now,
+                                    parent_run_id=parent_run_id, invoker=invoker,
+                                    creation=fn.creation_fields())
             if fn.flow.at_start:
                 flowed.append((fn, run_id_for(eid, fn.key), ev, fields, target is not None))
             else:

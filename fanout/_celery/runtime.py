@@ -1,15 +1,18 @@
-"""The Celery adapter: fanout's tasks and what a pass does around the engine.
+"""The Celery adapter: fanout's tasks and signals, and the state they share.
 
 One :class:`Runtime` per Celery app, shared by every :class:`fanout.Fanout`
-client created on it.  It registers:
+client created on it (:func:`get_runtime` finds it).  It registers:
 
-* ``fanout.step(fn, run_id, seq, branch)``: one pass of a run (replay, execute
-  the next step), or one parallel branch;
-* ``fanout.route(event_ids, ...)``: the router (``_routing.py``), bound to the
+* ``fanout.step(fn, run_id, seq, branch)``: one pass of a run (``passes.py``:
+  replay, execute the next step, end the pass by its outcome), or one parallel
+  branch (``branches.py``);
+* ``fanout.route(event_ids, ...)``: the router (``routing.py``), bound to the
   ``fanout.events`` exchange;
-* ``fanout.cron``: cron ticks from Celery beat (``_cron.py``).
+* ``fanout.cron``: cron ticks from Celery beat (``cron.py``).
 
-Leases and the timer thread live in ``_timers.py``.
+Publishing is in ``publishing.py``, run endings in ``endings.py``, flow control
+in ``flow_runtime.py``, leases and the timer thread in ``timers.py``; the methods
+here that name them are the entry points the other modules call.
 """
 
 from __future__ import annotations
@@ -25,44 +28,33 @@ from typing import Any
 from celery import Celery, signals
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
-from .._core.engine import (
-    BranchDone,
-    Completed,
-    Continue,
-    Failed,
-    LeaseLost,
-    Outcome,
-    Parallel,
-    PassInput,
-    RetryStep,
-    Sleep,
-    Wait,
-    error_info,
-    memo_from_fields,
-    run_pass,
-)
 from .._core.event import Event, dumps
 from .._core.function import FunctionDef
-from .._core.ids import new_token
-from .._core.records import StepRecord, child_error
+from .._core.records import StepRecord
+from .._core.run_record import new_run_fields, step_field
 from .._core.triggers import SubscriberIndex
-from .._core.versions import code_changed, markers_of, pass_fields, warned_kinds
-from .._errors import ConfigError, InvokeError, PublishError
+from .._errors import ConfigError, InvokeError
 from .._redis.history import History
 from .._redis.store import Store, StoreError, connect
+from . import endings, passes, publishing
+from .branches import execute_branch
 from .flow_runtime import FlowRuntime
+from .passes import MAX_TAKEOVERS
 from .pausing import Pausing
 from .publisher import Publisher
-from .runlog import attempt_failed, run_ended, run_started, take_failed
-from .sink import PassSink
+from .publishing import FIRST_PASS_PRIORITY
+from .runlog import take_failed
 from .timers import Leases, TimerThread, check_stuck
 
 log = logging.getLogger("fanout")
 
+__all__ = [
+    "FIRST_PASS_PRIORITY", "MAX_TAKEOVERS", "Runtime", "check_serializers", "delivery_warnings",
+    "get_runtime", "runtime_for",
+]
+
 EVENTS_EXCHANGE = "fanout.events"
 ROUTER_QUEUE = "fanout.events"
-MAX_TAKEOVERS = 5
-FIRST_PASS_PRIORITY = 3  # the Redis transport's second priority step (0, 3, 6, 9)
 
 _runtimes: dict[int, Runtime] = {}
 _runtimes_lock = threading.Lock()
@@ -300,7 +292,7 @@ class Runtime:
         if self._mine(sender):
             self.timers.stop()
 
-    # -- publishing ------------------------------------------------------------------
+    # -- publishing (publishing.py) ----------------------------------------------------
 
     def publish(
         self,
@@ -311,20 +303,8 @@ class Runtime:
         invoker: dict[str, Any] | None = None,
     ) -> list[str]:
         """Store the events and publish one router message; never waits for a worker."""
-        ids = [ev.id or "" for ev, _ in events]
-        batch = new_token()
-        payload = dumps({"ids": ids, "parent": parent_run_id, "target": target, "invoker": invoker})
-        try:
-            self.store.store_events(
-                [(ev.id or "", text, ev.ts or 0, ev.name) for ev, text in events],
-                route=(batch, payload),
-            )
-        except StoreError as exc:
-            raise PublishError(f"could not store {len(ids)} event(s) in Redis: {exc}") from exc
-        self.publish_route(
-            ids, parent_run_id=parent_run_id, target=target, invoker=invoker, batch_id=batch
-        )
-        return ids
+        return publishing.publish(self, events, parent_run_id=parent_run_id, target=target,
+                                  invoker=invoker)
 
     def publish_route(
         self,
@@ -336,283 +316,31 @@ class Runtime:
         batch_id: str | None = None,
         producer: Any = None,
     ) -> None:
-        shown = f"{len(ids)} event(s): {ids[0]}" + (f" .. {ids[-1]}" if len(ids) > 1 else "")
-        if parent_run_id:
-            shown += f" from run {parent_run_id}"
-        if target:
-            shown += f" for {target}"
-        try:
-            self.publisher.send(
-                "fanout.route", (ids,), argsrepr=shown,
-                kwargs={"parent_run_id": parent_run_id, "target": target, "batch_id": batch_id,
-                        "invoker": invoker},
-                queue=self.router_queue, producer=producer,
-                retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.3},
-            )
-        except Exception as exc:
-            raise PublishError(
-                f"could not publish {len(ids)} event id(s) to the broker: {exc}"
-            ) from exc
+        publishing.publish_route(self, ids, parent_run_id=parent_run_id, target=target,
+                                 invoker=invoker, batch_id=batch_id, producer=producer)
 
     def enqueue(
         self, fn_key: str, run_id: str, seq: int | None, *, branch: str | None = None,
         producer: Any = None, queue: Any = None,
     ) -> None:
-        """Publish one ``fanout.step`` message (ids only). Flower and worker logs show
-        it as ``fn=<app:fn> run=<id> pass=<seq>`` (``branch=<step>`` for a branch).
-        ``queue`` overrides the task's route (the timer thread's wake-ups)."""
-        priority = None
-        if branch is None:
-            args: tuple[Any, ...] = (fn_key, run_id, seq)
-            shown = f"fn={fn_key} run={run_id} pass={'next' if seq is None else seq}"
-            if seq == 0:
-                priority = self.first_pass_priority
-        else:
-            args = (fn_key, run_id, None, branch)
-            shown = f"fn={fn_key} run={run_id} branch={branch}"
-        self.publisher.send("fanout.step", args, argsrepr=shown, producer=producer, queue=queue,
-                            priority=priority)
+        """Publish one ``fanout.step`` message (ids only); see :func:`publishing.enqueue`."""
+        publishing.enqueue(self, fn_key, run_id, seq, branch=branch, producer=producer,
+                           queue=queue)
 
     @functools.cached_property
     def first_pass_priority(self) -> int | None:
-        """The message priority of a run's first pass: on a Redis broker, below the
-        default (Redis serves 0 first), so passes of runs already under way, and
-        wake-ups, do not wait behind the first passes of a large send. The Celery
-        setting ``fanout_first_pass_priority`` changes it; None turns it off. Other
-        brokers get no priority (a RabbitMQ queue has none unless declared with
-        ``x-max-priority``, where higher means sooner)."""
-        conf = self.app.conf
-        if "fanout_first_pass_priority" in conf:
-            value = conf.get("fanout_first_pass_priority")
-            if value is not None and not (isinstance(value, int) and 0 <= value <= 9):
-                raise ConfigError(
-                    f"fanout_first_pass_priority must be None or an integer from 0 to 9, "
-                    f"not {value!r}"
-                )
-            return value
-        conn = self.app.connection_for_write()
-        try:
-            driver = conn.transport.driver_type
-        finally:
-            conn.release()
-        return FIRST_PASS_PRIORITY if driver == "redis" else None
+        """The message priority of a run's first pass (:func:`publishing.first_pass_priority`)."""
+        return publishing.first_pass_priority(self.app)
 
-    # -- one pass ----------------------------------------------------------------------
-
-    def _function_for(self, fn_key: str, run_id: str) -> FunctionDef | None:
-        fn = self.functions.get(fn_key)
-        if fn is None:
-            log.error(
-                "fanout: run %s belongs to function %s, which this worker does not declare; "
-                "its timer will offer it again",
-                run_id,
-                fn_key,
-            )
-            self.store.arm(run_id, time.time() + self.recovery_timeout)
-        return fn
-
-    def _input(self, fn: FunctionDef, run_id: str, fields: dict[str, str],
-               branch: str | None = None) -> PassInput:
-        memo = memo_from_fields(fields)
-        event = self.parse_json(fields.get("event", "{}"))
-        events = self.parse_json(fields["events"]) if "events" in fields else [event]
-        attempt = int(fields.get("att", "0"))
-        retrying = [r.attempts for r in memo.values() if r.status == "retrying"]
-        return PassInput(
-            run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
-            attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
-            policy=fn.policy, branch=branch, strict=fn.strict_order,
-            code_changed=code_changed(fn.version, fields),
-            warned=warned_kinds(fields), markers=markers_of(fields),
-            patches=frozenset(fn.patches), version=fn.version,
-            logger=fn.logger_of() if fn.logger_of is not None else None,
-            queued_at=float(fields.get("qa") or fields.get("c") or 0) or None,
-            state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
-            middleware=fn.middleware, client=fn.client, function=fn,
-        )
-
-    def _run(self, fn: FunctionDef, inp: PassInput, sink: PassSink) -> Outcome:
-        try:
-            return run_pass(fn.handler, inp, sink, is_async=fn.is_async)
-        except Exception as exc:  # an engine fault: retry the pass, never lose the run
-            log.exception("fanout: internal error in a pass of run %s", inp.run_id)
-            return Failed(error_info(exc), True)
+    # -- passes (passes.py) and parallel branches (branches.py) ---------------------------
 
     def execute_pass(self, fn_key: str, run_id: str, seq: int | None) -> None:
-        if self.pausing.maybe_park(fn_key, run_id, seq):
-            return
-        fn = self._function_for(fn_key, run_id)
-        if fn is None:
-            return
-        store = self.store
-        token = new_token()
-        lease_ms = int((time.time() + self.lease_s) * 1000)
-        head, fields = store.begin_pass(run_id, token, lease_ms, seq)
-        if head == "cancel":  # cancelled while a worker that has since died held it
-            self.finish(run_id, "", "cancelled", None, self._cancel_reason(run_id))
-            return
-        if head != "ok":
-            return
-        self.leases.hold(run_id, "lease", token, lease_ms)
-        hold = None
-        try:
-            if int(fields.get("takeovers", "0")) > MAX_TAKEOVERS:
-                self.finish(run_id, token, "failed", None, {
-                    "type": "WorkerLost",
-                    "message": f"the worker running this run died {MAX_TAKEOVERS + 1} times in "
-                    "a row (a step that kills its process?); the run was stopped",
-                }, fields)
-                return
-            if fn.flow.at_pass:  # timeouts, batch/debounce close, concurrency slots
-                go, hold = self.flow.before_pass(fn, run_id, token, fields, lease_ms)
-                if not go:
-                    return
-            inp = self._input(fn, run_id, fields)
-            if inp.attempt == 0 and not inp.memo and fields.get("takeovers", "0") == "0":
-                run_started(fn.key, run_id)
-            sink = PassSink(self, fn, run_id, token, fields)
-            outcome = self._run(fn, inp, sink)
-            self.flow.release(hold)  # the step is over: free the slot before the next pass
-            marks = pass_fields(fn.version, fields, sink.warnings)
-            self._conclude(fn, run_id, token, outcome, fields, {**sink.take_deferred(), **marks})
-        finally:
-            self.flow.release(hold)
-            self.leases.release(run_id, "lease")
-
-    def _conclude(
-        self, fn: FunctionDef, run_id: str, token: str, outcome: Outcome,
-        fields: dict[str, str], steps: dict[str, str],
-    ) -> None:
-        """End the pass. ``steps`` are the step records the pass deferred: the same
-        script that releases the lease or finishes the run writes them."""
-        store = self.store
-        attempt = int(fields.get("att", "0"))
-        end: dict[str, Any] = {**steps, "takeovers": 0, "qa": repr(time.time())}
-        if isinstance(outcome, Completed):
-            self.finish(run_id, token, "completed", outcome.output, None, fields, steps)
-            return
-        if isinstance(outcome, LeaseLost):
-            if outcome.cancelled:
-                self.finish(run_id, token, "cancelled", None, self._cancel_reason(run_id),
-                            fields, steps)
-            else:
-                log.warning("fanout: run %s was taken over by another worker mid-pass", run_id)
-            return
-        if isinstance(outcome, Failed):
-            if not (outcome.retriable and attempt < fn.retries):
-                self.finish(run_id, token, "failed", None, outcome.error, fields, steps)
-                return
-            delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
-            end.update(att=attempt + 1, err=dumps(outcome.error), atm=fn.retries + 1)
-            wake = self.flow.clamp_wake(fn, fields, time.time() + delay)
-            attempt_failed(fn.key, run_id, None, attempt + 1, fn.retries + 1, outcome.error, wake)
-            end["qa"] = repr(wake)
-            seq, _r = store.end_pass(run_id, token, "running", fields=end, wake=wake)
-        elif isinstance(outcome, RetryStep):
-            wake = self.flow.clamp_wake(fn, fields, time.time() + outcome.delay)
-            end["qa"] = repr(wake)
-            seq, _r = store.end_pass(run_id, token, "running", fields=end, wake=wake)
-        elif isinstance(outcome, Sleep):
-            wake = self.flow.clamp_wake(fn, fields, outcome.until)
-            end["qa"] = repr(wake)
-            seq, _r = store.end_pass(run_id, token, "sleeping", fields=end, wake=wake)
-        elif isinstance(outcome, Wait):
-            until = self.flow.clamp_wake(fn, fields, outcome.until)
-            end["qa"] = repr(until)  # the timeout; an event that resolves the wait sets 'qa'
-            seq, resolved = store.end_pass(run_id, token, "waiting", wake=until,
-                                           awaiting=outcome.step_id, fields=end)
-            if resolved and seq is not None and seq >= 0:
-                self.enqueue(fn.key, run_id, seq)
-                watch = int((time.time() + store.watchdog) * 1000)
-                store.retime(int(until * 1000), {run_id: watch})
-        elif isinstance(outcome, Parallel):
-            # Arm each new branch's recovery timer before releasing the run, then
-            # release it, then enqueue the branches: a branch that joins at once
-            # must find the run free to continue.
-            due = time.time() + self.lease_s
-            for sid in outcome.new:
-                store.arm(f"branch:{run_id}:{sid}", due)
-            seq, _r = store.end_pass(run_id, token, "running", fields=end)
-            if seq is not None and seq >= 0:
-                with self.publisher.batch() as producer:
-                    for sid in outcome.new:
-                        self.enqueue(fn.key, run_id, None, branch=sid, producer=producer)
-        elif isinstance(outcome, Continue):
-            seq, _r = store.end_pass(run_id, token, "queued", fields=end)
-            if seq is not None and seq >= 0:
-                self.enqueue(fn.key, run_id, seq)
-        else:  # BranchDone cannot end a normal pass
-            seq = None
-        if seq == -1:  # end_pass wrote the step records, then found the cancel request
-            self.finish(run_id, token, "cancelled", None, self._cancel_reason(run_id), fields)
-
-    # -- parallel branches ---------------------------------------------------------------
+        passes.execute_pass(self, fn_key, run_id, seq)
 
     def execute_branch(self, fn_key: str, run_id: str, step_id: str) -> None:
-        fn = self._function_for(fn_key, run_id)
-        if fn is None:
-            return
-        store = self.store
-        token = new_token()
-        lease_ms = int((time.time() + self.lease_s) * 1000)
-        member = f"branch:{run_id}:{step_id}"
-        head, fields, joined = store.begin_branch(run_id, step_id, token, lease_ms)
-        if head == "done":
-            if joined:
-                self.enqueue(fn.key, run_id, None)
-            store.drop_timer(member)
-            return
-        if head != "ok":
-            return
-        field = f"bl:{step_id}"
-        self.leases.hold(run_id, field, token, lease_ms)
-        hold = None
-        try:
-            if fn.flow.concurrency:
-                hold = self.flow.acquire(fn, run_id, token, fields, lease_ms, step_id)
-                if hold is None:
-                    return
-            inp = self._input(fn, run_id, fields, branch=step_id)
-            rec = inp.memo.get(step_id)
-            extra = (rec.extra or {}) if rec else {}
-            # A race's branch rejoins the run as soon as it ends; others when all have.
-            group = [step_id] if extra.get("race") else list(extra.get("group", []))
-            sink = PassSink(self, fn, run_id, token, fields, branch=step_id, group=group)
-            outcome = self._run(fn, inp, sink)
-            self.flow.release(hold)
-            if isinstance(outcome, BranchDone):
-                store.end_branch(run_id, step_id, token)
-                if sink.joined:
-                    self.enqueue(fn.key, run_id, None)
-                store.drop_claimed([member], self.leases.score(run_id, field))
-            elif isinstance(outcome, RetryStep):
-                store.end_branch(run_id, step_id, token)
-                store.arm(member, time.time() + outcome.delay)
-            elif isinstance(outcome, Wait):  # an invoked child runs; wake at its timeout
-                store.end_branch(run_id, step_id, token)
-                store.arm(member, outcome.until)
-            elif isinstance(outcome, Failed) and not outcome.retriable:
-                # The group can never join (its step is gone, a nested step, ...): the
-                # run fails now rather than waiting for a branch that will not come.
-                store.end_branch(run_id, step_id, token)
-                store.drop_timer(member)
-                log.error("fanout: branch %s of run %s failed the run: %s",
-                          step_id, run_id, outcome.error.get("message"))
-                self.finish(run_id, "", "failed", None, outcome.error)
-            elif isinstance(outcome, Failed):
-                store.end_branch(run_id, step_id, token)
-                store.arm(member, time.time() + fn.policy.delay(1))
-                log.warning("fanout: branch %s of run %s failed outside its step: %s",
-                            step_id, run_id, outcome.error.get("message"))
-        finally:
-            self.flow.release(hold)
-            self.leases.release(run_id, field)
+        execute_branch(self, fn_key, run_id, step_id)
 
-    # -- ending runs ---------------------------------------------------------------------
-
-    def _cancel_reason(self, run_id: str) -> dict[str, Any]:
-        raw = self.store.run_fields(run_id).get("cx")
-        return self.parse_json(raw) if raw else {"type": "Cancelled", "message": "cancelled"}
+    # -- runs: starting here, ending in endings.py ---------------------------------------
 
     def finish(
         self, run_id: str, token: str, status: str, output: Any, error: dict[str, Any] | None,
@@ -620,35 +348,7 @@ class Runtime:
     ) -> None:
         """End a run (writing the pass's deferred step records with it); release what it
         held, emit system events, tell an invoking parent."""
-        values: dict[str, Any] = dict(steps or {})
-        if status == "completed":
-            values["out"] = dumps(output)
-            values["err"] = ""  # an earlier attempt's error no longer describes the run
-        if error is not None:
-            values["err"] = dumps(error)
-        ended = self.store.finish_run(run_id, token, status, values)
-        if not ended:
-            return
-        if ended == 2:  # a cancel matched while the last pass ran: the run is cancelled
-            status, error = "cancelled", self._cancel_reason(run_id)
-        fields = fields if fields and "fk" in fields else self.store.run_fields(run_id)
-        run_ended(fields.get("fk", ""), run_id, status, error)
-        self.flow.ended(run_id, status, fields, output, error)
-        inv = fields.get("inv")
-        if inv:
-            self._tell_parent(self.parse_json(inv), status, output, error)
-
-    def _tell_parent(
-        self, inv: dict[str, Any], status: str, output: Any, error: dict[str, Any] | None
-    ) -> None:
-        rec = StepRecord(id=inv["step"], kind="invoke", seq=int(inv.get("seq", 0)),
-                         ended_at=time.time())
-        if status == "completed":
-            rec.status, rec.output = "completed", output
-        else:
-            rec.status, rec.error = "failed", child_error(status, error)
-        if self.store.resolve_step(inv["run"], rec) == "enqueue":
-            self.enqueue(inv["fk"], inv["run"], None)
+        endings.finish(self, run_id, token, status, output, error, fields, steps)
 
     def start_run(
         self,
@@ -664,15 +364,13 @@ class Runtime:
 
         Used for replays and reruns. Returns False if ``run_id`` already exists.
         """
-        fields: dict[str, Any] = {
-            "st": "queued", "fn": fn.fn_id, "app": fn.app_id, "fk": fn.key,
-            "ev": dumps([event.get("id")] if event.get("id") else []), "event": dumps(event),
-            "c": repr(time.time()), "seq": "0", "att": "0", **fn.creation_fields(),
-        }
-        if parent_run_id:
-            fields["par"] = parent_run_id
+        fields = new_run_fields(
+            fn.fn_id, fn.app_id, fn.key, event,
+            event_ids=[event.get("id")] if event.get("id") else [], created=repr(time.time()),
+            parent_run_id=parent_run_id, creation=fn.creation_fields(),
+        )
         for rec in steps:
-            fields[f"s:{rec.id}"] = dumps(rec.to_json())
+            fields[step_field(rec.id)] = dumps(rec.to_json())
         fields.update(extra_fields or {})
         now = time.time()
         if fn.flow.at_start:  # priority, start deadline, cancel listeners (no admission gates)
@@ -686,15 +384,7 @@ class Runtime:
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
         """Cancel a run between steps; returns 'cancelled', 'flagged', 'ended' or 'missing'."""
-        error = {"type": "Cancelled", "message": reason}
-        head = self.store.cancel_run(run_id, error)
-        if head == "cancelled":
-            fields = self.store.run_fields(run_id)
-            self.flow.ended(run_id, "cancelled", fields, None, error)
-            inv = fields.get("inv")
-            if inv:
-                self._tell_parent(self.parse_json(inv), "cancelled", None, error)
-        return head
+        return endings.cancel(self, run_id, reason)
 
 
 def get_runtime(app: Any) -> Runtime | None:

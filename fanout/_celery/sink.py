@@ -1,6 +1,6 @@
 """The engine's view of Redis and the broker during one pass or parallel branch.
 
-:func:`fanout._core.engine.run_pass` talks to a sink; this one writes step records
+:func:`fanout._core.driver.run_pass` talks to a sink; this one writes step records
 (deferred to the end of the pass), publishes sent events, registers waits and
 starts invoked runs through the :class:`~fanout._celery.runtime.Runtime`.
 """

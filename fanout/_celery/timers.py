@@ -196,10 +196,7 @@ class TimerThread:
             targets = runs + [m.split(":")[1] for m in branches]
             offered: list[str] = []
             if targets:
-                pipe = store.r.pipeline(transaction=False)
-                for rid in targets:
-                    pipe.hget(store.run_key(rid), "fk")
-                fks = dict(zip(targets, pipe.execute(), strict=True))
+                fks = dict(zip(targets, store.runs_field(targets, "fk"), strict=True))
                 for rid in runs:
                     fk = fks.get(rid)
                     if fk is None:

@@ -166,15 +166,14 @@ class _Instrumentation:
         if rt is None:
             return ctx
         store = rt.store
-        key = f"{store.p}:trace:{{{run_id}}}"
         try:
             if _has_span(ctx):
                 if seq in (0, "0"):
                     carrier: dict[str, str] = {}
                     propagate.inject(carrier, context=ctx)
-                    store.r.set(key, json.dumps(carrier), nx=True, ex=int(rt.retention))
+                    store.save_trace_context(run_id, json.dumps(carrier), int(rt.retention))
                 return ctx
-            raw = store.r.get(key)
+            raw = store.trace_context(run_id)
         except Exception:  # noqa: BLE001 - tracing must never break a run
             return ctx
         if not raw:

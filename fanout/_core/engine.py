@@ -31,9 +31,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from .._errors import (
-    ConfigError,
-    EventError,
-    ExpressionError,
     InvokeError,
     MiddlewareError,
     NestedStepError,
@@ -43,7 +40,7 @@ from .._errors import (
     StepError,
 )
 from .event import Event, dumps
-from .middleware import EMPTY, PassRequest, Stack, StepInfo
+from .middleware import EMPTY, Stack, StepInfo
 from .records import StepRecord
 from .versions import order_hint, report_warning
 
@@ -194,6 +191,21 @@ class Sink(Protocol):
     def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
         """Start the child run (idempotently); return its run id. Raise InvokeError if
         the function is unknown."""
+        ...
+
+    def defer_step(self, record: StepRecord) -> None:
+        """Keep the final record of a step this pass executed, to write it with the end
+        of the pass (or at :meth:`flush`); a sink that does not defer saves it now, as
+        :meth:`save_step` would."""
+        ...
+
+    def flush(self) -> None:
+        """Write the deferred step records now (before a side effect leaves the
+        process); raise :class:`SaveRejected` like :meth:`save_step`."""
+        ...
+
+    def step_failed(self, record: StepRecord, attempts: int) -> None:
+        """An attempt of a step failed (``attempts``: how many it may have in all)."""
         ...
 
 
@@ -575,9 +587,7 @@ class Pass:
 
     def _report_failure(self, rec: StepRecord) -> None:
         """Tell the sink (if it listens) that an attempt of a step failed."""
-        report = getattr(self.sink, "step_failed", None)
-        if report is not None:
-            report(rec, self.inp.policy.retries + 1)
+        self.sink.step_failed(rec, self.inp.policy.retries + 1)
 
     def finish(self, op: Op, rec: StepRecord, *, executed: bool = False, stored: Any = None) -> Any:
         """Save a final record, count it, and return its value (or raise its error).
@@ -589,10 +599,9 @@ class Pass:
         # A middleware's transform_output changes what is saved, not what this pass
         # hands back to the handler (an encrypted output stays readable here).
         out_rec = rec if stored is None or stored is _SAME else replace(rec, output=stored)
-        defer = getattr(self.sink, "defer_step", None)
-        if executed and defer is not None and self.inp.branch is None:
+        if executed and self.inp.branch is None:
             self._account(out_rec)
-            defer(out_rec)
+            self.sink.defer_step(out_rec)
         else:
             winner = self.save(out_rec)
             if winner is not None and winner is not out_rec:
@@ -626,12 +635,10 @@ class Pass:
 
     def flush(self) -> None:
         """Write deferred step records now (before a side effect or the next step)."""
-        flush = getattr(self.sink, "flush", None)
-        if flush is not None:
-            try:
-                flush()
-            except SaveRejected as exc:
-                raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
+        try:
+            self.sink.flush()
+        except SaveRejected as exc:
+            raise Interrupt(LeaseLost(cancelled=exc.cancelled)) from None
 
 
 _SAME: Any = object()
@@ -672,167 +679,6 @@ async def invoke_async(
         return False, exc
     finally:
         current_step.reset(token)
-
-
-# --------------------------------------------------------------------------- driver
-
-
-_NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
-
-
-async def _drive_async(handler: Callable[..., Any], ctx: Any) -> Any:
-    try:
-        return await handler(ctx)
-    finally:
-        # Steps parked by a parallel plan never resume: cancel them with the pass.
-        me = asyncio.current_task()
-        for task in asyncio.all_tasks():
-            if task is not me:
-                task.cancel()
-
-
-def run_pass(
-    handler: Callable[..., Any], inp: PassInput, sink: Sink, *, is_async: bool
-) -> Outcome:
-    """Run one pass of ``handler`` and say what should happen next."""
-    from .steps import Context
-
-    p = Pass(inp, sink, is_async=is_async)
-    ctx = Context(p)
-    try:
-        if inp.middleware:
-            return _with_middleware(p, ctx, handler)
-        return _finish_pass(p, _call_handler(p, ctx, handler))
-    except Interrupt as intr:
-        return intr.outcome
-
-
-def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
-    inp = p.inp
-    try:
-        p.stack = Stack.build(inp.middleware, inp.client,
-                              PassRequest(inp.run_id, inp.fn_id, inp.attempt, inp.branch))
-    except MiddlewareError as exc:
-        return Failed(error_info(exc), True)
-    p.hook("transform_input", ctx, inp.function, inp.memo)
-    p.hook("before_memoization")
-    if not p.unvisited:
-        p.hook("memo_done")  # nothing memoized: the handler's first line is new code
-    outcome = _call_handler(p, ctx, handler)
-    if isinstance(outcome, (_Returned, Failed)) and inp.branch is None:
-        p.hook("memo_done")  # the handler got to its end (or raised): new code ran
-        p.hook("executed")
-    result = _finish_pass(p, outcome)
-    if isinstance(result, Completed):
-        value = p.transformed(result.output, None, None)
-        if value is not result.output:
-            try:
-                result = Completed(json.loads(dumps(value)))
-            except (TypeError, ValueError) as exc:
-                err = MiddlewareError(f"transform_output returned a value that is not JSON: {exc}")
-                result = Failed(error_info(err), True)
-    elif isinstance(result, Failed) and inp.branch is None:
-        p.transformed(None, _ErrorView(result.error), None)
-    p.hook("before_response", reverse=True)
-    return result
-
-
-@dataclass(frozen=True)
-class _Returned:
-    """The handler returned ``value`` (not yet checked)."""
-
-    value: Any
-
-
-class _ErrorView(Exception):
-    """The function's failure as an exception, for transform_output."""
-
-    def __init__(self, error: dict[str, Any]) -> None:
-        super().__init__(f"{error.get('type', 'Error')}: {error.get('message', '')}")
-        self.error = error
-
-
-def _call_handler(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome | _Returned:
-    is_async = p.is_async
-    try:
-        if is_async:
-            try:
-                result = run_coroutine(_drive_async(handler, ctx))
-            finally:
-                loop = thread_loop()
-                if not loop.is_running():
-                    loop.run_until_complete(asyncio.sleep(0))
-        else:
-            result = handler(ctx)
-            if inspect.isawaitable(result):
-                result = run_coroutine(result)
-    except Interrupt as intr:
-        if p.nested is not None:
-            return Failed(error_info(p.nested), False)
-        if isinstance(intr.outcome, BranchDone) and not p.branch_reached:
-            return _branch_missed(p)
-        return intr.outcome
-    except RetryAfterError as exc:
-        return Failed(error_info(exc), True, exc.delay_seconds(utcnow()))
-    except _NON_RETRIABLE as exc:
-        return Failed(error_info(exc), False)
-    except Exception as exc:  # noqa: BLE001
-        return Failed(error_info(exc), True)
-    if p.nested is not None:
-        return Failed(error_info(p.nested), False)
-    return _Returned(result)
-
-
-def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
-    """The outcome of a pass whose handler returned (a branch, a memo left unvisited,
-    or the function's output)."""
-    if not isinstance(returned, _Returned):
-        return returned
-    inp, result = p.inp, returned.value
-    if inp.branch is not None:
-        return BranchDone(inp.branch) if p.branch_reached else _branch_missed(p)
-    if p.unvisited and (inp.strict or not inp.code_changed):
-        names = sorted(p.unvisited)
-        return Failed(
-            error_info(
-                NonDeterminismError(
-                    f"the handler returned without reaching the memoized step(s) {names!r}"
-                    + order_hint(inp.strict, inp.version)
-                )
-            ),
-            False,
-        )
-    unreached = sorted(set(inp.memo) - p.reached)
-    if unreached:
-        p.warn(
-            "unreached", f"the handler returned without reaching the memoized step(s) "
-            f"{unreached!r}: the code no longer calls them; their saved results stay unused",
-            steps=unreached,
-        )
-    try:
-        text = dumps(result)
-    except (TypeError, ValueError) as exc:
-        err = NonRetriableError(
-            f"the function returned a value that is not JSON-serializable "
-            f"({type(result).__name__}): {exc}"
-        )
-        return Failed(error_info(err), False)
-    return Completed(json.loads(text))
-
-
-def _branch_missed(p: Pass) -> Failed:
-    """A branch task whose handler no longer reaches the branch's step: the parallel
-    group it was planned in would never join, so the run fails."""
-    branch = p.inp.branch
-    where = (f"stopped at the step {p.stopped_at!r} instead" if p.stopped_at
-             else "no longer calls it")
-    err = NonDeterminismError(
-        f"the step {branch!r} was planned in a parallel group, but on a later pass the "
-        f"handler {where}: the steps of a parallel group, and the steps before it, must be "
-        "the same on every pass (do not make them depend on values that change between "
-        "passes; compute such values in a step)"
-    )
-    return Failed(error_info(err), False)
 
 
 def is_async_handler(handler: Callable[..., Any]) -> bool:

@@ -5,7 +5,8 @@ when they are built (a bad value raises :class:`fanout.ConfigError` at
 decoration time; CEL keys compile there too).  :func:`build_flow` checks the
 combination and returns the :class:`FlowSpec` a :class:`FunctionDef` carries.
 
-The Redis side (atomic Lua scripts) lives in ``_flow_runtime.py`` and
+The Redis side (atomic Lua scripts) lives in ``fanout/_celery/flow_runtime.py`` (decisions),
+``fanout/_redis/flow_store.py`` (commands) and
 ``fanout/_redis/lua/fc_*.lua``; the arithmetic those scripts perform is mirrored here
 (:func:`gcra`, :func:`debounce_due`) so it can be unit-tested and read in one place.
 """

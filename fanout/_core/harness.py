@@ -1,6 +1,6 @@
 """Run one function in the test's process, pass after pass, with no Redis and no worker.
 
-The harness drives the same replay engine as a worker (:func:`fanout._core.engine.run_pass`
+The harness drives the same replay engine as a worker (:func:`fanout._core.driver.run_pass`
 with the same step tools and step-id rules); only the outside world is replaced:
 
 * the :class:`Sink` keeps step records in a dict (round-tripped through JSON, as
@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ConfigError, InvokeError
+from .driver import run_pass
 from .engine import (
     FINAL,
     BranchDone,
@@ -37,7 +38,6 @@ from .engine import (
     RetryStep,
     Sleep,
     Wait,
-    run_pass,
 )
 from .event import Event, prepare_batch
 from .function import FunctionDef
@@ -122,6 +122,15 @@ class _Sink:
         key = _resolve_key(self.h.fn, fn_ref)
         self.h.invoked.append({"step": step_id, "function": key, "data": data})
         return run_id_for(derived_event_id(self.h.run_id, step_id, 0), key)
+
+    def defer_step(self, record: StepRecord) -> None:
+        self.save_step(record)  # nothing to batch in memory: saved at once
+
+    def flush(self) -> None:
+        return None
+
+    def step_failed(self, record: StepRecord, attempts: int) -> None:
+        return None
 
 
 def _roundtrip(rec: StepRecord) -> StepRecord:

@@ -22,6 +22,7 @@ from .._errors import ConfigError, InvokeError, NonRetriableError
 from .durations import MAX_SECONDS, parse_duration
 from .engine import (
     FINAL,
+    BranchDone,
     Interrupt,
     Op,
     Parallel,
@@ -34,6 +35,7 @@ from .engine import (
 from .event import MAX_EVENT_BYTES, Event, prepare_batch
 from .ids import derived_event_id
 from .middleware import SendEventsResult
+from .step_types import SyncGroup, SyncStep
 from .types import dumping, output_codec
 
 MAX_SLEEP_SECONDS = MAX_SECONDS
@@ -455,8 +457,6 @@ def _refuse_pausing(batch: Sequence[Op]) -> None:
 
 
 def _branch_done(p: Pass) -> Any:
-    from .engine import BranchDone
-
     return BranchDone(p.inp.branch or "")
 
 
@@ -603,8 +603,10 @@ class Context:
         self.fn_id: str = inp.fn_id
         self.attempt: int = inp.attempt
         self.logger: logging.LoggerAdapter = pass_.logger  # type: ignore[type-arg]
-        self.step = Step(pass_)
-        self.group = Group(pass_)
+        # One Step and one Group serve both kinds of handler; what a type checker sees
+        # is the sync view here and the async one in AsyncContext (step_types.py).
+        self.step: SyncStep = Step(pass_)
+        self.group: SyncGroup = Group(pass_)
         self._pass = pass_
 
     def patched(self, marker: str) -> bool:

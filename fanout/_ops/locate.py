@@ -76,7 +76,7 @@ class Target:
         return sorted(shown)
 
     def has_run(self, run_id: str) -> bool:
-        return bool(self.runtime.store.r.exists(self.runtime.store.run_key(run_id)))
+        return self.runtime.store.run_exists(run_id)
 
     def functions(self) -> list[FunctionDef]:
         return [self.runtime.functions[k] for k in sorted(self.runtime.functions)]
@@ -126,10 +126,10 @@ class Target:
         return self.client(self._app_of(run_id)).rerun(run_id, from_step=from_step)
 
     def _app_of(self, run_id: str) -> str | None:
-        app = self.runtime.store.r.hget(self.runtime.store.run_key(run_id), "app")
+        app = self.runtime.store.run_field(run_id, "app")
         if app is None:
             raise ConfigError(f"no run {run_id!r} (unknown, or past its retention)")
-        return app.decode() if isinstance(app, bytes) else str(app)
+        return app
 
 
 def _import(name: str) -> Any:

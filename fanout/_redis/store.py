@@ -4,36 +4,8 @@ Redis is the source of truth; broker messages carry only ids.  Every write that
 must be atomic is a Lua script shipped in ``fanout/_redis/lua``.  Each run's keys
 share one hash tag (``{run id}``) so a script touches one cluster slot.
 
-Key layout (``P`` is the prefix, ``fanout`` by default)::
-
-    P:run:{RID}            hash   run fields + one ``s:<step id>`` field per step
-    P:ev:{EID}             string event JSON (retention TTL)
-    P:ev:{EID}:runs        set    runs this event started
-    P:timers               zset   run id / route:<batch> -> due time (ms)
-    P:route:{BATCH}        string a router batch in progress (for recovery)
-    P:idx:runs             zset   run id -> created (ms)
-    P:idx:fn:<app>:<fn>    zset   run id -> created (ms)
-    P:idx:events           zset   event id -> ts (ms)
-    P:idx:evname:<name>    zset   event id -> ts (ms), the last day (wait lookback)
-    P:waits:<name>         hash   open wait_for_event waits without ``match``: <run>:<step> -> spec
-    P:waits:<name>|<path>=<h> hash open waits whose ``match`` field has the value hashed <h>
-    P:waits:<name>|paths   set    the ``match`` paths in use for <name>
-    P:trace:{RID}          string the run's starting trace context (tracing only, retention TTL)
-    P:metrics              hash   fleet-wide counters and histogram buckets (``metrics.py``),
-                                  updated by the scripts that change a run (not on a cluster)
-
-Flow control (``_flow_runtime.py``) keeps its state in keys of its own, each under
-its own hash tag (``B`` is a digest of function and key)::
-
-    P:fc:idem:{B}          string idempotency key -> run id (24 h)
-    P:fc:rate:{B}          zset   rate limit log: run id -> admitted at (ms)
-    P:fc:thr:{B}           zset   throttle: '' -> GCRA time, run id -> start (ms)
-    P:fc:one:{B}           hash   singleton: run = the active run
-    P:fc:deb:{B}           hash   debounce: run, first, due
-    P:fc:bat:{B}           hash   open batch: run, n, due
-    P:fc:cc:{APP}:B        zset   concurrency slots: run:token -> lease until (ms)
-    P:fc:ccw:{APP}:B       zset   runs waiting for a slot -> score (ms)
-    P:fc:cx:{B}            hash   cancel-on-event listeners: run id -> spec
+The key layout, the run record's fields and what each script guarantees are in
+``docs/internals.md``; flow control's commands are in ``flow_store.py``.
 """
 
 from __future__ import annotations
@@ -49,8 +21,9 @@ import redis
 
 from .._core.event import dumps
 from .._core.ids import key_part
-from .._core.records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
-from .._core.versions import crossed_deploy, markers_of, versions_of, warnings_of
+from .._core.records import RunInfo, StepRecord
+from .._core.run_record import to_run_info
+from .flow_store import FlowStore
 
 EVENT_NAME_INDEX_SECONDS = 86400
 
@@ -78,6 +51,7 @@ _SCRIPTS = (
     "fc_batch_run",
     "fc_slots_acquire",
     "fc_slots_release",
+    "cron_cursor",
 )
 
 
@@ -140,7 +114,8 @@ class Store:
             metrics = not _is_cluster(client)
         self.metrics_key: str | None = f"{prefix}:metrics" if metrics else None
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
-        self.slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
+        self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
+        self.flow = FlowStore(self)
 
     def script(self, name: str, keys: Sequence[str], args: Sequence[Any],
                client: Any = None) -> Any:
@@ -453,12 +428,19 @@ class Store:
                 continue
             member = run_id if lease_field == "lease" else f"branch:{run_id}:{lease_field[3:]}"
             pipe.zadd(self.timers_key, {member: until_ms}, xx=True)
-            slots = self.slot_holds.get((run_id, lease_field))  # concurrency slots
+            slots = self._slot_holds.get((run_id, lease_field))  # concurrency slots
             for key in slots[0] if slots else ():  # live as long as the lease
                 pipe.zadd(key, {slots[1]: until_ms}, xx=True)  # type: ignore[index]
         if len(pipe):
             self.execute(pipe)
         return lost
+
+    def hold_slots(self, run_id: str, lease_field: str, slot_keys: list[str], holder: str) -> None:
+        """Concurrency slots ``holder`` took: :meth:`renew_leases` renews them with the lease."""
+        self._slot_holds[(run_id, lease_field)] = (slot_keys, holder)
+
+    def drop_slot_hold(self, run_id: str, lease_field: str) -> None:
+        self._slot_holds.pop((run_id, lease_field), None)
 
     # -- waits ---------------------------------------------------------------------
 
@@ -572,7 +554,55 @@ class Store:
         raw = self.r.get(f"{self.p}:route:{{{batch_id}}}")
         return None if raw is None else _s(raw)
 
+    # -- cron cursors ----------------------------------------------------------------
+
+    def cron_key(self, fn_key: str) -> str:
+        return f"{self.p}:cron:{key_part(fn_key)}"
+
+    def cron_cursor(self, fn_key: str) -> int | None:
+        """The instant (ms) up to which a cron function's ticks are handled."""
+        raw = self.r.hget(self.cron_key(fn_key), "at")
+        return None if raw is None else int(raw)
+
+    def advance_cron(
+        self, fn_key: str, horizon_ms: int, skipped: Sequence[str], run_ms: str
+    ) -> None:
+        """Expire the skipped tick runs just recorded and move the cursor forward."""
+        pipe = self.r.pipeline(transaction=False)
+        for rid in skipped:
+            pipe.expire(self.run_key(rid), self.retention)
+        self.script("cron_cursor", [self.cron_key(fn_key)], [horizon_ms, len(skipped), run_ms],
+                    client=pipe)
+        self.execute(pipe)
+
+    def store_event_text(self, event_id: str, text: str) -> None:
+        """Store one event's JSON, set-if-absent, with the retention TTL."""
+        self.r.set(self.event_key(event_id), text, nx=True, ex=self.retention)
+
+    # -- trace context -----------------------------------------------------------------
+
+    def save_trace_context(self, run_id: str, text: str, ttl: int) -> None:
+        self.r.set(f"{self.p}:trace:{{{run_id}}}", text, nx=True, ex=ttl)
+
+    def trace_context(self, run_id: str) -> str | None:
+        raw = self.r.get(f"{self.p}:trace:{{{run_id}}}")
+        return None if not raw else _s(raw)
+
     # -- inspection ------------------------------------------------------------------
+
+    def run_exists(self, run_id: str) -> bool:
+        return bool(self.r.exists(self.run_key(run_id)))
+
+    def run_field(self, run_id: str, field: str) -> str | None:
+        raw = self.r.hget(self.run_key(run_id), field)
+        return None if raw is None else _s(raw)
+
+    def runs_field(self, run_ids: Sequence[str], field: str) -> list[str | None]:
+        """One field of each run, in one round trip (None where the run is gone)."""
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hget(self.run_key(rid), field)
+        return [None if v is None else _s(v) for v in pipe.execute()]
 
     def run_fields(self, run_id: str) -> dict[str, str]:
         raw = self.r.hgetall(self.run_key(run_id))
@@ -615,38 +645,3 @@ class Store:
             pipe.hgetall(self.run_key(rid))
         return [{_s(k): _s(v) for k, v in raw.items()} for raw in pipe.execute()]
 
-
-def _f(fields: Mapping[str, str], key: str) -> float | None:
-    v = fields.get(key)
-    return float(v) if v not in (None, "", "0") else None
-
-
-def to_run_info(run_id: str, f: Mapping[str, str]) -> RunInfo:
-    steps = [StepRecord.from_json(json.loads(v)) for k, v in f.items() if k.startswith("s:")]
-    steps.sort(key=lambda r: r.seq)
-    status = f["st"]
-    return RunInfo(
-        run_id=run_id,
-        fn_id=f.get("fn", ""),
-        app_id=f.get("app") or None,
-        status=status,
-        output=json.loads(f["out"]) if "out" in f else None,
-        error=json.loads(f["err"]) if f.get("err") else None,
-        event_ids=json.loads(f.get("ev", "[]")),
-        parent_run_id=f.get("par") or None,
-        attempt=int(f.get("att", "0")),
-        created_at=ts_to_dt(_f(f, "c")),
-        started_at=ts_to_dt(_f(f, "t0")),
-        ended_at=ts_to_dt(_f(f, "t1")) if status in TERMINAL else None,
-        steps=[StepInfo.from_record(r) for r in steps],
-        wake_at=ts_to_dt(_f(f, "wake")) if status not in TERMINAL else None,
-        max_attempts=int(f["atm"]) if f.get("atm") else None,
-        replay_of=f.get("replay_of") if not f.get("from_step") else None,
-        rerun_of=f.get("replay_of") if f.get("from_step") else None,
-        rerun_from_step=f.get("from_step") or None,
-        version=f.get("v") or None,
-        versions=versions_of(f),
-        crossed_deploy=crossed_deploy(f),
-        markers=sorted(markers_of(f)),
-        warnings=warnings_of(f),
-    )

@@ -138,7 +138,7 @@ def _seed(url: str) -> tuple[Any, fanout.Fanout]:
         fn_id="weekly-activity-load-users",
         trigger=fanout.TriggerEvent(event="app/weekly-load"),
     )
-    async def load_users(ctx: fanout.Context) -> dict[str, int]:
+    async def load_users(ctx: fanout.AsyncContext) -> dict[str, int]:
         users = await ctx.step.run("fetch-users", fetch_users)
         events = [
             fanout.Event(name="app/weekly-email-activity.send", data={**u, "user": u})

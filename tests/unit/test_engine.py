@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import fanout
+from fanout._core.driver import run_pass
 from fanout._core.durations import parse_duration
 from fanout._core.engine import (
     MAX_STEP_OUTPUT_BYTES,
@@ -21,7 +22,6 @@ from fanout._core.engine import (
     RetryStep,
     Sleep,
     Wait,
-    run_pass,
 )
 from fanout._core.event import Event
 from fanout._core.records import StepRecord
@@ -54,6 +54,15 @@ class MemorySink:
 
     def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
         return "child-run"
+
+    def defer_step(self, record: StepRecord) -> None:
+        self.save_step(record)
+
+    def flush(self) -> None:
+        pass
+
+    def step_failed(self, record: StepRecord, attempts: int) -> None:
+        pass
 
 
 def drive(handler: Any, *, is_async: bool = False, checkpoint: bool = False,

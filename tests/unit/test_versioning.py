@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 import fanout
-from fanout._core.engine import Completed, Continue, Failed, PassInput, RetryPolicy, run_pass
+from fanout._core.driver import run_pass
+from fanout._core.engine import Completed, Continue, Failed, PassInput, RetryPolicy
 from fanout._core.versions import (
     code_changed,
     crossed_deploy,
