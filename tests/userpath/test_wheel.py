@@ -133,7 +133,8 @@ def test_the_wheel_alone_imports_every_public_module(user_venv: UserVenv) -> Non
     out = user_venv.run("python", "-c", "import fanout; print(fanout.__file__)")
     assert str(user_venv.path) in out.stdout, out.stdout   # the wheel's, not the repo's
     out = user_venv.run("python", "-c", (
-        "import fanout, fanout.celeryconfig, fanout.testing, fanout.embedded, fanout._cli; "
+        "import fanout, fanout.celeryconfig, fanout.testing, fanout.embedded, fanout._cli, "
+        "fanout.middleware, fanout.encryption, fanout.metrics, fanout.http; "
         "import kombu.transport.redis; print(fanout.__version__)"))
     assert out.stdout.strip()
     # Optional extras fail with a message naming the extra to install.
