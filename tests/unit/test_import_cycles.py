@@ -10,7 +10,9 @@ import ast
 import importlib.util
 from functools import cache
 
-import grimp
+import pytest
+
+grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter (the dev extra)")
 
 
 @cache
