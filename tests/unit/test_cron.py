@@ -422,3 +422,21 @@ def test_beat_init_falls_back_to_a_thread(monkeypatch: pytest.MonkeyPatch) -> No
     assert s.cron._thread is not None
     s.cron._thread.join(5)
     assert len(fired) == 1 and fired[0].schedules == (CronSchedule.parse("0 * * * *"),)
+
+
+def test_ticks_of_a_paused_function_are_recorded_and_wait_for_resume(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s = Setup(monkeypatch)
+    fn = s.add("paused-minutely", "* * * * *")
+    s.client.pause(fn.fn_id)
+    now = datetime.now(UTC)
+    tick = now.replace(second=0, microsecond=0)
+    assert s.cron.process(fn, now) == 1  # the tick is recorded as a run, as always
+    rid = tick_id(fn.key, tick)
+    assert s.enqueued == [(fn.key, rid, 0)]
+    s.rt.execute_pass(fn.key, rid, 0)  # its pass arrives while paused: parked, not run
+    run = s.client.get_run(rid)
+    assert run is not None and run.status == "queued"
+    assert s.client.resume(fn.fn_id) == 1
+    assert s.enqueued[-1] == (fn.key, rid, 0)  # handed back to the workers
