@@ -8,10 +8,7 @@ tests skip, saying why, only when that cannot be done."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -25,12 +22,11 @@ import pytest
 import fanout
 from fanout._dashboard import DashboardServer
 from fanout._ops.locate import locate
-from tests.support import ROOT, make_app, run_of, wait_for, wait_run
+from tests import browser as _browser
+from tests.support import make_app, run_of, wait_for, wait_run
 
 app, client = make_app(__name__, app_id="dash")
 MOD = __name__
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-               "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @client.create_function(fn_id="checkout", trigger=fanout.TriggerEvent(event="dash/order"))
@@ -60,64 +56,13 @@ def fragile(ctx: fanout.Context) -> None:
 # -- set-up --------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Debian's chromium and the playwright package, installed if needed."""
-    try:
-        res = subprocess.run(["bash", str(ROOT / "tests" / "browser_setup.sh")],
-                             env={**os.environ, "PYTHON": sys.executable},
-                             capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-        pytest.skip("browser set-up (tests/browser_setup.sh) timed out")
-    if res.returncode != 0:
-        pytest.skip(f"no headless browser: {res.stderr.strip().splitlines()[-1:]}")
-    return res.stdout.strip().splitlines()[-1]
-
-
-@pytest.fixture(scope="module")
-def browser(chromium: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=LAUNCH_ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("dashboard-screenshots")
-    print(f"\ndashboard screenshots: {path}")
-    return path
+chromium, browser, shots, page = _browser.chromium, _browser.browser, _browser.shots, _browser.page
 
 
 @pytest.fixture(scope="module")
 def dashboard(worker: object) -> Iterator[str]:
     """`fanout dashboard` in a subprocess, on a free port."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "fanout._cli", "dashboard", "-A", MOD,
-                             "--port", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        line = proc.stderr.readline()
-        m = re.search(r"on (http://127\.0\.0\.1:\d+)/", line)
-        assert m, line + (proc.stderr.read() if proc.poll() is not None else "")
-        yield m.group(1)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    ctx = browser.new_context(viewport={"width": 1360, "height": 900})
-    pg = ctx.new_page()
-    pg.on("dialog", lambda d: d.accept())  # the confirm() of cancel/replay/rerun
-    errors: list[str] = []
-    pg.on("pageerror", lambda e: errors.append(str(e)))
-    yield pg
-    ctx.close()
-    assert errors == [], f"JavaScript errors: {errors}"
+    yield from _browser.serve_dashboard(MOD)
 
 
 # -- tests -----------------------------------------------------------------------------------
