@@ -2,9 +2,14 @@
 
 Workers run as prefork pools on many machines, so no process can hold the counts:
 they live in one Redis hash, ``P:metrics``, updated by the Lua scripts a pass
-already runs (``create_run``, ``begin_pass``, ``save_step``, ``end_pass``,
-``finish_run``, ``cancel_run``) at no extra round trip, atomically with the change
-of state they count (a redelivered message or a lost lease counts nothing twice).
+already runs (``create_run``, ``save_step``, ``end_pass``, ``finish_run``,
+``cancel_run``) at no extra round trip, atomically with the change of state they
+count (a redelivered message or a lost lease counts nothing twice). Each script
+gathers what it counts and writes it with one ``HMGET`` and one ``HSET`` of the
+metrics hash (``lua/_metrics.lua``): a command called from a script costs about as
+much as a small script, so a pass's counts cost two commands, not one per field.
+``begin_pass`` leaves the pass's queue delay in the run hash (``qd``) for the
+script that ends the pass; a pass that dies first has it counted by the next.
 One ``HGETALL`` returns the whole fleet's counts to any process that scrapes.
 
 Fields (``<app>|<fn>`` are the function's app id and function id)::
@@ -14,7 +19,7 @@ Fields (``<app>|<fn>`` are the function's app id and function id)::
     c|step_failures|<app>|<fn>           attempts that raised (retried or not)
     c|events|<name>                      events stored by send / emit / send_event
     h|<hist>|<app>|<fn>|<le>             observations in the bucket ending at <le>
-    hs|<hist>|<app>|<fn>                 the sum of the observations (seconds)
+    hu|<hist>|<app>|<fn>                 the sum of the observations (microseconds)
 
 with ``<hist>`` one of ``run_duration`` (creation to end), ``step_duration`` (one
 attempt's execution) and ``queue_delay`` (from when a pass could start to when it
@@ -101,7 +106,7 @@ def parse_fields(raw: dict[str, str]) -> tuple[dict[str, dict[tuple[str, ...], i
                 parts = tuple(rest.split("|"))
                 if len(parts) == (3 if name == "runs_ended" else 2):
                     counters[name][parts] = int(value)
-            elif kind in ("h", "hs") and name in hists:
+            elif kind in ("h", "hu", "hs") and name in hists:
                 parts = tuple(rest.split("|"))
                 want = 3 if kind == "h" else 2
                 if len(parts) != want:
@@ -109,8 +114,10 @@ def parse_fields(raw: dict[str, str]) -> tuple[dict[str, dict[tuple[str, ...], i
                 series = hists[name].setdefault((parts[0], parts[1]), Histogram())
                 if kind == "h":
                     series.buckets[parts[2]] = int(value)
-                else:
-                    series.sum = float(value)
+                elif kind == "hu":
+                    series.sum += int(value) / 1e6
+                else:  # a float sum in seconds, as written before the sums were integers
+                    series.sum += float(value)
         except ValueError:
             continue
     counters["step_attempts"] = {k: h.count for k, h in hists["step_duration"].items()}

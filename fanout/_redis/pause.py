@@ -12,18 +12,13 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
-from .store import Store
+from .store import Store, load_script
 
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _script(name: str) -> str:
-    return resources.files("fanout._redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
 
 
 @dataclass(frozen=True)
@@ -39,8 +34,8 @@ class PauseStore:
         self.store = store
         self.r = store.r
         self.p = store.p
-        self._park = self.r.register_script(_script("park_run"))
-        self._resume = self.r.register_script(_script("resume_fn"))
+        self._park = self.r.register_script(load_script("park_run"))
+        self._resume = self.r.register_script(load_script("resume_fn"))
 
     def flag_key(self, fn_key: str) -> str:
         return f"{self.p}:pause:{{{fn_key}}}"

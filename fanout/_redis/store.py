@@ -60,8 +60,16 @@ StoreError = redis.RedisError
 StoreUnreachable = redis.ConnectionError
 
 
-def _load_script(name: str) -> str:
-    return resources.files("fanout._redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+def load_script(name: str) -> str:
+    """The text of ``lua/<name>.lua``, with each ``--#include <lib>`` line replaced by
+    ``lua/<lib>.lua`` (the metrics helpers several scripts share)."""
+    folder = resources.files("fanout._redis").joinpath("lua")
+    lines = folder.joinpath(f"{name}.lua").read_text("utf-8").splitlines(keepends=True)
+    return "".join(
+        folder.joinpath(f"{line.split()[1]}.lua").read_text("utf-8")
+        if line.startswith("--#include ") else line
+        for line in lines
+    )
 
 
 def connect(url: str) -> redis.Redis:
@@ -107,7 +115,7 @@ class Store:
         # A queued run keeps a timer too: if the broker loses its message, the timer
         # offers the run again after ``watchdog`` seconds (then with backoff).
         self.watchdog = float(watchdog)
-        self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
+        self._scripts = {name: client.register_script(load_script(name)) for name in _SCRIPTS}
         # The metrics hash, passed to the run scripts as KEYS[2] so counting costs no
         # round trip. A cluster cannot: a script touches one slot (the run's) only.
         if metrics is None:

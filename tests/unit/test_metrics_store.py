@@ -16,15 +16,31 @@ from fanout._redis.store import Store
 LUA = Path(__file__).resolve().parents[2] / "fanout" / "_redis" / "lua"
 
 
-def test_every_script_uses_the_readers_buckets() -> None:
-    found = 0
-    for path in sorted(LUA.glob("*.lua")):
-        m = re.search(r"local BUCKETS = \{([^}]*)\}", path.read_text())
-        if m:
-            found += 1
-            assert tuple(re.findall(r"'([^']+)'", m.group(1))) == DURATION_BUCKETS, path.name
-    assert found >= 5
+def test_the_scripts_use_the_readers_buckets() -> None:
+    """The bounds live once, in ``_metrics.lua``, as the reader's strings and as
+    numbers; every script that counts includes that file."""
+    lib = (LUA / "_metrics.lua").read_text()
+    strings = re.search(r"local BUCKETS = \{([^}]*)\}", lib)
+    numbers = re.search(r"local BOUNDS = \{([^}]*)\}", lib)
+    assert strings and numbers
+    assert tuple(re.findall(r"'([^']+)'", strings.group(1))) == DURATION_BUCKETS
+    assert [float(x) for x in numbers.group(1).split(",")] == [float(b) for b in DURATION_BUCKETS]
     assert [float(b) for b in DURATION_BUCKETS] == sorted(float(b) for b in DURATION_BUCKETS)
+    assert f"for i = 1, {len(DURATION_BUCKETS)} do" in lib
+    counting = [p.name for p in sorted(LUA.glob("*.lua"))
+                if re.search(r"\b(observe|count_attempt|step_pairs)\(", p.read_text())
+                and p.name != "_metrics.lua"]
+    assert len(counting) >= 5
+    for name in counting:
+        assert "--#include _metrics\n" in (LUA / name).read_text(), name
+
+
+def test_include_inlines_the_library() -> None:
+    from fanout._redis.store import load_script
+
+    text = load_script("finish_run")
+    assert not any(line.startswith("--#include") for line in text.splitlines())
+    assert "  local BOUNDS = {" in text
 
 
 def test_fields_parse_into_counters_and_cumulative_histograms() -> None:
@@ -34,7 +50,7 @@ def test_fields_parse_into_counters_and_cumulative_histograms() -> None:
         "c|events|shop/order.placed|v2": "7",
         "h|run_duration|shop|checkout|0.5": "2",
         "h|run_duration|shop|checkout|+Inf": "1",
-        "hs|run_duration|shop|checkout": "4.25",
+        "hu|run_duration|shop|checkout": "4250000",
         "c|runs_ended|broken": "9",
         "h|nonsense|x|y|1": "1",
     })
