@@ -43,6 +43,18 @@ def test_include_inlines_the_library() -> None:
     assert "  local BOUNDS = {" in text
 
 
+def test_a_sum_in_microseconds_and_an_older_float_sum_add_up() -> None:
+    """Sums are written as whole microseconds (``hu|``); a store counted by an older
+    release holds float seconds (``hs|``) for the same series, and both are read."""
+    _counters, hists = parse_fields({
+        "h|step_duration|shop|pay|0.5": "2",
+        "hu|step_duration|shop|pay": "750000",
+        "hs|step_duration|shop|pay": "0.25",
+    })
+    h = hists["step_duration"][("shop", "pay")]
+    assert h.count == 2 and h.sum == pytest.approx(1.0)
+
+
 def test_fields_parse_into_counters_and_cumulative_histograms() -> None:
     counters, hists = parse_fields({
         "c|runs_started|shop|checkout": "3",
