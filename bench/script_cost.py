@@ -60,6 +60,15 @@ def _calls(store: Store) -> dict[str, tuple[Callable[[str], None], Callable[[str
     }
 
 
+#: What each call must answer, or the figure would time a refusal.
+EXPECTED: dict[str, Callable[[Any], bool]] = {
+    "create_run": lambda res: res is None,
+    "begin_pass": lambda res: bool(res) and res[0] == b"ok",
+    "end_pass": lambda res: bool(res) and int(res[0]) == 1,
+    "finish_run": lambda res: res == 1,
+}
+
+
 def _evalsha_usec(server: RedisServer) -> int:
     return int(server.client.info("commandstats").get("cmdstat_evalsha", {}).get("usec", 0))
 
@@ -69,14 +78,17 @@ def measure(server: RedisServer, metrics: bool, n: int, tag: str) -> dict[str, f
     out = {}
     for name, (setup, call) in _calls(store).items():
         setup(f"warm-{name}")
-        call(f"warm-{name}")
+        if not EXPECTED[name](call(f"warm-{name}")):
+            raise RuntimeError(f"{name} refused the set-up run")
         total = 0
         for i in range(n):
             rid = f"{name}-{i}"
             setup(rid)
             before = _evalsha_usec(server)
-            call(rid)
+            res = call(rid)
             total += _evalsha_usec(server) - before
+            if not EXPECTED[name](res):
+                raise RuntimeError(f"{name} answered {res!r}: the measurement would be wrong")
         out[name] = total / n
     out["per_run"] = sum(out[k] * m for k, m in PER_RUN.items())
     return out
