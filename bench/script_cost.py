@@ -6,8 +6,9 @@ times on a fresh run hash, from a private redis-server, and timed by Redis itsel
 (the ``usec`` of ``EVALSHA`` in ``INFO commandstats``, so the client, the network
 and the set-up commands are not in the figure). The rounds alternate on, off, on,
 off ...; the figures are medians over the rounds, in microseconds per call, and
-the cost per run counts four passes (one ``create_run``, four ``begin_pass``, three
-``end_pass``, one ``finish_run``).
+the cost per run counts what a three-step run calls in default mode: one
+``create_run`` and three passes (three ``begin_pass``, two ``end_pass``; the last
+step's pass also finishes the run with ``finish_run``).
 
     .venv/bin/python -m bench.script_cost [--n 3000] [--rounds 6]
 
@@ -27,7 +28,7 @@ from typing import Any
 from bench.harness import RedisServer
 from fanout._redis.store import Store
 
-PER_RUN = {"create_run": 1, "begin_pass": 4, "end_pass": 3, "finish_run": 1}
+PER_RUN = {"create_run": 1, "begin_pass": 3, "end_pass": 2, "finish_run": 1}
 
 
 def _calls(store: Store) -> dict[str, tuple[Callable[[str], None], Callable[[str], Any]]]:
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             on = [g[name] for g in got[True]]
             off = [g[name] for g in got[False]]
             diff = [a - b for a, b in zip(on, off, strict=True)]
-            label = "per run (×1, ×4, ×3, ×1)" if name == "per_run" else f"`{name}`"
+            weights = ", ".join(f"×{m}" for m in PER_RUN.values())
+            label = f"per run ({weights})" if name == "per_run" else f"`{name}`"
             print(f"| {label} | {_fmt(on)} | {_fmt(off)} | {_fmt(diff)} |")
     finally:
         server.stop()
