@@ -28,7 +28,7 @@ def test_the_scripts_use_the_readers_buckets() -> None:
     assert [float(b) for b in DURATION_BUCKETS] == sorted(float(b) for b in DURATION_BUCKETS)
     assert f"for i = 1, {len(DURATION_BUCKETS)} do" in lib
     counting = [p.name for p in sorted(LUA.glob("*.lua"))
-                if re.search(r"\b(observe|count_attempt|step_pairs)\(", p.read_text())
+                if re.search(r"\b(observe|count_attempt|read_run)\(", p.read_text())
                 and p.name != "_metrics.lua"]
     assert len(counting) >= 5
     for name in counting:

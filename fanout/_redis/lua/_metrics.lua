@@ -5,7 +5,7 @@
 -- counts its own observations) and a sum in whole microseconds ('hu|<name>|<app>|<fn>'),
 -- all written with HINCRBY: a command called from a script costs about as much as a
 -- small script, so the helpers read nothing of their own and decode nothing twice.
-local observe, count_attempt, step_pairs
+local observe, count_attempt
 if KEYS[2] then
   local BUCKETS = {'0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '30', '60', '120', '300', '600', '1800', '3600', '21600', '86400'}
   local BOUNDS = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 21600, 86400}
@@ -37,17 +37,24 @@ if KEYS[2] then
     end
     observe('step_duration', lab, tonumber(rec['t1']) - tonumber(rec['t0']))
   end
-  -- The step fields among ARGV's field, value pairs from index `first` on: their
-  -- names, and the ARGV indexes of their values (to read the current values with
-  -- the script's own HMGET).
-  step_pairs = function(first)
-    local fields, at = {}, {}
-    for i = first, #ARGV - 1, 2 do
+end
+-- One HMGET of the run fields named in `read` and, when counting, of the step
+-- records among ARGV's field, value pairs from index 5 on (the values they replace).
+-- Returns the values, the number of run fields, and the ARGV indexes of those step
+-- records (nil when not counting); count_steps counts them.
+local function read_run(read)
+  local n, at = #read, nil
+  if KEYS[2] and #ARGV > 4 then
+    at = {}
+    for i = 5, #ARGV - 1, 2 do
       if string.sub(ARGV[i], 1, 2) == 's:' then
-        fields[#fields + 1] = ARGV[i]
+        read[#read + 1] = ARGV[i]
         at[#at + 1] = i + 1
       end
     end
-    return fields, at
   end
+  return redis.call('HMGET', KEYS[1], unpack(read)), n, at
+end
+local function count_steps(f, n, at, lab)
+  for j = 1, #at do count_attempt(ARGV[at[j]], f[n + j] or nil, lab) end
 end

@@ -8,20 +8,11 @@
 -- was requested (the caller then finishes the run as cancelled).
 -- KEYS[2] the metrics hash (optional): the attempts in the step records are counted.
 --#include _metrics
-local read = {'lease', 'cx', 'seq', ARGV[4] ~= '' and ARGV[4] or 'lease', 'app', 'fn'}
-local sf, at = nil, nil
-if KEYS[2] and #ARGV > 4 then
-  sf, at = step_pairs(5)
-  for j = 1, #sf do read[6 + j] = sf[j] end
-end
-local f = redis.call('HMGET', KEYS[1], unpack(read))
+local f, n, at = read_run({'lease', 'cx', 'seq', ARGV[4] ~= '' and ARGV[4] or 'lease', 'app', 'fn'})
 if f[1] ~= ARGV[1] then
   return false
 end
-if sf then
-  local lab = (f[5] or '') .. '|' .. (f[6] or '')
-  for j = 1, #sf do count_attempt(ARGV[at[j]], f[6 + j] or nil, lab) end
-end
+if at then count_steps(f, n, at, (f[5] or '') .. '|' .. (f[6] or '')) end
 -- The pairs carry the step records the pass deferred: write them first, so a run
 -- cancelled meanwhile still shows the steps it ran.
 local cx, raw = f[2], f[4]

@@ -7,13 +7,7 @@
 -- KEYS[2] the metrics hash (optional): the run's end by status, its duration since
 -- creation, and the attempts in the step records are counted.
 --#include _metrics
-local read = {'st', 'lease', 'cx', 'seq', 'app', 'fn', 'c'}
-local sf, at = nil, nil
-if KEYS[2] and #ARGV > 4 then
-  sf, at = step_pairs(5)
-  for j = 1, #sf do read[7 + j] = sf[j] end
-end
-local f = redis.call('HMGET', KEYS[1], unpack(read))
+local f, n, at = read_run({'st', 'lease', 'cx', 'seq', 'app', 'fn', 'c'})
 local st = f[1]
 if not st or st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
   return 0
@@ -28,9 +22,7 @@ if status == 'completed' and cx then
 end
 if KEYS[2] then
   local lab = (f[5] or '') .. '|' .. (f[6] or '')
-  if sf then
-    for j = 1, #sf do count_attempt(ARGV[at[j]], f[7 + j] or nil, lab) end
-  end
+  if at then count_steps(f, n, at, lab) end
   redis.call('HINCRBY', KEYS[2], 'c|runs_ended|' .. lab .. '|' .. status, 1)
   local c = tonumber(f[7] or '')
   if c then observe('run_duration', lab, tonumber(ARGV[3]) - c) end
