@@ -2,14 +2,11 @@
 
 Workers run as prefork pools on many machines, so no process can hold the counts:
 they live in one Redis hash, ``P:metrics``, updated by the Lua scripts a pass
-already runs (``create_run``, ``save_step``, ``end_pass``, ``finish_run``,
-``cancel_run``) at no extra round trip, atomically with the change of state they
-count (a redelivered message or a lost lease counts nothing twice). Each script
-gathers what it counts and writes it with one ``HMGET`` and one ``HSET`` of the
-metrics hash (``lua/_metrics.lua``): a command called from a script costs about as
-much as a small script, so a pass's counts cost two commands, not one per field.
-``begin_pass`` leaves the pass's queue delay in the run hash (``qd``) for the
-script that ends the pass; a pass that dies first has it counted by the next.
+already runs (``create_run``, ``begin_pass``, ``save_step``, ``end_pass``,
+``finish_run``, ``cancel_run``) at no extra round trip, atomically with the change
+of state they count (a redelivered message or a lost lease counts nothing twice).
+Each count is one ``HINCRBY`` (helpers in ``lua/_metrics.lua``); the scripts read
+the labels with the run fields they already read, in one ``HMGET``.
 One ``HGETALL`` returns the whole fleet's counts to any process that scrapes.
 
 Fields (``<app>|<fn>`` are the function's app id and function id)::
