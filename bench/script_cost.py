@@ -52,7 +52,7 @@ def _calls(store: Store) -> dict[str, tuple[Callable[[str], None], Callable[[str
     return {
         "create_run": (nothing, lambda rid: sc["create_run"](keys=store.run_keys(rid), args=flat)),
         "begin_pass": (put(base), lambda rid: sc["begin_pass"](
-            keys=store.run_keys(rid), args=["tok", repr(time.time()), repr(time.time() + 60), 0])),
+            keys=[store.run_key(rid)], args=["tok", repr(time.time()), repr(time.time() + 60), 0])),
         "end_pass": (put(held), lambda rid: sc["end_pass"](
             keys=store.run_keys(rid), args=["tok", "queued", "0", "", "s:s1", rec])),
         "finish_run": (put(held), lambda rid: sc["finish_run"](
@@ -66,7 +66,7 @@ EXPECTED: dict[str, Callable[[Any], bool]] = {
     "create_run": lambda res: res is None,
     "begin_pass": lambda res: bool(res) and res[0] == b"ok",
     "end_pass": lambda res: bool(res) and int(res[0]) == 1,
-    "finish_run": lambda res: res == 1,
+    "finish_run": lambda res: bool(res) and int(res[0]) == 1,
 }
 
 

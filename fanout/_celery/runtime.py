@@ -140,6 +140,10 @@ class Runtime:
                                              dispatch_uid=f"{uid}.stopping")
         signals.worker_shutdown.connect(self._on_worker_stop, weak=False,
                                         dispatch_uid=f"{uid}.stop")
+        # A prefork child leaves with os._exit (no atexit): send its buffered
+        # histogram observations as it goes.
+        signals.worker_process_shutdown.connect(self._flush_observations, weak=False,
+                                                dispatch_uid=f"{uid}.child-stop")
         from .cron import install_cron
 
         self.cron = install_cron(self)
@@ -154,6 +158,7 @@ class Runtime:
             self._store = Store(
                 connect(self.redis_url), retention=self.retention,
                 watchdog=5 * self.recovery_timeout, metrics=self.metrics_setting(),
+                metrics_interval=self.metrics_interval(),
             )
             self._store_pid = pid
         return self._store
@@ -165,6 +170,23 @@ class Runtime:
         if value is not None and not isinstance(value, bool):
             raise ConfigError(f"fanout_metrics must be True, False or unset, not {value!r}")
         return value
+
+    def metrics_interval(self) -> float:
+        """The Celery setting ``fanout_metrics_interval``: how often (seconds) each
+        process sends its buffered histogram observations to the store; 1 by default."""
+        value = self.app.conf.get("fanout_metrics_interval")
+        if value is None:
+            return 1.0
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise ConfigError(
+                f"fanout_metrics_interval must be a number of seconds above 0, not {value!r}"
+            )
+        return float(value)
+
+    def _flush_observations(self, **_: Any) -> None:
+        store = self._store
+        if store is not None and self._store_pid == os.getpid() and store.observations:
+            store.observations.close()
 
     @staticmethod
     def parse_json(text: str) -> Any:
@@ -291,6 +313,7 @@ class Runtime:
         # for a scan in progress to end.
         if self._mine(sender):
             self.timers.stop()
+            self._flush_observations()
 
     # -- publishing (publishing.py) ----------------------------------------------------
 

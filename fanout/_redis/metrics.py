@@ -1,13 +1,17 @@
 """Fleet-wide counts kept in the store, and reading them back for a scrape.
 
 Workers run as prefork pools on many machines, so no process can hold the counts:
-they live in one Redis hash, ``P:metrics``, updated by the Lua scripts a pass
-already runs (``create_run``, ``begin_pass``, ``save_step``, ``end_pass``,
+they live in one Redis hash, ``P:metrics``. The counters are updated by the Lua
+scripts a pass already runs (``create_run``, ``save_step``, ``end_pass``,
 ``finish_run``, ``cancel_run``) at no extra round trip, atomically with the change
-of state they count (a redelivered message or a lost lease counts nothing twice).
-Each count is one ``HINCRBY`` (helpers in ``lua/_metrics.lua``); the scripts read
-the labels with the run fields they already read, in one ``HMGET``.
-One ``HGETALL`` returns the whole fleet's counts to any process that scrapes.
+of state they count (a redelivered message or a lost lease counts nothing twice):
+one ``HINCRBY`` each (helpers in ``lua/_metrics.lua``), the labels read with the
+run fields the script already reads. The duration histograms are measured by the
+same scripts (which attempt is new is decided there, under the same atomicity) but
+returned to the worker process, which adds them to the same fields in one pipeline
+a second (``observations.py``): up to a second late, and a SIGKILLed process loses
+its last second of them. One ``HGETALL`` returns the whole fleet's counts to any
+process that scrapes.
 
 Fields (``<app>|<fn>`` are the function's app id and function id)::
 
@@ -31,13 +35,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .observations import DURATION_BUCKETS
 from .store import Store
 
-# The fixed histogram buckets (seconds); the Lua scripts list the same bounds.
-DURATION_BUCKETS: tuple[str, ...] = (
-    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30",
-    "60", "120", "300", "600", "1800", "3600", "21600", "86400",
-)
 HISTOGRAMS = ("run_duration", "step_duration", "queue_delay")
 COUNTERS = ("runs_started", "runs_ended", "step_attempts", "step_failures", "events")
 
@@ -122,7 +122,10 @@ def parse_fields(raw: dict[str, str]) -> tuple[dict[str, dict[tuple[str, ...], i
 
 
 def read_metrics(store: Store, *, now: float | None = None) -> MetricsSnapshot:
-    """Read the counts and the timer gauges in one round trip."""
+    """Read the counts and the timer gauges in one round trip (after sending this
+    process's own buffered observations, so a process reads what it observed)."""
+    if store.observations is not None:
+        store.observations.flush_quietly()
     now = time.time() if now is None else now
     now_ms = int(now * 1000)
     pipe = store.r.pipeline(transaction=False)

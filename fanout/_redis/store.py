@@ -24,6 +24,7 @@ from .._core.ids import key_part
 from .._core.records import RunInfo, StepRecord
 from .._core.run_record import to_run_info
 from .flow_store import FlowStore
+from .observations import Observations
 
 EVENT_NAME_INDEX_SECONDS = 86400
 
@@ -97,6 +98,13 @@ def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
 class Store:
     """Typed operations over the key layout; one instance per process and URL."""
 
@@ -108,6 +116,7 @@ class Store:
         retention: float = 7 * 86400,
         watchdog: float = 300.0,
         metrics: bool | None = None,
+        metrics_interval: float = 1.0,
     ):
         self.r = client
         self.p = prefix
@@ -121,6 +130,12 @@ class Store:
         if metrics is None:
             metrics = not _is_cluster(client)
         self.metrics_key: str | None = f"{prefix}:metrics" if metrics else None
+        # The duration histograms: returned by the scripts, buffered in this process
+        # and sent every ``metrics_interval`` seconds (observations.py says why).
+        self.observations: Observations | None = (
+            Observations(client, self.metrics_key, interval=metrics_interval)
+            if self.metrics_key is not None else None
+        )
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
         self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
         self.flow = FlowStore(self)
@@ -271,7 +286,7 @@ class Store:
         pipe.zadd(self.timers_key, {run_id: lease_until_ms})
         self.script(
             "begin_pass",
-            self.run_keys(run_id),
+            [self.run_key(run_id)],
             [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
             client=pipe,
         )
@@ -285,7 +300,19 @@ class Store:
                 self.r.zadd(self.timers_key, {run_id: int(float(_s(res[1])) * 1000)}, gt=True)
             return head, {}
         it = iter(res[1:])
-        return "ok", {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+        fields = {_s(k): _s(v) for k, v in zip(it, it, strict=True)}
+        if self.observations is not None:
+            since = _number(fields.get("qa")) or _number(fields.get("c"))
+            if since is not None:
+                self.observations.observe("queue_delay", fields.get("app", ""),
+                                          fields.get("fn", ""), now - since)
+        return "ok", fields
+
+    def _observed(self, name: str, tail: Sequence[Any]) -> None:
+        """Observe what a script's reply ends with: app, fn, then durations."""
+        if self.observations is not None and len(tail) > 2:
+            self.observations.observe_many(name, _s(tail[0]), _s(tail[1]),
+                                           (v for v in tail[2:] if v not in (b"", "")))
 
     def save_step(
         self,
@@ -303,6 +330,7 @@ class Store:
         head = _s(res[0])
         if head == "exists":
             return head, StepRecord.from_json(json.loads(_s(res[1]))), bool(int(res[2]))
+        self._observed("step_duration", res[2:])
         if head == "ok":
             return head, None, bool(int(res[1]))
         return head, None, False
@@ -346,6 +374,9 @@ class Store:
         res = self._scripts["cancel_run"](
             keys=self.run_keys(run_id), args=[repr(time.time()), self.retention, dumps(reason)]
         )
+        if isinstance(res, list):  # counting: 'cancelled', app, fn, run duration
+            self._observed("run_duration", res[1:])
+            res = res[0]
         head = _s(res)
         if head == "cancelled":
             self.r.zrem(self.timers_key, run_id)
@@ -385,6 +416,7 @@ class Store:
         res = self.execute(pipe)[0]
         if res is None:
             return None, False
+        self._observed("step_duration", res[2:])
         return int(res[0]), bool(int(res[1]))
 
     def drop_timer(self, run_id: str) -> None:
@@ -406,7 +438,11 @@ class Store:
             client=pipe,
         )
         pipe.zrem(self.timers_key, run_id)
-        return int(self.execute(pipe)[0] or 0)
+        res = self.execute(pipe)[0]
+        if len(res) > 1:  # counting: app, fn, the run's duration, the attempts'
+            self._observed("run_duration", res[1:4])
+            self._observed("step_duration", [res[1], res[2], *res[4:]])
+        return int(res[0] or 0)
 
     def renew_leases(
         self, leases: Iterable[tuple[str, str, str]], until_ms: int

@@ -83,6 +83,12 @@ def val(sample: Sample, metric: str, **labels: str) -> float:
     return sample.get((metric, tuple(sorted(labels.items()))), 0.0)
 
 
+def settled(base: str, metric: str, want: float, **labels: str) -> Sample | None:
+    """A scrape once ``metric`` has reached ``want`` (else None: poll again)."""
+    sample = scrape(base + "/metrics")
+    return sample if val(sample, metric, **labels) >= want else None
+
+
 def _serve(args: list[str], pattern: str) -> Iterator[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "fanout._cli", *args, "-A", MOD, "--port", "0"],
@@ -134,7 +140,14 @@ def test_fan_out_moves_the_counters_and_they_match_the_runs(dashboard: str, expo
     worker_pids = {client.get_run(r.run_id).steps[1].output for r in runs}  # type: ignore[union-attr]
     assert len(worker_pids) >= 2, worker_pids
 
+    # The counters are written with the runs; the histograms (whose count is also
+    # the step attempts) are sent by each worker process once a second.
     after = scrape(dashboard + "/metrics")
+    assert val(after, "fanout_runs_started_total", **lbl) == N
+    assert val(after, "fanout_runs_ended_total", status="completed", **lbl) == N
+    after = wait_for(lambda: settled(dashboard, "fanout_run_duration_seconds_count", N, **lbl)
+                     and settled(dashboard, "fanout_step_attempts_total", 1, app="met",
+                                 fn="loader"), timeout=10)
     assert val(after, "fanout_runs_started_total", **lbl) == N
     assert val(after, "fanout_runs_ended_total", status="completed", **lbl) == N
     assert val(after, "fanout_runs_ended_total", status="failed", **lbl) == 0
@@ -187,8 +200,8 @@ def test_failures_retries_and_cancels_are_counted(dashboard: str) -> None:
     sleep_run = run_of(client, client.emit("met/sleep", {}), "sleeper")
     wait_for(lambda: getattr(client.get_run(sleep_run), "status", None) == "sleeping")
 
-    mid = scrape(dashboard + "/metrics")
     fl = {"app": "met", "fn": "flaky"}
+    mid = wait_for(lambda: settled(dashboard, "fanout_step_attempts_total", 2, **fl), timeout=10)
     assert val(mid, "fanout_step_attempts_total", **fl) == 2
     assert val(mid, "fanout_step_failures_total", **fl) == 1
     assert val(mid, "fanout_runs_ended_total", status="completed", **fl) == 1
@@ -204,7 +217,9 @@ def test_failures_retries_and_cancels_are_counted(dashboard: str) -> None:
 
     assert client.cancel(sleep_run)
     assert wait_run(client, sleep_run).status == "cancelled"
-    after = scrape(dashboard + "/metrics")
+    # This process cancelled it, and sends its own observation within a second.
+    after = wait_for(lambda: settled(dashboard, "fanout_run_duration_seconds_count", 1, **sl),
+                     timeout=10)
     assert val(after, "fanout_runs_ended_total", status="cancelled", **sl) == 1
     assert val(after, "fanout_run_duration_seconds_count", **sl) == 1
     # Started = ended + active, for every function.

@@ -10,7 +10,8 @@ import pytest
 
 import fanout
 import fanout.metrics
-from tests.support import make_app, run_of, wait_run
+from fanout._redis.metrics import Histogram
+from tests.support import make_app, run_of, wait_for, wait_run
 
 app, client = make_app(__name__, app_id="otm")
 
@@ -50,6 +51,9 @@ def test_otel_instruments_report_the_store_counts(worker: object) -> None:
     (bad,) = client.send_sync(fanout.Event(name="otm/doomed"))
     assert wait_run(client, run_of(client, bad, "doomed")).status == "failed"
 
+    # The worker processes send their histogram observations once a second.
+    wait_for(lambda: fanout.metrics.snapshot(client).histograms["run_duration"]
+             .get(("otm", "greet"), Histogram()).count == 4, timeout=10)
     reader = InMemoryMetricReader()
     provider = MeterProvider(metric_readers=[reader])
     fanout.metrics.instrument_otel(client, provider)

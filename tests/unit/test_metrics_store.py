@@ -1,5 +1,6 @@
-"""The store's counts: the Lua scripts and the reader agree on the buckets, the
-fields parse back, the timer gauges read the timers set, and counting can be off."""
+"""The store's counts: the scripts count, the processes buffer the histograms and
+send them, the fields parse back, the timer gauges read the timers set, and
+counting can be off."""
 
 from __future__ import annotations
 
@@ -11,28 +12,22 @@ import pytest
 
 from fanout._redis.memory import memory_redis
 from fanout._redis.metrics import DURATION_BUCKETS, parse_fields, read_metrics
+from fanout._redis.observations import Observations, bucket
 from fanout._redis.store import Store
 
 LUA = Path(__file__).resolve().parents[2] / "fanout" / "_redis" / "lua"
 
 
-def test_the_scripts_use_the_readers_buckets() -> None:
-    """The bounds live once, in ``_metrics.lua``, as the reader's strings and as
-    numbers; every script that counts includes that file."""
-    lib = (LUA / "_metrics.lua").read_text()
-    strings = re.search(r"local BUCKETS = \{([^}]*)\}", lib)
-    numbers = re.search(r"local BOUNDS = \{([^}]*)\}", lib)
-    assert strings and numbers
-    assert tuple(re.findall(r"'([^']+)'", strings.group(1))) == DURATION_BUCKETS
-    assert [float(x) for x in numbers.group(1).split(",")] == [float(b) for b in DURATION_BUCKETS]
-    assert [float(b) for b in DURATION_BUCKETS] == sorted(float(b) for b in DURATION_BUCKETS)
-    assert f"for i = 1, {len(DURATION_BUCKETS)} do" in lib
+def test_every_script_that_counts_includes_the_library() -> None:
     counting = [p.name for p in sorted(LUA.glob("*.lua"))
-                if re.search(r"\b(observe|count_attempt|read_run)\(", p.read_text())
+                if re.search(r"\b(count_attempt|count_steps|read_run)\(", p.read_text())
                 and p.name != "_metrics.lua"]
-    assert len(counting) >= 5
+    assert counting == ["end_pass.lua", "finish_run.lua", "save_step.lua"]
     for name in counting:
         assert "--#include _metrics\n" in (LUA / name).read_text(), name
+    # No script writes a histogram field: those come from the worker processes.
+    for p in LUA.glob("*.lua"):
+        assert "'h|" not in p.read_text() and "'hu|" not in p.read_text(), p.name
 
 
 def test_include_inlines_the_library() -> None:
@@ -40,7 +35,50 @@ def test_include_inlines_the_library() -> None:
 
     text = load_script("finish_run")
     assert not any(line.startswith("--#include") for line in text.splitlines())
-    assert "  local BOUNDS = {" in text
+    assert "count_attempt = function(raw, prev, lab)" in text
+
+
+def test_an_observation_falls_in_the_first_bucket_at_or_above_it() -> None:
+    assert [float(b) for b in DURATION_BUCKETS] == sorted(float(b) for b in DURATION_BUCKETS)
+    assert bucket(0.0) == "0.005" and bucket(0.005) == "0.005" and bucket(0.0051) == "0.01"
+    assert bucket(1.0) == "1" and bucket(86400) == "86400" and bucket(86400.5) == "+Inf"
+
+
+def test_observations_wait_for_a_send_and_add_up() -> None:
+    r = memory_redis(f"memory://obs-{time.time_ns()}")
+    obs = Observations(r, "fanout:metrics", interval=3600)
+    obs.observe("step_duration", "shop", "pay", 0.2)
+    obs.observe("step_duration", "shop", "pay", 0.3)
+    obs.observe("step_duration", "shop", "pay", -1)  # a clock step back counts as 0
+    assert not r.exists("fanout:metrics")  # buffered until a send
+    assert obs.pending() == {"h|step_duration|shop|pay|0.25": 1, "h|step_duration|shop|pay|0.5": 1,
+                             "h|step_duration|shop|pay|0.005": 1, "hu|step_duration|shop|pay": 500000}
+    assert obs.flush() == 4 and obs.pending() == {} and obs.flush() == 0
+    obs.observe_many("step_duration", "shop", "pay", [b"0.25", "0.25"])
+    obs.close()
+    _c, hists = parse_fields({k.decode(): v.decode() for k, v in r.hgetall("fanout:metrics").items()})
+    h = hists["step_duration"][("shop", "pay")]
+    assert h.count == 5 and h.sum == pytest.approx(1.0)
+
+
+def test_a_failed_send_keeps_the_observations_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    # Nothing listens on port 1; no retries inside the client, so the test is quick.
+    down = redis.Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
+    obs = Observations(down, "fanout:metrics", interval=3600)
+    obs.observe("run_duration", "shop", "pay", 2.0)
+    with pytest.raises(redis.exceptions.ConnectionError):
+        obs.flush()
+    assert obs.pending() == {"h|run_duration|shop|pay|2.5": 1, "hu|run_duration|shop|pay": 2000000}
+    with caplog.at_level("WARNING", logger="fanout"):
+        obs.flush_quietly()
+        obs.flush_quietly()  # once a minute, not on every try
+    warned = [r for r in caplog.records if "histogram fields" in r.getMessage()]
+    assert len(warned) == 1 and "kept" in warned[0].getMessage()
+    assert sum(obs.pending().values()) == 2000001
 
 
 def test_a_sum_in_microseconds_and_an_older_float_sum_add_up() -> None:

@@ -1,12 +1,11 @@
 -- Take the run's lease for one pass and return its whole state in one round trip.
 -- KEYS[1] run hash
 -- ARGV[1] token  ARGV[2] now  ARGV[3] lease_until  ARGV[4] expected seq ('' = any)
--- KEYS[2] the metrics hash (optional): the pass's queue delay (now minus 'qa', the
--- time the pass could start, or the creation time) is observed.
+-- (The store observes the pass's queue delay from the fields returned: now minus
+-- 'qa', the time the pass could start, or else 'c', the creation time.)
 -- Returns {'ok', field, value, ...} or {reason, detail}.
---#include _metrics
 local f = redis.call('HMGET', KEYS[1], 'st', 'seq', 'lease', 'lu', 'cx', 'wake', 't0',
-                     'takeovers', 'app', 'fn', 'qa', 'c')
+                     'takeovers')
 local st = f[1]
 if not st then return {'missing'} end
 if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
@@ -37,12 +36,6 @@ else
 end
 if not f[7] then
   redis.call('HSET', KEYS[1], 't0', ARGV[2])
-end
-if KEYS[2] then
-  local since = tonumber(f[11] or '') or tonumber(f[12] or '')
-  if since then
-    observe('queue_delay', (f[9] or '') .. '|' .. (f[10] or ''), now - since)
-  end
 end
 local all = redis.call('HGETALL', KEYS[1])
 table.insert(all, 1, 'ok')

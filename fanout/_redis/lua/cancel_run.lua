@@ -3,7 +3,8 @@
 -- at its next step boundary (a step already running finishes).
 -- KEYS[1] run hash   ARGV[1] now  ARGV[2] retention seconds  ARGV[3] reason JSON
 -- KEYS[2] the metrics hash (optional): a run cancelled here is counted as ended.
--- Returns 'cancelled', 'flagged', 'ended' (already terminal) or 'missing'.
+-- Returns 'cancelled', 'flagged', 'ended' (already terminal) or 'missing'; when
+-- counting, a cancel is {'cancelled', app, fn, the run's duration ('' when unknown)}.
 --#include _metrics
 local f = redis.call('HMGET', KEYS[1], 'st', 'lease', 'lu', 'seq', 'app', 'fn', 'c')
 local st = f[1]
@@ -17,13 +18,14 @@ if lease and lease ~= '' and lu > tonumber(ARGV[1]) then
   redis.call('HSET', KEYS[1], 'cx', ARGV[3])
   return 'flagged'
 end
+local out = 'cancelled'
 if KEYS[2] then
   local lab = (f[5] or '') .. '|' .. (f[6] or '')
   redis.call('HINCRBY', KEYS[2], 'c|runs_ended|' .. lab .. '|cancelled', 1)
   local c = tonumber(f[7] or '')
-  if c then observe('run_duration', lab, tonumber(ARGV[1]) - c) end
+  out = {'cancelled', f[5] or '', f[6] or '', c and tostring(tonumber(ARGV[1]) - c) or ''}
 end
 redis.call('HSET', KEYS[1], 'st', 'cancelled', 't1', ARGV[1], 'lease', '', 'lu', '0',
            'wake', '0', 'err', ARGV[3], 'seq', (tonumber(f[4] or '0') or 0) + 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-return 'cancelled'
+return out

@@ -6,13 +6,19 @@
 -- ARGV[5..] field, value pairs to set (run fields, and the pass's deferred step records)
 -- Returns {seq, resolved}, false when the lease was lost, or {-1, 0} when a cancel
 -- was requested (the caller then finishes the run as cancelled).
--- KEYS[2] the metrics hash (optional): the attempts in the step records are counted.
+-- KEYS[2] the metrics hash (optional): the attempts in the step records are counted;
+-- when any is, the reply goes on with app, fn and each attempt's duration.
 --#include _metrics
 local f, n, at = read_run({'lease', 'cx', 'seq', ARGV[4] ~= '' and ARGV[4] or 'lease', 'app', 'fn'})
 if f[1] ~= ARGV[1] then
   return false
 end
-if at then count_steps(f, n, at, (f[5] or '') .. '|' .. (f[6] or '')) end
+local obs = {}
+if at then count_steps(f, n, at, (f[5] or '') .. '|' .. (f[6] or ''), obs) end
+local function reply(a, b)
+  if #obs == 0 then return {a, b} end
+  return {a, b, f[5] or '', f[6] or '', unpack(obs)}
+end
 -- The pairs carry the step records the pass deferred: write them first, so a run
 -- cancelled meanwhile still shows the steps it ran.
 local cx, raw = f[2], f[4]
@@ -25,7 +31,7 @@ if #ARGV > 4 then
   end
 end
 if cx then
-  return {-1, 0}
+  return reply(-1, 0)
 end
 local status, wake, resolved = ARGV[2], ARGV[3], 0
 if ARGV[4] ~= '' and raw then
@@ -36,4 +42,4 @@ if ARGV[4] ~= '' and raw then
 end
 local seq = (tonumber(f[3] or '0') or 0) + 1
 redis.call('HSET', KEYS[1], 'st', status, 'lease', '', 'lu', '0', 'wake', wake, 'seq', seq)
-return {seq, resolved}
+return reply(seq, resolved)

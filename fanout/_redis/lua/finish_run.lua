@@ -1,31 +1,34 @@
 -- Finish a run: terminal status, output or error, and the retention clock starts.
 -- KEYS[1] run hash
 -- ARGV[1] token ('' = no lease needed)  ARGV[2] status  ARGV[3] now  ARGV[4] retention seconds
--- then field, value pairs.  Returns 1, or 0 when the lease was lost or the run already
--- ended, or 2 when a run that completed had a cancel requested during its last pass:
--- it ends 'cancelled' (its code finished; the output is kept, the reason is its error).
--- KEYS[2] the metrics hash (optional): the run's end by status, its duration since
--- creation, and the attempts in the step records are counted.
+-- then field, value pairs.  Returns {1}, or {0} when the lease was lost or the run
+-- already ended, or {2} when a run that completed had a cancel requested during its
+-- last pass: it ends 'cancelled' (its code finished; the output is kept, the reason
+-- is its error).
+-- KEYS[2] the metrics hash (optional): the run's end by status and the attempts in
+-- the step records are counted, and the reply goes on with app, fn, the run's
+-- duration since creation ('' when unknown) and each counted attempt's duration.
 --#include _metrics
 local f, n, at = read_run({'st', 'lease', 'cx', 'seq', 'app', 'fn', 'c'})
 local st = f[1]
 if not st or st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
-  return 0
+  return {0}
 end
 if ARGV[1] ~= '' and f[2] ~= ARGV[1] then
-  return 0
+  return {0}
 end
 local status, result = ARGV[2], 1
 local cx = f[3]
 if status == 'completed' and cx then
   status, result = 'cancelled', 2
 end
+local out = {result}
 if KEYS[2] then
   local lab = (f[5] or '') .. '|' .. (f[6] or '')
-  if at then count_steps(f, n, at, lab) end
   redis.call('HINCRBY', KEYS[2], 'c|runs_ended|' .. lab .. '|' .. status, 1)
   local c = tonumber(f[7] or '')
-  if c then observe('run_duration', lab, tonumber(ARGV[3]) - c) end
+  out = {result, f[5] or '', f[6] or '', c and tostring(tonumber(ARGV[3]) - c) or ''}
+  if at then count_steps(f, n, at, lab, out) end
 end
 redis.call('HSET', KEYS[1], 'st', status, 't1', ARGV[3], 'lease', '', 'lu', '0', 'wake', '0',
            'seq', (tonumber(f[4] or '0') or 0) + 1)
@@ -36,4 +39,4 @@ if result == 2 then
   redis.call('HSET', KEYS[1], 'err', cx)
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
-return result
+return out

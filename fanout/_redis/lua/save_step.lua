@@ -7,7 +7,8 @@
 -- Returns {'ok', joined}, {'exists', json, joined}, {'lost'}, or {'cancel', reason}
 -- when a cancel was requested during the pass (the record is saved; the pass stops).
 -- joined is 1 when every field of the group now holds a final record.
--- KEYS[2] the metrics hash (optional): an executed attempt is counted.
+-- KEYS[2] the metrics hash (optional): an executed attempt is counted, and the
+-- 'ok' or 'cancel' reply goes on with app, fn and the attempt's duration.
 --#include _metrics
 local f = redis.call('HMGET', KEYS[1], ARGV[4], ARGV[2], 'cx', 'app', 'fn')
 if f[1] ~= ARGV[1] then
@@ -29,10 +30,15 @@ local cur = f[2]
 if final(cur) then
   return {'exists', cur, joined()}
 end
+local d = nil
 if KEYS[2] then
-  count_attempt(ARGV[3], cur or nil, (f[4] or '') .. '|' .. (f[5] or ''))
+  d = count_attempt(ARGV[3], cur or nil, (f[4] or '') .. '|' .. (f[5] or ''))
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
 local cx = f[3]
-if cx and ARGV[4] == 'lease' then return {'cancel', cx} end
-return {'ok', joined()}
+local out
+if cx and ARGV[4] == 'lease' then out = {'cancel', cx} else out = {'ok', joined()} end
+if d then
+  out[3], out[4], out[5] = f[4] or '', f[5] or '', d
+end
+return out
