@@ -1,7 +1,9 @@
 """Prometheus metrics for the whole fleet of workers, read from the store.
 
-Counts are kept in Redis by the scripts every pass already runs, so one scrape of
-any process that reaches the store sees every worker on every machine. Requires
+Counts are kept in Redis, so one scrape of any process that reaches the store sees
+every worker on every machine: the counters by the scripts every pass already runs,
+the duration histograms by each worker process, which sends its observations once a
+second (``fanout_metrics_interval``). Requires
 ``pip install 'celery-fanout[metrics]'`` (``prometheus_client``)::
 
     import fanout.metrics

@@ -105,3 +105,28 @@ def test_bad_client_options() -> None:
         fanout.Fanout("x", celery=app, redis_url="http://nope")
     with pytest.raises(fanout.ConfigError, match="invalid app_id"):
         fanout.Fanout("", celery=app)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("fanout_metrics", "yes", "fanout_metrics must be True, False or unset, not 'yes'"),
+        ("fanout_metrics_interval", 0, "fanout_metrics_interval must be a number of seconds above 0, not 0"),
+        ("fanout_metrics_interval", "1s", "not '1s'"),
+        ("fanout_metrics_interval", True, "not True"),
+    ],
+)
+def test_bad_metrics_settings_name_the_setting(setting: str, value: Any, message: str) -> None:
+    from celery import Celery
+
+    bad = Celery(f"bad-{setting}")
+    bad.config_from_object("celeryconfig")
+    setattr(bad.conf, setting, value)
+    c = fanout.Fanout("badm", celery=bad, redis_url=f"{_url()}")
+    with pytest.raises(fanout.ConfigError, match=re.escape(message)):
+        c.runtime.store  # noqa: B018 - the store is built on first use
+
+
+def _url() -> str:
+    kw = redis_for(__name__).connection_pool.connection_kwargs
+    return f"redis://{kw['host']}:{kw['port']}/{kw.get('db', 0)}"

@@ -4,6 +4,7 @@ counting can be off."""
 
 from __future__ import annotations
 
+import atexit
 import re
 import time
 from pathlib import Path
@@ -79,6 +80,7 @@ def test_a_failed_send_keeps_the_observations_and_says_so(caplog: pytest.LogCapt
     warned = [r for r in caplog.records if "histogram fields" in r.getMessage()]
     assert len(warned) == 1 and "kept" in warned[0].getMessage()
     assert sum(obs.pending().values()) == 2000001
+    atexit.unregister(obs.close)  # this process would try once more as it exits
 
 
 def test_a_sum_in_microseconds_and_an_older_float_sum_add_up() -> None:
