@@ -13,9 +13,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .._core.engine import BranchDone, Failed, RetryStep, Wait
 from .._core.function import FunctionDef
 from .._core.ids import new_token
+from .._core.outcomes import BranchDone, Failed, RetryStep, Wait
 from .._core.run_record import branch_lease_field
 from .passes import function_for, pass_input, run_engine
 from .sink import PassSink

@@ -18,23 +18,22 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._core.driver import run_pass
-from .._core.engine import (
+from .._core.engine import PassInput, memo_from_fields
+from .._core.event import dumps
+from .._core.function import FunctionDef
+from .._core.ids import new_token
+from .._core.outcomes import (
     Completed,
     Continue,
     Failed,
     LeaseLost,
     Outcome,
     Parallel,
-    PassInput,
     RetryStep,
     Sleep,
     Wait,
     error_info,
-    memo_from_fields,
 )
-from .._core.event import dumps
-from .._core.function import FunctionDef
-from .._core.ids import new_token
 from .._core.run_record import (
     ATTEMPT,
     CREATED,

@@ -11,10 +11,10 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._core.engine import SaveRejected
 from .._core.event import INVOKE_EVENT, Event, dumps, prepare_batch
 from .._core.function import FunctionDef
 from .._core.ids import derived_event_id, run_id_for
+from .._core.outcomes import SaveRejected
 from .._core.records import StepRecord
 from .runlog import attempt_failed
 

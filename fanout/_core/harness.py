@@ -25,8 +25,11 @@ from typing import Any
 
 from .._errors import ConfigError, InvokeError
 from .driver import run_pass
-from .engine import (
-    FINAL,
+from .engine import FINAL, PassInput
+from .event import Event, prepare_batch
+from .function import FunctionDef
+from .ids import derived_event_id, run_id_for
+from .outcomes import (
     BranchDone,
     Completed,
     Continue,
@@ -34,14 +37,10 @@ from .engine import (
     LeaseLost,
     Outcome,
     Parallel,
-    PassInput,
     RetryStep,
     Sleep,
     Wait,
 )
-from .event import Event, prepare_batch
-from .function import FunctionDef
-from .ids import derived_event_id, run_id_for
 from .records import StepInfo, StepRecord, child_error
 from .steps import Step, wait_matches
 
