@@ -6,11 +6,11 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from .common import CliError, find_target
+
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from .commands import _target
-
-    target = _target(args)
+    target = find_target(args)
     fn = target.function(args.fn)
     created = target.runtime.pausing.pause(fn.key, args.reason or "")
     print(f"{fn.key} paused: its events still create runs, which wait for "
@@ -19,9 +19,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .commands import CliError, _target
-
-    target = _target(args)
+    target = find_target(args)
     fn = target.function(args.fn)
     if target.runtime.pausing.info(fn.key) is None:
         raise CliError(f"{fn.key} is not paused")
