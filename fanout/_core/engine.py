@@ -23,7 +23,7 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -518,9 +518,3 @@ def is_async_handler(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004
     )
-
-
-def memo_from_fields(fields: Mapping[str, str]) -> dict[str, StepRecord]:
-    return {
-        k[2:]: StepRecord.from_json(json.loads(v)) for k, v in fields.items() if k.startswith("s:")
-    }

@@ -337,7 +337,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         if path == "/functions":
             paused = {fn.key: pinfo for fn in t.functions()
-                      if (pinfo := t.runtime.pausing.info(fn.key)) is not None}
+                      if (pinfo := t.pause_info(fn.key)) is not None}
             self._html(200, "Functions", pages.functions_page(t.functions(), self.dash.csrf, paused),
                        **flash)
         elif path == "/api/functions":
@@ -505,12 +505,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._bulk(form)
         if path == "/actions/pause":
             fn = t.function(need("fn"))
-            t.runtime.pausing.pause(fn.key, "paused from the dashboard")
+            t.pause(fn.key, "paused from the dashboard")
             return "/functions", f"{fn.key} paused: its runs wait until you resume it."
         if path == "/actions/resume":
             fn = t.function(need("fn"))
-            resumed, skipped = t.runtime.pausing.resume(fn.key,
-                                                       skip_backlog=bool(form.get("skip_backlog")))
+            resumed, skipped = t.resume(fn.key, skip_backlog=bool(form.get("skip_backlog")))
             return "/functions", (f"{fn.key} resumed: {resumed} waiting pass(es) continue"
                                   + (f", {skipped} run(s) skipped" if skipped else "") + ".")
         if path in ("/actions/send", "/actions/invoke"):

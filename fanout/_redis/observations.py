@@ -30,6 +30,8 @@ from typing import Any
 
 import redis
 
+from .replies import text
+
 log = logging.getLogger("fanout")
 
 # The fixed histogram buckets (seconds), as the field names spell them.
@@ -90,7 +92,7 @@ class Observations:
     def observe_many(self, name: str, app: str, fn: str, values: Any) -> None:
         """Observe each of ``values`` (numbers, or strings as a script returns them)."""
         for v in values:
-            self.observe(name, app, fn, float(v.decode() if isinstance(v, bytes) else v))
+            self.observe(name, app, fn, float(text(v)))
 
     def pending(self) -> dict[str, int]:
         """A copy of what is not yet sent (for tests and the shutdown log)."""

@@ -32,7 +32,7 @@ def test_every_script_that_counts_includes_the_library() -> None:
 
 
 def test_include_inlines_the_library() -> None:
-    from fanout._redis.store import load_script
+    from fanout._redis.scripts import load_script
 
     text = load_script("finish_run")
     assert not any(line.startswith("--#include") for line in text.splitlines())
