@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .._core.run_record import LEASE
 from .._redis.store import Store, StoreError
 from .forkgate import gate
 
@@ -36,7 +37,7 @@ class Leases:
         with self._lock:
             self._held.pop((run_id, field), None)
 
-    def score(self, run_id: str, field: str = "lease") -> int:
+    def score(self, run_id: str, field: str = LEASE) -> int:
         """The timer score we last wrote for this lease (for a conditional removal)."""
         with self._lock:
             held = self._held.get((run_id, field))

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 from .._celery.inspect import fanout_queues, live_workers, queue_depths
+from .._core.run_record import EVENT
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
 from .._ops.render import decrypted
@@ -374,7 +375,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
                 self._json(200, run_json(info, fields))
             else:
-                event = json.loads(fields.get("event", "null"))
+                event = json.loads(fields.get(EVENT, "null"))
                 self._html(200, f"Run {run_id}", pages.run_page(info, fields, event, self.dash.csrf),
                            **flash)
         elif path in ("/events", "/api/events"):
