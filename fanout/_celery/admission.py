@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._core.event import dumps
-from .._core.flow import IDEMPOTENCY_S, eval_key, match_bucket, priority_factor
+from .._core.flow import IDEMPOTENCY_S
+from .._core.flow_math import eval_key, match_bucket, priority_factor
 from .._core.function import FunctionDef
 from .._core.records import TERMINAL, StepRecord
 from .._core.run_record import (

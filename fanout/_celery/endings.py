@@ -18,13 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._core.event import Event, prepare_batch
-from .._core.flow import (
-    SYSTEM_CANCELLED,
-    SYSTEM_FAILED,
-    SYSTEM_FINISHED,
-    is_system_event,
-    match_bucket,
-)
+from .._core.flow import SYSTEM_CANCELLED, SYSTEM_FAILED, SYSTEM_FINISHED, is_system_event
+from .._core.flow_math import match_bucket
 from .._core.function import FunctionDef
 from .._core.ids import derived_event_id
 from .._core.lifecycle import cancel_reason as _cancel_reason

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .._core.event import dumps
-from .._core.flow import wait_score_ms
+from .._core.flow_math import wait_score_ms
 from .._core.function import FunctionDef
 from .._core.run_record import (
     BATCH_KEY,

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .._redis.pause import PauseInfo, PauseStore
+from .._redis.pause_store import PauseInfo, PauseStore
 from .._redis.store import Store, StoreError
 
 log = logging.getLogger("fanout")

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .._core.flow import concurrency_bucket
+from .._core.flow_math import concurrency_bucket
 from .._core.function import FunctionDef
 from .._core.ids import from_key_part, key_part
 from .._core.run_record import EVENT

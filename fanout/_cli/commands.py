@@ -28,8 +28,8 @@ from .common import (
     note,
     out,
 )
-from .keys import add_keys_commands
-from .pause import add_pause_commands
+from .ingest_commands import add_keys_commands
+from .pause_commands import add_pause_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -332,11 +332,11 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .._ops.metrics import serve
+    from .._ops.prometheus import serve
 
     rt = find_target(args).runtime
     if args.once:
-        from .._ops.metrics import registry_for, render
+        from .._ops.prometheus import registry_for, render
 
         sys.stdout.write(render(registry_for(lambda: rt.store)).decode())
         return 0

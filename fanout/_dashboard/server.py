@@ -272,7 +272,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _metrics(self) -> None:
         """Prometheus metrics of the whole fleet (the counts live in the store)."""
-        from .._ops.metrics import CONTENT_TYPE, registry_for, render
+        from .._ops.prometheus import CONTENT_TYPE, registry_for, render
 
         try:
             if self._registry is None:

@@ -29,7 +29,7 @@ from .._core.function import FunctionDef
 from .._core.ids import run_id_for
 from .._errors import ConfigError
 from .._redis.history import History
-from .._redis.pause import PauseInfo
+from .._redis.pause_store import PauseInfo
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._core.flow import bucket
+from .._core.flow_math import bucket
 from .._core.ids import key_part
 from .._core.run_store import branch_timer
 

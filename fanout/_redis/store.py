@@ -6,7 +6,7 @@ must be atomic is a Lua script (``scripts.py``, ``lua/``); every key is built by
 :class:`Store` implements the run transitions of
 :class:`~fanout._core.run_store.RunStore` and holds the stores of the other concepts:
 flow control (``store.flow``, ``flow_store.py``) and open waits (``store.waits``,
-``waits.py``).
+``wait_store.py``).
 
 The key layout, the run record's fields and what each script guarantees are in
 ``docs/internals.md``.
@@ -44,7 +44,7 @@ from .keyspace import Keyspace
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
 from .scripts import Scripts
-from .waits import WaitStore
+from .wait_store import WaitStore
 
 EVENT_NAME_INDEX_SECONDS = 86400
 

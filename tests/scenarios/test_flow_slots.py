@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from fanout._core.flow import gcra
+from fanout._core.flow_math import gcra
 from fanout._redis.store import Store
 from tests.support import redis_for
 

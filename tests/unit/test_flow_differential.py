@@ -13,7 +13,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fanout._core.flow import debounce_due, gcra
+from fanout._core.flow_math import debounce_due, gcra
 from fanout._redis.memory import memory_redis
 from fanout._redis.scripts import Scripts
 from tests.support import redis_for

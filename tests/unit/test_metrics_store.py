@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fanout._redis.memory import memory_redis
-from fanout._redis.metrics import DURATION_BUCKETS, parse_fields, read_metrics
+from fanout._redis.metrics_store import DURATION_BUCKETS, parse_fields, read_metrics
 from fanout._redis.observations import Observations, bucket
 from fanout._redis.store import Store
 

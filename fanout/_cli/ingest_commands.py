@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from .._http.keys import IngestKeys, check_source, hash_key, new_key
+from .._http.ingest_keys import IngestKeys, check_source, hash_key, new_key
 from .._ops.render import table
 from .common import CliError, add_common_options, find_target, note, out
 
@@ -55,8 +55,8 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .._http.ingest import Ingest, IngestApp
-    from .._http.server import Server
+    from .._http.endpoint import Ingest, IngestApp
+    from .._http.wsgi_server import Server
 
     client = find_target(args).client()
     app = IngestApp(Ingest(client, keys=IngestKeys(client), max_body=args.max_body))

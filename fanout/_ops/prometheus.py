@@ -1,6 +1,6 @@
 """The Prometheus exporter: a ``prometheus_client`` collector over the store's counts.
 
-The counts live in Redis (``fanout/_redis/metrics.py``), so every scrape of any
+The counts live in Redis (``fanout/_redis/metrics_store.py``), so every scrape of any
 process that can reach the store sees the whole fleet. The collector reads them
 on each scrape (one round trip) and yields standard metric families; nothing is
 counted in the scraping process.
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
-from .._redis.metrics import HISTOGRAMS, MetricsSnapshot, read_metrics
+from .._redis.metrics_store import HISTOGRAMS, MetricsSnapshot, read_metrics
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
