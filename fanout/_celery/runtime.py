@@ -4,10 +4,12 @@ One :class:`Runtime` per Celery app, shared by every :class:`fanout.Fanout` clie
 created on it (:func:`get_runtime` finds it; ``install.runtime_for`` makes it).  It
 holds the app, the settings, the store (reconnected after a fork), the publisher,
 the declared functions with their indexes, and the objects a worker process runs
-in the background (lease renewal, timers, the paused set, cron).  The modules
-above it take it as their first argument and call each other directly:
-``publisher.py`` and ``endings.py`` at the bottom, then ``passes.py``, then
-``routing.py`` and ``cron.py``, then ``tasks.py`` and ``install.py``.
+in the background (lease renewal, timers, the paused set, cron), none of which
+imports this module.  The modules above take the runtime as their first argument
+and call the one below them directly: ``publisher.py``, then ``slots.py`` and
+``endings.py``, then ``admission.py``, ``gates.py`` and ``pausing.py``, then
+``sink.py`` and ``passes.py``, then ``routing.py``, then ``tasks.py`` and
+``install.py`` (``docs/internals.md``).
 """
 
 from __future__ import annotations
