@@ -59,7 +59,7 @@ def failing_publish(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         calls.append(1)
         raise fanout.PublishError("could not store 1 event(s) in Redis: connection refused")
 
-    monkeypatch.setattr(client().runtime, "publish", publish)
+    monkeypatch.setattr(client().runtime.publisher, "publish", publish)
     yield calls
 
 
