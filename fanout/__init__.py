@@ -5,6 +5,7 @@ step runs as a Celery task and its result is memoized in Redis.
 """
 
 from ._client import Fanout
+from ._core.context import Context
 from ._core.event import Event
 from ._core.flow import (
     Batch,
@@ -17,10 +18,12 @@ from ._core.flow import (
     Throttle,
     Timeouts,
 )
+from ._core.group_tools import GroupTools as Group
+from ._core.group_tools import ParallelMode
 from ._core.middleware import Middleware, MiddlewareSync, SendEventsResult, TransformOutputResult
 from ._core.records import RunInfo, StepInfo
+from ._core.step_tools import StepTools as Step
 from ._core.step_types import AsyncContext
-from ._core.steps import Context, Group, ParallelMode, Step
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import PydanticSerializer
 from ._errors import (

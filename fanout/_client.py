@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar, overload
 from celery import Celery
 
 from ._celery.runtime import Runtime, check_serializers, runtime_for
+from ._core.context import Context
 from ._core.engine import memo_from_fields
 from ._core.event import (
     INVOKE_EVENT,
@@ -43,7 +44,6 @@ from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo, RunList
 from ._core.run_record import to_run_info
 from ._core.step_types import AsyncContext
-from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of

@@ -1,7 +1,7 @@
 """What a type checker sees of ``ctx.step`` and ``ctx.group``: typing-only views.
 
-At run time there is one :class:`~fanout._core.steps.Step` (and one
-:class:`~fanout._core.steps.Group`) for both kinds of handler: each tool returns
+At run time there is one :class:`~fanout._core.step_tools.StepTools` (and one
+:class:`~fanout._core.group_tools.GroupTools`) for both kinds of handler: each tool returns
 its value directly to a ``def`` handler and an awaitable of it to an
 ``async def`` one.  These protocols say so to a type checker:
 
@@ -23,15 +23,15 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
+from .durations import Duration
 from .event import Event
 
 if TYPE_CHECKING:
-    from .steps import ParallelMode
+    from .group_tools import ParallelMode
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-Duration = int | _dt.timedelta | str  # an int is milliseconds
 
 
 class SyncStep(Protocol):

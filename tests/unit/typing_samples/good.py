@@ -58,4 +58,4 @@ async def async_handler(ctx: fanout.AsyncContext) -> int:
     return data["id"] + len(name) + n
 
 
-reveal_type(sync_handler)  # R: def (ctx: fanout._core.steps.Context) -> str
+reveal_type(sync_handler)  # R: def (ctx: fanout._core.context.Context) -> str
