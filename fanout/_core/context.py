@@ -1,23 +1,30 @@
-"""What a handler receives: ``fanout.Context``, the same for ``def`` and ``async def``
-handlers (``fanout.AsyncContext`` in ``step_types.py`` is what a type checker sees of
-it in an ``async def`` one)."""
+"""What a handler receives: ``fanout.Context`` (``async def``) or ``fanout.ContextSync`` (``def``).
+
+The names are inngest-py's.  Both carry the same event(s), ids, attempt and logger
+and the same step tools (:class:`~fanout._core.step_tools.StepTools`,
+:class:`~fanout._core.group_tools.GroupTools`); they differ only in what a type
+checker sees of ``step`` and ``group``: values in a ``def`` handler, coroutines to
+await in an ``async def`` one.  The driver gives each handler the one that matches
+its kind, so ``isinstance(ctx, fanout.ContextSync)`` holds in a ``def`` handler.
+"""
 
 from __future__ import annotations
 
 import logging
+from typing import cast
 
 from .._errors import ConfigError
 from .engine import Pass
 from .event import Event
 from .group_tools import GroupTools
 from .step_tools import StepTools
-from .step_types import SyncGroup, SyncStep
+from .step_types import Group, GroupSync, Step, StepSync
 
-__all__ = ["Context"]
+__all__ = ["Context", "ContextSync", "context_for"]
 
 
-class Context:
-    """What a handler receives: the event(s), ids, the attempt, a logger, ``step`` and ``group``."""
+class _BaseContext:
+    """The fields and methods both contexts share."""
 
     def __init__(self, pass_: Pass) -> None:
         inp = pass_.inp
@@ -26,11 +33,7 @@ class Context:
         self.run_id: str = inp.run_id
         self.fn_id: str = inp.fn_id
         self.attempt: int = inp.attempt
-        self.logger: logging.LoggerAdapter = pass_.logger  # type: ignore[type-arg]
-        # One StepTools and one GroupTools serve both kinds of handler; what a type
-        # checker sees is the sync view here and the async one in AsyncContext.
-        self.step: SyncStep = StepTools(pass_)
-        self.group: SyncGroup = GroupTools(pass_)
+        self.logger: logging.LoggerAdapter[logging.Logger] = pass_.logger
         self._pass = pass_
 
     def patched(self, marker: str) -> bool:
@@ -50,4 +53,33 @@ class Context:
         return marker in inp.markers
 
     def __repr__(self) -> str:
-        return f"<fanout.Context fn={self.fn_id!r} run={self.run_id!r} attempt={self.attempt}>"
+        return (f"<fanout.{type(self).__name__} fn={self.fn_id!r} run={self.run_id!r} "
+                f"attempt={self.attempt}>")
+
+
+class Context(_BaseContext):
+    """The context of an ``async def`` handler: the event(s), ids, the attempt, a
+    logger, and ``step`` and ``group``, whose tools return coroutines to await."""
+
+    def __init__(self, pass_: Pass) -> None:
+        super().__init__(pass_)
+        # A cast: mypy does not match ``*args: Any`` against the protocol's typed
+        # ``*args`` (a TypeVarTuple); tests/unit/test_typing.py checks what users see.
+        self.step: Step = cast("Step", StepTools(pass_))
+        self.group: Group = GroupTools(pass_)
+
+
+class ContextSync(_BaseContext):
+    """The context of a ``def`` handler: the event(s), ids, the attempt, a logger, and
+    ``step`` and ``group``, whose tools return their values."""
+
+    def __init__(self, pass_: Pass) -> None:
+        super().__init__(pass_)
+        self.step: StepSync = cast("StepSync", StepTools(pass_))  # as in Context
+        self.group: GroupSync = GroupTools(pass_)
+
+
+def context_for(pass_: Pass) -> Context | ContextSync:
+    """The context a pass's handler receives: :class:`Context` for an ``async def``
+    handler, :class:`ContextSync` for a ``def`` one."""
+    return Context(pass_) if pass_.is_async else ContextSync(pass_)

@@ -5,7 +5,7 @@ new ones become parallel branches, each run as its own task, and a later pass re
 their results back.  In a ``def`` handler the callables are called one after the
 other while their new steps are collected; in an ``async def`` one they are awaited
 together, as with ``asyncio.gather``.  What a type checker sees of this is
-:class:`~fanout._core.step_types.SyncGroup` or :class:`~fanout._core.step_types.AsyncGroup`.
+:class:`~fanout._core.step_types.GroupSync` or :class:`~fanout._core.step_types.Group`.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Each tool does its bookkeeping once and hands the value to ``Pass.deliver``, which
 returns it directly to a ``def`` handler or as an awaitable to an ``async def`` one;
 a step's own handler may be ``def`` or ``async def`` either way.  What a type checker
-sees of these tools is :class:`~fanout._core.step_types.SyncStep` in a ``def`` handler
-and :class:`~fanout._core.step_types.AsyncStep` in an ``async def`` one.
+sees of these tools is :class:`~fanout._core.step_types.StepSync` in a ``def`` handler
+and :class:`~fanout._core.step_types.Step` in an ``async def`` one.
 """
 
 from __future__ import annotations
