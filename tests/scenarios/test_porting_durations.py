@@ -40,7 +40,7 @@ def worker(request: pytest.FixtureRequest, clean_db: redis.Redis, log_dir: Path)
 
 
 @client.create_function(fn_id="sleep-sync", trigger=fanout.TriggerEvent(event="pd/sleep-sync"))
-def sleep_sync(ctx: fanout.Context) -> float:
+def sleep_sync(ctx: fanout.ContextSync) -> float:
     before = ctx.step.run("before", now)
     ctx.step.sleep("z", 1500)
     return float(ctx.step.run("after", now)) - before
@@ -73,7 +73,7 @@ def limited(key: str) -> str:
 
 
 @client.create_function(fn_id="retry-sync", trigger=fanout.TriggerEvent(event="pd/retry-sync"))
-def retry_sync(ctx: fanout.Context) -> str:
+def retry_sync(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("call", limited, "retry-sync"))
 
 
@@ -96,7 +96,7 @@ def test_retry_after_an_int_is_milliseconds(worker: Worker, fn_id: str) -> None:
 
 
 @client.create_function(fn_id="wait-sync", trigger=fanout.TriggerEvent(event="pd/wait-sync"))
-def wait_sync(ctx: fanout.Context) -> dict[str, Any]:
+def wait_sync(ctx: fanout.ContextSync) -> dict[str, Any]:
     before = ctx.step.run("before", now)
     ev = ctx.step.wait_for_event("w", event="pd/never", timeout=1000)
     return {"event": ev, "waited": float(ctx.step.run("after", now)) - before}
@@ -119,13 +119,13 @@ def test_wait_for_event_timeout_is_milliseconds(worker: Worker, fn_id: str) -> N
 
 @client.create_function(fn_id="slow-child", trigger=fanout.TriggerEvent(event="pd/never"),
                         retries=0)
-def slow_child(ctx: fanout.Context) -> None:
+def slow_child(ctx: fanout.ContextSync) -> None:
     ctx.step.sleep("sleep", 60_000)
 
 
 @client.create_function(fn_id="invoke-sync", trigger=fanout.TriggerEvent(event="pd/invoke-sync"),
                         retries=0)
-def invoke_sync(ctx: fanout.Context) -> dict[str, Any]:
+def invoke_sync(ctx: fanout.ContextSync) -> dict[str, Any]:
     before = ctx.step.run("before", now)
     try:
         ctx.step.invoke("invoke", function=slow_child, timeout=1000)
@@ -163,7 +163,7 @@ def test_invoke_timeout_is_milliseconds_and_raises_a_step_error(worker: Worker, 
 
 @client.create_function(fn_id="throttled", trigger=fanout.TriggerEvent(event="pd/throttled"),
                         throttle=fanout.Throttle(limit=1, period=1000))
-def throttled(ctx: fanout.Context) -> float:
+def throttled(ctx: fanout.ContextSync) -> float:
     return float(ctx.step.run("started", now))
 
 
@@ -208,7 +208,7 @@ def local_offset() -> float:
 
 
 @client.create_function(fn_id="until-sync", trigger=fanout.TriggerEvent(event="pd/until-sync"))
-def until_sync(ctx: fanout.Context) -> dict[str, float]:
+def until_sync(ctx: fanout.ContextSync) -> dict[str, float]:
     offset = ctx.step.run("offset", local_offset)
     target = ctx.step.run("target", local_target)
     before = ctx.step.run("before", now)
