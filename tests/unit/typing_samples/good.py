@@ -57,9 +57,11 @@ def sync_handler(ctx: fanout.ContextSync) -> str:
     n = ctx.step.invoke("call", function=child)
     reveal_type(n)  # R: int
     anything: Any = ctx.step.invoke("by-id", function="child")
+    tens = [ctx.step.run(f"item-{i}", lambda n: n * 10, i) for i in range(3)]  # a loop
+    reveal_type(tens)  # R: list[int]
     pair = ctx.group.parallel([lambda: ctx.step.run("a", load, 1), lambda: ctx.step.run("b", load, 2)])
     reveal_type(pair)  # R: tuple[dict[str, int], ...]
-    return name + named + str(data["id"]) + ids[0] + str(n) + str(anything) + str(ok)
+    return name + named + str(data["id"]) + ids[0] + str(n) + str(anything) + str(ok) + str(tens)
 
 
 @client.create_function(fn_id="async", trigger=fanout.TriggerEvent(event="t/async"))
