@@ -169,7 +169,11 @@ def test_invoke_and_send_event_name_the_runs_they_started(worker: Any) -> None:
     assert kid.fn_id == "child" and kid.output == 42 and kid.parent_run_id == run_id
     assert invoke.started_at is not None and invoke.ended_at is not None
     assert len(fan.sent_event_ids) == 3
-    assert sorted(fan.started_runs) == sorted(run_of(client, e, "child") for e in fan.sent_event_ids)
+    # The parent may end before the router has started the children its events name.
+    children = sorted(run_of(client, e, "child") for e in fan.sent_event_ids)
+    info = wait_for(lambda: (i := client.get_run(run_id)) and len(i.steps[1].started_runs) == 3 and i)
+    invoke, fan = info.steps
+    assert sorted(fan.started_runs) == children
     text = cli("run", run_id)
     assert f"step double: invoked run {invoke.child_run_id}" in text
     assert "step fan: sent 3 event(s), started 3 run(s)" in text
