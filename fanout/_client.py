@@ -15,6 +15,7 @@ from celery import Celery
 from ._celery import admission, endings, pausing
 from ._celery.install import check_serializers, runtime_for
 from ._celery.runtime import Runtime
+from ._core.context import Context, ContextSync
 from ._core.event import (
     INVOKE_EVENT,
     MAX_EVENT_BYTES,
@@ -52,8 +53,6 @@ from ._core.run_record import (
     step_records,
 )
 from ._core.run_view import to_run_info
-from ._core.step_types import AsyncContext
-from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
@@ -62,16 +61,16 @@ from ._redis.history import MAX_LIMIT, History
 from ._redis.history import statuses as history_statuses
 
 F = TypeVar("F", bound=Callable[..., Any])
-AF = TypeVar("AF", bound=Callable[[AsyncContext], Coroutine[Any, Any, Any]])
-SF = TypeVar("SF", bound=Callable[[Context], Any])
+AF = TypeVar("AF", bound=Callable[[Context], Coroutine[Any, Any, Any]])
+SF = TypeVar("SF", bound=Callable[[ContextSync], Any])
 
 
 class FunctionDecorator(Protocol):
     """What ``create_function`` returns.  For a type checker it pairs the handler's
-    kind with its context: ``async def f(ctx: fanout.AsyncContext)`` (step tools
-    return awaitables) or ``def f(ctx: fanout.Context)`` (they return values); a
-    ``def`` handler taking ``AsyncContext`` does not type-check.  The handler is
-    returned unchanged."""
+    kind with its context, as inngest-py does: ``async def f(ctx: fanout.Context)``
+    (step tools return coroutines to await) or ``def f(ctx: fanout.ContextSync)``
+    (they return values); a ``def`` handler taking ``fanout.Context`` does not
+    type-check.  The handler is returned unchanged."""
 
     @overload
     def __call__(self, handler: AF) -> AF: ...
@@ -514,4 +513,4 @@ class Fanout:
         return self._rt
 
 
-__all__ = ["Context", "EventError", "Fanout"]
+__all__ = ["Context", "ContextSync", "EventError", "Fanout"]

@@ -17,7 +17,7 @@ from .._core.ids import derived_event_id, run_id_for
 from .._core.lifecycle import RunSink
 from .._core.records import StepRecord
 from .._core.run_record import EVENT, step_field
-from .._core.steps import wait_bucket, wait_matches
+from .._core.waits import wait_bucket, wait_matches
 from .runlog import attempt_failed
 from .runtime import Runtime
 

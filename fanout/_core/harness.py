@@ -37,7 +37,8 @@ from .outcomes import Sleep, Wait
 from .records import StepInfo, StepRecord, child_error
 from .run_record import ATTEMPT, EVENTS, new_run_fields, step_records
 from .run_store import branch_timer
-from .steps import Step, wait_matches
+from .step_tools import StepTools as Step
+from .waits import wait_matches
 
 __all__ = ["RunResult", "run_function", "run_function_async"]
 

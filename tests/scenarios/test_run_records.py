@@ -20,13 +20,13 @@ app, client = make_app(__name__, app_id="rec")
 
 
 @client.create_function(fn_id="napper", trigger=fanout.TriggerEvent(event="rec/nap"))
-def napper(ctx: fanout.Context) -> str:
+def napper(ctx: fanout.ContextSync) -> str:
     ctx.step.sleep("nap", "10m")
     return "woke"
 
 
 @client.create_function(fn_id="approver", trigger=fanout.TriggerEvent(event="rec/order"))
-def approver(ctx: fanout.Context) -> Any:
+def approver(ctx: fanout.ContextSync) -> Any:
     ev = ctx.step.wait_for_event("approval", event="rec/approve", match="data.id", timeout="1h")
     return None if ev is None else ev.data
 
@@ -40,29 +40,29 @@ def _fails(name: str, times: int) -> str:
 
 @client.create_function(fn_id="patient", trigger=fanout.TriggerEvent(event="rec/patient"),
                         retries=2, backoff=[600])
-def patient(ctx: fanout.Context) -> str:
+def patient(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("call", _fails, "patient", 99))
 
 
 @client.create_function(fn_id="stubborn", trigger=fanout.TriggerEvent(event="rec/stubborn"),
                         retries=3)
-def stubborn(ctx: fanout.Context) -> str:
+def stubborn(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("call", _fails, "stubborn", 2))
 
 
 @client.create_function(fn_id="body", trigger=fanout.TriggerEvent(event="rec/body"), retries=2,
                         backoff=[600])
-def body(ctx: fanout.Context) -> str:
+def body(ctx: fanout.ContextSync) -> str:
     raise ValueError("the body failed")
 
 
 @client.create_function(fn_id="child", trigger=fanout.TriggerEvent(event="rec/child"))
-def child(ctx: fanout.Context) -> int:
+def child(ctx: fanout.ContextSync) -> int:
     return int(ctx.event.data.get("x", 0)) * 2
 
 
 @client.create_function(fn_id="parent", trigger=fanout.TriggerEvent(event="rec/parent"))
-def parent(ctx: fanout.Context) -> Any:
+def parent(ctx: fanout.ContextSync) -> Any:
     doubled = ctx.step.invoke("double", function=child, data={"x": 21})
     ctx.step.send_event("fan", [fanout.Event(name="rec/child", data={"x": i}) for i in range(3)])
     return doubled

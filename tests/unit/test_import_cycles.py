@@ -13,16 +13,9 @@ pytest.importorskip("grimp", reason="grimp comes with import-linter (the dev ext
 
 from tests.import_cycles import KINDS, cycles, package_cycles  # noqa: E402
 
-#: The step tools and their typed views import each other for type checking; they are
-#: being split up by the typed step API (issue 27, item 4), which removes the cycle.
-#: The test fails once it is gone, so that this line goes with it.
-PENDING = [["fanout._core.step_types", "fanout._core.steps"]]
-
 
 def test_fanout_has_no_import_cycles() -> None:
-    found = package_cycles("fanout", KINDS)
-    assert [c for c in found if c not in PENDING] == []
-    assert all(c in found for c in PENDING), "the cycle is gone: empty PENDING"
+    assert package_cycles("fanout", KINDS) == []
 
 
 def test_a_cycle_is_found_and_a_module_alone_is_none() -> None:
@@ -50,4 +43,5 @@ def test_the_engine_and_the_step_tools_do_not_import_each_other_back() -> None:
     import grimp
 
     graph = grimp.build_graph("fanout", cache_dir=None)  # not even inside a function
-    assert graph.find_shortest_chain("fanout._core.engine", "fanout._core.steps") is None
+    for tools in ("step_tools", "group_tools", "context", "step_types"):
+        assert graph.find_shortest_chain("fanout._core.engine", f"fanout._core.{tools}") is None
