@@ -33,13 +33,21 @@ class Server:
 
     def __init__(self, app: Callable[..., Any], host: str, port: int, *,
                  threads: int = DEFAULT_THREADS, backlog: int = DEFAULT_BACKLOG,
-                 name: str = "fanout-http") -> None:
+                 name: str = "fanout-http", max_body: int | None = None) -> None:
         from waitress.server import create_server
+
+        # waitress reads a whole body before the app sees it, and refuses (413, plain
+        # text) a declared length over this bound on the headers alone. An ingest app
+        # keeps the last word (its JSON 413) for bodies up to twice its own limit.
+        if max_body is None:
+            limit = getattr(getattr(app, "ingest", None), "max_body", None)
+            max_body = 2 * int(limit) + 65536 if limit else 16 * 1024 * 1024
 
         try:
             self._server: Any = create_server(
                 app, host=host, port=port, threads=threads, backlog=backlog,
                 connection_limit=max(100, threads * 16), channel_timeout=60,
+                max_request_body_size=max_body,
                 ident="fanout", expose_tracebacks=False, clear_untrusted_proxy_headers=False,
             )
         except OSError as exc:
