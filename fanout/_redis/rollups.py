@@ -5,7 +5,9 @@ when. Once a minute, one process of the fleet turns it into buckets: the sender
 thread of each process's observation buffer (``observations.py``) calls
 :meth:`Rollups.tick` after each send; the first process to claim the minute that
 just ended (``SET ... NX``) reads the metrics hash and the copy it kept at the last
-roll, and adds the difference of the charted fields to three buckets:
+roll, and adds the difference of the charted fields to three buckets (the first
+process to find no copy takes one at once, as the baseline: what was counted before
+it is not charted):
 
     P:metrics:roll:m:<t>      hash  one minute        (kept 8 days: the hour's chart)
     P:metrics:roll:q:<t>      hash  fifteen minutes   (kept 8 days: the day's chart)
@@ -61,6 +63,7 @@ class Rollups:
         self.r = client
         self.metrics_key = metrics_key
         self._tried = 0
+        self._based = False
         self._warned = 0.0
 
     def bucket_key(self, tier: str, start: int) -> str:
@@ -74,6 +77,12 @@ class Rollups:
         """Roll the minute that ended, if no process has; True when this one did."""
         now = time.time() if now is None else now
         minute = int(now // 60)
+        if not self._based:
+            # The first roll of a fleet only records where counting stands; take that
+            # baseline at once, so the minutes after it are charted.
+            self._based = True
+            if not self.r.exists(self.last_key):
+                self.roll(minute - 1)
         if minute <= self._tried or now - minute * 60 < _SETTLE:
             return False
         self._tried = minute
