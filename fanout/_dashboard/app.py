@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -149,6 +150,38 @@ def _trusted(addr: str, nets: list[Any]) -> bool:
     return any(ip in n for n in nets)
 
 
+class Memo:
+    """Figures that scan many runs (the day's counts per status, the overview's
+    per-function windows), shared by concurrent requests: computed again when the
+    fleet's stamp changed and they are over ``min_age`` seconds old, or when they are
+    over ``max_age`` (the windows move). One thread computes; the others wait for it."""
+
+    def __init__(self, min_age: float = 2.0, max_age: float = 30.0) -> None:
+        self.min_age, self.max_age = min_age, max_age
+        self._lock = threading.Lock()
+        self._locks: dict[str, threading.Lock] = {}
+        self._values: dict[str, tuple[str | None, float, Any]] = {}
+
+    def get(self, key: str, stamp: str | None, compute: Callable[[], Any]) -> Any:
+        with self._lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            hit = self._values.get(key)
+            now = time.monotonic()
+            if hit is not None:
+                old_stamp, at, value = hit
+                age = now - at
+                if age < self.min_age or (stamp is not None and stamp == old_stamp
+                                          and age < self.max_age):
+                    return value
+            value = compute()
+            with self._lock:
+                if len(self._values) > 1000:
+                    self._values.clear()
+                self._values[key] = (stamp, time.monotonic(), value)
+            return value
+
+
 class DashboardApp:
     """The WSGI callable."""
 
@@ -165,6 +198,7 @@ class DashboardApp:
         self.secure_cookie = secure_cookie
         self.fleet = fleet or (lambda: ({}, None))
         self.local_csrf = hashlib.sha256(os.urandom(32)).hexdigest()[:32]
+        self.memo = Memo()
         self._registry: Any = None
 
     @property
@@ -486,8 +520,8 @@ class DashboardApp:
         if path in ("/", "/overview"):
             depths, workers = self.fleet()
             fns = t.functions()
-            ov = overview(t.history, queues=depths, workers=workers, functions=len(fns))
-            fstats = [function_stats(t.history, fn, now=ov.now) for fn in fns]
+            stamp = fleet_stamp(store)
+            ov, fstats = self.memo.get("overview", stamp, lambda: self._overview(depths, workers))
             pstore = PauseStore(store)
             now_paused = pstore.paused()
             paused = {fn.key: pinfo for fn in fns if fn.key in now_paused
@@ -504,7 +538,8 @@ class DashboardApp:
             if q.get("q", "").strip():
                 return "Runs", self._search(q, fn_key, csrf)
             runs = self._runs(q, fn_key)
-            counts = day_counts(t.history, fn_key=fn_key)
+            counts = self.memo.get(f"counts:{fn_key}", fleet_stamp(store),
+                                   lambda: day_counts(t.history, fn_key=fn_key))
             return "Runs", pages.runs_page(runs, t.functions(), q, counts=counts,
                                            names=self._names(runs.items), csrf=csrf)
         run_id = path.rsplit("/", 1)[1]
@@ -519,6 +554,13 @@ class DashboardApp:
         body = pages.run_page(info, fields, event, csrf, pause=pause)
         body += access_pages.audit_section(self.audit.about(run_id), "Actions on this run")
         return f"Run {run_id}", body
+
+    def _overview(self, depths: dict[str, int | None],
+                  workers: list[str] | None) -> tuple[Any, list[Any]]:
+        t = self.target
+        fns = t.functions()
+        ov = overview(t.history, queues=depths, workers=workers, functions=len(fns))
+        return ov, [function_stats(t.history, fn, now=ov.now) for fn in fns]
 
     def _names(self, runs: list[RunSummary]) -> dict[str, str]:
         events = run_events(self.target.runtime.store, [r.run_id for r in runs])

@@ -95,7 +95,7 @@ LOCAL = Principal(LOCAL_NAME, OPERATOR)
 def parse_tokens(text: str | Iterable[str], *, what: str = "FANOUT_DASHBOARD_TOKENS") -> list[Token]:
     """Tokens from ``name:role:secret`` entries (commas, spaces or new lines between
     them; ``#`` starts a comment line). ``secret`` is the token itself or
-    ``sha256:<hex>`` of it (``fanout dashboard-token NAME`` prints both)."""
+    ``sha256:<hex>`` of it (``printf %s "$TOKEN" | sha256sum``)."""
     if isinstance(text, str):
         lines = [ln.split("#", 1)[0] if ln.lstrip().startswith("#") else ln
                  for ln in text.splitlines()]
