@@ -386,13 +386,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         sys.stdout.write(render(registry_for(lambda: rt.store)).decode())
         return 0
     server = serve(lambda: rt.store, host=args.host, port=args.port)
-    _note(f"fanout metrics on http://{args.host}:{server.server_port}/metrics (Ctrl-C to stop)")
+    _note(f"fanout metrics on {server.url}/metrics (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
     return 0
 
 

@@ -160,6 +160,7 @@ def test_a_paused_functions_runs_show_as_paused_everywhere(dashboard: str, page:
     page.goto(f"{dashboard}/functions")
     page.click("tr:has-text('live:held') button:has-text('Pause')")
     page.wait_for_selector(".flash")
+    page.wait_for_timeout(1500)  # workers re-read the paused set every second
     rid = run_of(client, client.emit("live/held"), "held")
     wait_for(lambda: rid in cli("runs", "--fn", "held", "--status", "paused", "--json").stdout,
              60, interval=0.5)
