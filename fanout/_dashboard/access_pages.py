@@ -31,7 +31,9 @@ def login_page(*, bad: bool = False, wait: float = 0.0, expired: bool = False,
         note = '<p class="muted" id="login-note">Your session has ended: sign in again.</p>'
     elif signed_out:
         note = '<p class="muted" id="login-note">Signed out.</p>'
-    keep = nxt if nxt.startswith("/") and not nxt.startswith("//") else ""
+    from .app import local_path
+
+    keep = local_path(nxt, "")
     return (
         "<h1>Sign in</h1><p>This dashboard needs an access token.</p>" + note
         + '<form method="post" action="/login" class="filters" id="login">'

@@ -107,7 +107,9 @@ def _bulk(app: DashboardApp, req: Request, who: Principal, form: dict[str, str],
 
     t = app.target
     what = form.get("bulk", "")
-    back = form.get("back") or "/runs"
+    from .app import local_path
+
+    back = local_path(form.get("back") or "/runs", "/runs")
     if not back.startswith("/runs"):
         back = "/runs"
     if what not in ("cancel", "replay"):

@@ -142,6 +142,16 @@ class Request:
         return self.path.startswith("/api/") or self.path == "/metrics"
 
 
+def local_path(value: str, default: str) -> str:
+    """``value`` if it is a path on this server (no scheme, host, ``//``, backslash or
+    control character: never an open redirect), else ``default``."""
+    if (not value.startswith("/") or value.startswith("//") or "\\" in value
+            or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)):
+        return default
+    parts = urlsplit(value)
+    return value if not parts.scheme and not parts.netloc else default
+
+
 def _trusted(addr: str, nets: list[Any]) -> bool:
     try:
         ip = ipaddress.ip_address(addr)
@@ -365,7 +375,7 @@ class DashboardApp:
             return self.html(req, 401, "Sign in", access_pages.login_page(bad=True, wait=wait,
                                                                           nxt=nxt))
         self.throttle.succeeded(req.addr)
-        dest = nxt if nxt.startswith("/") and not nxt.startswith("//") else "/overview"
+        dest = local_path(nxt, "/overview")
         value = self.signer.session_cookie_value(tok)
         return self.redirect(dest, self._cookie(req, value, int(self.signer.session_seconds)))
 
@@ -602,7 +612,7 @@ class DashboardApp:
         expected = self.csrf(req, who)
         if not header and not (sent and expected and hmac.compare_digest(sent, expected)):
             raise HttpError(403, "missing or invalid CSRF value: reload the page and try again")
-        back = urlsplit(req.headers.get("referer", "")).path or "/runs"
+        back = local_path(urlsplit(req.headers.get("referer", "")).path, "/runs")
         try:
             location, msg = perform(self, req, who, form, run_ids)
         except (FanoutError, ValueError) as exc:

@@ -112,3 +112,17 @@ def test_wrong_tokens_back_off_exponentially_and_log_once(
     assert th.wait("10.0.0.1", now=120.0) == 0.0
     th.failed("10.0.0.3", now=0.0)
     assert th.wait("10.0.0.3", now=3601.0) == 0.0  # a quiet hour forgets
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("/runs?status=failed", "/runs?status=failed"),
+    ("//evil.example/x", "/overview"),
+    ("/\\evil.example", "/overview"),
+    ("https://evil.example/", "/overview"),
+    ("/x\r\nSet-Cookie: a=b", "/overview"),
+    ("", "/overview"),
+])
+def test_where_sign_in_returns_to_stays_on_this_server(value: str, expected: str) -> None:
+    from fanout._dashboard.app import local_path
+
+    assert local_path(value, "/overview") == expected
