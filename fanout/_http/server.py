@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +27,30 @@ log = logging.getLogger("fanout.http")
 DEFAULT_THREADS = 8
 #: Pending connections the kernel keeps before refusing new ones.
 DEFAULT_BACKLOG = 1024
+
+
+class _OncePerMinute(logging.Filter):
+    """waitress warns on every request that waits for a thread ("Task queue depth is
+    N"): under load that is a line per request. Let one through a minute."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < 60.0:
+                return False
+            self._last = now
+        record.msg = f"{record.msg} (requests waiting for a thread; said once a minute)"
+        return True
+
+
+_queue_log = logging.getLogger("waitress.queue")
+if not any(isinstance(f, _OncePerMinute) for f in _queue_log.filters):
+    _queue_log.addFilter(_OncePerMinute())
 
 
 class Server:
