@@ -48,9 +48,11 @@ class _OncePerMinute(logging.Filter):
         return True
 
 
-_queue_log = logging.getLogger("waitress.queue")
-if not any(isinstance(f, _OncePerMinute) for f in _queue_log.filters):
-    _queue_log.addFilter(_OncePerMinute())
+def _quiet_queue_warnings() -> None:
+    from waitress.utilities import queue_logger
+
+    if not any(isinstance(f, _OncePerMinute) for f in queue_logger.filters):
+        queue_logger.addFilter(_OncePerMinute())
 
 
 class Server:
@@ -60,6 +62,8 @@ class Server:
                  threads: int = DEFAULT_THREADS, backlog: int = DEFAULT_BACKLOG,
                  name: str = "fanout-http", max_body: int | None = None) -> None:
         from waitress.server import create_server
+
+        _quiet_queue_warnings()
 
         # waitress reads a whole body before the app sees it, and refuses (413, plain
         # text) a declared length over this bound on the headers alone. An ingest app
