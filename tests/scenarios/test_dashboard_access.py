@@ -33,13 +33,13 @@ chromium, browser, shots, page = _browser.chromium, _browser.browser, _browser.s
 
 
 @client.create_function(fn_id="nap", trigger=fanout.TriggerEvent(event="acc/nap"))
-def nap(ctx: fanout.Context) -> str:
+def nap(ctx: fanout.ContextSync) -> str:
     ctx.step.sleep("long", "1h")
     return "woke"
 
 
 @client.create_function(fn_id="echo", trigger=fanout.TriggerEvent(event="acc/echo"))
-def echo(ctx: fanout.Context) -> Any:
+def echo(ctx: fanout.ContextSync) -> Any:
     return ctx.step.run("echo", lambda: ctx.event.data)
 
 

@@ -29,12 +29,12 @@ chromium, browser, shots, page = _browser.chromium, _browser.browser, _browser.s
 
 
 @client.create_function(fn_id="orders", trigger=fanout.TriggerEvent(event="live/order"))
-def orders(ctx: fanout.Context) -> int:
+def orders(ctx: fanout.ContextSync) -> int:
     return int(ctx.step.run("total", lambda: ctx.event.data.get("total", 0)))
 
 
 @client.create_function(fn_id="flaky", trigger=fanout.TriggerEvent(event="live/flaky"), retries=0)
-def flaky(ctx: fanout.Context) -> None:
+def flaky(ctx: fanout.ContextSync) -> None:
     def boom() -> None:
         raise fanout.NonRetriableError("nope")
 
@@ -42,14 +42,14 @@ def flaky(ctx: fanout.Context) -> None:
 
 
 @client.create_function(fn_id="approval", trigger=fanout.TriggerEvent(event="live/request"))
-def approval(ctx: fanout.Context) -> Any:
+def approval(ctx: fanout.ContextSync) -> Any:
     ev = ctx.step.wait_for_event("approve", event="live/approved", match="data.order_id",
                                  timeout="1h")
     return None if ev is None else ev.data
 
 
 @client.create_function(fn_id="held", trigger=fanout.TriggerEvent(event="live/held"))
-def held(ctx: fanout.Context) -> str:
+def held(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("go", lambda: "went")
 
 

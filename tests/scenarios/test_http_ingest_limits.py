@@ -28,7 +28,7 @@ KEYS = IngestKeys(client, hashes={"edge": hash_key(CONFIG_KEY)},
 
 
 @client.create_function(fn_id="placed", trigger=fanout.TriggerEvent(event="shop/order.*"))
-def placed(ctx: fanout.Context) -> str:
+def placed(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("ack", lambda: f"ack {ctx.event.name}")
 
 
