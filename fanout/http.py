@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ._http.endpoint import DEFAULT_MAX_BODY, AsgiIngestApp, Ingest, IngestApp
-from ._http.ingest_keys import IngestKeys, KeyInfo, NewKey, hash_key
+from ._http.ingest_keys import Grant, IngestKeys, KeyInfo, KeyLimits, NewKey, hash_key
 from ._http.signing import Webhook, sign
 from ._http.wsgi_server import Server, serve
 
@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsgiIngestApp",
+    "Grant",
     "IngestApp",
     "IngestKeys",
     "KeyInfo",
+    "KeyLimits",
     "NewKey",
     "Server",
     "Webhook",

@@ -26,6 +26,7 @@ class Keyspace:
         self.metrics = f"{p}:metrics"
         self.paused = f"{p}:paused"
         self.ingest_keys = f"{p}:ingest:keys"
+        self.audit = f"{p}:audit"
 
     # -- runs and events --------------------------------------------------------------
 
@@ -100,3 +101,27 @@ class Keyspace:
 
     def ingest_seen(self, token: str) -> str:
         return f"{self.prefix}:ingest:seen:{token}"
+
+    def ingest_rate(self, key_id: str, window: int, n: int) -> str:
+        """Events an ingest key sent in window ``n`` of ``window`` seconds."""
+        return f"{self.prefix}:ingest:rate:{key_id}:{window}:{n}"
+
+    # -- the dashboard ---------------------------------------------------------------------
+
+    def audit_on(self, target: str) -> str:
+        """The audit records about one run, event or function."""
+        return f"{self.prefix}:audit:on:{target}"
+
+    # -- the metrics' rollups (beside the metrics hash, whatever its name) ------------------
+
+    @staticmethod
+    def rollup(metrics: str, tier: str, start: int) -> str:
+        return f"{metrics}:roll:{tier}:{start}"
+
+    @staticmethod
+    def rollup_last(metrics: str) -> str:
+        return f"{metrics}:roll:last"
+
+    @staticmethod
+    def rollup_claim(metrics: str, minute: int) -> str:
+        return f"{metrics}:roll:claim:{minute}"
