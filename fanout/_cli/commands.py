@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from .._core.run_record import FK
 from .._errors import FanoutError
 from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
@@ -181,7 +182,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     info = store.run_info(args.run_id, fields)
     if info is None:
         raise CliError(f"no run {args.run_id!r} (unknown, or past its retention)")
-    info = run_shown(info, fields.get("fk", ""), paused_functions(store))
+    info = run_shown(info, fields.get(FK, ""), paused_functions(store))
     key = args.key or os.environ.get("FANOUT_ENCRYPTION_KEY")
     if key:
         info = decrypted(info, key)

@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._core.run_record import EVENT, FK
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
@@ -333,7 +334,7 @@ class DashboardApp:
             info = t.runtime.store.run_info(run_id, fields)
             if info is None:
                 raise HttpError(404, f"no run {run_id} (unknown, or past its retention)")
-            info = run_shown(info, fields.get("fk", ""), paused_functions(t.runtime.store))
+            info = run_shown(info, fields.get(FK, ""), paused_functions(t.runtime.store))
             return self.json(200, run_json(self._decrypted(info), fields))
         if path in ("/events", "/api/events"):
             after = float(q["after"]) if q.get("after") else None
@@ -464,10 +465,10 @@ class DashboardApp:
         info = store.run_info(run_id, fields)
         if info is None:
             raise HttpError(404, f"no run {run_id} (unknown, or past its retention)")
-        fn_key = fields.get("fk", "")
+        fn_key = fields.get(FK, "")
         pause = PauseStore(store).info(fn_key) if info.status == "queued" else None
         info = run_shown(self._decrypted(info), fn_key, {fn_key} if pause else set())
-        event = json.loads(fields.get("event", "null"))
+        event = json.loads(fields.get(EVENT, "null"))
         body = pages.run_page(info, fields, event, csrf, pause=pause)
         body += access_pages.audit_section(self.audit.about(run_id), "Actions on this run")
         return f"Run {run_id}", body
