@@ -244,7 +244,6 @@ class _Harness(Host):
                 self.queue.append((None if resolved == "enqueue" else ran.seq, None))
         elif ran.wake is not None:
             if isinstance(outcome, Sleep):
-                self.skipped += max(0.0, outcome.until - time.time())
                 self._end_sleep(outcome)
             else:  # a retry's backoff
                 self.skipped += ran.wake - ran.now
@@ -259,8 +258,14 @@ class _Harness(Host):
     def _end_sleep(self, outcome: Sleep) -> None:
         """The sleep is over: its record completes, as the step would at its time."""
         rec = self._record(outcome.step_id)
+        self._skip_to(outcome.until, rec)
         self.store.resolve_step(self.run_id, replace(rec, status="completed",
                                                      ended_at=time.time()))
+
+    def _skip_to(self, until: float, rec: StepRecord) -> None:
+        """Move the virtual clock to ``until``, counted from when the step began to wait
+        (so the figure is the wait the code asked for, however long the pass took)."""
+        self.skipped += max(0.0, until - (rec.started_at or time.time()))
 
     def _answer(self, outcome: Wait) -> str:
         """Resolve a waiting step with the test's answer (as the router, or an ending
@@ -281,7 +286,7 @@ class _Harness(Host):
                 done.error = child_error("failed", {"type": type(answer).__name__,
                                                     "message": str(answer)})
             else:
-                self.skipped += max(0.0, outcome.until - now)
+                self._skip_to(outcome.until, rec)
                 done = replace(rec, status="failed", ended_at=now, error={
                     "type": "InvokeTimeoutError",
                     "message": "timed out waiting for the invoked function to complete"})
@@ -289,7 +294,7 @@ class _Harness(Host):
         found, answer, _key = _lookup(self.waits, rec.id)
         arrived = self._matching(rec.extra or {}, answer) if found else None
         if arrived is None:
-            self.skipped += max(0.0, outcome.until - now)
+            self._skip_to(outcome.until, rec)
             done = replace(rec, status="completed", output=None, ended_at=now)
         else:
             done = StepRecord(id=rec.id, kind="wait", status="completed", output=arrived,
