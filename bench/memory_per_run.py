@@ -33,7 +33,7 @@ def main() -> None:
         client = fanout.Fanout("bench", celery=app, redis_url=store_url)
 
         @client.create_function(fn_id="signup", trigger=fanout.TriggerEvent(event="user/signup"))
-        def signup(ctx: fanout.Context) -> dict[str, object]:
+        def signup(ctx: fanout.ContextSync) -> dict[str, object]:
             user = ctx.step.run("load-user", lambda: {"id": ctx.event.data["id"], "plan": "pro"})
             ctx.step.run("send-welcome", lambda: {"to": f"u{user['id']}@example.com", "ok": True})
             ctx.step.run("track", lambda: "tracked")

@@ -1,10 +1,15 @@
 """fanout: durable, event-driven functions for teams that already run Celery.
 
 Write Inngest-style functions (``ctx.step.run``, ``ctx.step.send_event``); each
-step runs as a Celery task and its result is memoized in Redis.
+step runs as a Celery task and its result is memoized in Redis.  A ``def`` handler
+takes ``ctx: fanout.ContextSync``, an ``async def`` one ``ctx: fanout.Context``, as
+in inngest-py.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._client import Fanout
+from ._core.context import Context, ContextSync
 from ._core.event import Event
 from ._core.flow import (
     Batch,
@@ -17,10 +22,10 @@ from ._core.flow import (
     Throttle,
     Timeouts,
 )
+from ._core.group_tools import ParallelMode
 from ._core.middleware import Middleware, MiddlewareSync, SendEventsResult, TransformOutputResult
 from ._core.records import RunInfo, StepInfo
-from ._core.step_types import AsyncContext
-from ._core.steps import Context, Group, ParallelMode, Step
+from ._core.step_types import Group, GroupSync, Step, StepSync
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import PydanticSerializer
 from ._errors import (
@@ -41,12 +46,12 @@ from ._errors import (
 from ._version import __version__
 
 __all__ = [
-    "AsyncContext",
     "Batch",
     "Cancel",
     "Concurrency",
     "ConfigError",
     "Context",
+    "ContextSync",
     "Debounce",
     "DecryptionError",
     "Event",
@@ -55,6 +60,7 @@ __all__ = [
     "Fanout",
     "FanoutError",
     "Group",
+    "GroupSync",
     "InvokeError",
     "Middleware",
     "MiddlewareError",
@@ -74,6 +80,7 @@ __all__ = [
     "Step",
     "StepError",
     "StepInfo",
+    "StepSync",
     "Throttle",
     "Timeouts",
     "TransformOutputResult",
@@ -81,3 +88,26 @@ __all__ = [
     "TriggerEvent",
     "__version__",
 ]
+
+#: Names kept for one minor release after they were replaced; each access warns.
+_DEPRECATED = {
+    "AsyncContext": (
+        "Context",
+        "fanout.AsyncContext is deprecated and goes in a later minor release: an async def "
+        "handler takes ctx: fanout.Context (a def handler ctx: fanout.ContextSync), as in "
+        "inngest-py",
+    ),
+}
+
+if TYPE_CHECKING:
+    AsyncContext = Context  # deprecated: fanout.Context
+
+
+def __getattr__(name: str) -> Any:
+    if name in _DEPRECATED:
+        import warnings
+
+        new, message = _DEPRECATED[name]
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module 'fanout' has no attribute {name!r}")

@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeVar, overload
 from celery import Celery
 
 from ._celery.runtime import Runtime, check_serializers, runtime_for
+from ._core.context import Context, ContextSync
 from ._core.engine import memo_from_fields
 from ._core.event import (
     INVOKE_EVENT,
@@ -42,8 +43,6 @@ from ._core.middleware import Stack as MiddlewareStack
 from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo, RunList
 from ._core.run_record import to_run_info
-from ._core.step_types import AsyncContext
-from ._core.steps import Context
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
@@ -52,16 +51,16 @@ from ._redis.history import MAX_LIMIT, History
 from ._redis.history import statuses as history_statuses
 
 F = TypeVar("F", bound=Callable[..., Any])
-AF = TypeVar("AF", bound=Callable[[AsyncContext], Coroutine[Any, Any, Any]])
-SF = TypeVar("SF", bound=Callable[[Context], Any])
+AF = TypeVar("AF", bound=Callable[[Context], Coroutine[Any, Any, Any]])
+SF = TypeVar("SF", bound=Callable[[ContextSync], Any])
 
 
 class FunctionDecorator(Protocol):
     """What ``create_function`` returns.  For a type checker it pairs the handler's
-    kind with its context: ``async def f(ctx: fanout.AsyncContext)`` (step tools
-    return awaitables) or ``def f(ctx: fanout.Context)`` (they return values); a
-    ``def`` handler taking ``AsyncContext`` does not type-check.  The handler is
-    returned unchanged."""
+    kind with its context, as inngest-py does: ``async def f(ctx: fanout.Context)``
+    (step tools return coroutines to await) or ``def f(ctx: fanout.ContextSync)``
+    (they return values); a ``def`` handler taking ``fanout.Context`` does not
+    type-check.  The handler is returned unchanged."""
 
     @overload
     def __call__(self, handler: AF) -> AF: ...
@@ -506,4 +505,4 @@ class Fanout:
         return self._rt
 
 
-__all__ = ["Context", "EventError", "Fanout"]
+__all__ = ["Context", "ContextSync", "EventError", "Fanout"]

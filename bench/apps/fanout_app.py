@@ -53,7 +53,7 @@ def last(i: int) -> int:
 
 
 @client.create_function(fn_id="loader", trigger=fanout.TriggerEvent(event="bench/load"))
-def loader(ctx: fanout.Context) -> int:
+def loader(ctx: fanout.ContextSync) -> int:
     n = int(ctx.event.data["n"])
     for c, start in enumerate(range(0, n, SEND_CHUNK)):
         ctx.step.send_event(
@@ -65,7 +65,7 @@ def loader(ctx: fanout.Context) -> int:
 
 
 @client.create_function(fn_id="item", trigger=fanout.TriggerEvent(event="bench/item"))
-def item(ctx: fanout.Context) -> int:
+def item(ctx: fanout.ContextSync) -> int:
     i = int(ctx.event.data["i"])
     ctx.step.run("s1", step, "s1", i)
     ctx.step.run("s2", step, "s2", i)
@@ -77,23 +77,23 @@ def noop() -> int:
 
 
 @client.create_function(fn_id="lat1", trigger=fanout.TriggerEvent(event="bench/lat1"))
-def lat1(ctx: fanout.Context) -> int:
+def lat1(ctx: fanout.ContextSync) -> int:
     return int(ctx.step.run("s1", noop))
 
 
 @client.create_function(fn_id="lat3", trigger=fanout.TriggerEvent(event="bench/lat3"))
-def lat3(ctx: fanout.Context) -> int:
+def lat3(ctx: fanout.ContextSync) -> int:
     ctx.step.run("s1", noop)
     ctx.step.run("s2", noop)
     return int(ctx.step.run("s3", noop))
 
 
 @client.create_function(fn_id="sleeper", trigger=fanout.TriggerEvent(event="bench/sleep"))
-def sleeper(ctx: fanout.Context) -> None:
+def sleeper(ctx: fanout.ContextSync) -> None:
     ctx.step.sleep("s", timedelta(seconds=float(ctx.event.data.get("for", 1))))
 
 
 @client.create_function(fn_id="waiter", trigger=fanout.TriggerEvent(event="bench/wait"))
-def waiter(ctx: fanout.Context) -> Any:
+def waiter(ctx: fanout.ContextSync) -> Any:
     ev = ctx.step.wait_for_event("w", event="bench/resolve", timeout="10m", match="data.k")
     return ev.data if ev is not None else None

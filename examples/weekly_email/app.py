@@ -69,7 +69,7 @@ def send_email(user: dict[str, object], data: dict[str, object]) -> dict[str, ob
     fn_id="weekly-activity-load-users",
     trigger=fanout.TriggerCron(cron="0 12 * * 5"),
 )
-async def load_users(ctx: fanout.AsyncContext) -> dict[str, int]:
+async def load_users(ctx: fanout.Context) -> dict[str, int]:
     users = await ctx.step.run("fetch-users", fetch_users)
     events = [
         fanout.Event(name="app/weekly-email-activity.send", data={**u, "user": u}) for u in users
@@ -82,6 +82,6 @@ async def load_users(ctx: fanout.AsyncContext) -> dict[str, int]:
     fn_id="weekly-activity-send-email",
     trigger=fanout.TriggerEvent(event="app/weekly-email-activity.send"),
 )
-def send_reminder(ctx: fanout.Context) -> None:
+def send_reminder(ctx: fanout.ContextSync) -> None:
     data = ctx.step.run("load-user-data", load_user_data, ctx.event.data["user"]["id"])
     ctx.step.run("email-user", send_email, ctx.event.data["user"], data)

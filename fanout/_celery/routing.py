@@ -23,7 +23,7 @@ from .._core.event import dumps
 from .._core.ids import new_token, run_id_for
 from .._core.records import StepRecord
 from .._core.run_record import new_run_fields
-from .._core.steps import wait_bucket, wait_matches
+from .._core.waits import wait_bucket, wait_matches
 
 if TYPE_CHECKING:
     from .._core.function import FunctionDef

@@ -80,7 +80,7 @@ class PassSink:
         return self.rt.publish(events, parent_run_id=self.run_id)
 
     def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
-        from .._core.steps import wait_bucket, wait_matches
+        from .._core.waits import wait_bucket, wait_matches
 
         trigger = self.rt.parse_json(self.fields.get("event", "{}"))
         bucket = wait_bucket(spec.get("match"), trigger)
@@ -96,7 +96,7 @@ class PassSink:
         return None
 
     def drop_wait(self, step_id: str, event_name: str) -> None:
-        from .._core.steps import wait_bucket
+        from .._core.waits import wait_bucket
 
         raw = self.fields.get(f"s:{step_id}")
         match = (self.rt.parse_json(raw).get("x") or {}).get("match") if raw else None

@@ -1,11 +1,12 @@
 """The driver: one pass of a function handler over the replay engine.
 
-:func:`run_pass` builds the handler's :class:`~fanout._core.steps.Context` over a
-:class:`~fanout._core.engine.Pass`, runs the handler (through the function's
-middleware, if any) until it returns or stops at a step boundary, and turns what
-happened into an :data:`~fanout._core.engine.Outcome`.  It sits above both
-``engine`` (the pass and its outcomes) and ``steps`` (the step tools), which do
-not import each other back.
+:func:`run_pass` builds the handler's context (:class:`~fanout._core.context.Context`
+for an ``async def`` handler, :class:`~fanout._core.context.ContextSync` for a ``def``
+one) over a :class:`~fanout._core.engine.Pass`, runs the handler (through the
+function's middleware, if any) until it returns or stops at a step boundary, and
+turns what happened into an :data:`~fanout._core.engine.Outcome`.  It sits above both
+``engine`` (the pass and its outcomes) and the step tools (``step_tools``,
+``group_tools``, ``context``), which do not import each other back.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .._errors import (
     RetryAfterError,
     StepError,
 )
+from .context import context_for
 from .engine import (
     BranchDone,
     Completed,
@@ -43,7 +45,6 @@ from .engine import (
 )
 from .event import dumps
 from .middleware import PassRequest, Stack
-from .steps import Context
 from .versions import order_hint
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
@@ -65,7 +66,7 @@ def run_pass(
 ) -> Outcome:
     """Run one pass of ``handler`` and say what should happen next."""
     p = Pass(inp, sink, is_async=is_async)
-    ctx = Context(p)
+    ctx = context_for(p)
     try:
         if inp.middleware:
             return _with_middleware(p, ctx, handler)

@@ -23,10 +23,13 @@ import re
 
 from .._errors import ConfigError
 
-__all__ = ["MAX_SECONDS", "parse_duration", "parse_seconds", "show"]
+__all__ = ["MAX_SECONDS", "Duration", "parse_duration", "parse_seconds", "show"]
 
 #: The longest duration anything takes (a sleep, a wait, a timeout): one year.
 MAX_SECONDS = 366 * 86400
+#: What a duration parameter of a step tool takes: an int of milliseconds, a timedelta,
+#: or a string such as ``"30s"``.
+Duration = int | _dt.timedelta | str
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _AMOUNT = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _FORMS_MS = "an int of milliseconds, a timedelta, or a string such as '30s' or '1h30m'"

@@ -43,7 +43,8 @@ from .event import Event, prepare_batch
 from .function import FunctionDef
 from .ids import derived_event_id, run_id_for
 from .records import StepInfo, StepRecord, child_error
-from .steps import Step, wait_matches
+from .step_tools import StepTools as Step
+from .waits import wait_matches
 
 __all__ = ["RunResult", "run_function", "run_function_async"]
 

@@ -1,50 +1,58 @@
-"""What a type checker sees of ``ctx.step`` and ``ctx.group``: typing-only views.
+"""What a type checker sees of ``ctx.step`` and ``ctx.group``: ``Step``, ``StepSync``,
+``Group`` and ``GroupSync``.
 
-At run time there is one :class:`~fanout._core.steps.Step` (and one
-:class:`~fanout._core.steps.Group`) for both kinds of handler: each tool returns
-its value directly to a ``def`` handler and an awaitable of it to an
-``async def`` one.  These protocols say so to a type checker:
+At run time there is one :class:`~fanout._core.step_tools.StepTools` (and one
+:class:`~fanout._core.group_tools.GroupTools`) for both kinds of handler: each tool
+returns its value directly to a ``def`` handler and an awaitable of it to an
+``async def`` one.  These protocols say so to a type checker, with the names
+inngest-py gives them:
 
-* a ``def`` handler takes ``ctx: fanout.Context``, whose ``step`` is a
-  :class:`SyncStep`: ``ctx.step.run("id", handler)`` is of the handler's return
-  type ``T``;
-* an ``async def`` handler takes ``ctx: fanout.AsyncContext``, whose ``step`` is an
-  :class:`AsyncStep`: the same call is an ``Awaitable[T]``.
+* a ``def`` handler takes ``ctx: fanout.ContextSync``, whose ``step`` is a
+  :class:`StepSync`: ``ctx.step.run("id", handler, *args)`` is of the handler's
+  return type ``T`` (a coroutine function's result is awaited by the step);
+* an ``async def`` handler takes ``ctx: fanout.Context``, whose ``step`` is a
+  :class:`Step`: the same call is a coroutine to await, of ``T``.
 
+``args`` are typed by the handler's parameters (a ``TypeVarTuple``), so a step
+called with the wrong number or types of arguments fails type-checking.
 ``Fanout.create_function`` accepts either pairing (its decorator is overloaded on
 whether the handler is a coroutine function) and rejects ``def f(ctx:
-AsyncContext)``.  Nothing here exists at run time beyond the protocol classes.
+fanout.Context)``.  Nothing here does anything at run time: the protocols are for
+annotations (``def charge(step: fanout.StepSync) -> None``), not ``isinstance``.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
+from typing_extensions import TypeVarTuple, Unpack
+
+from .durations import Duration
 from .event import Event
+from .group_tools import ParallelMode
 
-if TYPE_CHECKING:
-    from .steps import ParallelMode
+__all__ = ["Group", "GroupSync", "Step", "StepSync"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+Args = TypeVarTuple("Args")
 
-Duration = int | _dt.timedelta | str  # an int is milliseconds
 
-
-class SyncStep(Protocol):
-    """``ctx.step`` in a ``def`` handler: each tool returns its value."""
+class StepSync(Protocol):
+    """``ctx.step`` in a ``def`` handler (``fanout.ContextSync``): each tool returns
+    its value."""
 
     @overload
     def run(
-        self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any,
-        output_type: Any = None,
+        self, step_id: str, handler: Callable[[Unpack[Args]], Awaitable[T]],
+        *args: Unpack[Args], output_type: Any = None,
     ) -> T: ...
     @overload
     def run(
-        self, step_id: str, handler: Callable[..., T], *args: Any, output_type: Any = None
+        self, step_id: str, handler: Callable[[Unpack[Args]], T], *args: Unpack[Args],
+        output_type: Any = None,
     ) -> T: ...
 
     def send_event(self, step_id: str, events: Event | Iterable[Event]) -> list[str]: ...
@@ -84,94 +92,74 @@ class SyncStep(Protocol):
     ) -> Any: ...
 
 
-class AsyncStep(Protocol):
-    """``ctx.step`` in an ``async def`` handler: each tool returns an awaitable."""
+class Step(Protocol):
+    """``ctx.step`` in an ``async def`` handler (``fanout.Context``): each tool returns
+    a coroutine to await, as inngest-py's ``async def`` step tools do."""
 
     @overload
     def run(
-        self, step_id: str, handler: Callable[..., Awaitable[T]], *args: Any,
-        output_type: Any = None,
-    ) -> Awaitable[T]: ...
+        self, step_id: str, handler: Callable[[Unpack[Args]], Awaitable[T]],
+        *args: Unpack[Args], output_type: Any = None,
+    ) -> Coroutine[Any, Any, T]: ...
     @overload
     def run(
-        self, step_id: str, handler: Callable[..., T], *args: Any, output_type: Any = None
-    ) -> Awaitable[T]: ...
+        self, step_id: str, handler: Callable[[Unpack[Args]], T], *args: Unpack[Args],
+        output_type: Any = None,
+    ) -> Coroutine[Any, Any, T]: ...
 
     def send_event(
         self, step_id: str, events: Event | Iterable[Event]
-    ) -> Awaitable[list[str]]: ...
+    ) -> Coroutine[Any, Any, list[str]]: ...
 
-    def sleep(self, step_id: str, duration: Duration) -> Awaitable[None]: ...
+    def sleep(self, step_id: str, duration: Duration) -> Coroutine[Any, Any, None]: ...
 
-    def sleep_until(self, step_id: str, when: _dt.datetime | str) -> Awaitable[None]: ...
+    def sleep_until(
+        self, step_id: str, when: _dt.datetime | str
+    ) -> Coroutine[Any, Any, None]: ...
 
     def wait_for_event(
         self, step_id: str, *, event: str, timeout: Duration, if_exp: str | None = None,
         match: str | None = None, lookback: Duration | None = None,
-    ) -> Awaitable[Event | None]: ...
+    ) -> Coroutine[Any, Any, Event | None]: ...
 
     @overload
     def invoke(
         self, step_id: str, *, function: Callable[..., Coroutine[Any, Any, R]],
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
         output_type: Any = None,
-    ) -> Awaitable[R]: ...
+    ) -> Coroutine[Any, Any, R]: ...
     @overload
     def invoke(
         self, step_id: str, *, function: Callable[..., R],
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
         output_type: Any = None,
-    ) -> Awaitable[R]: ...
+    ) -> Coroutine[Any, Any, R]: ...
     @overload
     def invoke(
         self, step_id: str, *, function: object,
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
         output_type: Any = None,
-    ) -> Awaitable[Any]: ...
+    ) -> Coroutine[Any, Any, Any]: ...
 
     def invoke_by_id(
         self, step_id: str, *, function_id: str, app_id: str | None = None,
         data: Mapping[str, Any] | None = None, timeout: Duration | None = None,
         output_type: Any = None,
-    ) -> Awaitable[Any]: ...
+    ) -> Coroutine[Any, Any, Any]: ...
 
 
-class SyncGroup(Protocol):
-    """``ctx.group`` in a ``def`` handler."""
+class GroupSync(Protocol):
+    """``ctx.group`` in a ``def`` handler (``fanout.ContextSync``)."""
 
     def parallel(
         self, callables: Sequence[Callable[[], T]], parallel_mode: ParallelMode = ...
     ) -> tuple[T, ...]: ...
 
 
-class AsyncGroup(Protocol):
-    """``ctx.group`` in an ``async def`` handler."""
+class Group(Protocol):
+    """``ctx.group`` in an ``async def`` handler (``fanout.Context``): each callable
+    returns an awaitable (``lambda: ctx.step.run(...)``)."""
 
     def parallel(
         self, callables: Sequence[Callable[[], Awaitable[T]]], parallel_mode: ParallelMode = ...
-    ) -> Awaitable[tuple[T, ...]]: ...
-
-
-class AsyncContext(Protocol):
-    """The context of an ``async def`` handler, for type checkers: what
-    :class:`fanout.Context` is, with step tools that return awaitables.  At run time
-    the handler receives a :class:`fanout.Context`."""
-
-    @property
-    def event(self) -> Event: ...
-    @property
-    def events(self) -> list[Event]: ...
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def fn_id(self) -> str: ...
-    @property
-    def attempt(self) -> int: ...
-    @property
-    def logger(self) -> logging.LoggerAdapter[logging.Logger]: ...
-    @property
-    def step(self) -> AsyncStep: ...
-    @property
-    def group(self) -> AsyncGroup: ...
-
-    def patched(self, marker: str) -> bool: ...
+    ) -> Coroutine[Any, Any, tuple[T, ...]]: ...

@@ -26,15 +26,22 @@ import fanout.tracing
 
 ROOT = Path(__file__).resolve().parents[2]
 
+# The context and step names are inngest-py's: Context / Step / Group for an async def
+# handler, ContextSync / StepSync / GroupSync for a def one.
 PUBLIC_ALL = [
-    "AsyncContext", "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "Debounce",
+    "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "ContextSync", "Debounce",
     "DecryptionError", "Event", "EventError", "ExpressionError", "Fanout", "FanoutError",
-    "Group", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
+    "Group", "GroupSync", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
     "NestedStepError", "NonDeterminismError", "NonRetriableError", "ParallelMode",
     "Priority", "PublishError", "PydanticSerializer", "RateLimit", "RetryAfterError",
-    "RunInfo", "SendEventsResult", "Singleton", "Step", "StepError", "StepInfo", "Throttle",
-    "Timeouts", "TransformOutputResult", "TriggerCron", "TriggerEvent", "__version__",
+    "RunInfo", "SendEventsResult", "Singleton", "Step", "StepError", "StepInfo", "StepSync",
+    "Throttle", "Timeouts", "TransformOutputResult", "TriggerCron", "TriggerEvent",
+    "__version__",
 ]
+
+# Names replaced in a release: each still resolves, with a DeprecationWarning naming
+# what to write instead, for at least one minor release (then it moves out of here).
+DEPRECATED = {"AsyncContext": "fanout.Context"}
 
 PUBLIC_MODULES = {
     "fanout.testing": ["RunResult", "embedded_celery", "run_function", "run_function_async",
@@ -61,6 +68,17 @@ def test_top_level_all() -> None:
     assert fanout.__all__ == PUBLIC_ALL
     for name in PUBLIC_ALL:
         assert hasattr(fanout, name), name
+
+
+@pytest.mark.parametrize("name", sorted(DEPRECATED))
+def test_deprecated_names_warn_and_resolve(name: str) -> None:
+    assert name not in fanout.__all__
+    new = DEPRECATED[name]
+    with pytest.warns(DeprecationWarning, match=re.escape(new)):
+        value = getattr(fanout, name)
+    assert value is getattr(fanout, new.removeprefix("fanout."))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        fanout.NoSuchName  # noqa: B018
 
 
 def test_public_submodules() -> None:
@@ -122,7 +140,7 @@ def _app() -> tuple[Celery, fanout.Fanout]:
     client = fanout.Fanout("guard", celery=app, redis_url="memory://guard-names")
 
     @client.create_function(fn_id="tick", trigger=fanout.TriggerCron(cron="* * * * *"))
-    def tick(ctx: fanout.Context) -> None:
+    def tick(ctx: fanout.ContextSync) -> None:
         return None
 
     return app, client

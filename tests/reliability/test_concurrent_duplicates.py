@@ -23,13 +23,13 @@ def effect(fn: str, eid: str) -> int:
 
 
 @client.create_function(fn_id="dup-a", trigger=fanout.TriggerEvent(event="dup/order"))
-def dup_a(ctx: fanout.Context) -> object:
+def dup_a(ctx: fanout.ContextSync) -> object:
     ctx.step.run("effect", effect, "a", ctx.event.id)
     return ctx.event.data
 
 
 @client.create_function(fn_id="dup-b", trigger=fanout.TriggerEvent(event="dup/*"))
-def dup_b(ctx: fanout.Context) -> object:
+def dup_b(ctx: fanout.ContextSync) -> object:
     ctx.step.run("effect", effect, "b", ctx.event.id)
     return ctx.event.data
 

@@ -35,7 +35,7 @@ app, client = make_app(__name__)
 
 
 @client.create_function(fn_id="echo", trigger=fanout.TriggerEvent(event="fuzz/*"))
-def echo(ctx: fanout.Context) -> Any:
+def echo(ctx: fanout.ContextSync) -> Any:
     return ctx.event.data
 
 
@@ -45,12 +45,12 @@ def echo(ctx: fanout.Context) -> Any:
         event="fuzz/*", expression="has(event.data.x) && event.data.x > 1 || size(event.name) > 40"
     ),
 )
-def filtered(ctx: fanout.Context) -> Any:
+def filtered(ctx: fanout.ContextSync) -> Any:
     return ctx.step.run("echo", lambda: ctx.event.name)
 
 
 @client.create_function(fn_id="plain", trigger=fanout.TriggerEvent(event="plain/ping"))
-def plain(ctx: fanout.Context) -> str:
+def plain(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("pong", lambda: "pong"))
 
 

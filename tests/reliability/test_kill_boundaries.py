@@ -47,14 +47,14 @@ def effect(run_id: str, k: int) -> int:
 
 
 @client.create_function(fn_id="four", trigger=fanout.TriggerEvent(event="rel/four"))
-def four(ctx: fanout.Context) -> list[int]:
+def four(ctx: fanout.ContextSync) -> list[int]:
     return [ctx.step.run(f"s{k}", effect, ctx.run_id, k) for k in range(1, STEPS + 1)]
 
 
 @client.create_function(
     fn_id="four-cp", trigger=fanout.TriggerEvent(event="rel/four-cp"), checkpoint=True
 )
-def four_cp(ctx: fanout.Context) -> list[int]:
+def four_cp(ctx: fanout.ContextSync) -> list[int]:
     return [ctx.step.run(f"s{k}", effect, ctx.run_id, k) for k in range(1, STEPS + 1)]
 
 
@@ -65,7 +65,7 @@ def poison() -> str:
 
 
 @client.create_function(fn_id="poison", trigger=fanout.TriggerEvent(event="rel/poison"))
-def poisoned(ctx: fanout.Context) -> str:
+def poisoned(ctx: fanout.ContextSync) -> str:
     ctx.step.run("ok", lambda: "fine")
     return str(ctx.step.run("poison", poison))
 

@@ -61,7 +61,7 @@ def noop(k: int) -> int:
 
 
 @client.create_function(fn_id="three", trigger=fanout.TriggerEvent(event="lost/three"))
-def three(ctx: fanout.Context) -> list[int]:
+def three(ctx: fanout.ContextSync) -> list[int]:
     return [ctx.step.run(f"s{k}", noop, k) for k in (1, 2, 3)]
 
 

@@ -26,7 +26,7 @@ def build(url: str) -> tuple[Celery, fanout.Fanout]:
     fo = fanout.Fanout("pzaof", celery=celery_app, redis_url=url, recovery_timeout=4)
 
     @fo.create_function(fn_id="job", trigger=fanout.TriggerEvent(event="pzaof/job"))
-    def job(ctx: fanout.Context) -> str:
+    def job(ctx: fanout.ContextSync) -> str:
         return str(ctx.step.run("work", lambda: "done"))
 
     return celery_app, fo

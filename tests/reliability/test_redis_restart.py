@@ -58,13 +58,13 @@ def build(url: str, broker_url: str) -> tuple[Celery, fanout.Fanout]:
         return int(_side().hincrby(f"side:{step}", str(n), 1))
 
     @fo.create_function(fn_id=FN_LOADER, trigger=fanout.TriggerEvent(event="aof/load"))
-    def loader(ctx: fanout.Context) -> int:
+    def loader(ctx: fanout.ContextSync) -> int:
         events = [fanout.Event(name="aof/child", data={"n": i}) for i in range(N)]
         ctx.step.send_event("fan-out", events)
         return N
 
     @fo.create_function(fn_id=FN_CHILD, trigger=fanout.TriggerEvent(event="aof/child"))
-    def child(ctx: fanout.Context) -> int:
+    def child(ctx: fanout.ContextSync) -> int:
         n = int(ctx.event.data["n"])
         ctx.step.run("a", count, "a", n)
         ctx.step.run("b", count, "b", n)

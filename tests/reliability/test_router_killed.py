@@ -75,7 +75,7 @@ if os.environ.get("FANOUT_TEST_ROUTER_KILL") == "1":
 
 
 @client.create_function(fn_id="noted", trigger=fanout.TriggerEvent(event="rk/*"))
-def noted(ctx: fanout.Context) -> int:
+def noted(ctx: fanout.ContextSync) -> int:
     return int(ctx.event.data["i"])
 
 

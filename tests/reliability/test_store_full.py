@@ -39,7 +39,7 @@ def build(url: str, broker_url: str) -> tuple[Celery, fanout.Fanout]:
 
     @fo.create_function(fn_id=FN_LOADER, trigger=fanout.TriggerEvent(event="full/load"),
                         retries=20)
-    def loader(ctx: fanout.Context) -> int:
+    def loader(ctx: fanout.ContextSync) -> int:
         ids: list[str] = []
         for chunk in range(N // 100):
             ids += ctx.step.send_event(f"fan-out-{chunk}", [
@@ -49,7 +49,7 @@ def build(url: str, broker_url: str) -> tuple[Celery, fanout.Fanout]:
 
     @fo.create_function(fn_id=FN_CHILD, trigger=fanout.TriggerEvent(event="full/child"),
                         retries=20)
-    def child(ctx: fanout.Context) -> int:
+    def child(ctx: fanout.ContextSync) -> int:
         n = int(ctx.event.data["n"])
         return int(ctx.step.run("a", lambda: n))
 

@@ -15,7 +15,7 @@ app, client = make_app(__name__)
 
 
 @client.create_function(fn_id="listener", trigger=fanout.TriggerEvent(event="t/*"))
-def listener(ctx: fanout.Context) -> None:
+def listener(ctx: fanout.ContextSync) -> None:
     pass
 
 

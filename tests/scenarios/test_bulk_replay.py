@@ -19,7 +19,7 @@ app, client = make_app(__name__, app_id="bulk")
 
 @client.create_function(fn_id="broken", trigger=fanout.TriggerEvent(event="bulk/broken"),
                         retries=0)
-def broken(ctx: fanout.Context) -> None:
+def broken(ctx: fanout.ContextSync) -> None:
     def charge() -> None:
         raise fanout.NonRetriableError("card declined")
 
@@ -27,7 +27,7 @@ def broken(ctx: fanout.Context) -> None:
 
 
 @client.create_function(fn_id="once", trigger=fanout.TriggerEvent(event="bulk/once"), retries=0)
-def once(ctx: fanout.Context) -> str:
+def once(ctx: fanout.ContextSync) -> str:
     def call() -> str:
         if int(redis_for(MOD).incr(f"side:once:{ctx.event.id}")) == 1:
             raise fanout.NonRetriableError("first time fails")

@@ -33,20 +33,20 @@ def side(name: str) -> int:
 
 
 @client.create_function(fn_id="greet", trigger=fanout.TriggerEvent(event="cli/hello"))
-def greet(ctx: fanout.Context) -> str:
+def greet(ctx: fanout.ContextSync) -> str:
     name = ctx.step.run("a", lambda: (side("greet-a"), ctx.event.data.get("name", "?"))[1])
     return str(ctx.step.run("b", lambda: f"hello {name}"))
 
 
 @client.create_function(fn_id="slow", trigger=fanout.TriggerEvent(event="cli/slow"))
-def slow(ctx: fanout.Context) -> str:
+def slow(ctx: fanout.ContextSync) -> str:
     ctx.step.run("first", lambda: 1)
     ctx.step.sleep("nap", "10m")
     return "woke"
 
 
 @client.create_function(fn_id="boom", trigger=fanout.TriggerEvent(event="cli/boom"), retries=0)
-def boom(ctx: fanout.Context) -> str:
+def boom(ctx: fanout.ContextSync) -> str:
     def maybe() -> str:
         if not redis_for(MOD).get("side:boom-fixed"):
             raise fanout.NonRetriableError("not fixed yet")

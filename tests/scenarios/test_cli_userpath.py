@@ -41,13 +41,13 @@ client = fanout.Fanout(app_id="proj", celery=app)
 
 
 @client.create_function(fn_id="hello", trigger=fanout.TriggerEvent(event="up/hello"))
-def hello(ctx: fanout.Context) -> str:
+def hello(ctx: fanout.ContextSync) -> str:
     name = ctx.step.run("a", lambda: ctx.event.data.get("name", "?"))
     return str(ctx.step.run("b", lambda: f"hello {name}"))
 
 
 @client.create_function(fn_id="hold", trigger=fanout.TriggerEvent(event="up/hold"))
-def hold(ctx: fanout.Context) -> str:
+def hold(ctx: fanout.ContextSync) -> str:
     ctx.step.run("first", lambda: 1)
     ctx.step.sleep("nap", "10m")
     return "woke"
@@ -55,7 +55,7 @@ def hold(ctx: fanout.Context) -> str:
 
 @client.create_function(fn_id="picky", trigger=fanout.TriggerEvent(
     event="up/picky", expression="event.data.n > 10"))
-def picky(ctx: fanout.Context) -> int:
+def picky(ctx: fanout.ContextSync) -> int:
     return int(ctx.event.data["n"])
 '''
 

@@ -124,20 +124,20 @@ def build(cluster_url: str) -> tuple[Celery, fanout.Fanout]:
                        retry_backoff=[0.2])
 
     @fo.create_function(fn_id="loader", trigger=fanout.TriggerEvent(event="cl/load"))
-    def loader(ctx: fanout.Context) -> int:
+    def loader(ctx: fanout.ContextSync) -> int:
         users = ctx.step.run("fetch", lambda: list(range(N)))
         ctx.step.send_event("fan-out", [fanout.Event(name="cl/user", data={"id": u}) for u in users])
         return len(users)
 
     @fo.create_function(fn_id="email", trigger=fanout.TriggerEvent(event="cl/user"))
-    def email(ctx: fanout.Context) -> str:
+    def email(ctx: fanout.ContextSync) -> str:
         uid = str(ctx.event.data["id"])
         ctx.step.run("load", count, "load", uid)
         ctx.step.run("send", count, "send", uid)
         return uid
 
     @fo.create_function(fn_id="pauses", trigger=fanout.TriggerEvent(event="cl/pause"))
-    def pauses(ctx: fanout.Context) -> object:
+    def pauses(ctx: fanout.ContextSync) -> object:
         ctx.step.sleep("nap", "500ms")
         ev = ctx.step.wait_for_event("approval", event="cl/approved", timeout="30s", match="data.k")
         return ev.data if ev else None

@@ -43,20 +43,20 @@ def heartbeat() -> None:
     redis_for(__name__).incr("side:heartbeat")
 
 
-def record(ctx: fanout.Context, fn: str) -> dict[str, Any]:
+def record(ctx: fanout.ContextSync, fn: str) -> dict[str, Any]:
     redis_for(__name__).hincrby(f"side:{fn}", str(ctx.event.data.get("scheduled_at")), 1)
     return {"name": ctx.event.name, "data": ctx.event.data, "id": ctx.event.id}
 
 
 @client.create_function(fn_id="minutely", trigger=fanout.TriggerCron(cron="* * * * *"))
-def minutely(ctx: fanout.Context) -> dict[str, Any]:
+def minutely(ctx: fanout.ContextSync) -> dict[str, Any]:
     return record(ctx, "minutely")
 
 
 @client.create_function(
     fn_id="jittered", trigger=fanout.TriggerCron(cron="* * * * *", jitter=JITTER)
 )
-def jittered(ctx: fanout.Context) -> dict[str, Any]:
+def jittered(ctx: fanout.ContextSync) -> dict[str, Any]:
     return record(ctx, "jittered")
 
 

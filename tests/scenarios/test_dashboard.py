@@ -30,7 +30,7 @@ MOD = __name__
 
 
 @client.create_function(fn_id="checkout", trigger=fanout.TriggerEvent(event="dash/order"))
-def checkout(ctx: fanout.Context) -> dict[str, Any]:
+def checkout(ctx: fanout.ContextSync) -> dict[str, Any]:
     ctx.step.run("reserve", lambda: time.sleep(0.05) or "reserved")
     charge = ctx.step.run("charge", lambda: {"amount": ctx.event.data.get("total", 0)})
     ctx.step.run("notify", lambda: "sent")
@@ -38,7 +38,7 @@ def checkout(ctx: fanout.Context) -> dict[str, Any]:
 
 
 @client.create_function(fn_id="sleepy", trigger=fanout.TriggerEvent(event="dash/wait"))
-def sleepy(ctx: fanout.Context) -> str:
+def sleepy(ctx: fanout.ContextSync) -> str:
     ctx.step.run("first", lambda: 1)
     ctx.step.sleep("nap", "10m")
     return "woke"
@@ -46,7 +46,7 @@ def sleepy(ctx: fanout.Context) -> str:
 
 @client.create_function(fn_id="fragile", trigger=fanout.TriggerEvent(event="dash/fragile"),
                         retries=0)
-def fragile(ctx: fanout.Context) -> None:
+def fragile(ctx: fanout.ContextSync) -> None:
     def charge() -> None:
         raise fanout.NonRetriableError("card declined")
 

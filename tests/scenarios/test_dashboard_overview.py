@@ -24,12 +24,12 @@ chromium, browser, shots, page = _browser.chromium, _browser.browser, _browser.s
 
 
 @client.create_function(fn_id="greet", trigger=fanout.TriggerEvent(event="ov/signup"))
-def greet(ctx: fanout.Context) -> str:
+def greet(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("hello", lambda: f"hello {ctx.event.data['user']['id']}")
 
 
 @client.create_function(fn_id="charge", trigger=fanout.TriggerEvent(event="ov/charge"), retries=0)
-def charge(ctx: fanout.Context) -> None:
+def charge(ctx: fanout.ContextSync) -> None:
     def declined() -> None:
         raise fanout.NonRetriableError("card declined")
 
@@ -37,19 +37,19 @@ def charge(ctx: fanout.Context) -> None:
 
 
 @client.create_function(fn_id="nap", trigger=fanout.TriggerEvent(event="ov/nap"))
-def nap(ctx: fanout.Context) -> str:
+def nap(ctx: fanout.ContextSync) -> str:
     ctx.step.sleep("long", "1h")
     return "woke"
 
 
 @client.create_function(fn_id="nightly", trigger=fanout.TriggerCron(cron="0 3 * * *"))
-def nightly(ctx: fanout.Context) -> None:
+def nightly(ctx: fanout.ContextSync) -> None:
     return None
 
 
 @client.create_function(fn_id="journey", trigger=fanout.TriggerEvent(event="ov/journey"),
                         retries=2, backoff=[1.0])
-def journey(ctx: fanout.Context) -> str:
+def journey(ctx: fanout.ContextSync) -> str:
     def flaky() -> str:
         if ctx.attempt == 0:
             raise ConnectionError("try again")

@@ -37,12 +37,12 @@ client = fanout.Fanout("proj", celery=app, redis_url="memory://")
 
 
 @client.create_function(fn_id="greet", trigger=fanout.TriggerEvent(event="app/greet"))
-def greet(ctx: fanout.Context) -> str:
+def greet(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("say", lambda: "{greeting} " + words.WORD)
 
 
 @client.create_function(fn_id="slow", trigger=fanout.TriggerEvent(event="app/slow"))
-def slow(ctx: fanout.Context) -> list[str]:
+def slow(ctx: fanout.ContextSync) -> list[str]:
     before = ctx.step.run("before", lambda: words.WORD)
     ctx.step.wait_for_event("go", event="app/go", timeout="2m")
     return [before, ctx.step.run("after", lambda: words.WORD)]

@@ -30,7 +30,7 @@ app, client = make_app(__name__, app_id="enc", middleware=[
 
 
 @client.create_function(fn_id="pay", trigger=fanout.TriggerEvent(event="enc/pay"), retries=0)
-def pay(ctx: fanout.Context) -> dict[str, Any]:
+def pay(ctx: fanout.ContextSync) -> dict[str, Any]:
     card = ctx.event.data["encrypted"]["card"]
     charged = ctx.step.run("charge", lambda: {"card": card, "ok": True})
     ctx.step.send_event("receipt", fanout.Event(
@@ -39,7 +39,7 @@ def pay(ctx: fanout.Context) -> dict[str, Any]:
 
 
 @client.create_function(fn_id="receipt", trigger=fanout.TriggerEvent(event="enc/receipt"))
-def receipt(ctx: fanout.Context) -> str:
+def receipt(ctx: fanout.ContextSync) -> str:
     return str(ctx.event.data["encrypted"]["card"])[-4:]
 
 

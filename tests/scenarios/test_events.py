@@ -13,27 +13,27 @@ from tests.support import make_app, run_of, wait_for, wait_run
 app, client = make_app(__name__)
 
 
-def _record(ctx: fanout.Context) -> dict[str, object]:
+def _record(ctx: fanout.ContextSync) -> dict[str, object]:
     return {"name": ctx.event.name, "data": ctx.event.data}
 
 
 @client.create_function(fn_id="sub-a", trigger=fanout.TriggerEvent(event="shop/order.created"))
-def sub_a(ctx: fanout.Context) -> dict[str, object]:
+def sub_a(ctx: fanout.ContextSync) -> dict[str, object]:
     return _record(ctx)
 
 
 @client.create_function(fn_id="sub-b", trigger=fanout.TriggerEvent(event="shop/order.created"))
-def sub_b(ctx: fanout.Context) -> dict[str, object]:
+def sub_b(ctx: fanout.ContextSync) -> dict[str, object]:
     return _record(ctx)
 
 
 @client.create_function(fn_id="all-shop", trigger=fanout.TriggerEvent(event="shop/*"))
-def all_shop(ctx: fanout.Context) -> dict[str, object]:
+def all_shop(ctx: fanout.ContextSync) -> dict[str, object]:
     return _record(ctx)
 
 
 @client.create_function(fn_id="user-events", trigger=fanout.TriggerEvent(event="shop/user.*"))
-def user_events(ctx: fanout.Context) -> dict[str, object]:
+def user_events(ctx: fanout.ContextSync) -> dict[str, object]:
     return _record(ctx)
 
 
@@ -44,7 +44,7 @@ def user_events(ctx: fanout.Context) -> dict[str, object]:
         fanout.TriggerEvent(event="shop/vip", expression="has(event.data.tier) && event.data.tier == 'gold'"),
     ],
 )
-def big_orders(ctx: fanout.Context) -> dict[str, object]:
+def big_orders(ctx: fanout.ContextSync) -> dict[str, object]:
     return _record(ctx)
 
 

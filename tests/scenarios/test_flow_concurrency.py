@@ -24,7 +24,7 @@ span = recorder(__name__)
     fn_id="per-user", trigger=fanout.TriggerEvent(event="t/work"),
     concurrency=[fanout.Concurrency(2, key="event.data.user")],
 )
-def per_user(ctx: fanout.Context) -> str:
+def per_user(ctx: fanout.ContextSync) -> str:
     user = ctx.event.data["user"]
     ctx.step.run("one", span, user, ctx.run_id, 0.3)
     ctx.step.run("two", span, user, ctx.run_id, 0.3)
@@ -36,7 +36,7 @@ def per_user(ctx: fanout.Context) -> str:
     concurrency=[fanout.Concurrency(1, key="event.data.k", scope="app"),
                  fanout.Concurrency(3)],
 )
-def shared_a(ctx: fanout.Context) -> None:
+def shared_a(ctx: fanout.ContextSync) -> None:
     ctx.step.run("s", span, "a:" + ctx.event.data["k"], ctx.run_id, 0.2, "shared")
 
 
@@ -52,7 +52,7 @@ async def shared_b(ctx: fanout.Context) -> None:
     fn_id="parallel", trigger=fanout.TriggerEvent(event="t/parallel"),
     concurrency=[fanout.Concurrency(2)],
 )
-def parallel(ctx: fanout.Context) -> int:
+def parallel(ctx: fanout.ContextSync) -> int:
     out = ctx.group.parallel([
         (lambda i=i: ctx.step.run(f"b{i}", span, "p", ctx.run_id, 0.3, "parallel"))
         for i in range(5)
@@ -65,7 +65,7 @@ def parallel(ctx: fanout.Context) -> int:
     concurrency=[fanout.Concurrency(1)],
     priority=fanout.Priority(run="event.data.boost"),
 )
-def prio(ctx: fanout.Context) -> None:
+def prio(ctx: fanout.ContextSync) -> None:
     ctx.step.run("only", span, ctx.event.data["name"], ctx.run_id,
                  ctx.event.data.get("seconds", 0.1), "prio")
 

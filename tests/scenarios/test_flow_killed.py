@@ -26,7 +26,7 @@ def slow(run_id: str, k: str) -> dict[str, object]:
     fn_id="hog", trigger=fanout.TriggerEvent(event="t/hog"),
     concurrency=[fanout.Concurrency(1, key="event.data.k")],
 )
-def hog(ctx: fanout.Context) -> str:
+def hog(ctx: fanout.ContextSync) -> str:
     ctx.step.run("slow", slow, ctx.run_id, ctx.event.data["k"])
     return "ok"
 
@@ -70,7 +70,7 @@ def test_slot_of_a_killed_worker_expires_with_its_lease(clean_db: object, log_di
     fn_id="long-step", trigger=fanout.TriggerEvent(event="t/long"),
     concurrency=[fanout.Concurrency(1)],
 )
-def long_step(ctx: fanout.Context) -> None:
+def long_step(ctx: fanout.ContextSync) -> None:
     ctx.step.run("long", span, "long", ctx.run_id, 3.0, "long")  # longer than the 2 s lease
 
 

@@ -26,7 +26,7 @@ app, client = make_app(__name__)
         fanout.Cancel(event="t/user.deleted", if_exp="async.data.user == event.data.user"),
     ],
 )
-def order_flow(ctx: fanout.Context) -> str:
+def order_flow(ctx: fanout.ContextSync) -> str:
     ctx.step.run("reserve", lambda: "reserved")
     ctx.step.sleep("hold", "30s")
     ctx.step.run("charge", lambda: "charged")
@@ -37,7 +37,7 @@ def order_flow(ctx: fanout.Context) -> str:
     fn_id="queued-too-long", trigger=fanout.TriggerEvent(event="t/throttled"),
     throttle=fanout.Throttle(1, "10s"), timeouts=fanout.Timeouts(start="1s"),
 )
-def queued_too_long(ctx: fanout.Context) -> str:
+def queued_too_long(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("go", lambda: "went")
 
 
@@ -45,7 +45,7 @@ def queued_too_long(ctx: fanout.Context) -> str:
     fn_id="slot-too-late", trigger=fanout.TriggerEvent(event="t/slot"),
     concurrency=[fanout.Concurrency(1)], timeouts=fanout.Timeouts(start="1s"),
 )
-def slot_too_late(ctx: fanout.Context) -> str:
+def slot_too_late(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("go", time.sleep, ctx.event.data["seconds"]) or "slept"
 
 
@@ -53,18 +53,18 @@ def slot_too_late(ctx: fanout.Context) -> str:
     fn_id="too-slow", trigger=fanout.TriggerEvent(event="t/slow"),
     timeouts=fanout.Timeouts(finish="1s"),
 )
-def too_slow(ctx: fanout.Context) -> str:
+def too_slow(ctx: fanout.ContextSync) -> str:
     ctx.step.run("first", lambda: 1)
     ctx.step.sleep("nap", "20s")
     return ctx.step.run("second", lambda: 2)
 
 
 @client.create_function(fn_id="plain", trigger=fanout.TriggerEvent(event="t/plain"))
-def plain(ctx: fanout.Context) -> str:
+def plain(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("go", lambda: "went")
 
 
-def record_failure(ctx: fanout.Context) -> dict[str, object]:
+def record_failure(ctx: fanout.ContextSync) -> dict[str, object]:
     data = ctx.event.data
     return {"name": ctx.event.name, "run_id": data["run_id"], "function_id": data["function_id"],
             "error": data["error"]["message"], "order": data["event"]["data"]["order"]}
@@ -74,7 +74,7 @@ def record_failure(ctx: fanout.Context) -> dict[str, object]:
     fn_id="fragile", trigger=fanout.TriggerEvent(event="t/fragile"), retries=0,
     on_failure=record_failure,
 )
-def fragile(ctx: fanout.Context) -> None:
+def fragile(ctx: fanout.ContextSync) -> None:
     ctx.step.run("explode", lambda: (_ for _ in ()).throw(RuntimeError("card declined")))
 
 
@@ -84,7 +84,7 @@ def fragile(ctx: fanout.Context) -> None:
                                  expression="event.data.function_id != 'fragile'"),
              fanout.TriggerEvent(event="fanout/function.cancelled")],
 )
-def watcher(ctx: fanout.Context) -> dict[str, object]:
+def watcher(ctx: fanout.ContextSync) -> dict[str, object]:
     return {"name": ctx.event.name, "run_id": ctx.event.data["run_id"],
             "status": ctx.event.data["status"], "result": ctx.event.data.get("result")}
 
@@ -93,12 +93,12 @@ def watcher(ctx: fanout.Context) -> dict[str, object]:
     fn_id="limited-child", trigger=fanout.TriggerEvent(event="t/limited"),
     rate_limit=fanout.RateLimit(1, "1m"),
 )
-def limited_child(ctx: fanout.Context) -> int:
+def limited_child(ctx: fanout.ContextSync) -> int:
     return int(ctx.event.data["n"])
 
 
 @client.create_function(fn_id="invoker", trigger=fanout.TriggerEvent(event="t/invoker"))
-def invoker(ctx: fanout.Context) -> list[object]:
+def invoker(ctx: fanout.ContextSync) -> list[object]:
     out: list[object] = []
     for n in (1, 2):
         try:

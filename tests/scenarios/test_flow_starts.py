@@ -22,7 +22,7 @@ span = recorder(__name__)
     fn_id="single-skip", trigger=fanout.TriggerEvent(event="t/single-skip"),
     singleton=fanout.Singleton(key="event.data.k", mode="skip"),
 )
-def single_skip(ctx: fanout.Context) -> str:
+def single_skip(ctx: fanout.ContextSync) -> str:
     ctx.step.run("work", span, ctx.event.data["k"], ctx.run_id, 0.8, "single-skip")
     return ctx.event.data["k"]
 
@@ -31,7 +31,7 @@ def single_skip(ctx: fanout.Context) -> str:
     fn_id="single-cancel", trigger=fanout.TriggerEvent(event="t/single-cancel"),
     singleton=fanout.Singleton(mode="cancel"),
 )
-def single_cancel(ctx: fanout.Context) -> int:
+def single_cancel(ctx: fanout.ContextSync) -> int:
     ctx.step.run("one", span, "one", ctx.run_id, 0.8, "single-cancel")
     ctx.step.run("two", span, "two", ctx.run_id, 0.01, "single-cancel")
     return int(ctx.event.data["n"])
@@ -41,7 +41,7 @@ def single_cancel(ctx: fanout.Context) -> int:
     fn_id="throttled", trigger=fanout.TriggerEvent(event="t/throttle"),
     throttle=fanout.Throttle(1, "1s", key="event.data.k"),
 )
-def throttled(ctx: fanout.Context) -> None:
+def throttled(ctx: fanout.ContextSync) -> None:
     ctx.step.run("go", span, ctx.event.data["k"], ctx.run_id, 0.01, "throttle")
 
 
@@ -49,14 +49,14 @@ def throttled(ctx: fanout.Context) -> None:
     fn_id="rate-limited", trigger=fanout.TriggerEvent(event="t/rate"),
     rate_limit=fanout.RateLimit(2, "1m", key="event.data.k"),
 )
-def rate_limited(ctx: fanout.Context) -> str:
+def rate_limited(ctx: fanout.ContextSync) -> str:
     return ctx.event.data["k"]
 
 
 @client.create_function(
     fn_id="idem", trigger=fanout.TriggerEvent(event="t/order"), idempotency="event.data.order",
 )
-def idem(ctx: fanout.Context) -> int:
+def idem(ctx: fanout.ContextSync) -> int:
     return int(ctx.event.data["order"])
 
 
@@ -64,7 +64,7 @@ def idem(ctx: fanout.Context) -> int:
     fn_id="debounced", trigger=fanout.TriggerEvent(event="t/typing"),
     debounce=fanout.Debounce("1s", key="event.data.doc"),
 )
-def debounced(ctx: fanout.Context) -> dict[str, object]:
+def debounced(ctx: fanout.ContextSync) -> dict[str, object]:
     return {"doc": ctx.event.data["doc"], "i": ctx.event.data["i"], "events": len(ctx.events)}
 
 
@@ -72,7 +72,7 @@ def debounced(ctx: fanout.Context) -> dict[str, object]:
     fn_id="debounce-capped", trigger=fanout.TriggerEvent(event="t/stream"),
     debounce=fanout.Debounce("1s", timeout="2s"),
 )
-def debounce_capped(ctx: fanout.Context) -> int:
+def debounce_capped(ctx: fanout.ContextSync) -> int:
     return int(ctx.event.data["i"])
 
 
@@ -80,7 +80,7 @@ def debounce_capped(ctx: fanout.Context) -> int:
     fn_id="batched", trigger=fanout.TriggerEvent(event="t/item"),
     batch_events=fanout.Batch(max_size=5, timeout="1s", key="event.data.shop"),
 )
-def batched(ctx: fanout.Context) -> dict[str, object]:
+def batched(ctx: fanout.ContextSync) -> dict[str, object]:
     ids = [e.data["i"] for e in ctx.events]
     first = ctx.step.run("first", lambda: ctx.event.data["i"])
     return {"ids": ids, "first": first, "shop": ctx.event.data["shop"]}

@@ -17,7 +17,7 @@ app, client = make_app(__name__, app_id="eq", retry_backoff=[0.3])
 
 
 @client.create_function(fn_id="order", trigger=fanout.TriggerEvent(event="eq/order"), retries=2)
-def order(ctx: fanout.Context) -> dict[str, Any]:
+def order(ctx: fanout.ContextSync) -> dict[str, Any]:
     def charge() -> dict[str, Any]:
         if ctx.attempt == 0:
             raise ConnectionError("gateway timeout")  # the first attempt fails
@@ -48,7 +48,7 @@ async def fan(ctx: fanout.Context) -> list[int]:
 
 @client.create_function(fn_id="refuse", trigger=fanout.TriggerEvent(event="eq/refuse"),
                         retries=1)
-def refuse(ctx: fanout.Context) -> None:
+def refuse(ctx: fanout.ContextSync) -> None:
     ctx.step.run("check", lambda: "ok")
 
     def reject() -> None:

@@ -36,13 +36,13 @@ CONFIG_KEY = "fok_0123456789AB_" + "c" * 64
 
 
 @client.create_function(fn_id="paid", trigger=fanout.TriggerEvent(event="billing/invoice.paid"))
-def paid(ctx: fanout.Context) -> dict[str, Any]:
+def paid(ctx: fanout.ContextSync) -> dict[str, Any]:
     amount = ctx.step.run("charge", lambda: int(ctx.event.data["amount"]) * 100)
     return {"cents": amount, "event": ctx.event.id}
 
 
 @client.create_function(fn_id="pushed", trigger=fanout.TriggerEvent(event="github/push"))
-def pushed(ctx: fanout.Context) -> str:
+def pushed(ctx: fanout.ContextSync) -> str:
     return str(ctx.event.data["ref"])
 
 

@@ -21,7 +21,7 @@ def span(name: str, seconds: float = 1.0) -> dict[str, float]:
 
 
 @client.create_function(fn_id="child", trigger=fanout.TriggerEvent(event="t/child"), retries=1)
-def child(ctx: fanout.Context) -> dict[str, object]:
+def child(ctx: fanout.ContextSync) -> dict[str, object]:
     if ctx.event.data.get("fail"):
         ctx.step.run("boom", lambda: (_ for _ in ()).throw(ValueError("child broke")))
     if ctx.event.data.get("slow"):
@@ -30,7 +30,7 @@ def child(ctx: fanout.Context) -> dict[str, object]:
 
 
 @client.create_function(fn_id="parent", trigger=fanout.TriggerEvent(event="t/parent"))
-def parent(ctx: fanout.Context) -> object:
+def parent(ctx: fanout.ContextSync) -> object:
     data = ctx.event.data
     try:
         return ctx.step.invoke("call-child", function=child, data=data, timeout=data.get("timeout"))
@@ -39,12 +39,12 @@ def parent(ctx: fanout.Context) -> object:
 
 
 @client.create_function(fn_id="missing-child", trigger=fanout.TriggerEvent(event="t/missing"))
-def missing_child(ctx: fanout.Context) -> object:
+def missing_child(ctx: fanout.ContextSync) -> object:
     return ctx.step.invoke("call", function="no-such-function")
 
 
 @client.create_function(fn_id="group", trigger=fanout.TriggerEvent(event="t/group"))
-def group(ctx: fanout.Context) -> dict[str, object]:
+def group(ctx: fanout.ContextSync) -> dict[str, object]:
     a, b, c = ctx.group.parallel((
         lambda: ctx.step.run("a", span, "a"),
         lambda: ctx.step.run("b", span, "b"),
@@ -65,7 +65,7 @@ async def gather(ctx: fanout.Context) -> dict[str, object]:
 
 
 @client.create_function(fn_id="too-wide", trigger=fanout.TriggerEvent(event="t/too-wide"))
-def too_wide(ctx: fanout.Context) -> object:
+def too_wide(ctx: fanout.ContextSync) -> object:
     return ctx.group.parallel([lambda i=i: ctx.step.run(f"s{i}", lambda: i) for i in range(1001)])
 
 

@@ -26,14 +26,14 @@ N = 12
 
 
 @client.create_function(fn_id="loader", trigger=fanout.TriggerEvent(event="met/load"))
-def loader(ctx: fanout.Context) -> int:
+def loader(ctx: fanout.ContextSync) -> int:
     n = int(ctx.event.data["n"])
     ctx.step.send_event("fan", [fanout.Event(name="met/user", data={"i": i}) for i in range(n)])
     return n
 
 
 @client.create_function(fn_id="mailer", trigger=fanout.TriggerEvent(event="met/user"))
-def mailer(ctx: fanout.Context) -> dict[str, Any]:
+def mailer(ctx: fanout.ContextSync) -> dict[str, Any]:
     user = ctx.step.run("fetch", lambda: {"i": ctx.event.data["i"]})
     ctx.step.run("send", lambda: os.getpid())
     return user
@@ -46,12 +46,12 @@ def _flaky() -> str:
 
 
 @client.create_function(fn_id="flaky", trigger=fanout.TriggerEvent(event="met/flaky"), retries=3)
-def flaky(ctx: fanout.Context) -> str:
+def flaky(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("call", _flaky))
 
 
 @client.create_function(fn_id="doomed", trigger=fanout.TriggerEvent(event="met/doomed"), retries=0)
-def doomed(ctx: fanout.Context) -> None:
+def doomed(ctx: fanout.ContextSync) -> None:
     def charge() -> None:
         raise fanout.NonRetriableError("card declined")
 
@@ -59,7 +59,7 @@ def doomed(ctx: fanout.Context) -> None:
 
 
 @client.create_function(fn_id="sleeper", trigger=fanout.TriggerEvent(event="met/sleep"))
-def sleeper(ctx: fanout.Context) -> str:
+def sleeper(ctx: fanout.ContextSync) -> str:
     ctx.step.sleep("nap", "10m")
     return "woke"
 

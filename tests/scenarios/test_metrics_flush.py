@@ -23,7 +23,7 @@ app.conf.fanout_metrics_interval = 3600.0
 
 
 @client.create_function(fn_id="two", trigger=fanout.TriggerEvent(event="mfl/go"))
-def two(ctx: fanout.Context) -> int:
+def two(ctx: fanout.ContextSync) -> int:
     a = ctx.step.run("a", lambda: 1)
     b = ctx.step.run("b", lambda: 2)
     return int(a) + int(b)

@@ -17,13 +17,13 @@ app, client = make_app(__name__, app_id="otm")
 
 
 @client.create_function(fn_id="greet", trigger=fanout.TriggerEvent(event="otm/user"))
-def greet(ctx: fanout.Context) -> str:
+def greet(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("hello", lambda: "hi"))
 
 
 @client.create_function(fn_id="doomed", trigger=fanout.TriggerEvent(event="otm/doomed"),
                         retries=0)
-def doomed(ctx: fanout.Context) -> None:
+def doomed(ctx: fanout.ContextSync) -> None:
     def fail() -> None:
         raise fanout.NonRetriableError("no")
 

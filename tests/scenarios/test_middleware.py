@@ -90,7 +90,7 @@ app, client = make_app(__name__, app_id="mw", middleware=[Client])
 
 @client.create_function(fn_id="sync", trigger=fanout.TriggerEvent(event="mw/sync"),
                         middleware=[Func])
-def sync_fn(ctx: fanout.Context) -> str:
+def sync_fn(ctx: fanout.ContextSync) -> str:
     ctx.step.run("a", lambda: 1)
     ctx.step.run("b", lambda: 2)
     return "done"
@@ -106,7 +106,7 @@ async def async_fn(ctx: fanout.Context) -> str:
 
 @client.create_function(fn_id="wrapped", trigger=fanout.TriggerEvent(event="mw/wrapped"),
                         middleware=[Wrap])
-def wrapped(ctx: fanout.Context) -> dict[str, int]:
+def wrapped(ctx: fanout.ContextSync) -> dict[str, int]:
     x = ctx.step.run("x", lambda: 21)
     assert x == 21  # this pass sees its own value, not what was stored
     y = ctx.step.run("y", lambda: x * 2)
@@ -115,7 +115,7 @@ def wrapped(ctx: fanout.Context) -> dict[str, int]:
 
 @client.create_function(fn_id="boom", trigger=fanout.TriggerEvent(event="mw/boom"),
                         middleware=[BoomOnce], retries=2, backoff=[0.2])
-def boom(ctx: fanout.Context) -> int:
+def boom(ctx: fanout.ContextSync) -> int:
     def count() -> int:
         return int(r.incr("mw:a-ran"))
 
@@ -124,7 +124,7 @@ def boom(ctx: fanout.Context) -> int:
 
 
 @client.create_function(fn_id="sender", trigger=fanout.TriggerEvent(event="mw/send"))
-def sender(ctx: fanout.Context) -> list[str]:
+def sender(ctx: fanout.ContextSync) -> list[str]:
     return ctx.step.send_event("out", fanout.Event(name="mw/sent", data={"n": 1}))
 
 

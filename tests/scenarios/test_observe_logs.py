@@ -26,17 +26,17 @@ def flaky(name: str, fail_times: int) -> str:
 
 
 @client.create_function(fn_id="twice", trigger=fanout.TriggerEvent(event="obs/twice"), retries=4)
-def twice_fn(ctx: fanout.Context) -> str:
+def twice_fn(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("call-api", flaky, "twice", 2))
 
 
 @client.create_function(fn_id="doomed", trigger=fanout.TriggerEvent(event="obs/doomed"), retries=1)
-def doomed_fn(ctx: fanout.Context) -> str:
+def doomed_fn(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("charge", flaky, "doomed", 99))
 
 
 @client.create_function(fn_id="body", trigger=fanout.TriggerEvent(event="obs/body"), retries=2)
-def body_fn(ctx: fanout.Context) -> str:
+def body_fn(ctx: fanout.ContextSync) -> str:
     n = int(redis_for(__name__).incr("side:body"))
     if n == 1:
         raise ValueError("body failed on its first attempt")

@@ -29,7 +29,7 @@ def note(tag: str) -> str:
 
 
 @client.create_function(fn_id="two", trigger=fanout.TriggerEvent(event="prio/two"))
-def two(ctx: fanout.Context) -> list[str]:
+def two(ctx: fanout.ContextSync) -> list[str]:
     i = ctx.event.data["i"]
     return [ctx.step.run("a", note, f"a{i}"), ctx.step.run("b", note, f"b{i}")]
 

@@ -20,7 +20,7 @@ app, client = make_app(__name__, app_id="pz")
 
 
 @client.create_function(fn_id="job", trigger=fanout.TriggerEvent(event="pz/job"))
-def job(ctx: fanout.Context) -> int:
+def job(ctx: fanout.ContextSync) -> int:
     n = int(ctx.event.data["n"])
 
     def work() -> int:
@@ -31,7 +31,7 @@ def job(ctx: fanout.Context) -> int:
 
 
 @client.create_function(fn_id="slow", trigger=fanout.TriggerEvent(event="pz/slow"))
-def slow(ctx: fanout.Context) -> str:
+def slow(ctx: fanout.ContextSync) -> str:
     ctx.step.run("before", lambda: r.rpush("pz:slow", "before"))
     ctx.step.sleep("nap", "1500ms")
     ctx.step.run("after", lambda: r.rpush("pz:slow", "after"))

@@ -64,12 +64,12 @@ async def load_users(ctx: fanout.Context) -> dict[str, int]:
 
 
 @client.create_function(fn_id="send-email", trigger=fanout.TriggerEvent(event="app/email.send"))
-def send_reminder(ctx: fanout.Context) -> str:
+def send_reminder(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("email-user", send_email, ctx.event.data["user"])
 
 
 @client.create_function(fn_id="nap", trigger=fanout.TriggerEvent(event="app/nap"))
-def nap(ctx: fanout.Context) -> str:
+def nap(ctx: fanout.ContextSync) -> str:
     ctx.step.sleep("rest", "500ms")
     return ctx.step.run("after", lambda: "awake")
 
@@ -81,7 +81,7 @@ def long_work() -> str:
 
 
 @client.create_function(fn_id="long", trigger=fanout.TriggerEvent(event="app/long"))
-def long(ctx: fanout.Context) -> str:
+def long(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("work", long_work)
 
 
@@ -99,7 +99,7 @@ def meet(me: str, other: str) -> str:
 
 
 @client.create_function(fn_id="meet", trigger=fanout.TriggerEvent(event="app/meet"), retries=0)
-def meet_fn(ctx: fanout.Context) -> str:
+def meet_fn(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("meet", meet, ctx.event.data["me"], ctx.event.data["other"])
 
 
@@ -114,7 +114,7 @@ def burn() -> str:
 
 
 @client.create_function(fn_id="burn", trigger=fanout.TriggerEvent(event="app/burn"))
-def burn_fn(ctx: fanout.Context) -> str:
+def burn_fn(ctx: fanout.ContextSync) -> str:
     return ctx.step.run("burn", burn)
 
 

@@ -16,7 +16,7 @@ app, client = make_app(__name__)
     fn_id="batched", trigger=fanout.TriggerEvent(event="t/batched"),
     batch_events=fanout.Batch(max_size=3, timeout="30s", if_exp="event.data.bulk == true"),
 )
-def batched(ctx: fanout.Context) -> list[int]:
+def batched(ctx: fanout.ContextSync) -> list[int]:
     return [int(e.data["n"]) for e in ctx.events]
 
 
@@ -33,7 +33,7 @@ ODD = "Sync {users} | nightly: ünïcode & spaces"
 
 @client.create_function(fn_id=ODD, trigger=fanout.TriggerEvent(event="t/odd"),
                         concurrency=[fanout.Concurrency(limit=1)])
-def odd(ctx: fanout.Context) -> str:
+def odd(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("s", lambda: ctx.event.data["n"]))
 
 

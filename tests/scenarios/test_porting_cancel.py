@@ -14,15 +14,15 @@ from tests.support import make_app, redis_for, run_of, wait_for, wait_run
 app, client = make_app(__name__)
 
 
-def _started(ctx: fanout.Context) -> None:
+def _started(ctx: fanout.Context | fanout.ContextSync) -> None:
     redis_for(__name__).set(f"started:{ctx.event.data['id']}", 1)
 
 
-def _finished(ctx: fanout.Context) -> None:
+def _finished(ctx: fanout.Context | fanout.ContextSync) -> None:
     redis_for(__name__).set(f"finished:{ctx.event.data['id']}", 1)
 
 
-def _released(ctx: fanout.Context) -> bool:
+def _released(ctx: fanout.Context | fanout.ContextSync) -> bool:
     return bool(redis_for(__name__).get(f"release:{ctx.event.data['id']}"))
 
 
@@ -30,7 +30,7 @@ def _released(ctx: fanout.Context) -> bool:
     fn_id="plain", trigger=fanout.TriggerEvent(event="t/plain"),
     cancel=[fanout.Cancel(event="t/stop", match="data.id")],
 )
-def plain(ctx: fanout.Context) -> str:
+def plain(ctx: fanout.ContextSync) -> str:
     _started(ctx)
     deadline = time.monotonic() + 30
     while not _released(ctx) and time.monotonic() < deadline:

@@ -31,7 +31,7 @@ class MyException(Exception):
 
 
 @client.create_function(fn_id="invokee", trigger=fanout.TriggerEvent(event="pe/never"), retries=0)
-def invokee(ctx: fanout.Context) -> None:
+def invokee(ctx: fanout.ContextSync) -> None:
     raise MyException("oh no")
 
 
@@ -42,7 +42,7 @@ def _describe(err: fanout.StepError) -> dict[str, Any]:
 
 @client.create_function(fn_id="invoker-sync", trigger=fanout.TriggerEvent(event="pe/invoker-sync"),
                         retries=0)
-def invoker_sync(ctx: fanout.Context) -> dict[str, Any]:
+def invoker_sync(ctx: fanout.ContextSync) -> dict[str, Any]:
     try:
         ctx.step.invoke("invoke", function=invokee, timeout=60_000)
     except fanout.StepError as err:
@@ -79,7 +79,7 @@ def decline() -> None:
 
 @client.create_function(fn_id="step-sync", trigger=fanout.TriggerEvent(event="pe/step-sync"),
                         retries=0)
-def step_sync(ctx: fanout.Context) -> dict[str, Any]:
+def step_sync(ctx: fanout.ContextSync) -> dict[str, Any]:
     try:
         ctx.step.run("charge", decline)
     except fanout.StepError as err:
@@ -122,7 +122,7 @@ def later(key: str, quiet: bool) -> str:
 
 
 @client.create_function(fn_id="refuse-sync", trigger=fanout.TriggerEvent(event="pe/refuse-sync"))
-def refuse_sync(ctx: fanout.Context) -> None:
+def refuse_sync(ctx: fanout.ContextSync) -> None:
     ctx.step.run("refuse", refuse, bool(ctx.event.data["quiet"]))
 
 
@@ -132,7 +132,7 @@ async def refuse_async(ctx: fanout.Context) -> None:
 
 
 @client.create_function(fn_id="later-sync", trigger=fanout.TriggerEvent(event="pe/later-sync"))
-def later_sync(ctx: fanout.Context) -> str:
+def later_sync(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("later", later, ctx.event.data["key"], bool(ctx.event.data["quiet"])))
 
 
@@ -199,7 +199,7 @@ def test_a_one_mebibyte_event_goes_through(worker: Worker) -> None:
 
 @client.create_function(fn_id="big-batch", trigger=fanout.TriggerEvent(event="pe/big"),
                         batch_events=fanout.Batch(max_size=5, timeout="10s"))
-def big_batch(ctx: fanout.Context) -> list[int]:
+def big_batch(ctx: fanout.ContextSync) -> list[int]:
     return [len(e.data["msg"]) for e in ctx.events]
 
 

@@ -16,13 +16,13 @@ from tests.support import make_app, redis_for, run_of, wait_for, wait_run
 app, client = make_app(__name__)
 
 
-def first_pass(ctx: fanout.Context) -> bool:
+def first_pass(ctx: fanout.Context | fanout.ContextSync) -> bool:
     """True on the run's first pass only (a handler whose code differs between passes)."""
     return bool(redis_for(__name__).set(f"first:{ctx.run_id}", 1, nx=True))
 
 
 @client.create_function(fn_id="gone", trigger=fanout.TriggerEvent(event="t/gone"), retries=0)
-def gone(ctx: fanout.Context) -> object:
+def gone(ctx: fanout.ContextSync) -> object:
     steps = [lambda: ctx.step.run("a", lambda: "a")]
     if first_pass(ctx):
         steps.append(lambda: ctx.step.run("b", lambda: "b"))
@@ -40,7 +40,7 @@ async def gone_async(ctx: fanout.Context) -> object:
 
 @client.create_function(fn_id="appears", trigger=fanout.TriggerEvent(event="t/appears"),
                         retries=0)
-def appears(ctx: fanout.Context) -> object:
+def appears(ctx: fanout.ContextSync) -> object:
     if not first_pass(ctx):
         ctx.step.run("late", lambda: "late")
     return ctx.group.parallel([lambda: ctx.step.run("a", lambda: 1),
@@ -56,7 +56,7 @@ async def appears_async(ctx: fanout.Context) -> object:
 
 
 @client.create_function(fn_id="kid", trigger=fanout.TriggerEvent(event="t/kid"))
-def kid(ctx: fanout.Context) -> int:
+def kid(ctx: fanout.ContextSync) -> int:
     if ctx.event.data.get("slow"):
         ctx.step.sleep("nap", "30s")
     return int(ctx.event.data.get("n", 7))
@@ -75,7 +75,7 @@ async def invoke_in_group(ctx: fanout.Context) -> object:
 
 @client.create_function(fn_id="invoke-in-group-sync",
                         trigger=fanout.TriggerEvent(event="t/invoke-in-group-sync"), retries=0)
-def invoke_in_group_sync(ctx: fanout.Context) -> object:
+def invoke_in_group_sync(ctx: fanout.ContextSync) -> object:
     return ctx.group.parallel([
         lambda: ctx.step.run("a", lambda: 1),
         lambda: ctx.step.invoke("c", function=kid, data={"n": 3}),
@@ -86,7 +86,7 @@ def invoke_in_group_sync(ctx: fanout.Context) -> object:
 @client.create_function(fn_id="invoke-timeout-in-group",
                         trigger=fanout.TriggerEvent(event="t/invoke-timeout-in-group"),
                         retries=0)
-def invoke_timeout_in_group(ctx: fanout.Context) -> object:
+def invoke_timeout_in_group(ctx: fanout.ContextSync) -> object:
     try:
         ctx.group.parallel([
             lambda: ctx.step.run("a", lambda: 1),
@@ -108,7 +108,7 @@ async def wait_in_group(ctx: fanout.Context) -> object:
 
 
 @client.create_function(fn_id="slow-group", trigger=fanout.TriggerEvent(event="t/slow-group"))
-def slow_group(ctx: fanout.Context) -> object:
+def slow_group(ctx: fanout.ContextSync) -> object:
     return ctx.group.parallel([lambda: ctx.step.run("a", lambda: 1),
                                lambda: ctx.step.run("b", lambda: 2)])
 
@@ -190,7 +190,7 @@ def test_watchdog_fails_a_run_nothing_will_move(worker: object,
 
 
 @client.create_function(fn_id="napper", trigger=fanout.TriggerEvent(event="t/napper"))
-def napper(ctx: fanout.Context) -> str:
+def napper(ctx: fanout.ContextSync) -> str:
     ctx.step.sleep("nap", "1h")
     return "woke"
 

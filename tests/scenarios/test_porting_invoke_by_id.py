@@ -12,17 +12,17 @@ other = fanout.Fanout("billing", celery=app, redis_url=url_for(__name__))
 
 
 @client.create_function(fn_id="double", trigger=fanout.TriggerEvent(event="t/never-double"))
-def double(ctx: fanout.Context) -> int:
+def double(ctx: fanout.ContextSync) -> int:
     return int(ctx.event.data["n"]) * 2
 
 
 @other.create_function(fn_id="double", trigger=fanout.TriggerEvent(event="t/never-b-double"))
-def billing_double(ctx: fanout.Context) -> dict[str, int]:
+def billing_double(ctx: fanout.ContextSync) -> dict[str, int]:
     return {"billed": int(ctx.event.data["n"]) * 2}
 
 
 @client.create_function(fn_id="caller", trigger=fanout.TriggerEvent(event="t/caller"))
-def caller(ctx: fanout.Context) -> object:
+def caller(ctx: fanout.ContextSync) -> object:
     mine = ctx.step.invoke_by_id("mine", function_id="double", data={"n": 2}, timeout="30s")
     theirs = ctx.step.invoke_by_id("theirs", app_id="billing", function_id="double",
                                    data={"n": 3})
@@ -39,7 +39,7 @@ async def caller_async(ctx: fanout.Context) -> object:
 
 @client.create_function(fn_id="caller-missing",
                         trigger=fanout.TriggerEvent(event="t/caller-missing"), retries=0)
-def caller_missing(ctx: fanout.Context) -> object:
+def caller_missing(ctx: fanout.ContextSync) -> object:
     return ctx.step.invoke_by_id("x", app_id="billing", function_id="nope")
 
 

@@ -35,7 +35,7 @@ def flaky(key: str) -> str:
 
 
 @client.create_function(fn_id="logs", trigger=fanout.TriggerEvent(event="t/logs"), retries=3)
-def logs(ctx: fanout.Context) -> str:
+def logs(ctx: fanout.ContextSync) -> str:
     key = ctx.event.data["key"]
     ctx.logger.info(f"{key} start")
     ctx.step.run("first", lambda: 1)

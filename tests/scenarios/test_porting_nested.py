@@ -11,7 +11,7 @@ from tests.support import make_app, redis_for, run_of, wait_run
 app, client = make_app(__name__)
 
 
-def _inner(ctx: fanout.Context) -> int:
+def _inner(ctx: fanout.ContextSync) -> int:
     return int(ctx.step.run("inner", lambda: 1))
 
 
@@ -20,7 +20,7 @@ async def _ainner(ctx: fanout.Context) -> int:
 
 
 @client.create_function(fn_id="nested", trigger=fanout.TriggerEvent(event="t/nested"), retries=2)
-def nested(ctx: fanout.Context) -> str:
+def nested(ctx: fanout.ContextSync) -> str:
     try:
         ctx.step.run("outer", _inner, ctx)
     except Exception:  # noqa: BLE001 - the pattern ported code uses
@@ -42,7 +42,7 @@ async def nested_async(ctx: fanout.Context) -> str:
 
 @client.create_function(fn_id="nested-branch",
                         trigger=fanout.TriggerEvent(event="t/nested-branch"), retries=2)
-def nested_branch(ctx: fanout.Context) -> object:
+def nested_branch(ctx: fanout.ContextSync) -> object:
     try:
         return ctx.group.parallel((lambda: ctx.step.run("outer", _inner, ctx),
                                    lambda: ctx.step.run("other", lambda: 2)))

@@ -24,13 +24,13 @@ class Report(pydantic.BaseModel):
 
 @client.create_function(fn_id="child", trigger=fanout.TriggerEvent(event="t/never-child"),
                         output_type=User)
-def child(ctx: fanout.Context) -> User:
+def child(ctx: fanout.ContextSync) -> User:
     return User(name=ctx.event.data["name"], age=40)
 
 
 @client.create_function(fn_id="typed", trigger=fanout.TriggerEvent(event="t/typed"),
                         output_type=Report)
-def typed(ctx: fanout.Context) -> Report:
+def typed(ctx: fanout.ContextSync) -> Report:
     ann = ctx.step.run("ann", lambda: User(name="ann", age=31), output_type=User)
     # The next step runs in a later pass: `ann` comes back from the memo, as a User.
     bob = ctx.step.run("bob", lambda: User(name="bob", age=ann.age + 1), output_type=User)
@@ -54,7 +54,7 @@ async def typed_async(ctx: fanout.Context) -> Report:
 
 
 @client.create_function(fn_id="wrong", trigger=fanout.TriggerEvent(event="t/wrong"), retries=2)
-def wrong(ctx: fanout.Context) -> object:
+def wrong(ctx: fanout.ContextSync) -> object:
     return ctx.step.run("w", lambda: {"name": "x"}, output_type=User)
 
 

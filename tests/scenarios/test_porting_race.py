@@ -15,7 +15,7 @@ from tests.support import make_app, redis_for, run_of, wait_for, wait_run
 app, client = make_app(__name__)
 
 
-def slow(ctx: fanout.Context) -> str:
+def slow(ctx: fanout.Context | fanout.ContextSync) -> str:
     # Holds its worker until the test releases it: the run must finish before that.
     r = redis_for(__name__)
     deadline = time.monotonic() + 40
@@ -25,7 +25,7 @@ def slow(ctx: fanout.Context) -> str:
 
 
 @client.create_function(fn_id="race", trigger=fanout.TriggerEvent(event="t/race"), retries=0)
-def race(ctx: fanout.Context) -> object:
+def race(ctx: fanout.ContextSync) -> object:
     def fast_group() -> str:
         ctx.step.run("a.1", lambda: "a1")
         return str(ctx.step.run("a.2", lambda: "fast"))
@@ -54,13 +54,13 @@ async def race_async(ctx: fanout.Context) -> object:
 
 
 @client.create_function(fn_id="quick", trigger=fanout.TriggerEvent(event="t/never-quick"))
-def quick(ctx: fanout.Context) -> str:
+def quick(ctx: fanout.ContextSync) -> str:
     return "child"
 
 
 @client.create_function(fn_id="race-invoke", trigger=fanout.TriggerEvent(event="t/race-invoke"),
                         retries=0)
-def race_invoke(ctx: fanout.Context) -> object:
+def race_invoke(ctx: fanout.ContextSync) -> object:
     (winner,) = ctx.group.parallel(
         (lambda: ctx.step.run("b", slow, ctx), lambda: ctx.step.invoke("kid", function=quick)),
         parallel_mode=ParallelMode.RACE,
@@ -70,7 +70,7 @@ def race_invoke(ctx: fanout.Context) -> object:
 
 @client.create_function(fn_id="bad-mode", trigger=fanout.TriggerEvent(event="t/bad-mode"),
                         retries=0)
-def bad_mode(ctx: fanout.Context) -> object:
+def bad_mode(ctx: fanout.ContextSync) -> object:
     return ctx.group.parallel((lambda: 1,), parallel_mode="first")  # type: ignore[arg-type]
 
 

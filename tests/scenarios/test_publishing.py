@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @client.create_function(fn_id="one", trigger=fanout.TriggerEvent(event="pub/one"))
-def one(ctx: fanout.Context) -> int:
+def one(ctx: fanout.ContextSync) -> int:
     return int(ctx.step.run("s", lambda: 7))
 
 

@@ -25,7 +25,7 @@ def stamp(name: str) -> float:
 
 
 @client.create_function(fn_id="flaky", trigger=fanout.TriggerEvent(event="t/flaky"), retries=4)
-def flaky_fn(ctx: fanout.Context) -> str:
+def flaky_fn(ctx: fanout.ContextSync) -> str:
     before = ctx.step.run("before", stamp, "before")
     result = ctx.step.run("flaky", flaky, "flaky", 2)
     ctx.step.run("after", stamp, "after")
@@ -40,7 +40,7 @@ def retry_after_step() -> str:
 
 
 @client.create_function(fn_id="retry-after", trigger=fanout.TriggerEvent(event="t/retry-after"))
-def retry_after_fn(ctx: fanout.Context) -> str:
+def retry_after_fn(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("limited", retry_after_step))
 
 
@@ -50,13 +50,13 @@ def refuse() -> None:
 
 
 @client.create_function(fn_id="non-retriable", trigger=fanout.TriggerEvent(event="t/nonretry"))
-def non_retriable_fn(ctx: fanout.Context) -> None:
+def non_retriable_fn(ctx: fanout.ContextSync) -> None:
     ctx.step.run("charge", refuse)
     ctx.step.run("never", stamp, "never")
 
 
 @client.create_function(fn_id="catches", trigger=fanout.TriggerEvent(event="t/catches"), retries=2)
-def catches_fn(ctx: fanout.Context) -> dict[str, str]:
+def catches_fn(ctx: fanout.ContextSync) -> dict[str, str]:
     try:
         ctx.step.run("always-fails", flaky, "always", 100)
     except fanout.StepError as exc:
@@ -66,7 +66,7 @@ def catches_fn(ctx: fanout.Context) -> dict[str, str]:
 
 
 @client.create_function(fn_id="outside", trigger=fanout.TriggerEvent(event="t/outside"), retries=3)
-def outside_fn(ctx: fanout.Context) -> str:
+def outside_fn(ctx: fanout.ContextSync) -> str:
     ctx.step.run("once", stamp, "once")
     n = int(redis_for(__name__).incr("side:outside"))
     if n < 3:

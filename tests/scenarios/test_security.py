@@ -47,7 +47,7 @@ def build(url: str, mode: str = "") -> tuple[Celery, fanout.Fanout]:
         celery_app.conf.update(task_serializer="pickle", accept_content=["json", "pickle"])
 
     @fo.create_function(fn_id="hello", trigger=fanout.TriggerEvent(event="sec/hello"))
-    def hello(ctx: fanout.Context) -> str:
+    def hello(ctx: fanout.ContextSync) -> str:
         return str(ctx.step.run("greet", lambda: f"hello {ctx.event.data['who']}"))
 
     return celery_app, fo

@@ -44,7 +44,7 @@ async def load_users(ctx: fanout.Context) -> dict[str, int]:
     fn_id="weekly-activity-send-email",
     trigger=fanout.TriggerEvent(event="app/weekly-email-activity.send"),
 )
-def send_reminder(ctx: fanout.Context) -> None:
+def send_reminder(ctx: fanout.ContextSync) -> None:
     data = ctx.step.run("load-user-data", load_user_data, ctx.event.data["user"]["id"])
     ctx.step.run("email-user", send_email, ctx.event.data["user"], data)
 

@@ -18,7 +18,7 @@ def now() -> float:
 
 
 @client.create_function(fn_id="sleeper", trigger=fanout.TriggerEvent(event="t/sleep"))
-def sleeper(ctx: fanout.Context) -> dict[str, float]:
+def sleeper(ctx: fanout.ContextSync) -> dict[str, float]:
     before = ctx.step.run("before", now)
     ctx.step.sleep("nap", ctx.event.data.get("for", "1s"))
     after = ctx.step.run("after", now)
@@ -33,7 +33,7 @@ async def sleep_until(ctx: fanout.Context) -> float:
 
 
 @client.create_function(fn_id="approval", trigger=fanout.TriggerEvent(event="t/order"))
-def approval(ctx: fanout.Context) -> dict[str, object]:
+def approval(ctx: fanout.ContextSync) -> dict[str, object]:
     ev = ctx.step.wait_for_event(
         "wait-approval", event="t/approved", timeout=ctx.event.data.get("timeout", "30s"),
         match="data.order_id",
@@ -53,7 +53,7 @@ async def if_exp(ctx: fanout.Context) -> object:
 
 
 @client.create_function(fn_id="lookback", trigger=fanout.TriggerEvent(event="t/late-start"))
-def lookback(ctx: fanout.Context) -> object:
+def lookback(ctx: fanout.ContextSync) -> object:
     ev = ctx.step.wait_for_event("wait", event="t/early-bird", timeout="5s", match="data.k",
                                  lookback="1m")
     return ev.data if ev else None

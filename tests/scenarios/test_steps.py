@@ -21,7 +21,7 @@ async def abump(name: str) -> int:
 
 
 @client.create_function(fn_id="sync-fn", trigger=fanout.TriggerEvent(event="t/sync"))
-def sync_fn(ctx: fanout.Context) -> dict[str, object]:
+def sync_fn(ctx: fanout.ContextSync) -> dict[str, object]:
     a = ctx.step.run("a", bump, "sync-a")
     b = ctx.step.run("b", abump, "sync-b")  # an async step inside a sync handler
     total = 0
@@ -40,12 +40,12 @@ async def async_fn(ctx: fanout.Context) -> dict[str, object]:
     return {"a": a, "b": b}
 
 
-def _nested_inner(ctx: fanout.Context) -> str:
+def _nested_inner(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("inner", lambda: 1))
 
 
 @client.create_function(fn_id="nested", trigger=fanout.TriggerEvent(event="t/nested"), retries=3)
-def nested(ctx: fanout.Context) -> str:
+def nested(ctx: fanout.ContextSync) -> str:
     try:
         ctx.step.run("outer", _nested_inner, ctx)
     except fanout.StepError as exc:
@@ -54,7 +54,7 @@ def nested(ctx: fanout.Context) -> str:
 
 
 @client.create_function(fn_id="not-json", trigger=fanout.TriggerEvent(event="t/not-json"))
-def not_json(ctx: fanout.Context) -> None:
+def not_json(ctx: fanout.ContextSync) -> None:
     ctx.step.run("returns-a-set", lambda: {1, 2, 3})
 
 

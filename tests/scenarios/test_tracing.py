@@ -27,7 +27,7 @@ N_CHILDREN = 3
 
 
 @client.create_function(fn_id="parent", trigger=fanout.TriggerEvent(event="trace/start"))
-def parent(ctx: fanout.Context) -> int:
+def parent(ctx: fanout.ContextSync) -> int:
     n = ctx.step.run("prepare", lambda: N_CHILDREN)
     ctx.step.send_event("fan-out", [fanout.Event(name="trace/child", data={"i": i})
                                     for i in range(n)])
@@ -44,7 +44,7 @@ def flaky(i: int) -> int:
 
 
 @client.create_function(fn_id="child", trigger=fanout.TriggerEvent(event="trace/child"))
-def child(ctx: fanout.Context) -> int:
+def child(ctx: fanout.ContextSync) -> int:
     return int(ctx.step.run("work", flaky, ctx.event.data["i"]))
 
 

@@ -32,7 +32,7 @@ def answers(run_id: str) -> list[str]:
 if CODE == "1":
 
     @client.create_function(fn_id="price", trigger=fanout.TriggerEvent(event="t/price"))
-    def price(ctx: fanout.Context) -> str:
+    def price(ctx: fanout.ContextSync) -> str:
         counted(r, ctx, "quote", 100)
         ctx.step.sleep("nap", "3s")
         counted(r, ctx, "charge-old", "old")
@@ -43,7 +43,7 @@ else:
 
     @client.create_function(fn_id="price", trigger=fanout.TriggerEvent(event="t/price"),
                             patches=["new-pricing"])
-    def price(ctx: fanout.Context) -> str:
+    def price(ctx: fanout.ContextSync) -> str:
         new = ctx.patched("new-pricing")
         r.rpush(f"test:patched:{ctx.run_id}", "new" if new else "old")
         counted(r, ctx, "quote", 90 if new else 100)

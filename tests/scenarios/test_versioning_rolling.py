@@ -27,7 +27,7 @@ r = redis_for(__name__)
 
 @client.create_function(fn_id="roll", trigger=fanout.TriggerEvent(event="t/roll"),
                         version=f"v{CODE}")
-def roll(ctx: fanout.Context) -> list[Any]:
+def roll(ctx: fanout.ContextSync) -> list[Any]:
     naps = ctx.event.data.get("naps", [4, 5])
     a = counted(r, ctx, "a", f"a{CODE}")
     ctx.step.sleep("nap1", naps[0])

@@ -19,7 +19,7 @@ strict_client = fanout.Fanout("tests-strict", celery=app, redis_url=url_for(__na
 r = redis_for(__name__)
 
 
-def body(ctx: fanout.Context) -> list[Any]:
+def body(ctx: fanout.ContextSync) -> list[Any]:
     out = [counted(r, ctx, "intro", "i2")] if CODE == "2" else []
     out.append(counted(r, ctx, "a", f"a{CODE}"))
     ctx.step.sleep("nap", "4s")
@@ -30,19 +30,19 @@ def body(ctx: fanout.Context) -> list[Any]:
 # versions, so each names its version explicitly.
 @client.create_function(fn_id="strict-fn", trigger=fanout.TriggerEvent(event="t/go"),
                         strict_order=True, version=f"v{CODE}")
-def strict_fn(ctx: fanout.Context) -> list[Any]:
+def strict_fn(ctx: fanout.ContextSync) -> list[Any]:
     return body(ctx)
 
 
 @strict_client.create_function(fn_id="strict-client", trigger=fanout.TriggerEvent(event="t/go"),
                                version=f"v{CODE}")
-def strict_by_client(ctx: fanout.Context) -> list[Any]:
+def strict_by_client(ctx: fanout.ContextSync) -> list[Any]:
     return body(ctx)
 
 
 @strict_client.create_function(fn_id="opted-out", trigger=fanout.TriggerEvent(event="t/go"),
                                strict_order=False, version=f"v{CODE}")
-def opted_out(ctx: fanout.Context) -> list[Any]:
+def opted_out(ctx: fanout.ContextSync) -> list[Any]:
     return body(ctx)
 
 

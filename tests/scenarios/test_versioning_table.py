@@ -36,39 +36,39 @@ def trig(fn_id: str) -> fanout.TriggerEvent:
 if CODE == "1":
 
     @client.create_function(fn_id="added", trigger=trig("added"))
-    def added(ctx: fanout.Context) -> list[Any]:
+    def added(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a", "a1")
         ctx.step.sleep("nap", NAP)
         return [a, counted(r, ctx, "b", "b1")]
 
     @client.create_function(fn_id="changed", trigger=trig("changed"))
-    def changed(ctx: fanout.Context) -> list[Any]:
+    def changed(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a", "a1")
         ctx.step.sleep("nap", NAP)
         return [a, counted(r, ctx, "b", "b1")]
 
     @client.create_function(fn_id="renamed", trigger=trig("renamed"))
-    def renamed(ctx: fanout.Context) -> list[Any]:
+    def renamed(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a", "a1")
         ctx.step.sleep("nap", NAP)
         return [a, counted(r, ctx, "b", "b1")]
 
     @client.create_function(fn_id="removed", trigger=trig("removed"))
-    def removed(ctx: fanout.Context) -> list[Any]:
+    def removed(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a", "a1")
         x = counted(r, ctx, "x", "x1")
         ctx.step.sleep("nap", NAP)
         return [a, x, counted(r, ctx, "b", "b1")]
 
     @client.create_function(fn_id="reordered", trigger=trig("reordered"))
-    def reordered(ctx: fanout.Context) -> list[Any]:
+    def reordered(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a", "a1")
         b = counted(r, ctx, "b", "b1")
         ctx.step.sleep("nap", NAP)
         return [a, b, counted(r, ctx, "c", "c1")]
 
     @client.create_function(fn_id="retooled", trigger=trig("retooled"))
-    def retooled(ctx: fanout.Context) -> list[Any]:
+    def retooled(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a", "a1")
         ctx.step.sleep("nap", NAP)
         return [a]
@@ -76,7 +76,7 @@ if CODE == "1":
 else:
 
     @client.create_function(fn_id="added", trigger=trig("added"))
-    def added(ctx: fanout.Context) -> list[Any]:
+    def added(ctx: fanout.ContextSync) -> list[Any]:
         intro = counted(r, ctx, "intro", "intro2")  # a new step at the top
         a = counted(r, ctx, "a", "a2")
         ctx.step.sleep("nap", NAP)
@@ -84,32 +84,32 @@ else:
         return [intro, a, extra, counted(r, ctx, "b", "b2")]
 
     @client.create_function(fn_id="changed", trigger=trig("changed"))
-    def changed(ctx: fanout.Context) -> list[Any]:
+    def changed(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a", "a2")
         ctx.step.sleep("nap", NAP)
         return [a, counted(r, ctx, "b", "b2")]
 
     @client.create_function(fn_id="renamed", trigger=trig("renamed"))
-    def renamed(ctx: fanout.Context) -> list[Any]:
+    def renamed(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a-renamed", "a2")
         ctx.step.sleep("nap", NAP)
         return [a, counted(r, ctx, "b", "b2")]
 
     @client.create_function(fn_id="removed", trigger=trig("removed"))
-    def removed(ctx: fanout.Context) -> list[Any]:
+    def removed(ctx: fanout.ContextSync) -> list[Any]:
         a = counted(r, ctx, "a", "a2")
         ctx.step.sleep("nap", NAP)
         return [a, counted(r, ctx, "b", "b2")]
 
     @client.create_function(fn_id="reordered", trigger=trig("reordered"))
-    def reordered(ctx: fanout.Context) -> list[Any]:
+    def reordered(ctx: fanout.ContextSync) -> list[Any]:
         b = counted(r, ctx, "b", "b2")
         a = counted(r, ctx, "a", "a2")
         ctx.step.sleep("nap", NAP)
         return [b, a, counted(r, ctx, "c", "c2")]
 
     @client.create_function(fn_id="retooled", trigger=trig("retooled"))
-    def retooled(ctx: fanout.Context) -> list[Any]:
+    def retooled(ctx: fanout.ContextSync) -> list[Any]:
         ctx.step.sleep("a", "1s")  # the id of a completed ctx.step.run
         ctx.step.sleep("nap", NAP)
         return []

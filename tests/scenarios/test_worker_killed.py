@@ -25,7 +25,7 @@ def slow_step() -> str:
 
 
 @client.create_function(fn_id="three-steps", trigger=fanout.TriggerEvent(event="t/crash"))
-def three_steps(ctx: fanout.Context) -> dict[str, object]:
+def three_steps(ctx: fanout.ContextSync) -> dict[str, object]:
     first = ctx.step.run("first", count, "first")
     slow = ctx.step.run("slow", slow_step)
     last = ctx.step.run("last", count, "last")

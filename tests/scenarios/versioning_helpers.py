@@ -17,7 +17,7 @@ CODE = os.environ.get("FANOUT_TEST_CODE", "1")
 EXEC_KEY = "test:executions"
 
 
-def counted(r: redis.Redis, ctx: fanout.Context, step: str, value: Any) -> Any:
+def counted(r: redis.Redis, ctx: fanout.ContextSync, step: str, value: Any) -> Any:
     """``ctx.step.run(step)`` whose body records one execution and returns ``value``."""
 
     def body() -> Any:

@@ -229,7 +229,7 @@ def test_tick_event_is_deterministic() -> None:
     client = fanout.Fanout("crontest", celery=app, redis_url=_memory_url())
 
     @client.create_function(fn_id="nightly", trigger=fanout.TriggerCron(cron="0 3 * * *"))
-    def nightly(ctx: fanout.Context) -> None:
+    def nightly(ctx: fanout.ContextSync) -> None:
         return None
 
     fn = client.functions["nightly"]
@@ -276,7 +276,7 @@ class Setup:
         @self.client.create_function(
             fn_id=fn_id, trigger=fanout.TriggerCron(cron=cron, jitter=jitter)
         )
-        def handler(ctx: fanout.Context) -> None:
+        def handler(ctx: fanout.ContextSync) -> None:
             return None
 
         return self.client.functions[fn_id]
@@ -380,7 +380,7 @@ def test_beat_init_adds_one_entry_beside_the_users(tmp_path: Path) -> None:
     client = fanout.Fanout("crontest", celery=app, redis_url=_memory_url())
 
     @client.create_function(fn_id="a", trigger=fanout.TriggerCron(cron="0 * * * *"))
-    def a(ctx: fanout.Context) -> None:
+    def a(ctx: fanout.ContextSync) -> None:
         return None
 
     filename = str(tmp_path / "beat-schedule")

@@ -86,7 +86,7 @@ def drive(handler: Any, *, is_async: bool = False, checkpoint: bool = False,
 def test_one_step_per_pass_and_last_pass_finishes() -> None:
     calls: list[str] = []
 
-    def fn(ctx: fanout.Context) -> int:
+    def fn(ctx: fanout.ContextSync) -> int:
         a = ctx.step.run("a", lambda: calls.append("a") or 1)
         b = ctx.step.run("b", lambda: calls.append("b") or 2)
         return a + b
@@ -98,7 +98,7 @@ def test_one_step_per_pass_and_last_pass_finishes() -> None:
 
 
 def test_checkpoint_runs_consecutive_steps_in_one_pass() -> None:
-    def fn(ctx: fanout.Context) -> list[int]:
+    def fn(ctx: fanout.ContextSync) -> list[int]:
         return [ctx.step.run(f"s{i}", lambda i=i: i) for i in range(5)]
 
     outcomes, _ = drive(fn, checkpoint=True)
@@ -119,7 +119,7 @@ def test_async_handler_same_semantics() -> None:
 
 
 def test_loop_ids_are_suffixed() -> None:
-    def fn(ctx: fanout.Context) -> None:
+    def fn(ctx: fanout.ContextSync) -> None:
         for i in range(3):
             ctx.step.run("same", lambda i=i: i)
 
@@ -128,7 +128,7 @@ def test_loop_ids_are_suffixed() -> None:
 
 
 def test_retries_then_step_error() -> None:
-    def fn(ctx: fanout.Context) -> str:
+    def fn(ctx: fanout.ContextSync) -> str:
         try:
             ctx.step.run("bad", lambda: 1 / 0)
         except fanout.StepError as exc:
@@ -142,7 +142,7 @@ def test_retries_then_step_error() -> None:
 
 
 def test_retry_after_delay() -> None:
-    def fn(ctx: fanout.Context) -> None:
+    def fn(ctx: fanout.ContextSync) -> None:
         ctx.step.run("r", lambda: (_ for _ in ()).throw(fanout.RetryAfterError("later", 42_000)))
 
     outcomes, _ = drive(fn, until_done=False)
@@ -150,11 +150,11 @@ def test_retry_after_delay() -> None:
 
 
 def test_determinism_error_when_steps_change() -> None:
-    def v1(ctx: fanout.Context) -> None:
+    def v1(ctx: fanout.ContextSync) -> None:
         ctx.step.run("old-a", lambda: 1)
         ctx.step.run("old-b", lambda: 2)
 
-    def v2(ctx: fanout.Context) -> None:
+    def v2(ctx: fanout.ContextSync) -> None:
         ctx.step.run("new-a", lambda: 1)
 
     _, sink = drive(v1, until_done=False)
@@ -165,7 +165,7 @@ def test_determinism_error_when_steps_change() -> None:
 
 
 def test_output_limit() -> None:
-    def fn(ctx: fanout.Context) -> None:
+    def fn(ctx: fanout.ContextSync) -> None:
         ctx.step.run("big", lambda: "x" * (MAX_STEP_OUTPUT_BYTES + 1))
 
     outcomes, sink = drive(fn)
@@ -174,7 +174,7 @@ def test_output_limit() -> None:
 
 
 def test_logger_is_silent_while_replaying(caplog: pytest.LogCaptureFixture) -> None:
-    def fn(ctx: fanout.Context) -> None:
+    def fn(ctx: fanout.ContextSync) -> None:
         ctx.logger.info("before a")
         ctx.step.run("a", lambda: 1)
         ctx.logger.info("after a")
@@ -188,13 +188,13 @@ def test_logger_is_silent_while_replaying(caplog: pytest.LogCaptureFixture) -> N
 
 
 def test_sleep_and_wait_outcomes() -> None:
-    def fn(ctx: fanout.Context) -> None:
+    def fn(ctx: fanout.ContextSync) -> None:
         ctx.step.sleep("nap", "1h30m")
 
     (out,), sink = drive(fn, until_done=False)
     assert isinstance(out, Sleep) and sink.saved["nap"].status == "sleeping"
 
-    def waiter(ctx: fanout.Context) -> None:
+    def waiter(ctx: fanout.ContextSync) -> None:
         ctx.step.wait_for_event("w", event="t/x", timeout="5m", match="data.id")
 
     (out,), sink = drive(waiter, until_done=False)
@@ -202,7 +202,7 @@ def test_sleep_and_wait_outcomes() -> None:
 
 
 def test_parallel_plan_and_branch_mode() -> None:
-    def fn(ctx: fanout.Context) -> tuple[Any, ...]:
+    def fn(ctx: fanout.ContextSync) -> tuple[Any, ...]:
         return tuple(ctx.group.parallel((lambda: ctx.step.run("a", lambda: 1),
                                          lambda: ctx.step.run("b", lambda: 2))))
 
@@ -218,7 +218,7 @@ def test_parallel_plan_and_branch_mode() -> None:
 
 
 def test_nested_step_fails_the_run_whatever_the_handler_catches() -> None:
-    def fn(ctx: fanout.Context) -> str:
+    def fn(ctx: fanout.ContextSync) -> str:
         try:
             ctx.step.run("outer", lambda: ctx.step.run("inner", lambda: 1))
         except Exception:  # noqa: BLE001 - what ported code often does
@@ -234,14 +234,14 @@ def test_nested_step_fails_the_run_whatever_the_handler_catches() -> None:
 
 
 def test_nested_step_caught_inside_the_step_still_fails() -> None:
-    def inner(ctx: fanout.Context) -> int:
+    def inner(ctx: fanout.ContextSync) -> int:
         try:
             ctx.step.run("inner", lambda: 1)
         except BaseException:  # noqa: BLE001
             pass
         return 1
 
-    def fn(ctx: fanout.Context) -> object:
+    def fn(ctx: fanout.ContextSync) -> object:
         return ctx.step.run("outer", inner, ctx)
 
     outcomes, _ = drive(fn)

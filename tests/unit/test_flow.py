@@ -146,16 +146,16 @@ def test_decorator_refuses_at_decoration_time() -> None:
 
         @client.create_function(fn_id="bad", trigger=fanout.TriggerEvent(event="a/b"),
                                 batch_events=fanout.Batch(5, "1s"), debounce=fanout.Debounce("2s"))
-        def bad(ctx: fanout.Context) -> None: ...
+        def bad(ctx: fanout.ContextSync) -> None: ...
 
     assert "bad" not in client.functions
 
-    def on_fail(ctx: fanout.Context) -> None: ...
+    def on_fail(ctx: fanout.ContextSync) -> None: ...
 
     @client.create_function(fn_id="good", trigger=fanout.TriggerEvent(event="a/b"),
                             concurrency=[fanout.Concurrency(2, key="event.data.user")],
                             on_failure=on_fail)
-    def good(ctx: fanout.Context) -> None: ...
+    def good(ctx: fanout.ContextSync) -> None: ...
 
     companion = client.functions["good-failure"]
     assert companion.failure_of == "unit-flow:good"

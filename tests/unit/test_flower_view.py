@@ -18,7 +18,7 @@ client = fanout.Fanout("shop", celery=app, redis_url="memory://flower-view")
 
 
 @client.create_function(fn_id="send-receipt", trigger=fanout.TriggerEvent(event="shop/paid"))
-def send_receipt(ctx: fanout.Context) -> None:
+def send_receipt(ctx: fanout.ContextSync) -> None:
     ctx.step.run("email", lambda: None)
 
 

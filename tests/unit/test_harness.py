@@ -22,7 +22,7 @@ def charge(amount: int) -> dict[str, Any]:
 
 @client.create_function(fn_id="order", trigger=fanout.TriggerEvent(event="shop/order"),
                         retries=2)
-def order(ctx: fanout.Context) -> dict[str, Any]:
+def order(ctx: fanout.ContextSync) -> dict[str, Any]:
     paid = ctx.step.run("charge", charge, ctx.event.data["amount"])
     ctx.step.sleep("cool-off", "3d")
     ok = ctx.step.wait_for_event("approval", event="shop/approved", timeout="1h",
@@ -136,7 +136,7 @@ def test_from_async_test_code() -> None:
 
 
 @client.create_function(fn_id="sync-parallel", trigger=fanout.TriggerEvent(event="t/par"))
-def sync_parallel(ctx: fanout.Context) -> tuple[Any, ...]:
+def sync_parallel(ctx: fanout.ContextSync) -> tuple[Any, ...]:
     return ctx.group.parallel([lambda: ctx.step.run("a", lambda: 1),
                                lambda: ctx.step.run("b", lambda: 2)])
 
@@ -148,7 +148,7 @@ def test_sync_parallel_runs_each_branch() -> None:
 
 def test_nondeterministic_ids_fail_as_on_a_worker() -> None:
     @client.create_function(fn_id="nondet", trigger=fanout.TriggerEvent(event="t/nondet"))
-    def nondet(ctx: fanout.Context) -> None:
+    def nondet(ctx: fanout.ContextSync) -> None:
         n = len(calls)
         calls.append("pass")
         ctx.step.run(f"step-{n}", lambda: 1)

@@ -143,7 +143,7 @@ def test_sleep_until_reads_a_naive_datetime_as_local_time(paris: None) -> None:
     target = dt.datetime.now() + dt.timedelta(minutes=5)  # naive, local
 
     @client.create_function(fn_id="until", trigger=fanout.TriggerEvent(event="a/until"))
-    def until(ctx: fanout.Context) -> None:
+    def until(ctx: fanout.ContextSync) -> None:
         ctx.step.sleep_until("z", target)
 
     result = run_function(until, fanout.Event(name="a/until"))
@@ -212,7 +212,7 @@ def test_the_harness_clock_reads_milliseconds() -> None:
     client = _client()
 
     @client.create_function(fn_id="nap", trigger=fanout.TriggerEvent(event="a/nap"))
-    def nap(ctx: fanout.Context) -> str:
+    def nap(ctx: fanout.ContextSync) -> str:
         ctx.step.sleep("z", 1500)
         ctx.step.wait_for_event("w", event="a/never", timeout=2000)
         return "up"

@@ -19,12 +19,12 @@ client = fanout.Fanout("porting-unit", celery=app, redis_url="memory://porting-u
 
 
 @client.create_function(fn_id="kid", trigger=fanout.TriggerEvent(event="u/kid"))
-def kid(ctx: fanout.Context) -> int:
+def kid(ctx: fanout.ContextSync) -> int:
     return 1
 
 
 @client.create_function(fn_id="fan", trigger=fanout.TriggerEvent(event="u/fan"))
-def fan(ctx: fanout.Context) -> object:
+def fan(ctx: fanout.ContextSync) -> object:
     return ctx.group.parallel((
         lambda: ctx.step.run("a", lambda: "a"),
         lambda: ctx.step.invoke("k", function=kid),
@@ -38,7 +38,7 @@ async def fan_async(ctx: fanout.Context) -> object:
 
 
 @client.create_function(fn_id="race", trigger=fanout.TriggerEvent(event="u/race"))
-def race(ctx: fanout.Context) -> object:
+def race(ctx: fanout.ContextSync) -> object:
     (won,) = ctx.group.parallel((lambda: ctx.step.run("x", lambda: "x"),
                                  lambda: ctx.step.run("y", lambda: "y")),
                                 parallel_mode=fanout.ParallelMode.RACE)
@@ -49,7 +49,7 @@ passes: list[int] = []
 
 
 @client.create_function(fn_id="shrinks", trigger=fanout.TriggerEvent(event="u/shrinks"))
-def shrinks(ctx: fanout.Context) -> object:
+def shrinks(ctx: fanout.ContextSync) -> object:
     passes.append(1)
     steps = [lambda: ctx.step.run("a", lambda: 1)]
     if len(passes) == 1:
@@ -72,7 +72,7 @@ client.set_logger(mine)
 
 
 @client.create_function(fn_id="logs", trigger=fanout.TriggerEvent(event="u/logs"), retries=3)
-def logs(ctx: fanout.Context) -> object:
+def logs(ctx: fanout.ContextSync) -> object:
     ctx.logger.info("start")
     ctx.step.run("one", lambda: 1)
     ctx.logger.info("before")

@@ -40,7 +40,7 @@ def test_a_custom_serializer_stores_and_reads_typed_outputs() -> None:
 
     @client.create_function(fn_id="price", trigger=fanout.TriggerEvent(event="ser/price"),
                             output_type=Money)
-    def price(ctx: fanout.Context) -> Money:
+    def price(ctx: fanout.ContextSync) -> Money:
         m = ctx.step.run("quote", lambda: Money(1250, "EUR"), output_type=Money)
         assert isinstance(m, Money)
         ctx.step.sleep("later", "1m")  # the next pass reads the quote from the memo

@@ -1,8 +1,13 @@
 """The step tools are typed by their handlers (mypy --strict on two sample files).
 
-``typing_samples/good.py`` must type-check, and each ``reveal_type`` must show the
-type written after ``# R:``; ``typing_samples/bad.py`` must fail exactly on the lines
-marked ``# E:`` with that message.
+``typing_samples/good.py`` holds the right spellings (``ctx: fanout.ContextSync`` in a
+``def`` handler, ``ctx: fanout.Context`` in an ``async def`` one, step arguments that
+fit the step's handler): it must type-check, and each ``reveal_type`` must show the
+type written after ``# R:``.  ``typing_samples/bad.py`` holds the wrong ones (``await``
+in a ``def`` handler, a ``def`` handler taking ``fanout.Context``, an ``async def`` one
+taking ``fanout.ContextSync``, a step called with arguments its handler does not take,
+a step's result used as the wrong type): it must fail exactly on the lines marked
+``# E:``, each with that message.
 """
 
 from __future__ import annotations

@@ -49,11 +49,11 @@ def drive(handler: Any, sink: WarnSink, **inp: Any) -> list[Any]:
     return outcomes
 
 
-def v1(ctx: fanout.Context) -> list[Any]:
+def v1(ctx: fanout.ContextSync) -> list[Any]:
     return [ctx.step.run("a", lambda: "a1"), ctx.step.run("b", lambda: "b1")]
 
 
-def v2_added(ctx: fanout.Context) -> list[Any]:
+def v2_added(ctx: fanout.ContextSync) -> list[Any]:
     return [ctx.step.run("intro", lambda: "i2"), ctx.step.run("a", lambda: "a2"),
             ctx.step.run("b", lambda: "b2")]
 
@@ -92,7 +92,7 @@ def test_removed_step_is_recorded_as_unreached() -> None:
     sink = WarnSink()
     drive(v1, sink)
 
-    def v2(ctx: fanout.Context) -> Any:
+    def v2(ctx: fanout.ContextSync) -> Any:
         return ctx.step.run("b", lambda: "b2")
 
     out = drive(v2, sink, code_changed=True)
@@ -104,7 +104,7 @@ def test_reordered_memoized_steps_warn() -> None:
     sink = WarnSink()
     drive(v1, sink)
 
-    def v2(ctx: fanout.Context) -> list[Any]:
+    def v2(ctx: fanout.ContextSync) -> list[Any]:
         return [ctx.step.run("b", lambda: "b2"), ctx.step.run("a", lambda: "a2")]
 
     out = drive(v2, sink, code_changed=True)
@@ -121,7 +121,7 @@ def test_warning_kind_already_recorded_is_not_repeated() -> None:
 def test_tool_mismatch_names_both_tools() -> None:
     sink = half_run(v1)
 
-    def v2(ctx: fanout.Context) -> None:
+    def v2(ctx: fanout.ContextSync) -> None:
         ctx.step.sleep("a", 1)
 
     out = drive(v2, sink, code_changed=True)
@@ -134,7 +134,7 @@ def test_tool_mismatch_names_both_tools() -> None:
 def test_patched_answers_from_the_run_and_checks_the_declaration() -> None:
     seen: list[bool] = []
 
-    def fn(ctx: fanout.Context) -> bool:
+    def fn(ctx: fanout.ContextSync) -> bool:
         seen.append(ctx.patched("new-pricing"))
         return seen[-1]
 
@@ -184,11 +184,11 @@ def test_harness_runs_begin_on_the_code_under_test() -> None:
 
     @client.create_function(fn_id="priced", trigger=fanout.TriggerEvent(event="t/p"),
                             patches=["new-pricing"])
-    def priced(ctx: fanout.Context) -> str:
+    def priced(ctx: fanout.ContextSync) -> str:
         return "new" if ctx.patched("new-pricing") else "old"
 
     @client.create_function(fn_id="undeclared", trigger=fanout.TriggerEvent(event="t/u"))
-    def undeclared(ctx: fanout.Context) -> bool:
+    def undeclared(ctx: fanout.ContextSync) -> bool:
         return ctx.patched("new-pricing")
 
     assert run_function(priced, {"name": "t/p"}).output == "new"

@@ -106,7 +106,7 @@ def _write_quickstart(dest: Path) -> dict[str, str]:
 HOLD = """
 
 @client.create_function(fn_id="hold", trigger=fanout.TriggerEvent(event="app/hold"))
-def hold(ctx: fanout.Context):
+def hold(ctx: fanout.ContextSync):
     ctx.step.run("start", lambda: "started")
     ctx.step.sleep("hold-on", "10m")
 """

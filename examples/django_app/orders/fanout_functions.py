@@ -35,7 +35,7 @@ def mark_confirmed(order_id: int) -> None:
     fn_id="send-order-confirmation",
     trigger=fanout.TriggerEvent(event="app/order.created"),
 )
-def send_order_confirmation(ctx: fanout.Context) -> dict[str, Any]:
+def send_order_confirmation(ctx: fanout.ContextSync) -> dict[str, Any]:
     # Each step runs once; if the worker dies after the email, the retry skips it.
     order = ctx.step.run("load-order", load_order, ctx.event.data["order_id"])
     emailed = ctx.step.run("send-confirmation", send_confirmation, order)

@@ -33,7 +33,7 @@ def count_side_effect(event_id: str) -> int:
 @fo.create_function(
     fn_id="confirm-order", trigger=fanout.TriggerEvent(event="shop/order.created")
 )
-def confirm_order(ctx: fanout.Context) -> dict[str, Any]:
+def confirm_order(ctx: fanout.ContextSync) -> dict[str, Any]:
     order_id = ctx.event.data["order_id"]
     order = ctx.step.run("load-order", load_order, order_id)
     ctx.step.run("mark-confirmed", mark_confirmed, order_id)

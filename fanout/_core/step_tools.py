@@ -1,25 +1,22 @@
-"""The step tools (``ctx.step``), parallel groups (``ctx.group``) and ``Context``.
+"""``ctx.step`` at run time: one implementation of the step tools for both kinds of handler.
 
-One code path serves sync and async handlers: each tool does its bookkeeping
-once and hands the value to ``Pass.deliver``, which returns it directly to a
-``def`` handler or as an awaitable to an ``async def`` one.
+Each tool does its bookkeeping once and hands the value to ``Pass.deliver``, which
+returns it directly to a ``def`` handler or as an awaitable to an ``async def`` one;
+a step's own handler may be ``def`` or ``async def`` either way.  What a type checker
+sees of these tools is :class:`~fanout._core.step_types.StepSync` in a ``def`` handler
+and :class:`~fanout._core.step_types.Step` in an ``async def`` one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as _dt
-import functools
-import hashlib
-import inspect
-import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from enum import Enum
 from typing import Any
 
 from .._errors import ConfigError, InvokeError, NonRetriableError
-from .durations import MAX_SECONDS, parse_duration
+from .durations import MAX_SECONDS, Duration, parse_duration
 from .engine import (
     FINAL,
     BranchDone,
@@ -35,13 +32,11 @@ from .engine import (
 from .event import MAX_EVENT_BYTES, Event, prepare_batch
 from .ids import derived_event_id
 from .middleware import SendEventsResult
-from .step_types import SyncGroup, SyncStep
 from .types import dumping, output_codec
 
-MAX_SLEEP_SECONDS = MAX_SECONDS
-#: What a duration parameter takes: an int of milliseconds, a timedelta, or "30s".
-Duration = int | _dt.timedelta | str
+__all__ = ["StepTools"]
 
+MAX_SLEEP_SECONDS = MAX_SECONDS
 
 def _when(value: object) -> float:
     """Epoch seconds of a ``sleep_until`` target; a naive datetime is local time."""
@@ -57,65 +52,12 @@ def _when(value: object) -> float:
     )
 
 
-def _path(data: Mapping[str, Any], path: str) -> Any:
-    cur: Any = data
-    for part in path.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            return _MISSING
-        cur = cur[part]
-    return cur
-
-
-_MISSING = object()
-
-
-def wait_bucket(match: str | None, event: Mapping[str, Any]) -> str | None:
-    """The index bucket of a wait (``match`` path and the trigger's value), so the
-    router looks only at waits whose ``match`` value equals the incoming event's.
-    None when the wait has no ``match`` (or the trigger lacks the field)."""
-    if not match:
-        return None
-    value = _path(event, match)
-    if value is _MISSING:
-        return None
-    from .event import dumps
-
-    digest = hashlib.blake2b(dumps(value).encode(), digest_size=10).hexdigest()
-    return f"{match}={digest}"
-
-
-@functools.lru_cache(maxsize=512)
-def _wait_expr(source: str) -> Any:
-    from .expr import compile_expression
-
-    try:
-        return compile_expression(source, variables=("event", "async"))
-    except ValueError:
-        return None
-
-
-def wait_matches(spec: Mapping[str, Any], trigger: Mapping[str, Any], candidate: Mapping[str, Any]) -> bool:
-    """Whether ``candidate`` satisfies a wait's ``match`` and ``if_exp`` (never raises)."""
-    match = spec.get("match")
-    if match:
-        mine = _path(trigger, match)
-        if mine is _MISSING or mine != _path(candidate, match):
-            return False
-    expr = spec.get("if_exp")
-    if expr:
-        compiled = _wait_expr(expr)
-        if compiled is None:
-            return False
-        return bool(compiled.matches({"event": dict(trigger), "async": dict(candidate)}))
-    return True
-
-
 def _serializer(p: Pass) -> Any:
     """The client's ``serializer=`` (None: pydantic)."""
     return getattr(p.inp.client, "serializer", None)
 
 
-class Step:
+class StepTools:
     """``ctx.step``: the step tools. In an ``async def`` handler each returns an awaitable."""
 
     def __init__(self, pass_: Pass) -> None:
@@ -139,7 +81,7 @@ class Step:
             return p.deliver(lambda: load(p.memo_value(rec)))  # type: ignore[arg-type]
         if p.collecting is not None and op.id != p.inp.branch:
             p.collecting.append(op)
-            raise _Planned()
+            raise Planned()
         handler = dumping(handler, dump)
         if p.is_async:
             return self._run_async(op, handler, args, load)
@@ -186,7 +128,7 @@ class Step:
 
         if p.collecting is not None and op.id != p.inp.branch:
             p.collecting.append(op)
-            raise _Planned()
+            raise Planned()
         if p.is_async:
 
             async def _send_async() -> Any:
@@ -414,7 +356,7 @@ class Step:
         if not op.done and p.collecting is not None:
             if kind == "invoke":
                 p.collecting.append(op)
-                raise _Planned()
+                raise Planned()
             raise NonRetriableError(
                 f"ctx.step.{kind}({step_id!r}) inside ctx.group.parallel: parallel branches "
                 "may only use ctx.step.run, ctx.step.send_event and ctx.step.invoke"
@@ -464,7 +406,7 @@ def _as_event(raw: Any) -> Event | None:
     return None if raw is None else Event.from_wire(raw)
 
 
-class _Planned(BaseException):
+class Planned(BaseException):
     """A step found new while ``ctx.group.parallel`` collects its branches."""
 
 
@@ -490,140 +432,3 @@ async def _settle(p: Pass, op: Op) -> None:
     if batch[0] is op:
         p.plan_parallel(batch)
     await asyncio.get_running_loop().create_future()
-
-
-class ParallelMode(str, Enum):
-    """How ``ctx.group.parallel`` ends: ``WAIT`` for every branch (the default), or
-    ``RACE``: the first branch to finish wins and the others' results are ignored."""
-
-    WAIT = "wait"
-    RACE = "race"
-
-
-class Group:
-    """``ctx.group``: run steps in parallel, each branch as its own task."""
-
-    def __init__(self, pass_: Pass) -> None:
-        self._p = pass_
-
-    def parallel(
-        self, callables: Sequence[Callable[[], Any]],
-        parallel_mode: ParallelMode = ParallelMode.WAIT,
-    ) -> Any:
-        """Call each callable (each makes one step or a few in a row) and return their
-        results as a tuple; with ``ParallelMode.RACE``, a tuple of the winner's result."""
-        p = self._p
-        fns = tuple(callables)
-        if not all(callable(c) for c in fns):
-            raise NonRetriableError("ctx.group.parallel takes a sequence of callables")
-        try:
-            mode = ParallelMode(parallel_mode)
-        except ValueError:
-            raise ConfigError(
-                f"parallel_mode must be ParallelMode.WAIT or ParallelMode.RACE, "
-                f"not {parallel_mode!r}"
-            ) from None
-        if mode is ParallelMode.RACE:
-            return self._race_async(fns) if p.is_async else self._race(fns)
-        if p.is_async:
-
-            async def _gather() -> tuple[Any, ...]:
-                return tuple(await asyncio.gather(*(c() for c in fns)))
-
-            return _gather()
-        planned: list[Op] = []
-        results: list[Any] = []
-        outer, p.collecting = p.collecting, planned
-        try:
-            for c in fns:
-                try:
-                    results.append(c())
-                except _Planned:
-                    results.append(None)
-        finally:
-            p.collecting = outer
-        if planned:
-            p.plan_parallel(planned)
-        return tuple(results)
-
-
-    def _race(self, fns: tuple[Callable[[], Any], ...]) -> Any:
-        p = self._p
-        planned: list[Op] = []
-        done: list[tuple[float, int, Any]] = []
-        outer, p.collecting = p.collecting, planned
-        try:
-            for i, c in enumerate(fns):
-                p.last_end = 0.0
-                try:
-                    value = c()
-                except _Planned:
-                    continue
-                done.append((p.last_end, i, value))
-        finally:
-            p.collecting = outer
-        return self._decide(planned, done)
-
-    async def _race_async(self, fns: tuple[Callable[[], Any], ...]) -> Any:
-        p = self._p
-        planned: list[Op] = []
-        done: list[tuple[float, int, Any]] = []
-        outer, p.collecting = p.collecting, planned
-        try:
-            for i, c in enumerate(fns):
-                p.last_end = 0.0
-                try:
-                    value = c()
-                    if inspect.isawaitable(value):
-                        value = await value
-                except _Planned:
-                    continue
-                done.append((p.last_end, i, value))
-        finally:
-            p.collecting = outer
-        return self._decide(planned, done)
-
-    def _decide(self, planned: list[Op], done: list[tuple[float, int, Any]]) -> tuple[Any, ...]:
-        """The winner of a race: of the branches that returned, the one whose last step
-        ended first (every later pass agrees); with none yet, plan the others."""
-        if done:
-            return (min(done, key=lambda d: (d[0], d[1]))[2],)
-        self._p.plan_parallel(planned, race=True)
-        return ()
-
-
-class Context:
-    """What a handler receives: the event(s), ids, the attempt, a logger, ``step`` and ``group``."""
-
-    def __init__(self, pass_: Pass) -> None:
-        inp = pass_.inp
-        self.event: Event = Event.from_wire(inp.event)
-        self.events: list[Event] = [Event.from_wire(e) for e in inp.events]
-        self.run_id: str = inp.run_id
-        self.fn_id: str = inp.fn_id
-        self.attempt: int = inp.attempt
-        self.logger: logging.LoggerAdapter = pass_.logger  # type: ignore[type-arg]
-        # One Step and one Group serve both kinds of handler; what a type checker sees
-        # is the sync view here and the async one in AsyncContext (step_types.py).
-        self.step: SyncStep = Step(pass_)
-        self.group: SyncGroup = Group(pass_)
-        self._pass = pass_
-
-    def patched(self, marker: str) -> bool:
-        """True when this run was created on code that declares the patch ``marker``
-        (``create_function(patches=[...])``), False for runs created before it. The
-        answer is fixed when the run is created: the same on every pass, on any worker.
-        Not a step, and not awaited in an ``async def`` handler."""
-        inp = self._pass.inp
-        if not isinstance(marker, str) or not marker:
-            raise ConfigError(f"ctx.patched needs a marker name, not {marker!r}")
-        if inp.patches is not None and marker not in inp.patches:
-            known = ", ".join(repr(m) for m in [*sorted(inp.patches), marker])
-            raise ConfigError(
-                f"ctx.patched({marker!r}): function {inp.fn_id!r} does not declare this "
-                f"marker; declare it: create_function(..., patches=[{known}])"
-            )
-        return marker in inp.markers
-
-    def __repr__(self) -> str:
-        return f"<fanout.Context fn={self.fn_id!r} run={self.run_id!r} attempt={self.attempt}>"
