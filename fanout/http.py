@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from ._http.ingest import DEFAULT_MAX_BODY, AsgiIngestApp, Ingest, IngestApp
-from ._http.keys import IngestKeys, KeyInfo, NewKey, hash_key
+from ._http.keys import Grant, IngestKeys, KeyInfo, KeyLimits, NewKey, hash_key
 from ._http.server import Server, serve
 from ._http.signing import Webhook, sign
 
@@ -22,9 +22,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AsgiIngestApp",
+    "Grant",
     "IngestApp",
     "IngestKeys",
     "KeyInfo",
+    "KeyLimits",
     "NewKey",
     "Server",
     "Webhook",

@@ -62,11 +62,12 @@ def page(browser: Any) -> Iterator[Any]:
     assert errors == [], f"JavaScript errors: {errors}"
 
 
-def serve_dashboard(module: str) -> Iterator[str]:
-    """Run `fanout dashboard -A module --port 0`; yield its base URL."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+def serve_dashboard(module: str, *args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """Run `fanout dashboard -A module --port 0 [args]`; yield its base URL."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     proc = subprocess.Popen([sys.executable, "-m", "fanout._cli", "dashboard", "-A", module,
-                             "--port", "0"], cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+                             "--port", "0", *args], cwd=ROOT, env=full_env,
+                            stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 
 from .._errors import FanoutError
 from .._ops.locate import Target, locate
+from .._ops.paused import list_runs, paused_functions, run_shown, show_paused
 from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
 from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time
 from .._version import __version__
@@ -195,7 +196,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.event:
         if history.event(args.event) is None:
             raise CliError(f"no event {args.event!r} (unknown, or past its retention)")
-        runs = history.runs_of_event(args.event)
+        runs = show_paused(history.runs_of_event(args.event),
+                           paused_functions(target.runtime.store))
         if args.status:
             runs = [r for r in runs if r.status in args.status.split(",")]
         if args.version:
@@ -204,9 +206,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
              runs_table(runs) if runs else "no runs")
         return 0
     fn_key = target.function(args.fn).key if args.fn else None
-    page = history.runs(fn_key=fn_key, status=args.status, since=args.since, until=args.until,
-                        limit=min(args.limit, MAX_LIMIT), cursor=args.cursor,
-                        version=args.version)
+    page = list_runs(history, paused_functions(target.runtime.store), status=args.status,
+                     fn_key=fn_key, since=args.since, until=args.until,
+                     limit=min(args.limit, MAX_LIMIT), cursor=args.cursor, version=args.version)
     _out(args, {"runs": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
                 "complete": page.complete},
          runs_table(page.items) if page.items else "no runs")
@@ -222,6 +224,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     info = store.run_info(args.run_id, fields)
     if info is None:
         raise CliError(f"no run {args.run_id!r} (unknown, or past its retention)")
+    info = run_shown(info, fields.get("fk", ""), paused_functions(store))
     key = args.key or os.environ.get("FANOUT_ENCRYPTION_KEY")
     if key:
         info = decrypted(info, key)
@@ -384,13 +387,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         sys.stdout.write(render(registry_for(lambda: rt.store)).decode())
         return 0
     server = serve(lambda: rt.store, host=args.host, port=args.port)
-    _note(f"fanout metrics on http://{args.host}:{server.server_port}/metrics (Ctrl-C to stop)")
+    _note(f"fanout metrics on {server.url}/metrics (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
     return 0
 
 
@@ -398,7 +399,8 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     from .._dashboard import serve
 
     target = _target(args)
-    serve(target, host=args.host, port=args.port, token=args.token or None)
+    serve(target, host=args.host, port=args.port, token=args.token or None,
+          tokens=args.tokens or None, tokens_file=args.tokens_file or None)
     return 0
 
 
@@ -407,6 +409,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
     target = _target(args, memory_ok=True)
     run_dev(target, host=args.host, port=args.port, token=args.token or None,
+            tokens=args.tokens or None, tokens_file=args.tokens_file or None,
             concurrency=args.concurrency, beat=not args.no_beat, reload=args.reload)
     return 0
 
@@ -427,7 +430,7 @@ def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
 
 def _run_filters(p: argparse.ArgumentParser, limit: int) -> None:
     p.add_argument("--fn", metavar="FUNCTION", help="function id or app:fn key")
-    p.add_argument("--status", help="status, comma-separated statuses, or 'active'")
+    p.add_argument("--status", help="status, comma-separated statuses, 'active' or 'paused'")
     p.add_argument("--since", type=_time_arg, metavar="T",
                    help="created at or after T: 15m, 2h, 7d (ago), epoch or ISO 8601")
     p.add_argument("--until", type=_time_arg, metavar="T", help="created at or before T")
@@ -439,7 +442,14 @@ def _dashboard_opts(p: argparse.ArgumentParser, port: int) -> None:
                    "other address requires --token")
     p.add_argument("--port", type=int, default=port, help=f"port ({port})")
     p.add_argument("--token", default=os.environ.get("FANOUT_DASHBOARD_TOKEN", ""),
-                   help="access token ($FANOUT_DASHBOARD_TOKEN)")
+                   help="one operator token, named 'token' ($FANOUT_DASHBOARD_TOKEN)")
+    p.add_argument("--tokens", default=os.environ.get("FANOUT_DASHBOARD_TOKENS", ""),
+                   metavar="NAME:ROLE:TOKEN,...",
+                   help="named tokens, role operator or read-only; TOKEN may be "
+                   "sha256:<hex> ($FANOUT_DASHBOARD_TOKENS)")
+    p.add_argument("--tokens-file", default=os.environ.get("FANOUT_DASHBOARD_TOKENS_FILE", ""),
+                   metavar="PATH", help="a file of NAME:ROLE:TOKEN lines "
+                   "($FANOUT_DASHBOARD_TOKENS_FILE)")
 
 
 def build_parser() -> argparse.ArgumentParser:

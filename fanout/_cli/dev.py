@@ -91,7 +91,7 @@ def banner(target: Target, dash: DashboardServer, token: str | None, beat: bool)
         f"  store      {'embedded, in memory' if target.is_memory else target.redis_url}",
         f"  broker     {target.app.conf.broker_url}",
         f"  worker     in this process (threads), beat {'on' if beat else 'off'}",
-        f"  dashboard  {dash.url}" + (f"?token={token}" if token else ""),
+        f"  dashboard  {dash.url}" + (" (sign in with your token)" if token else ""),
     ]
     return "\n".join(lines) + "\n" + function_list(target)
 
@@ -215,7 +215,8 @@ def _say(text: str) -> None:
 
 
 def run_dev(target: Target, *, host: str = "127.0.0.1", port: int = 8288,
-            token: str | None = None, concurrency: int = 4, beat: bool = True,
+            token: str | None = None, tokens: str | None = None,
+            tokens_file: str | None = None, concurrency: int = 4, beat: bool = True,
             reload: bool = False, poll_interval: float = 0.5,
             on_ready: Callable[[DashboardServer], None] | None = None) -> None:
     """Run until Ctrl-C or SIGTERM; with ``reload``, restart the worker on new code."""
@@ -239,7 +240,8 @@ def run_dev(target: Target, *, host: str = "127.0.0.1", port: int = 8288,
                     return sorted({*changed, *watcher.changes()})
         return []
 
-    dash = DashboardServer(target, host=host, port=port, token=token)  # fails fast on a bad bind
+    dash = DashboardServer(target, host=host, port=port, token=token,  # fails fast on a bad bind
+                           tokens=tokens, tokens_file=tokens_file)
     dash.start()
     try:
         current: Target | None = target
@@ -247,7 +249,7 @@ def run_dev(target: Target, *, host: str = "127.0.0.1", port: int = 8288,
         while current is not None and not stop.is_set():
             with worker_services(current, concurrency=concurrency, beat=beat):
                 if first:
-                    _say(banner(current, dash, token, beat))
+                    _say(banner(current, dash, token or tokens or tokens_file, beat))
                     if reload:
                         _say("  reload     on: " + ", ".join(str(r) for r in roots))
                     _say("ready. Ctrl-C to stop")

@@ -38,7 +38,8 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         _note(f"key for source {args.source!r}, not stored: put the hash in "
               f"IngestKeys(hashes={{{args.source!r}: '<hash>'}}); the key is not shown again")
         return 0
-    made = _keys(args).create(args.source, label=args.label)
+    made = _keys(args).create(args.source, label=args.label, events=args.events or (),
+                              rate=args.rate)
     _out(args, {"key_id": made.key_id, "source": made.source, "key": made.key}, made.key)
     _note(f"key {made.key_id} for source {made.source!r}: store it now, it is not shown again")
     return 0
@@ -49,10 +50,12 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
     keys = _keys(args).list()
     rows = [[k.key_id, k.source, k.label,
-             dt.datetime.fromtimestamp(k.created, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")]
+             dt.datetime.fromtimestamp(k.created, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
+             k.limits.describe()]
             for k in keys]
     _out(args, [k.to_json() for k in keys],
-         table(["KEY ID", "SOURCE", "LABEL", "CREATED (UTC)"], rows) if rows else "no keys")
+         table(["KEY ID", "SOURCE", "LABEL", "CREATED (UTC)", "LIMITS"], rows)
+         if rows else "no keys")
     return 0
 
 
@@ -97,6 +100,10 @@ def add_keys_commands(add: Callable[[str, Callable[[argparse.Namespace], int], s
     c.set_defaults(func=cmd_keys_create)
     c.add_argument("source", help="the sending service, e.g. billing")
     c.add_argument("--label", default="", help="a note shown by 'keys list'")
+    c.add_argument("--events", action="append", metavar="PATTERN",
+                   help="only events matching PATTERN (app/*, as in triggers); repeat for more")
+    c.add_argument("--rate", metavar="N/s|N/m", help="at most N events per second or minute, "
+                   "counted in Redis across endpoint processes")
     c.add_argument("--no-store", action="store_true",
                    help="print a key and its hash for configuration; store nothing")
     ls = sub.add_parser("list", help="list the stored keys (never the keys themselves)")

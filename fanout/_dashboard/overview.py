@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 from urllib.parse import urlencode
 
 from .._core.function import FunctionDef
 from .._ops.render import human_ms
 from .._ops.stats import Bucket, FunctionStats, Overview, WindowStats
 from .._redis.history import iso
-from .pages import h
+from .pages import h, live_toggle
 
 
 def reltime(ts: float | None, *, empty: str = "never") -> str:
@@ -72,7 +73,10 @@ def _tile(label: str, value: str, note: str = "", *, cls: str = "", ident: str =
             f'<div class="tile-note">{note}</div></div>')
 
 
-def overview_page(ov: Overview, fns: Sequence[FunctionDef], stats: Sequence[FunctionStats]) -> str:
+def overview_page(ov: Overview, fns: Sequence[FunctionDef], stats: Sequence[FunctionStats],
+                  paused: dict[str, Any] | None = None) -> str:
+    """``paused``: function key to its pause (``since``, ``reason``, ``parked``)."""
+    paused = paused or {}
     tiles = []
     for name, depth in ov.queues.items():
         tiles.append(_tile(f"queue {name}", "–" if depth is None else str(depth),
@@ -108,9 +112,18 @@ def overview_page(ov: Overview, fns: Sequence[FunctionDef], stats: Sequence[Func
                    f"{s.day.skipped} skipped</a>" if s.day.skipped else "")
         last = reltime(s.last_run_at)
         if s.last_status:
-            last += f' <span class="status {h(s.last_status)}">{h(s.last_status)}</span>'
+            shown = ("paused" if s.last_status == "queued" and fn.key in paused
+                     else s.last_status)
+            last += f' <span class="status {h(shown)}">{h(shown)}</span>'
+        pause = paused.get(fn.key)
+        badge = ""
+        if pause is not None:
+            badge = (f' <a href="/runs?{urlencode({"fn": fn.key, "status": "paused"})}" '
+                     f'class="status paused" data-paused="{h(fn.key)}" title="paused since '
+                     f'{h(iso(pause.since))}">paused · {pause.parked} waiting</a>')
         rows.append(
             f'<tr data-fn="{h(fn.key)}"><td class="mono"><a href="{h(link)}">{h(fn.key)}</a>'
+            + badge
             + ("" if s.complete else ' <span class="muted" title="partial scan">*</span>')
             + f"</td><td>{bars(s.hourly)}</td>"
             + _window_cells(s.hour) + _window_cells(s.day)
@@ -126,10 +139,9 @@ def overview_page(ov: Overview, fns: Sequence[FunctionDef], stats: Sequence[Func
         "<tr>" + "<th>runs</th><th>/min</th><th>failure</th><th>p50</th><th>p95</th>" * 2 + "</tr>"
         f'</thead><tbody>{"".join(rows) or empty}</tbody></table>'
     )
-    return (f'<h1 data-refresh="5">Overview</h1><div class="tiles">{"".join(tiles)}</div>{partial}'
-            '<label style="flex-direction:row;align-items:center;gap:4px;margin:6px 0">'
-            '<input type="checkbox" id="autorefresh"> auto-refresh</label>'
-            f"<h2>Functions</h2>{table}"
+    return (f'<h1 data-live="5">Overview</h1>{live_toggle()}'
+            f'<div data-region="ov-tiles"><div class="tiles">{"".join(tiles)}</div>{partial}</div>'
+            f'<h2>Functions</h2><div data-region="ov-functions">{table}</div>'
             '<p class="legend">bars: <span class="ok"></span>completed <span class="bad"></span>failed '
             '<span class="idle"></span>other, per hour; failure = failed ÷ (completed + failed); '
             "durations of runs that ended.</p>")

@@ -17,7 +17,8 @@ from .._core.records import RunInfo
 from .._ops.render import human_ms, run_note, shown, step_timings
 from .._redis.history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 
-NAV = (("/overview", "Overview"), ("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"))
+NAV = (("/overview", "Overview"), ("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"),
+       ("/audit", "Audit"))
 
 
 def h(value: Any) -> str:
@@ -33,7 +34,8 @@ def _layout() -> Template:
     return Template(text)
 
 
-def page(title: str, body: str, *, path: str, where: str, msg: str = "", err: str = "") -> str:
+def page(title: str, body: str, *, path: str, where: str, user: str = "", msg: str = "",
+         err: str = "") -> str:
     nav = "".join(
         f'<a href="{href}"{" class=on" if path.startswith(href) else ""}>{label}</a>'
         for href, label in NAV
@@ -43,7 +45,8 @@ def page(title: str, body: str, *, path: str, where: str, msg: str = "", err: st
         flash += f'<div class="flash" role="status">{h(msg)}</div>'
     if err:
         flash += f'<div class="flash err" role="alert">{h(err)}</div>'
-    return _layout().substitute(title=h(title), nav=nav, where=h(where), flash=flash, body=body)
+    return _layout().substitute(title=h(title), nav=nav, where=h(where), flash=flash, body=body,
+                                user=user)
 
 
 def status_badge(status: str) -> str:
@@ -56,20 +59,30 @@ def csrf_field(csrf: str) -> str:
 
 def button_form(action: str, label: str, csrf: str, fields: dict[str, str], *,
                 cls: str = "", confirm: str = "") -> str:
+    """A one-button form; nothing without a CSRF value (a read-only viewer)."""
+    if not csrf:
+        return ""
     hidden = "".join(f'<input type="hidden" name="{h(k)}" value="{h(v)}">' for k, v in fields.items())
     conf = f' data-confirm="{h(confirm)}"' if confirm else ""
     return (f'<form class="inline" method="post" action="{h(action)}"{conf}>{csrf_field(csrf)}'
             f'{hidden}<button type="submit" class="{h(cls)}">{h(label)}</button></form>')
 
 
-def send_form(csrf: str, *, name: str = "", data: str = "{}", fn: str = "") -> str:
+def send_form(csrf: str, *, name: str = "", data: str = "{}", fn: str = "", for_run: str = "",
+              label: str = "Send test event", ident: str = "") -> str:
+    """The form that sends an event; nothing for a read-only viewer."""
+    if not csrf:
+        return ""
     fn_field = f'<input type="hidden" name="fn" value="{h(fn)}">' if fn else ""
+    if for_run:
+        fn_field += f'<input type="hidden" name="for_run" value="{h(for_run)}">'
+    ident_attr = f' id="{h(ident)}"' if ident else ""
     return (
-        '<form method="post" action="/actions/send" class="filters send-form">'
+        f'<form method="post" action="/actions/send" class="filters send-form"{ident_attr}>'
         f'{csrf_field(csrf)}{fn_field}'
         f'<label>Event name<input name="name" value="{h(name)}" required size="32"></label>'
         f'<label>Data (JSON)<textarea name="data" rows="1" cols="40">{h(data)}</textarea></label>'
-        '<button type="submit" class="primary">Send test event</button></form>'
+        f'<button type="submit" class="primary">{h(label)}</button></form>'
     )
 
 
@@ -99,7 +112,8 @@ def functions_page(fns: Sequence[FunctionDef], csrf: str,
         pause = paused.get(fn.key)
         if pause is not None:
             actions += (f' <span class="status paused" data-paused="{h(fn.key)}">paused</span> '
-                        f'<span class="muted">{pause.parked} waiting</span> '
+                        f'<span class="muted">{pause.parked} waiting'
+                        + (f" · {h(pause.reason)}" if pause.reason else "") + '</span> '
                         + button_form("/actions/resume", "Resume", csrf, {"fn": fn.key})
                         + " " + button_form("/actions/resume", "Resume, skip backlog", csrf,
                                             {"fn": fn.key, "skip_backlog": "1"}, cls="danger",
@@ -219,7 +233,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         for f in fns)
     st_opts = '<option value="">any status</option>' + "".join(
         f'<option{" selected" if q.get("status") == s else ""}>{h(s)}</option>'
-        for s in ("active", *RUN_STATUSES))
+        for s in ("active", "paused", *RUN_STATUSES))
     filters = (
         '<form class="filters" method="get" action="/runs">'
         f'<label>Function<select name="fn">{fn_opts}</select></label>'
@@ -229,8 +243,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         f'<label>Version<input name="version" value="{h(q.get("version", ""))}" placeholder="v7, src-…" size="12"></label>'
         f'<label>Search<input name="q" value="{h(q.get("q", ""))}" placeholder="run id, event id, user.id=42" size="26"></label>'
         '<button type="submit">Filter</button>'
-        '<label style="flex-direction:row;align-items:center;gap:4px">'
-        '<input type="checkbox" id="autorefresh"> auto-refresh</label></form>'
+        f"{live_toggle()}</form>"
     )
     more = ""
     if runs.next_cursor:
@@ -255,8 +268,10 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
             '<button type="submit" name="bulk" value="cancel" class="danger">Cancel selected</button>'
             f"</div>{table}</form>"
         )
-    return (f'<h1 data-refresh="3">Runs</h1>{filters}{status_counts(counts or {}, q)}'
-            f"{table}{more}")
+    live = "" if q.get("cursor") else ' data-live="3"'
+    return (f'<h1{live}>Runs</h1>{filters}'
+            f'<div data-region="runs-counts">{status_counts(counts or {}, q)}</div>'
+            f'<div data-region="runs-list" data-keep-selection>{table}{more}</div>')
 
 
 def _pct(x: float | None, span: float) -> float:
@@ -349,7 +364,51 @@ def waterfall(run: RunInfo, csrf: str) -> str:
     )
 
 
-def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str) -> str:
+def matching_event(step: Any, event: Any) -> tuple[str, dict[str, Any], str]:
+    """For a step waiting for an event: the event's name, data that satisfies its
+    ``match`` (the triggering event's value at the same path), and a note on what the
+    data cannot say for itself (an ``if`` expression, a match outside ``data``)."""
+    data: dict[str, Any] = {}
+    notes = []
+    match = step.wait_match or ""
+    if match:
+        path = match.split(".")
+        node: Any = event if isinstance(event, dict) else {}
+        for part in path:
+            node = node.get(part) if isinstance(node, dict) else None
+        if path[0] == "data" and len(path) > 1:
+            cur = data
+            for part in path[1:-1]:
+                cur = cur.setdefault(part, {})
+            cur[path[-1]] = node
+        else:
+            notes.append(f"the match is on {match} ({json.dumps(node, default=str)}), "
+                         "outside the data")
+    if step.wait_if:
+        notes.append(f"the event must also satisfy: {step.wait_if}")
+    return str(step.wait_event or ""), data, "; ".join(notes)
+
+
+def _wait_forms(run: RunInfo, event: Any, csrf: str) -> str:
+    out = []
+    for s in run.steps:
+        if s.kind == "wait" and s.status == "waiting" and s.wait_event and csrf:
+            name, data, note = matching_event(s, event)
+            out.append(
+                f'<div class="wait-link" data-step="{h(s.step_id)}"><h2>Send the matching event'
+                f'</h2><p class="muted">Step <span class="mono">{h(s.step_id)}</span> waits for '
+                f'<span class="mono">{h(name)}</span>'
+                + (f" matching <span class=\"mono\">{h(s.wait_match)}</span>" if s.wait_match else "")
+                + "." + (f" {h(note)}." if note else "") + "</p>"
+                + send_form(csrf, name=name, data=json.dumps(data, default=str),
+                            for_run=run.run_id, label="Send the matching event",
+                            ident=f"match-{s.step_id}")
+                + "</div>")
+    return "".join(out)
+
+
+def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str,
+             pause: Any = None) -> str:
     def link(rid: str | None) -> str:
         return f'<a class="mono" href="/runs/{h(rid)}">{h(rid)}</a>' if rid else "-"
 
@@ -365,7 +424,12 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str) -> str
         ("Ended", h(iso(run.ended_at.timestamp() if run.ended_at else None)) or "-"),
         ("Attempt", str(run.attempt)),
     ]
-    if not run.done:
+    if run.status == "paused" and pause is not None:
+        why = f" ({pause.reason})" if pause.reason else ""
+        meta.insert(2, ("Now", f'<span id="run-state">paused: its function was paused at '
+                               f'{h(iso(pause.since))}{h(why)}; it waits for resume '
+                               f'(<a href="/functions">functions</a>)</span>'))
+    elif not run.done:
         meta.insert(2, ("Now", f'<span id="run-state">{h(run.state)}</span>'))
     for s in run.steps:
         if s.child_run_id:
@@ -405,21 +469,17 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str) -> str
                    f'{h(run.error.get("message", ""))}</div>')
         if run.error.get("stack"):
             result += f"<pre>{h(run.error['stack'])}</pre>"
-    refresh = "" if run.done else ' data-refresh="2"'
+    refresh = "" if run.done else ' data-live="2"'
     return (
-        f'<h1{refresh}>Run <span class="mono" id="run-id">{h(run.run_id)}</span> '
-        f'<span id="run-status">{status_badge(run.status)}</span></h1>'
+        f'<div data-region="run-head"><h1{refresh}>Run <span class="mono" id="run-id">'
+        f'{h(run.run_id)}</span> <span id="run-status">{status_badge(run.status)}</span></h1>'
         f'<dl class="meta">{dl}</dl><div class="actions">{"".join(actions)}</div>'
-        f"<h2>Steps</h2>{waterfall(run, csrf)}{result}"
+        f'{_wait_forms(run, event, csrf)}</div>'
+        f'<div data-region="run-steps"><h2>Steps</h2>{waterfall(run, csrf)}{result}</div>'
         f"<h2>Input event</h2><pre>{pretty(event)}</pre>"
     )
 
 
-def login_page(bad: bool) -> str:
-    note = '<p class="err-text">That token is not valid.</p>' if bad else ""
-    return (
-        "<h1>Sign in</h1><p>This dashboard needs its access token.</p>" + note +
-        '<form method="get" action="/login" class="filters">'
-        '<label>Token<input type="password" name="token" autofocus size="40"></label>'
-        '<button type="submit" class="primary">Open</button></form>'
-    )
+def live_toggle() -> str:
+    return ('<label class="live-toggle"><input type="checkbox" id="autorefresh"> live '
+            '<span class="muted" id="live-status"></span></label>')

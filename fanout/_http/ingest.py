@@ -31,8 +31,9 @@ from .._core.event import Event, prepare_batch
 from .._core.ids import _digest_id
 from .._errors import ConfigError, EventError, MiddlewareError, PublishError
 from .._redis.ingest import IngestStore
+from .._redis.ingest_rate import IngestRate
 from .._redis.store import StoreError
-from .keys import IngestKeys, check_source
+from .keys import Grant, IngestKeys, check_source
 from .signing import SignatureError, Webhook
 
 if TYPE_CHECKING:
@@ -66,13 +67,16 @@ class Response:
 
 
 _REASONS = {200: "OK", 202: "Accepted", 400: "Bad Request", 401: "Unauthorized",
-            404: "Not Found", 405: "Method Not Allowed", 411: "Length Required",
+            403: "Forbidden", 404: "Not Found", 429: "Too Many Requests", 405: "Method Not Allowed", 411: "Length Required",
             413: "Payload Too Large", 415: "Unsupported Media Type",
             500: "Internal Server Error", 503: "Service Unavailable"}
 
 
-def _error(status: int, message: str, **extra: Any) -> Response:
+def _error(status: int, message: str, *, retry_after: int | None = None,
+           **extra: Any) -> Response:
     headers = []
+    if retry_after is not None:
+        headers.append(("Retry-After", str(retry_after)))
     if status == 401:
         headers.append(("WWW-Authenticate", 'Bearer realm="fanout"'))
     elif status == 503:
@@ -89,6 +93,7 @@ class Pending:
     source: str
     webhook: Webhook | None
     headers: Mapping[str, str]
+    grant: Grant | None = None
 
 
 def route(path: str) -> tuple[bool, str | None]:
@@ -133,6 +138,7 @@ class Ingest:
         self.webhooks = hooks
         self.max_body = max_body
         self._seen = IngestStore(client.runtime.store)
+        self._rate = IngestRate(client.runtime.store)
 
     # -- the head ---------------------------------------------------------------------
 
@@ -143,15 +149,17 @@ class Ingest:
             return _error(405, f"use POST to send events, not {method}")
         key = _key_of(headers)
         source: str | None = None
+        grant: Grant | None = None
         if key:
             if self.keys is None:
                 return _error(401, "this endpoint takes no ingest keys; sign the request")
             try:
-                source = self.keys.verify(key)
+                grant = self.keys.grant(key)
             except StoreError as exc:
                 return _error(503, f"cannot check the key: Redis is unavailable ({exc})")
-            if source is None:
+            if grant is None:
                 return _error(401, "unknown or revoked ingest key")
+            source = grant.source
             if path_source is not None and source != path_source:
                 return _error(401, f"this key belongs to another source, not {path_source!r}")
         elif path_source is None:
@@ -174,7 +182,7 @@ class Ingest:
                 return self.too_large()
         # What a transform sees: the request's headers, less its credentials.
         rest = {k: v for k, v in headers.items() if k not in ("authorization", KEY_HEADER)}
-        return Pending(source=src, webhook=self.webhooks.get(src), headers=rest)
+        return Pending(source=src, webhook=self.webhooks.get(src), headers=rest, grant=grant)
 
     def too_large(self) -> Response:
         return _error(413, f"the body is larger than the limit of {self.max_body} bytes; "
@@ -199,6 +207,9 @@ class Ingest:
         except EventError as exc:
             return _error(400, str(exc))
         ids = [ev.id or "" for ev, _ in prepared]
+        refused = self._limited(pending, [ev.name for ev, _ in prepared])
+        if refused is not None:
+            return refused
         if token is not None:
             assert pending.webhook is not None
             try:
@@ -225,6 +236,33 @@ class Ingest:
             return _error(503, f"{exc}; send the request again with these ids", ids=ids)
         log.debug("ingest from %s: %d event(s) %s", pending.source, len(ids), ids[0])
         return Response(202, {"ids": ids, "source": pending.source})
+
+    def _limited(self, pending: Pending, names: list[str]) -> Response | None:
+        """403 for an event name outside the key's patterns, 429 over its rate."""
+        grant = pending.grant
+        if grant is None:
+            return None
+        lim = grant.limits
+        outside = sorted({n for n in names if not lim.allows(n)})
+        if outside:
+            log.warning("ingest from %s: key %s refused events outside its patterns: %s",
+                        pending.source, grant.key_id, ", ".join(outside[:5]))
+            return _error(403, f"this key may send only events matching "
+                               f"{', '.join(lim.events)}; {', '.join(map(repr, outside[:5]))} "
+                               "is outside them (nothing was published)",
+                          allowed=list(lim.events))
+        if lim.rate is None:
+            return None
+        limit, window = lim.per_window()
+        try:
+            got = self._rate.take(grant.key_id, len(names), limit, window)
+        except StoreError as exc:
+            return _error(503, f"cannot check the key's rate: Redis is unavailable ({exc})")
+        if got.allowed:
+            return None
+        return _error(429, f"this key may send {lim.rate} events; these {len(names)} would "
+                           f"make about {got.used:.0f}: retry in {got.retry_after} s (nothing "
+                           "was published)", retry_after=got.retry_after, rate=lim.rate)
 
     def _forget(self, token: str | None) -> None:
         """Un-remember a signature whose request published nothing, so a retry passes."""

@@ -124,18 +124,10 @@ def wsgi_app(store: Store | Callable[[], Store]) -> Callable[..., Any]:
 
 
 def serve(store: Store | Callable[[], Store], *, host: str = "127.0.0.1", port: int = 9808) -> Any:
-    """Serve the metrics over HTTP until interrupted (``fanout metrics``)."""
-    from wsgiref.simple_server import WSGIRequestHandler, make_server
+    """A server for the metrics (``fanout metrics``): call ``serve_forever()``."""
+    from .._http.server import Server
 
-    class _Quiet(WSGIRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    try:
-        server = make_server(host, port, wsgi_app(store), handler_class=_Quiet)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    return server
+    return Server(wsgi_app(store), host, port, threads=2, name="fanout-metrics")
 
 
 __all__ = ["CONTENT_TYPE", "FanoutCollector", "registry_for", "render", "serve", "wsgi_app"]

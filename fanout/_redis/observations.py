@@ -16,6 +16,9 @@ What this trades: a scrape sees a histogram up to ``interval`` seconds late, and
 process killed with SIGKILL loses the observations of its last ``interval`` (its
 counters stay exact). A failed send is kept and sent again with the next one, and
 logged at WARNING on the ``fanout`` logger once a minute while it lasts.
+
+The same thread rolls the hash into time buckets for the dashboard's charts, once a
+minute in one process of the fleet (``rollups.py``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from bisect import bisect_left
 from typing import Any
 
 import redis
+
+from .rollups import Rollups
 
 log = logging.getLogger("fanout")
 
@@ -72,6 +77,9 @@ class Observations:
         self._pending: dict[str, int] = {}
         self._stop = threading.Event()
         self._warned = 0.0
+        # The dashboard's charts: once a minute one process of the fleet turns the
+        # cumulative hash into time buckets (rollups.py), from this sender thread.
+        self.rollups = Rollups(client, key)
 
     def observe(self, name: str, app: str, fn: str, seconds: float) -> None:
         """One observation of histogram ``name`` for function ``app|fn``."""
@@ -151,6 +159,7 @@ class Observations:
         stop = self._stop
         while not stop.wait(self.interval):
             self.flush_quietly()
+            self.rollups.tick_quietly()
 
 
 __all__ = ["DURATION_BUCKETS", "Observations", "bucket"]

@@ -216,7 +216,7 @@ def dev_server() -> Iterator[str]:
             if not line:
                 break
             lines.append(line)
-            m = re.search(r"dashboard\s+(http://\S+?)/\?token=", line)
+            m = re.search(r"dashboard\s+(http://\S+?)/ \(sign in", line)
             url = m.group(1) if m else url
             if line.startswith("ready."):
                 break

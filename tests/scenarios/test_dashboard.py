@@ -20,8 +20,6 @@ from typing import Any
 import pytest
 
 import fanout
-from fanout._dashboard import DashboardServer
-from fanout._ops.locate import locate
 from tests import browser as _browser
 from tests.support import make_app, run_of, wait_for, wait_run
 
@@ -208,24 +206,3 @@ def test_posts_need_the_csrf_value_and_the_same_origin(dashboard: str, page: Any
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(req, timeout=10)
     assert err.value.code == 403
-
-
-def test_token_login(worker: object, page: Any) -> None:
-    with pytest.raises(fanout.ConfigError, match="needs an access token"):
-        DashboardServer(locate(MOD), host="0.0.0.0", port=0)
-    server = DashboardServer(locate(MOD), port=0, token="s3cret-token").start()
-    base = server.url.rstrip("/")
-    try:
-        resp = page.goto(f"{base}/runs")
-        assert resp.status == 401 and "needs its access token" in page.inner_text("main")
-        page.fill("input[name=token]", "wrong-token")
-        page.click("button[type=submit]")
-        assert "not valid" in page.inner_text("main")
-        resp = page.goto(f"{base}/functions?token=s3cret-token")
-        assert resp.status == 200 and page.url == f"{base}/functions"
-        assert "dash:checkout" in page.inner_text("#functions")
-        cookies = {c["name"]: c for c in page.context.cookies()}
-        assert cookies["fanout_token"]["httpOnly"] and cookies["fanout_token"]["sameSite"] == "Strict"
-        assert _post(f"{base}/actions/send", {"name": "dash/x"}) == 401
-    finally:
-        server.shutdown()

@@ -165,7 +165,7 @@ def test_search_by_data_field_run_id_and_event_id(
     page.goto(dashboard + f"/runs?q={event_id}")
     assert page.url.endswith(f"/events/{event_id}")
     res = page.goto(dashboard + "/runs?q=NOPE")
-    assert res.status == 404 and "field=value" in page.inner_text("h1")
+    assert res.status == 404 and "field=value" in page.inner_text("main")
     res = page.goto(dashboard + "/runs?q=user.id%3D")
     assert res.status == 200 and "0 run(s) match" in page.inner_text("#search-note")
     res = page.goto(dashboard + "/runs?q=%3D3")

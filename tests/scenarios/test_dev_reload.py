@@ -65,7 +65,7 @@ class Dev:
         self._reader.start()
         wait_for(lambda: self.proc.poll() is not None or self.count("ready.") == 1, timeout=60)
         assert self.proc.poll() is None, self.output()
-        m = re.search(r"dashboard\s+(http://\S+?)/\?token=", self.output())
+        m = re.search(r"dashboard\s+(http://\S+?)/ \(sign in", self.output())
         assert m, self.output()
         self.url = m.group(1)
 

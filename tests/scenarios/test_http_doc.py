@@ -25,7 +25,7 @@ def test_the_how_to_runs(clean_db: redis.Redis, monkeypatch: pytest.MonkeyPatch,
     importlib.reload(fanout.celeryconfig)
     request.addfinalizer(lambda: importlib.reload(fanout.celeryconfig))
     blocks = code_blocks(DOC)
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     ns: dict[str, Any] = {"__name__": "http_events_doc"}
     for block in blocks:
         exec(compile(block, str(DOC), "exec"), ns)  # noqa: S102

@@ -11,20 +11,22 @@
       a < 86400 ? Math.round(a / 3600) + " h" : Math.round(a / 86400) + " d";
     return s >= 0 ? span + " ago" : "in " + span;
   }
-  document.querySelectorAll("time[data-rel]").forEach(function (el) {
-    const ms = Date.parse(el.getAttribute("datetime").replace(" ", "T"));
-    if (isNaN(ms)) return;
-    el.title = new Date(ms).toLocaleString();
-    el.textContent = rel(ms);
-  });
-
-  // The runs list: "select all", and no auto-refresh while runs are selected.
-  const all = document.getElementById("select-all");
-  if (all) {
-    all.addEventListener("change", function () {
-      document.querySelectorAll('input[name="run_ids"]').forEach(function (b) { b.checked = all.checked; });
+  function relTimes(root) {
+    root.querySelectorAll("time[data-rel]").forEach(function (el) {
+      const ms = Date.parse(el.getAttribute("datetime").replace(" ", "T"));
+      if (isNaN(ms)) return;
+      el.title = new Date(ms).toLocaleString();
+      el.textContent = rel(ms);
     });
   }
+  relTimes(document);
+
+  // The runs list: "select all", and no auto-refresh while runs are selected.
+  document.addEventListener("change", function (ev) {
+    const all = ev.target;
+    if (!all || all.id !== "select-all") return;
+    document.querySelectorAll('input[name="run_ids"]').forEach(function (b) { b.checked = all.checked; });
+  });
   function selecting() { return document.querySelector('input[name="run_ids"]:checked') !== null; }
 
   // Forms with data-confirm ask first.
@@ -33,17 +35,55 @@
     if (msg && !window.confirm(msg)) ev.preventDefault();
   });
 
-  // Pages with data-refresh="N" reload every N seconds while the box is checked.
-  const live = document.querySelector("[data-refresh]");
+  // Live refresh: pages with data-live="N" ask for their content again every N
+  // seconds (If-None-Match: the server answers 304 when nothing changed) and swap
+  // each [data-region] in place, except one being used (focus, selected runs).
+  // Hidden tabs do not poll.
+  let live = document.querySelector("[data-live]");
   if (live) {
     const box = document.getElementById("autorefresh");
-    const key = "fanout.autorefresh." + location.pathname.split("/")[1];
+    const status = document.getElementById("live-status");
+    const key = "fanout.live." + location.pathname.split("/")[1];
     if (box) {
       box.checked = localStorage.getItem(key) !== "0";
       box.addEventListener("change", function () { localStorage.setItem(key, box.checked ? "1" : "0"); });
     }
-    const every = parseFloat(live.getAttribute("data-refresh")) * 1000;
-    setInterval(function () { if ((!box || box.checked) && !selecting()) location.reload(); }, every);
+    let etag = null, busy = false;
+    const every = parseFloat(live.getAttribute("data-live")) * 1000;
+    function inUse(region) {
+      if (region.contains(document.activeElement) && document.activeElement !== document.body) return true;
+      return region.hasAttribute("data-keep-selection") && selecting();
+    }
+    async function refresh() {
+      if (busy || document.hidden || (box && !box.checked) || !live) return;
+      busy = true;
+      try {
+        const headers = { "X-Fanout-Live": "1" };
+        if (etag) headers["If-None-Match"] = etag;
+        const res = await fetch(location.pathname + location.search,
+                                { credentials: "same-origin", headers: headers, cache: "no-store" });
+        if (res.status === 304) { if (status) status.textContent = "· up to date " + new Date().toLocaleTimeString(); return; }
+        if (!res.ok) throw new Error("HTTP " + res.status);
+        etag = res.headers.get("ETag");
+        const doc = new DOMParser().parseFromString("<div>" + await res.text() + "</div>", "text/html");
+        document.querySelectorAll("[data-region]").forEach(function (region) {
+          const name = region.getAttribute("data-region");
+          const fresh = doc.querySelector('[data-region="' + name + '"]');
+          if (!fresh || inUse(region)) return;
+          const node = document.importNode(fresh, true);
+          region.replaceWith(node);
+          relTimes(node);
+        });
+        live = document.querySelector("[data-live]");
+        if (status) status.textContent = "· updated " + new Date().toLocaleTimeString();
+      } catch (err) {
+        if (status) status.textContent = "· paused: " + err.message;
+      } finally {
+        busy = false;
+      }
+    }
+    const timer = setInterval(function () { if (!live) { clearInterval(timer); return; } refresh(); }, every);
+    document.addEventListener("visibilitychange", function () { if (!document.hidden) refresh(); });
   }
 
   // The live event stream: poll /api/events for events newer than the newest shown.

@@ -1,0 +1,53 @@
+"""Cheap change stamps for the dashboard's live refresh.
+
+A page that refreshes in place asks the server every few seconds whether anything
+changed (``If-None-Match``). Rendering a runs list or the overview reads hundreds of
+keys; these stamps read a handful, so an unchanged page costs one round trip:
+
+* :func:`fleet_stamp`: the metrics hash (every run created, pass begun, step
+  attempted or run ended changes it within a second), the newest entry and size of
+  the runs index, the paused functions and the timers. ``None`` when the store does
+  not count (a Redis Cluster): then every poll renders.
+* :func:`run_stamp`: one run's hash and the audit records about it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from typing import Any
+
+from .store import Store, _s
+
+
+def _digest(parts: Any) -> str:
+    return hashlib.sha1(repr(parts).encode(), usedforsecurity=False).hexdigest()[:20]
+
+
+def fleet_stamp(store: Store, now: float | None = None) -> str | None:
+    if store.metrics_key is None:
+        return None
+    now = time.time() if now is None else now
+    pipe = store.r.pipeline(transaction=False)
+    pipe.hgetall(store.metrics_key)
+    pipe.zcard(f"{store.p}:idx:runs")
+    pipe.zrevrange(f"{store.p}:idx:runs", 0, 0, withscores=True)
+    pipe.smembers(f"{store.p}:paused")
+    pipe.zcard(store.timers_key)
+    pipe.zcount(store.timers_key, "-inf", int(now * 1000))
+    metrics, n, top, paused, timers, due = pipe.execute()
+    return _digest((sorted((_s(k), _s(v)) for k, v in metrics.items()), n,
+                    [(_s(m), s) for m, s in top], sorted(_s(p) for p in paused), timers, due))
+
+
+def run_stamp(store: Store, run_id: str) -> str:
+    pipe = store.r.pipeline(transaction=False)
+    pipe.hgetall(store.run_key(run_id))
+    pipe.lindex(f"{store.p}:audit:on:{run_id}", 0)
+    pipe.smembers(f"{store.p}:paused")
+    fields, audit, paused = pipe.execute()
+    return _digest((sorted((_s(k), _s(v)) for k, v in fields.items()),
+                    None if audit is None else _s(audit), sorted(_s(p) for p in paused)))
+
+
+__all__ = ["fleet_stamp", "run_stamp"]
