@@ -93,7 +93,7 @@ __all__ = [
 _DEPRECATED = {
     "AsyncContext": (
         "Context",
-        "fanout.AsyncContext is deprecated and goes in a later minor release: an async def "
+        "fanout.AsyncContext is deprecated and is removed in 0.3.0 at the earliest: an async def "
         "handler takes ctx: fanout.Context (a def handler ctx: fanout.ContextSync), as in "
         "inngest-py",
     ),

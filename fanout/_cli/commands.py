@@ -21,6 +21,7 @@ from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
 from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
 from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time
+from .._version import __version__
 from .common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -401,6 +402,8 @@ def _dashboard_opts(p: argparse.ArgumentParser, port: int) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fanout", description="Inspect and steer fanout runs.")
+    parser.add_argument("--version", action="version", version=f"fanout {__version__}",
+                        help="print the installed version (celery-fanout) and exit")
     add_common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 

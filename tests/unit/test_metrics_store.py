@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+import fanout._redis
 from fanout._redis.memory import memory_redis
 from fanout._redis.metrics_store import DURATION_BUCKETS, parse_fields, read_metrics
 from fanout._redis.observations import Observations, bucket
 from fanout._redis.store import Store
 
-LUA = Path(__file__).resolve().parents[2] / "fanout" / "_redis" / "lua"
+LUA = Path(fanout._redis.__file__).resolve().parent / "lua"  # the installed package's scripts
 
 
 def test_every_script_that_counts_includes_the_library() -> None:

@@ -12,9 +12,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import fanout
 from fanout._core import run_record
 
-PACKAGE = Path(__file__).resolve().parents[2] / "fanout"
+# The package under test, wherever it is installed (the repository, or a venv).
+PACKAGE = Path(fanout.__file__).resolve().parent
 NAMES = set(run_record.RunRecord.__annotations__)
 PREFIXES = (run_record.STEP_PREFIX, run_record.BRANCH_LEASE_PREFIX,
             run_record.BATCH_EVENT_PREFIX, run_record.WATCHDOG_PREFIX)

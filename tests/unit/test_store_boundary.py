@@ -8,7 +8,11 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[2] / "fanout"
+import fanout
+
+# The package under test, wherever it is installed (the repository, or a venv when the
+# sdist's tests run against the installed package).
+PACKAGE = Path(fanout.__file__).resolve().parent
 _CLIENT_CALLS = {"pipeline", "register_script", "evalsha", "execute_command", "script"}
 
 

@@ -143,6 +143,19 @@ def test_the_wheel_alone_imports_every_public_module(user_venv: UserVenv) -> Non
     assert "fanout" in user_venv.run("fanout", "--help").stdout
 
 
+def test_the_wheel_reports_one_version_and_carries_the_license(
+        user_venv: UserVenv, wheel: Path) -> None:
+    version = wheel.name.split("-")[1]   # celery_fanout-<version>-py3-none-any.whl
+    out = user_venv.run("python", "-c", (
+        "import importlib.metadata as m, fanout; d = m.distribution('celery-fanout'); "
+        "print(fanout.__version__, d.version, d.metadata['License-Expression'], "
+        "d.metadata.get_all('License-File')); print(d.read_text('licenses/LICENSE'))"))
+    first, license_text = out.stdout.split("\n", 1)
+    assert first == f"{version} {version} MIT ['LICENSE']", out.stdout
+    assert license_text.strip() == (ROOT / "LICENSE").read_text().strip()
+    assert user_venv.run("fanout", "--version").stdout == f"fanout {version}\n"
+
+
 def test_quickstart_project_runs_on_a_worker_started_by_command_line(
         user_venv: UserVenv, quickstart: tuple[Path, dict[str, str], Proc], urls: dict[str, str]) -> None:
     dest, rest, worker = quickstart
