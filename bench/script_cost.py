@@ -33,7 +33,7 @@ PER_RUN = {"create_run": 1, "begin_pass": 3, "end_pass": 2, "finish_run": 1}
 
 def _calls(store: Store) -> dict[str, tuple[Callable[[str], None], Callable[[str], Any]]]:
     """(set-up, call) per script, each given a fresh run id."""
-    r, sc = store.r, store._scripts
+    r, sc = store.r, store.scripts
     now = time.time()
     base = {"st": "queued", "fn": "item", "app": "bench", "fk": "bench:item", "ev": "[]",
             "event": json.dumps({"name": "bench/item", "data": {"i": 1}}),
@@ -50,14 +50,15 @@ def _calls(store: Store) -> dict[str, tuple[Callable[[str], None], Callable[[str
         return lambda rid: r.hset(store.run_key(rid), mapping=fields) and None
 
     return {
-        "create_run": (nothing, lambda rid: sc["create_run"](keys=store.run_keys(rid), args=flat)),
-        "begin_pass": (put(base), lambda rid: sc["begin_pass"](
-            keys=[store.run_key(rid)], args=["tok", repr(time.time()), repr(time.time() + 60), 0])),
-        "end_pass": (put(held), lambda rid: sc["end_pass"](
-            keys=store.run_keys(rid), args=["tok", "queued", "0", "", "s:s1", rec])),
-        "finish_run": (put(held), lambda rid: sc["finish_run"](
-            keys=store.run_keys(rid),
-            args=["tok", "completed", repr(time.time()), 600, "out", "1", "s:s2", rec])),
+        "create_run": (nothing, lambda rid: sc.run("create_run", store.run_keys(rid), flat)),
+        "begin_pass": (put(base), lambda rid: sc.run(
+            "begin_pass", [store.run_key(rid)],
+            ["tok", repr(time.time()), repr(time.time() + 60), 0])),
+        "end_pass": (put(held), lambda rid: sc.run(
+            "end_pass", store.run_keys(rid), ["tok", "queued", "0", "", "s:s1", rec])),
+        "finish_run": (put(held), lambda rid: sc.run(
+            "finish_run", store.run_keys(rid),
+            ["tok", "completed", repr(time.time()), 600, "out", "1", "s:s2", rec])),
     }
 
 

@@ -12,9 +12,10 @@ from typing import Any, Protocol, TypeVar, overload
 
 from celery import Celery
 
-from ._celery.runtime import Runtime, check_serializers, runtime_for
+from ._celery import admission, endings, pausing
+from ._celery.install import check_serializers, runtime_for
+from ._celery.runtime import Runtime
 from ._core.context import Context, ContextSync
-from ._core.engine import memo_from_fields
 from ._core.event import (
     INVOKE_EVENT,
     MAX_EVENT_BYTES,
@@ -42,7 +43,16 @@ from ._core.middleware import MiddlewareFactory, SendEventsResult
 from ._core.middleware import Stack as MiddlewareStack
 from ._core.middleware import validate as validate_middleware
 from ._core.records import RunInfo, RunList
-from ._core.run_record import to_run_info
+from ._core.run_record import (
+    EVENT,
+    FK,
+    FROM_STEP,
+    REPLAY_OF,
+    ST,
+    VERSIONS,
+    step_records,
+)
+from ._core.run_view import to_run_info
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
@@ -291,14 +301,14 @@ class Fanout:
         """Validate, store and publish events; returns their ids. Raises on any failure."""
         prepared = prepare_batch(events, max_bytes=self.max_event_bytes)
         if not self.middleware:
-            return self._rt.publish(prepared)
+            return self._rt.publisher.publish(prepared)
         return self._send_with_middleware(prepared)
 
     async def send(self, events: Event | Iterable[Event]) -> list[str]:
         """The async form of :meth:`send_sync`."""
         prepared = prepare_batch(events, max_bytes=self.max_event_bytes)
         if not self.middleware:
-            return await asyncio.to_thread(self._rt.publish, prepared)
+            return await asyncio.to_thread(self._rt.publisher.publish, prepared)
         return await asyncio.to_thread(self._send_with_middleware, prepared)
 
     def _send_with_middleware(self, prepared: list[tuple[Event, str]]) -> list[str]:
@@ -307,7 +317,7 @@ class Fanout:
         events = [ev for ev, _text in prepared]
         stack.call("before_send_events", events)
         try:
-            ids = self._rt.publish(prepare_batch(events, max_bytes=self.max_event_bytes))
+            ids = self._rt.publisher.publish(prepare_batch(events, max_bytes=self.max_event_bytes))
         except Exception as exc:
             stack.call("after_send_events", SendEventsResult([], exc), reverse=True)
             raise
@@ -331,7 +341,7 @@ class Fanout:
         fn = self._function(function)
         ev = Event(name=INVOKE_EVENT, data={"fn_id": fn.fn_id, **dict(data or {})})
         prepared = prepare_batch(ev, allow_reserved=True, max_bytes=self.max_event_bytes)
-        (eid,) = self._rt.publish(prepared, target=fn.key)
+        (eid,) = self._rt.publisher.publish(prepared, target=fn.key)
         return run_id_for(eid, fn.key)
 
     def _function(self, function: Callable[..., Any] | str) -> FunctionDef:
@@ -348,26 +358,26 @@ class Fanout:
         recorded, but no pass of it runs (a running step finishes) until :meth:`resume`.
         The state lives in Redis and survives worker and Redis restarts (with AOF).
         Returns False when it was paused already."""
-        return self._rt.pausing.pause(self._function(function).key, reason)
+        return self._rt.paused.pause(self._function(function).key, reason)
 
     def resume(self, function: Callable[..., Any] | str, *, skip_backlog: bool = False) -> int:
         """Resume a paused function: what waited continues oldest first, under its flow
         control. ``skip_backlog=True`` records the runs that never started as skipped
         (status ``skipped``) instead; runs already under way continue. Returns how many
         passes were handed back to the workers."""
-        resumed, _skipped = self._rt.pausing.resume(self._function(function).key,
-                                                     skip_backlog=skip_backlog)
+        resumed, _skipped = pausing.resume(self._rt, self._function(function).key,
+                                           skip_backlog=skip_backlog)
         return resumed
 
     def is_paused(self, function: Callable[..., Any] | str) -> bool:
-        return self._rt.pausing.info(self._function(function).key) is not None
+        return self._rt.paused.info(self._function(function).key) is not None
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> bool:
         """Cancel a run. It stops between steps: a step already running finishes.
 
         Returns False when the run is unknown or already ended.
         """
-        return self._rt.cancel(run_id, reason) in ("cancelled", "flagged")
+        return endings.cancel(self._rt, run_id, reason) in ("cancelled", "flagged")
 
     def cancel_runs(
         self,
@@ -386,20 +396,20 @@ class Fanout:
         fn = self._function(fn_id)
         after = as_timestamp(started_after, "started_after")
         before = as_timestamp(started_before, "started_before")
-        return self._rt.flow.cancel_runs(fn, after=after, before=before, if_exp=if_exp)
+        return endings.cancel_runs(self._rt, fn, after=after, before=before, if_exp=if_exp)
 
     def replay(self, run_id: str) -> str:
         """Start a new run of the same function for the same event; returns its id."""
         fields, fn = self._run_and_function(run_id)
         new_id = _replay_id(run_id, "replay")
-        event = json.loads(fields.get("event", "{}"))
-        self._rt.start_run(fn, event, run_id=new_id, extra_fields={"replay_of": run_id})
+        event = json.loads(fields.get(EVENT, "{}"))
+        admission.start_run(self._rt, fn, event, run_id=new_id, extra_fields={REPLAY_OF: run_id})
         return new_id
 
     def rerun(self, run_id: str, *, from_step: str) -> str:
         """Start a new run that reuses the memoized outputs of the steps before ``from_step``."""
         fields, fn = self._run_and_function(run_id)
-        memo = memo_from_fields(fields)
+        memo = step_records(fields)
         if from_step not in memo:
             raise ConfigError(
                 f"run {run_id} has no step {from_step!r}; its steps are "
@@ -408,23 +418,23 @@ class Fanout:
         cut = memo[from_step].seq
         keep = [r for r in memo.values() if r.seq < cut and r.status == "completed"]
         new_id = _replay_id(run_id, f"rerun:{from_step}")
-        event = json.loads(fields.get("event", "{}"))
-        extra = {"replay_of": run_id, "from_step": from_step}
+        event = json.loads(fields.get(EVENT, "{}"))
+        extra = {REPLAY_OF: run_id, FROM_STEP: from_step}
         # The reused steps were saved by the original run's code: when that is not this
         # code, the new run begins as one that crossed a deploy (docs/concepts/versioning.md).
         seen = versions_of(fields)
         if keep and seen and seen[-1] != fn.version:
-            extra["vs"] = json.dumps([*seen, fn.version][-MAX_VERSION_HISTORY:])
-        self._rt.start_run(fn, event, run_id=new_id, steps=keep, extra_fields=extra)
+            extra[VERSIONS] = json.dumps([*seen, fn.version][-MAX_VERSION_HISTORY:])
+        admission.start_run(self._rt, fn, event, run_id=new_id, steps=keep, extra_fields=extra)
         return new_id
 
     def _run_and_function(self, run_id: str) -> tuple[dict[str, str], FunctionDef]:
         fields = self._rt.store.run_fields(run_id)
-        if not fields.get("st"):
+        if not fields.get(ST):
             raise ConfigError(f"no run {run_id!r} (unknown, or past its retention)")
-        fn = self._rt.functions.get(fields.get("fk", ""))
+        fn = self._rt.functions.get(fields.get(FK, ""))
         if fn is None:
-            raise ConfigError(f"run {run_id} belongs to {fields.get('fk')!r}, not declared here")
+            raise ConfigError(f"run {run_id} belongs to {fields.get(FK)!r}, not declared here")
         return fields, fn
 
     # -- inspecting ---------------------------------------------------------------------
@@ -434,9 +444,7 @@ class Fanout:
         newest ``limit``; returns their ids. A run is failed when it was seen stuck
         by an earlier call at least ``min_age`` seconds before and has not moved since.
         Workers do this every minute; call it from a script or a test to check now."""
-        from ._celery.timers import check_stuck
-
-        return check_stuck(self.runtime, min_age=min_age, limit=limit)
+        return endings.check_stuck(self._rt, min_age=min_age, limit=limit)
 
     def get_run(self, run_id: str) -> RunInfo | None:
         """A run's status, output or error, and its steps; None if unknown or expired."""
@@ -498,7 +506,7 @@ class Fanout:
     def _infos(self, run_ids: list[str]) -> list[RunInfo]:
         store = self._rt.store
         return [to_run_info(rid, f) for rid, f in zip(run_ids, store.many_run_fields(run_ids),
-                                                      strict=True) if f.get("st")]
+                                                      strict=True) if f.get(ST)]
 
     @property
     def runtime(self) -> Runtime:

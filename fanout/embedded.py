@@ -50,9 +50,9 @@ def start_embedded_worker(app: Any, *, concurrency: int = 4) -> Iterator[None]:
 
         rt = get_runtime(app)
         if rt is not None:
-            rt.start_scanner()
+            rt.timers.start()
         try:
             yield
         finally:
             if rt is not None:
-                rt.stop_scanner()
+                rt.timers.stop()

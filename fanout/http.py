@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from ._http.ingest import DEFAULT_MAX_BODY, AsgiIngestApp, Ingest, IngestApp
-from ._http.keys import Grant, IngestKeys, KeyInfo, KeyLimits, NewKey, hash_key
-from ._http.server import Server, serve
+from ._http.endpoint import DEFAULT_MAX_BODY, AsgiIngestApp, Ingest, IngestApp
+from ._http.ingest_keys import Grant, IngestKeys, KeyInfo, KeyLimits, NewKey, hash_key
 from ._http.signing import Webhook, sign
+from ._http.wsgi_server import Server, serve
 
 if TYPE_CHECKING:
     from ._client import Fanout

@@ -22,9 +22,9 @@ from typing import Any
 
 from ._client import Fanout
 from ._errors import ConfigError
-from ._ops.metrics import CONTENT_TYPE, FanoutCollector, registry_for, render
-from ._ops.metrics import wsgi_app as _wsgi_app
-from ._redis.metrics import MetricsSnapshot, read_metrics
+from ._ops.prometheus import CONTENT_TYPE, FanoutCollector, registry_for, render
+from ._ops.prometheus import wsgi_app as _wsgi_app
+from ._redis.metrics_store import MetricsSnapshot, read_metrics
 from ._redis.store import Store
 
 

@@ -38,17 +38,17 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
-from celery import signals
+from celery import Celery, signals
 from celery.beat import BeatLazyFunc
 from celery.schedules import BaseSchedule
 
 from .._core.event import dumps
-from .._core.run_record import ENDED, ERROR, ST, new_run_fields
+from .._core.run_record import ENDED, ERROR, EVENT, ST, WAKE, new_run_fields
 from .._core.schedule import (
     MAX_SKIPPED,
     CronSchedule,
@@ -58,13 +58,13 @@ from .._core.schedule import (
     tick_key,
 )
 from .._errors import ConfigError
-from .._redis.store import StoreError
+from .._redis.store import Store, StoreError
 from .forkgate import gate
+from .publisher import Publisher
 
 if TYPE_CHECKING:
     from .._core.function import FunctionDef
     from .._core.triggers import TriggerCron
-    from .runtime import Runtime
 
 log = logging.getLogger("fanout")
 
@@ -323,45 +323,37 @@ _revive.__module__ = "fanout._cron"
 
 
 class CronService:
-    """The ``fanout.cron`` task and the beat hook for one :class:`Runtime`."""
+    """The work of the ``fanout.cron`` task (registered in ``tasks.py``) and the beat
+    hook, for the functions declared on one app."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, app: Celery, functions: Mapping[str, FunctionDef],
+                 store: Callable[[], Store], publisher: Publisher) -> None:
+        self.app = app
+        self._functions = functions
+        self._store = store
+        self.publisher = publisher
         self.clock = Clock.from_env()
         if not self.clock.is_real:
             log.warning("fanout: %s is set: cron uses a TEST clock %s", CLOCK_ENV, self.clock)
         self._thread: threading.Thread | None = None
-        service = self
-
-        @rt.app.task(  # type: ignore[untyped-decorator]
-            name=CRON_TASK,
-            acks_late=True,
-            reject_on_worker_lost=True,
-            ignore_result=True,
-            serializer="json",
-            shared=False,
-            autoretry_for=(StoreError,),
-            retry_backoff=1,
-            retry_backoff_max=30,
-            max_retries=20,
-        )
-        def cron(upto: str | None = None) -> int:
-            return service.run(upto)
-
-        self.task = cron
         # One dispatch_uid per service (Celery before 5.7 keys bound methods by function).
         signals.beat_init.connect(self._on_beat_init, weak=False,
                                   dispatch_uid=f"fanout.cron.{id(self)}")
 
     @property
+    def task(self) -> Any:
+        """The ``fanout.cron`` task on this app."""
+        return self.app.tasks[CRON_TASK]
+
+    @property
     def options(self) -> CronOptions:
-        return read_options(self.rt.app.conf)
+        return read_options(self.app.conf)
 
     def functions(self) -> list[FunctionDef]:
-        return [fn for fn in self.rt.functions.values() if fn.cron_triggers]
+        return [fn for fn in self._functions.values() if fn.cron_triggers]
 
     def cursor_key(self, fn_key: str) -> str:
-        return self.rt.store.cron_key(fn_key)
+        return self._store().cron_key(fn_key)
 
     # -- worker ----------------------------------------------------------------------
 
@@ -390,7 +382,7 @@ class CronService:
         self, fn: FunctionDef, horizon: datetime, *, deadline: timedelta | None = None
     ) -> int:
         """Start ``fn``'s due tick and record its skipped ones, up to ``horizon``."""
-        store = self.rt.store
+        store = self._store()
         at = store.cron_cursor(fn.key)
         cursor = None if at is None else datetime.fromtimestamp(at / 1000, _UTC)
         triggers = fn.cron_triggers
@@ -418,7 +410,7 @@ class CronService:
             event = tick_event(fn, triggers[index], tick)
             fields = self._fields(fn, event, now)
             if wake is not None:
-                fields["wake"] = repr(wake)
+                fields[WAKE] = repr(wake)
             records.append((rid, fn.key, fields))
         latest = decision.skipped[-1][0] if decision.skipped else None
         for tick, index in decision.skipped:
@@ -445,13 +437,13 @@ class CronService:
         if decision.run is not None:
             rid, created, needs_enqueue = results[0]
             if created:  # also readable by event id, like any event
-                text = records[0][2]["event"]
+                text = records[0][2][EVENT]
                 store.store_event_text(event["id"], text)
             if needs_enqueue:
                 if wake is not None:
                     store.arm(rid, wake)
                 else:
-                    self.rt.enqueue(fn.key, rid, 0)
+                    self.publisher.enqueue(fn.key, rid, 0)
                 started = 1
         created_skips = [rid for rid, created, _e in results[1 if decision.run else 0 :] if created]
         run_ms = "" if decision.run is None else str(int(decision.run[0].timestamp() * 1000))
@@ -481,17 +473,17 @@ class CronService:
             [t.schedule for fn in self.functions() for t in fn.cron_triggers],
             max_interval=self.options.max_interval,
             clock=self.clock,
-            app=self.rt.app,
+            app=self.app,
         )
 
     def send(self) -> None:
         """Publish one ``fanout.cron`` message (what beat does at each tick)."""
         self.task.apply_async(
-            kwargs={"upto": beat_upto()}, queue=self.rt.router_queue.name, retry=True
+            kwargs={"upto": beat_upto()}, queue=self.publisher.router_queue.name, retry=True
         )
 
     def _on_beat_init(self, sender: Any = None, **_: Any) -> None:
-        if getattr(sender, "app", None) is not self.rt.app:
+        if getattr(sender, "app", None) is not self.app:
             return
         fns = self.functions()
         if not fns:
@@ -502,7 +494,7 @@ class CronService:
             "task": CRON_TASK,
             "schedule": schedule,
             "kwargs": {"upto": BeatLazyFunc(beat_upto)},
-            "options": {"queue": self.rt.router_queue.name},
+            "options": {"queue": self.publisher.router_queue.name},
             "last_run_at": _NEVER,
         }
         how = f"beat entry {ENTRY_NAME!r}"
@@ -540,8 +532,3 @@ class CronService:
                 log.warning("fanout: could not send a cron tick; retrying", exc_info=True)
                 wait = 5.0
             time.sleep(max(0.05, wait))
-
-
-def install_cron(rt: Runtime) -> CronService:
-    """Register ``fanout.cron`` on ``rt.app`` and hook ``beat_init``."""
-    return CronService(rt)

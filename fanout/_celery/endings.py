@@ -1,34 +1,52 @@
-"""How runs end: finishing, cancelling, and telling an invoking parent.
+"""How runs end: finishing, cancelling (on request, on an event, by time range, by
+the watchdog), and telling an invoking parent.
 
-Every terminal status goes through :func:`finish` (a pass ended the run) or
-:func:`cancel` (a request between passes); both release what the run held in
-flow control, emit the ``fanout/function.*`` system events and resolve the
-parent's ``invoke`` step.  Flow control calls :func:`emit_system_events` once it
-has given back what the run held.
+Every terminal status goes through :func:`finish` (a pass ended the run, through
+``fanout._core.lifecycle.end_run``) or :func:`cancel` (a request between passes);
+both go on with :func:`ended`: the run gives back what it held in flow control (its
+singleton key, its cancel listeners, its place in a concurrency waiting list), the
+``fanout/function.*`` system events are sent, and the parent's ``invoke`` step is
+resolved.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
-from .._core.event import Event, dumps, prepare_batch
+from .._core.event import Event, prepare_batch
 from .._core.flow import SYSTEM_CANCELLED, SYSTEM_FAILED, SYSTEM_FINISHED, is_system_event
+from .._core.flow_math import match_bucket
+from .._core.function import FunctionDef
 from .._core.ids import derived_event_id
-from .._core.records import StepRecord, child_error
-from .._core.run_record import APP, CANCEL, ERROR, EVENT, FK, FN, INVOKER, OUTPUT
+from .._core.lifecycle import cancel_reason as _cancel_reason
+from .._core.lifecycle import end_run
+from .._core.records import TERMINAL, StepRecord, child_error
+from .._core.run_record import (
+    APP,
+    CANCEL_KEYS,
+    EVENT,
+    FK,
+    FN,
+    INVOKER,
+    SINGLETON_KEY,
+    ST,
+    WAITING_SINCE,
+)
 from .._errors import EventError
+from . import slots
 from .runlog import run_ended
+from .runtime import Runtime
 
-if TYPE_CHECKING:
-    from .runtime import Runtime
+log = logging.getLogger("fanout")
 
 
 def cancel_reason(rt: Runtime, run_id: str) -> dict[str, Any]:
     """The error a cancel request recorded for the run."""
-    raw = rt.store.run_fields(run_id).get(CANCEL)
-    return rt.parse_json(raw) if raw else {"type": "Cancelled", "message": "cancelled"}
+    return _cancel_reason(rt.store, run_id)
 
 
 def finish(
@@ -38,23 +56,16 @@ def finish(
 ) -> None:
     """End a run (writing the pass's deferred step records with it); release what it
     held, emit system events, tell an invoking parent."""
-    values: dict[str, Any] = dict(steps or {})
-    if status == "completed":
-        values[OUTPUT] = dumps(output)
-        values[ERROR] = ""  # an earlier attempt's error no longer describes the run
-    if error is not None:
-        values[ERROR] = dumps(error)
-    ended = rt.store.finish_run(run_id, token, status, values)
-    if not ended:
+    done = end_run(rt.store, run_id, token, status, output, error, steps)
+    if done is None:
         return
-    if ended == 2:  # a cancel matched while the last pass ran: the run is cancelled
-        status, error = "cancelled", cancel_reason(rt, run_id)
+    status, error = done
     fields = fields if fields and FK in fields else rt.store.run_fields(run_id)
     run_ended(fields.get(FK, ""), run_id, status, error)
-    rt.flow.ended(run_id, status, fields, output, error)
+    ended(rt, run_id, status, fields, output, error)
     inv = fields.get(INVOKER)
     if inv:
-        tell_parent(rt, rt.parse_json(inv), status, output, error)
+        tell_parent(rt, json.loads(inv), status, output, error)
 
 
 def tell_parent(
@@ -68,7 +79,7 @@ def tell_parent(
     else:
         rec.status, rec.error = "failed", child_error(status, error)
     if rt.store.resolve_step(inv["run"], rec) == "enqueue":
-        rt.enqueue(inv["fk"], inv["run"], None)
+        rt.publisher.enqueue(inv["fk"], inv["run"], None)
 
 
 def cancel(rt: Runtime, run_id: str, reason: str = "cancelled by request") -> str:
@@ -77,11 +88,113 @@ def cancel(rt: Runtime, run_id: str, reason: str = "cancelled by request") -> st
     head = rt.store.cancel_run(run_id, error)
     if head == "cancelled":
         fields = rt.store.run_fields(run_id)
-        rt.flow.ended(run_id, "cancelled", fields, None, error)
+        ended(rt, run_id, "cancelled", fields, None, error)
         inv = fields.get(INVOKER)
         if inv:
-            tell_parent(rt, rt.parse_json(inv), "cancelled", None, error)
+            tell_parent(rt, json.loads(inv), "cancelled", None, error)
     return head
+
+
+def ended(rt: Runtime, run_id: str, status: str, fields: dict[str, str], output: Any,
+          error: dict[str, Any] | None) -> None:
+    """A run reached a terminal status: release what it held, emit system events."""
+    store = rt.store
+    fn = rt.functions.get(fields.get(FK, ""))
+    if fields.get(SINGLETON_KEY):
+        store.flow.release_owner(fields[SINGLETON_KEY], run_id)
+    pairs = json.loads(fields.get(CANCEL_KEYS) or "[]")
+    if pairs:
+        store.flow.drop_cancel_listener([key for _i, key in pairs], run_id)
+    if fn is not None and fn.flow.concurrency and WAITING_SINCE in fields:
+        slots.forget_waiter(rt, fn, run_id, fields)
+    try:
+        emit_system_events(rt, run_id, status, fields, output, error)
+    except Exception:  # never let a notification break the end of a run
+        log.warning("fanout: could not emit the system events of run %s", run_id,
+                    exc_info=True)
+
+
+# -- cancelling from outside ---------------------------------------------------------------
+
+
+def cancel_key(rt: Runtime, fn: FunctionDef, index: int, match: str) -> str:
+    """The hash of the runs of ``fn`` listening for its ``index``-th cancel event
+    with the value ``match``."""
+    return rt.store.flow.key("cx", fn.key, str(index), fn.flow.cancel[index].event, match)
+
+
+def cancel_matching(rt: Runtime, events: Sequence[dict[str, Any]]) -> int:
+    """Cancel the running runs that these incoming events cancel; returns how many."""
+    if not rt.cancel_index:
+        return 0
+    store, now, count = rt.store, time.time(), 0
+    for ev in events:
+        for fn, i, c in rt.cancel_index.get(str(ev.get("name")), ()):
+            mb = match_bucket(c, ev)
+            if mb is None:
+                continue
+            key = cancel_key(rt, fn, i, mb)
+            drop: list[str] = []
+            for rid, raw in store.flow.cancel_listeners(key).items():
+                spec = json.loads(raw)
+                if spec.get("eid") == ev.get("id"):
+                    continue  # a run is never cancelled by its own trigger
+                if spec.get("until") and float(spec["until"]) < now:
+                    drop.append(rid)
+                    continue
+                if (ev.get("ts") or 0) < (spec.get("ts") or 0):
+                    continue  # sent before the run's trigger
+                if c._if is not None:
+                    raw_trig = store.run_field(rid, EVENT)
+                    if raw_trig is None:
+                        drop.append(rid)
+                        continue
+                    if not c._if.matches({"event": json.loads(raw_trig), "async": dict(ev)}):
+                        continue
+                head = cancel(rt, rid, f"cancelled by event {ev.get('name')} ({ev.get('id')})")
+                count += head in ("cancelled", "flagged")
+                drop.append(rid)
+            if drop:
+                store.flow.drop_listeners(key, drop)
+    return count
+
+
+def cancel_runs(rt: Runtime, fn: FunctionDef, *, after: float | None, before: float | None,
+                if_exp: str | None) -> int:
+    """Cancel a function's unfinished runs created in a time range; returns how many."""
+    from .._core.flow import _cel
+
+    expr = None if if_exp is None else _cel("cancel_runs if_exp", if_exp)
+    store = rt.store
+    lo = "-inf" if after is None else int(after * 1000)
+    hi = "+inf" if before is None else int(before * 1000)
+    count, offset, page = 0, 0, 500
+    while True:
+        ids = store.flow.fn_runs_between(fn.key, lo, hi, offset, page)
+        if not ids:
+            return count
+        offset += len(ids)
+        for rid, f in zip(ids, store.many_run_fields(ids), strict=True):
+            if not f.get(ST) or f[ST] in TERMINAL:
+                continue
+            if expr is not None and not expr.matches({"event": json.loads(f.get(EVENT, "{}"))}):
+                continue
+            if cancel(rt, rid, "cancelled by cancel_runs") in ("cancelled", "flagged"):
+                count += 1
+
+
+def check_stuck(rt: Runtime, *, min_age: float, limit: int = 5000) -> list[str]:
+    """The watchdog: fail each run that nothing will move (see ``_redis/stuck.py``),
+    with an ERROR on the ``fanout`` logger; returns their ids."""
+    from .._redis.stuck import find_stuck
+
+    failed = []
+    for run_id, reason in find_stuck(rt.store, min_age=min_age, limit=limit):
+        message = f"the run was stuck: {reason}; fanout's watchdog failed it"
+        log.error("fanout: run %s %s", run_id, message[8:])
+        finish(rt, run_id, "", "failed", None, {"type": "StuckRun", "message": message})
+        failed.append(run_id)
+    return failed
 
 
 # -- system events ---------------------------------------------------------------------------
@@ -121,7 +234,7 @@ def emit_system_events(rt: Runtime, run_id: str, status: str, fields: dict[str, 
         data.pop("result", None)
         data["event"] = {k: trigger.get(k) for k in ("name", "id", "ts")}
         prepared = _system_batch(names, run_id, data)
-    rt.publish(prepared)
+    rt.publisher.publish(prepared)
 
 
 def _system_batch(names: list[str], run_id: str, data: dict[str, Any]) -> list[tuple[Event, str]]:

@@ -1,108 +1,42 @@
-"""Pausing a function: the worker side.
+"""Resuming a paused function: its parked passes go back to the broker.
 
-While a function is paused, events still create its runs and cron ticks are still
-recorded; every pass that arrives (a new run's first pass, a run waking from a
-sleep, a wait answered, a retry due) is parked in the store instead of run, at a
-pass boundary, so a step that is running finishes.  Resuming hands the parked passes
-back to the broker oldest first, where the function's flow control applies as usual;
-``skip_backlog`` records the runs that never started as skipped instead.
-
-Workers learn which functions are paused from a set in the store, re-read every
-second by a thread in each process (no Redis round trip per pass); a pass of a
-function on that list asks the store, atomically, whether to park.  A pass that
-arrives within a second of a pause may still run: pausing stops runs at their next
-pass boundary, not mid-pass.
+Pausing itself, and parking the passes that arrive meanwhile, is ``paused.py``.
+Resuming hands the parked passes back oldest first, where the function's flow
+control applies as usual; ``skip_backlog`` records the runs that never started as
+skipped instead.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
-from typing import TYPE_CHECKING
 
-from .._redis.pause import PauseInfo, PauseStore
-from .._redis.store import StoreError
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .._core.run_record import ATTEMPT, is_step_field
+from . import endings
+from .runtime import Runtime
 
 log = logging.getLogger("fanout")
-REFRESH_SECONDS = 1.0
 
 
-class Pausing:
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self._pid = 0
-        self._stores: PauseStore | None = None
-        self._paused: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
+def resume(rt: Runtime, fn_key: str, *, skip_backlog: bool = False) -> tuple[int, int]:
+    """Resume; returns (passes handed back, runs recorded as skipped)."""
+    resumed = skipped = 0
+    for run_id, seq in rt.paused.resumed(fn_key):
+        if skip_backlog and _never_started(rt, run_id):
+            endings.finish(rt, run_id, "", "skipped", None, {
+                "type": "FunctionPaused",
+                "message": "the run arrived while its function was paused, and the "
+                           "function was resumed with its backlog skipped",
+            })
+            skipped += 1
+        else:
+            rt.publisher.enqueue(fn_key, run_id, seq)
+            resumed += 1
+    log.warning("fanout: %s resumed: %d pass(es) handed back, %d run(s) skipped",
+                fn_key, resumed, skipped)
+    return resumed, skipped
 
-    @property
-    def store(self) -> PauseStore:
-        pid = os.getpid()
-        if self._stores is None or self._pid != pid:
-            with self._lock:
-                if self._stores is None or self._pid != pid:
-                    self._stores = PauseStore(self.rt.store)
-                    self._paused = frozenset(self._stores.paused())
-                    self._pid = pid
-                    threading.Thread(target=self._refresh_loop, args=(pid,),
-                                     name="fanout-paused", daemon=True).start()
-        return self._stores
 
-    def _refresh_loop(self, pid: int) -> None:
-        while self._pid == pid:
-            time.sleep(REFRESH_SECONDS)
-            try:
-                self._paused = frozenset(self.store.paused())
-            except StoreError:  # Redis away: keep the last answer
-                pass
-            except Exception:  # noqa: BLE001 - never let the thread die silently
-                log.warning("fanout: reading the paused functions failed", exc_info=True)
-
-    def maybe_park(self, fn_key: str, run_id: str, seq: int | None) -> bool:
-        """Park this pass if its function is paused; True when the caller must stop."""
-        store = self.store
-        if fn_key not in self._paused:
-            return False
-        if store.park(fn_key, run_id, seq):
-            log.info("fanout: %s is paused: run %s waits for resume", fn_key, run_id)
-            return True
-        return False
-
-    def pause(self, fn_key: str, reason: str = "") -> bool:
-        created = self.store.pause(fn_key, reason)
-        self._paused = self._paused | {fn_key}
-        log.warning("fanout: %s paused%s", fn_key, f" ({reason})" if reason else "")
-        return created
-
-    def resume(self, fn_key: str, *, skip_backlog: bool = False) -> tuple[int, int]:
-        """Resume; returns (passes handed back, runs recorded as skipped)."""
-        parked = self.store.resume(fn_key)
-        self._paused = self._paused - {fn_key}
-        resumed = skipped = 0
-        for run_id, seq in parked:
-            if skip_backlog and self._never_started(run_id):
-                self.rt.finish(run_id, "", "skipped", None, {
-                    "type": "FunctionPaused",
-                    "message": "the run arrived while its function was paused, and the "
-                               "function was resumed with its backlog skipped",
-                })
-                skipped += 1
-            else:
-                self.rt.enqueue(fn_key, run_id, seq)
-                resumed += 1
-        log.warning("fanout: %s resumed: %d pass(es) handed back, %d run(s) skipped",
-                    fn_key, resumed, skipped)
-        return resumed, skipped
-
-    def _never_started(self, run_id: str) -> bool:
-        fields = self.rt.store.run_fields(run_id)
-        return bool(fields) and fields.get("att", "0") == "0" and not any(
-            k.startswith("s:") for k in fields)
-
-    def info(self, fn_key: str) -> PauseInfo | None:
-        return self.store.info(fn_key)
+def _never_started(rt: Runtime, run_id: str) -> bool:
+    fields = rt.store.run_fields(run_id)
+    return bool(fields) and fields.get(ATTEMPT, "0") == "0" and not any(
+        is_step_field(k) for k in fields)

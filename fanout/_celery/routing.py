@@ -8,8 +8,8 @@ is recovered from its ``route:`` timer; redelivery creates nothing twice.
 
 Functions with start-time flow control (idempotency, rate limit, debounce,
 batching, singleton, throttle...) are admitted one run at a time by
-``_flow_runtime.FlowRuntime.admit``; events that cancel running runs
-(``cancel=[fanout.Cancel(...)]``) are matched after the new runs exist.
+``admission.admit``; events that cancel running runs (``cancel=[fanout.Cancel(...)]``)
+are matched after the new runs exist (``endings.cancel_matching``).
 """
 
 from __future__ import annotations
@@ -17,17 +17,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._core.event import dumps
+from .._core.function import FunctionDef
 from .._core.ids import new_token, run_id_for
 from .._core.records import StepRecord
 from .._core.run_record import new_run_fields
 from .._core.waits import wait_bucket, wait_matches
-
-if TYPE_CHECKING:
-    from .._core.function import FunctionDef
-    from .runtime import Runtime
+from . import admission, endings
+from .runtime import Runtime
 
 log = logging.getLogger("fanout")
 ROUTE_CHUNK = 500
@@ -59,7 +58,7 @@ def route(
                     dumps({**payload, "ids": chunk}),
                     store.watchdog,
                 )
-                rt.publish_route(
+                rt.publisher.route(
                     chunk,
                     parent_run_id=parent_run_id,
                     target=target,
@@ -89,16 +88,16 @@ def route(
     results = store.create_runs(runs)
     todo = [(fk, rid) for (rid, fk, _f), (_r, _c, enq) in zip(runs, results, strict=True) if enq]
     if flowed:
-        todo += rt.flow.admit(flowed)
+        todo += admission.admit(rt, flowed)
     if target is None:
-        rt.flow.cancel_matching([ev for _eid, ev in events])
+        endings.cancel_matching(rt, [ev for _eid, ev in events])
     resolved = _resolve_waits(rt, [ev for _eid, ev in events]) if target is None else []
     if todo or resolved:
         with rt.publisher.batch() as producer:
             for fk, rid in todo:
-                rt.enqueue(fk, rid, 0, producer=producer)
+                rt.publisher.enqueue(fk, rid, 0, producer=producer)
             for fk, rid in resolved:
-                rt.enqueue(fk, rid, None, producer=producer)
+                rt.publisher.enqueue(fk, rid, None, producer=producer)
     store.end_route(batch)
 
 
@@ -120,7 +119,7 @@ def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str,
     """
     store = rt.store
     names = sorted({str(ev.get("name")) for ev in events})
-    paths = store.wait_paths(names)
+    paths = store.waits.paths(names)
     per_event: list[list[tuple[str, str | None]]] = []
     keys: set[tuple[str, str | None]] = {(name, None) for name in names}
     for ev in events:
@@ -132,7 +131,7 @@ def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str,
                 mine.append((name, bucket))
         per_event.append(mine)
         keys.update(mine)
-    open_waits = store.waits_in(sorted(keys, key=lambda k: (k[0], k[1] or "")))
+    open_waits = store.waits.open(sorted(keys, key=lambda k: (k[0], k[1] or "")))
     if not open_waits:
         return []
     now = time.time()
@@ -164,5 +163,5 @@ def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str,
                 finished.setdefault(key, []).append(member)
                 done.add(member)
     for (name, bucket), members in finished.items():
-        store.drop_waits(name, members, bucket)
+        store.waits.drop(name, members, bucket)
     return wake

@@ -1,12 +1,12 @@
-"""Leases and timers, inside the worker processes (no extra daemon).
+"""Timers and periodic jobs, inside the worker processes (no extra daemon).
 
-* :class:`Leases` keeps the leases this process holds (runs in a pass, parallel
-  branches) and renews them from a daemon thread, so a long step keeps its run.
 * :class:`TimerThread` drains the ``timers`` sorted set from each worker's main
   process: an expired lease (a worker died mid-step), a step retry, a sleep's
   wake-up, a wait's timeout and an unfinished router batch all become messages
   again.  Claims are atomic (Lua), so several workers scan safely.  The thread
   sleeps until the earliest timer is due (at most ``poll_interval``).
+* Periodic jobs (:meth:`TimerThread.add_periodic`: the history pruning, the stuck-run
+  watchdog, the Django outbox sweeper) run in a thread of their own beside it.
 
 A woken pass is published to the router queue (``fanout.events``), not to the
 step queue: it is work that is already due, and would otherwise wait behind the
@@ -18,87 +18,27 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .._redis.store import StoreError
+from .._core.run_record import FK
+from .._redis.store import Store
 from .forkgate import gate
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .publisher import Publisher
 
 log = logging.getLogger("fanout")
 MIN_WAIT = 0.002
 
 
-class Leases:
-    """Leases held by this process, renewed every third of their length."""
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self._held: dict[tuple[str, str], tuple[str, int]] = {}
-        self._lock = threading.Lock()
-        self._pid = 0
-
-    def hold(self, run_id: str, field: str, token: str, until_ms: int) -> None:
-        with self._lock:
-            self._held[(run_id, field)] = (token, until_ms)
-        if self._pid != os.getpid():  # first lease in this (possibly forked) process
-            self._pid = os.getpid()
-            threading.Thread(target=self._renew_loop, name="fanout-leases", daemon=True).start()
-
-    def release(self, run_id: str, field: str) -> None:
-        with self._lock:
-            self._held.pop((run_id, field), None)
-
-    def score(self, run_id: str, field: str = "lease") -> int:
-        """The timer score we last wrote for this lease (for a conditional removal)."""
-        with self._lock:
-            held = self._held.get((run_id, field))
-        return held[1] if held else 0
-
-    def _renew_loop(self) -> None:
-        pid = os.getpid()
-        while self._pid == pid:
-            time.sleep(self.rt.lease_s / 3)
-            with self._lock:
-                items = [(rid, f, tok) for (rid, f), (tok, _u) in self._held.items()]
-            if not items:
-                continue
-            until = int((time.time() + self.rt.lease_s) * 1000)
-            try:
-                with gate.section():
-                    lost = set(self.rt.store.renew_leases(items, until))
-            except StoreError:
-                log.warning("fanout: could not renew leases; will retry", exc_info=True)
-                continue
-            self._renewed(items, lost, until)
-
-    def _renewed(
-        self, items: list[tuple[str, str, str]], lost: set[tuple[str, str]], until: int
-    ) -> None:
-        """Record a renewal: a lost lease is no longer renewed, a held one got ``until``.
-        A lease released or taken again (new token) since the renewal began is left
-        as it is now."""
-        with self._lock:
-            for rid, f, tok in items:
-                held = self._held.get((rid, f))
-                if held is None or held[0] != tok:
-                    continue
-                if (rid, f) in lost:
-                    del self._held[(rid, f)]
-                else:
-                    self._held[(rid, f)] = (tok, until)
-
-
 class TimerThread:
     """Fires due timers and runs periodic jobs, in one daemon thread per worker."""
 
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
+    def __init__(self, store: Callable[[], Store], publisher: Publisher, lease_s: float) -> None:
+        self._store = store
+        self.publisher = publisher
+        self.lease_s = lease_s
         self.poll_interval = 0.25
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -170,22 +110,22 @@ class TimerThread:
 
     def scan_once(self) -> int:
         """Fire the due timers once; returns how many were due."""
-        rt, store = self.rt, self.rt.store
-        due, rearm, self._next_due = store.claim_due(rearm_s=rt.lease_s)
+        store, publisher = self._store(), self.publisher
+        due, rearm, self._next_due = store.claim_due(rearm_s=self.lease_s)
         if not due:
             return 0
         routes = [m for m in due if m.startswith("route:")]
         branches = [m for m in due if m.startswith("branch:")]
         runs = [m for m in due if ":" not in m]
         done: list[str] = []
-        with rt.publisher.batch() as producer:
+        with publisher.batch() as producer:
             for member in routes:
                 payload = store.route_payload(member[6:])
                 if payload is None:
                     done.append(member)
                     continue
                 data = json.loads(payload)
-                rt.publish_route(
+                publisher.route(
                     data["ids"],
                     parent_run_id=data.get("parent"),
                     target=data.get("target"),
@@ -196,13 +136,14 @@ class TimerThread:
             targets = runs + [m.split(":")[1] for m in branches]
             offered: list[str] = []
             if targets:
-                fks = dict(zip(targets, store.runs_field(targets, "fk"), strict=True))
+                fks = dict(zip(targets, store.runs_field(targets, FK), strict=True))
                 for rid in runs:
                     fk = fks.get(rid)
                     if fk is None:
                         done.append(rid)  # the run is gone (expired)
                         continue
-                    rt.enqueue(_s(fk), rid, None, producer=producer, queue=rt.router_queue)
+                    publisher.enqueue(fk, rid, None, producer=producer,
+                                      queue=publisher.router_queue)
                     offered.append(rid)
                 for member in branches:
                     _, rid, sid = member.split(":", 2)
@@ -210,8 +151,8 @@ class TimerThread:
                     if fk is None:
                         done.append(member)
                         continue
-                    rt.enqueue(_s(fk), rid, None, branch=sid, producer=producer,
-                               queue=rt.router_queue)
+                    publisher.enqueue(fk, rid, None, branch=sid, producer=producer,
+                                      queue=publisher.router_queue)
                     offered.append(member)
         # A message we just published may be lost too: keep a watchdog timer, with
         # backoff, until a pass or branch actually begins (which re-arms the timer).
@@ -221,21 +162,3 @@ class TimerThread:
         retimed.update({m: None for m in done})
         store.retime(rearm, retimed)
         return len(due)
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def check_stuck(rt: Runtime, *, min_age: float, limit: int = 5000) -> list[str]:
-    """The watchdog: fail each run that nothing will move (see ``_redis/stuck.py``),
-    with an ERROR on the ``fanout`` logger; returns their ids."""
-    from .._redis.stuck import find_stuck
-
-    failed = []
-    for run_id, reason in find_stuck(rt.store, min_age=min_age, limit=limit):
-        message = f"the run was stuck: {reason}; fanout's watchdog failed it"
-        log.error("fanout: run %s %s", run_id, message[8:])
-        rt.finish(run_id, "", "failed", None, {"type": "StuckRun", "message": message})
-        failed.append(run_id)
-    return failed

@@ -37,6 +37,8 @@ from typing import Any
 
 from celery import signals
 
+from .._core.run_record import ST, step_records
+
 try:
     from opentelemetry import context as otel_context
     from opentelemetry import propagate, trace
@@ -240,30 +242,29 @@ class _Instrumentation:
         if rt is None or active.run_id is None:
             return
         fields = rt.store.run_fields(active.run_id)
-        status = fields.get("st")
+        status = fields.get(ST)
         if status:
             active.span.set_attribute("fanout.run.status", status)
             if status == "failed":
                 active.span.set_status(Status(StatusCode.ERROR, "run failed"))
         parent = trace.set_span_in_context(active.span)
         since = active.started - 0.001
-        for key, raw in fields.items():
-            if not key.startswith("s:"):
-                continue
-            rec = json.loads(raw)
-            t0, t1 = rec.get("t0"), rec.get("t1")
+        for rec in step_records(fields).values():
+            t0, t1 = rec.started_at, rec.ended_at
             if not ((t0 and t0 >= since) or (t1 and t1 >= since)):
                 continue
             start = t0 or t1
-            attrs = {"fanout.step_id": rec["id"], "fanout.step.kind": rec.get("k", "run"),
-                     "fanout.step.status": rec.get("st", ""),
-                     "fanout.step.attempts": int(rec.get("n", 0)),
-                     "fanout.run_id": active.run_id}
-            if rec.get("q") and t0:
-                attrs["fanout.step.queue_delay_ms"] = round((t0 - rec["q"]) * 1000, 3)
-            span = self.tracer.start_span(f"fanout.step {rec['id']}", context=parent,
+            assert start is not None
+            attrs: dict[str, Any] = {
+                "fanout.step_id": rec.id, "fanout.step.kind": rec.kind,
+                "fanout.step.status": rec.status, "fanout.step.attempts": int(rec.attempts),
+                "fanout.run_id": active.run_id,
+            }
+            if rec.queued_at and t0:
+                attrs["fanout.step.queue_delay_ms"] = round((t0 - rec.queued_at) * 1000, 3)
+            span = self.tracer.start_span(f"fanout.step {rec.id}", context=parent,
                                           start_time=int(start * 1e9), attributes=attrs)
-            err = rec.get("err")
+            err = rec.error
             if err:
                 span.set_status(Status(StatusCode.ERROR, f"{err.get('type')}: {err.get('message')}"))
                 span.add_event("exception", {"exception.type": str(err.get("type")),

@@ -15,23 +15,24 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from .._core.run_record import FK
 from .._errors import FanoutError
-from .._ops.locate import Target, locate
-from .._ops.paused import list_runs, paused_functions, run_shown, show_paused
+from .._ops.locate import Target
+from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
 from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
 from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time
 from .._version import __version__
-
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-
-
-class CliError(Exception):
-    """An error reported as one line, with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
-        super().__init__(message)
-        self.code = code
+from .common import (
+    EXIT_ERROR,
+    EXIT_USAGE,
+    CliError,
+    add_common_options,
+    find_target,
+    note,
+    out,
+)
+from .ingest_commands import add_keys_commands
+from .pause_commands import add_pause_commands
 
 
 class _Parser(argparse.ArgumentParser):
@@ -78,66 +79,24 @@ def _limit_arg(text: str) -> int:
     return n
 
 
-def _out(args: argparse.Namespace, data: Any, text: str) -> None:
-    if getattr(args, "json", False):
-        sys.stdout.write(json.dumps(data, default=str, ensure_ascii=False) + "\n")
-    else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-def _note(message: str) -> None:
-    sys.stderr.write(message + "\n")
-
-
-# -- loading the app -----------------------------------------------------------------
-
-
-def _target(args: argparse.Namespace, *, memory_ok: bool = False) -> Target:
-    spec = getattr(args, "app", None) or os.environ.get("FANOUT_APP") or ""
-    if not spec:
-        raise CliError("no app given: pass -A module[:attr] (as for celery -A) or set FANOUT_APP",
-                       EXIT_USAGE)
-    # --redis is fanout's store and nothing else; the broker is the app's own, unless
-    # --broker names one (Celery reads CELERY_BROKER_URL before its configuration).
-    url = getattr(args, "redis", None)
-    broker = getattr(args, "broker", None)
-    if url:
-        os.environ["FANOUT_REDIS_URL"] = url
-    if broker:
-        os.environ["CELERY_BROKER_URL"] = broker
-    target = locate(spec)
-    if url and target.redis_url != url:
-        raise CliError(f"--redis {url} was given, but app {spec} uses {target.redis_url} "
-                       "(it sets its Redis URL itself; make it read FANOUT_REDIS_URL)")
-    if broker and target.app.conf.broker_write_url != broker:
-        raise CliError(f"--broker {broker} was given, but app {spec} publishes to "
-                       f"{target.broker_url} (it sets broker_write_url or "
-                       "CELERY_BROKER_WRITE_URL; unset it or pass that URL)")
-    if target.is_memory and not memory_ok:
-        raise CliError(f"app {spec} keeps its state in memory ({target.redis_url}): only "
-                       "'fanout dev' in the same process can see it; pass --redis URL or set "
-                       "FANOUT_REDIS_URL")
-    return target
-
-
 # -- commands --------------------------------------------------------------------------
 
 
 def cmd_functions(args: argparse.Namespace) -> int:
-    fns = _target(args, memory_ok=True).functions()
+    fns = find_target(args, memory_ok=True).functions()
     rows = []
     for fn in fns:
         d = fn.describe()
         trig = ", ".join(t["event"] + (f" if {t['expression']}" if t.get("expression") else "")
                          if "event" in t else f"cron {t['cron']}" for t in d["triggers"])
         rows.append([fn.key, fn.name, trig, str(fn.retries)])
-    _out(args, [fn.describe() for fn in fns],
+    out(args, [fn.describe() for fn in fns],
          table(["FUNCTION", "NAME", "TRIGGERS", "RETRIES"], rows) if rows else "no functions")
     return 0
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    target = _target(args)
+    target = find_target(args)
     history = target.history
     earlier = history.event(args.id) if args.id else None
     eid = target.send(args.name, args.data, id=args.id, user=args.user)
@@ -157,10 +116,10 @@ def cmd_send(args: argparse.Namespace) -> int:
         nothing = f"no trigger's condition accepts this event: {conditions}"
     if nothing and not args.wait:
         notes.append(nothing)
-    for note in notes:
-        _note(f"note: {note}")
+    for text in notes:
+        note(f"note: {text}")
     if not args.wait:
-        _out(args, {"event_id": eid, "notes": notes}, eid)
+        out(args, {"event_id": eid, "notes": notes}, eid)
         return 0
     if nothing:
         raise CliError(f"event {eid} was stored, but {nothing}")
@@ -175,23 +134,23 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise CliError(f"no worker picked up event {eid} within {args.wait:g} s: is a worker "
                        f"running on broker {target.broker_url}? (celery -A {target.spec} worker; "
                        "--broker URL names another broker)")
-    _out(args, {"event_id": eid, "runs": [r.to_json() for r in runs], "notes": notes},
+    out(args, {"event_id": eid, "runs": [r.to_json() for r in runs], "notes": notes},
          f"event {eid}\n" + runs_table(runs))
     running = [r.run_id for r in runs if r.ended_at is None]
     if running and not args.json:
-        _note(f"note: {len(running)} run(s) still going after {args.wait:g} s: "
+        note(f"note: {len(running)} run(s) still going after {args.wait:g} s: "
               f"fanout run {running[0]}")
     return 0
 
 
 def cmd_invoke(args: argparse.Namespace) -> int:
-    run_id = _target(args).invoke(args.function, args.data)
-    _out(args, {"run_id": run_id}, run_id)
+    run_id = find_target(args).invoke(args.function, args.data)
+    out(args, {"run_id": run_id}, run_id)
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    target = _target(args)
+    target = find_target(args)
     history = target.history
     if args.event:
         if history.event(args.event) is None:
@@ -202,41 +161,41 @@ def cmd_runs(args: argparse.Namespace) -> int:
             runs = [r for r in runs if r.status in args.status.split(",")]
         if args.version:
             runs = [r for r in runs if args.version in r.versions]
-        _out(args, {"runs": [r.to_json() for r in runs], "next_cursor": None},
+        out(args, {"runs": [r.to_json() for r in runs], "next_cursor": None},
              runs_table(runs) if runs else "no runs")
         return 0
     fn_key = target.function(args.fn).key if args.fn else None
     page = list_runs(history, paused_functions(target.runtime.store), status=args.status,
                      fn_key=fn_key, since=args.since, until=args.until,
                      limit=min(args.limit, MAX_LIMIT), cursor=args.cursor, version=args.version)
-    _out(args, {"runs": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
+    out(args, {"runs": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
                 "complete": page.complete},
          runs_table(page.items) if page.items else "no runs")
     if not args.json and page.next_cursor:
-        _note(f"more: add --cursor {page.next_cursor}"
+        note(f"more: add --cursor {page.next_cursor}"
               + ("" if page.complete else f" (stopped after scanning {page.scanned} runs)"))
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    store = _target(args).runtime.store
+    store = find_target(args).runtime.store
     fields = store.run_fields(args.run_id)
     info = store.run_info(args.run_id, fields)
     if info is None:
         raise CliError(f"no run {args.run_id!r} (unknown, or past its retention)")
-    info = run_shown(info, fields.get("fk", ""), paused_functions(store))
+    info = run_shown(info, fields.get(FK, ""), paused_functions(store))
     key = args.key or os.environ.get("FANOUT_ENCRYPTION_KEY")
     if key:
         info = decrypted(info, key)
-    _out(args, run_json(info, fields), timeline(info, fields))
+    out(args, run_json(info, fields), timeline(info, fields))
     return 0
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    history = _target(args).history
+    history = find_target(args).history
     page = history.events(name=args.name, since=args.since, until=args.until,
                           limit=min(args.limit, MAX_LIMIT), cursor=args.cursor)
-    _out(args, {"events": [e.to_json() for e in page.items], "next_cursor": page.next_cursor},
+    out(args, {"events": [e.to_json() for e in page.items], "next_cursor": page.next_cursor},
          events_table(page.items) if page.items else "no events")
     if not args.follow:
         return 0
@@ -246,21 +205,21 @@ def cmd_events(args: argparse.Namespace) -> int:
             time.sleep(1.0)
             new = history.events(name=args.name, since=last, after_exclusive=True, limit=200)
             for ev in reversed(new.items):
-                _out(args, ev.to_json(), events_table([ev]).splitlines()[1])
+                out(args, ev.to_json(), events_table([ev]).splitlines()[1])
                 last = max(last, ev.ts or last)
     except KeyboardInterrupt:
         return 0
 
 
 def cmd_event(args: argparse.Namespace) -> int:
-    history = _target(args).history
+    history = find_target(args).history
     ev = history.event(args.event_id)
     if ev is None:
         raise CliError(f"no event {args.event_id!r} (unknown, or past its retention)")
     runs = history.runs_of_event(args.event_id)
     text = (f"event {ev.event_id}  {ev.name}\n  data {json.dumps(ev.data, default=str)}\n\n"
             + (runs_table(runs) if runs else "no runs"))
-    _out(args, {**ev.to_json(), "runs": [r.to_json() for r in runs]}, text)
+    out(args, {**ev.to_json(), "runs": [r.to_json() for r in runs]}, text)
     return 0
 
 
@@ -302,7 +261,7 @@ def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
             note = (f" ({skipped['count']} matching run(s) skipped: {len(skipped['replays'])} "
                     f"replay(s) or rerun(s), {len(skipped['superseded'])} with a newer run "
                     "of the same event)")
-        _out(args, {"would": verb, "count": len(ids), "run_ids": ids,
+        out(args, {"would": verb, "count": len(ids), "run_ids": ids,
                     **({"skipped": skipped} if skipped is not None else {})},
              f"would {verb} {len(ids)} run(s){note}" + "".join(f"\n{r}" for r in ids))
         return 0
@@ -324,14 +283,14 @@ def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
         raise CliError(failures[0])   # one run named, one line
     lines = [f"{r['run_id']} {r['result']}" for r in results]
     summary = f"{verb}: {len(ids) - len(failures)} of {len(ids)} run(s)"
-    _out(args, {"results": results}, "\n".join([*lines, summary]) if ids else "no runs match")
+    out(args, {"results": results}, "\n".join([*lines, summary]) if ids else "no runs match")
     if failures and not bulk:
         raise CliError(failures[0])
     return EXIT_ERROR if failures and len(failures) == len(ids) else 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    target = _target(args)
+    target = find_target(args)
     ids = _select(target, args, "active")
     messages = {"cancelled": "cancelled", "flagged": "cancelling (stops after its running step)",
                 "ended": "had already ended", "missing": "no such run"}
@@ -344,7 +303,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    target = _target(args)
+    target = find_target(args)
     skipped: dict[str, Any] | None = None
     if args.run_ids:
         ids = list(args.run_ids)
@@ -357,7 +316,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         skipped = {"count": plan.skipped, "replays": plan.replays,
                    "superseded": plan.superseded}
         if plan.skipped and not args.dry_run:
-            _note(f"skipping {plan.skipped} matching run(s): {len(plan.replays)} replay(s) or "
+            note(f"skipping {plan.skipped} matching run(s): {len(plan.replays)} replay(s) or "
                   f"rerun(s) (--include-replays to replay them), {len(plan.superseded)} whose "
                   "event has a newer run")
     return _bulk(target, args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"),
@@ -365,29 +324,29 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    new_id = _target(args).rerun(args.run_id, args.from_step)
-    _out(args, {"run_id": new_id, "rerun_of": args.run_id, "from_step": args.from_step}, new_id)
+    new_id = find_target(args).rerun(args.run_id, args.from_step)
+    out(args, {"run_id": new_id, "rerun_of": args.run_id, "from_step": args.from_step}, new_id)
     return 0
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    rep = _target(args).history.prune()
-    _out(args, rep.__dict__, f"removed {rep.runs_removed} run and {rep.events_removed} event "
+    rep = find_target(args).history.prune()
+    out(args, rep.__dict__, f"removed {rep.runs_removed} run and {rep.events_removed} event "
          f"index entries (checked {rep.keys_checked} old runs)")
     return 0
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from .._ops.metrics import serve
+    from .._ops.prometheus import serve
 
-    rt = _target(args).runtime
+    rt = find_target(args).runtime
     if args.once:
-        from .._ops.metrics import registry_for, render
+        from .._ops.prometheus import registry_for, render
 
         sys.stdout.write(render(registry_for(lambda: rt.store)).decode())
         return 0
     server = serve(lambda: rt.store, host=args.host, port=args.port)
-    _note(f"fanout metrics on {server.url}/metrics (Ctrl-C to stop)")
+    note(f"fanout metrics on {server.url}/metrics (Ctrl-C to stop)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -398,7 +357,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .._dashboard import serve
 
-    target = _target(args)
+    target = find_target(args)
     serve(target, host=args.host, port=args.port, token=args.token or None,
           tokens=args.tokens or None, tokens_file=args.tokens_file or None)
     return 0
@@ -407,7 +366,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from .dev import run_dev
 
-    target = _target(args, memory_ok=True)
+    target = find_target(args, memory_ok=True)
     run_dev(target, host=args.host, port=args.port, token=args.token or None,
             tokens=args.tokens or None, tokens_file=args.tokens_file or None,
             concurrency=args.concurrency, beat=not args.no_beat, reload=args.reload)
@@ -415,17 +374,6 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 # -- parser ------------------------------------------------------------------------------
-
-
-def _common(p: argparse.ArgumentParser, *, top: bool) -> None:
-    d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
-    p.add_argument("-A", "--app", metavar="MODULE[:ATTR]", help="the app module, as for celery -A "
-                   "(default: $FANOUT_APP)", **d)
-    p.add_argument("--redis", metavar="URL", help="fanout's Redis store (sets FANOUT_REDIS_URL "
-                   "before the app is imported; the broker stays the app's)", **d)
-    p.add_argument("--broker", metavar="URL", help="the Celery broker to publish to (sets "
-                   "CELERY_BROKER_URL before the app is imported)", **d)
-    p.add_argument("--json", action="store_true", help="machine-readable output", **d)
 
 
 def _run_filters(p: argparse.ArgumentParser, limit: int) -> None:
@@ -456,12 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fanout", description="Inspect and steer fanout runs.")
     parser.add_argument("--version", action="version", version=f"fanout {__version__}",
                         help="print the installed version (celery-fanout) and exit")
-    _common(parser, top=True)
+    add_common_options(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str) -> Any:
         p = sub.add_parser(name, help=help, description=help)
-        _common(p, top=False)
+        add_common_options(p, top=False)
         p.set_defaults(func=func)
         return p
 
@@ -529,9 +477,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
     p.add_argument("--reload", action="store_true",
                    help="restart the worker when a .py file under the current directory changes")
-    from .keys import add_keys_commands
-    from .pause import add_pause_commands
-
     add_keys_commands(add)
     add_pause_commands(add)
     return parser
@@ -547,20 +492,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except CliError as exc:
-        _note(f"fanout {args.command}: error: {exc}")
+        note(f"fanout {args.command}: error: {exc}")
         return exc.code
     except FanoutError as exc:
-        _note(f"fanout {args.command}: error: {exc}")
+        note(f"fanout {args.command}: error: {exc}")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        _note("fanout: interrupted")
+        note("fanout: interrupted")
         return 130
     except BrokenPipeError:
         return 0
     except Exception as exc:  # noqa: BLE001 - one clear line, never a traceback
         if os.environ.get("FANOUT_DEBUG"):
             raise
-        _note(f"fanout {args.command}: error: {_describe(exc)}")
+        note(f"fanout {args.command}: error: {_describe(exc)}")
         return EXIT_ERROR
 
 

@@ -29,22 +29,11 @@ from .._errors import (
     StepError,
 )
 from .context import context_for
-from .engine import (
-    BranchDone,
-    Completed,
-    Failed,
-    Interrupt,
-    Outcome,
-    Pass,
-    PassInput,
-    Sink,
-    error_info,
-    run_coroutine,
-    thread_loop,
-    utcnow,
-)
+from .engine import Pass, PassInput, utcnow
 from .event import dumps
+from .loops import run_coroutine, thread_loop
 from .middleware import PassRequest, Stack
+from .outcomes import BranchDone, Completed, Failed, Interrupt, Outcome, Sink, error_info
 from .versions import order_hint
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)

@@ -11,21 +11,19 @@ returns, the run is complete in the same pass.  Sleeps, waits and invokes end
 the pass with ``Sleep``/``Wait``; several new steps at once end it with
 ``Parallel``, and each branch then runs as its own task (``branch`` mode).
 
-The step tools users call live in ``_steps.py``; ``docs/concepts/execution-model.md``
+The step tools users call live in ``steps.py``; ``docs/concepts/execution-model.md``
 walks through a run pass by pass.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import datetime as _dt
 import inspect
 import json
 import logging
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -39,54 +37,20 @@ from .._errors import (
     StepError,
 )
 from .event import dumps
+from .loops import run_coroutine
 from .middleware import EMPTY, Stack, StepInfo
-from .outcomes import (  # re-exported: the engine's importers use these names
-    INNGEST_BACKOFF as INNGEST_BACKOFF,
-)
 from .outcomes import (
-    BranchDone as BranchDone,
-)
-from .outcomes import (
-    Completed as Completed,
-)
-from .outcomes import (
-    Continue as Continue,
-)
-from .outcomes import (
-    Failed as Failed,
-)
-from .outcomes import (
-    Interrupt as Interrupt,
-)
-from .outcomes import (
-    LeaseLost as LeaseLost,
-)
-from .outcomes import (
-    Outcome as Outcome,
-)
-from .outcomes import (
-    Parallel as Parallel,
-)
-from .outcomes import (
-    RetryPolicy as RetryPolicy,
-)
-from .outcomes import (
-    RetryStep as RetryStep,
-)
-from .outcomes import (
-    SaveRejected as SaveRejected,
-)
-from .outcomes import (
-    Sink as Sink,
-)
-from .outcomes import (
-    Sleep as Sleep,
-)
-from .outcomes import (
-    Wait as Wait,
-)
-from .outcomes import (
-    error_info as error_info,
+    BranchDone,
+    Continue,
+    Failed,
+    Interrupt,
+    LeaseLost,
+    Parallel,
+    RetryPolicy,
+    RetryStep,
+    SaveRejected,
+    Sink,
+    error_info,
 )
 from .records import StepRecord
 from .versions import order_hint, report_warning
@@ -100,31 +64,6 @@ FINAL = ("completed", "failed")
 current_step: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "fanout_current_step", default=None
 )
-_loops = threading.local()
-
-
-def thread_loop() -> asyncio.AbstractEventLoop:
-    """This thread's event loop for async handlers (created once, reused)."""
-    loop: asyncio.AbstractEventLoop | None = getattr(_loops, "loop", None)
-    if loop is None or loop.is_closed():
-        loop = asyncio.new_event_loop()
-        _loops.loop = loop
-    return loop
-
-
-def run_coroutine(coro: Any) -> Any:
-    """Run a coroutine to completion from synchronous code."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return thread_loop().run_until_complete(coro)
-    coro.close()
-    raise NonRetriableError(
-        "an async step handler was called from a sync function handler running inside an "
-        "event loop; declare the function handler with 'async def'"
-    )
-
-
 def utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
 
@@ -579,9 +518,3 @@ def is_async_handler(handler: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
         getattr(handler, "__call__", None)  # noqa: B004
     )
-
-
-def memo_from_fields(fields: Mapping[str, str]) -> dict[str, StepRecord]:
-    return {
-        k[2:]: StepRecord.from_json(json.loads(v)) for k, v in fields.items() if k.startswith("s:")
-    }

@@ -8,9 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._errors import ConfigError
-from .engine import INNGEST_BACKOFF, RetryPolicy, is_async_handler
+from .engine import is_async_handler
 from .event import MAX_EVENT_BYTES
 from .flow import NO_FLOW, FlowSpec, build_flow
+from .outcomes import INNGEST_BACKOFF, RetryPolicy
 from .triggers import Trigger, TriggerCron, TriggerEvent
 from .versions import check_patches, check_version, creation_fields
 

@@ -1,16 +1,19 @@
 """Run one function in the test's process, pass after pass, with no Redis and no worker.
 
-The harness drives the same replay engine as a worker (:func:`fanout._core.driver.run_pass`
-with the same step tools and step-id rules); only the outside world is replaced:
+The harness runs the code a worker runs for each pass and each parallel branch
+(:func:`fanout._core.lifecycle.one_pass` and ``one_branch``: the lease, the engine,
+the step records, the end of the pass by its outcome) against an in-memory store
+that answers as the Lua scripts do (:class:`~fanout._core.memory_store.MemoryRunStore`).
+Only the outside world is replaced:
 
-* the :class:`Sink` keeps step records in a dict (round-tripped through JSON, as
-  Redis would) and captures sent events;
+* the messages a worker would publish (the next pass, the branches) go to a queue
+  in this process; sent events and invoked children are captured;
 * what a worker's timer thread and router do between passes, the harness does at
   once on a virtual clock: a sleep ends, a retry's backoff is skipped, a wait gets
   the answer the test gave (or times out), an invoked child returns the answer the
   test gave (or times out);
 * parallel branches run one after the other, each as its own branch pass, then the
-  fan-in pass continues, as on Celery.
+  fan-in pass continues, as on Celery.  Flow control is not applied.
 """
 
 from __future__ import annotations
@@ -19,30 +22,21 @@ import asyncio
 import copy
 import json
 import time
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import ConfigError, InvokeError
-from .driver import run_pass
-from .engine import (
-    FINAL,
-    BranchDone,
-    Completed,
-    Continue,
-    Failed,
-    LeaseLost,
-    Outcome,
-    Parallel,
-    PassInput,
-    RetryStep,
-    Sleep,
-    Wait,
-)
-from .event import Event, prepare_batch
+from .event import Event, dumps, prepare_batch
 from .function import FunctionDef
 from .ids import derived_event_id, run_id_for
+from .lifecycle import Host, Ran, RunSink, end_run, one_branch, one_pass
+from .memory_store import MemoryRunStore
+from .outcomes import Sleep, Wait
 from .records import StepInfo, StepRecord, child_error
+from .run_record import ATTEMPT, EVENTS, new_run_fields, step_records
+from .run_store import branch_timer
 from .step_tools import StepTools as Step
 from .waits import wait_matches
 
@@ -93,51 +87,6 @@ def _resolve_key(fn: FunctionDef, ref: Any) -> str:
     raise InvokeError(f"cannot invoke {ref!r}: it is not a function declared on this app")
 
 
-class _Sink:
-    def __init__(self, h: _Harness) -> None:
-        self.h = h
-
-    @property
-    def max_event_bytes(self) -> int:
-        return self.h.fn.max_event_bytes
-
-    def save_step(self, record: StepRecord) -> StepRecord | None:
-        existing = self.h.memo.get(record.id)
-        if existing is not None and existing.status in FINAL:
-            return _roundtrip(existing)
-        self.h.memo[record.id] = _roundtrip(record)
-        return None
-
-    def send_events(self, step_id: str, events: list[tuple[Event, str]]) -> list[str]:
-        known = {e.id for e in self.h.sent}
-        self.h.sent.extend(ev for ev, _ in events if ev.id not in known)
-        return [ev.id or "" for ev, _ in events]
-
-    def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
-        return None  # answered between passes, as the router would
-
-    def drop_wait(self, step_id: str, event_name: str) -> None:
-        return None
-
-    def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
-        key = _resolve_key(self.h.fn, fn_ref)
-        self.h.invoked.append({"step": step_id, "function": key, "data": data})
-        return run_id_for(derived_event_id(self.h.run_id, step_id, 0), key)
-
-    def defer_step(self, record: StepRecord) -> None:
-        self.save_step(record)  # nothing to batch in memory: saved at once
-
-    def flush(self) -> None:
-        return None
-
-    def step_failed(self, record: StepRecord, attempts: int) -> None:
-        return None
-
-
-def _roundtrip(rec: StepRecord) -> StepRecord:
-    return StepRecord.from_json(json.loads(json.dumps(rec.to_json())))
-
-
 def _lookup(table: Mapping[str, Any], sid: str) -> tuple[bool, Any, str]:
     """A test's answer for step ``sid`` (``"charge:1"``), by exact id or by base id."""
     if sid in table:
@@ -178,136 +127,179 @@ def _as_handler(mock: Any) -> Callable[..., Any]:
     return lambda *_: copy.deepcopy(mock)
 
 
-class _Harness:
+class _Sink(RunSink):
+    """The worker's sink, with the outside world captured: sent events are kept,
+    waits are answered between passes, invoked children are answered by the test."""
+
+    def __init__(self, h: _Harness, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.h = h
+
+    def send_events(self, step_id: str, events: list[tuple[Event, str]]) -> list[str]:
+        known = {e.id for e in self.h.sent}
+        self.h.sent.extend(ev for ev, _ in events if ev.id not in known)
+        return [ev.id or "" for ev, _ in events]
+
+    def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        return None  # answered between passes, as the router would
+
+    def drop_wait(self, step_id: str, event_name: str) -> None:
+        return None
+
+    def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
+        key = _resolve_key(self.fn, fn_ref)
+        self.h.invoked.append({"step": step_id, "function": key, "data": data})
+        return run_id_for(derived_event_id(self.run_id, step_id, 0), key)
+
+
+class _Harness(Host):
+    """Drives a run through :mod:`.lifecycle` against a :class:`MemoryRunStore`: the
+    messages a worker would publish go to a queue in this process, and what a
+    worker's timer thread and router do between passes happens at once."""
+
     def __init__(self, fn: FunctionDef, events: list[dict[str, Any]], steps: Mapping[str, Any],
                  waits: Mapping[str, Any], invokes: Mapping[str, Any]) -> None:
-        self.fn, self.events = fn, events
+        self.fn = replace(fn, handler=self._wrap(fn, steps)) if steps else fn
+        self.events = events
         self.run_id = run_id_for(events[0]["id"], fn.key)
-        self.memo: dict[str, StepRecord] = {}
+        self.store = MemoryRunStore()
         self.sent: list[Event] = []
         self.invoked: list[dict[str, Any]] = []
         self.mocks, self.waits, self.invokes = steps, waits, invokes
         self.used: set[str] = set()
         self.skipped = 0.0
         self.passes = 0
-        self.attempt = 0
-        self.sink = _Sink(self)
-        self.handler = self._wrap(fn.handler)
+        self.queue: deque[tuple[int | None, str | None]] = deque()
+        self.ended: tuple[str, Any, dict[str, Any] | None] | None = None
 
-    def _wrap(self, handler: Callable[..., Any]) -> Callable[..., Any]:
-        mocks, used = self.mocks, self.used
-        if not mocks:
-            return handler
+    def _wrap(self, fn: FunctionDef, mocks: Mapping[str, Any]) -> Callable[..., Any]:
+        handler = fn.handler
 
         def patch(ctx: Any) -> Any:
-            ctx.step = _MockStep(ctx.step, mocks, used)
+            ctx.step = _MockStep(ctx.step, mocks, self.used)
             return ctx
 
-        if self.fn.is_async:
+        if fn.is_async:
             async def wrapped_async(ctx: Any) -> Any:
                 return await handler(patch(ctx))
             return wrapped_async
         return lambda ctx: handler(patch(ctx))
 
-    def _pass(self, branch: str | None = None) -> Outcome:
-        self.passes += 1
-        if self.passes > MAX_PASSES:
-            raise ConfigError(f"the run did not end within {MAX_PASSES} passes")
-        memo = {k: _roundtrip(r) for k, r in self.memo.items()}
-        retrying = [r.attempts for r in memo.values() if r.status == "retrying"]
-        inp = PassInput(
-            run_id=self.run_id, fn_id=self.fn.fn_id, event=copy.deepcopy(self.events[0]),
-            events=copy.deepcopy(self.events), attempt=max([self.attempt, *retrying]), memo=memo,
-            checkpoint=self.fn.checkpoint, policy=self.fn.policy, branch=branch,
-            queued_at=time.time(), middleware=self.fn.middleware, client=self.fn.client,
-            function=self.fn, strict=self.fn.strict_order, version=self.fn.version,
-            # A harness run begins on the code under test: it has the declared markers.
-            markers=frozenset(self.fn.patches), patches=frozenset(self.fn.patches),
-            logger=self.fn.logger_of() if self.fn.logger_of is not None else None,
-        )
-        return run_pass(self.handler, inp, self.sink, is_async=self.fn.is_async)
+    # -- the host: what a worker does around a pass ------------------------------------
+
+    def sink(self, fn: FunctionDef, run_id: str, token: str, fields: dict[str, str],
+             branch: str | None = None, group: Sequence[str] = ()) -> RunSink:
+        return _Sink(self, self.store, fn, run_id, token, fields, branch, group)
+
+    def enqueue(self, fn_key: str, run_id: str, seq: int | None, *,
+                branch: str | None = None) -> None:
+        self.queue.append((seq, branch))
+
+    def finish(self, run_id: str, token: str, status: str, output: Any,
+               error: dict[str, Any] | None, fields: dict[str, str] | None = None,
+               steps: dict[str, str] | None = None) -> None:
+        ended = end_run(self.store, run_id, token, status, output, error, steps)
+        if ended is not None:
+            self.ended = (ended[0], output, ended[1])
+
+    # -- the run ------------------------------------------------------------------------
 
     def run(self) -> RunResult:
-        while True:
-            outcome = self._pass()
-            if isinstance(outcome, Completed):
-                return self._result("completed", outcome.output, None)
-            if isinstance(outcome, Failed):
-                if outcome.retriable and self.attempt < self.fn.retries:
-                    self.attempt += 1
-                    delay = outcome.retry_after
-                    self.skipped += delay if delay is not None else self.fn.policy.delay(self.attempt)
-                    continue
-                return self._result("failed", None, outcome.error)
-            if isinstance(outcome, RetryStep):
-                self.skipped += outcome.delay
-            elif isinstance(outcome, Sleep):
-                self._end_sleep(outcome)
-            elif isinstance(outcome, Wait):
-                self._answer(outcome)
-            elif isinstance(outcome, Parallel):
-                for sid in outcome.new:
-                    failed = self._branch(sid)
-                    if failed is not None:  # the group can never join: the run fails
-                        return self._result("failed", None, failed.error)
-            elif isinstance(outcome, (Continue, BranchDone)):
-                pass
-            elif isinstance(outcome, LeaseLost):  # pragma: no cover - no leases here
-                raise ConfigError("the harness lost a lease it never takes")
+        fn, events = self.fn, self.events
+        fields = new_run_fields(fn.fn_id, fn.app_id, fn.key, events[0],
+                                event_ids=[e.get("id") for e in events],
+                                created=repr(time.time()), creation=fn.creation_fields())
+        if len(events) > 1:
+            fields[EVENTS] = dumps(events)
+        self.store.create_runs([(self.run_id, fn.key, fields)])
+        self.queue.append((0, None))
+        while self.ended is None:
+            if not self.queue:  # pragma: no cover - every pass leaves a message or an end
+                raise ConfigError("the run stopped with nothing left to run it")
+            seq, branch = self.queue.popleft()
+            if branch is None:
+                ran = one_pass(self, fn, self.run_id, seq)
+            else:
+                ran = one_branch(self, fn, self.run_id, branch)
+            if ran is None:
+                continue
+            self.passes += 1
+            if self.passes > MAX_PASSES:
+                raise ConfigError(f"the run did not end within {MAX_PASSES} passes")
+            if self.ended is None:
+                self._between_passes(ran, branch)
+        return self._result(*self.ended)
 
-    def _branch(self, sid: str) -> Failed | None:
-        while True:
-            outcome = self._pass(branch=sid)
-            rec = self.memo.get(sid)
-            if rec is not None and rec.status in FINAL:
-                return None
-            if isinstance(outcome, RetryStep):
-                self.skipped += outcome.delay
-            elif isinstance(outcome, Wait):  # an invoke inside the group
-                self._answer(outcome)
-            elif isinstance(outcome, Failed) and not outcome.retriable:
-                return outcome
-            elif isinstance(outcome, Failed):
-                self.skipped += self.fn.policy.delay(1)
+    def _between_passes(self, ran: Ran, branch: str | None) -> None:
+        """What the timer thread and the router would do for a run (or a branch) that
+        now waits: at once, on a virtual clock."""
+        outcome = ran.outcome
+        if isinstance(outcome, Wait):
+            resolved = self._answer(outcome)
+            if branch is not None:  # an invoke inside a parallel group
+                if resolved == "enqueue":
+                    self.queue.append((None, None))
+                self.store.drop_timer(branch_timer(self.run_id, branch))
+            else:
+                self.queue.append((None if resolved == "enqueue" else ran.seq, None))
+        elif ran.wake is not None:
+            if isinstance(outcome, Sleep):
+                self._end_sleep(outcome)
+            else:  # a retry's backoff
+                self.skipped += ran.wake - ran.now
+            if branch is not None:
+                self.queue.appendleft((None, branch))
+            else:
+                self.queue.append((ran.seq, None))
+
+    def _record(self, step_id: str) -> StepRecord:
+        return step_records(self.store.run_fields(self.run_id))[step_id]
 
     def _end_sleep(self, outcome: Sleep) -> None:
-        rec = self.memo[outcome.step_id]
-        now = time.time()
-        self.skipped += max(0.0, outcome.until - now)
-        rec.status, rec.ended_at = "completed", now
+        """The sleep is over: its record completes, as the step would at its time."""
+        rec = self._record(outcome.step_id)
+        self._skip_to(outcome.until, rec)
+        self.store.resolve_step(self.run_id, replace(rec, status="completed",
+                                                     ended_at=time.time()))
 
-    def _answer(self, outcome: Wait) -> None:
-        rec = self.memo[outcome.step_id]
+    def _skip_to(self, until: float, rec: StepRecord) -> None:
+        """Move the virtual clock to ``until``, counted from when the step began to wait
+        (so the figure is the wait the code asked for, however long the pass took)."""
+        self.skipped += max(0.0, until - (rec.started_at or time.time()))
+
+    def _answer(self, outcome: Wait) -> str:
+        """Resolve a waiting step with the test's answer (as the router, or an ending
+        child run, would), or with its timeout (as the step would at its time)."""
+        rec = self._record(outcome.step_id)
         now = time.time()
-        if rec.status in FINAL:
-            return
-        spec = rec.extra or {}
         if rec.kind == "invoke":
             found, answer, _key = _lookup(self.invokes, rec.id)
+            done = StepRecord(id=rec.id, kind="invoke", seq=rec.seq, ended_at=now)
             if found and not isinstance(answer, BaseException):
                 data: dict[str, Any] = next(
                     (i["data"] for i in self.invoked if i["step"] == rec.id), {}
                 )
                 value = answer(dict(data)) if callable(answer) else copy.deepcopy(answer)
-                rec.status, rec.output = "completed", json.loads(json.dumps(value))
+                done.status, done.output = "completed", json.loads(json.dumps(value))
             elif found:  # the child failed with this error
-                rec.status = "failed"
-                rec.error = child_error("failed", {"type": type(answer).__name__,
-                                                   "message": str(answer)})
+                done.status = "failed"
+                done.error = child_error("failed", {"type": type(answer).__name__,
+                                                    "message": str(answer)})
             else:
-                self.skipped += max(0.0, outcome.until - now)
-                rec.status = "failed"
-                rec.error = {"type": "InvokeTimeoutError",
-                             "message": "timed out waiting for the invoked function to complete"}
-            rec.ended_at = now
-            return
+                self._skip_to(outcome.until, rec)
+                done = replace(rec, status="failed", ended_at=now, error={
+                    "type": "InvokeTimeoutError",
+                    "message": "timed out waiting for the invoked function to complete"})
+            return self.store.resolve_step(self.run_id, done)
         found, answer, _key = _lookup(self.waits, rec.id)
-        arrived = self._matching(spec, answer) if found else None
+        arrived = self._matching(rec.extra or {}, answer) if found else None
         if arrived is None:
-            self.skipped += max(0.0, outcome.until - now)
-        rec.status, rec.output, rec.ended_at = "completed", arrived, now
-        if arrived is not None:
-            rec.extra = None  # as the router writes a delivered wait
+            self._skip_to(outcome.until, rec)
+            done = replace(rec, status="completed", output=None, ended_at=now)
+        else:
+            done = StepRecord(id=rec.id, kind="wait", status="completed", output=arrived,
+                              seq=rec.seq, started_at=rec.started_at, ended_at=now)
+        return self.store.resolve_step(self.run_id, done)
 
     def _matching(self, spec: Mapping[str, Any], answer: Any) -> dict[str, Any] | None:
         """The first answered event that the router would hand to this wait."""
@@ -321,18 +313,20 @@ class _Harness:
         return None
 
     def _result(self, status: str, output: Any, error: dict[str, Any] | None) -> RunResult:
+        fields = self.store.run_fields(self.run_id)
+        memo = step_records(fields)
         if status == "completed":
             unused = sorted(set(self.mocks) - self.used)
             if unused:
                 raise ConfigError(
                     f"steps={unused!r} mocked, but the run has no step with that id; "
-                    f"its steps are {sorted(self.memo)!r}"
+                    f"its steps are {sorted(memo)!r}"
                 )
-        infos = [StepInfo.from_record(r) for r in sorted(self.memo.values(), key=lambda r: r.seq)]
+        infos = [StepInfo.from_record(r) for r in sorted(memo.values(), key=lambda r: r.seq)]
         return RunResult(
             run_id=self.run_id, status=status, output=output, error=error, steps=infos,
             events=list(self.sent), invoked=list(self.invoked), passes=self.passes,
-            attempt=self.attempt, skipped_seconds=round(self.skipped, 3),
+            attempt=int(fields.get(ATTEMPT, "0")), skipped_seconds=round(self.skipped, 3),
             _by_id={s.step_id: s for s in infos},
         )
 

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .._errors import MiddlewareError
+from .loops import thread_loop
 
 if TYPE_CHECKING:
     from .event import Event
@@ -149,8 +150,6 @@ def _await(value: Any) -> Any:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        from .engine import thread_loop
-
         return thread_loop().run_until_complete(_as_coro(value))
     return asyncio.run_coroutine_threadsafe(_as_coro(value), _side_loop()).result()
 

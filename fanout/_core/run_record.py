@@ -1,9 +1,10 @@
 """The run record: the fields of a run's hash (``P:run:{RID}``), by name.
 
 Every field is a string in Redis (numbers are written with ``repr``, structures as
-JSON).  The Lua scripts in ``fanout/_redis/lua`` read and write the same names;
-``docs/internals.md`` lists which script touches which.  Fields per step, branch
-or batched event carry the id after a prefix (:func:`step_field`, ...).
+JSON).  This module is the one place Python names them; the Lua scripts in
+``fanout/_redis/lua`` read and write the same names, and ``docs/internals.md`` lists
+which script touches which.  Fields per step, branch or batched event carry the id
+after a prefix (:func:`step_field`, ...).
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
 from .event import dumps
-from .records import TERMINAL, RunInfo, StepInfo, StepRecord, ts_to_dt
-from .versions import crossed_deploy, markers_of, versions_of, warnings_of
+from .records import StepRecord
 
 # -- identity and trigger ---------------------------------------------------------------
 ST = "st"            # status: queued running sleeping waiting completed failed cancelled skipped
@@ -48,6 +48,7 @@ QUEUED_AT = "qa"     # when the next pass was queued (the step's queue time)
 TAKEOVERS = "takeovers"  # passes taken over from a worker that died, in a row
 CANCEL = "cx"        # set while a cancel request waits for the running pass (JSON reason)
 WATCHDOG = "wd"      # watchdog re-offers since the last pass began
+STUCK = "stk"        # "<seq>:<time>": the watchdog saw the run stuck at that pass
 # -- flow control -----------------------------------------------------------------------
 FIRST_PASS = "tf0"   # the first pass began (the finish timeout counts from it)
 WAITING_SINCE = "ccw"  # waiting for a concurrency slot since (epoch seconds)
@@ -60,18 +61,61 @@ DEBOUNCE_KEY = "deb"
 DEBOUNCE_TS = "dts"  # the ts of the debounced event
 BATCH_KEY = "bat"
 
-STEP_PREFIX = "s:"           # s:<step id>   the step's record (JSON)
-BRANCH_LEASE_PREFIX = "bl:"  # bl:<step id>  a parallel branch's lease token
-BATCH_EVENT_PREFIX = "be:"   # be:<event id> JSON {n, e}: an event folded into a batch
-WATCHDOG_PREFIX = "wd:"      # wd:<step id>  a branch's watchdog count
+STEP_PREFIX = "s:"           # s:<step id>     the step's record (JSON)
+BRANCH_LEASE_PREFIX = "bl:"  # bl:<step id>    a parallel branch's lease token
+LEASE_UNTIL_SUFFIX = ":u"    # bl:<step id>:u  when that lease expires (epoch seconds)
+BATCH_EVENT_PREFIX = "be:"   # be:<event id>   JSON {n, e}: an event folded into a batch
+WATCHDOG_PREFIX = "wd:"      # wd:<step id>    a branch's watchdog count
 
 
 def step_field(step_id: str) -> str:
     return f"{STEP_PREFIX}{step_id}"
 
 
+def is_step_field(field: str) -> bool:
+    return field.startswith(STEP_PREFIX)
+
+
+def step_id_of(field: str) -> str:
+    """The step id in a :func:`step_field`."""
+    return field[len(STEP_PREFIX):]
+
+
 def branch_lease_field(step_id: str) -> str:
     return f"{BRANCH_LEASE_PREFIX}{step_id}"
+
+
+def branch_lease_until_field(step_id: str) -> str:
+    return f"{BRANCH_LEASE_PREFIX}{step_id}{LEASE_UNTIL_SUFFIX}"
+
+
+def lease_step(lease_field: str) -> str | None:
+    """The step whose branch holds ``lease_field`` (None for the run's own ``lease``)."""
+    return lease_field[len(BRANCH_LEASE_PREFIX):] if lease_field != LEASE else None
+
+
+def batch_event_field(event_id: str) -> str:
+    return f"{BATCH_EVENT_PREFIX}{event_id}"
+
+
+def is_batch_event_field(field: str) -> bool:
+    return field.startswith(BATCH_EVENT_PREFIX)
+
+
+def watchdog_field(step_id: str | None) -> str:
+    """The watchdog count of the run (``None``) or of one of its branches."""
+    return WATCHDOG if step_id is None else f"{WATCHDOG_PREFIX}{step_id}"
+
+
+def step_records(fields: Mapping[str, str]) -> dict[str, StepRecord]:
+    """The step records in a run's hash, by step id (the memo a pass replays)."""
+    return {step_id_of(k): StepRecord.from_json(json.loads(v))
+            for k, v in fields.items() if is_step_field(k)}
+
+
+def step_record_fields(records: Sequence[StepRecord]) -> dict[str, str]:
+    """Step records as the run-hash fields that hold them."""
+    return {step_field(rec.id): dumps(rec.to_json()) for rec in records}
 
 
 class RunRecord(TypedDict, total=False):
@@ -105,6 +149,7 @@ class RunRecord(TypedDict, total=False):
     takeovers: str
     cx: str
     wd: str
+    stk: str
     tf0: str
     ccw: str
     prio: str
@@ -150,40 +195,3 @@ def new_run_fields(
     if invoker:
         fields[INVOKER] = dumps(invoker)
     return fields
-
-
-def _f(fields: Mapping[str, str], key: str) -> float | None:
-    v = fields.get(key)
-    return float(v) if v not in (None, "", "0") else None
-
-
-def to_run_info(run_id: str, f: Mapping[str, str]) -> RunInfo:
-    """What ``client.get_run`` reports for a run's hash."""
-    steps = [StepRecord.from_json(json.loads(v)) for k, v in f.items() if k.startswith(STEP_PREFIX)]
-    steps.sort(key=lambda r: r.seq)
-    status = f[ST]
-    return RunInfo(
-        run_id=run_id,
-        fn_id=f.get(FN, ""),
-        app_id=f.get(APP) or None,
-        status=status,
-        output=json.loads(f[OUTPUT]) if OUTPUT in f else None,
-        error=json.loads(f[ERROR]) if f.get(ERROR) else None,
-        event_ids=json.loads(f.get(EV, "[]")),
-        parent_run_id=f.get(PARENT) or None,
-        attempt=int(f.get(ATTEMPT, "0")),
-        created_at=ts_to_dt(_f(f, CREATED)),
-        started_at=ts_to_dt(_f(f, STARTED)),
-        ended_at=ts_to_dt(_f(f, ENDED)) if status in TERMINAL else None,
-        steps=[StepInfo.from_record(r) for r in steps],
-        wake_at=ts_to_dt(_f(f, WAKE)) if status not in TERMINAL else None,
-        max_attempts=int(f[MAX_ATTEMPTS]) if f.get(MAX_ATTEMPTS) else None,
-        replay_of=f.get(REPLAY_OF) if not f.get(FROM_STEP) else None,
-        rerun_of=f.get(REPLAY_OF) if f.get(FROM_STEP) else None,
-        rerun_from_step=f.get(FROM_STEP) or None,
-        version=f.get(VERSION) or None,
-        versions=versions_of(f),
-        crossed_deploy=crossed_deploy(f),
-        markers=sorted(markers_of(f)),
-        warnings=warnings_of(f),
-    )

@@ -17,21 +17,11 @@ from typing import Any
 
 from .._errors import ConfigError, InvokeError, NonRetriableError
 from .durations import MAX_SECONDS, Duration, parse_duration
-from .engine import (
-    FINAL,
-    BranchDone,
-    Interrupt,
-    Op,
-    Parallel,
-    Pass,
-    Sleep,
-    Wait,
-    invoke_async,
-    invoke_sync,
-)
+from .engine import FINAL, Op, Pass, invoke_async, invoke_sync
 from .event import MAX_EVENT_BYTES, Event, prepare_batch
 from .ids import derived_event_id
 from .middleware import SendEventsResult
+from .outcomes import BranchDone, Interrupt, Parallel, Sleep, Wait
 from .types import dumping, output_codec
 
 __all__ = ["StepTools"]

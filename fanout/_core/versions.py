@@ -1,6 +1,7 @@
 """Which code a run ran on: function versions, patch markers and versioning warnings.
 
-Pure: the run-hash fields are computed here and written by the adapter.
+Pure: the run-hash fields (named in ``run_record.py``) are computed here and written
+by the adapter.
 
 * ``v``  the function version when the run was created (``version=`` on
   ``create_function``, else a fingerprint of the handler's source);
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._errors import ConfigError
+from .run_record import MARKERS, VERSION, VERSION_WARNINGS, VERSIONS
 
 MAX_VERSION_HISTORY = 32
 MAX_WARNINGS = 16
@@ -79,10 +81,10 @@ def check_patches(fn_id: str, value: object) -> tuple[str, ...]:
 
 def creation_fields(version: str, patches: Iterable[str]) -> dict[str, str]:
     """The fields a new run records about the code it was created on."""
-    fields = {"v": version}
+    fields = {VERSION: version}
     markers = list(patches)
     if markers:
-        fields["mk"] = json.dumps(markers, separators=(",", ":"))
+        fields[MARKERS] = json.dumps(markers, separators=(",", ":"))
     return fields
 
 
@@ -98,18 +100,18 @@ def _json_list(raw: str | None) -> list[Any]:
 
 def versions_of(fields: Mapping[str, str]) -> list[str]:
     """The versions a run's passes ran on, in order (the creation version first)."""
-    seen = [str(v) for v in _json_list(fields.get("vs"))]
+    seen = [str(v) for v in _json_list(fields.get(VERSIONS))]
     if seen:
         return seen
-    return [fields["v"]] if fields.get("v") else []
+    return [fields[VERSION]] if fields.get(VERSION) else []
 
 
 def markers_of(fields: Mapping[str, str]) -> frozenset[str]:
-    return frozenset(str(m) for m in _json_list(fields.get("mk")))
+    return frozenset(str(m) for m in _json_list(fields.get(MARKERS)))
 
 
 def warnings_of(fields: Mapping[str, str]) -> list[dict[str, Any]]:
-    return [w for w in _json_list(fields.get("vw")) if isinstance(w, dict)]
+    return [w for w in _json_list(fields.get(VERSION_WARNINGS)) if isinstance(w, dict)]
 
 
 def crossed_deploy(fields: Mapping[str, str]) -> bool:
@@ -133,15 +135,15 @@ def pass_fields(
     seen = versions_of(fields)
     if not seen or seen[-1] != version:
         seen = [*seen, version][-MAX_VERSION_HISTORY:]
-        if fields.get("v") and seen[0] != fields["v"] and len(seen) == MAX_VERSION_HISTORY:
-            seen[0] = fields["v"]  # the creation version always stays first
-        out["vs"] = json.dumps(seen, separators=(",", ":"))
+        if fields.get(VERSION) and seen[0] != fields[VERSION] and len(seen) == MAX_VERSION_HISTORY:
+            seen[0] = fields[VERSION]  # the creation version always stays first
+        out[VERSIONS] = json.dumps(seen, separators=(",", ":"))
     if warnings:
         known = warnings_of(fields)
         kinds = {w.get("kind") for w in known}
         fresh = [w for w in warnings if w.get("kind") not in kinds]
         if fresh:
-            out["vw"] = json.dumps([*known, *fresh][:MAX_WARNINGS], separators=(",", ":"))
+            out[VERSION_WARNINGS] = json.dumps([*known, *fresh][:MAX_WARNINGS], separators=(",", ":"))
     return out
 
 

@@ -9,6 +9,7 @@ from .._redis.audit import AuditRecord
 from .._redis.history import iso
 from .auth import Principal
 from .pages import h
+from .web import local_path
 
 
 def user_box(who: Principal | None, csrf: str, open_mode: bool) -> str:
@@ -31,8 +32,6 @@ def login_page(*, bad: bool = False, wait: float = 0.0, expired: bool = False,
         note = '<p class="muted" id="login-note">Your session has ended: sign in again.</p>'
     elif signed_out:
         note = '<p class="muted" id="login-note">Signed out.</p>'
-    from .app import local_path
-
     keep = local_path(nxt, "")
     return (
         "<h1>Sign in</h1><p>This dashboard needs an access token.</p>" + note

@@ -9,21 +9,28 @@ CSRF value first). Each returns where to go next and what to say there.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from .._errors import FanoutError
+from .._ops.locate import Target
 from .auth import Principal
+from .web import HttpError, Request, local_path
 
-if TYPE_CHECKING:
-    from .app import DashboardApp, Request
+
+class DashboardApp(Protocol):
+    """What an action needs of the dashboard (``app.DashboardApp``)."""
+
+    target: Target
+
+    def record(self, req: Request, who: Principal, action: str, targets: Iterable[str],
+               detail: str, **extra: Any) -> None: ...
 
 MAX_BULK = 500
 
 
 def _need(form: dict[str, str], name: str) -> str:
-    from .app import HttpError
-
     value = form.get(name, "").strip()
     if not value:
         raise HttpError(400, f"missing form field {name!r}")
@@ -32,8 +39,6 @@ def _need(form: dict[str, str], name: str) -> str:
 
 def perform(app: DashboardApp, req: Request, who: Principal, form: dict[str, str],
             run_ids: list[str]) -> tuple[str, str]:
-    from .app import HttpError
-
     t = app.target
     path = req.path
     by = f"by {who.name}"
@@ -65,13 +70,13 @@ def perform(app: DashboardApp, req: Request, who: Principal, form: dict[str, str
         return _bulk(app, req, who, form, run_ids)
     if path == "/actions/pause":
         fn = t.function(_need(form, "fn"))
-        t.runtime.pausing.pause(fn.key, f"paused from the dashboard {by}")
+        t.pause(fn.key, f"paused from the dashboard {by}")
         audit("pause", [fn.key], f"paused {fn.key}")
         return "/functions", f"{fn.key} paused: its runs wait until you resume it."
     if path == "/actions/resume":
         fn = t.function(_need(form, "fn"))
         skip = bool(form.get("skip_backlog"))
-        resumed, skipped = t.runtime.pausing.resume(fn.key, skip_backlog=skip)
+        resumed, skipped = t.resume(fn.key, skip_backlog=skip)
         audit("resume", [fn.key], f"resumed {fn.key}: {resumed} pass(es) handed back"
               + (f", {skipped} run(s) skipped" if skipped else ""), skip_backlog=skip)
         return "/functions", (f"{fn.key} resumed: {resumed} waiting pass(es) continue"
@@ -103,12 +108,8 @@ def perform(app: DashboardApp, req: Request, who: Principal, form: dict[str, str
 def _bulk(app: DashboardApp, req: Request, who: Principal, form: dict[str, str],
           ids: list[str]) -> tuple[str, str]:
     """Cancel or replay every run selected on the runs list."""
-    from .app import HttpError
-
     t = app.target
     what = form.get("bulk", "")
-    from .app import local_path
-
     back = local_path(form.get("back") or "/runs", "/runs")
     if not back.startswith("/runs"):
         back = "/runs"

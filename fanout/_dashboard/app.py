@@ -21,15 +21,15 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
+from .._core.run_record import EVENT, FK
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
-from .._ops.paused import list_runs, paused_functions, run_shown, show_paused
+from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
 from .._ops.render import decrypted
 from .._ops.stats import DataQuery, day_counts, function_stats, overview, overview_json, search_runs
 from .._ops.timeseries import RANGES, read_charts
@@ -37,14 +37,15 @@ from .._redis.audit import AuditLog
 from .._redis.history import Page, RunSummary, parse_time
 from .._redis.insight import run_events
 from .._redis.live import fleet_stamp, run_stamp
-from .._redis.pause import PauseStore
+from .._redis.pause_store import PauseStore
 from . import access_pages, pages
+from .actions import perform
 from .auth import LOCAL, Principal, Signer, Throttle, Token
 from .charts import charts_section
 from .overview import overview_page
+from .web import HttpError, Redirect, Reply, Request, local_path
 
 SESSION_COOKIE = "fanout_session"
-MAX_BODY = 1 << 20
 _STATIC = {"style.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
 _CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
@@ -65,99 +66,6 @@ def _redact(url: str) -> str:
     if parts.password:
         return url.replace(f":{parts.password}@", ":***@", 1)
     return url
-
-
-@dataclass
-class Reply:
-    status: int
-    body: bytes = b""
-    ctype: str = "text/plain; charset=utf-8"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class Redirect(Exception):
-    def __init__(self, location: str) -> None:
-        self.location = location
-
-
-class Request:
-    """One request: method, path, query, lower-case headers, cookies, client address."""
-
-    def __init__(self, environ: dict[str, Any], trusted: list[Any]) -> None:
-        self.environ = environ
-        self.method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        self.path = str(environ.get("PATH_INFO") or "/")
-        self.query = {k: v[-1] for k, v in parse_qs(str(environ.get("QUERY_STRING", "")),
-                                                     keep_blank_values=True).items()}
-        self.headers = {k[5:].replace("_", "-").lower(): str(v) for k, v in environ.items()
-                        if k.startswith("HTTP_")}
-        if environ.get("CONTENT_TYPE"):
-            self.headers["content-type"] = str(environ["CONTENT_TYPE"])
-        peer = str(environ.get("REMOTE_ADDR") or "")
-        self.addr, self.https = peer, environ.get("wsgi.url_scheme") == "https"
-        if trusted and _trusted(peer, trusted):
-            proto = self.headers.get("x-forwarded-proto", "").split(",")[-1].strip().lower()
-            if proto:
-                self.https = proto == "https"
-            hops = [a.strip() for a in self.headers.get("x-forwarded-for", "").split(",")
-                    if a.strip()]
-            while hops and _trusted(hops[-1], trusted):
-                hops.pop()
-            if hops:
-                self.addr = hops[-1]
-
-    def cookie(self, name: str) -> str | None:
-        for part in self.headers.get("cookie", "").split(";"):
-            k, _, v = part.strip().partition("=")
-            if k == name:
-                return v
-        return None
-
-    def bearer(self) -> str | None:
-        auth = self.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            return auth[7:].strip()
-        return self.headers.get("x-fanout-token")
-
-    def form(self) -> tuple[dict[str, str], list[str]]:
-        """The urlencoded body: last value of each field, and every ``run_ids`` value."""
-        try:
-            length = int(self.environ.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            raise HttpError(400, "invalid Content-Length") from None
-        if length > MAX_BODY:
-            raise HttpError(413, "request body too large")
-        raw = self.environ["wsgi.input"].read(length).decode("utf-8", "replace") if length else ""
-        parsed = parse_qs(raw, keep_blank_values=True)
-        return {k: v[-1] for k, v in parsed.items()}, [v for v in parsed.get("run_ids", []) if v]
-
-    @property
-    def is_api(self) -> bool:
-        return self.path.startswith("/api/") or self.path == "/metrics"
-
-
-def local_path(value: str, default: str) -> str:
-    """``value`` if it is a path on this server (no scheme, host, ``//``, backslash or
-    control character: never an open redirect), else ``default``."""
-    if (not value.startswith("/") or value.startswith("//") or "\\" in value
-            or any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value)):
-        return default
-    parts = urlsplit(value)
-    return value if not parts.scheme and not parts.netloc else default
-
-
-def _trusted(addr: str, nets: list[Any]) -> bool:
-    try:
-        ip = ipaddress.ip_address(addr)
-    except ValueError:
-        return False
-    return any(ip in n for n in nets)
 
 
 class Memo:
@@ -426,7 +334,7 @@ class DashboardApp:
             info = t.runtime.store.run_info(run_id, fields)
             if info is None:
                 raise HttpError(404, f"no run {run_id} (unknown, or past its retention)")
-            info = run_shown(info, fields.get("fk", ""), paused_functions(t.runtime.store))
+            info = run_shown(info, fields.get(FK, ""), paused_functions(t.runtime.store))
             return self.json(200, run_json(self._decrypted(info), fields))
         if path in ("/events", "/api/events"):
             after = float(q["after"]) if q.get("after") else None
@@ -457,7 +365,7 @@ class DashboardApp:
 
     def metrics(self) -> Reply:
         """Prometheus metrics of the whole fleet (the counts live in the store)."""
-        from .._ops.metrics import CONTENT_TYPE, registry_for, render
+        from .._ops.prometheus import CONTENT_TYPE, registry_for, render
 
         try:
             if self._registry is None:
@@ -557,10 +465,10 @@ class DashboardApp:
         info = store.run_info(run_id, fields)
         if info is None:
             raise HttpError(404, f"no run {run_id} (unknown, or past its retention)")
-        fn_key = fields.get("fk", "")
+        fn_key = fields.get(FK, "")
         pause = PauseStore(store).info(fn_key) if info.status == "queued" else None
         info = run_shown(self._decrypted(info), fn_key, {fn_key} if pause else set())
-        event = json.loads(fields.get("event", "null"))
+        event = json.loads(fields.get(EVENT, "null"))
         body = pages.run_page(info, fields, event, csrf, pause=pause)
         body += access_pages.audit_section(self.audit.about(run_id), "Actions on this run")
         return f"Run {run_id}", body
@@ -597,7 +505,6 @@ class DashboardApp:
     # -- POST --------------------------------------------------------------------------------
 
     def post(self, req: Request, who: Principal) -> Reply:
-        from .actions import perform
 
         problem = self._same_origin(req)
         if problem:

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from .._core.function import FunctionDef
 from .._core.records import RunInfo
+from .._core.run_record import FK, FROM_STEP, REPLAY_OF
 from .._ops.render import human_ms, run_note, shown, step_timings
 from .._redis.history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 
@@ -414,8 +415,8 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str,
 
     events = ", ".join(f'<a class="mono" href="/events/{h(e)}">{h(e)}</a>' for e in run.event_ids)
     meta = [
-        ("Function", f'<a class="mono" href="/runs?{urlencode({"fn": fields.get("fk", "")})}">'
-                     f'{h(fields.get("fk", run.fn_id))}</a>'),
+        ("Function", f'<a class="mono" href="/runs?{urlencode({"fn": fields.get(FK, "")})}">'
+                     f'{h(fields.get(FK, run.fn_id))}</a>'),
         ("Status", status_badge(run.status)),
         ("Events", events or "-"),
         ("Parent run", link(run.parent_run_id)),
@@ -439,10 +440,10 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str,
             more = f" and {len(s.started_runs) - 20} more" if len(s.started_runs) > 20 else ""
             meta.append((f"Step {h(s.step_id)}", f"started {len(s.started_runs)} run(s): "
                          f"{shown}{more}"))
-    if fields.get("replay_of"):
-        meta.append(("Replay of", link(fields["replay_of"])
-                     + (f' from step <span class="mono">{h(fields["from_step"])}</span>'
-                        if fields.get("from_step") else "")))
+    if fields.get(REPLAY_OF):
+        meta.append(("Replay of", link(fields[REPLAY_OF])
+                     + (f' from step <span class="mono">{h(fields[FROM_STEP])}</span>'
+                        if fields.get(FROM_STEP) else "")))
     if run.versions:
         meta.append(("Version", '<span class="mono" id="run-versions">'
                      + " → ".join(h(v) for v in run.versions) + "</span>"

@@ -51,7 +51,7 @@ from pathlib import Path
 
 from .._celery.inspect import fanout_queues, live_workers, queue_depths
 from .._errors import ConfigError
-from .._http.server import Server
+from .._http.wsgi_server import Server
 from .._ops.locate import Target
 from .app import DashboardApp, is_loopback
 from .auth import Token, legacy_token, parse_tokens

@@ -21,6 +21,7 @@ from typing import Any
 
 from celery import Celery
 
+from .._celery import endings, pausing
 from .._celery.runtime import Runtime, get_runtime
 from .._client import Fanout
 from .._core.event import INVOKE_EVENT, Event, prepare_batch
@@ -28,6 +29,7 @@ from .._core.function import FunctionDef
 from .._core.ids import run_id_for
 from .._errors import ConfigError
 from .._redis.history import History
+from .._redis.pause_store import PauseInfo
 
 
 @dataclass
@@ -112,12 +114,24 @@ class Target:
         works whichever module declared the function and its client."""
         fn = self.function(fn_ref)
         ev = Event(name=INVOKE_EVENT, data={"fn_id": fn.fn_id, **dict(data or {})})
-        (eid,) = self.runtime.publish(prepare_batch(ev, allow_reserved=True), target=fn.key)
+        (eid,) = self.runtime.publisher.publish(prepare_batch(ev, allow_reserved=True),
+                                                target=fn.key)
         return run_id_for(eid, fn.key)
 
     def cancel(self, run_id: str, reason: str = "cancelled by request") -> str:
         """'cancelled', 'flagged' (stops after the running step), 'ended' or 'missing'."""
-        return self.runtime.cancel(run_id, reason)
+        return endings.cancel(self.runtime, run_id, reason)
+
+    def pause(self, fn_key: str, reason: str = "") -> bool:
+        """Pause a function; False when it was paused already."""
+        return self.runtime.paused.pause(fn_key, reason)
+
+    def resume(self, fn_key: str, *, skip_backlog: bool = False) -> tuple[int, int]:
+        """Resume a function: (passes handed back, runs recorded as skipped)."""
+        return pausing.resume(self.runtime, fn_key, skip_backlog=skip_backlog)
+
+    def pause_info(self, fn_key: str) -> PauseInfo | None:
+        return self.runtime.paused.info(fn_key)
 
     def replay(self, run_id: str) -> str:
         return self.client(self._app_of(run_id)).replay(run_id)

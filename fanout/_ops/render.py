@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from .._core.records import RunInfo, StepInfo
+from .._core.run_record import FROM_STEP, REPLAY_OF
 from .._redis.history import EventSummary, RunSummary, iso
 
 
@@ -270,7 +271,7 @@ def run_json(run: RunInfo, extra: dict[str, str] | None = None) -> dict[str, Any
         "parent_run_id": run.parent_run_id, "attempt": run.attempt,
         "created_at": _epoch(run.created_at), "started_at": _epoch(run.started_at),
         "ended_at": _epoch(run.ended_at),
-        "replay_of": (extra or {}).get("replay_of"), "from_step": (extra or {}).get("from_step"),
+        "replay_of": (extra or {}).get(REPLAY_OF), "from_step": (extra or {}).get(FROM_STEP),
         "rerun_of": run.rerun_of, "rerun_from_step": run.rerun_from_step,
         "state": run.state, "wake_at": _dt_json(run.wake_at), "max_attempts": run.max_attempts,
         "version": run.version, "versions": run.versions, "crossed_deploy": run.crossed_deploy,

@@ -20,7 +20,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .store import Store, _s
+from .replies import text
+from .store import Store
 
 DEFAULT_KEEP = 10_000
 PER_TARGET = 50
@@ -59,16 +60,16 @@ class AuditLog:
 
     def __init__(self, store: Store, *, keep: int = DEFAULT_KEEP) -> None:
         self.r: Any = store.r
-        self.p = store.p
+        self.keys = store.keys
         self.keep = keep
         self.ttl = max(store.retention, 86400) + 86400
 
     @property
     def key(self) -> str:
-        return f"{self.p}:audit"
+        return self.keys.audit
 
     def target_key(self, target: str) -> str:
-        return f"{self.p}:audit:on:{target}"
+        return self.keys.audit_on(target)
 
     def record(self, who: str, role: str, action: str, targets: Iterable[str] = (),
                detail: str = "", *, client: str = "", extra: dict[str, Any] | None = None,
@@ -90,11 +91,11 @@ class AuditLog:
 
     def recent(self, limit: int = 100, offset: int = 0) -> list[AuditRecord]:
         raw = self.r.lrange(self.key, offset, offset + max(1, limit) - 1)
-        return [AuditRecord.from_json(json.loads(_s(x))) for x in raw]
+        return [AuditRecord.from_json(json.loads(text(x))) for x in raw]
 
     def about(self, target: str, limit: int = PER_TARGET) -> list[AuditRecord]:
         raw = self.r.lrange(self.target_key(target), 0, max(1, limit) - 1)
-        return [AuditRecord.from_json(json.loads(_s(x))) for x in raw]
+        return [AuditRecord.from_json(json.loads(text(x))) for x in raw]
 
     def total(self) -> int:
         return int(self.r.llen(self.key))

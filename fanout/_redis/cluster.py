@@ -13,6 +13,8 @@ from typing import Any
 
 from redis.cluster import ClusterPipeline, RedisCluster
 
+from .replies import text
+
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 
@@ -28,8 +30,7 @@ class _Pipeline(ClusterPipeline):
 class _Client(RedisCluster):
     def register_script(self, script: Any) -> Any:
         registered = super().register_script(script)
-        text = script.decode() if isinstance(script, bytes) else str(script)
-        _Pipeline.sources[registered.sha] = text
+        _Pipeline.sources[registered.sha] = text(script)
         return registered
 
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:

@@ -29,8 +29,27 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
 from .._core.records import TERMINAL
+from .._core.run_record import (
+    APP,
+    ATTEMPT,
+    CREATED,
+    ENDED,
+    ERROR,
+    EV,
+    FK,
+    FN,
+    FROM_STEP,
+    PARENT,
+    REPLAY_OF,
+    ST,
+    STARTED,
+    VERSION,
+    VERSION_WARNINGS,
+    VERSIONS,
+)
 from .._core.versions import crossed_deploy, versions_of, warnings_of
 from .._errors import ConfigError
+from .replies import text, text_or_none, texts
 from .store import EVENT_NAME_INDEX_SECONDS, Store
 
 T = TypeVar("T")
@@ -39,14 +58,10 @@ MAX_LIMIT = 1000
 DEFAULT_MAX_SCAN = 5000
 RUN_STATUSES = ("queued", "running", "sleeping", "waiting", *sorted(TERMINAL))
 ACTIVE_STATUSES = frozenset({"queued", "running", "sleeping", "waiting"})
-_SUMMARY_FIELDS = ("st", "fn", "app", "fk", "c", "t0", "t1", "ev", "par", "err", "att",
-                   "replay_of", "from_step", "v", "vs", "vw")
+_SUMMARY_FIELDS = (ST, FN, APP, FK, CREATED, STARTED, ENDED, EV, PARENT, ERROR, ATTEMPT,
+                   REPLAY_OF, FROM_STEP, VERSION, VERSIONS, VERSION_WARNINGS)
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def parse_time(text: str, *, now: float | None = None) -> float:
@@ -137,30 +152,30 @@ class RunSummary:
 
     @classmethod
     def from_fields(cls, run_id: str, f: dict[str, str | None]) -> RunSummary:
-        err_raw = f.get("err")
+        err_raw = f.get(ERROR)
         try:
             err = json.loads(err_raw) if err_raw else None
         except ValueError:
             err = {"type": "Error", "message": err_raw}
-        status = f.get("st") or ""
-        app, fn = f.get("app") or "", f.get("fn") or ""
+        status = f.get(ST) or ""
+        app, fn = f.get(APP) or "", f.get(FN) or ""
         vf = {k: v for k, v in f.items() if v is not None}
         return cls(
             run_id=run_id,
-            fn_key=f.get("fk") or (f"{app}:{fn}" if app else fn),
+            fn_key=f.get(FK) or (f"{app}:{fn}" if app else fn),
             fn_id=fn,
             app_id=app,
             status=status,
-            created_at=_fnum(f.get("c")),
-            started_at=_fnum(f.get("t0")),
-            ended_at=_fnum(f.get("t1")) if status in TERMINAL else None,
-            event_ids=json.loads(f.get("ev") or "[]"),
-            parent_run_id=f.get("par") or None,
+            created_at=_fnum(f.get(CREATED)),
+            started_at=_fnum(f.get(STARTED)),
+            ended_at=_fnum(f.get(ENDED)) if status in TERMINAL else None,
+            event_ids=json.loads(f.get(EV) or "[]"),
+            parent_run_id=f.get(PARENT) or None,
             error=err if status in ("failed", "cancelled") or err else None,
-            attempt=int(f.get("att") or 0),
-            replay_of=f.get("replay_of") or None,
-            from_step=f.get("from_step") or None,
-            version=f.get("v") or None,
+            attempt=int(f.get(ATTEMPT) or 0),
+            replay_of=f.get(REPLAY_OF) or None,
+            from_step=f.get(FROM_STEP) or None,
+            version=f.get(VERSION) or None,
             versions=tuple(versions_of(vf)),
             crossed_deploy=crossed_deploy(vf),
             warning_count=len(warnings_of(vf)),
@@ -225,7 +240,7 @@ class History:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.r = store.r
-        self.p = store.p
+        self.keys = store.keys
 
     # -- index scanning ----------------------------------------------------------
 
@@ -240,7 +255,7 @@ class History:
         while True:
             raw = cast("list[tuple[Any, float]]", self.r.zrevrangebyscore(
                 key, top, min_s, start=skip, num=chunk, withscores=True))
-            rows = [(_s(m), float(sc)) for m, sc in raw]
+            rows = [(text(m), float(sc)) for m, sc in raw]
             if not rows:
                 return
             marks: list[str] = []
@@ -284,11 +299,11 @@ class History:
             return []
         pipe = self.r.pipeline(transaction=False)
         for rid in run_ids:
-            pipe.hmget(self.store.run_key(rid), _SUMMARY_FIELDS)
+            pipe.hmget(self.keys.run(rid), _SUMMARY_FIELDS)
         out: list[RunSummary | None] = []
         for rid, values in zip(run_ids, pipe.execute(), strict=True):
-            f = {k: (None if v is None else _s(v)) for k, v in zip(_SUMMARY_FIELDS, values, strict=True)}
-            out.append(RunSummary.from_fields(rid, f) if f.get("st") else None)
+            f = {k: text_or_none(v) for k, v in zip(_SUMMARY_FIELDS, values, strict=True)}
+            out.append(RunSummary.from_fields(rid, f) if f.get(ST) else None)
         return out
 
     # -- runs ----------------------------------------------------------------------
@@ -310,7 +325,7 @@ class History:
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
         wanted = _statuses(status)
-        key = self.store.fn_index(fn_key) if fn_key else f"{self.p}:idx:runs"
+        key = self.keys.fn_index(fn_key) if fn_key else self.keys.runs_index
         return self._page(
             key, since=since, until=until, cursor=cursor, limit=limit, max_scan=max_scan,
             load=self._summaries,
@@ -319,12 +334,12 @@ class History:
 
     def runs_of_event(self, event_id: str) -> list[RunSummary]:
         """The runs an event started, newest first (one SMEMBERS, then one HMGET per run)."""
-        members = sorted(_s(m) for m in self.r.smembers(f"{self.store.event_key(event_id)}:runs"))
+        members = sorted(texts(self.r.smembers(self.keys.event_runs(event_id))))
         found = [s for s in self._summaries(members) if s is not None]
         return sorted(found, key=lambda s: (s.created_at or 0.0, s.run_id), reverse=True)
 
     def count_runs(self, fn_key: str | None = None) -> int:
-        key = self.store.fn_index(fn_key) if fn_key else f"{self.p}:idx:runs"
+        key = self.keys.fn_index(fn_key) if fn_key else self.keys.runs_index
         return int(self.r.zcard(key))
 
     # -- events --------------------------------------------------------------------
@@ -345,9 +360,9 @@ class History:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
         recent = since is not None and since >= time.time() - EVENT_NAME_INDEX_SECONDS + 60
         if name and recent:
-            key, filter_name = f"{self.p}:idx:evname:{name}", None
+            key, filter_name = self.keys.event_name_index(name), None
         else:
-            key, filter_name = f"{self.p}:idx:events", name
+            key, filter_name = self.keys.events_index, name
         lo = None if since is None else (since + 0.001 if after_exclusive else since)
         return self._page(
             key, since=lo, until=until, cursor=cursor, limit=limit, max_scan=max_scan,
@@ -385,7 +400,7 @@ class History:
     # -- pruning -------------------------------------------------------------------
 
     def _keys(self, pattern: str) -> list[str]:
-        return sorted(_s(k) for k in self.r.scan_iter(match=pattern, count=500))
+        return sorted(texts(self.r.scan_iter(match=pattern, count=500)))
 
     def prune(self, *, now: float | None = None, batch: int = 500) -> PruneReport:
         """Drop index entries older than the retention whose run or event is gone.
@@ -398,21 +413,21 @@ class History:
         now = time.time() if now is None else now
         horizon = int((now - self.store.retention) * 1000)
         rep = PruneReport()
-        rep.events_removed += int(self.r.zremrangebyscore(f"{self.p}:idx:events", "-inf", horizon))
+        rep.events_removed += int(self.r.zremrangebyscore(self.keys.events_index, "-inf", horizon))
         day_ago = int((now - EVENT_NAME_INDEX_SECONDS) * 1000)
-        for key in self._keys(f"{self.p}:idx:evname:*"):
+        for key in self._keys(self.keys.event_name_index_pattern()):
             self.r.zremrangebyscore(key, "-inf", day_ago)
-        for key in [f"{self.p}:idx:runs", *self._keys(f"{self.p}:idx:fn:*")]:
+        for key in [self.keys.runs_index, *self._keys(self.keys.fn_index_pattern())]:
             rep.indexes.append(key)
             offset = 0
             while True:
-                old = [_s(m) for m in self.r.zrangebyscore(key, "-inf", horizon,
+                old = [text(m) for m in self.r.zrangebyscore(key, "-inf", horizon,
                                                            start=offset, num=batch)]
                 if not old:
                     break
                 pipe = self.r.pipeline(transaction=False)
                 for rid in old:
-                    pipe.exists(self.store.run_key(rid))
+                    pipe.exists(self.keys.run(rid))
                 alive = pipe.execute()
                 rep.keys_checked += len(old)
                 gone = [rid for rid, ok in zip(old, alive, strict=True) if not ok]

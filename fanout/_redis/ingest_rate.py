@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .store import Store, _s
+from .replies import text
+from .store import Store
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,10 @@ class RateDecision:
 class IngestRate:
     def __init__(self, store: Store) -> None:
         self.r: Any = store.r
-        self.p = store.p
+        self.keys = store.keys
 
     def _key(self, key_id: str, window: int, n: int) -> str:
-        return f"{self.p}:ingest:rate:{key_id}:{window}:{n}"
+        return self.keys.ingest_rate(key_id, window, n)
 
     def take(self, key_id: str, events: int, limit: int, window: int,
              now: float | None = None) -> RateDecision:
@@ -52,7 +53,7 @@ class IngestRate:
         pipe.get(self._key(key_id, window, n - 1))
         cur, _ok, prev = pipe.execute()
         overlap = 1.0 - (now - n * window) / window
-        used = int(cur) + (int(_s(prev)) if prev is not None else 0) * overlap
+        used = int(cur) + (int(text(prev)) if prev is not None else 0) * overlap
         if used <= limit:
             return RateDecision(True, used, 0)
         self.r.decrby(cur_key, events)

@@ -8,11 +8,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._core.run_record import EVENT
+from .replies import text
 from .store import Store
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass(frozen=True)
@@ -32,9 +30,9 @@ class TimerBacklog:
 def timer_backlog(store: Store, now: float) -> TimerBacklog:
     """One pipeline: ZCARD, ZCOUNT up to ``now`` and the lowest score."""
     pipe = store.r.pipeline(transaction=False)
-    pipe.zcard(store.timers_key)
-    pipe.zcount(store.timers_key, "-inf", int(now * 1000))
-    pipe.zrange(store.timers_key, 0, 0, withscores=True)
+    pipe.zcard(store.keys.timers)
+    pipe.zcount(store.keys.timers, "-inf", int(now * 1000))
+    pipe.zrange(store.keys.timers, 0, 0, withscores=True)
     total, overdue, first = pipe.execute()
     oldest = None
     if overdue and first:
@@ -49,11 +47,11 @@ def run_events(store: Store, run_ids: Sequence[str]) -> list[dict[str, Any] | No
         return []
     pipe = store.r.pipeline(transaction=False)
     for rid in run_ids:
-        pipe.hget(store.run_key(rid), "event")
+        pipe.hget(store.keys.run(rid), EVENT)
     out: list[dict[str, Any] | None] = []
     for raw in pipe.execute():
         try:
-            value = json.loads(_s(raw)) if raw is not None else None
+            value = json.loads(text(raw)) if raw is not None else None
         except ValueError:
             value = None
         out.append(value if isinstance(value, dict) else None)

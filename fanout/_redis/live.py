@@ -17,7 +17,8 @@ import hashlib
 import time
 from typing import Any
 
-from .store import Store, _s
+from .replies import text as _s
+from .store import Store
 
 
 def _digest(parts: Any) -> str:
@@ -30,11 +31,12 @@ def fleet_stamp(store: Store, now: float | None = None) -> str | None:
     now = time.time() if now is None else now
     pipe = store.r.pipeline(transaction=False)
     pipe.hgetall(store.metrics_key)
-    pipe.zcard(f"{store.p}:idx:runs")
-    pipe.zrevrange(f"{store.p}:idx:runs", 0, 0, withscores=True)
-    pipe.smembers(f"{store.p}:paused")
-    pipe.zcard(store.timers_key)
-    pipe.zcount(store.timers_key, "-inf", int(now * 1000))
+    keys = store.keys
+    pipe.zcard(keys.runs_index)
+    pipe.zrevrange(keys.runs_index, 0, 0, withscores=True)
+    pipe.smembers(keys.paused)
+    pipe.zcard(keys.timers)
+    pipe.zcount(keys.timers, "-inf", int(now * 1000))
     metrics, n, top, paused, timers, due = pipe.execute()
     return _digest((sorted((_s(k), _s(v)) for k, v in metrics.items()), n,
                     [(_s(m), s) for m, s in top], sorted(_s(p) for p in paused), timers, due))
@@ -42,9 +44,9 @@ def fleet_stamp(store: Store, now: float | None = None) -> str | None:
 
 def run_stamp(store: Store, run_id: str) -> str:
     pipe = store.r.pipeline(transaction=False)
-    pipe.hgetall(store.run_key(run_id))
-    pipe.lindex(f"{store.p}:audit:on:{run_id}", 0)
-    pipe.smembers(f"{store.p}:paused")
+    pipe.hgetall(store.keys.run(run_id))
+    pipe.lindex(store.keys.audit_on(run_id), 0)
+    pipe.smembers(store.keys.paused)
     fields, audit, paused = pipe.execute()
     return _digest((sorted((_s(k), _s(v)) for k, v in fields.items()),
                     None if audit is None else _s(audit), sorted(_s(p) for p in paused)))

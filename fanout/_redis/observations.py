@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from .replies import text
 from .rollups import Rollups
 
 log = logging.getLogger("fanout")
@@ -98,7 +99,7 @@ class Observations:
     def observe_many(self, name: str, app: str, fn: str, values: Any) -> None:
         """Observe each of ``values`` (numbers, or strings as a script returns them)."""
         for v in values:
-            self.observe(name, app, fn, float(v.decode() if isinstance(v, bytes) else v))
+            self.observe(name, app, fn, float(text(v)))
 
     def pending(self) -> dict[str, int]:
         """A copy of what is not yet sent (for tests and the shutdown log)."""

@@ -35,6 +35,9 @@ import os
 import time
 from typing import Any
 
+from .keyspace import Keyspace
+from .replies import text
+
 log = logging.getLogger("fanout")
 
 #: tier -> (bucket width in seconds, time to live in seconds)
@@ -46,10 +49,6 @@ TIERS: dict[str, tuple[int, int]] = {
 CHARTED = ("c|runs_started|", "c|runs_ended|", "c|step_failures|", "h|run_duration|",
            "hu|run_duration|")
 _SETTLE = 2.0
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def charted(field: str) -> bool:
@@ -67,11 +66,11 @@ class Rollups:
         self._warned = 0.0
 
     def bucket_key(self, tier: str, start: int) -> str:
-        return f"{self.metrics_key}:roll:{tier}:{start}"
+        return Keyspace.rollup(self.metrics_key, tier, start)
 
     @property
     def last_key(self) -> str:
-        return f"{self.metrics_key}:roll:last"
+        return Keyspace.rollup_last(self.metrics_key)
 
     def tick(self, now: float | None = None) -> bool:
         """Roll the minute that ended, if no process has; True when this one did."""
@@ -87,7 +86,7 @@ class Rollups:
             return False
         self._tried = minute
         done = minute - 1
-        claim = f"{self.metrics_key}:roll:claim:{done}"
+        claim = Keyspace.rollup_claim(self.metrics_key, done)
         if not self.r.set(claim, str(os.getpid()), nx=True, ex=600):
             return False
         self.roll(done)
@@ -112,13 +111,13 @@ class Rollups:
         cur_raw, last_raw = pipe.execute()
         cur = {}
         for k, v in cur_raw.items():
-            name = _s(k)
+            name = text(k)
             if charted(name):
                 try:
-                    cur[name] = int(_s(v))
+                    cur[name] = int(text(v))
                 except ValueError:
                     continue
-        last = {_s(k): _s(v) for k, v in last_raw.items()}
+        last = {text(k): text(v) for k, v in last_raw.items()}
         at = int(last.pop("@at", "0") or 0)
         if at >= minute:
             return {}  # rolled already (a slow roll of a later minute)
@@ -157,7 +156,7 @@ class Rollups:
             fields: dict[str, int] = {}
             for k, v in raw.items():
                 try:
-                    fields[_s(k)] = int(_s(v))
+                    fields[text(k)] = int(text(v))
                 except ValueError:
                     continue
             out.append((s, fields))
@@ -166,7 +165,7 @@ class Rollups:
     def last_roll(self) -> int | None:
         """The minute (epoch seconds of its start) rolled last, or None before any."""
         at = self.r.hget(self.last_key, "@at")
-        return None if at is None else int(_s(at)) * 60
+        return None if at is None else int(text(at)) * 60
 
 
 def rollups_of(store: Any) -> Rollups | None:

@@ -13,11 +13,24 @@ import json
 import time
 from typing import TYPE_CHECKING, Any
 
+from .._core.run_record import (
+    LEASE,
+    LEASE_UNTIL,
+    SEQ,
+    ST,
+    STUCK,
+    branch_lease_field,
+    branch_lease_until_field,
+    is_step_field,
+    step_id_of,
+)
+from .keyspace import Keyspace
+from .replies import text
+
 if TYPE_CHECKING:
     from .store import Store
 
 ACTIVE = ("queued", "running", "sleeping", "waiting")
-MARK = "stk"  # "<seq>:<unix time first seen stuck>"
 
 
 def _num(value: Any) -> float:
@@ -31,27 +44,28 @@ def _branches(fields: dict[str, str]) -> list[str]:
     """Parallel steps of the run that still have to execute."""
     out = []
     for key, raw in fields.items():
-        if not key.startswith("s:"):
+        if not is_step_field(key):
             continue
         try:
             rec = json.loads(raw)
         except ValueError:
             continue
         if rec.get("st") in ("queued", "retrying", "running") and "group" in (rec.get("x") or {}):
-            out.append(key[2:])
+            out.append(step_id_of(key))
     return out
 
 
 def stuck_reason(fields: dict[str, str], timers: dict[str, float | None], run_id: str,
                  now_ms: float) -> str | None:
     """Why the run is stuck, or None if something will move it."""
-    if fields.get("st") not in ACTIVE:
+    if fields.get(ST) not in ACTIVE:
         return None
-    if fields.get("lease") and _num(fields.get("lu")) > now_ms:
+    if fields.get(LEASE) and _num(fields.get(LEASE_UNTIL)) > now_ms:
         return None
     lost = [sid for sid in _branches(fields)
-            if timers.get(f"branch:{run_id}:{sid}") is None
-            and not (fields.get(f"bl:{sid}") and _num(fields.get(f"bl:{sid}:u")) > now_ms)]
+            if timers.get(Keyspace.branch_timer(run_id, sid)) is None
+            and not (fields.get(branch_lease_field(sid))
+                     and _num(fields.get(branch_lease_until_field(sid))) > now_ms)]
     if lost:
         return (f"its parallel step(s) {sorted(lost)!r} are queued with no task, lease or "
                 "timer to run them, so the group would never join")
@@ -60,7 +74,7 @@ def stuck_reason(fields: dict[str, str], timers: dict[str, float | None], run_id
     return None
 
 
-_HEAD = ("st", "lease", "lu", "seq", MARK)
+_HEAD = (ST, LEASE, LEASE_UNTIL, SEQ, STUCK)
 
 
 def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple[str, str]]:
@@ -75,41 +89,38 @@ def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple
     now = time.time()
     pipe = store.r.pipeline(transaction=False)
     for rid in ids:
-        pipe.hmget(store.run_key(rid), list(_HEAD))
+        pipe.hmget(store.keys.run(rid), list(_HEAD))
     heads = []
     for rid, values in zip(ids, pipe.execute(), strict=True):
-        head = {k: _text(v) for k, v in zip(_HEAD, values, strict=True) if v is not None}
-        if head.get("st") in ACTIVE and not (head.get("lease") and _num(head.get("lu")) > now * 1000):
+        head = {k: text(v) for k, v in zip(_HEAD, values, strict=True) if v is not None}
+        if head.get(ST) in ACTIVE and not (head.get(LEASE) and _num(head.get(LEASE_UNTIL)) > now * 1000):
             heads.append((rid, head))
     if not heads:
         return []
-    full = [rid for rid, head in heads if head["st"] == "running"]
+    full = [rid for rid, head in heads if head[ST] == "running"]
     fields = dict(zip(full, store.many_run_fields(full), strict=True)) if full else {}
     cands = [(rid, fields.get(rid, head)) for rid, head in heads]
     members: list[str] = []
     for rid, f in cands:
         members.append(rid)
-        members.extend(f"branch:{rid}:{sid}" for sid in _branches(f))
-    scores = store.r.zmscore(store.timers_key, members)
+        members.extend(Keyspace.branch_timer(rid, sid) for sid in _branches(f))
+    scores = store.r.zmscore(store.keys.timers, members)
     timers = dict(zip(members, scores, strict=True))
     found: list[tuple[str, str]] = []
     pipe = store.r.pipeline(transaction=False)
     for rid, f in cands:
         reason = stuck_reason(f, timers, rid, now * 1000)
-        seq = f.get("seq", "0")
-        mark = f.get(MARK, "")
+        seq = f.get(SEQ, "0")
+        mark = f.get(STUCK, "")
         if reason is None:
             if mark:
-                pipe.hdel(store.run_key(rid), MARK)
+                pipe.hdel(store.keys.run(rid), STUCK)
             continue
         seen_seq, _, seen_at = mark.partition(":")
         if mark and seen_seq == seq and now - _num(seen_at) >= min_age:
             found.append((rid, reason))
         elif not mark or seen_seq != seq:
-            pipe.hset(store.run_key(rid), MARK, f"{seq}:{now!r}")
+            pipe.hset(store.keys.run(rid), STUCK, f"{seq}:{now!r}")
     pipe.execute()
     return found
 
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)

@@ -26,7 +26,7 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from .._client import Fanout
-from .._http.ingest import DEFAULT_MAX_BODY, Ingest, Pending, Response
+from .._http.endpoint import DEFAULT_MAX_BODY, Ingest, Pending, Response
 from ..http import IngestKeys, Webhook
 from ._project import client as project_client
 

@@ -89,7 +89,7 @@ def deliver(prepared: Prepared, alias: str) -> bool:
     """Publish committed events and delete their rows; on failure keep them for the sweeper."""
     ids = [ev.id or "" for ev, _ in prepared]
     try:
-        client().runtime.publish(prepared)
+        client().runtime.publisher.publish(prepared)
     except Exception as exc:  # the rows are safe: any failure is the sweeper's to retry
         log.warning(
             "fanout: could not publish %d event(s) after commit (%s); they stay in the "

@@ -1,7 +1,7 @@
 """The outbox sweeper: republishes rows that a failed publish or a crash left behind.
 
 It runs in each worker's main process, in fanout's timer thread (registered
-with ``Runtime.add_periodic`` by the app config), every ``SWEEP_INTERVAL``
+with ``runtime.timers.add_periodic`` by the app config), every ``SWEEP_INTERVAL``
 seconds.  One pass:
 
 * selects up to ``SWEEP_BATCH`` rows whose ``next_attempt_at`` has passed (new
@@ -110,7 +110,7 @@ def sweep(*, due_only: bool = True, limit: int | None = None) -> SweepResult:
         if not good:
             return SweepResult(failed=len(broken))
         try:
-            runtime.publish(prepared)
+            runtime.publisher.publish(prepared)
         except Exception as exc:  # noqa: BLE001 - any failure: keep the rows, retry with backoff
             log.warning(
                 "fanout: the outbox sweeper could not publish %d event(s): %s; will retry",
@@ -157,4 +157,4 @@ class PeriodicSweep:
 
 def install(runtime: Any, conf: FanoutSettings) -> None:
     """Register the sweeper on ``runtime``; it runs only where the timer thread runs."""
-    runtime.add_periodic(PERIODIC_NAME, PeriodicSweep(), conf.sweep_interval)
+    runtime.timers.add_periodic(PERIODIC_NAME, PeriodicSweep(), conf.sweep_interval)

@@ -126,11 +126,11 @@ def _celery_worker(app: Any, concurrency: int) -> Iterator[None]:
 def _timers(fanout_client: Fanout) -> Iterator[None]:
     """fanout's timer thread (retries, sleeps, the outbox sweeper) for the block."""
     rt = fanout_client.runtime
-    rt.start_scanner()
+    rt.timers.start()
     try:
         yield
     finally:
-        rt.stop_scanner()
+        rt.timers.stop()
 
 
 @contextmanager

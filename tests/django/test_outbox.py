@@ -59,7 +59,7 @@ def failing_publish(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
         calls.append(1)
         raise fanout.PublishError("could not store 1 event(s) in Redis: connection refused")
 
-    monkeypatch.setattr(client().runtime, "publish", publish)
+    monkeypatch.setattr(client().runtime.publisher, "publish", publish)
     yield calls
 
 
@@ -217,7 +217,7 @@ def test_concurrent_sweeps_skip_locked_rows(
         pytest.skip("SELECT ... FOR UPDATE SKIP LOCKED needs PostgreSQL")
     add_row("contended")
     rt = client().runtime
-    original = rt.publish
+    original = rt.publisher.publish
     entered, release = threading.Event(), threading.Event()
     calls: list[str] = []
 
@@ -227,7 +227,7 @@ def test_concurrent_sweeps_skip_locked_rows(
         assert release.wait(10)
         return original(prepared, **kwargs)
 
-    monkeypatch.setattr(rt, "publish", slow_publish)
+    monkeypatch.setattr(rt.publisher, "publish", slow_publish)
     results: dict[str, Any] = {}
 
     def run(name: str) -> None:

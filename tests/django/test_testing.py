@@ -55,7 +55,7 @@ def test_wait_explains_and_flush_outbox_publishes(
         raise fanout.PublishError("Redis is down")
 
     with worker(timeout=0.5) as w:
-        monkeypatch.setattr(rt, "publish", down)
+        monkeypatch.setattr(rt.publisher, "publish", down)
         with transaction.atomic():
             order = Order.objects.create(total="4.00")
             eid = emit("shop/order.created", {"order_id": order.pk, "total": "4.00"})

@@ -117,7 +117,9 @@ def test_an_outage_at_commit_is_repaired_by_the_sweeper(
     urls = {"FANOUT_DJANGO_REDIS_URL": live, "FANOUT_DJANGO_BROKER_URL": live}
     urls["FANOUT_DJANGO_REDIS_URL" if down == "redis" else "FANOUT_DJANGO_BROKER_URL"] = dead_redis_url()
     log_before = len(django_worker.log())
-    proc, out = run_emitter("outage", **urls)
+    # The row is due for the sweeper 8 s after it was written, not 2 s: the failed
+    # publish (the broker's retries) and the emitter's exit must not outrun it.
+    proc, out = run_emitter("outage", FANOUT_DJANGO_SWEEP_GRACE="8", **urls)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == "committed"
     eid = out["event_id"]

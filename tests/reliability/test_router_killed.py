@@ -39,11 +39,11 @@ def install_router_kill_hook() -> None:
     ``receive``: as ``fanout.route`` starts on a batch holding the marked event id.
     ``split:K``: as the router publishes the K-th chunk of a split send.
     """
+    from fanout._celery import publisher as _publisher
     from fanout._celery import routing as _routing
-    from fanout._celery import runtime as _runtime
 
     orig_route = _routing.route
-    orig_publish = _runtime.Runtime.publish_route
+    orig_publish = _publisher.Publisher.route
     chunks = {"n": 0}
 
     def die(point: str) -> None:
@@ -67,7 +67,7 @@ def install_router_kill_hook() -> None:
         return orig_publish(self, ids, **kw)
 
     _routing.route = route  # type: ignore[assignment]
-    _runtime.Runtime.publish_route = publish_route  # type: ignore[method-assign]
+    _publisher.Publisher.route = publish_route  # type: ignore[method-assign]
 
 
 if os.environ.get("FANOUT_TEST_ROUTER_KILL") == "1":

@@ -25,7 +25,7 @@ import redis
 import fanout
 from fanout._celery.cron import CLOCK_ENV, TIMER_EVENT, Clock, iso, tick_event
 from fanout._core.schedule import jitter_for, tick_id, tick_key
-from fanout._redis.store import _s
+from fanout._redis.replies import text as _s
 from tests.support import ROOT, Worker, make_app, redis_for, wait_for, wait_run
 
 SPEED = 30.0  # one cron minute every 2 real seconds

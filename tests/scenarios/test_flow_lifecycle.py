@@ -12,6 +12,7 @@ import pytest
 import redis
 
 import fanout
+from fanout._celery import endings
 from fanout._core.ids import derived_event_id
 from tests.scenarios.flow_helpers import module_worker
 from tests.support import Worker, make_app, redis_for, run_of, wait_for, wait_run
@@ -195,7 +196,7 @@ def test_system_events_once_each(big_worker: Worker) -> None:
     # Reporting an end again (a retried finish) publishes the same event ids: no new runs.
     before = len(client.list_runs(fn_id="watcher"))
     fields = client.runtime.store.run_fields(order_rid)
-    client.runtime.flow.ended(order_rid, "cancelled", fields, None, {"message": "again"})
+    endings.ended(client.runtime, order_rid, "cancelled", fields, None, {"message": "again"})
     time.sleep(1.0)
     after = client.list_runs(fn_id="watcher")
     assert len(after) == before

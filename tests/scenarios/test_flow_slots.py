@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from fanout._core.flow import gcra
+from fanout._core.flow_math import gcra
 from fanout._redis.store import Store
 from tests.support import redis_for
 
@@ -33,13 +33,13 @@ def _dec(value: Any) -> Any:
 
 def acquire(store: Store, holder: str, waiter: str, now: int, score: int, *limits: int,
             keys: tuple[str, ...] = (S, W), lease: int = 10_000) -> list[str]:
-    return _dec(store.script("fc_slots_acquire", keys,
+    return _dec(store.scripts.run("fc_slots_acquire", keys,
                              [holder, waiter, now, now + lease, score, now + 5000, *limits]))
 
 
 def release(store: Store, holder: str, now: int, *limits: int, keys: tuple[str, ...] = (S, W),
             forget: str = "") -> list[str]:
-    return _dec(store.script("fc_slots_release", keys, [holder, forget, now, now + 5000, *limits]))
+    return _dec(store.scripts.run("fc_slots_release", keys, [holder, forget, now, now + 5000, *limits]))
 
 
 def test_slots_wait_and_hand_over_in_priority_order(store: Store) -> None:
@@ -105,20 +105,20 @@ def test_throttle_script_matches_the_python_gcra(store: Store) -> None:
     for _ in range(5):
         start, tat = gcra(tat, now, period, 2, 2)
         expected.append(start)
-    got = [float(_dec(store.script("fc_throttle", [key], [f"r{i}", now, period, 2, 2])))
+    got = [float(_dec(store.scripts.run("fc_throttle", [key], [f"r{i}", now, period, 2, 2])))
            for i in range(5)]
     assert got == expected == [now, now, now + 500, now + 1000, now + 1500]
     # a retried router gets the same start for the same run
-    assert float(_dec(store.script("fc_throttle", [key], ["r3", now + 5, period, 2, 2]))) == now + 1000
+    assert float(_dec(store.scripts.run("fc_throttle", [key], ["r3", now + 5, period, 2, 2]))) == now + 1000
 
 
 def test_rate_limit_window_slides(store: Store) -> None:
     key = "fanout:fc:rate:{x}"
     t = 20_000_000
-    got = [int(store.script("fc_rate", [key], [f"r{i}", t + i, 1000, 3])) for i in range(5)]
+    got = [int(store.scripts.run("fc_rate", [key], [f"r{i}", t + i, 1000, 3])) for i in range(5)]
     assert got == [1, 1, 1, 0, 0]
-    assert int(store.script("fc_rate", [key], ["r1", t + 10, 1000, 3])) == 1  # a retry
-    assert int(store.script("fc_rate", [key], ["r9", t + 1001, 1000, 3])) == 1  # r0 left
+    assert int(store.scripts.run("fc_rate", [key], ["r1", t + 10, 1000, 3])) == 1  # a retry
+    assert int(store.scripts.run("fc_rate", [key], ["r9", t + 1001, 1000, 3])) == 1  # r0 left
 
 
 def test_debounce_pointer(store: Store) -> None:
@@ -126,7 +126,7 @@ def test_debounce_pointer(store: Store) -> None:
     t = 30_000_000
 
     def deb(run: str, now: int, closed: str = "") -> list[str]:
-        return _dec(store.script("fc_debounce", [key], [run, now, 1000, 2500, closed]))
+        return _dec(store.scripts.run("fc_debounce", [key], [run, now, 1000, 2500, closed]))
 
     assert deb("a", t) == ["a", f"{t + 1000}.000", "new"]
     assert deb("a", t + 1) == ["a", f"{t + 1000}.000", "new"]  # the opener, retried
@@ -140,7 +140,7 @@ def test_batch_pointer(store: Store) -> None:
     t = 40_000_000
 
     def add(run: str) -> list[Any]:
-        return _dec(store.script("fc_batch", [key], [run, t, 3, 1000, ""]))
+        return _dec(store.scripts.run("fc_batch", [key], [run, t, 3, 1000, ""]))
 
     assert add("a") == ["a", f"{t + 1000}.000", 1, 1, 0]
     assert add("b") == ["a", f"{t + 1000}.000", 2, 0, 0]

@@ -10,7 +10,7 @@ import pytest
 
 import fanout
 import fanout.metrics
-from fanout._redis.metrics import Histogram
+from fanout._redis.metrics_store import Histogram
 from tests.support import make_app, run_of, wait_for, wait_run
 
 app, client = make_app(__name__, app_id="otm")

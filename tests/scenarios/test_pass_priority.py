@@ -15,7 +15,7 @@ import pytest
 import redis
 
 import fanout
-from fanout._celery.runtime import FIRST_PASS_PRIORITY
+from fanout._celery.publisher import FIRST_PASS_PRIORITY
 from tests.support import Worker, make_app, redis_for, run_of, wait_run
 
 app, client = make_app(__name__)
@@ -48,12 +48,12 @@ def one_process(clean_db: redis.Redis, log_dir: Path) -> Iterator[Worker]:
 
 def test_first_passes_go_below_the_default_priority(clean_db: redis.Redis) -> None:
     rt = client._rt
-    assert rt.first_pass_priority == FIRST_PASS_PRIORITY
+    assert rt.publisher.first_pass_priority == FIRST_PASS_PRIORITY
     queue = app.conf.task_default_queue
     low = f"{queue}\x06\x16{FIRST_PASS_PRIORITY}"
-    rt.enqueue("tests:two", "r-first", 0)
-    rt.enqueue("tests:two", "r-next", 1)
-    rt.enqueue("tests:two", "r-woken", None)
+    rt.publisher.enqueue("tests:two", "r-first", 0)
+    rt.publisher.enqueue("tests:two", "r-next", 1)
+    rt.publisher.enqueue("tests:two", "r-woken", None)
     assert clean_db.llen(low) == 1
     assert clean_db.llen(queue) == 2
     clean_db.delete(low, queue)
@@ -80,8 +80,8 @@ def test_the_priority_can_be_set_or_turned_off() -> None:
     for value, want in ((None, None), (6, 6)):
         other, other_client = make_app(f"{__name__}_{value}")
         other.conf.fanout_first_pass_priority = value
-        assert other_client._rt.first_pass_priority == want
+        assert other_client._rt.publisher.first_pass_priority == want
     bad, bad_client = make_app(f"{__name__}_bad")
     bad.conf.fanout_first_pass_priority = "high"
     with pytest.raises(fanout.ConfigError, match="fanout_first_pass_priority"):
-        _ = bad_client._rt.first_pass_priority
+        _ = bad_client._rt.publisher.first_pass_priority

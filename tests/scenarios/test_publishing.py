@@ -44,7 +44,7 @@ def test_task_routes_and_publish_signals_apply(clean_db: redis.Redis) -> None:
 
     signals.before_task_publish.connect(before, weak=False)
     try:
-        client._rt.enqueue("tests:one", "r1", 0)
+        client._rt.publisher.enqueue("tests:one", "r1", 0)
     finally:
         signals.before_task_publish.disconnect(before)
     assert seen and seen[0]["task"] == "fanout.step" and seen[0]["key"] == "fanout-steps"

@@ -14,6 +14,7 @@ from celery import Celery, signals
 from celery.beat import PersistentScheduler, Service
 
 import fanout
+from fanout._celery import passes
 from fanout._celery.cron import (
     CLOCK_ENV,
     ENTRY_NAME,
@@ -28,7 +29,7 @@ from fanout._celery.cron import (
     tick_event,
 )
 from fanout._core.schedule import MAX_SKIPPED, CronSchedule, jitter_for, tick_id, tick_key
-from fanout._redis.store import _s
+from fanout._redis.replies import text as _s
 
 UTC = timezone.utc
 MINUTELY = CronSchedule.parse("* * * * *")
@@ -266,7 +267,7 @@ class Setup:
         self.rt = self.client.runtime
         self.enqueued: list[tuple[str, str, int | None]] = []
         monkeypatch.setattr(
-            self.rt,
+            self.rt.publisher,
             "enqueue",
             lambda fk, rid, seq, producer=None: self.enqueued.append((fk, rid, seq)),
         )
@@ -435,7 +436,7 @@ def test_ticks_of_a_paused_function_are_recorded_and_wait_for_resume(
     assert s.cron.process(fn, now) == 1  # the tick is recorded as a run, as always
     rid = tick_id(fn.key, tick)
     assert s.enqueued == [(fn.key, rid, 0)]
-    s.rt.execute_pass(fn.key, rid, 0)  # its pass arrives while paused: parked, not run
+    passes.execute_pass(s.rt, fn.key, rid, 0)  # its pass arrives while paused: parked, not run
     run = s.client.get_run(rid)
     assert run is not None and run.status == "queued"
     assert s.client.resume(fn.fn_id) == 1

@@ -123,6 +123,6 @@ def test_wrong_tokens_back_off_exponentially_and_log_once(
     ("", "/overview"),
 ])
 def test_where_sign_in_returns_to_stays_on_this_server(value: str, expected: str) -> None:
-    from fanout._dashboard.app import local_path
+    from fanout._dashboard.web import local_path
 
     assert local_path(value, "/overview") == expected

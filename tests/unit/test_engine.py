@@ -10,20 +10,19 @@ import pytest
 import fanout
 from fanout._core.driver import run_pass
 from fanout._core.durations import parse_duration
-from fanout._core.engine import (
-    MAX_STEP_OUTPUT_BYTES,
+from fanout._core.engine import MAX_STEP_OUTPUT_BYTES, PassInput
+from fanout._core.event import Event
+from fanout._core.outcomes import (
     BranchDone,
     Completed,
     Continue,
     Failed,
     Parallel,
-    PassInput,
     RetryPolicy,
     RetryStep,
     Sleep,
     Wait,
 )
-from fanout._core.event import Event
 from fanout._core.records import StepRecord
 
 

@@ -9,11 +9,9 @@ import pytest
 from celery import Celery
 
 import fanout
-from fanout._core.flow import (
-    UNEVALUABLE_KEY,
-    as_timestamp,
+from fanout._core.flow import UNEVALUABLE_KEY, as_timestamp, build_flow
+from fanout._core.flow_math import (
     bucket,
-    build_flow,
     concurrency_bucket,
     debounce_due,
     eval_key,

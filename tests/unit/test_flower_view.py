@@ -46,7 +46,7 @@ def test_route_message_names_its_events(published: list[dict[str, Any]]) -> None
 
 
 def test_step_message_names_function_and_run(published: list[dict[str, Any]]) -> None:
-    client.runtime.enqueue("shop:send-receipt", "RUN123", 2)
+    client.runtime.publisher.enqueue("shop:send-receipt", "RUN123", 2)
     (h,) = published
     assert h["task"] == "fanout.step"
     assert h["argsrepr"] == "fn=shop:send-receipt run=RUN123 pass=2"

@@ -7,8 +7,8 @@ import hmac
 
 import pytest
 
-from fanout._http.ingest import _content_type_problem, route
-from fanout._http.keys import _KEY, hash_key, new_key
+from fanout._http.endpoint import _content_type_problem, route
+from fanout._http.ingest_keys import _KEY, hash_key, new_key
 from fanout._http.signing import SignatureError, Webhook, sign
 
 SECRET = "s" * 24

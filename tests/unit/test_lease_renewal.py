@@ -57,17 +57,13 @@ def test_a_branch_lease_is_reported_with_its_field(clean_db: redis.Redis) -> Non
 
 
 def test_the_renewing_thread_drops_a_lost_lease(clean_db: redis.Redis) -> None:
-    from fanout._celery.timers import Leases
+    from fanout._celery.leases import Leases
     from tests.support import wait_for
 
-    class Rt:
-        store = Store(clean_db)
-        lease_s = 0.3
-
-    rt = Rt()
-    make_run(rt.store, "r6", "mine")
-    make_run(rt.store, "r7", "")  # already ended
-    leases = Leases(rt)  # type: ignore[arg-type]
+    store = Store(clean_db)
+    make_run(store, "r6", "mine")
+    make_run(store, "r7", "")  # already ended
+    leases = Leases(lambda: store, 0.3)
     far = int((time.time() + 60) * 1000)
     leases.hold("r6", "lease", "mine", far)
     leases.hold("r7", "lease", "gone", far)
@@ -79,9 +75,9 @@ def test_the_renewing_thread_drops_a_lost_lease(clean_db: redis.Redis) -> None:
 def test_a_lease_taken_again_during_a_renewal_is_kept() -> None:
     """The renewal of an old token comes back lost while a newer pass in the same
     process already holds the run with a new token: the new hold is untouched."""
-    from fanout._celery.timers import Leases
+    from fanout._celery.leases import Leases
 
-    leases = Leases(rt=None)  # type: ignore[arg-type]
+    leases = Leases(lambda: None, 30.0)  # type: ignore[arg-type, return-value]
     with leases._lock:
         leases._held[("r8", "lease")] = ("new", 111)
         leases._held[("r9", "lease")] = ("new", 222)

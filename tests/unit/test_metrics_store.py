@@ -13,7 +13,7 @@ import pytest
 
 import fanout._redis
 from fanout._redis.memory import memory_redis
-from fanout._redis.metrics import DURATION_BUCKETS, parse_fields, read_metrics
+from fanout._redis.metrics_store import DURATION_BUCKETS, parse_fields, read_metrics
 from fanout._redis.observations import Observations, bucket
 from fanout._redis.store import Store
 
@@ -33,7 +33,7 @@ def test_every_script_that_counts_includes_the_library() -> None:
 
 
 def test_include_inlines_the_library() -> None:
-    from fanout._redis.store import load_script
+    from fanout._redis.scripts import load_script
 
     text = load_script("finish_run")
     assert not any(line.startswith("--#include") for line in text.splitlines())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from fanout._core import run_record as rr
+from fanout._core.run_view import to_run_info
 
 
 def test_a_new_run_is_queued_at_its_first_pass_with_its_trigger() -> None:
@@ -25,7 +26,7 @@ def test_a_child_run_names_its_parent_and_invoker() -> None:
 
 
 def test_every_named_field_is_in_the_typed_record() -> None:
-    names = {v for k, v in vars(rr).items() if k.isupper() and isinstance(v, str) and not k.endswith("_PREFIX")}
+    names = {v for k, v in vars(rr).items() if k.isupper() and isinstance(v, str) and not k.endswith(("_PREFIX", "_SUFFIX"))}
     assert names == set(rr.RunRecord.__annotations__)
     assert rr.step_field("x") == "s:x" and rr.branch_lease_field("x") == "bl:x"
 
@@ -33,6 +34,6 @@ def test_every_named_field_is_in_the_typed_record() -> None:
 def test_a_run_hash_reads_back_as_run_info() -> None:
     fields = rr.new_run_fields("f", "a", "a:f", {"id": "E3"}, event_ids=["E3"], created="100.0")
     fields[rr.STEP_PREFIX + "one"] = json.dumps({"id": "one", "st": "completed", "seq": 0})
-    info = rr.to_run_info("R1", fields)
+    info = to_run_info("R1", fields)
     assert (info.fn_id, info.app_id, info.status, info.event_ids) == ("f", "a", "queued", ["E3"])
     assert [s.step_id for s in info.steps] == ["one"] and info.ended_at is None

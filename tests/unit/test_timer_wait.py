@@ -9,7 +9,7 @@ from fanout._celery.timers import MIN_WAIT, TimerThread
 
 
 def thread_with_next(next_due: float | None) -> TimerThread:
-    t = TimerThread(rt=None)  # type: ignore[arg-type]
+    t = TimerThread(lambda: None, None, 30.0)  # type: ignore[arg-type, return-value]
     t._next_due = next_due
     return t
 
@@ -41,10 +41,6 @@ def test_claim_due_returns_the_next_due_time(monkeypatch: Any) -> None:
         def claim_due(self, *, rearm_s: float) -> tuple[list[str], int, float | None]:
             return [], 0, 123.5
 
-    class Rt:
-        store = Store()
-        lease_s = 30.0
-
-    t = TimerThread(rt=Rt())  # type: ignore[arg-type]
+    t = TimerThread(lambda: Store(), None, 30.0)  # type: ignore[arg-type, return-value]
     assert t.scan_once() == 0
     assert t._next_due == 123.5

@@ -12,7 +12,8 @@ import pytest
 
 import fanout
 from fanout._core.driver import run_pass
-from fanout._core.engine import Completed, Continue, Failed, PassInput, RetryPolicy
+from fanout._core.engine import PassInput
+from fanout._core.outcomes import Completed, Continue, Failed, RetryPolicy
 from fanout._core.versions import (
     code_changed,
     crossed_deploy,

@@ -3,20 +3,19 @@
 -- KEYS[1] run hash
 -- ARGV[1] token  ARGV[2] now  ARGV[3] lease_until  ARGV[4] step field  ARGV[5] lease field
 -- Returns {'ok', field, value, ...}, {'done', joined}, {'busy', until}, {'terminal'}.
+--#include _predicates
 local st = redis.call('HGET', KEYS[1], 'st')
-if not st or st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
+if not st or ended(st) then
   return {'terminal'}
 end
 local raw = redis.call('HGET', KEYS[1], ARGV[4])
 if not raw then return {'terminal'} end
 local rec = cjson.decode(raw)
-if rec['st'] == 'completed' or rec['st'] == 'failed' then
+if final_status(rec['st']) then
   local joined = 1
   local group = (rec['x'] or {})['group'] or {}
   for _, sid in ipairs(group) do
-    local other = redis.call('HGET', KEYS[1], 's:' .. sid)
-    local s = other and cjson.decode(other)['st']
-    if s ~= 'completed' and s ~= 'failed' then joined = 0 end
+    if not final(redis.call('HGET', KEYS[1], 's:' .. sid)) then joined = 0 end
   end
   return {'done', joined}
 end

@@ -4,11 +4,12 @@
 -- (The store observes the pass's queue delay from the fields returned: now minus
 -- 'qa', the time the pass could start, or else 'c', the creation time.)
 -- Returns {'ok', field, value, ...} or {reason, detail}.
+--#include _predicates
 local f = redis.call('HMGET', KEYS[1], 'st', 'seq', 'lease', 'lu', 'cx', 'wake', 't0',
                      'takeovers')
 local st = f[1]
 if not st then return {'missing'} end
-if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
+if ended(st) then
   return {'terminal', st}
 end
 local now = tonumber(ARGV[2])

@@ -5,11 +5,12 @@
 -- KEYS[2] the metrics hash (optional): a run cancelled here is counted as ended.
 -- Returns 'cancelled', 'flagged', 'ended' (already terminal) or 'missing'; when
 -- counting, a cancel is {'cancelled', app, fn, the run's duration ('' when unknown)}.
+--#include _predicates
 --#include _metrics
 local f = redis.call('HMGET', KEYS[1], 'st', 'lease', 'lu', 'seq', 'app', 'fn', 'c')
 local st = f[1]
 if not st then return 'missing' end
-if st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
+if ended(st) then
   return 'ended'
 end
 local lease = f[2]

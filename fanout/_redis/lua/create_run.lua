@@ -4,6 +4,7 @@
 -- KEYS[2] the metrics hash (optional): a created run counts as started, and one
 -- created ended (a skipped cron tick or rate-limited run) as ended too.
 -- Returns false when created, else {status, seq, started_at or '', created_at or ''}.
+--#include _predicates
 local st = redis.call('HGET', KEYS[1], 'st')
 if st then
   local f = redis.call('HMGET', KEYS[1], 'seq', 't0', 'c')
@@ -14,7 +15,7 @@ if KEYS[2] then
   local f = redis.call('HMGET', KEYS[1], 'app', 'fn', 'st')
   local lab = (f[1] or '') .. '|' .. (f[2] or '')
   redis.call('HINCRBY', KEYS[2], 'c|runs_started|' .. lab, 1)
-  if f[3] == 'skipped' or f[3] == 'cancelled' or f[3] == 'failed' or f[3] == 'completed' then
+  if ended(f[3]) then
     redis.call('HINCRBY', KEYS[2], 'c|runs_ended|' .. lab .. '|' .. f[3], 1)
   end
 end

@@ -8,6 +8,7 @@
 -- was requested (the caller then finishes the run as cancelled).
 -- KEYS[2] the metrics hash (optional): the attempts in the step records are counted;
 -- when any is, the reply goes on with app, fn and each attempt's duration.
+--#include _predicates
 --#include _metrics
 local f, n, at = read_run({'lease', 'cx', 'seq', ARGV[4] ~= '' and ARGV[4] or 'lease', 'app', 'fn'})
 if f[1] ~= ARGV[1] then
@@ -35,8 +36,7 @@ if cx then
 end
 local status, wake, resolved = ARGV[2], ARGV[3], 0
 if ARGV[4] ~= '' and raw then
-  local st = cjson.decode(raw)['st']
-  if st == 'completed' or st == 'failed' then
+  if final(raw) then
     status, wake, resolved = 'queued', '0', 1
   end
 end

@@ -1,4 +1,4 @@
--- Debounce: the pending run of a key and when it is due (fanout._flow.debounce_due).
+-- Debounce: the pending run of a key and when it is due (fanout._core.flow_math.debounce_due).
 -- KEYS[1] hash {run, first (ms), due (ms)}
 -- ARGV[1] run id this event would start  ARGV[2] now (ms)  ARGV[3] period (ms)
 -- ARGV[4] timeout (ms, 0 = none)  ARGV[5] a pending run found already started ('' = none)

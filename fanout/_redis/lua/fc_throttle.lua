@@ -1,4 +1,4 @@
--- Throttle: GCRA that delays instead of refusing (fanout._flow.gcra does the same).
+-- Throttle: GCRA that delays instead of refusing (fanout._core.flow_math.gcra does the same).
 -- KEYS[1] zset: member '' -> theoretical arrival time (ms); run id -> its start (ms)
 -- ARGV[1] run id  ARGV[2] now (ms)  ARGV[3] period (ms)  ARGV[4] limit  ARGV[5] burst
 -- Returns the run's start time (ms) as a string; a retried router gets the same one.

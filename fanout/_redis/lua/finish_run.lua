@@ -8,10 +8,11 @@
 -- KEYS[2] the metrics hash (optional): the run's end by status and the attempts in
 -- the step records are counted, and the reply goes on with app, fn, the run's
 -- duration since creation ('' when unknown) and each counted attempt's duration.
+--#include _predicates
 --#include _metrics
 local f, n, at = read_run({'st', 'lease', 'cx', 'seq', 'app', 'fn', 'c'})
 local st = f[1]
-if not st or st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
+if not st or ended(st) then
   return {0}
 end
 if ARGV[1] ~= '' and f[2] ~= ARGV[1] then

@@ -5,22 +5,17 @@
 -- Returns 'enqueue' (the run was waiting: it is queued now and needs a pass; or the
 -- step was the last branch of a parallel group to end, or any branch of a race),
 -- 'set' (a pass holds the run and will see the record), 'done' or 'ended'.
+--#include _predicates
 local st = redis.call('HGET', KEYS[1], 'st')
-if not st or st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped' then
+if not st or ended(st) then
   return 'ended'
-end
-local function final(raw)
-  if not raw then return false end
-  local s = cjson.decode(raw)['st']
-  return s == 'completed' or s == 'failed'
 end
 local group, race = nil, false
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 local rec = ARGV[2]
 if cur then
   local old = cjson.decode(cur)
-  local s = old['st']
-  if s == 'completed' or s == 'failed' then return 'done' end
+  if final_status(old['st']) then return 'done' end
   -- A branch of a parallel group (an invoke in ctx.group.parallel) joins its group.
   if type(old['x']) == 'table' and old['x']['group'] then
     group, race = old['x']['group'], old['x']['race'] == true

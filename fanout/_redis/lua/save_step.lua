@@ -9,15 +9,11 @@
 -- joined is 1 when every field of the group now holds a final record.
 -- KEYS[2] the metrics hash (optional): an executed attempt is counted, and the
 -- 'ok' or 'cancel' reply goes on with app, fn and the attempt's duration.
+--#include _predicates
 --#include _metrics
 local f = redis.call('HMGET', KEYS[1], ARGV[4], ARGV[2], 'cx', 'app', 'fn')
 if f[1] ~= ARGV[1] then
   return {'lost'}
-end
-local function final(raw)
-  if not raw then return false end
-  local st = cjson.decode(raw)['st']
-  return st == 'completed' or st == 'failed'
 end
 local function joined()
   if #ARGV < 5 then return 0 end

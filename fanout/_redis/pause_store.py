@@ -12,13 +12,9 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Any
 
-from .store import Store, load_script
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+from .replies import text, texts
+from .store import Store
 
 
 @dataclass(frozen=True)
@@ -33,19 +29,18 @@ class PauseStore:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.r = store.r
-        self.p = store.p
-        self._park = self.r.register_script(load_script("park_run"))
-        self._resume = self.r.register_script(load_script("resume_fn"))
+        self.keys = store.keys
+        self.scripts = store.scripts
 
     def flag_key(self, fn_key: str) -> str:
-        return f"{self.p}:pause:{{{fn_key}}}"
+        return self.keys.pause_flag(fn_key)
 
     def parked_key(self, fn_key: str) -> str:
-        return f"{self.p}:parked:{{{fn_key}}}"
+        return self.keys.parked(fn_key)
 
     @property
     def registry_key(self) -> str:
-        return f"{self.p}:paused"
+        return self.keys.paused
 
     def pause(self, fn_key: str, reason: str = "") -> bool:
         """Pause ``fn_key``; False when it was paused already (the first pause stands)."""
@@ -56,23 +51,23 @@ class PauseStore:
 
     def resume(self, fn_key: str) -> list[tuple[str, int | None]]:
         """Unpause ``fn_key``; the passes parked meanwhile, oldest first."""
-        raw = self._resume(keys=[self.flag_key(fn_key), self.parked_key(fn_key)])
+        raw = self.scripts.run("resume_fn", [self.flag_key(fn_key), self.parked_key(fn_key)], [])
         self.r.srem(self.registry_key, fn_key)
         out: list[tuple[str, int | None]] = []
         for member in raw:
-            run_id, seq = json.loads(_s(member))
+            run_id, seq = json.loads(text(member))
             out.append((str(run_id), None if seq is None else int(seq)))
         return out
 
     def park(self, fn_key: str, run_id: str, seq: int | None) -> bool:
         """Park one pass if ``fn_key`` is paused (atomically); True when parked."""
         member = json.dumps([run_id, seq])
-        return bool(self._park(keys=[self.flag_key(fn_key), self.parked_key(fn_key)],
-                               args=[member, int(time.time() * 1000)]))
+        return bool(self.scripts.run("park_run", [self.flag_key(fn_key), self.parked_key(fn_key)],
+                                     [member, int(time.time() * 1000)]))
 
     def paused(self) -> set[str]:
         """The functions paused now (one SMEMBERS; workers cache it)."""
-        return {_s(m) for m in self.r.smembers(self.registry_key)}
+        return set(texts(self.r.smembers(self.registry_key)))
 
     def info(self, fn_key: str) -> PauseInfo | None:
         pipe = self.r.pipeline(transaction=False)
@@ -81,5 +76,5 @@ class PauseStore:
         raw, n = pipe.execute()
         if raw is None:
             return None
-        data = json.loads(_s(raw))
+        data = json.loads(text(raw))
         return PauseInfo(fn_key, float(data.get("at", 0)), str(data.get("reason", "")), int(n))

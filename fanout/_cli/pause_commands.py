@@ -6,26 +6,24 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from .common import CliError, find_target
+
 
 def cmd_pause(args: argparse.Namespace) -> int:
-    from .commands import _target
-
-    target = _target(args)
+    target = find_target(args)
     fn = target.function(args.fn)
-    created = target.runtime.pausing.pause(fn.key, args.reason or "")
+    created = target.pause(fn.key, args.reason or "")
     print(f"{fn.key} paused: its events still create runs, which wait for "
           f"'fanout resume {fn.key}'" if created else f"{fn.key} was paused already")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from .commands import CliError, _target
-
-    target = _target(args)
+    target = find_target(args)
     fn = target.function(args.fn)
-    if target.runtime.pausing.info(fn.key) is None:
+    if target.pause_info(fn.key) is None:
         raise CliError(f"{fn.key} is not paused")
-    resumed, skipped = target.runtime.pausing.resume(fn.key, skip_backlog=args.skip_backlog)
+    resumed, skipped = target.resume(fn.key, skip_backlog=args.skip_backlog)
     print(f"{fn.key} resumed: {resumed} waiting pass(es) handed to the workers"
           + (f", {skipped} run(s) that never started recorded as skipped" if skipped else ""))
     return 0

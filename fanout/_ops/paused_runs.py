@@ -1,7 +1,7 @@
 """Runs of a paused function, shown as ``paused`` rather than ``queued``.
 
 A function paused with ``fanout pause`` (or the dashboard) keeps creating runs, and
-its queued passes park in the store until it is resumed (``fanout/_redis/pause.py``).
+its queued passes park in the store until it is resumed (``fanout/_redis/pause_store.py``).
 Such a run's stored status stays ``queued``; every listing the CLI and the dashboard
 draw shows it as ``paused``, because it will not start until someone resumes it.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 from .._core.records import RunInfo
 from .._redis.history import History, Page, RunSummary
-from .._redis.pause import PauseStore
+from .._redis.pause_store import PauseStore
 from .._redis.store import Store
 
 PAUSED = "paused"

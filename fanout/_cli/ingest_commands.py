@@ -12,75 +12,62 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from .._http.keys import IngestKeys, check_source, hash_key, new_key
-from .._ops.locate import Target
+from .._http.ingest_keys import IngestKeys, check_source, hash_key, new_key
 from .._ops.render import table
-
-
-def _target(args: argparse.Namespace) -> Target:
-    from .commands import _target as target
-
-    return target(args)
+from .common import CliError, add_common_options, find_target, note, out
 
 
 def _keys(args: argparse.Namespace) -> IngestKeys:
-    return IngestKeys(_target(args).client())
+    return IngestKeys(find_target(args).client())
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    from .commands import _note, _out
-
     if args.no_store:
         check_source(args.source)
         key_id, key = new_key()
-        _out(args, {"key_id": key_id, "source": args.source, "key": key, "hash": hash_key(key)},
+        out(args, {"key_id": key_id, "source": args.source, "key": key, "hash": hash_key(key)},
              f"{key}\nhash: {hash_key(key)}")
-        _note(f"key for source {args.source!r}, not stored: put the hash in "
+        note(f"key for source {args.source!r}, not stored: put the hash in "
               f"IngestKeys(hashes={{{args.source!r}: '<hash>'}}); the key is not shown again")
         return 0
     made = _keys(args).create(args.source, label=args.label, events=args.events or (),
                               rate=args.rate)
-    _out(args, {"key_id": made.key_id, "source": made.source, "key": made.key}, made.key)
-    _note(f"key {made.key_id} for source {made.source!r}: store it now, it is not shown again")
+    out(args, {"key_id": made.key_id, "source": made.source, "key": made.key}, made.key)
+    note(f"key {made.key_id} for source {made.source!r}: store it now, it is not shown again")
     return 0
 
 
 def cmd_keys_list(args: argparse.Namespace) -> int:
-    from .commands import _out
-
     keys = _keys(args).list()
     rows = [[k.key_id, k.source, k.label,
              dt.datetime.fromtimestamp(k.created, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
              k.limits.describe()]
             for k in keys]
-    _out(args, [k.to_json() for k in keys],
+    out(args, [k.to_json() for k in keys],
          table(["KEY ID", "SOURCE", "LABEL", "CREATED (UTC)", "LIMITS"], rows)
          if rows else "no keys")
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
-    from .commands import CliError, _out
-
     done = _keys(args).revoke(args.key_id)
     if not done:
         raise CliError(f"no key {args.key_id!r} (see 'fanout keys list')")
-    _out(args, {"revoked": args.key_id}, f"revoked {args.key_id}")
+    out(args, {"revoked": args.key_id}, f"revoked {args.key_id}")
     return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from .._http.ingest import Ingest, IngestApp
-    from .._http.server import Server
-    from .commands import _note
+    from .._http.endpoint import Ingest, IngestApp
+    from .._http.wsgi_server import Server
 
-    client = _target(args).client()
+    client = find_target(args).client()
     app = IngestApp(Ingest(client, keys=IngestKeys(client), max_body=args.max_body))
     server = Server(app, args.host, args.port)
-    _note(f"fanout ingest: POST events to {server.url}/events with 'Authorization: Bearer "
+    note(f"fanout ingest: POST events to {server.url}/events with 'Authorization: Bearer "
           "<key>' (keys: 'fanout keys create SOURCE'); Ctrl-C stops")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        _note("fanout ingest: listening beyond this machine; put a TLS proxy in front")
+        note("fanout ingest: listening beyond this machine; put a TLS proxy in front")
     try:
         server.serve_forever()
     finally:
@@ -93,10 +80,8 @@ def add_keys_commands(add: Callable[[str, Callable[[argparse.Namespace], int], s
     p = add("keys", cmd_keys_list, "ingest keys of the HTTP event endpoint: "
             "create SOURCE, list, revoke KEY_ID")
     sub = p.add_subparsers(dest="keys_command", metavar="ACTION", parser_class=type(p))
-    from .commands import _common
-
     c = sub.add_parser("create", help="create a key for SOURCE and print it once")
-    _common(c, top=False)
+    add_common_options(c, top=False)
     c.set_defaults(func=cmd_keys_create)
     c.add_argument("source", help="the sending service, e.g. billing")
     c.add_argument("--label", default="", help="a note shown by 'keys list'")
@@ -107,10 +92,10 @@ def add_keys_commands(add: Callable[[str, Callable[[argparse.Namespace], int], s
     c.add_argument("--no-store", action="store_true",
                    help="print a key and its hash for configuration; store nothing")
     ls = sub.add_parser("list", help="list the stored keys (never the keys themselves)")
-    _common(ls, top=False)
+    add_common_options(ls, top=False)
     ls.set_defaults(func=cmd_keys_list)
     r = sub.add_parser("revoke", help="delete a key: requests with it get 401 from now on")
-    _common(r, top=False)
+    add_common_options(r, top=False)
     r.set_defaults(func=cmd_keys_revoke)
     r.add_argument("key_id", help="the key's id (from 'keys list') or the key itself")
     p = add("ingest", cmd_ingest, "serve the HTTP event endpoint (keys kept in Redis)")

@@ -33,17 +33,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from .observations import DURATION_BUCKETS
+from .replies import field_map
 from .store import Store
 
 HISTOGRAMS = ("run_duration", "step_duration", "queue_delay")
 COUNTERS = ("runs_started", "runs_ended", "step_attempts", "step_failures", "events")
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 @dataclass
@@ -137,7 +133,7 @@ def read_metrics(store: Store, *, now: float | None = None) -> MetricsSnapshot:
     res = pipe.execute()
     raw: dict[str, str] = {}
     if store.metrics_key is not None:
-        raw = {_s(k): _s(v) for k, v in res.pop(0).items()}
+        raw = field_map(res.pop(0))
     total, overdue, first = res
     counters, hists = parse_fields(raw)
     age = 0.0

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from .._core.ids import _b32
 from .._core.triggers import validate_event_pattern
 from .._errors import ConfigError
-from .._redis.ingest import IngestStore
+from .._redis.ingest_store import IngestStore
 
 if TYPE_CHECKING:
     from .._client import Fanout

@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING, Any
 from .._core.event import Event, prepare_batch
 from .._core.ids import _digest_id
 from .._errors import ConfigError, EventError, MiddlewareError, PublishError
-from .._redis.ingest import IngestStore
 from .._redis.ingest_rate import IngestRate
+from .._redis.ingest_store import IngestStore
 from .._redis.store import StoreError
-from .keys import Grant, IngestKeys, check_source
+from .ingest_keys import Grant, IngestKeys, check_source
 from .signing import SignatureError, Webhook
 
 if TYPE_CHECKING:

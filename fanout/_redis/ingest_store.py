@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .store import Store, _s
+from .replies import field_map, text_or_none
+from .store import Store
 
 
 class IngestStore:
@@ -23,29 +24,28 @@ class IngestStore:
 
     def __init__(self, store: Store) -> None:
         self.r: Any = store.r
-        self.p = store.p
+        self.keys = store.keys
 
     @property
     def keys_key(self) -> str:
-        return f"{self.p}:ingest:keys"
+        return self.keys.ingest_keys
 
     def add_key(self, key_id: str, record: str) -> bool:
         """Record a key; False when the id is already taken (nothing is changed)."""
         return bool(self.r.hsetnx(self.keys_key, key_id, record))
 
     def key_record(self, key_id: str) -> str | None:
-        raw = self.r.hget(self.keys_key, key_id)
-        return None if raw is None else _s(raw)
+        return text_or_none(self.r.hget(self.keys_key, key_id))
 
     def key_records(self) -> dict[str, str]:
-        return {_s(k): _s(v) for k, v in self.r.hgetall(self.keys_key).items()}
+        return field_map(self.r.hgetall(self.keys_key))
 
     def drop_key(self, key_id: str) -> bool:
         return bool(self.r.hdel(self.keys_key, key_id))
 
     def remember(self, token: str, ttl_s: int) -> bool:
         """Record a replay token for ``ttl_s`` seconds; False if it was already there."""
-        return bool(self.r.set(f"{self.p}:ingest:seen:{token}", "1", nx=True, ex=max(1, ttl_s)))
+        return bool(self.r.set(self.keys.ingest_seen(token), "1", nx=True, ex=max(1, ttl_s)))
 
     def forget(self, token: str) -> None:
-        self.r.delete(f"{self.p}:ingest:seen:{token}")
+        self.r.delete(self.keys.ingest_seen(token))

@@ -1,6 +1,6 @@
 """The Prometheus exporter: a ``prometheus_client`` collector over the store's counts.
 
-The counts live in Redis (``fanout/_redis/metrics.py``), so every scrape of any
+The counts live in Redis (``fanout/_redis/metrics_store.py``), so every scrape of any
 process that can reach the store sees the whole fleet. The collector reads them
 on each scrape (one round trip) and yields standard metric families; nothing is
 counted in the scraping process.
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConfigError
-from .._redis.metrics import HISTOGRAMS, MetricsSnapshot, read_metrics
+from .._redis.metrics_store import HISTOGRAMS, MetricsSnapshot, read_metrics
 
 if TYPE_CHECKING:
     from prometheus_client.registry import CollectorRegistry
@@ -125,7 +125,7 @@ def wsgi_app(store: Store | Callable[[], Store]) -> Callable[..., Any]:
 
 def serve(store: Store | Callable[[], Store], *, host: str = "127.0.0.1", port: int = 9808) -> Any:
     """A server for the metrics (``fanout metrics``): call ``serve_forever()``."""
-    from .._http.server import Server
+    from .._http.wsgi_server import Server
 
     return Server(wsgi_app(store), host, port, threads=2, name="fanout-metrics")
 

@@ -1,0 +1,155 @@
+"""Installing fanout on a Celery app: the runtime, the tasks, the worker's signals.
+
+:func:`runtime_for` makes the one :class:`Runtime` of an app (or returns it): it
+registers the tasks (``tasks.py``), the periodic jobs every worker runs (the
+history pruning, the stuck-run watchdog) and the worker signals that check the
+app's settings, start and stop the timer thread, and send the buffered histogram
+observations as a process leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from .._errors import ConfigError
+from .._redis.history import History
+from . import endings, tasks
+from .runtime import Runtime, _runtimes, _runtimes_lock
+
+log = logging.getLogger("fanout")
+
+
+def runtime_for(
+    app: Celery, redis_url: str, *, recovery_timeout: float, retention: float
+) -> Runtime:
+    with _runtimes_lock:
+        rt = _runtimes.get(id(app))
+        if rt is None or rt.app is not app:
+            rt = Runtime(app, redis_url, recovery_timeout=recovery_timeout, retention=retention)
+            _install(rt)
+            _runtimes[id(app)] = rt
+        elif rt.redis_url != redis_url:
+            raise ConfigError(
+                f"two fanout clients on one Celery app use different Redis URLs "
+                f"({rt.redis_url!r} and {redis_url!r})"
+            )
+        return rt
+
+
+def _install(rt: Runtime) -> None:
+    tasks.register(rt)
+    # Trim history indexes past the retention about once an hour in each worker.
+    rt.timers.add_periodic(
+        "fanout-history-prune", lambda: History(rt.store).prune(), 3600.0, at_start=False
+    )
+    # The watchdog: fail runs that nothing will move (seen stuck twice, a minute apart).
+    rt.timers.add_periodic(
+        "fanout-stuck-runs", lambda: endings.check_stuck(rt, min_age=60.0), 60.0,
+        at_start=False,
+    )
+    _Signals(rt).connect()
+
+
+def check_serializers(app: Celery) -> None:
+    """Refuse an app that would move fanout's messages with pickle."""
+    conf = app.conf
+    bad = []
+    for key in ("task_serializer", "result_serializer"):
+        if str(conf.get(key) or "json").lower() in ("pickle", "yaml"):
+            bad.append(f"{key}={conf.get(key)!r}")
+    accept = conf.get("accept_content") or ["json"]
+    if any(str(a).lower() in ("pickle", "application/x-python-serialize", "yaml") for a in accept):
+        bad.append(f"accept_content={list(accept)!r}")
+    if bad:
+        raise ConfigError(
+            "fanout requires JSON-only serialization, but the Celery app has "
+            + ", ".join(bad)
+            + ". Set task_serializer='json', result_serializer='json' and "
+            "accept_content=['json'] (or app.config_from_object('fanout.celeryconfig'))."
+        )
+
+
+def delivery_warnings(app: Celery) -> list[str]:
+    """What in the app's delivery settings weakens fanout's at-least-once guarantee."""
+    conf = app.conf
+    found = []
+    try:
+        prefetch = int(conf.get("worker_prefetch_multiplier") or 0)
+    except (TypeError, ValueError):
+        prefetch = 0
+    if prefetch > 1:
+        found.append(
+            f"worker_prefetch_multiplier={prefetch}: a killed worker's prefetched passes wait "
+            "for fanout's watchdog; set worker_prefetch_multiplier = 1"
+        )
+    if not conf.get("task_acks_late"):
+        found.append(
+            "task_acks_late is off: a pass whose worker dies is not delivered again and waits "
+            "for fanout's watchdog; set task_acks_late = True"
+        )
+    return found
+
+
+class _Signals:
+    """The worker signals of one runtime."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+
+    def connect(self) -> None:
+        # A dispatch_uid per runtime: Celery before 5.7 keys a bound method by its function
+        # alone, so a second runtime in the process (a second app) would not be connected.
+        uid = f"fanout.runtime.{id(self.rt)}"
+        signals.worker_init.connect(self._on_worker_init, weak=False, dispatch_uid=f"{uid}.init")
+        signals.worker_ready.connect(self._on_worker_ready, weak=False,
+                                     dispatch_uid=f"{uid}.ready")
+        signals.worker_shutting_down.connect(self._on_worker_stopping, weak=False,
+                                             dispatch_uid=f"{uid}.stopping")
+        signals.worker_shutdown.connect(self._on_worker_stop, weak=False,
+                                        dispatch_uid=f"{uid}.stop")
+        # A prefork child leaves with os._exit (no atexit): send its buffered
+        # histogram observations as it goes.
+        signals.worker_process_shutdown.connect(self._flush_observations, weak=False,
+                                                dispatch_uid=f"{uid}.child-stop")
+
+    def _mine(self, sender: Any) -> bool:
+        app = getattr(sender, "app", None)
+        return app is None or app is self.rt.app
+
+    def _flush_observations(self, **_: Any) -> None:
+        store = self.rt.store_if_here()
+        if store is not None and store.observations:
+            store.observations.close()
+
+    def _on_worker_init(self, sender: Any = None, **_: Any) -> None:
+        if self._mine(sender):
+            try:
+                check_serializers(self.rt.app)
+            except ConfigError as exc:
+                # Celery logs and ignores exceptions raised by signal handlers; a
+                # worker that would move fanout's messages with pickle must not start.
+                log.critical("fanout: %s", exc)
+                raise SystemExit(f"fanout: {exc}") from None
+            for warning in delivery_warnings(self.rt.app):
+                log.warning("fanout: %s (or use app.config_from_object('fanout.celeryconfig'))",
+                            warning)
+
+    def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
+        if self._mine(sender):
+            self.rt.timers.start()
+
+    def _on_worker_stopping(self, **_: Any) -> None:
+        # Sent from the worker's signal handler, which under the gevent and eventlet
+        # pools runs in the event loop itself, where waiting for a thread (a
+        # greenlet there) cannot switch away: only ask the threads to stop.
+        self.rt.timers.stop(wait=False)
+
+    def _on_worker_stop(self, sender: Any = None, **_: Any) -> None:
+        # Sent once the pool has stopped, from the worker's main flow: wait there
+        # for a scan in progress to end.
+        if self._mine(sender):
+            self.rt.timers.stop()
+            self._flush_observations()

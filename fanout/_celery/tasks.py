@@ -1,0 +1,94 @@
+"""fanout's three Celery tasks, registered on the app of one :class:`Runtime`.
+
+* ``fanout.step(fn, run_id, seq, branch)``: one pass of a run, or one parallel
+  branch (``passes.py``);
+* ``fanout.route(event_ids, ...)``: the router (``routing.py``), bound to the
+  ``fanout.events`` exchange;
+* ``fanout.cron``: cron ticks from Celery beat (``cron.py``).
+
+While Redis is unreachable a message is put back (a retry a few seconds later)
+rather than acknowledged as failed; the run's timer in Redis is the second line of
+defence.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu import Queue  # type: ignore[attr-defined]
+
+from .._redis.store import StoreError
+from . import passes, routing
+from .cron import CRON_TASK
+from .runlog import take_failed
+from .runtime import ROUTER_QUEUE, Runtime
+
+log = logging.getLogger("fanout")
+
+_OPTIONS: dict[str, Any] = dict(
+    acks_late=True, reject_on_worker_lost=True, ignore_result=True, serializer="json",
+    shared=False,
+)
+
+
+def register(rt: Runtime) -> None:
+    """Register the tasks on ``rt.app`` and add the router's queue to its queues."""
+    app = rt.app
+
+    @app.task(name="fanout.step", bind=True, **_OPTIONS)  # type: ignore[untyped-decorator]
+    def step(
+        task: Any, fn: str, run_id: str, seq: int | None = None, branch: str | None = None
+    ) -> None:
+        take_failed()
+        try:
+            if branch is None:
+                passes.execute_pass(rt, fn, run_id, seq)
+            else:
+                passes.execute_branch(rt, fn, run_id, branch)
+        except StoreError as exc:
+            log.warning("fanout: Redis error in run %s, retrying the message: %s", run_id, exc)
+            raise task.retry(exc=exc, countdown=2, max_retries=None) from None
+        failed = take_failed()
+        # The run's end is recorded: report the task as failed, so Flower, `celery
+        # events` and task_failure hooks see it. Celery acks a task that raised.
+        if failed is not None and rt.app.conf.get("fanout_task_failure", True):
+            raise failed
+
+    @app.task(name="fanout.route", bind=True, **_OPTIONS)  # type: ignore[untyped-decorator]
+    def route(
+        task: Any,
+        event_ids: list[str],
+        parent_run_id: str | None = None,
+        target: str | None = None,
+        batch_id: str | None = None,
+        invoker: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            routing.route(rt, event_ids, parent_run_id=parent_run_id, target=target,
+                          invoker=invoker, batch_id=batch_id)
+        except StoreError as exc:
+            log.warning("fanout: Redis error while routing, retrying the message: %s", exc)
+            raise task.retry(exc=exc, countdown=2, max_retries=None) from None
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=CRON_TASK,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        serializer="json",
+        shared=False,
+        autoretry_for=(StoreError,),
+        retry_backoff=1,
+        retry_backoff_max=30,
+        max_retries=20,
+    )
+    def cron(upto: str | None = None) -> int:
+        return rt.cron.run(upto)
+
+    queues = app.conf.task_queues
+    if queues is None:
+        default = Queue(app.conf.task_default_queue)  # type: ignore[no-untyped-call]
+        app.conf.task_queues = [default, rt.router_queue]
+    elif not any(q.name == ROUTER_QUEUE for q in queues):
+        app.conf.task_queues = [*queues, rt.router_queue]

@@ -1,0 +1,560 @@
+"""The life of a pass, and of a parallel branch, against a :class:`RunStore`.
+
+One code path for a worker and for the test harness: :func:`one_pass` takes the
+run's lease (``begin_pass``), reads the run into a :class:`PassInput`, runs the
+engine through a :class:`RunSink`, and :func:`conclude` ends the pass by the
+outcome's type (:data:`ARMS`): ``end_pass`` or ``finish_run`` writes the step
+records the pass deferred, and the next message is asked for.  :func:`one_branch`
+is the same for one branch of a parallel group (:data:`BRANCH_ARMS`).
+
+What differs between a worker and the harness is the :class:`Host`: the store it
+holds (Redis, or :class:`~fanout._core.memory_store.MemoryRunStore`), how a message
+is sent (the broker, or the harness's queue), how a run's end is told (system
+events, the invoking parent, logs), and flow control's gates, which the harness
+does not apply.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .driver import run_pass
+from .engine import PassInput
+from .event import Event, dumps
+from .function import FunctionDef
+from .ids import new_token
+from .outcomes import (
+    BranchDone,
+    Completed,
+    Continue,
+    Failed,
+    LeaseLost,
+    Outcome,
+    Parallel,
+    RetryStep,
+    SaveRejected,
+    Sleep,
+    Wait,
+    error_info,
+)
+from .records import StepRecord
+from .run_record import (
+    ATTEMPT,
+    CANCEL,
+    CREATED,
+    ERROR,
+    EVENT,
+    EVENTS,
+    LEASE,
+    MAX_ATTEMPTS,
+    OUTPUT,
+    QUEUED_AT,
+    TAKEOVERS,
+    branch_lease_field,
+    step_field,
+    step_records,
+)
+from .run_store import RunStore, branch_timer
+from .versions import code_changed, markers_of, pass_fields, warned_kinds
+
+log = logging.getLogger("fanout")
+
+#: A run whose pass was taken over from a dead worker more than this many times in a
+#: row is failed (a step that kills its process would otherwise loop forever).
+MAX_TAKEOVERS = 5
+
+
+class RunSink:
+    """The engine's view of the store during one pass or branch: step records are
+    saved under the pass's lease, or deferred to be written with the end of the pass.
+    Sending events, waits and invokes are the host's (subclasses)."""
+
+    def __init__(
+        self, store: RunStore, fn: FunctionDef, run_id: str, token: str,
+        fields: dict[str, str], branch: str | None = None, group: Sequence[str] = (),
+    ) -> None:
+        self.store, self.fn, self.run_id, self.token, self.fields = store, fn, run_id, token, fields
+        self.lease_field = LEASE if branch is None else branch_lease_field(branch)
+        self.group = group
+        self.joined = False
+        # (record, its JSON at the time): what the pass hands back to the handler may
+        # be changed by it (or by a serializer) before the record is written.
+        self.deferred: list[tuple[StepRecord, str]] = []
+        self.warnings: list[dict[str, Any]] = []
+
+    def versioning_warning(self, entry: dict[str, Any]) -> None:
+        """A versioning warning (order changed, steps unreached): recorded on the run
+        with the end of the pass."""
+        self.warnings.append(entry)
+
+    @property
+    def max_event_bytes(self) -> int:
+        """The client's limit on one event's size, for ``ctx.step.send_event``."""
+        return self.fn.max_event_bytes
+
+    def defer_step(self, record: StepRecord) -> None:
+        """Keep a step record to write with the end of the pass (see Pass.finish)."""
+        self.deferred.append((record, dumps(record.to_json())))
+
+    def step_failed(self, record: StepRecord, attempts: int) -> None:
+        """An attempt of a step failed (a worker logs it)."""
+
+    def flush(self) -> None:
+        records, self.deferred = self.deferred, []
+        for _rec, text in records:
+            self.save_step(StepRecord.from_json(json.loads(text)))
+
+    def take_deferred(self) -> dict[str, str]:
+        """The deferred records as run-hash fields, for end_pass / finish_run."""
+        records, self.deferred = self.deferred, []
+        return {step_field(rec.id): text for rec, text in records}
+
+    def save_step(self, record: StepRecord) -> StepRecord | None:
+        head, existing, joined = self.store.save_step(
+            self.run_id, self.token, record, lease_field=self.lease_field, group=self.group
+        )
+        if head == "lost":
+            raise SaveRejected(self.run_id)
+        if head == "cancel":
+            raise SaveRejected(self.run_id, cancelled=True)
+        self.joined = self.joined or joined
+        return existing
+
+    def send_events(self, step_id: str, events: list[tuple[Event, str]]) -> list[str]:
+        raise NotImplementedError
+
+    def register_wait(self, step_id: str, spec: dict[str, Any]) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def drop_wait(self, step_id: str, event_name: str) -> None:
+        raise NotImplementedError
+
+    def start_invoke(self, step_id: str, fn_ref: Any, data: dict[str, Any], seq: int) -> str:
+        raise NotImplementedError
+
+
+class Host:
+    """What runs passes around the store. The defaults are the harness's (no leases
+    to renew, no flow control, no logs); a worker overrides them."""
+
+    store: RunStore
+    lease_s: float = 60.0
+
+    def sink(self, fn: FunctionDef, run_id: str, token: str, fields: dict[str, str],
+             branch: str | None = None, group: Sequence[str] = ()) -> RunSink:
+        raise NotImplementedError
+
+    def enqueue(self, fn_key: str, run_id: str, seq: int | None, *,
+                branch: str | None = None) -> None:
+        """Send the message of a run's next pass (``seq``; None: whichever is next)
+        or of one of its branches."""
+        raise NotImplementedError
+
+    def enqueue_branches(self, fn_key: str, run_id: str, step_ids: Sequence[str]) -> None:
+        for sid in step_ids:
+            self.enqueue(fn_key, run_id, None, branch=sid)
+
+    def finish(self, run_id: str, token: str, status: str, output: Any,
+               error: dict[str, Any] | None, fields: dict[str, str] | None = None,
+               steps: dict[str, str] | None = None) -> None:
+        """End the run (:func:`end_run`) and tell whoever must know."""
+        raise NotImplementedError
+
+    def hold_lease(self, run_id: str, lease_field: str, token: str, lease_ms: int) -> None:
+        """A lease was taken: keep it alive while the pass runs."""
+
+    def drop_lease(self, run_id: str, lease_field: str) -> None:
+        """The pass is over: stop renewing its lease."""
+
+    def lease_score(self, run_id: str, lease_field: str) -> int:
+        """The timer score last written for a lease (for a conditional removal)."""
+        return 0
+
+    def before_pass(self, fn: FunctionDef, run_id: str, token: str, fields: dict[str, str],
+                    lease_ms: int) -> tuple[bool, Any]:
+        """Flow control as a pass begins: (go, the slots held); ``go`` False means the
+        pass was ended here."""
+        return True, None
+
+    def acquire(self, fn: FunctionDef, run_id: str, token: str, fields: dict[str, str],
+                lease_ms: int, branch: str) -> Any:
+        """The concurrency slots of a branch, or None when it must wait."""
+        return True
+
+    def release(self, hold: Any) -> None:
+        """Give back the slots a pass or branch held (once)."""
+
+    def clamp(self, fn: FunctionDef, fields: Mapping[str, str], wake: float) -> float:
+        """A wake time no later than the run's finish deadline."""
+        return wake
+
+    def run_started(self, fn: FunctionDef, run_id: str) -> None:
+        """The first pass of a run begins."""
+
+    def attempt_failed(self, fn: FunctionDef, run_id: str, attempt: int, attempts: int,
+                       error: dict[str, Any], retry_at: float) -> None:
+        """An attempt of the run's code outside any step failed and will be retried."""
+
+
+@dataclass
+class Ran:
+    """What a pass or branch did: its outcome, when it ended (``now``), the run's new
+    pass sequence, and when it is due again if it waits for a timer."""
+
+    outcome: Outcome
+    now: float
+    seq: int | None = None
+    wake: float | None = None
+
+
+# -- a pass --------------------------------------------------------------------------------
+
+
+def pass_input(fn: FunctionDef, run_id: str, fields: Mapping[str, str],
+               branch: str | None = None) -> PassInput:
+    """What the engine needs from the run's hash for one pass or branch."""
+    memo = step_records(fields)
+    event = json.loads(fields.get(EVENT, "{}"))
+    events = json.loads(fields[EVENTS]) if EVENTS in fields else [event]
+    attempt = int(fields.get(ATTEMPT, "0"))
+    retrying = [r.attempts for r in memo.values() if r.status == "retrying"]
+    return PassInput(
+        run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
+        attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
+        policy=fn.policy, branch=branch, strict=fn.strict_order,
+        code_changed=code_changed(fn.version, fields),
+        warned=warned_kinds(fields), markers=markers_of(fields),
+        patches=frozenset(fn.patches), version=fn.version,
+        logger=fn.logger_of() if fn.logger_of is not None else None,
+        queued_at=float(fields.get(QUEUED_AT) or fields.get(CREATED) or 0) or None,
+        state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
+        middleware=fn.middleware, client=fn.client, function=fn,
+    )
+
+
+def run_engine(fn: FunctionDef, inp: PassInput, sink: RunSink) -> Outcome:
+    try:
+        return run_pass(fn.handler, inp, sink, is_async=fn.is_async)
+    except Exception as exc:  # an engine fault: retry the pass, never lose the run
+        log.exception("fanout: internal error in a pass of run %s", inp.run_id)
+        return Failed(error_info(exc), True)
+
+
+def cancel_reason(store: RunStore, run_id: str) -> dict[str, Any]:
+    """The error a cancel request recorded for the run."""
+    raw = store.run_fields(run_id).get(CANCEL)
+    return json.loads(raw) if raw else {"type": "Cancelled", "message": "cancelled"}
+
+
+def end_run(store: RunStore, run_id: str, token: str, status: str, output: Any,
+            error: dict[str, Any] | None, steps: Mapping[str, str] | None = None,
+            ) -> tuple[str, dict[str, Any] | None] | None:
+    """Finish the run (writing the deferred step records with it); the status and
+    error it ended with, or None when it had ended already or the lease was lost."""
+    values: dict[str, Any] = dict(steps or {})
+    if status == "completed":
+        values[OUTPUT] = dumps(output)
+        values[ERROR] = ""  # an earlier attempt's error no longer describes the run
+    if error is not None:
+        values[ERROR] = dumps(error)
+    ended = store.finish_run(run_id, token, status, values)
+    if not ended:
+        return None
+    if ended == 2:  # a cancel matched while the last pass ran: the run is cancelled
+        return "cancelled", cancel_reason(store, run_id)
+    return status, error
+
+
+def one_pass(host: Host, fn: FunctionDef, run_id: str, seq: int | None) -> Ran | None:
+    """Run one pass of ``run_id`` (the message for pass ``seq``; None: a wake-up).
+    None when no pass ran (the run was not ready, or ended here)."""
+    store = host.store
+    token = new_token()
+    lease_ms = int((time.time() + host.lease_s) * 1000)
+    head, fields = store.begin_pass(run_id, token, lease_ms, seq)
+    if head == "cancel":  # cancelled while a worker that has since died held it
+        host.finish(run_id, "", "cancelled", None, cancel_reason(store, run_id))
+        return None
+    if head != "ok":
+        return None
+    host.hold_lease(run_id, LEASE, token, lease_ms)
+    hold = None
+    try:
+        if int(fields.get(TAKEOVERS, "0")) > MAX_TAKEOVERS:
+            host.finish(run_id, token, "failed", None, {
+                "type": "WorkerLost",
+                "message": f"the worker running this run died {MAX_TAKEOVERS + 1} times in "
+                "a row (a step that kills its process?); the run was stopped",
+            }, fields)
+            return None
+        if fn.flow.at_pass:  # timeouts, batch/debounce close, concurrency slots
+            go, hold = host.before_pass(fn, run_id, token, fields, lease_ms)
+            if not go:
+                return None
+        inp = pass_input(fn, run_id, fields)
+        if inp.attempt == 0 and not inp.memo and fields.get(TAKEOVERS, "0") == "0":
+            host.run_started(fn, run_id)
+        sink = host.sink(fn, run_id, token, fields)
+        outcome = run_engine(fn, inp, sink)
+        host.release(hold)  # the step is over: free the slot before the next pass
+        marks = pass_fields(fn.version, fields, sink.warnings)  # versions, warnings
+        return conclude(host, fn, run_id, token, outcome, fields,
+                        {**sink.take_deferred(), **marks})
+    finally:
+        host.release(hold)
+        host.drop_lease(run_id, LEASE)
+
+
+# -- ending a pass, by outcome ------------------------------------------------------------
+
+
+@dataclass
+class PassEnd:
+    """What every arm of :func:`conclude` needs: the pass, and the run fields its
+    ``end_pass`` writes (``end``: the deferred step records, the takeover count reset,
+    the next pass's queue time)."""
+
+    host: Host
+    fn: FunctionDef
+    run_id: str
+    token: str
+    fields: dict[str, str]
+    steps: dict[str, str]
+    end: dict[str, Any]
+    attempt: int
+    now: float
+    wake: float | None = field(default=None)
+
+    def finish(self, status: str, output: Any, error: dict[str, Any] | None) -> None:
+        self.host.finish(self.run_id, self.token, status, output, error, self.fields,
+                         self.steps)
+
+    def end_pass(self, status: str, **kw: Any) -> tuple[int | None, bool]:
+        return self.host.store.end_pass(self.run_id, self.token, status, fields=self.end, **kw)
+
+    def until(self, wake: float) -> float:
+        """The run waits for a timer: at ``wake``, no later than its finish deadline."""
+        self.wake = self.host.clamp(self.fn, self.fields, wake)
+        self.end[QUEUED_AT] = repr(self.wake)
+        return self.wake
+
+
+#: An arm ends the pass for one kind of outcome; it returns the new pass sequence
+#: from ``end_pass`` (-1: the run was cancelled meanwhile) or None when nothing more
+#: is to be done.
+Arm = Callable[[PassEnd, Any], "int | None"]
+
+
+def _completed(p: PassEnd, outcome: Completed) -> int | None:
+    p.finish("completed", outcome.output, None)
+    return None
+
+
+def _lease_lost(p: PassEnd, outcome: LeaseLost) -> int | None:
+    if outcome.cancelled:
+        p.finish("cancelled", None, cancel_reason(p.host.store, p.run_id))
+    else:
+        log.warning("fanout: run %s was taken over by another worker mid-pass", p.run_id)
+    return None
+
+
+def _failed(p: PassEnd, outcome: Failed) -> int | None:
+    fn, attempt = p.fn, p.attempt
+    if not (outcome.retriable and attempt < fn.retries):
+        p.finish("failed", None, outcome.error)
+        return None
+    delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
+    p.end.update({ATTEMPT: attempt + 1, ERROR: dumps(outcome.error),
+                  MAX_ATTEMPTS: fn.retries + 1})
+    wake = p.until(p.now + delay)
+    p.host.attempt_failed(fn, p.run_id, attempt + 1, fn.retries + 1, outcome.error, wake)
+    seq, _r = p.end_pass("running", wake=wake)
+    return seq
+
+
+def _retry_step(p: PassEnd, outcome: RetryStep) -> int | None:
+    seq, _r = p.end_pass("running", wake=p.until(p.now + outcome.delay))
+    return seq
+
+
+def _sleep(p: PassEnd, outcome: Sleep) -> int | None:
+    seq, _r = p.end_pass("sleeping", wake=p.until(outcome.until))
+    return seq
+
+
+def _wait(p: PassEnd, outcome: Wait) -> int | None:
+    store = p.host.store
+    until = p.until(outcome.until)  # the timeout; an event that resolves the wait sets 'qa'
+    seq, resolved = p.end_pass("waiting", wake=until, awaiting=outcome.step_id)
+    if resolved and seq is not None and seq >= 0:
+        p.wake = None
+        p.host.enqueue(p.fn.key, p.run_id, seq)
+        watch = int((time.time() + store.watchdog) * 1000)
+        store.retime(int(until * 1000), {p.run_id: watch})
+    return seq
+
+
+def _parallel(p: PassEnd, outcome: Parallel) -> int | None:
+    # Arm each new branch's recovery timer before releasing the run, then
+    # release it, then enqueue the branches: a branch that joins at once
+    # must find the run free to continue.
+    host, store = p.host, p.host.store
+    due = time.time() + host.lease_s
+    for sid in outcome.new:
+        store.arm(branch_timer(p.run_id, sid), due)
+    seq, _r = p.end_pass("running")
+    if seq is not None and seq >= 0:
+        host.enqueue_branches(p.fn.key, p.run_id, outcome.new)
+    return seq
+
+
+def _continue(p: PassEnd, outcome: Continue) -> int | None:
+    seq, _r = p.end_pass("queued")
+    if seq is not None and seq >= 0:
+        p.host.enqueue(p.fn.key, p.run_id, seq)
+    return seq
+
+
+#: The pass state machine: outcome type -> arm.  ``BranchDone`` has no arm: it
+#: cannot end a normal pass (only a branch, see :data:`BRANCH_ARMS`).
+ARMS: dict[type, Arm] = {
+    Completed: _completed,
+    LeaseLost: _lease_lost,
+    Failed: _failed,
+    RetryStep: _retry_step,
+    Sleep: _sleep,
+    Wait: _wait,
+    Parallel: _parallel,
+    Continue: _continue,
+}
+
+
+def conclude(
+    host: Host, fn: FunctionDef, run_id: str, token: str, outcome: Outcome,
+    fields: dict[str, str], steps: dict[str, str],
+) -> Ran:
+    """End the pass. ``steps`` are the step records the pass deferred: the same
+    script that releases the lease or finishes the run writes them."""
+    now = time.time()
+    attempt = int(fields.get(ATTEMPT, "0"))
+    end: dict[str, Any] = {**steps, TAKEOVERS: 0, QUEUED_AT: repr(now)}
+    p = PassEnd(host, fn, run_id, token, fields, steps, end, attempt, now)
+    arm = ARMS.get(type(outcome))
+    seq = None if arm is None else arm(p, outcome)
+    if seq == -1:  # end_pass wrote the step records, then found the cancel request
+        host.finish(run_id, token, "cancelled", None, cancel_reason(host.store, run_id), fields)
+    return Ran(outcome, now, seq, p.wake if seq is not None and seq >= 0 else None)
+
+
+# -- a parallel branch ------------------------------------------------------------------------
+
+
+def one_branch(host: Host, fn: FunctionDef, run_id: str, step_id: str) -> Ran | None:
+    """Run one branch of a parallel group: the step ``step_id`` under the branch's own
+    lease. None when nothing ran (the step was done, or another worker holds it)."""
+    store = host.store
+    token = new_token()
+    lease_ms = int((time.time() + host.lease_s) * 1000)
+    member = branch_timer(run_id, step_id)
+    head, fields, joined = store.begin_branch(run_id, step_id, token, lease_ms)
+    if head == "done":
+        if joined:
+            host.enqueue(fn.key, run_id, None)
+        store.drop_timer(member)
+        return None
+    if head != "ok":
+        return None
+    lease = branch_lease_field(step_id)
+    host.hold_lease(run_id, lease, token, lease_ms)
+    hold = None
+    try:
+        if fn.flow.concurrency:
+            hold = host.acquire(fn, run_id, token, fields, lease_ms, step_id)
+            if hold is None:
+                return None
+        inp = pass_input(fn, run_id, fields, branch=step_id)
+        rec = inp.memo.get(step_id)
+        extra = (rec.extra or {}) if rec else {}
+        # A race's branch rejoins the run as soon as it ends; others when all have.
+        group = [step_id] if extra.get("race") else list(extra.get("group", []))
+        sink = host.sink(fn, run_id, token, fields, branch=step_id, group=group)
+        outcome = run_engine(fn, inp, sink)
+        host.release(hold)
+        ran = Ran(outcome, time.time())
+        arm = BRANCH_ARMS.get(type(outcome))
+        if arm is not None:
+            arm(Branch(host, fn, run_id, step_id, token, sink, ran), outcome)
+        return ran
+    finally:
+        host.release(hold)
+        host.drop_lease(run_id, lease)
+
+
+@dataclass
+class Branch:
+    host: Host
+    fn: FunctionDef
+    run_id: str
+    step_id: str
+    token: str
+    sink: RunSink
+    ran: Ran
+
+    @property
+    def member(self) -> str:
+        return branch_timer(self.run_id, self.step_id)
+
+    def end(self) -> None:
+        self.host.store.end_branch(self.run_id, self.step_id, self.token)
+
+    def wake_at(self, due: float) -> None:
+        """The branch's timer brings it back at ``due``."""
+        self.ran.wake = due
+        self.host.store.arm(self.member, due)
+
+
+def _branch_done(b: Branch, outcome: BranchDone) -> None:
+    b.end()
+    if b.sink.joined:
+        b.host.enqueue(b.fn.key, b.run_id, None)
+    b.host.store.retime(b.host.lease_score(b.run_id, branch_lease_field(b.step_id)),
+                        {b.member: None})
+
+
+def _branch_retry(b: Branch, outcome: RetryStep) -> None:
+    b.end()
+    b.wake_at(time.time() + outcome.delay)
+
+
+def _branch_wait(b: Branch, outcome: Wait) -> None:
+    """An invoked child runs: the branch wakes at the invoke's timeout."""
+    b.end()
+    b.wake_at(outcome.until)
+
+
+def _branch_failed(b: Branch, outcome: Failed) -> None:
+    if not outcome.retriable:
+        # The group can never join (its step is gone, a nested step, ...): the
+        # run fails now rather than waiting for a branch that will not come.
+        b.end()
+        b.host.store.drop_timer(b.member)
+        log.error("fanout: branch %s of run %s failed the run: %s",
+                  b.step_id, b.run_id, outcome.error.get("message"))
+        b.host.finish(b.run_id, "", "failed", None, outcome.error)
+        return
+    b.end()
+    b.wake_at(time.time() + b.fn.policy.delay(1))
+    log.warning("fanout: branch %s of run %s failed outside its step: %s",
+                b.step_id, b.run_id, outcome.error.get("message"))
+
+
+#: How a branch ends, by outcome type (any other outcome leaves the branch to its timer).
+BRANCH_ARMS: dict[type, Callable[[Branch, Any], None]] = {
+    BranchDone: _branch_done, RetryStep: _branch_retry, Wait: _branch_wait,
+    Failed: _branch_failed,
+}

@@ -1,0 +1,127 @@
+"""Every Redis key fanout writes, built in one place.
+
+``P`` is the prefix (``fanout`` by default).  A run's keys carry its id as the hash
+tag (``{RID}``), an event's its id, a flow-control key a digest of the function and
+the key's value, so a script touches one cluster slot; ``docs/internals.md`` lists
+the layout.  Timer members (entries of ``P:timers``) are built here too: a run id, a
+parallel branch ``branch:<run>:<step>``, a router batch ``route:<batch>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._core.flow_math import bucket
+from .._core.ids import key_part
+from .._core.run_store import branch_timer
+
+
+class Keyspace:
+    def __init__(self, prefix: str = "fanout") -> None:
+        self.prefix = prefix
+        p = prefix
+        self.timers = f"{p}:timers"
+        self.runs_index = f"{p}:idx:runs"
+        self.events_index = f"{p}:idx:events"
+        self.metrics = f"{p}:metrics"
+        self.paused = f"{p}:paused"
+        self.ingest_keys = f"{p}:ingest:keys"
+        self.audit = f"{p}:audit"
+
+    # -- runs and events --------------------------------------------------------------
+
+    def run(self, run_id: str) -> str:
+        return f"{self.prefix}:run:{{{run_id}}}"
+
+    def event(self, event_id: str) -> str:
+        return f"{self.prefix}:ev:{{{event_id}}}"
+
+    def event_runs(self, event_id: str) -> str:
+        """The runs an event started (or was folded into)."""
+        return f"{self.prefix}:ev:{{{event_id}}}:runs"
+
+    def fn_index(self, fn_key: str) -> str:
+        return f"{self.prefix}:idx:fn:{key_part(fn_key)}"
+
+    def fn_index_pattern(self) -> str:
+        return f"{self.prefix}:idx:fn:*"
+
+    def event_name_index(self, name: str) -> str:
+        return f"{self.prefix}:idx:evname:{name}"
+
+    def event_name_index_pattern(self) -> str:
+        return f"{self.prefix}:idx:evname:*"
+
+    def trace(self, run_id: str) -> str:
+        return f"{self.prefix}:trace:{{{run_id}}}"
+
+    # -- timers and router batches ------------------------------------------------------
+
+    def route(self, batch_id: str) -> str:
+        return f"{self.prefix}:route:{{{batch_id}}}"
+
+    branch_timer = staticmethod(branch_timer)
+
+    @staticmethod
+    def route_timer(batch_id: str) -> str:
+        return f"route:{batch_id}"
+
+    # -- waits, cron, pause ----------------------------------------------------------------
+
+    def waits(self, name: str, bucket: str | None = None) -> str:
+        return f"{self.prefix}:waits:{name}" if bucket is None else \
+            f"{self.prefix}:waits:{name}|{bucket}"
+
+    def wait_paths(self, name: str) -> str:
+        return f"{self.prefix}:waits:{name}|paths"
+
+    def cron(self, fn_key: str) -> str:
+        return f"{self.prefix}:cron:{key_part(fn_key)}"
+
+    def pause_flag(self, fn_key: str) -> str:
+        return f"{self.prefix}:pause:{{{fn_key}}}"
+
+    def parked(self, fn_key: str) -> str:
+        return f"{self.prefix}:parked:{{{fn_key}}}"
+
+    # -- flow control --------------------------------------------------------------------
+
+    def flow(self, kind: str, *parts: str) -> str:
+        """``P:fc:<kind>:{B}``: one flow-control key under its own hash tag."""
+        return f"{self.prefix}:fc:{kind}:{{{bucket(*parts)}}}"
+
+    def concurrency(self, app_id: str, buckets: Sequence[str]) -> list[str]:
+        """slots, waiting [, slots, waiting]: all of an app's under one hash tag."""
+        out: list[str] = []
+        for b in buckets:
+            out += [f"{self.prefix}:fc:cc:{{{app_id}}}:{b}", f"{self.prefix}:fc:ccw:{{{app_id}}}:{b}"]
+        return out
+
+    # -- the HTTP endpoint -------------------------------------------------------------------
+
+    def ingest_seen(self, token: str) -> str:
+        return f"{self.prefix}:ingest:seen:{token}"
+
+    def ingest_rate(self, key_id: str, window: int, n: int) -> str:
+        """Events an ingest key sent in window ``n`` of ``window`` seconds."""
+        return f"{self.prefix}:ingest:rate:{key_id}:{window}:{n}"
+
+    # -- the dashboard ---------------------------------------------------------------------
+
+    def audit_on(self, target: str) -> str:
+        """The audit records about one run, event or function."""
+        return f"{self.prefix}:audit:on:{target}"
+
+    # -- the metrics' rollups (beside the metrics hash, whatever its name) ------------------
+
+    @staticmethod
+    def rollup(metrics: str, tier: str, start: int) -> str:
+        return f"{metrics}:roll:{tier}:{start}"
+
+    @staticmethod
+    def rollup_last(metrics: str) -> str:
+        return f"{metrics}:roll:last"
+
+    @staticmethod
+    def rollup_claim(metrics: str, minute: int) -> str:
+        return f"{metrics}:roll:claim:{minute}"

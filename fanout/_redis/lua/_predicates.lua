@@ -1,0 +1,15 @@
+-- Predicates several scripts share, inlined by the store where a script has the line
+-- `--#include _predicates`.
+-- A run status that no transition leaves.
+local function ended(st)
+  return st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped'
+end
+-- A step status that is final: the first final record of a step wins.
+local function final_status(st)
+  return st == 'completed' or st == 'failed'
+end
+-- A step record (JSON, or nil when there is none) that is final.
+local function final(raw)
+  if not raw then return false end
+  return final_status(cjson.decode(raw)['st'])
+end

@@ -1,0 +1,58 @@
+"""Open ``wait_for_event`` steps in the store, where the router finds them.
+
+A wait is a hash entry ``<run>:<step> -> spec`` under its event's name: in
+``P:waits:<name>`` when it has no ``match``, else in the bucket of the value it
+matches, ``P:waits:<name>|<path>=<h>``, so an event reads only the waits it can
+satisfy; ``P:waits:<name>|paths`` lists the match paths in use.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .._core.event import dumps
+from .keyspace import Keyspace
+from .replies import text
+
+WaitKey = tuple[str, "str | None"]
+
+
+class WaitStore:
+    def __init__(self, client: Any, keys: Keyspace) -> None:
+        self.r = client
+        self.keys = keys
+
+    def register(
+        self, name: str, member: str, spec: Mapping[str, Any], bucket: str | None = None
+    ) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        pipe.hset(self.keys.waits(name, bucket), member, dumps(spec))
+        if bucket is not None:
+            pipe.sadd(self.keys.wait_paths(name), bucket.split("=", 1)[0])
+        pipe.execute()
+
+    def paths(self, names: Sequence[str]) -> dict[str, list[str]]:
+        """The ``match`` paths that open waits use, by event name."""
+        pipe = self.r.pipeline(transaction=False)
+        for name in names:
+            pipe.smembers(self.keys.wait_paths(name))
+        return {n: sorted(text(p) for p in ps) for n, ps in zip(names, pipe.execute(), strict=True)}
+
+    def open(self, keys: Sequence[WaitKey]) -> dict[WaitKey, dict[str, dict[str, Any]]]:
+        """Open waits in the given (event name, bucket) hashes: {key: {member: spec}}."""
+        if not keys:
+            return {}
+        pipe = self.r.pipeline(transaction=False)
+        for name, bucket in keys:
+            pipe.hgetall(self.keys.waits(name, bucket))
+        out: dict[WaitKey, dict[str, dict[str, Any]]] = {}
+        for key, raw in zip(keys, pipe.execute(), strict=True):
+            if raw:
+                out[key] = {text(k): json.loads(v) for k, v in raw.items()}
+        return out
+
+    def drop(self, name: str, members: Sequence[str], bucket: str | None = None) -> None:
+        if members:
+            self.r.hdel(self.keys.waits(name, bucket), *members)
