@@ -36,7 +36,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workloads", default="A,B,C,D",
                    help="comma-separated subset of A (fan-out), B (latency), C (crash), "
                         "D (timers); default all")
-    p.add_argument("--n", default="1000,10000", help="fan-out sizes for A (default 1000,10000)")
+    p.add_argument("--n", default=None,
+                   help="fan-out sizes for A (default 1000,10000); with --scale the one large "
+                        "N (default 1000000), with --cluster or --profile the N (default "
+                        "10000 and 5000)")
     p.add_argument("--big", action="store_true", help="add N=100000 to workload A")
     p.add_argument("--reps", type=int, default=3, help="repetitions of each measurement")
     p.add_argument("--systems", default="fanout,fanout-cp,celery,dbos",
@@ -56,9 +59,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true",
                    help="smoke test: N=200, 1 repetition, 100 latency runs, 100 timers")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--scale", action="store_true",
+                   help="workload A at a large N, unattended: throughput vs N=10,000, worker "
+                        "RSS, Redis memory per run, key families, memory after retention")
+    p.add_argument("--retention", type=float, default=None,
+                   help="--scale: the workers' retention in seconds (default: 1.5 x the "
+                        "projected run time + 30 s)")
+    p.add_argument("--reference-n", type=int, default=10_000,
+                   help="--scale: the N of the reference run (default 10000)")
+    p.add_argument("--cluster", action="store_true",
+                   help="workload A with the store on a 3-master Redis Cluster: each node's "
+                        "share of the store's commands, and the top keys")
+    p.add_argument("--profile", action="store_true",
+                   help="py-spy on the worker's pool processes during workload A: where a "
+                        "pass's time goes, by fanout function")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help="measure nothing: print the markdown report of a saved run's JSON")
     args = p.parse_args(argv)
+    args.scale_n = int(args.n) if args.scale and args.n else 1_000_000
+    args.cluster_n = int(args.n) if args.cluster and args.n else 10_000
+    args.profile_n = int(args.n) if args.profile and args.n else 5_000
+    if args.n is None:
+        args.n = "1000,10000"
     if args.quick:
         args.n, args.reps, args.latency_count = "200", 1, 100
         args.crash_n, args.timer_count = 300, 100
@@ -359,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         return render(args)
     args.out.mkdir(parents=True, exist_ok=True)
     runner = Runner(args)
+    if args.scale or args.cluster or args.profile:
+        from bench import cluster, profile, scale
+
+        mode = scale if args.scale else cluster if args.cluster else profile
+        return mode.main(args, runner.settings)
     info = machine_info()
     t0 = time.monotonic()
     runner.run()
