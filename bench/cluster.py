@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,29 +88,31 @@ def _pings(c: redis.Redis) -> bool:
 
 
 class Monitor(threading.Thread):
-    """Collects raw MONITOR lines of one node until stopped."""
+    """Collects raw MONITOR lines of one node until stopped (a plain socket: a
+    redis-py connection drops itself on a read timeout)."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
         self.port = port
         self.lines: list[str] = []
         self.stop_flag = threading.Event()
-        self.conn = redis.Connection(port=port, socket_timeout=0.5)
 
     def run(self) -> None:
-        self.conn.connect()
-        self.conn.send_command("MONITOR")
-        self.conn.read_response()
-        while not self.stop_flag.is_set():
-            try:
-                line = self.conn.read_response()
-            except (redis.TimeoutError, TimeoutError):
-                continue
-            except redis.ConnectionError:
-                break
-            self.lines.append(line.decode(errors="replace") if isinstance(line, bytes)
-                              else str(line))
-        self.conn.disconnect()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"MONITOR\r\n")
+            sock.settimeout(0.2)
+            buf = b""
+            while not self.stop_flag.is_set():
+                try:
+                    chunk = sock.recv(1 << 16)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                buf += chunk
+                *done, buf = buf.split(b"\r\n")
+                # Each reply is a simple string: "+<line>" (the first one is "+OK").
+                self.lines += [d[1:].decode(errors="replace") for d in done if d[:1] == b"+"]
 
 
 def _calls(c: redis.Redis) -> tuple[dict[str, int], int]:

@@ -63,8 +63,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="workload A at a large N, unattended: throughput vs N=10,000, worker "
                         "RSS, Redis memory per run, key families, memory after retention")
     p.add_argument("--retention", type=float, default=None,
-                   help="--scale: the workers' retention in seconds (default: 1.5 x the "
-                        "projected run time + 30 s)")
+                   help="--scale: the workers' retention in seconds (default: 1.2 x the "
+                        "projected run time + 60 s)")
     p.add_argument("--reference-n", type=int, default=10_000,
                    help="--scale: the N of the reference run (default 10000)")
     p.add_argument("--cluster", action="store_true",
@@ -382,7 +382,12 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     runner = Runner(args)
     if args.scale or args.cluster or args.profile:
+        import signal
+
         from bench import cluster, profile, scale
+
+        # A SIGTERM unwinds (finally: stop the workers and the servers this run started).
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
         mode = scale if args.scale else cluster if args.cluster else profile
         return mode.main(args, runner.settings)

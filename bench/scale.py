@@ -261,7 +261,7 @@ def main(args: argparse.Namespace, settings: wl.Settings) -> int:
     ref = one_run(args.reference_n, settings, None, families=False)
     _say(f"reference: {ref['runs_per_s']:.0f} runs/s; projected {n / ref['runs_per_s'] / 60:.1f} "
          f"min for N = {n:,}")
-    retention = args.retention or max(60.0, 1.5 * n / ref["runs_per_s"] + 30)
+    retention = args.retention or max(60.0, 1.2 * n / ref["runs_per_s"] + 60)
     big = one_run(n, settings, retention)
     md = report(ref, big, settings)
     args.out.mkdir(parents=True, exist_ok=True)
