@@ -34,7 +34,7 @@ from .event import dumps
 from .loops import run_coroutine, thread_loop
 from .middleware import PassRequest, Stack
 from .outcomes import BranchDone, Completed, Failed, Interrupt, Outcome, Sink, error_info
-from .versions import order_hint
+from .versions import strict_hint
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
 
@@ -58,10 +58,16 @@ def run_pass(
     ctx = context_for(p)
     try:
         if inp.middleware:
-            return _with_middleware(p, ctx, handler)
-        return _finish_pass(p, _call_handler(p, ctx, handler))
+            outcome = _with_middleware(p, ctx, handler)
+        else:
+            outcome = _finish_pass(p, _call_handler(p, ctx, handler))
     except Interrupt as intr:
-        return intr.outcome
+        outcome = intr.outcome
+    if inp.branch is None:
+        report = getattr(sink, "pass_divergence", None)
+        if report is not None:  # the guard against nondeterministic step ids
+            report(p.divergent(), sorted(p.unvisited))
+    return outcome
 
 
 def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
@@ -148,13 +154,13 @@ def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
     inp, result = p.inp, returned.value
     if inp.branch is not None:
         return BranchDone(inp.branch) if p.branch_reached else _branch_missed(p)
-    if p.unvisited and (inp.strict or not inp.code_changed):
+    if p.unvisited and inp.strict:
         names = sorted(p.unvisited)
         return Failed(
             error_info(
                 NonDeterminismError(
                     f"the handler returned without reaching the memoized step(s) {names!r}"
-                    + order_hint(inp.strict, inp.version)
+                    + strict_hint()
                 )
             ),
             False,

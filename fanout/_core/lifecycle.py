@@ -60,7 +60,7 @@ from .run_record import (
     step_records,
 )
 from .run_store import RunStore, branch_timer
-from .versions import code_changed, markers_of, pass_fields, warned_kinds
+from .versions import divergence_fields, divergence_of, markers_of, pass_fields, warned_kinds
 
 log = logging.getLogger("fanout")
 
@@ -86,6 +86,12 @@ class RunSink:
         # be changed by it (or by a serializer) before the record is written.
         self.deferred: list[tuple[StepRecord, str]] = []
         self.warnings: list[dict[str, Any]] = []
+        self.divergence: tuple[bool, list[str]] | None = None
+
+    def pass_divergence(self, divergent: bool, unreached: list[str]) -> None:
+        """The guard against nondeterministic step ids: whether this pass met a new step
+        while saved steps went unreached, and the saved steps it left unreached."""
+        self.divergence = (divergent, unreached)
 
     def versioning_warning(self, entry: dict[str, Any]) -> None:
         """A versioning warning (order changed, steps unreached): recorded on the run
@@ -223,11 +229,12 @@ def pass_input(fn: FunctionDef, run_id: str, fields: Mapping[str, str],
     events = json.loads(fields[EVENTS]) if EVENTS in fields else [event]
     attempt = int(fields.get(ATTEMPT, "0"))
     retrying = [r.attempts for r in memo.values() if r.status == "retrying"]
+    diverged, gone = divergence_of(fields)
     return PassInput(
         run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
         attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
         policy=fn.policy, branch=branch, strict=fn.strict_order,
-        code_changed=code_changed(fn.version, fields),
+        diverged=diverged, gone=gone,
         warned=warned_kinds(fields), markers=markers_of(fields),
         patches=frozenset(fn.patches), version=fn.version,
         logger=fn.logger_of() if fn.logger_of is not None else None,
@@ -303,6 +310,8 @@ def one_pass(host: Host, fn: FunctionDef, run_id: str, seq: int | None) -> Ran |
         outcome = run_engine(fn, inp, sink)
         host.release(hold)  # the step is over: free the slot before the next pass
         marks = pass_fields(fn.version, fields, sink.warnings)  # versions, warnings
+        if sink.divergence is not None:
+            marks.update(divergence_fields(fields, *sink.divergence))
         return conclude(host, fn, run_id, token, outcome, fields,
                         {**sink.take_deferred(), **marks})
     finally:

@@ -76,8 +76,18 @@ class LeaseLost:
     cancelled: bool = False
 
 
+@dataclass(frozen=True)
+class DryStop:
+    """check-deploy's replay stopped at ``step_id``, the first step that is not final
+    (``new``: not saved at all, so a pass would run it now)."""
+
+    step_id: str
+    new: bool
+
+
 Outcome = (
     Completed | Failed | Continue | RetryStep | Sleep | Wait | Parallel | BranchDone | LeaseLost
+    | DryStop
 )
 
 
