@@ -162,6 +162,13 @@ class Pass:
             own = inp.memo.get(inp.branch)
             self.retrying = own is not None and own.status == "retrying"
         self.to_replay = {r.id for r in done}
+        # The step the last pass stopped at, when it is final now (a sleep that ended,
+        # a wait its event resolved, an invoke whose child ended, a parallel group that
+        # joined): the code after it has never run, so the logger speaks from there.
+        last = max(done, key=lambda r: r.seq, default=None)
+        self.stopped_step = last.id if last is not None and last.seq == self.next_seq - 1 and (
+            last.kind in ("sleep", "wait", "invoke") or (last.extra and "group" in last.extra)
+        ) else None
         self.state_bytes = inp.state_bytes
         self.logger = _ReplayLogger(inp.logger or logging.getLogger("fanout.run"), self)
         # Parallel discovery: sync ctx.group.parallel collects here; async handlers
@@ -245,7 +252,7 @@ class Pass:
                               "began; each returns its saved result", step=sid)
                 self.last_seq = max(self.last_seq, rec.seq)
             self.to_replay.discard(sid)
-            if self.retrying and not self.to_replay:
+            if (self.retrying and not self.to_replay) or sid == self.stopped_step:
                 self.replaying = False
         else:
             # The first step that is not final: code from here on has not run in an

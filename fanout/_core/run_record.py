@@ -136,6 +136,7 @@ class RunRecord(TypedDict, total=False):
     mk: str
     vs: str
     vw: str
+    vdv: str
     atm: str
     seq: str
     att: str

@@ -18,6 +18,7 @@ from typing import Any
 from .._client import Fanout
 from .._core.deploy_replay import IN_FLIGHT, RunCheck, replay_run
 from .._core.function import FunctionDef
+from .._core.run_record import ST
 from .._errors import ConfigError
 from .._redis.history import MAX_LIMIT, History
 
@@ -112,7 +113,7 @@ def check_deploy(
         ids, truncated = _in_flight(history, fn.key, limit)
         check.truncated = truncated
         for rid, fields in zip(ids, store.many_run_fields(ids), strict=True):
-            if fields.get("st") in IN_FLIGHT:  # it may have ended since it was listed
+            if fields.get(ST) in IN_FLIGHT:  # it may have ended since it was listed
                 check.runs.append(replay_run(fn, rid, fields))
         out.append(check)
     return DeployCheck(out)
