@@ -33,7 +33,16 @@ from .engine import Pass, PassInput, utcnow
 from .event import dumps
 from .loops import run_coroutine, thread_loop
 from .middleware import PassRequest, Stack
-from .outcomes import BranchDone, Completed, Failed, Interrupt, Outcome, Sink, error_info
+from .outcomes import (
+    BranchDone,
+    Completed,
+    Failed,
+    Interrupt,
+    Outcome,
+    Parallel,
+    Sink,
+    error_info,
+)
 from .versions import strict_hint
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
@@ -165,6 +174,12 @@ def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
             ),
             False,
         )
+    racing = tuple(r.id for r in inp.memo.values()
+                   if r.status not in ("completed", "failed") and (r.extra or {}).get("race"))
+    if racing:
+        # The losers of a race go on to their end (inngest-py's race): the run ends on
+        # the pass after the last of them rejoins it.
+        return Parallel((), racing)
     unreached = sorted(set(inp.memo) - p.reached)
     if unreached:
         p.warn(

@@ -267,6 +267,8 @@ class Pass:
     def check_order(self, op: Op) -> None:
         if not self.unvisited:
             return
+        if op.memo is not None and (op.memo.extra or {}).get("race"):
+            return  # a race's loser runs beside the steps after the race
         if self.inp.strict:
             raise NonDeterminismError(
                 f"the handler reached the new step {op.id!r} before the memoized step(s) "
@@ -318,11 +320,13 @@ class Pass:
             self.flush()  # checkpoint mode: each result is saved before the next step starts
         self.hook("memo_done")
 
-    def plan_parallel(self, ops: list[Op], *, race: bool = False) -> None:
+    def plan_parallel(self, ops: list[Op], *, race: bool = False, go_on: bool = False) -> None:
         """Stop the pass with a parallel plan for ``ops`` (new or already in flight).
-        In a ``race`` each branch rejoins the run as soon as it ends."""
-        for op in ops:
-            self.check_order(op)
+        In a ``race`` each branch rejoins the run as soon as it ends; ``go_on``: the run's
+        next pass is queued at once (a decided race's losers run beside it)."""
+        if not go_on:  # a race's losers run beside the run: not a change in its steps
+            for op in ops:
+                self.check_order(op)
         if self.inp.branch is not None:
             self.stopped_at = self.stopped_at or ops[0].id
             raise Interrupt(BranchDone(self.inp.branch))
@@ -337,7 +341,7 @@ class Pass:
         extra: dict[str, Any] = {"group": group, "race": True} if race else {"group": group}
         for op in new:
             self.save(self.new_record(op, status="queued", queued_at=now, extra=extra))
-        raise Interrupt(Parallel(tuple(op.id for op in new), group))
+        raise Interrupt(Parallel(tuple(op.id for op in new), group, go_on))
 
     # -- records ----------------------------------------------------------------------
 

@@ -419,6 +419,8 @@ def _parallel(p: PassEnd, outcome: Parallel) -> int | None:
     seq, _r = p.end_pass("running")
     if seq is not None and seq >= 0:
         host.enqueue_branches(p.fn.key, p.run_id, outcome.new)
+        if outcome.go_on:  # a decided race's losers: the run goes on beside them
+            host.enqueue(p.fn.key, p.run_id, seq)
     return seq
 
 

@@ -57,10 +57,13 @@ class Wait:
 
 @dataclass(frozen=True)
 class Parallel:
-    """Several new steps at once. ``new`` need a task each; ``group`` is the fan-in set."""
+    """Several new steps at once. ``new`` need a task each; ``group`` is the fan-in set.
+    ``go_on``: the run does not wait for them (the losers of a decided race): its next
+    pass is queued with the branches."""
 
     new: tuple[str, ...]
     group: tuple[str, ...]
+    go_on: bool = False
 
 
 @dataclass(frozen=True)
