@@ -235,3 +235,17 @@ def test_check_deploy_touches_nothing(deployed: dict[str, Any]) -> None:
         assert after.warnings == before.warnings == []
         assert [s.step_id for s in after.steps] == [s.step_id for s in before.steps]
         assert after.versions == before.versions
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--fn", "nope"], "no function 'nope'"),
+    (["--limit", "0"], "--limit must be a positive integer"),
+])
+def test_check_deploy_usage_errors_exit_2(args: list[str], says: str) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "fanout._cli", "-A", __name__, "check-deploy", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert says in res.stderr
