@@ -24,6 +24,8 @@ class Keyspace:
         self.runs_index = f"{p}:idx:runs"
         self.events_index = f"{p}:idx:events"
         self.metrics = f"{p}:metrics"
+        # The event names counted under their own name in the metrics (the rest: "other").
+        self.metric_event_names = f"{p}:metrics:evnames"
         self.paused = f"{p}:paused"
         self.ingest_keys = f"{p}:ingest:keys"
         self.audit = f"{p}:audit"
