@@ -42,6 +42,10 @@ class Keyspace:
         """The runs an event started (or was folded into)."""
         return f"{self.prefix}:ev:{{{event_id}}}:runs"
 
+    def event_resumed(self, event_id: str) -> str:
+        """The runs whose ``wait_for_event`` an event ended."""
+        return f"{self.prefix}:ev:{{{event_id}}}:resumed"
+
     def fn_index(self, fn_key: str) -> str:
         return f"{self.prefix}:idx:fn:{key_part(fn_key)}"
 

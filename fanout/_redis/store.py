@@ -122,7 +122,7 @@ class Store:
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
         self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
         self.flow = FlowStore(client, self.keys, self.scripts, self.retention)
-        self.waits = WaitStore(client, self.keys)
+        self.waits = WaitStore(client, self.keys, self.retention)
 
     # -- keys --------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """The dashboard over time and in place, in real Chromium against `fanout dashboard`
 and a real worker: charts of the last hour, day and week drawn from the metrics
 rollups, pages that refresh without reloading (304 while nothing changed), a
-waiting run's "send the matching event", and a paused function's runs shown as
+waiting run's "send the matching event" (and the links between the event and the
+run it resumed), and a paused function's runs shown as
 paused on the runs list, the run page, the overview and in `fanout runs`."""
 
 from __future__ import annotations
@@ -153,6 +154,19 @@ def test_a_waiting_run_offers_the_matching_event(dashboard: str, page: Any, shot
     assert client.get_run(rid).output == {"order_id": "A-7", "ok": True}  # type: ignore[union-attr]
     row = page.locator("#target-audit tr[data-action=send]")
     assert row.count() == 1 and "local" in row.inner_text() and "live/approved" in row.inner_text()
+    # The run page links the event that resumed it, and that event's page links back.
+    page.reload()
+    resumed_by = page.locator("a.resumed-by")
+    assert resumed_by.count() == 1
+    eid = client.get_run(rid).steps[0].output["id"]  # type: ignore[union-attr]
+    assert resumed_by.inner_text() == eid
+    resumed_by.click()
+    page.wait_for_url(re.compile(rf"/events/{eid}$"))
+    back = page.locator(f'#resumed-runs a[href="/runs/{rid}"]')
+    assert back.count() == 1
+    page.screenshot(path=str(shots / "event-resumed-a-run.png"), full_page=True)
+    back.click()
+    page.wait_for_url(re.compile(rf"/runs/{rid}$"))
 
 
 def test_a_paused_functions_runs_show_as_paused_everywhere(dashboard: str, page: Any,
