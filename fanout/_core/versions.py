@@ -14,7 +14,7 @@ by the adapter.
 * ``vdv`` JSON ``{"n": ..., "gone": [...]}``: the guard against nondeterministic step
   ids. ``n`` counts the passes in a row that met a new step while steps saved by
   earlier passes went unreached (and were not unreached before); ``gone`` the saved
-  steps the last pass left unreached.  A deploy changes the steps once (one such
+  steps passes of the run left unreached (the newest 64).  A deploy changes the steps once (one such
   pass); an id built from the time or a random value changes them on every pass.
 
 See ``docs/concepts/versioning.md``.
@@ -129,30 +129,37 @@ def crossed_deploy(fields: Mapping[str, str]) -> bool:
     return len(set(versions_of(fields))) > 1
 
 
-def divergence_of(fields: Mapping[str, str]) -> tuple[int, frozenset[str]]:
-    """The guard's state: (divergent passes in a row, the saved steps the last pass
-    left unreached)."""
+def _divergence(fields: Mapping[str, str]) -> tuple[int, list[str]]:
     raw = fields.get(DIVERGENCE)
     if not raw:
-        return 0, frozenset()
+        return 0, []
     try:
         value = json.loads(raw)
-        return int(value.get("n", 0)), frozenset(str(s) for s in value.get("gone", []))
+        return int(value.get("n", 0)), [str(s) for s in value.get("gone", [])]
     except (ValueError, TypeError, AttributeError):
-        return 0, frozenset()
+        return 0, []
+
+
+def divergence_of(fields: Mapping[str, str]) -> tuple[int, frozenset[str]]:
+    """The guard's state: (divergent passes in a row, the saved steps some pass of the
+    run left unreached: they count once)."""
+    n, gone = _divergence(fields)
+    return n, frozenset(gone)
 
 
 def divergence_fields(fields: Mapping[str, str], divergent: bool,
                       unreached: Iterable[str]) -> dict[str, str]:
     """What a pass writes for the guard: the count goes up on a divergent pass and back
-    to 0 on any other; nothing is written when nothing changed."""
-    n, gone = divergence_of(fields)
+    to 0 on any other; the steps it left unreached join ``gone`` (the newest
+    ``MAX_GONE`` are kept), so that passes alternating between two versions during a
+    rolling deploy, each leaving the other's step unreached, count once. Nothing is
+    written when nothing changed."""
+    n, gone = _divergence(fields)
     new_n = n + 1 if divergent else 0
-    new_gone = sorted(set(unreached))[:MAX_GONE]
-    if new_n == n and set(new_gone) == gone:
+    known = set(gone)
+    new_gone = (gone + sorted(s for s in set(unreached) if s not in known))[-MAX_GONE:]
+    if new_n == n and new_gone == gone:
         return {}
-    if new_n == 0 and not new_gone:
-        return {DIVERGENCE: ""}
     return {DIVERGENCE: json.dumps({"n": new_n, "gone": new_gone}, separators=(",", ":"))}
 
 

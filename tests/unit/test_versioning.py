@@ -138,9 +138,34 @@ def test_divergence_fields() -> None:
     assert divergence_fields({}, False, []) == {}
     one = divergence_fields({}, True, ["a"])
     assert divergence_of(one) == (1, frozenset({"a"}))
-    assert divergence_of({**one, **divergence_fields(one, True, ["b"])}) == (2, frozenset({"b"}))
-    assert divergence_fields(one, False, []) == {"vdv": ""}
+    two = {**one, **divergence_fields(one, True, ["b"])}
+    assert divergence_of(two) == (2, frozenset({"a", "b"}))
+    assert divergence_of({**two, **divergence_fields(two, False, [])}) == (
+        0, frozenset({"a", "b"}))
     assert divergence_of({"vdv": ""}) == (0, frozenset())
+
+
+def test_rolling_deploy_alternating_versions_goes_on() -> None:
+    # Passes alternate between version 1 ('b') and version 2 ('b2', its rename), each
+    # meeting a new step while the other version's step goes unreached.
+    def on(version: int) -> Any:
+        def handler(ctx: fanout.ContextSync) -> list[Any]:
+            a = ctx.step.run("a", lambda: "a")
+            b = ctx.step.run("b" if version == 1 else "b2", lambda: f"b{version}")
+            return [a, b] + [ctx.step.run(s, lambda s=s: s) for s in ("c", "d", "e", "f")]
+        return handler
+
+    sink = WarnSink()
+    outs: list[Any] = []
+    for i in range(12):
+        diverged, gone = divergence_of(sink.fields)
+        pi = PassInput(run_id="r1", fn_id="f", event={"name": "t/e", "data": {}, "id": "e1"},
+                       events=[], attempt=0, memo=dict(sink.saved),
+                       policy=RetryPolicy(retries=0), diverged=diverged, gone=gone)
+        outs.append(run_pass(on(1 + i % 2), pi, sink, is_async=False))
+        if not isinstance(outs[-1], Continue):
+            break
+    assert isinstance(outs[-1], Completed), outs[-1]
 
 
 def test_strict_mode_fails_after_a_deploy() -> None:
