@@ -97,6 +97,9 @@ class PassInput:
     diverged: int = 0
     gone: frozenset[str] = frozenset()
     dry: bool = False
+    #: This pass retries the code after a failure outside steps (lines logged before
+    #: the raise are logged again). None: not known, so any ``attempt`` above 0.
+    retry_pass: bool | None = None
     warned: frozenset[str] = frozenset()
     markers: frozenset[str] = frozenset()
     patches: frozenset[str] | None = None
@@ -155,7 +158,8 @@ class Pass:
         # before the retried raise appear on every attempt. Other passes stay silent
         # until the first step that is not memoized: the lines before it ran already.
         if inp.branch is None:
-            self.retrying = inp.attempt > 0 or any(
+            retry_pass = inp.attempt > 0 if inp.retry_pass is None else inp.retry_pass
+            self.retrying = retry_pass or any(
                 r.status == "retrying" for r in inp.memo.values()
             )
         else:  # a branch task retries only its own step

@@ -54,6 +54,8 @@ from .run_record import (
     MAX_ATTEMPTS,
     OUTPUT,
     QUEUED_AT,
+    RETRY_PASS,
+    SEQ,
     TAKEOVERS,
     branch_lease_field,
     step_field,
@@ -230,11 +232,14 @@ def pass_input(fn: FunctionDef, run_id: str, fields: Mapping[str, str],
     attempt = int(fields.get(ATTEMPT, "0"))
     retrying = [r.attempts for r in memo.values() if r.status == "retrying"]
     diverged, gone = divergence_of(fields)
+    # Only the pass right after a failure outside steps retries that code; the run's
+    # attempt number stays up after it.
+    retry_pass = attempt > 0 and _number(fields.get(RETRY_PASS)) == _number(fields.get(SEQ))
     return PassInput(
         run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
         attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
         policy=fn.policy, branch=branch, strict=fn.strict_order,
-        diverged=diverged, gone=gone,
+        diverged=diverged, gone=gone, retry_pass=retry_pass,
         warned=warned_kinds(fields), markers=markers_of(fields),
         patches=frozenset(fn.patches), version=fn.version,
         logger=fn.logger_of() if fn.logger_of is not None else None,
@@ -242,6 +247,13 @@ def pass_input(fn: FunctionDef, run_id: str, fields: Mapping[str, str],
         state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
         middleware=fn.middleware, client=fn.client, function=fn,
     )
+
+
+def _number(raw: str | None) -> int:
+    try:
+        return int(float(raw or 0))
+    except ValueError:
+        return -1
 
 
 def run_engine(fn: FunctionDef, inp: PassInput, sink: RunSink) -> Outcome:
@@ -379,7 +391,8 @@ def _failed(p: PassEnd, outcome: Failed) -> int | None:
         return None
     delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
     p.end.update({ATTEMPT: attempt + 1, ERROR: dumps(outcome.error),
-                  MAX_ATTEMPTS: fn.retries + 1})
+                  MAX_ATTEMPTS: fn.retries + 1,
+                  RETRY_PASS: int(float(p.fields.get(SEQ) or 0)) + 1})
     wake = p.until(p.now + delay)
     p.host.attempt_failed(fn, p.run_id, attempt + 1, fn.retries + 1, outcome.error, wake)
     seq, _r = p.end_pass("running", wake=wake)

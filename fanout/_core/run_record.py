@@ -38,6 +38,7 @@ MAX_ATTEMPTS = "atm"  # the attempts the current step may take
 # -- passes -----------------------------------------------------------------------------
 SEQ = "seq"          # the number of passes ended so far
 ATTEMPT = "att"      # the attempt number of the run's current step
+RETRY_PASS = "rtp"   # the pass (its seq) that retries the code after a failure outside steps
 LEASE = "lease"      # the token of the pass that holds the run ('' between passes)
 LEASE_UNTIL = "lu"   # when that lease expires (epoch seconds)
 STARTED = "t0"       # the first pass began
@@ -137,6 +138,7 @@ class RunRecord(TypedDict, total=False):
     vs: str
     vw: str
     vdv: str
+    rtp: str
     atm: str
     seq: str
     att: str

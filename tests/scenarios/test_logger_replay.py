@@ -1,7 +1,8 @@
 """``ctx.logger`` stays silent while memoized code replays, read from a real worker's
 log: each line is logged once, on the pass that first runs the code around it,
 including the code after a sleep, after a wait its event resolved and after a
-parallel group (the pass that saved those stopped there)."""
+parallel group (the pass that saved those stopped there). A line before a raise
+outside steps is logged again by the pass that retries it, and by no later pass."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import redis
 
 import fanout
-from tests.support import Worker, make_app, run_of, wait_for, wait_run
+from tests.support import Worker, make_app, redis_for, run_of, wait_for, wait_run
 
 app, client = make_app(__name__)
 LINES = ("start", "after a", "after b", "after nap", "after wait", "after group", "end")
@@ -58,6 +59,22 @@ async def chatty_async(ctx: fanout.Context) -> str:
     return "done"
 
 
+@client.create_function(fn_id="stumbles", trigger=fanout.TriggerEvent(event="t/stumbles"),
+                        retries=2)
+def stumbles(ctx: fanout.ContextSync) -> str:
+    ctx.step.run("a", lambda: 1)
+    ctx.logger.info("stumbles: after a")
+    if redis_for(__name__).incr(f"tries:{ctx.run_id}") == 1:
+        raise RuntimeError("once, outside any step")
+    ctx.step.run("b", lambda: 2)
+    ctx.logger.info("stumbles: after b")
+    ctx.step.run("c", lambda: 3)
+    ctx.logger.info("stumbles: after c")
+    ctx.step.run("d", lambda: 4)
+    ctx.logger.info("stumbles: end")
+    return "done"
+
+
 def test_each_line_once_in_the_worker_log(clean_db: redis.Redis, log_dir: Path) -> None:
     w = Worker(__name__, log_dir=log_dir)
     try:
@@ -69,6 +86,7 @@ def test_each_line_once_in_the_worker_log(clean_db: redis.Redis, log_dir: Path) 
                              for r in runs.values()), timeout=60)
         for tag in runs:
             client.emit("t/chatty-go", {"tag": tag})
+        runs["stumbles"] = run_of(client, client.emit("t/stumbles"), "stumbles")
         for rid in runs.values():
             run = wait_run(client, rid)
             assert run.status == "completed", run.error
@@ -77,4 +95,8 @@ def test_each_line_once_in_the_worker_log(clean_db: redis.Redis, log_dir: Path) 
         w.stop()
     for tag, rid in runs.items():
         mine = [ln.split(f"{rid}] ", 1)[1] for ln in log.splitlines() if f"{rid}] {tag}: " in ln]
+        if tag == "stumbles":  # 'after a' again on the retry, then each line once
+            assert mine == [f"stumbles: {x}" for x in
+                            ("after a", "after a", "after b", "after c", "end")], mine
+            continue
         assert mine == [f"{tag}: {line}" for line in LINES], (tag, mine)
