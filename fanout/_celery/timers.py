@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._core.outage import Outage
 from .._core.run_record import FK
 from .._redis.store import Store
 from .forkgate import gate
@@ -44,6 +45,9 @@ class TimerThread:
         self._stop = threading.Event()
         self._periodic: list[list[Any]] = []
         self._next_due: float | None = None
+        # Through an outage of Redis or the broker: back off, and say so in few lines.
+        self.outage = Outage("the timer scan (sleeps, retries, lost-message recovery)")
+        self._job_outages: dict[str, Outage] = {}
 
     def add_periodic(
         self, name: str, fn: Callable[[], Any], interval: float, *, at_start: bool = True
@@ -80,14 +84,22 @@ class TimerThread:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                with gate.section():
-                    n = self.scan_once()
-            except Exception:  # keep going through Redis or broker outages
-                log.warning("fanout: timer scan failed; retrying", exc_info=True)
-                n = 0
-            if n == 0:
-                self._stop.wait(self.next_wait())
+            wait = self.scan_round()
+            if wait:
+                self._stop.wait(wait)
+
+    def scan_round(self) -> float:
+        """One scan; the seconds to wait before the next (0: scan again at once).
+        A failed scan (Redis or the broker away) forgets the due time of the last good
+        one and backs off; the outage is logged by :attr:`outage`."""
+        try:
+            with gate.section():
+                n = self.scan_once()
+        except Exception as exc:  # noqa: BLE001 - keep going through outages
+            self._next_due = None
+            return self.outage.failed(exc)
+        self.outage.ok()
+        return 0.0 if n else self.next_wait()
 
     def next_wait(self) -> float:
         """Until the earliest timer is due, at most ``poll_interval``: a sleep wakes
@@ -103,10 +115,17 @@ class TimerThread:
             name, fn, interval, last = entry
             if now - last >= interval:
                 entry[3] = now
+                outage = self._job_outages.get(name)
+                if outage is None:
+                    outage = self._job_outages[name] = Outage(f"the periodic job {name}")
                 try:
                     fn()
-                except Exception:
-                    log.warning("fanout: periodic job %s failed", name, exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - a job never stops the thread
+                    # The job's own interval paces its retries; back off further
+                    # only when that interval is shorter than the back-off.
+                    entry[3] = now - interval + max(interval, outage.failed(exc))
+                else:
+                    outage.ok()
 
     def scan_once(self) -> int:
         """Fire the due timers once; returns how many were due."""
