@@ -48,7 +48,8 @@ class Leases:
         pid = os.getpid()
         # A failed renewal is tried again sooner than the next third of the lease,
         # backing off, but never waiting longer than that third.
-        outage = Outage("renewing the leases of running steps", cap=self.lease_s / 3)
+        third = self.lease_s / 3
+        outage = Outage("renewing the leases of running steps", base=min(0.1, third), cap=third)
         wait = self.lease_s / 3
         while self._pid == pid:
             time.sleep(wait)
