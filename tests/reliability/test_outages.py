@@ -26,6 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 import redis
@@ -140,7 +141,13 @@ class Cost:
                 f"of worker log, worker CPU {self.cpu_s:.2f}s during the outage")
 
 
-def outage(which: str, store_url: str, broker_url: str, server: PrivateRedis,
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+    def start_again(self) -> None: ...
+
+
+def outage(which: str, store_url: str, broker_url: str, server: Stoppable,
            log_dir: Path) -> tuple[Cost, str]:
     """Run the scenario; the cost, and the worker log written since the outage began."""
     _, fo = build(store_url, broker_url)
@@ -202,3 +209,49 @@ def test_broker_outage_loses_nothing_and_stays_quiet(
     lines = "\n".join(m for m in text.splitlines() if _FANOUT_LINE.match(m))
     assert cost.fanout_lines <= MAX_FANOUT_LINES, lines
     assert "the timer scan" in text and "recovered after an outage of" in text, lines
+
+
+class PrivateRabbit:
+    """A private RabbitMQ node (never a shared one): its app stopped and started."""
+
+    def __init__(self) -> None:
+        from tests.scenarios.test_rabbitmq import _start_private_node
+
+        self.rabbit, self.proc, self.tmp = _start_private_node()
+        self.url = self.rabbit.url("/")
+
+    def stop(self) -> None:
+        self.rabbit.ctl("stop_app")
+
+    def start_again(self) -> None:
+        self.rabbit.ctl("start_app")
+        from tests.scenarios.test_rabbitmq import _reachable
+
+        wait_for(lambda: _reachable(self.rabbit.host, self.rabbit.port), timeout=60)
+
+    def close(self) -> None:
+        import shutil
+
+        subprocess.run(["rabbitmqctl", "-n", str(self.rabbit.node), "stop"],
+                       capture_output=True, timeout=60)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_rabbitmq_broker_outage_loses_nothing_and_stays_quiet(log_dir: Path) -> None:
+    """The same outage with RabbitMQ as the broker (a private node, started for this
+    test: over a minute in all, so it runs with FANOUT_SLOW=1)."""
+    node = PrivateRabbit()
+    try:
+        store = support.url_for(__name__)
+        redis.Redis.from_url(store).flushdb()
+        cost, text = outage("rabbitmq broker", store, node.url, node, log_dir)
+        lines = "\n".join(m for m in text.splitlines() if _FANOUT_LINE.match(m))
+        assert cost.fanout_lines <= MAX_FANOUT_LINES, lines
+        assert "the timer scan" in text and "recovered after an outage of" in text, lines
+    finally:
+        node.close()
