@@ -21,6 +21,7 @@ from typing import Any
 from celery.exceptions import Retry
 from kombu import Queue  # type: ignore[attr-defined]
 
+from .._core.outage import Outage
 from .._redis.store import StoreError
 from . import passes, routing
 from .cron import CRON_TASK
@@ -35,13 +36,18 @@ _OPTIONS: dict[str, Any] = dict(
 )
 
 
+# The messages of this process that met a Redis outage: logged once when it starts
+# (the first message), at most once a minute, and once when a message gets through.
+_messages = Outage("passes and routing (Redis errors: the messages are put back with a "
+                   "retry, backing off up to 30s)")
+
+
 def _store_retry(task: Any, exc: StoreError, where: str) -> Exception:
     """Put the message back while Redis is away: a retry backing off from 1s to 30s
-    (with jitter), logged by fanout on the message's first retry only."""
+    (with jitter); the outage is logged by :data:`_messages`."""
     tries = int(getattr(task.request, "retries", 0) or 0)
-    if tries == 0:
-        log.warning("fanout: Redis error %s, retrying the message (backing off up to 30s): "
-                    "%s", where, exc)
+    log.debug("fanout: Redis error %s, retrying the message: %s", where, exc)
+    _messages.failed(exc)
     countdown = min(30.0, 2.0 ** tries) * (0.5 + 0.5 * random.random())
     retry: Exception = task.retry(exc=exc, countdown=round(countdown, 2), max_retries=None)
     return retry
@@ -64,6 +70,7 @@ def register(rt: Runtime) -> None:
                 passes.execute_branch(rt, fn, run_id, branch)
         except StoreError as exc:
             raise _store_retry(task, exc, f"in run {run_id}") from None
+        _messages.ok()
         failed, retrying = take_failed(), take_retrying()
         if not rt.app.conf.get("fanout_task_failure", True):
             return
@@ -93,6 +100,7 @@ def register(rt: Runtime) -> None:
                           invoker=invoker, batch_id=batch_id)
         except StoreError as exc:
             raise _store_retry(task, exc, "while routing") from None
+        _messages.ok()
 
     @app.task(  # type: ignore[untyped-decorator]
         name=CRON_TASK,

@@ -223,7 +223,7 @@ def run_dev(target: Target, *, host: str = "127.0.0.1", port: int = 8288,
     # A memory:// store without the [embedded] extra fails here, in one line, rather
     # than after "ready" in every thread that touches the store.
     if target.is_memory:
-        target.runtime.store.r.ping()
+        _ = target.runtime.store  # connecting checks the extra
     stop = threading.Event()
 
     def on_term(_sig: int, _frame: Any) -> None:

@@ -145,7 +145,7 @@ def test_a_pass_that_ends_well_is_success(flower: tuple[Flower, Worker]) -> None
 
 
 def test_a_failed_attempt_that_will_be_retried_is_retry_with_the_error(
-    flower: tuple[Flower, Worker]
+    flower: tuple[Flower, Worker], clean_db: Any
 ) -> None:
     f, _ = flower
     rid = run_of(client, client.send_sync(fanout.Event(name="flw/once", data={}))[0], "once")
@@ -157,6 +157,9 @@ def test_a_failed_attempt_that_will_be_retried_is_retry_with_the_error(
     assert f"step 'call-api' of run {rid}" in retried[0]["exception"]
     assert "attempt 1 of 3" in retried[0]["exception"]
     assert [t["state"] for t in tasks].count("FAILURE") == 0
+    # The RETRY task's message was acknowledged (fanout's timer retried the attempt):
+    # nothing unacknowledged, nothing queued again.
+    wait_for(lambda: clean_db.hlen("unacked") == 0 and clean_db.llen("celery") == 0)
 
 
 def test_a_run_failing_for_good_is_failure_with_the_users_traceback(
