@@ -46,7 +46,10 @@ class TimerThread:
         self._periodic: list[list[Any]] = []
         self._next_due: float | None = None
         # Through an outage of Redis or the broker: back off, and say so in few lines.
+        # Two outages: a scan with nothing due proves the store is back, not the broker.
         self.outage = Outage("the timer scan (sleeps, retries, lost-message recovery)")
+        self.publish_outage = Outage("the timer scan publishing due passes to the broker")
+        self._publishing = False
         self._job_outages: dict[str, Outage] = {}
 
     def add_periodic(
@@ -92,13 +95,19 @@ class TimerThread:
         """One scan; the seconds to wait before the next (0: scan again at once).
         A failed scan (Redis or the broker away) forgets the due time of the last good
         one and backs off; the outage is logged by :attr:`outage`."""
+        self._publishing = False
         try:
             with gate.section():
                 n = self.scan_once()
         except Exception as exc:  # noqa: BLE001 - keep going through outages
             self._next_due = None
+            if self._publishing:
+                self.outage.ok()
+                return self.publish_outage.failed(exc)
             return self.outage.failed(exc)
         self.outage.ok()
+        if n:
+            self.publish_outage.ok()
         return 0.0 if n else self.next_wait()
 
     def next_wait(self) -> float:
@@ -136,10 +145,17 @@ class TimerThread:
         routes = [m for m in due if m.startswith("route:")]
         branches = [m for m in due if m.startswith("branch:")]
         runs = [m for m in due if ":" not in m]
+        # Read what the store holds first, then publish: a failure while publishing is
+        # the broker's (see scan_round).
+        payloads = {member: store.route_payload(member[6:]) for member in routes}
+        targets = runs + [m.split(":")[1] for m in branches]
+        fks = dict(zip(targets, store.runs_field(targets, FK), strict=True)) if targets else {}
         done: list[str] = []
+        offered: list[str] = []
+        self._publishing = True
         with publisher.batch() as producer:
             for member in routes:
-                payload = store.route_payload(member[6:])
+                payload = payloads[member]
                 if payload is None:
                     done.append(member)
                     continue
@@ -152,27 +168,24 @@ class TimerThread:
                     batch_id=member[6:],
                     producer=producer,
                 )
-            targets = runs + [m.split(":")[1] for m in branches]
-            offered: list[str] = []
-            if targets:
-                fks = dict(zip(targets, store.runs_field(targets, FK), strict=True))
-                for rid in runs:
-                    fk = fks.get(rid)
-                    if fk is None:
-                        done.append(rid)  # the run is gone (expired)
-                        continue
-                    publisher.enqueue(fk, rid, None, producer=producer,
-                                      queue=publisher.router_queue)
-                    offered.append(rid)
-                for member in branches:
-                    _, rid, sid = member.split(":", 2)
-                    fk = fks.get(rid)
-                    if fk is None:
-                        done.append(member)
-                        continue
-                    publisher.enqueue(fk, rid, None, branch=sid, producer=producer,
-                                      queue=publisher.router_queue)
-                    offered.append(member)
+            for rid in runs:
+                fk = fks.get(rid)
+                if fk is None:
+                    done.append(rid)  # the run is gone (expired)
+                    continue
+                publisher.enqueue(fk, rid, None, producer=producer,
+                                  queue=publisher.router_queue)
+                offered.append(rid)
+            for member in branches:
+                _, rid, sid = member.split(":", 2)
+                fk = fks.get(rid)
+                if fk is None:
+                    done.append(member)
+                    continue
+                publisher.enqueue(fk, rid, None, branch=sid, producer=producer,
+                                  queue=publisher.router_queue)
+                offered.append(member)
+        self._publishing = False
         # A message we just published may be lost too: keep a watchdog timer, with
         # backoff, until a pass or branch actually begins (which re-arms the timer).
         retimed: dict[str, int | None] = dict(store.watchdog_backoff(offered)) if offered else {}

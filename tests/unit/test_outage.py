@@ -105,3 +105,35 @@ def test_still_sealed_finds_an_unopened_value() -> None:
     assert still_sealed([{"data": {}}], {"charge": step}) == "the output of step 'charge'"
     assert still_sealed([{"data": {"encrypted": {"card": "x"}}}], {}) is None
     assert "EncryptionMiddleware.factory(key)" in sealed_message("it")
+
+
+class DueStore:
+    """A store with one run due on every scan, or none."""
+
+    def __init__(self) -> None:
+        self.due: list[str] = ["run-1"]
+
+    def claim_due(self, *, rearm_s: float) -> Any:
+        return list(self.due), 1, None
+
+    def runs_field(self, ids: list[str], field: str) -> list[str]:
+        return ["app:fn" for _ in ids]
+
+
+class DownBroker:
+    router_queue = None
+
+    def batch(self) -> Any:
+        raise ConnectionRefusedError("broker down")
+
+
+def test_a_scan_with_nothing_due_does_not_end_a_broker_outage() -> None:
+    """Only a scan that published again ends a broker outage (a scan with nothing due
+    proves the store is back, not the broker)."""
+    store = DueStore()
+    t = TimerThread(lambda: store, DownBroker(), 30.0)  # type: ignore[arg-type, return-value]
+    assert t.scan_round() > 0
+    assert t.publish_outage.active and not t.outage.active
+    store.due = []
+    t.scan_round()
+    assert t.publish_outage.active
