@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._errors import StepError
 from .event import Event
 from .records import StepRecord
 
@@ -158,7 +159,7 @@ class RetryPolicy:
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
-    inner = getattr(exc, "stack", None)
+    inner = getattr(exc, "stack", None) if isinstance(exc, StepError) else None
     if isinstance(inner, str) and inner.strip() and inner not in tb:
         # A StepError: the step's own traceback (the user's line that raised) first,
         # as Python shows an exception's cause.
