@@ -20,6 +20,7 @@ from typing import Any
 
 from .._errors import (
     ConfigError,
+    DecryptionError,
     EventError,
     ExpressionError,
     MiddlewareError,
@@ -43,6 +44,7 @@ from .outcomes import (
     Sink,
     error_info,
 )
+from .sealed import sealed_message, still_sealed
 from .versions import strict_hint
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
@@ -69,10 +71,12 @@ def run_pass(
         if inp.middleware:
             outcome = _with_middleware(p, ctx, handler)
         else:
-            outcome = _finish_pass(p, _call_handler(p, ctx, handler))
+            sealed = _sealed(ctx, inp)
+            outcome = sealed if sealed is not None else _finish_pass(
+                p, _call_handler(p, ctx, handler))
     except Interrupt as intr:
         outcome = intr.outcome
-    if inp.branch is None:
+    if inp.branch is None and p.reached:  # the handler ran (a pass may fail before it)
         report = getattr(sink, "pass_divergence", None)
         if report is not None:  # the guard against nondeterministic step ids
             report(p.divergent(), sorted(p.unvisited))
@@ -87,6 +91,9 @@ def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
     except MiddlewareError as exc:
         return Failed(error_info(exc), True)
     p.hook("transform_input", ctx, inp.function, inp.memo)
+    sealed = _sealed(ctx, inp)
+    if sealed is not None:
+        return sealed
     p.hook("before_memoization")
     if not p.unvisited:
         p.hook("memo_done")  # nothing memoized: the handler's first line is new code
@@ -107,6 +114,17 @@ def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
         p.transformed(None, _ErrorView(result.error), None)
     p.hook("before_response", reverse=True)
     return result
+
+
+def _sealed(ctx: Any, inp: PassInput) -> Failed | None:
+    """A pass that would hand the handler a still-encrypted value fails (not retried)
+    with an error naming the encryption middleware."""
+    first = getattr(ctx, "event", None)
+    events = [first, *(e for e in getattr(ctx, "events", None) or [] if e is not first)]
+    where = still_sealed(events, inp.memo)
+    if where is None:
+        return None
+    return Failed(error_info(DecryptionError(sealed_message(where))), True)
 
 
 @dataclass(frozen=True)
