@@ -65,9 +65,9 @@ def stamped(ctx: fanout.ContextSync) -> Any:
     return counted(r, ctx, "after", 2)
 
 
-def _cli_check(code: str) -> subprocess.CompletedProcess[str]:
+def _cli_check(code: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "fanout._cli", "-A", __name__, "check-deploy", "--json"],
+        [sys.executable, "-m", "fanout._cli", "-A", __name__, "check-deploy", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT), "FANOUT_TEST_CODE": code},
     )
@@ -105,7 +105,8 @@ def deployed(clean_db: redis.Redis, log_dir: Path) -> Iterator[dict[str, Any]]:
         old.stop()
     before = {row: client.get_run(rid) for row, rid in runs.items()}
     found: dict[str, Any] = {
-        "cli": _cli_check("2"), "cli_same": _cli_check("1"),
+        "cli": _cli_check("2", "--json"), "cli_same": _cli_check("1", "--json"),
+        "cli_text": _cli_check("2", "--fn", "renamed", "--fn", "retooled"),
         "api": _api_check("2", list(ROWS)),
         "api_here": fanout.check_deploy(client),  # this process runs version 1
         "before": before,
@@ -214,6 +215,20 @@ def test_check_deploy_cli_predicts_what_version_2_does(deployed: dict[str, Any])
     same = deployed["cli_same"]
     assert same.returncode == 0, same.stderr
     assert all(not f["warn"] and not f["fail"] for f in json.loads(same.stdout)["functions"])
+
+
+def test_check_deploy_text_report(deployed: dict[str, Any]) -> None:
+    res = deployed["cli_text"]
+    assert res.returncode == 1, res.stderr
+    text = res.stdout
+    runs = deployed["runs"]
+    assert "tests:renamed (version src-" in text and "1 would warn, 0 would fail" in text
+    assert f"warn  {runs['renamed'].run_id}  (sleeping)" in text
+    assert "would run ['a-renamed'] before the saved step(s) ['a']" in text
+    assert f"FAIL  {runs['retooled'].run_id}  (sleeping)" in text
+    assert "NonDeterminismError: step 'a' was memoized as ctx.step.run" in text
+    assert text.rstrip().endswith("FAIL: 1 run(s) would fail, 1 would go on with a warning")
+    assert "tests:added" not in text  # --fn keeps the others out
 
 
 def test_check_deploy_api(deployed: dict[str, Any]) -> None:
