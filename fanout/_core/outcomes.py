@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._errors import StepError
 from .event import Event
 from .records import StepRecord
 
@@ -57,10 +58,13 @@ class Wait:
 
 @dataclass(frozen=True)
 class Parallel:
-    """Several new steps at once. ``new`` need a task each; ``group`` is the fan-in set."""
+    """Several new steps at once. ``new`` need a task each; ``group`` is the fan-in set.
+    ``go_on``: the run does not wait for them (the losers of a decided race): its next
+    pass is queued with the branches."""
 
     new: tuple[str, ...]
     group: tuple[str, ...]
+    go_on: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,18 @@ class LeaseLost:
     cancelled: bool = False
 
 
+@dataclass(frozen=True)
+class DryStop:
+    """check-deploy's replay stopped at ``step_id``, the first step that is not final
+    (``new``: not saved at all, so a pass would run it now)."""
+
+    step_id: str
+    new: bool
+
+
 Outcome = (
     Completed | Failed | Continue | RetryStep | Sleep | Wait | Parallel | BranchDone | LeaseLost
+    | DryStop
 )
 
 
@@ -157,8 +171,14 @@ class RetryPolicy:
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "stack": tb[-4000:]}
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+    inner = getattr(exc, "stack", None) if isinstance(exc, StepError) else None
+    if isinstance(inner, str) and inner.strip() and inner not in tb:
+        # A StepError: the step's own traceback (the user's line that raised) first,
+        # as Python shows an exception's cause.
+        tb = (inner.rstrip("\n")[-3000:] + "\n\nThe above exception was the direct cause "
+              "of the following exception:\n\n" + tb)
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "stack": tb}
     if getattr(exc, "quiet", False) is True:
         info["quiet"] = True  # raised with quiet=True: kept out of the failure log
     return info
