@@ -24,13 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.outage import Outage
-from .._core.run_record import FK
+from .._core.run_record import CREATED, FK, SEQ, ST, STARTED, WAITING_SINCE, WAKE, WATCHDOG
 from .._redis.store import Store
+from .backlog import Backlog
 from .forkgate import gate
 from .publisher import Publisher
 
 log = logging.getLogger("fanout")
 MIN_WAIT = 0.002
+_FIELDS = (FK, ST, SEQ, STARTED, WAKE, WAITING_SINCE, WATCHDOG, CREATED)
 
 
 class TimerThread:
@@ -51,6 +53,8 @@ class TimerThread:
         self.publish_outage = Outage("the timer scan publishing due passes to the broker")
         self._publishing = False
         self._job_outages: dict[str, Outage] = {}
+        # Never-started runs are offered again only when their message can be lost.
+        self.backlog = Backlog(publisher.app)
 
     def add_periodic(
         self, name: str, fn: Callable[[], Any], interval: float, *, at_start: bool = True
@@ -149,7 +153,20 @@ class TimerThread:
         # the broker's (see scan_round).
         payloads = {member: store.route_payload(member[6:]) for member in routes}
         targets = runs + [m.split(":")[1] for m in branches]
-        fks = dict(zip(targets, store.runs_field(targets, FK), strict=True)) if targets else {}
+        fks: dict[str, str | None] = {}
+        first: dict[str, tuple[str, float]] = {}  # never-started runs: fn key, created
+        if targets:
+            rows = store.runs_fields(targets, _FIELDS)
+            for rid, (fk, st, seq, t0, wake, ccw, wd, created) in zip(targets, rows, strict=True):
+                fks[rid] = fk
+                if (fk and st == "queued" and seq == "0" and not t0 and not wake and not ccw
+                        and wd in (None, "", "0") and rid in runs):
+                    first[rid] = (fk, float(created or 0))
+        deferred: dict[str, int] = {}
+        if first:
+            _offer, deferred = self.backlog.sort(first, watchdog=store.watchdog,
+                                                 grace=store.watchdog / 5)
+            runs = [rid for rid in runs if rid not in deferred]
         done: list[str] = []
         offered: list[str] = []
         self._publishing = True
@@ -192,5 +209,6 @@ class TimerThread:
         watch = int((time.time() + store.watchdog) * 1000)
         retimed.update({m: watch for m in routes if m not in done})
         retimed.update({m: None for m in done})
+        retimed.update(deferred)  # their message may still wait in the queue
         store.retime(rearm, retimed)
         return len(due)

@@ -551,6 +551,13 @@ class Store:
             pipe.hget(self.keys.run(rid), field)
         return [text_or_none(v) for v in pipe.execute()]
 
+    def runs_fields(self, run_ids: Sequence[str], fields: Sequence[str]) -> list[list[str | None]]:
+        """Some fields of each run, in one round trip (Nones where the run is gone)."""
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hmget(self.keys.run(rid), list(fields))
+        return [[text_or_none(v) for v in row] for row in pipe.execute()]
+
     def run_fields(self, run_id: str) -> dict[str, str]:
         return field_map(self.r.hgetall(self.keys.run(run_id)))
 
