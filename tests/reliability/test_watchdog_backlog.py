@@ -134,3 +134,48 @@ def test_a_first_pass_the_broker_loses_is_still_offered_again(counting_worker: W
     reoffers = {k.decode(): int(v) for k, v in r.hgetall(REOFFERS).items()}
     assert reoffers.get(victim, 0) >= 1, reoffers
     assert set(reoffers) == {victim}, f"runs offered twice besides the lost one: {reoffers}"
+
+
+def test_the_backlog_with_rabbitmq_as_broker(tmp_path: Path) -> None:
+    """The first test again with RabbitMQ as the broker (a private vhost), in a pytest
+    subprocess, as ``tests/scenarios/test_rabbitmq.py`` runs the foundation scenarios."""
+    if not on_redis_broker():
+        pytest.skip("already running with RabbitMQ as the broker")
+    import subprocess
+    import sys
+    from urllib.parse import urlsplit
+
+    from tests.scenarios.test_rabbitmq import DEFAULT_URL, Rabbit, _reachable
+    from tests.support import ROOT
+
+    parts = urlsplit(os.environ.get("FANOUT_TEST_AMQP_URL", DEFAULT_URL))
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    if not _reachable(host, port):
+        pytest.skip(f"RabbitMQ is not reachable on {host}:{port}")
+    rabbit = Rabbit(host, port, None, parts.username or "guest", parts.password or "guest")
+    try:
+        rabbit.ctl("list_vhosts")
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"RabbitMQ is reachable but rabbitmqctl cannot manage it: {exc}")
+    vhost = f"fanout-test-{uuid.uuid4().hex[:12]}"
+    rabbit.ctl("add_vhost", vhost)
+    rabbit.ctl("set_permissions", "-p", vhost, rabbit.user, ".*", ".*", ".*")
+    try:
+        env = {k: v for k, v in os.environ.items() if k != "FANOUT_TEST_REDIS_BASE"}
+        env["FANOUT_TEST_BROKER_URL"] = rabbit.url(vhost)
+        env["PYTHONPATH"] = str(ROOT)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
+             f"{__file__}::test_a_backlog_longer_than_the_watchdog_offers_no_first_pass_twice"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+        )
+        tail = (proc.stdout + proc.stderr)[-6000:]
+        assert proc.returncode == 0, f"the backlog test failed with RabbitMQ:\n{tail}"
+        assert "1 passed" in proc.stdout.strip().splitlines()[-1], tail
+        # Nothing left in the vhost's queues once every run completed.
+        left = [line.split("\t") for line in
+                rabbit.ctl("list_queues", "-p", vhost, "name", "messages").splitlines()]
+        counts = {row[0]: row[1].strip() for row in left if row[-1].strip().isdigit()}
+        assert counts and set(counts.values()) == {"0"}, left
+    finally:
+        rabbit.ctl("delete_vhost", vhost)
