@@ -54,7 +54,13 @@ class TimerThread:
         self._publishing = False
         self._job_outages: dict[str, Outage] = {}
         # Never-started runs are offered again only when their message can be lost.
-        self.backlog = Backlog(publisher.app)
+        self._backlog: Backlog | None = None
+
+    @property
+    def backlog(self) -> Backlog:
+        if self._backlog is None:
+            self._backlog = Backlog(self.publisher.app)
+        return self._backlog
 
     def add_periodic(
         self, name: str, fn: Callable[[], Any], interval: float, *, at_start: bool = True
