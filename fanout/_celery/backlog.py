@@ -1,19 +1,21 @@
-"""The watchdog of queued runs: offer a first pass again only when it can be lost.
+"""The watchdog of queued runs: offer a pass again only when its message can be lost.
 
 A queued run keeps a watchdog timer (five times the recovery timeout) until its
-first pass begins, because the broker can lose its message (a restart without
+next pass begins, because the broker can lose its message (a restart without
 persistence, a failover, a purge).  A long backlog makes the same timer fire for a
 run whose message is merely late: it still waits in the queue, behind the rest of
 the fan-out.  Offering it again then only adds a duplicate message per run.
 
-:class:`Backlog` decides, for the timer scan, which never-started runs to offer
-again and which to defer.  It asks the broker how many messages wait in the run's
+:class:`Backlog` decides, for the timer scan, which queued runs to offer again and
+which to defer.  It asks the broker how many messages wait in the run's
 step queue (a passive ``queue_declare``: the length of every priority list on
 Redis, the ready messages on RabbitMQ), once per queue per scan, and remembers when
 it saw each queue empty.  The rule:
 
-* The message of run X was published after X was created (``c``).  If the queue
-  was seen empty at some time ``e >= c``, X's message was no longer in it at ``e``:
+* The message of run X was published after X was queued (``c``: the ``qa`` field,
+  set before the pass's message is published, or the creation time for a first
+  pass).  If the queue was seen empty at some time ``e >= c``, X's message was no
+  longer in it at ``e``:
   it was delivered (or lost).  Emptiness is a fact about every priority list at
   once, so the proof holds whatever order the broker serves messages in.
 * A delivered message begins its pass within moments, unless it waits in a worker's
@@ -27,8 +29,9 @@ it saw each queue empty.  The rule:
   before (then with the watchdog's backoff).  A broker that cannot answer (an error
   other than "no such queue") defers nothing.
 
-Only first passes are deferred: a run with a wake time (a delayed start), a
-concurrency wait, a started pass or an earlier re-offer keeps the old rule.
+Only a queued run's watchdog is deferred: a run with a wake time (a sleep, a retry,
+a delayed start), a concurrency wait, a lease (a running pass) or an earlier re-offer
+(whose message went to ``fanout.events``) keeps the old rule.
 """
 
 from __future__ import annotations
@@ -58,9 +61,9 @@ class Backlog:
         # a second, for the last MAX_DEFER seconds.
         self._empty: dict[str, list[float]] = {}
 
-    def step_queue(self, fn_key: str, run_id: str) -> str:
-        """The queue the router published the run's first pass to (``task_routes``)."""
-        options = self.app.amqp.router.route({}, "fanout.step", (fn_key, run_id, 0), {})
+    def step_queue(self, fn_key: str, run_id: str, seq: int) -> str:
+        """The queue pass ``seq`` of the run was published to (``task_routes``)."""
+        options = self.app.amqp.router.route({}, "fanout.step", (fn_key, run_id, seq), {})
         return _name(options.get("queue") or self.app.conf.task_default_queue)
 
     def depths(self, queues: Sequence[str]) -> dict[str, int | None]:
@@ -99,21 +102,21 @@ class Backlog:
         return seen[i - 1] if i and seen[i - 1] >= lo else None
 
     def sort(
-        self, runs: Mapping[str, tuple[str, float]], *, watchdog: float, grace: float,
+        self, runs: Mapping[str, tuple[str, int, float]], *, watchdog: float, grace: float,
         now: float | None = None,
     ) -> tuple[list[str], dict[str, int]]:
-        """``runs``: run id -> (fn key, created at) of never-started runs whose watchdog
+        """``runs``: run id -> (fn key, pass, queued at) of queued runs whose watchdog
         fired.  Returns (the runs to offer again, the deferred ones -> due time in ms)."""
         if not runs:
             return [], {}
         now = time.time() if now is None else now
-        queues = {rid: self.step_queue(fk, rid) for rid, (fk, _c) in runs.items()}
+        queues = {rid: self.step_queue(fk, rid, seq) for rid, (fk, seq, _c) in runs.items()}
         depths = self.depths(sorted(set(queues.values())))
         for queue, depth in depths.items():
             self._saw(queue, depth, now)
         offer: list[str] = []
         deferred: dict[str, int] = {}
-        for rid, (_fk, created) in runs.items():
+        for rid, (_fk, _seq, created) in runs.items():
             queue = queues[rid]
             if depths[queue] is None or now - created >= MAX_DEFER:
                 offer.append(rid)
@@ -126,7 +129,7 @@ class Backlog:
             deferred[rid] = int(due * 1000)
         if deferred:
             waiting = {q: depths[q] for q in {queues[r] for r in deferred}}
-            log.info("fanout: %d queued run(s) not offered again: their first pass may still "
+            log.info("fanout: %d queued run(s) not offered again: their pass may still "
                      "wait in the broker (%s)", len(deferred),
                      ", ".join(f"{q}: {n} message(s)" for q, n in sorted(waiting.items())))
         return offer, deferred

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.outage import Outage
-from .._core.run_record import CREATED, FK, SEQ, ST, STARTED, WAITING_SINCE, WAKE, WATCHDOG
+from .._core.run_record import CREATED, FK, QUEUED_AT, SEQ, ST, WAITING_SINCE, WAKE, WATCHDOG
 from .._redis.store import Store
 from .backlog import Backlog
 from .forkgate import gate
@@ -32,7 +32,7 @@ from .publisher import Publisher
 
 log = logging.getLogger("fanout")
 MIN_WAIT = 0.002
-_FIELDS = (FK, ST, SEQ, STARTED, WAKE, WAITING_SINCE, WATCHDOG, CREATED)
+_FIELDS = (FK, ST, SEQ, WAKE, WAITING_SINCE, WATCHDOG, QUEUED_AT, CREATED)
 
 
 class TimerThread:
@@ -160,17 +160,19 @@ class TimerThread:
         payloads = {member: store.route_payload(member[6:]) for member in routes}
         targets = runs + [m.split(":")[1] for m in branches]
         fks: dict[str, str | None] = {}
-        first: dict[str, tuple[str, float]] = {}  # never-started runs: fn key, created
+        # Queued runs whose watchdog fired (not a wake-up, a concurrency wait or an
+        # earlier re-offer): fn key, pass, when the message was queued.
+        queued: dict[str, tuple[str, int, float]] = {}
         if targets:
             rows = store.runs_fields(targets, _FIELDS)
-            for rid, (fk, st, seq, t0, wake, ccw, wd, created) in zip(targets, rows, strict=True):
+            for rid, (fk, st, seq, wake, ccw, wd, qa, c) in zip(targets, rows, strict=True):
                 fks[rid] = fk
-                if (fk and st == "queued" and seq == "0" and not t0 and not wake and not ccw
-                        and wd in (None, "", "0") and rid in runs):
-                    first[rid] = (fk, float(created or 0))
+                if (fk and rid in runs and st == "queued" and wake in (None, "", "0")
+                        and not ccw and wd in (None, "", "0")):
+                    queued[rid] = (fk, int(seq or 0), float(qa or c or 0))
         deferred: dict[str, int] = {}
-        if first:
-            _offer, deferred = self.backlog.sort(first, watchdog=store.watchdog,
+        if queued:
+            _offer, deferred = self.backlog.sort(queued, watchdog=store.watchdog,
                                                  grace=store.watchdog / 5)
             runs = [rid for rid in runs if rid not in deferred]
         done: list[str] = []
