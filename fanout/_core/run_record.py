@@ -33,6 +33,7 @@ VERSION = "v"        # the function version the run was created on
 MARKERS = "mk"       # JSON list of the patch markers declared when the run was created
 VERSIONS = "vs"      # JSON list of the versions its passes ran on (the creation one first)
 VERSION_WARNINGS = "vw"  # JSON list of the versioning warnings recorded on the run
+SEARCH = "sa"        # JSON list of the function's search attribute paths (indexed by the scripts)
 MAX_ATTEMPTS = "atm"  # the attempts the current step may take
 # -- passes -----------------------------------------------------------------------------
 SEQ = "seq"          # the number of passes ended so far

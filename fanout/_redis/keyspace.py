@@ -23,6 +23,9 @@ class Keyspace:
         self.timers = f"{p}:timers"
         self.runs_index = f"{p}:idx:runs"
         self.events_index = f"{p}:idx:events"
+        self.active_index = f"{p}:idx:active"
+        self.reindex_lock = f"{p}:idx:reindexing"
+        self.reindexed = f"{p}:idx:reindexed"
         self.metrics = f"{p}:metrics"
         self.paused = f"{p}:paused"
         self.ingest_keys = f"{p}:ingest:keys"
@@ -45,6 +48,38 @@ class Keyspace:
 
     def fn_index_pattern(self) -> str:
         return f"{self.prefix}:idx:fn:*"
+
+    # -- the run indexes the run scripts keep (lua/_indexes.lua names them the same way) --
+
+    def status_index(self, status: str, fn_key: str | None = None) -> str:
+        """The runs of a status group (``active`` or a terminal status), of one
+        function or of all."""
+        if fn_key is None:
+            return self.active_index if status == "active" else f"{self.prefix}:idx:st:{status}"
+        base = self.fn_index(fn_key)
+        return f"{base}|active" if status == "active" else f"{base}|st:{status}"
+
+    def version_index(self, fn_key: str, version: str) -> str:
+        return f"{self.fn_index(fn_key)}|v:{key_part(version)}"
+
+    def version_index_pattern(self, version: str) -> str:
+        return f"{self.prefix}:idx:fn:*|v:{key_part(version)}"
+
+    def search_index(self, fn_key: str, path: str, value: str) -> str:
+        """The runs of one function whose search attribute ``path`` has ``value``
+        (:func:`fanout._core.search.value_part` encodes it)."""
+        return f"{self.prefix}:idx:sa:{key_part(fn_key)}|{key_part(path)}|{value}"
+
+    def search_index_pattern(self, path: str, value: str) -> str:
+        return f"{self.prefix}:idx:sa:*|{key_part(path)}|{value}"
+
+    def index_patterns(self) -> list[str]:
+        """Every run index but the events' (what pruning walks)."""
+        return [f"{self.prefix}:idx:st:*", f"{self.prefix}:idx:sa:*"]
+
+    def temp_index(self, name: str) -> str:
+        """A short-lived sorted set a query builds (a union or an intersection)."""
+        return f"{self.prefix}:idx:tmp:{name}"
 
     def event_name_index(self, name: str) -> str:
         return f"{self.prefix}:idx:evname:{name}"

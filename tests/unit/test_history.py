@@ -79,6 +79,8 @@ def _add_runs(store: Store, fn_key: str, n: int, *, hashes: int, base_ms: int,
         st = statuses[i % len(statuses)]
         pipe.hset(store.run_key(ids[i]), mapping=_run_fields(fn_key, st, (base_ms + i) / 1000))
     pipe.execute()
+    # The runs were written by hand: the backfill gives them their status entries.
+    History(store).reindex(force=True)
     return ids
 
 
@@ -95,12 +97,13 @@ def test_latest_50_of_100k_costs_o_limit_commands(store: Store, big: list[str]) 
     CountingConnection.reset()
     page = hist.runs(fn_key="app:big", limit=50)
     assert [r.run_id for r in page.items] == big[::-1][:50]
-    # One ZREVRANGEBYSCORE, then one HMGET per run, in two round trips: O(limit), not O(N).
+    # One ZCOUNT (the total) and one ZREVRANGEBYSCORE, then one HMGET per run, in two
+    # round trips: O(limit), not O(N).
     assert CountingConnection.commands.count("ZREVRANGEBYSCORE") == 1
     assert CountingConnection.commands.count("HMGET") == 50
-    assert len(CountingConnection.commands) == 51
+    assert len(CountingConnection.commands) == 52
     assert CountingConnection.round_trips == 2
-    assert page.next_cursor is not None
+    assert page.next_cursor is not None and page.total == BIG
 
 
 def test_query_cost_does_not_grow_with_the_index(store: Store) -> None:
@@ -135,19 +138,48 @@ def test_paging_is_exact_across_ties(store: Store) -> None:
     assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen)) == 7
 
 
-def test_status_filter_scans_in_bounded_chunks(store: Store, big: list[str]) -> None:
+def test_status_filter_reads_its_index(store: Store, big: list[str]) -> None:
     hist = History(store)
     CountingConnection.reset()
     page = hist.runs(fn_key="app:big", status="failed", limit=20)
     assert len(page.items) == 20 and all(r.status == "failed" for r in page.items)
-    assert CountingConnection.commands.count("HMGET") <= 100  # one chunk of limit*4 (min 100)
+    # The failed runs' own index: one HMGET per run on the page, nothing scanned.
+    assert CountingConnection.commands.count("HMGET") == 20
+    assert page.total == 150 == hist.count_runs("app:big", status="failed")
     active = hist.runs(fn_key="app:big", status="active", limit=5)
-    assert {r.status for r in active.items} == {"running"}
-    # Past the runs that still have hashes, a filtered scan stops at max_scan.
-    page = hist.runs(fn_key="app:big", status="cancelled", limit=5, max_scan=400)
-    assert page.items == [] and not page.complete and page.scanned >= 400
+    assert {r.status for r in active.items} == {"running"} and active.total == 150
+    running = hist.runs(fn_key="app:big", status="running", limit=500)
+    assert len(running.items) == 150 and running.next_cursor is None
+    both = hist.runs(fn_key="app:big", status="failed,running", limit=1000)
+    assert both.total == 300 and len(both.items) == 300
+    # No run was cancelled: an empty page that says so, not a scan that gave up.
+    page = hist.runs(fn_key="app:big", status="cancelled", limit=5)
+    assert page.items == [] and page.complete and page.total == 0 and page.next_cursor is None
     with pytest.raises(ConfigError, match="unknown run status 'nope'"):
         hist.runs(status="nope")
+
+
+def test_paging_both_ways_with_a_total(store: Store, big: list[str]) -> None:
+    hist = History(store)
+    pages = []
+    cursor = None
+    while True:
+        page = hist.runs(fn_key="app:big", status="failed", limit=40, cursor=cursor)
+        assert page.total == 150
+        pages.append(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    ids = [r.run_id for p in pages for r in p.items]
+    assert len(ids) == 150 == len(set(ids)) and [len(p.items) for p in pages] == [40, 40, 40, 30]
+    assert pages[0].prev_cursor is None and all(p.prev_cursor for p in pages[1:])
+    # Back from the last page: each page before it again, in the same order.
+    for i in (3, 2, 1):
+        back = hist.runs(fn_key="app:big", status="failed", limit=40, cursor=pages[i].prev_cursor)
+        assert [r.run_id for r in back.items] == [r.run_id for r in pages[i - 1].items]
+        assert (back.prev_cursor is None) == (i == 1)
+        again = hist.runs(fn_key="app:big", status="failed", limit=40, cursor=back.next_cursor)
+        assert [r.run_id for r in again.items] == [r.run_id for r in pages[i].items]
 
 
 def test_time_window(store: Store, big: list[str]) -> None:

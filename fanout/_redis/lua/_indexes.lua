@@ -1,0 +1,85 @@
+-- The run indexes, inlined by the store where a script has the line
+-- `--#include _indexes` (after _predicates). KEYS[3] is the global active set
+-- (P:idx:active) when the store indexes in its scripts (absent on a cluster: then
+-- nothing below runs). Every other index key is named from it and the run's function
+-- key, as fanout/_redis/keyspace.py names them (docs/internals.md lists them):
+--   P:idx:active, P:idx:st:<status>                 every run, by status group
+--   P:idx:fn:<fk>|active, P:idx:fn:<fk>|st:<status> the same per function
+--   P:idx:fn:<fk>|v:<version>                        created on or ran on a version
+--   P:idx:sa:<fk>|<path>|<value>                     a declared search attribute
+-- Each is a sorted set: run id -> created (ms). A run is in the active sets until it
+-- ends, then in the sets of its terminal status: two ZADDs when it is created, two
+-- ZREMs and two ZADDs when it ends (the cost budget in docs/internals.md).
+local IX = KEYS[3]
+local ix_base = IX and string.sub(IX, 1, -8) or nil
+-- A piece of a key, as ids.key_part encodes it (percent-encoding all but the safe set).
+local function ix_part(s)
+  return (string.gsub(s, '[^%w%-%._~:/]', function(c)
+    return string.format('%%%02X', string.byte(c))
+  end))
+end
+local function ix_fn(fk)
+  return ix_base .. ':fn:' .. ix_part(fk or '')
+end
+local function ix_ms(c)
+  return string.format('%.0f', math.floor((tonumber(c or '') or 0) * 1000))
+end
+-- A search attribute's value as a key piece: numbers without a trailing .0, strings
+-- as they are, booleans as true/false; long values by their SHA1; nil for others.
+local function ix_value(v)
+  local t, s = type(v), nil
+  if t == 'string' then s = v
+  elseif t == 'number' then
+    if v == math.floor(v) and math.abs(v) < 9007199254740992 then s = string.format('%.0f', v)
+    else s = string.format('%.17g', v) end
+  elseif t == 'boolean' then s = tostring(v)
+  else return nil end
+  if #s > 64 then return 'h' .. redis.sha1hex(s) end
+  return ix_part(s)
+end
+-- Index the declared search attributes (JSON list `sa`) under `root` ('data' of the
+-- event JSON `raw`, or 'output' of the output JSON `raw`).
+local function ix_search(fk, sa, root, raw, ms)
+  if not sa or not raw then return end
+  local ok, paths = pcall(cjson.decode, sa)
+  if not ok or type(paths) ~= 'table' then return end
+  local doc = nil
+  for _, path in ipairs(paths) do
+    if string.sub(path, 1, #root + 1) == root .. '.' then
+      if doc == nil then
+        local dok, d = pcall(cjson.decode, raw)
+        if not dok then return end
+        doc = d
+        if root == 'data' then doc = type(d) == 'table' and d['data'] or nil end
+      end
+      local node = doc
+      for part in string.gmatch(string.sub(path, #root + 2), '[^.]+') do
+        if type(node) ~= 'table' then node = nil break end
+        node = node[part]
+      end
+      local v = node ~= nil and ix_value(node) or nil
+      if v then
+        redis.call('ZADD', ix_base .. ':sa:' .. ix_part(fk or '') .. '|' .. ix_part(path)
+                   .. '|' .. v, ms, KEYS[1]:match(':run:{(.*)}$'))
+      end
+    end
+  end
+end
+-- The versions of a JSON list `vs` (the versions a run's passes ran on).
+local function ix_versions(fk, vs, ms, rid)
+  local ok, list = pcall(cjson.decode, vs)
+  if not ok or type(list) ~= 'table' then return end
+  for _, v in ipairs(list) do
+    if type(v) == 'string' and v ~= '' then
+      redis.call('ZADD', ix_fn(fk) .. '|v:' .. ix_part(v), ms, rid)
+    end
+  end
+end
+-- A run leaves the active sets for the sets of its terminal status.
+local function ix_end(fk, status, ms, rid)
+  local fn = ix_fn(fk)
+  redis.call('ZREM', IX, rid)
+  redis.call('ZREM', fn .. '|active', rid)
+  redis.call('ZADD', ix_base .. ':st:' .. status, ms, rid)
+  redis.call('ZADD', fn .. '|st:' .. status, ms, rid)
+end
