@@ -24,6 +24,7 @@ class Keyspace:
         self.runs_index = f"{p}:idx:runs"
         self.events_index = f"{p}:idx:events"
         self.active_index = f"{p}:idx:active"
+        self.functions_index = f"{p}:idx:fns"
         self.reindex_lock = f"{p}:idx:reindexing"
         self.reindexed = f"{p}:idx:reindexed"
         self.metrics = f"{p}:metrics"
@@ -59,23 +60,22 @@ class Keyspace:
         base = self.fn_index(fn_key)
         return f"{base}|active" if status == "active" else f"{base}|st:{status}"
 
-    def version_index(self, fn_key: str, version: str) -> str:
+    def version_index(self, fn_key: str | None, version: str) -> str:
+        """The runs (of one function, or of all) created on a version or with a pass
+        that ran on it."""
+        if fn_key is None:
+            return f"{self.prefix}:idx:ver:{key_part(version)}"
         return f"{self.fn_index(fn_key)}|v:{key_part(version)}"
-
-    def version_index_pattern(self, version: str) -> str:
-        return f"{self.prefix}:idx:fn:*|v:{key_part(version)}"
 
     def search_index(self, fn_key: str, path: str, value: str) -> str:
         """The runs of one function whose search attribute ``path`` has ``value``
         (:func:`fanout._core.search.value_part` encodes it)."""
         return f"{self.prefix}:idx:sa:{key_part(fn_key)}|{key_part(path)}|{value}"
 
-    def search_index_pattern(self, path: str, value: str) -> str:
-        return f"{self.prefix}:idx:sa:*|{key_part(path)}|{value}"
-
     def index_patterns(self) -> list[str]:
         """Every run index but the events' (what pruning walks)."""
-        return [f"{self.prefix}:idx:st:*", f"{self.prefix}:idx:sa:*"]
+        return [f"{self.prefix}:idx:st:*", f"{self.prefix}:idx:ver:*",
+                f"{self.prefix}:idx:sa:*"]
 
     def temp_index(self, name: str) -> str:
         """A short-lived sorted set a query builds (a union or an intersection)."""

@@ -11,8 +11,8 @@ Every index is a sorted set of run ids scored by the run's creation time (ms):
   (queued, running, sleeping, waiting);
 * ``P:idx:st:<status>`` and ``P:idx:fn:<fk>|st:<status>``: the runs that ended with
   ``completed``, ``failed``, ``cancelled`` or ``skipped``;
-* ``P:idx:fn:<fk>|v:<version>``: the runs created on a version or with a pass that
-  ran on it;
+* ``P:idx:ver:<version>`` and ``P:idx:fn:<fk>|v:<version>``: the runs created on a
+  version or with a pass that ran on it;
 * ``P:idx:sa:<fk>|<path>|<value>``: the runs whose declared search attribute has
   that value.
 
@@ -79,11 +79,7 @@ class RunIndex:
         if q.statuses is not None:
             parts.append(self._status_key(q.fn_key, q.statuses, since, until))
         if q.version:
-            if q.fn_key:
-                parts.append(self.keys.version_index(q.fn_key, q.version))
-            else:
-                parts.append(self._union(self._scan_keys(
-                    self.keys.version_index_pattern(q.version))))
+            parts.append(self.keys.version_index(q.fn_key, q.version))
         for path, value in q.search:
             vp = value_part(value)
             if vp is None:
@@ -92,8 +88,8 @@ class RunIndex:
             if q.fn_key:
                 parts.append(self.keys.search_index(q.fn_key, path, vp))
             else:
-                parts.append(self._union(self._scan_keys(
-                    self.keys.search_index_pattern(path, vp))))
+                parts.append(self._union([self.keys.search_index(fk, path, vp)
+                                          for fk in self.functions()]))
         if not parts:
             return self.keys.fn_index(q.fn_key) if q.fn_key else self.keys.runs_index
         return parts[0] if len(parts) == 1 else self._combine("inter", parts)
@@ -147,8 +143,9 @@ class RunIndex:
         digest = hashlib.sha1("\x00".join(parts).encode()).hexdigest()[:20]
         return self.keys.temp_index(digest)
 
-    def _scan_keys(self, pattern: str) -> list[str]:
-        return sorted(texts(self.r.scan_iter(match=pattern, count=1000)))
+    def functions(self) -> list[str]:
+        """The functions that have had runs (``P:idx:fns``, written as runs are created)."""
+        return sorted(texts(self.r.smembers(self.keys.functions_index)))
 
     # -- counting ----------------------------------------------------------------------
 
@@ -242,6 +239,7 @@ class RunIndex:
             st, fk = f[ST], f[FK]
             if not st or not fk:
                 continue
+            pipe.sadd(self.keys.functions_index, fk)
             created = f[CREATED]
             ms = round(float(created) * 1000) if created else int(score)
             if st in TERMINAL:
@@ -254,6 +252,7 @@ class RunIndex:
             versions |= {v for v in _json(f[VERSIONS]) or [] if isinstance(v, str) and v}
             for v in versions:
                 pipe.zadd(self.keys.version_index(fk, v), {rid: ms})
+                pipe.zadd(self.keys.version_index(None, v), {rid: ms})
             for path in _json(f[SEARCH]) or []:
                 root, _, rest = str(path).partition(".")
                 doc = (_json(f[EVENT]) or {}).get("data") if root == "data" else (

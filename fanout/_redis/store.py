@@ -74,6 +74,15 @@ def _is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+def _created_ms(value: Any, default: int) -> int:
+    """A run's creation time (its ``c`` field, epoch seconds) in ms, as the run scripts
+    compute it (``lua/_indexes.lua``: the floor)."""
+    try:
+        return int(float(value) * 1000) if value else default
+    except (TypeError, ValueError):
+        return default
+
+
 def _number(value: str | None) -> float | None:
     try:
         return float(value) if value else None
@@ -232,13 +241,18 @@ class Store:
         out: list[Created] = []
         idx = self.r.pipeline(transaction=False)
         watch = int(now_ms + self.watchdog * 1000)
+        # The functions that have runs (a listing over all functions by version or search
+        # attribute unions their sets): one SADD per batch.
+        idx.sadd(keys.functions_index, *{fn_key for _r, fn_key, _f in runs})
         for (run_id, fn_key, fields), res in zip(runs, results, strict=True):
             if res is None:
                 out.append(Created(run_id, True, True))
                 if fields.get(ST) == "queued":
                     idx.zadd(keys.timers, {run_id: watch}, nx=True)
-                idx.zadd(keys.runs_index, {run_id: now_ms})
-                idx.zadd(keys.fn_index(fn_key), {run_id: now_ms})
+                # Scored by the run's creation time, as the scripts score the other indexes.
+                created_ms = _created_ms(fields.get(CREATED), now_ms)
+                idx.zadd(keys.runs_index, {run_id: created_ms})
+                idx.zadd(keys.fn_index(fn_key), {run_id: created_ms})
                 for eid in json.loads(fields.get(EV, "[]")):
                     idx.sadd(keys.event_runs(eid), run_id)
                     idx.expire(keys.event_runs(eid), self.retention)

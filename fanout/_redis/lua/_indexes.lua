@@ -5,11 +5,12 @@
 -- key, as fanout/_redis/keyspace.py names them (docs/internals.md lists them):
 --   P:idx:active, P:idx:st:<status>                 every run, by status group
 --   P:idx:fn:<fk>|active, P:idx:fn:<fk>|st:<status> the same per function
---   P:idx:fn:<fk>|v:<version>                        created on or ran on a version
+--   P:idx:ver:<version>, P:idx:fn:<fk>|v:<version>   created on or ran on a version
 --   P:idx:sa:<fk>|<path>|<value>                     a declared search attribute
 -- Each is a sorted set: run id -> created (ms). A run is in the active sets until it
--- ends, then in the sets of its terminal status: two ZADDs when it is created, two
--- ZREMs and two ZADDs when it ends (the cost budget in docs/internals.md).
+-- ends, then in the sets of its terminal status: four ZADDs when it is created (the
+-- active sets, its version's), two ZREMs and two ZADDs when it ends (the cost budget
+-- in docs/internals.md); a search attribute costs one ZADD per run that has it.
 local IX = KEYS[3]
 local ix_base = IX and string.sub(IX, 1, -8) or nil
 -- A piece of a key, as ids.key_part encodes it (percent-encoding all but the safe set).
@@ -72,6 +73,7 @@ local function ix_versions(fk, vs, ms, rid)
   for _, v in ipairs(list) do
     if type(v) == 'string' and v ~= '' then
       redis.call('ZADD', ix_fn(fk) .. '|v:' .. ix_part(v), ms, rid)
+      redis.call('ZADD', ix_base .. ':ver:' .. ix_part(v), ms, rid)
     end
   end
 end

@@ -29,6 +29,7 @@ if IX then
   end
   if a['v'] and a['v'] ~= '' then
     redis.call('ZADD', fn .. '|v:' .. ix_part(a['v']), ms, rid)
+    redis.call('ZADD', ix_base .. ':ver:' .. ix_part(a['v']), ms, rid)
   end
   if a['sa'] then ix_search(a['fk'], a['sa'], 'data', a['event'], ms) end
 end
