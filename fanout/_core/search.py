@@ -9,13 +9,12 @@ such as ``data.user_id=42`` is one exact sorted-set read.
 
 A value's text: a string as it is, an integral number without a fraction (``42``
 matches the number 42, 42.0 and the string ``"42"``), a boolean as ``true`` or
-``false``; other values (objects, lists, null) are not indexed. A text longer than 64
-bytes is indexed by its SHA1.
+``false``; other values (objects, lists, null) and texts longer than 64 bytes are
+not indexed.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -27,7 +26,7 @@ from .ids import key_part
 ROOTS = ("data", "output")
 MAX_SEARCH_ATTRIBUTES = 10
 _PATH = re.compile(r"^(data|output)(\.[A-Za-z0-9_\-]+)+$")
-_MAX_TEXT = 64
+MAX_VALUE_BYTES = 64
 
 
 def check_search(fn_id: str, search: object) -> tuple[str, ...]:
@@ -71,10 +70,8 @@ def value_text(value: Any) -> str | None:
 def value_part(value: Any) -> str | None:
     """A value as the last piece of its index key, as the run scripts write it."""
     raw = value_text(value)
-    if raw is None:
+    if raw is None or len(raw.encode("utf-8")) > MAX_VALUE_BYTES:
         return None
-    if len(raw.encode("utf-8")) > _MAX_TEXT:
-        return "h" + hashlib.sha1(raw.encode("utf-8")).hexdigest()
     return key_part(raw)
 
 
@@ -92,9 +89,9 @@ def parse_term(text: str) -> tuple[str, Any]:
         value: Any = json.loads(raw)
     except ValueError:
         value = raw
-    if value_text(value) is None:
+    if value_part(value) is None:
         raise ConfigError(f"cannot search for {text!r}: the value must be a string, a number "
-                          "or true/false")
+                          f"or true/false, at most {MAX_VALUE_BYTES} bytes long")
     return path, value
 
 

@@ -468,8 +468,7 @@ class History:
         rep.events_removed += int(self.r.zremrangebyscore(self.keys.events_index, "-inf", horizon))
         for key in self._keys(self.keys.event_name_index_pattern()):
             self.r.zremrangebyscore(key, "-inf", horizon)
-        run_keys = [self.keys.runs_index, self.keys.active_index,
-                    *self._keys(self.keys.fn_index_pattern())]
+        run_keys = [self.keys.runs_index, *self._keys(self.keys.fn_index_pattern())]
         for pattern in self.keys.index_patterns():
             run_keys += self._keys(pattern)
         for key in run_keys:

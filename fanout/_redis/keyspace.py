@@ -23,7 +23,6 @@ class Keyspace:
         self.timers = f"{p}:timers"
         self.runs_index = f"{p}:idx:runs"
         self.events_index = f"{p}:idx:events"
-        self.active_index = f"{p}:idx:active"
         self.functions_index = f"{p}:idx:fns"
         self.reindex_lock = f"{p}:idx:reindexing"
         self.reindexed = f"{p}:idx:reindexed"
@@ -54,9 +53,11 @@ class Keyspace:
 
     def status_index(self, status: str, fn_key: str | None = None) -> str:
         """The runs of a status group (``active`` or a terminal status), of one
-        function or of all."""
+        function or of all (the active runs are kept per function only)."""
         if fn_key is None:
-            return self.active_index if status == "active" else f"{self.prefix}:idx:st:{status}"
+            if status == "active":
+                raise ValueError("the active runs are kept per function (union them)")
+            return f"{self.prefix}:idx:st:{status}"
         base = self.fn_index(fn_key)
         return f"{base}|active" if status == "active" else f"{base}|st:{status}"
 

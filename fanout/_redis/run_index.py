@@ -7,8 +7,9 @@ them in once for runs created before they existed (:meth:`RunIndex.reindex`).
 Every index is a sorted set of run ids scored by the run's creation time (ms):
 
 * ``P:idx:runs`` and ``P:idx:fn:<fk>``: every run, of all functions or of one;
-* ``P:idx:active`` and ``P:idx:fn:<fk>|active``: the runs that have not ended
-  (queued, running, sleeping, waiting);
+* ``P:idx:fn:<fk>|active``: the runs of a function that have not ended (queued,
+  running, sleeping, waiting); the active runs of all functions are the union of
+  these sets over ``P:idx:fns`` (the functions that have had runs);
 * ``P:idx:st:<status>`` and ``P:idx:fn:<fk>|st:<status>``: the runs that ended with
   ``completed``, ``failed``, ``cancelled`` or ``skipped``;
 * ``P:idx:ver:<version>`` and ``P:idx:fn:<fk>|v:<version>``: the runs created on a
@@ -84,7 +85,7 @@ class RunIndex:
             vp = value_part(value)
             if vp is None:
                 raise ConfigError(f"cannot search {path} for {value!r}: give a string, a number "
-                                  "or true/false")
+                                  "or true/false, at most 64 bytes long")
             if q.fn_key:
                 parts.append(self.keys.search_index(q.fn_key, path, vp))
             else:
@@ -99,7 +100,7 @@ class RunIndex:
         keys = [self.keys.status_index(s, fn_key) for s in sorted(wanted & TERMINAL)]
         live = wanted & ACTIVE_STATUSES
         if live == ACTIVE_STATUSES:
-            keys.append(self.keys.status_index("active", fn_key))
+            keys.append(self.active_key(fn_key))
         elif live:
             keys.append(self._live_subset(fn_key, live, since, until))
         return self._union(keys)
@@ -108,7 +109,7 @@ class RunIndex:
                      since: float | None, until: float | None) -> str:
         """A temporary set of the active runs whose status is in ``live`` (created
         between ``since`` and ``until``): every active run's status is read."""
-        src = self.keys.status_index("active", fn_key)
+        src = self.active_key(fn_key)
         # A name of its own: two readers never fill the same set.
         dest = self._temp("live", src, *sorted(live), uuid.uuid4().hex)
         pipe = self.r.pipeline(transaction=False)
@@ -120,6 +121,12 @@ class RunIndex:
         pipe.expire(dest, TEMP_TTL)
         pipe.execute()
         return dest
+
+    def active_key(self, fn_key: str | None) -> str:
+        """The set of active runs of one function, or the union of every function's."""
+        if fn_key is not None:
+            return self.keys.status_index("active", fn_key)
+        return self._union([self.keys.status_index("active", fk) for fk in self.functions()])
 
     def _union(self, keys: Sequence[str]) -> str:
         if len(keys) == 1:
@@ -164,20 +171,23 @@ class RunIndex:
         """Runs created in the window by status, from the indexes (one ``ZCOUNT``
         each): the terminal statuses, ``active`` and, with ``live``, each live status
         (read from the active runs; as costly as there are runs in flight)."""
-        lo, hi = _score(since, "-inf"), _score(until, "+inf")
-        names = [*sorted(TERMINAL), "active"]
-        pipe = self.r.pipeline(transaction=False)
-        for name in names:
-            pipe.zcount(self.keys.status_index(name, fn_key), lo, hi)
-        out = {n: int(c) for n, c in zip(names, pipe.execute(), strict=True)}
+        names = sorted(TERMINAL)
+        active = ([self.keys.status_index("active", fn_key)] if fn_key is not None else
+                  [self.keys.status_index("active", fk) for fk in self.functions()])
+        counts = self.count_many([(self.keys.status_index(name, fn_key), since, until)
+                                  for name in names] + [(k, since, until) for k in active])
+        out = dict(zip(names, counts, strict=False))
+        out["active"] = sum(counts[len(names):])
         if live and out["active"]:
             for s in ACTIVE_STATUSES:
                 out[s] = 0
-            for chunk in self.walk(self.keys.status_index("active", fn_key),
-                                   since=since, until=until):
-                for st in self.store.runs_field([m for m, _s in chunk], ST):
-                    if st in ACTIVE_STATUSES:
-                        out[st] += 1
+            for key, n in zip(active, counts[len(names):], strict=True):
+                if not n:
+                    continue
+                for chunk in self.walk(key, since=since, until=until):
+                    for st in self.store.runs_field([m for m, _s in chunk], ST):
+                        if st in ACTIVE_STATUSES:
+                            out[st] += 1
         return out
 
     def walk(self, key: str, *, since: float | None = None, until: float | None = None,
@@ -245,7 +255,6 @@ class RunIndex:
             if st in TERMINAL:
                 self._ended(pipe, rid, fk, st, ms)
             else:
-                pipe.zadd(self.keys.active_index, {rid: ms})
                 pipe.zadd(self.keys.status_index("active", fk), {rid: ms})
                 live.append((rid, fk, ms))
             versions: set[str] = {v for v in [f[VERSION]] if v}
@@ -273,7 +282,6 @@ class RunIndex:
             pipe.execute()
 
     def _ended(self, pipe: Any, rid: str, fk: str, st: str, ms: int) -> None:
-        pipe.zrem(self.keys.active_index, rid)
         pipe.zrem(self.keys.status_index("active", fk), rid)
         pipe.zadd(self.keys.status_index(st, None), {rid: ms})
         pipe.zadd(self.keys.status_index(st, fk), {rid: ms})

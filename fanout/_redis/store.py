@@ -144,10 +144,11 @@ class Store:
 
     def indexed_run_keys(self, run_id: str) -> list[str]:
         """KEYS of a run script that keeps the run indexes: the run hash, the metrics
-        hash ('' when not counting) and the global active set (lua/_indexes.lua)."""
+        hash ('' when not counting) and the registry of functions with runs, whose name
+        the script builds the index keys from (lua/_indexes.lua)."""
         if not self.indexed:
             return self.run_keys(run_id)
-        return [self.keys.run(run_id), self.metrics_key or "", self.keys.active_index]
+        return [self.keys.run(run_id), self.metrics_key or "", self.keys.functions_index]
 
     def event_key(self, event_id: str) -> str:
         return self.keys.event(event_id)

@@ -1,18 +1,21 @@
 -- The run indexes, inlined by the store where a script has the line
--- `--#include _indexes` (after _predicates). KEYS[3] is the global active set
--- (P:idx:active) when the store indexes in its scripts (absent on a cluster: then
--- nothing below runs). Every other index key is named from it and the run's function
--- key, as fanout/_redis/keyspace.py names them (docs/internals.md lists them):
---   P:idx:active, P:idx:st:<status>                 every run, by status group
+-- `--#include _indexes` (after _predicates). KEYS[3] is the registry of functions
+-- with runs (P:idx:fns) when the store indexes in its scripts (absent on a cluster:
+-- then nothing below runs); the script does not write it (the store adds a function
+-- as it creates its runs), its name gives the prefix every index key is named from,
+-- with the run's function key, as fanout/_redis/keyspace.py names them
+-- (docs/internals.md lists them):
+--   P:idx:st:<status>                                every run that ended, by status
 --   P:idx:fn:<fk>|active, P:idx:fn:<fk>|st:<status> the same per function
 --   P:idx:ver:<version>, P:idx:fn:<fk>|v:<version>   created on or ran on a version
 --   P:idx:sa:<fk>|<path>|<value>                     a declared search attribute
--- Each is a sorted set: run id -> created (ms). A run is in the active sets until it
--- ends, then in the sets of its terminal status: four ZADDs when it is created (the
--- active sets, its version's), two ZREMs and two ZADDs when it ends (the cost budget
--- in docs/internals.md); a search attribute costs one ZADD per run that has it.
+-- Each is a sorted set: run id -> created (ms). A run is in its function's active set
+-- until it ends, then in the sets of its terminal status: three ZADDs when it is
+-- created (the active set, its version's two), one ZREM and two ZADDs when it ends
+-- (the cost budget in docs/internals.md); a search attribute costs one ZADD per run
+-- that has it.
 local IX = KEYS[3]
-local ix_base = IX and string.sub(IX, 1, -8) or nil
+local ix_base = IX and string.sub(IX, 1, -5) or nil
 -- A piece of a key, as ids.key_part encodes it (percent-encoding all but the safe set).
 local function ix_part(s)
   return (string.gsub(s, '[^%w%-%._~:/]', function(c)
@@ -26,7 +29,8 @@ local function ix_ms(c)
   return string.format('%.0f', math.floor((tonumber(c or '') or 0) * 1000))
 end
 -- A search attribute's value as a key piece: numbers without a trailing .0, strings
--- as they are, booleans as true/false; long values by their SHA1; nil for others.
+-- as they are, booleans as true/false; nil for other values and for a text longer
+-- than 64 bytes (not indexed).
 local function ix_value(v)
   local t, s = type(v), nil
   if t == 'string' then s = v
@@ -35,7 +39,7 @@ local function ix_value(v)
     else s = string.format('%.17g', v) end
   elseif t == 'boolean' then s = tostring(v)
   else return nil end
-  if #s > 64 then return 'h' .. redis.sha1hex(s) end
+  if #s > 64 then return nil end
   return ix_part(s)
 end
 -- Index the declared search attributes (JSON list `sa`) under `root` ('data' of the
@@ -77,10 +81,9 @@ local function ix_versions(fk, vs, ms, rid)
     end
   end
 end
--- A run leaves the active sets for the sets of its terminal status.
+-- A run leaves its function's active set for the sets of its terminal status.
 local function ix_end(fk, status, ms, rid)
   local fn = ix_fn(fk)
-  redis.call('ZREM', IX, rid)
   redis.call('ZREM', fn .. '|active', rid)
   redis.call('ZADD', ix_base .. ':st:' .. status, ms, rid)
   redis.call('ZADD', fn .. '|st:' .. status, ms, rid)

@@ -4,8 +4,8 @@
 -- KEYS[1] run hash   ARGV[1] now  ARGV[2] retention seconds  ARGV[3] reason JSON
 -- KEYS[2] the metrics hash (optional; '' when off and KEYS[3] is given): a run
 -- cancelled here is counted as ended.
--- KEYS[3] the global active set (optional, see _indexes): a run cancelled here moves
--- from the active sets to the cancelled ones.
+-- KEYS[3] the registry of functions with runs (optional, see _indexes): a run cancelled here moves
+-- from its function's active set to the cancelled ones.
 -- Returns 'cancelled', 'flagged', 'ended' (already terminal) or 'missing'; when
 -- counting, a cancel is {'cancelled', app, fn, the run's duration ('' when unknown)}.
 --#include _predicates

@@ -4,9 +4,9 @@
 -- KEYS[2] the metrics hash (optional; '' when off and KEYS[3] is given): a created run
 -- counts as started, and one created ended (a skipped cron tick or rate-limited run)
 -- as ended too.
--- KEYS[3] the global active set (optional, see _indexes): the run goes into the
--- active sets (or, created ended, its status's sets), its version's set and the sets
--- of its declared search attributes over the event's data.
+-- KEYS[3] the registry of functions with runs (optional, see _indexes): the run goes
+-- into its function's active set (or, created ended, its status's sets), its
+-- version's sets and the sets of its declared search attributes over the event's data.
 -- Returns false when created, else {status, seq, started_at or '', created_at or ''}.
 --#include _predicates
 --#include _indexes
@@ -24,7 +24,6 @@ if IX then
     redis.call('ZADD', ix_base .. ':st:' .. a['st'], ms, rid)
     redis.call('ZADD', fn .. '|st:' .. a['st'], ms, rid)
   else
-    redis.call('ZADD', IX, ms, rid)
     redis.call('ZADD', fn .. '|active', ms, rid)
   end
   if a['v'] and a['v'] ~= '' then

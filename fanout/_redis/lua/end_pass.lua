@@ -8,7 +8,7 @@
 -- was requested (the caller then finishes the run as cancelled).
 -- KEYS[2] the metrics hash (optional): the attempts in the step records are counted;
 -- when any is, the reply goes on with app, fn and each attempt's duration.
--- KEYS[3] the global active set (optional, see _indexes): a version the pass ran on
+-- KEYS[3] the registry of functions with runs (optional, see _indexes): a version the pass ran on
 -- (the 'vs' pair) is indexed.
 --#include _predicates
 --#include _metrics

@@ -8,8 +8,8 @@
 -- KEYS[2] the metrics hash (optional): the run's end by status and the attempts in
 -- the step records are counted, and the reply goes on with app, fn, the run's
 -- duration since creation ('' when unknown) and each counted attempt's duration.
--- KEYS[3] the global active set (optional, see _indexes): the run moves from the active
--- sets to its status's; a version it ran on and its declared output search attributes
+-- KEYS[3] the registry of functions with runs (optional, see _indexes): the run moves from its
+-- function's active set to its status's; a version it ran on and its declared output search attributes
 -- are indexed.
 --#include _predicates
 --#include _metrics
