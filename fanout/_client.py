@@ -521,8 +521,8 @@ class Fanout:
                 total, prev = page.total, page.prev_cursor
             ids.extend(r.run_id for r in page.items)
             nxt = page.next_cursor
-            if nxt is None or (nxt.startswith("^") if nxt else False):
-                break
+            if nxt is None or (cursor or "").startswith("^"):
+                break  # a page back is one page
         return RunList(self._infos(ids), nxt, total=total, prev_cursor=prev)
 
     def _infos(self, run_ids: list[str]) -> list[RunInfo]:
