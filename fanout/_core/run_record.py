@@ -137,6 +137,7 @@ class RunRecord(TypedDict, total=False):
     vs: str
     vw: str
     atm: str
+    sa: str
     seq: str
     att: str
     lease: str
