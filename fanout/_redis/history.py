@@ -399,6 +399,11 @@ class History:
         found = [s for s in self._summaries(members) if s is not None]
         return sorted(found, key=lambda s: (s.created_at or 0.0, s.run_id), reverse=True)
 
+    def runs_resumed_by(self, event_id: str) -> list[RunSummary]:
+        """The runs whose ``wait_for_event`` the event ended, newest first."""
+        found = [s for s in self._summaries(self.store.waits.resumed_by(event_id)) if s is not None]
+        return sorted(found, key=lambda s: (s.created_at or 0.0, s.run_id), reverse=True)
+
     # -- events --------------------------------------------------------------------
 
     def events(

@@ -27,6 +27,8 @@ class Keyspace:
         self.reindex_lock = f"{p}:idx:reindexing"
         self.reindexed = f"{p}:idx:reindexed"
         self.metrics = f"{p}:metrics"
+        # The event names counted under their own name in the metrics (the rest: "other").
+        self.metric_event_names = f"{p}:metrics:evnames"
         self.paused = f"{p}:paused"
         self.ingest_keys = f"{p}:ingest:keys"
         self.audit = f"{p}:audit"
@@ -42,6 +44,10 @@ class Keyspace:
     def event_runs(self, event_id: str) -> str:
         """The runs an event started (or was folded into)."""
         return f"{self.prefix}:ev:{{{event_id}}}:runs"
+
+    def event_resumed(self, event_id: str) -> str:
+        """The runs whose ``wait_for_event`` an event ended."""
+        return f"{self.prefix}:ev:{{{event_id}}}:resumed"
 
     def fn_index(self, fn_key: str) -> str:
         return f"{self.prefix}:idx:fn:{key_part(fn_key)}"
