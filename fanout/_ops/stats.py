@@ -79,7 +79,7 @@ class FunctionStats:
     last_run_at: float | None
     last_status: str | None
     next_ticks: list[datetime] = field(default_factory=list)
-    complete: bool = True  # the counts are exact (kept for the JSON's shape)
+    complete: bool = True  # False on a Redis Cluster, which keeps no status index
 
 
 def window(history: History, *, fn_key: str | None, now: float, seconds: float,
@@ -87,6 +87,8 @@ def window(history: History, *, fn_key: str | None, now: float, seconds: float,
     """The runs created in the ``seconds`` before ``now``: exact counts by status from
     the indexes; duration percentiles of the newest ``sample`` completed or failed."""
     since = now - seconds
+    if not history.store.indexed:  # a Redis Cluster keeps no status index: no figures
+        return WindowStats(seconds, history.count_runs(fn_key, since=since, until=now))
     counts = history.index.status_counts(fn_key, since=since, until=now, live=False)
     durations: list[float] = []
     for status in ("completed", "failed"):
@@ -108,6 +110,8 @@ def hourly(history: History, *, fn_key: str | None, now: float,
     (exact: three ``ZCOUNT`` per hour, in one round trip)."""
     top = math.floor(now / HOUR) * HOUR + HOUR  # the end of the current hour
     starts = [top - (buckets - i) * HOUR for i in range(buckets)]
+    if not history.store.indexed:
+        return [Bucket(float(start), 0, 0, 0) for start in starts]
     keys = history.keys
     every = keys.fn_index(fn_key) if fn_key else keys.runs_index
     ok, bad = keys.status_index("completed", fn_key), keys.status_index("failed", fn_key)
@@ -143,7 +147,7 @@ def function_stats(
         fn.key, window(history, fn_key=fn.key, now=now, seconds=HOUR),
         window(history, fn_key=fn.key, now=now, seconds=DAY),
         hourly(history, fn_key=fn.key, now=now), last.created_at if last else None,
-        last.status if last else None, next_ticks(fn, now=now), True,
+        last.status if last else None, next_ticks(fn, now=now), history.store.indexed,
     )
 
 
@@ -152,6 +156,8 @@ def day_counts(history: History, *, fn_key: str | None,
     """Runs created in the last day by status, exact (``active`` groups the four live
     ones, each of which is counted too); statuses with no runs are left out."""
     now = time.time() if now is None else now
+    if not history.store.indexed:
+        return {}
     counts = history.status_counts(fn_key, since=now - DAY, until=now)
     return {k: v for k, v in counts.items() if v}
 
@@ -171,7 +177,8 @@ def overview(history: History, *, queues: dict[str, int | None], workers: list[s
              functions: int, now: float | None = None) -> Overview:
     now = time.time() if now is None else now
     return Overview(queues, timer_backlog(history.store, now), workers,
-                    window(history, fn_key=None, now=now, seconds=HOUR), functions, True, now)
+                    window(history, fn_key=None, now=now, seconds=HOUR), functions,
+                    history.store.indexed, now)
 
 
 def _window_json(w: WindowStats) -> dict[str, Any]:

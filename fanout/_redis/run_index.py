@@ -45,6 +45,8 @@ from .store import Store
 
 ACTIVE_STATUSES = frozenset({"queued", "running", "sleeping", "waiting"})
 TEMP_TTL = 60
+NOT_INDEXED = ("runs by status, version or search attribute are indexed on a standalone "
+               "Redis only: on a Redis Cluster, list a function's runs or all runs")
 _CHUNK = 1000
 
 
@@ -171,6 +173,8 @@ class RunIndex:
         """Runs created in the window by status, from the indexes (one ``ZCOUNT``
         each): the terminal statuses, ``active`` and, with ``live``, each live status
         (read from the active runs; as costly as there are runs in flight)."""
+        if not self.store.indexed:
+            raise ConfigError(NOT_INDEXED)
         names = sorted(TERMINAL)
         active = ([self.keys.status_index("active", fn_key)] if fn_key is not None else
                   [self.keys.status_index("active", fk) for fk in self.functions()])

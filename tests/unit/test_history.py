@@ -359,3 +359,29 @@ def test_paging_back_across_ties(store: Store) -> None:
     for i in range(len(forward) - 1, 0, -1):
         back = hist.runs(fn_key="app:tb", status="failed", limit=2, cursor=forward[i].prev_cursor)
         assert [x.run_id for x in back.items] == [x.run_id for x in forward[i - 1].items], i
+
+
+def test_reindex_backfills_runs_written_before_the_indexes(store: Store) -> None:
+    keys, r = store.keys, store.r
+    now = time.time()
+    old = {"ri-done": "failed", "ri-live": "sleeping"}
+    for rid, st in old.items():  # as a run created before the indexes: no status entries
+        fields = _run_fields("app:ri", st, now - 30)
+        fields.update({"v": "v9", "sa": json.dumps(["data.user_id"]),
+                       "event": json.dumps({"data": {"user_id": 5}})})
+        r.hset(store.run_key(rid), mapping=fields)
+        r.zadd(keys.runs_index, {rid: int((now - 30) * 1000)})
+        r.zadd(keys.fn_index("app:ri"), {rid: int((now - 30) * 1000)})
+    r.delete(keys.reindexed)
+    hist = History(store)
+    assert hist.count_runs("app:ri", status="failed") == 0  # not indexed yet
+    r.set(keys.reindex_lock, "another process", ex=60)
+    assert hist.reindex() is None  # someone else holds the lock
+    r.delete(keys.reindex_lock)
+    assert (hist.reindex() or 0) >= 2
+    assert hist.reindex() is None  # done once: a worker's start does nothing
+    assert [x.run_id for x in hist.runs(fn_key="app:ri", status="failed").items] == ["ri-done"]
+    assert [x.run_id for x in hist.runs(fn_key="app:ri", status="sleeping").items] == ["ri-live"]
+    assert hist.count_runs("app:ri", version="v9") == 2
+    assert hist.count_runs("app:ri", search={"data.user_id": 5}) == 2
+    assert hist.count_runs(status="active", search={"data.user_id": 5}) == 1
