@@ -4,7 +4,9 @@
 -- then nothing below runs); the script does not write it (the store adds a function
 -- as it creates its runs), its name gives the prefix every index key is named from,
 -- with the run's function key, as fanout/_redis/keyspace.py names them
--- (docs/internals.md lists them):
+-- (docs/internals.md lists them). Every helper below does nothing without KEYS[3], so
+-- on a cluster no key outside KEYS is touched (tests/scenarios/test_cluster.py checks
+-- the other scripts' keys, and that every index write is in this file).
 --   P:idx:st:<status>                                every run that ended, by status
 --   P:idx:fn:<fk>|active, P:idx:fn:<fk>|st:<status> the same per function
 --   P:idx:ver:<version>, P:idx:fn:<fk>|v:<version>   created on or ran on a version
@@ -45,7 +47,7 @@ end
 -- Index the declared search attributes (JSON list `sa`) under `root` ('data' of the
 -- event JSON `raw`, or 'output' of the output JSON `raw`).
 local function ix_search(fk, sa, root, raw, ms)
-  if not sa or not raw then return end
+  if not IX or not sa or not raw then return end
   local ok, paths = pcall(cjson.decode, sa)
   if not ok or type(paths) ~= 'table' then return end
   local doc = nil
@@ -72,6 +74,7 @@ local function ix_search(fk, sa, root, raw, ms)
 end
 -- The versions of a JSON list `vs` (the versions a run's passes ran on).
 local function ix_versions(fk, vs, ms, rid)
+  if not IX then return end
   local ok, list = pcall(cjson.decode, vs)
   if not ok or type(list) ~= 'table' then return end
   for _, v in ipairs(list) do
@@ -83,8 +86,26 @@ local function ix_versions(fk, vs, ms, rid)
 end
 -- A run leaves its function's active set for the sets of its terminal status.
 local function ix_end(fk, status, ms, rid)
+  if not IX then return end
   local fn = ix_fn(fk)
   redis.call('ZREM', fn .. '|active', rid)
   redis.call('ZADD', ix_base .. ':st:' .. status, ms, rid)
   redis.call('ZADD', fn .. '|st:' .. status, ms, rid)
+end
+-- A run just created (its fields in the table `a`): its function's active set (or,
+-- created ended, its status's sets), its version's sets, its event-data attributes.
+local function ix_created(a, rid)
+  if not IX then return end
+  local ms, fn = ix_ms(a['c']), ix_fn(a['fk'])
+  if ended(a['st']) then
+    redis.call('ZADD', ix_base .. ':st:' .. a['st'], ms, rid)
+    redis.call('ZADD', fn .. '|st:' .. a['st'], ms, rid)
+  else
+    redis.call('ZADD', fn .. '|active', ms, rid)
+  end
+  if a['v'] and a['v'] ~= '' then
+    redis.call('ZADD', fn .. '|v:' .. ix_part(a['v']), ms, rid)
+    redis.call('ZADD', ix_base .. ':ver:' .. ix_part(a['v']), ms, rid)
+  end
+  if a['sa'] then ix_search(a['fk'], a['sa'], 'data', a['event'], ms) end
 end

@@ -19,18 +19,7 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 if IX then
   local a = {}
   for i = 1, #ARGV - 1, 2 do a[ARGV[i]] = ARGV[i + 1] end
-  local rid, ms, fn = KEYS[1]:match(':run:{(.*)}$'), ix_ms(a['c']), ix_fn(a['fk'])
-  if ended(a['st']) then
-    redis.call('ZADD', ix_base .. ':st:' .. a['st'], ms, rid)
-    redis.call('ZADD', fn .. '|st:' .. a['st'], ms, rid)
-  else
-    redis.call('ZADD', fn .. '|active', ms, rid)
-  end
-  if a['v'] and a['v'] ~= '' then
-    redis.call('ZADD', fn .. '|v:' .. ix_part(a['v']), ms, rid)
-    redis.call('ZADD', ix_base .. ':ver:' .. ix_part(a['v']), ms, rid)
-  end
-  if a['sa'] then ix_search(a['fk'], a['sa'], 'data', a['event'], ms) end
+  ix_created(a, KEYS[1]:match(':run:{(.*)}$'))
 end
 if MKEY then
   local f = redis.call('HMGET', KEYS[1], 'app', 'fn', 'st')
