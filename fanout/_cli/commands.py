@@ -22,6 +22,7 @@ from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paus
 from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
 from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time, statuses
 from .._version import __version__
+from .check_deploy import add_check_deploy
 from .common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -558,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart the worker when a .py file under the current directory changes")
     add_keys_commands(add)
     add_pause_commands(add)
+    add_check_deploy(add)
     return parser
 
 

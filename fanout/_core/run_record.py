@@ -34,10 +34,12 @@ MARKERS = "mk"       # JSON list of the patch markers declared when the run was 
 VERSIONS = "vs"      # JSON list of the versions its passes ran on (the creation one first)
 VERSION_WARNINGS = "vw"  # JSON list of the versioning warnings recorded on the run
 SEARCH = "sa"        # JSON list of the function's search attribute paths (indexed by the scripts)
+DIVERGENCE = "vdv"   # JSON {n, gone}: passes in a row that met new steps while saved ones went unreached
 MAX_ATTEMPTS = "atm"  # the attempts the current step may take
 # -- passes -----------------------------------------------------------------------------
 SEQ = "seq"          # the number of passes ended so far
 ATTEMPT = "att"      # the attempt number of the run's current step
+RETRY_PASS = "rtp"   # the pass (its seq) that retries the code after a failure outside steps
 LEASE = "lease"      # the token of the pass that holds the run ('' between passes)
 LEASE_UNTIL = "lu"   # when that lease expires (epoch seconds)
 STARTED = "t0"       # the first pass began
@@ -136,6 +138,8 @@ class RunRecord(TypedDict, total=False):
     mk: str
     vs: str
     vw: str
+    vdv: str
+    rtp: str
     atm: str
     sa: str
     seq: str
