@@ -123,7 +123,10 @@ def broker_messages(r: redis.Redis) -> int:
 def _leased_runs(r: redis.Redis) -> list[str]:
     """Runs whose lease is held right now (a pass in progress)."""
     now = time.time()
-    cands = [m.decode() for m in r.zrangebyscore("fanout:timers", int(now * 1000), "+inf")]
+    from fanout._redis.keyspace import Keyspace
+
+    cands = [m.decode() for key in Keyspace().timer_keys
+             for m in r.zrangebyscore(key, int(now * 1000), "+inf")]
     cands = [c for c in cands if ":" not in c]
     pipe = r.pipeline(transaction=False)
     for rid in cands:

@@ -42,7 +42,7 @@ from .._core.run_view import to_run_info
 from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .event_series import EventSeries
 from .flow_store import FlowStore
-from .keyspace import Keyspace
+from .keyspace import TIMER_SHARDS, Keyspace
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
 from .scripts import Scripts
@@ -136,6 +136,8 @@ class Store:
         self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
         self.flow = FlowStore(client, self.keys, self.scripts, self.retention)
         self.waits = WaitStore(client, self.keys, self.retention)
+        # Timers claimed from the old single set (P:timers), re-timed into their shard.
+        self._legacy_claims: set[str] = set()
 
     # -- keys --------------------------------------------------------------------
 
@@ -159,9 +161,9 @@ class Store:
     def event_key(self, event_id: str) -> str:
         return self.keys.event(event_id)
 
-    @property
-    def timers_key(self) -> str:
-        return self.keys.timers
+    def timer_key(self, member: str) -> str:
+        """The sorted set (shard) that holds the timer ``member``."""
+        return self.keys.timer_key(member)
 
     def fn_index(self, fn_key: str) -> str:
         return self.keys.fn_index(fn_key)
@@ -184,8 +186,9 @@ class Store:
         if route is not None:
             batch_id, payload = route
             pipe.set(keys.route(batch_id), payload, ex=self.retention)
-            pipe.zadd(keys.timers, {keys.route_timer(batch_id):
-                                    int((time.time() + self.watchdog) * 1000)})
+            member = keys.route_timer(batch_id)
+            pipe.zadd(keys.timer_key(member),
+                      {member: int((time.time() + self.watchdog) * 1000)})
         by_name: dict[str, dict[str, int]] = {}
         for eid, event_text, ts, name in items:
             pipe.set(keys.event(eid), event_text, nx=True, ex=self.retention)
@@ -256,7 +259,7 @@ class Store:
             if res is None:
                 out.append(Created(run_id, True, True))
                 if fields.get(ST) == "queued":
-                    idx.zadd(keys.timers, {run_id: watch}, nx=True)
+                    idx.zadd(keys.timer_key(run_id), {run_id: watch}, nx=True)
                 # Scored by the run's creation time, as the scripts score the other indexes.
                 created_ms = _created_ms(fields.get(CREATED), now_ms)
                 idx.zadd(keys.runs_index, {run_id: created_ms})
@@ -268,7 +271,7 @@ class Store:
                 st, seq, t0, c = (text(x) for x in (*res, "")[:4])
                 again = st == "queued" and seq == "0" and not t0
                 if again:
-                    idx.zadd(keys.timers, {run_id: watch}, nx=True)
+                    idx.zadd(keys.timer_key(run_id), {run_id: watch}, nx=True)
                 # The run exists; its index entries may not (a Redis out of memory failed
                 # the pipeline that writes them after the run was created). Writing them
                 # again, NX, under the run's own creation time repairs the listing when
@@ -287,7 +290,7 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         # Arm the recovery timer first: if this process dies after taking the lease,
         # the timer fires at lease expiry and another worker resumes the run.
-        pipe.zadd(self.keys.timers, {run_id: lease_until_ms})
+        pipe.zadd(self.keys.timer_key(run_id), {run_id: lease_until_ms})
         self.scripts.queue(
             pipe, "begin_pass", [self.keys.run(run_id)],
             [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
@@ -296,10 +299,10 @@ class Store:
         head = text(res[0])
         if head != "ok":
             if head in ("terminal", "missing"):
-                self.r.zrem(self.keys.timers, run_id)
+                self.r.zrem(self.keys.timer_key(run_id), run_id)
             elif head in ("early", "busy"):
                 # Keep a timer armed for the due time / the holder's lease expiry.
-                self.r.zadd(self.keys.timers, {run_id: int(float(text(res[1])) * 1000)}, gt=True)
+                self.r.zadd(self.keys.timer_key(run_id), {run_id: int(float(text(res[1])) * 1000)}, gt=True)
             return Begun(head, {})
         fields = pairs(res[1:])
         if self.observations is not None:
@@ -344,7 +347,7 @@ class Store:
         now = time.time()
         member = self.keys.branch_timer(run_id, step_id)
         pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self.keys.timers, {member: lease_until_ms})
+        pipe.zadd(self.keys.timer_key(member), {member: lease_until_ms})
         self.scripts.queue(
             pipe, "begin_branch", [self.keys.run(run_id)],
             [token, repr(now), repr(lease_until_ms / 1000), step_field(step_id),
@@ -355,9 +358,9 @@ class Store:
         if head == "ok":
             return BranchBegun(head, pairs(res[1:]), False)
         if head == "busy":
-            self.r.zadd(self.keys.timers, {member: int(float(text(res[1])) * 1000)}, gt=True)
+            self.r.zadd(self.keys.timer_key(member), {member: int(float(text(res[1])) * 1000)}, gt=True)
         elif head == "terminal":
-            self.r.zrem(self.keys.timers, member)
+            self.r.zrem(self.keys.timer_key(member), member)
         return BranchBegun(head, {}, head == "done" and bool(int(res[1])))
 
     def end_branch(self, run_id: str, step_id: str, token: str) -> None:
@@ -373,7 +376,7 @@ class Store:
             res = res[0]
         head = text(res)
         if head == "cancelled":
-            self.r.zrem(self.keys.timers, run_id)
+            self.r.zrem(self.keys.timer_key(run_id), run_id)
         return head
 
     def end_pass(
@@ -402,7 +405,7 @@ class Store:
         # handed to the broker, "the message may be lost": it replaces the lease timer
         # before the next message is published, so it cannot race the next pass.
         due = wake if wake is not None else time.time() + self.watchdog
-        pipe.zadd(self.keys.timers, {run_id: int(due * 1000)})
+        pipe.zadd(self.keys.timer_key(run_id), {run_id: int(due * 1000)})
         res = self.scripts.execute(pipe)[0]
         if res is None:
             return Ended(None, False)
@@ -417,7 +420,7 @@ class Store:
             pipe, "finish_run", self.indexed_run_keys(run_id),
             [token, status, repr(time.time()), self.retention, *flatten(fields)],
         )
-        pipe.zrem(self.keys.timers, run_id)
+        pipe.zrem(self.keys.timer_key(run_id), run_id)
         res = self.scripts.execute(pipe)[0]
         if len(res) > 1:  # counting: app, fn, the run's duration, the attempts'
             self._observed("run_duration", res[1:4])
@@ -450,7 +453,7 @@ class Store:
                 continue
             step = lease_step(lease_field)
             member = run_id if step is None else self.keys.branch_timer(run_id, step)
-            pipe.zadd(self.keys.timers, {member: until_ms}, xx=True)
+            pipe.zadd(self.keys.timer_key(member), {member: until_ms}, xx=True)
             slots = self._slot_holds.get((run_id, lease_field))  # concurrency slots
             for key in slots[0] if slots else ():  # live as long as the lease
                 pipe.zadd(key, {slots[1]: until_ms}, xx=True)  # type: ignore[index]
@@ -468,28 +471,94 @@ class Store:
     # -- timers --------------------------------------------------------------------
 
     def claim_due(
-        self, *, rearm_s: float, limit: int = 500
+        self, *, rearm_s: float, limit: int = 512
     ) -> tuple[list[str], int, float | None]:
-        """Claim the due timers: (members, the score they were re-armed at, the time
-        in seconds the earliest remaining timer is due, or None if there is none)."""
+        """Claim the due timers of every shard (and of the old single set), in one
+        pipeline: (members, the score they were re-armed at, the time in seconds the
+        earliest remaining timer is due, or None if there is none)."""
         now = time.time()
         rearm = int((now + rearm_s) * 1000)
-        *due, first = self.scripts.run("claim_due", [self.keys.timers],
-                                       [int(now * 1000), rearm, limit])
-        nxt = float(first) / 1000 if first not in (b"", "") else None
-        return texts(due), rearm, nxt
+        keys = self.keys.timer_keys
+        self._legacy_claims.clear()  # the last scan re-timed what it claimed
+        per_key = max(1, limit // TIMER_SHARDS)
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            self.scripts.queue(pipe, "claim_due", [key], [int(now * 1000), rearm, per_key])
+        due: list[str] = []
+        firsts: list[float] = []
+        for key, (*members, first) in zip(keys, self.scripts.execute(pipe), strict=True):
+            claimed = texts(members)
+            due += claimed
+            if key == self.keys.timers:
+                self._legacy_claims.update(claimed)
+            if first not in (b"", ""):
+                firsts.append(float(first) / 1000)
+        return due, rearm, min(firsts) if firsts else None
+
+    def queue_timer_counts(self, pipe: Any, now_ms: int) -> None:
+        """Queue ZCARD, ZCOUNT up to ``now_ms`` and the lowest entry of every timer set;
+        :meth:`timer_counts` reads the replies (``3 * len(keys.timer_keys)`` of them)."""
+        for key in self.keys.timer_keys:
+            pipe.zcard(key)
+            pipe.zcount(key, "-inf", now_ms)
+            pipe.zrange(key, 0, 0, withscores=True)
+
+    @staticmethod
+    def timer_counts(replies: Sequence[Any]) -> tuple[int, int, float | None]:
+        """(timers, overdue timers, the oldest overdue one's due time in seconds)."""
+        total = overdue = 0
+        oldest: float | None = None
+        for i in range(0, len(replies), 3):
+            card, over, first = replies[i:i + 3]
+            total, overdue = total + int(card), overdue + int(over)
+            if over and first:
+                due = float(first[0][1]) / 1000.0
+                oldest = due if oldest is None else min(oldest, due)
+        return total, overdue, oldest
+
+    def timer_scores(self, members: Sequence[str]) -> list[float | None]:
+        """Each member's timer (ms), in its shard or in the old single set; one round trip."""
+        by_key: dict[str, list[str]] = {}
+        for m in members:
+            by_key.setdefault(self.keys.timer_key(m), []).append(m)
+        pipe = self.r.pipeline(transaction=False)
+        for key, group in by_key.items():
+            pipe.zmscore(key, group)
+        pipe.zmscore(self.keys.timers, list(members))
+        *shards, legacy = pipe.execute() if members else [[]]
+        found: dict[str, float | None] = {}
+        for group, scores in zip(by_key.values(), shards, strict=True):
+            found.update(zip(group, scores, strict=True))
+        return [found.get(m) if found.get(m) is not None else old
+                for m, old in zip(members, legacy or [None] * len(members), strict=True)]
 
     def drop_claimed(self, members: Sequence[str], rearm: int) -> None:
         """Remove timers whose score is still ``rearm`` (nobody re-armed them since)."""
         self.retime(rearm, {m: None for m in members})
 
     def retime(self, expected: int, members: Mapping[str, int | None]) -> None:
-        """Set (or, for None, remove) timers whose score is still ``expected``."""
-        if members:
-            args: list[Any] = [expected]
-            for member, score in members.items():
-                args.extend((member, "" if score is None else score))
-            self.scripts.run("drop_claimed", [self.keys.timers], args)
+        """Set (or, for None, remove) timers whose score is still ``expected``, one
+        script per shard.  A timer claimed from the old single set is removed there
+        and, if it has a new time, armed in its shard (unless one is armed there)."""
+        by_key: dict[str, list[Any]] = {}
+        moved: dict[str, int] = {}
+        for member, score in members.items():
+            if member in self._legacy_claims:
+                self._legacy_claims.discard(member)
+                by_key.setdefault(self.keys.timers, [expected]).extend((member, ""))
+                if score is not None:
+                    moved[member] = score
+                continue
+            key = self.keys.timer_key(member)
+            by_key.setdefault(key, [expected]).extend((member, "" if score is None else score))
+        if not by_key:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for key, args in by_key.items():
+            self.scripts.queue(pipe, "drop_claimed", [key], args)
+        for member, score in moved.items():
+            pipe.zadd(self.keys.timer_key(member), {member: score}, nx=True)
+        self.scripts.execute(pipe)
 
     def watchdog_backoff(self, members: Sequence[str]) -> dict[str, int]:
         """The next watchdog due time (ms) for each fired timer: doubling, at most 1 h.
@@ -511,23 +580,24 @@ class Store:
         return out
 
     def arm(self, member: str, due: float) -> None:
-        self.r.zadd(self.keys.timers, {member: int(due * 1000)})
+        self.r.zadd(self.keys.timer_key(member), {member: int(due * 1000)})
 
     def drop_timer(self, member: str) -> None:
-        self.r.zrem(self.keys.timers, member)
+        self.r.zrem(self.keys.timer_key(member), member)
 
     # -- router batches (recovery of a router that died mid-batch) -------------------
 
     def begin_route(self, batch_id: str, payload: str, lease_s: float) -> None:
         pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self.keys.timers,
-                  {self.keys.route_timer(batch_id): int((time.time() + lease_s) * 1000)})
+        member = self.keys.route_timer(batch_id)
+        pipe.zadd(self.keys.timer_key(member), {member: int((time.time() + lease_s) * 1000)})
         pipe.set(self.keys.route(batch_id), payload, ex=self.retention)
         pipe.execute()
 
     def end_route(self, batch_id: str) -> None:
         pipe = self.r.pipeline(transaction=False)
-        pipe.zrem(self.keys.timers, self.keys.route_timer(batch_id))
+        member = self.keys.route_timer(batch_id)
+        pipe.zrem(self.keys.timer_key(member), member)
         pipe.delete(self.keys.route(batch_id))
         pipe.execute()
 
