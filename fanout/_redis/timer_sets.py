@@ -54,7 +54,10 @@ class TimerSets:
             self.scripts.queue(pipe, "claim_due", [key], [int(now * 1000), rearm, per_key])
         due: list[str] = []
         firsts: list[float] = []
-        for key, (*members, first) in zip(keys, self.scripts.execute(pipe), strict=True):
+        # On NOSCRIPT, load this script only: the timer thread runs beside the passes,
+        # and loading every script here would move their loads out of the passes.
+        replies = self.scripts.execute(pipe, only=("claim_due",))
+        for key, (*members, first) in zip(keys, replies, strict=True):
             claimed = texts(members)
             due += claimed
             if key == self.keys.timers:
@@ -126,7 +129,7 @@ class TimerSets:
             self.scripts.queue(pipe, "drop_claimed", [key], args)
         for member, score in moved.items():
             pipe.zadd(self.keys.timer_key(member), {member: score}, nx=True)
-        self.scripts.execute(pipe)
+        self.scripts.execute(pipe, only=("drop_claimed",))
 
     def watchdog_backoff(self, members: Sequence[str]) -> dict[str, int]:
         """The next watchdog due time (ms) for each fired timer: doubling, at most 1 h.
