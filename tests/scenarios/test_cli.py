@@ -186,10 +186,10 @@ def test_errors_are_one_line_with_an_exit_code(worker: object) -> None:
     one_line_error(cli("runs", env={"FANOUT_APP": ""}), 2, r"no app given")
     one_line_error(cli("send", "x", "--data", "{oops"), 2, r"argument --data: not valid JSON")
     one_line_error(cli("runs", "--since", "last tuesday"), 2, r"invalid time 'last tuesday'")
-    one_line_error(cli("send", "", "--data", "{}"), 1, r"invalid event")
+    one_line_error(cli("send", "", "--data", "{}"), 2, r"invalid event")
     one_line_error(cli("runs", env={"FANOUT_TEST_REDIS_BASE": "redis://127.0.0.1:9"}), 1,
                    r"^fanout runs: error: cannot reach Redis")
-    one_line_error(cli("dashboard", "--host", "0.0.0.0", "--port", "0"), 1,
+    one_line_error(cli("dashboard", "--host", "0.0.0.0", "--port", "0"), 2,
                    r"needs an access token")
     res = cli(script=True)
     assert res.returncode == 2 and "a command is required" in res.stderr
