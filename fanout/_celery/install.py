@@ -180,12 +180,14 @@ class _Signals:
             for warning in delivery_warnings(self.rt.app):
                 log.warning("fanout: %s (or use app.config_from_object('fanout.celeryconfig'))",
                             warning)
-            shared = shared_redis_warning(self.rt.app, self.rt.redis_url)
-            if shared:
-                log.warning("fanout: %s", shared)
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):
+            # Here, not at worker_init: Celery's logging is set up by now, so this is a
+            # WARNING record in the worker's log format.
+            shared = shared_redis_warning(self.rt.app, self.rt.redis_url)
+            if shared:
+                log.warning("fanout: %s", shared)
             self.rt.timers.start()
 
     def _on_worker_stopping(self, **_: Any) -> None:
