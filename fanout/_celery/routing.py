@@ -136,6 +136,7 @@ def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str,
         return []
     now = time.time()
     wake: list[tuple[str, str]] = []
+    resumed: list[tuple[str, str]] = []
     finished: dict[tuple[str, str | None], list[str]] = {}
     for key, waits in open_waits.items():
         for member, spec in waits.items():
@@ -158,10 +159,14 @@ def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str,
                     started_at=spec.get("started"),
                     ended_at=now,
                 )
-                if store.resolve_step(spec["run"], rec) == "enqueue":
+                outcome = store.resolve_step(spec["run"], rec)
+                if outcome == "enqueue":
                     wake.append((spec["fk"], spec["run"]))
+                if outcome in ("enqueue", "set") and ev.get("id"):
+                    resumed.append((str(ev["id"]), spec["run"]))
                 finished.setdefault(key, []).append(member)
                 done.add(member)
     for (name, bucket), members in finished.items():
         store.waits.drop(name, members, bucket)
+    store.waits.note_resumed(resumed)
     return wake

@@ -26,6 +26,7 @@ from .._core.function import FunctionDef
 from .._core.lifecycle import MAX_TAKEOVERS
 from .._core.triggers import SubscriberIndex
 from .._errors import ConfigError, InvokeError
+from .._redis.event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .._redis.store import Store, connect
 from .cron import CronService
 from .leases import Leases
@@ -76,6 +77,7 @@ class Runtime:
                 connect(self.redis_url), retention=self.retention,
                 watchdog=5 * self.recovery_timeout, metrics=_metrics_setting(self.app),
                 metrics_interval=_metrics_interval(self.app),
+                metrics_event_names=_metrics_event_names(self.app),
             )
             self._store_pid = pid
         return self._store
@@ -134,3 +136,17 @@ def get_runtime(app: Any) -> Runtime | None:
     with _runtimes_lock:
         rt = _runtimes.get(id(app))
     return rt if rt is not None and rt.app is app else None
+
+
+def _metrics_event_names(app: Celery) -> int:
+    """The Celery setting ``fanout_metrics_event_names``: how many distinct event
+    names get a metrics series of their own (fleet-wide); later names count as
+    ``other``.  1000 by default."""
+    value = app.conf.get("fanout_metrics_event_names")
+    if value is None:
+        return DEFAULT_EVENT_NAMES
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(
+            f"fanout_metrics_event_names must be a whole number of names (0 or more), not {value!r}"
+        )
+    return value

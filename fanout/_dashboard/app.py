@@ -352,9 +352,10 @@ class DashboardApp:
             ev = t.history.event(eid)
             if ev is None:
                 raise HttpError(404, f"no event {eid} (unknown, or past its retention)")
-            body = pages.event_page(ev, show_paused(t.history.runs_of_event(eid),
-                                                    paused_functions(t.runtime.store)),
-                                    self.csrf(req, who))
+            paused_fns = paused_functions(t.runtime.store)
+            body = pages.event_page(ev, show_paused(t.history.runs_of_event(eid), paused_fns),
+                                    self.csrf(req, who),
+                                    resumed=show_paused(t.history.runs_resumed_by(eid), paused_fns))
             body += access_pages.audit_section(self.audit.about(eid), "Actions on this event")
             return self.html(req, 200, f"Event {eid}", body, who, self.signer.flash(q))
         raise HttpError(404, f"no page {path}")

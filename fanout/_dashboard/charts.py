@@ -1,6 +1,6 @@
 """Charts over time as inline SVG (no script, no CDN): per function, runs ended per
-bucket (throughput), runs failed, and the p95 run duration, for the last hour, day
-or week. Built from numbers only; names go through :func:`h`."""
+bucket (throughput), runs failed, the p95 run duration and the backlog (runs in
+flight), for the last hour, day or week. Built from numbers only; names go through :func:`h`."""
 
 from __future__ import annotations
 
@@ -100,6 +100,30 @@ def p95(points: Sequence[Point], width: int) -> str:
                   peak="" if peak is None else f"{peak:.6f}")
 
 
+def backlog(points: Sequence[Point], width: int) -> str:
+    known = [(i, p) for i, p in enumerate(points) if p.backlog is not None]
+    top = max((p.backlog or 0 for _i, p in known), default=0) or 1
+    step = W / max(1, len(points))
+    parts = []
+    line = []
+    for i, p in known:
+        x = i * step + step / 2
+        y = H - 2 - (p.backlog or 0) / top * (H - 6)
+        line.append(f"{x:.2f},{y:.2f}")
+        if p.backlog:
+            parts.append(f'<rect class="hit" x="{i * step:.2f}" y="0" width="{step:.2f}" '
+                         f'height="{H}"><title>{h(_when(p, width))}: {p.backlog} run(s) in '
+                         f"flight at the end</title></rect>")
+    if len(line) > 1:
+        parts.insert(0, f'<polyline class="line backlog" points="{" ".join(line)}"></polyline>')
+    now = known[-1][1].backlog if known else None
+    peak = max((p.backlog or 0 for _i, p in known), default=0)
+    label = ("backlog: not rolled yet" if now is None
+             else f"backlog: {now} run(s) in flight at the last roll, at most {peak}")
+    return _frame("backlog", label, "".join(parts), now="" if now is None else str(now),
+                  peak=str(peak))
+
+
 def charts_section(charts: Charts, fn_keys: Sequence[str], query: dict[str, str]) -> str:
     keep = {k: v for k, v in query.items() if k in ()}
     tabs = " ".join(
@@ -121,16 +145,20 @@ def charts_section(charts: Charts, fn_keys: Sequence[str], query: dict[str, str]
             f"<td>{throughput(s.points, charts.width)}<div class=\"muted\">{s.ended} ended</div></td>"
             f"<td>{failures(s.points, charts.width)}<div class=\"muted\">{s.failed} failed</div></td>"
             f"<td>{p95(s.points, charts.width)}<div class=\"muted\">peak "
-            f"{h(human_ms(pk)) if pk is not None else '–'}</div></td></tr>")
+            f"{h(human_ms(pk)) if pk is not None else '–'}</div></td>"
+            f"<td>{backlog(s.points, charts.width)}<div class=\"muted\">"
+            f"{'–' if s.backlog_now is None else s.backlog_now} in flight</div></td></tr>")
     note = ("no minute rolled yet: the charts fill once a worker has run for a minute"
             if charts.last_roll is None else f"rolled up to {iso(charts.last_roll + 60)[:16]}Z")
     return (f'<h2 id="charts">Over time <span class="muted">({h(charts.label)})</span></h2>'
             f'<div class="ranges">{tabs} <span class="muted" id="charts-note">{h(note)}</span>'
             f'</div><table id="fn-charts" data-range="{h(charts.range)}"><thead><tr>'
             "<th>Function</th><th>Throughput (runs ended)</th><th>Failures (runs; attempts)</th>"
-            "<th>p95 run duration</th></tr></thead><tbody>"
-            + ("".join(rows) or '<tr><td colspan="4" class="muted">no functions</td></tr>')
+            "<th>p95 run duration</th><th>Backlog (runs in flight)</th></tr></thead><tbody>"
+            + ("".join(rows) or '<tr><td colspan="5" class="muted">no functions</td></tr>')
             + '</tbody></table><p class="legend">throughput: <span class="ok"></span>completed '
             '<span class="bad"></span>failed <span class="idle"></span>cancelled or skipped; '
             'failures: <span class="bad"></span>runs <span class="warn"></span>attempts; the p95 '
-            "is estimated from the run duration histogram's buckets.</p>")
+            "is estimated from the run duration histogram's buckets; the backlog counts the runs "
+            "started and not ended (queued, running, sleeping, waiting, paused) at the end of "
+            "each bucket, up to the last roll.</p>")

@@ -166,7 +166,9 @@ def events_page(events: Page[EventSummary], csrf: str, name: str) -> str:
     )
 
 
-def event_page(ev: EventSummary, runs: Sequence[RunSummary], csrf: str) -> str:
+def event_page(ev: EventSummary, runs: Sequence[RunSummary], csrf: str, *,
+               resumed: Sequence[RunSummary] = ()) -> str:
+    """An event: its data, the runs it started and the runs whose wait it ended."""
     return (
         f'<h1>Event <span class="mono">{h(ev.event_id)}</span></h1>'
         f'<dl class="meta"><dt>Name</dt><dd>{h(ev.name)}</dd><dt>Time</dt><dd>{h(iso(ev.ts))}</dd>'
@@ -174,6 +176,8 @@ def event_page(ev: EventSummary, runs: Sequence[RunSummary], csrf: str) -> str:
         f"<h2>Data</h2><pre>{pretty(ev.data)}</pre>"
         + (f"<h2>User</h2><pre>{pretty(ev.user)}</pre>" if ev.user else "")
         + "<h2>Runs it started</h2>" + runs_table(runs)
+        + ('<h2>Runs it resumed</h2><div id="resumed-runs">' + runs_table(resumed) + "</div>"
+           if resumed else "")
         + "<h2>Send again</h2>"
         + send_form(csrf, name=ev.name, data=json.dumps(ev.data, default=str))
     )
@@ -435,6 +439,10 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str,
     for s in run.steps:
         if s.child_run_id:
             meta.append((f"Step {h(s.step_id)}", "invoked " + link(s.child_run_id)))
+        if s.kind == "wait" and isinstance(s.output, dict) and s.output.get("id"):
+            eid = str(s.output["id"])
+            meta.append((f"Step {h(s.step_id)}", f'resumed by event <a class="mono resumed-by" '
+                         f'href="/events/{h(eid)}">{h(eid)}</a>'))
         if s.started_runs:
             shown = ", ".join(link(r) for r in s.started_runs[:20])
             more = f" and {len(s.started_runs) - 20} more" if len(s.started_runs) > 20 else ""

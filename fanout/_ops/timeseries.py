@@ -1,9 +1,15 @@
 """Per-function series over time, for the dashboard's charts: runs ended (throughput),
-runs failed, and the p95 run duration, per bucket of the last hour, day or week.
+runs failed, the p95 run duration and the backlog (runs in flight), per bucket of the
+last hour, day or week.
 
 Read from the metrics rollups (``fanout/_redis/rollups.py``): exact counts from the
 store's counters, and a p95 estimated from the run duration histogram's buckets
 (linear within the bucket that holds it, as Prometheus's ``histogram_quantile``).
+
+The backlog at the end of a bucket is the runs started minus the runs ended up to
+then: exact at the last roll (the cumulative counters the roll kept), and walked back
+bucket by bucket by each bucket's started minus ended. Buckets after the last roll
+have no backlog yet (None).
 """
 
 from __future__ import annotations
@@ -50,6 +56,9 @@ class Point:
     other: int = 0  # cancelled and skipped
     step_failures: int = 0
     p95: float | None = None
+    #: Runs in flight (started, not ended) at the end of the bucket; None when the
+    #: bucket ends after the last roll.
+    backlog: int | None = None
 
     @property
     def ended(self) -> int:
@@ -68,6 +77,16 @@ class FnSeries:
     @property
     def failed(self) -> int:
         return sum(p.failed for p in self.points)
+
+    @property
+    def backlog_now(self) -> int | None:
+        """The newest known backlog (at the last roll)."""
+        values = [p.backlog for p in self.points if p.backlog is not None]
+        return values[-1] if values else None
+
+    @property
+    def peak_backlog(self) -> int:
+        return max((p.backlog for p in self.points if p.backlog is not None), default=0)
 
     @property
     def peak_p95(self) -> float | None:
@@ -127,7 +146,40 @@ def read_charts(store: Store, range_name: str, fn_keys: list[str],
                 hists.setdefault(fk, {})[parts[2]] = value
         for fk, hist in hists.items():
             out[fk].points[i].p95 = quantile(hist, 0.95)
+    last_at, last = roll.last_counts()
+    if last_at is not None:
+        _backlogs(out, last, last_at + 60)
     return Charts(range_name, width, label, out, roll.last_roll(), True)
 
 
-__all__ = ["RANGES", "Charts", "FnSeries", "Point", "quantile", "read_charts"]
+def in_flight(counts: dict[str, int]) -> dict[str, int]:
+    """Runs started minus runs ended per function key, from cumulative counters."""
+    out: dict[str, int] = {}
+    for name, value in counts.items():
+        kind, _, rest = name.partition("|")
+        metric, _, labels = rest.partition("|")
+        parts = labels.split("|")
+        if kind != "c" or len(parts) < 2:
+            continue
+        fk = f"{parts[0]}:{parts[1]}"
+        if metric == "runs_started":
+            out[fk] = out.get(fk, 0) + value
+        elif metric == "runs_ended":
+            out[fk] = out.get(fk, 0) - value
+    return out
+
+
+def _backlogs(series: dict[str, FnSeries], last: dict[str, int], rolled_until: float) -> None:
+    """Fill each point's backlog, walking back from the last roll (``rolled_until``:
+    the end of the minute rolled last)."""
+    flight = in_flight(last)
+    for fk, s in series.items():
+        value = flight.get(fk, 0)
+        for p in reversed(s.points):
+            if p.start >= rolled_until:
+                continue  # not rolled yet
+            p.backlog = max(0, value)
+            value -= p.started - p.ended
+
+
+__all__ = ["RANGES", "Charts", "FnSeries", "Point", "in_flight", "quantile", "read_charts"]

@@ -343,6 +343,11 @@ class History:
         """The runs with these ids that exist, in the order given."""
         return [s for s in self._summaries(run_ids) if s is not None]
 
+    def runs_resumed_by(self, event_id: str) -> list[RunSummary]:
+        """The runs whose ``wait_for_event`` the event ended, newest first."""
+        found = [s for s in self._summaries(self.store.waits.resumed_by(event_id)) if s is not None]
+        return sorted(found, key=lambda s: (s.created_at or 0.0, s.run_id), reverse=True)
+
     def count_runs(self, fn_key: str | None = None) -> int:
         key = self.keys.fn_index(fn_key) if fn_key else self.keys.runs_index
         return int(self.r.zcard(key))

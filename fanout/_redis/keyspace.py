@@ -24,6 +24,8 @@ class Keyspace:
         self.runs_index = f"{p}:idx:runs"
         self.events_index = f"{p}:idx:events"
         self.metrics = f"{p}:metrics"
+        # The event names counted under their own name in the metrics (the rest: "other").
+        self.metric_event_names = f"{p}:metrics:evnames"
         self.paused = f"{p}:paused"
         self.ingest_keys = f"{p}:ingest:keys"
         self.audit = f"{p}:audit"
@@ -39,6 +41,10 @@ class Keyspace:
     def event_runs(self, event_id: str) -> str:
         """The runs an event started (or was folded into)."""
         return f"{self.prefix}:ev:{{{event_id}}}:runs"
+
+    def event_resumed(self, event_id: str) -> str:
+        """The runs whose ``wait_for_event`` an event ended."""
+        return f"{self.prefix}:ev:{{{event_id}}}:resumed"
 
     def fn_index(self, fn_key: str) -> str:
         return f"{self.prefix}:idx:fn:{key_part(fn_key)}"

@@ -162,6 +162,19 @@ class Rollups:
             out.append((s, fields))
         return out
 
+    def last_counts(self) -> tuple[int | None, dict[str, int]]:
+        """The charted fields as they stood at the last roll (cumulative, as in the
+        metrics hash), and that minute's start in epoch seconds (None before any)."""
+        raw = {text(k): text(v) for k, v in self.r.hgetall(self.last_key).items()}
+        at = raw.pop("@at", None)
+        counts: dict[str, int] = {}
+        for name, value in raw.items():
+            try:
+                counts[name] = int(value)
+            except ValueError:
+                continue
+        return (None if at is None else int(at) * 60), counts
+
     def last_roll(self) -> int | None:
         """The minute (epoch seconds of its start) rolled last, or None before any."""
         at = self.r.hget(self.last_key, "@at")

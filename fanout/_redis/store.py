@@ -39,6 +39,8 @@ from .._core.run_record import (
 )
 from .._core.run_store import Begun, BranchBegun, Created, Ended, Saved
 from .._core.run_view import to_run_info
+from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
+from .event_series import EventSeries
 from .flow_store import FlowStore
 from .keyspace import Keyspace
 from .observations import Observations
@@ -93,6 +95,7 @@ class Store:
         watchdog: float = 300.0,
         metrics: bool | None = None,
         metrics_interval: float = 1.0,
+        metrics_event_names: int = DEFAULT_EVENT_NAMES,
     ):
         self.r = client
         self.p = prefix
@@ -113,10 +116,13 @@ class Store:
             Observations(client, self.metrics_key, interval=metrics_interval)
             if self.metrics_key is not None else None
         )
+        # Event names with a series of their own (the rest count as "other").
+        self.event_series = EventSeries(self.scripts, self.keys.metric_event_names,
+                                        metrics_event_names)
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
         self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
         self.flow = FlowStore(client, self.keys, self.scripts, self.retention)
-        self.waits = WaitStore(client, self.keys)
+        self.waits = WaitStore(client, self.keys, self.retention)
 
     # -- keys --------------------------------------------------------------------
 
@@ -170,7 +176,8 @@ class Store:
             pipe.zadd(key, members, nx=True)
             pipe.zremrangebyscore(key, "-inf", horizon)
             if self.metrics_key is not None:
-                pipe.hincrby(self.metrics_key, f"c|events|{name}", len(members))
+                label = self.event_series.label(name)
+                pipe.hincrby(self.metrics_key, f"c|events|{label}", len(members))
         pipe.execute()
 
     def load_events(self, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:

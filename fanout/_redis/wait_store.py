@@ -20,9 +20,10 @@ WaitKey = tuple[str, "str | None"]
 
 
 class WaitStore:
-    def __init__(self, client: Any, keys: Keyspace) -> None:
+    def __init__(self, client: Any, keys: Keyspace, retention: int = 7 * 86400) -> None:
         self.r = client
         self.keys = keys
+        self.retention = retention
 
     def register(
         self, name: str, member: str, spec: Mapping[str, Any], bucket: str | None = None
@@ -56,3 +57,19 @@ class WaitStore:
     def drop(self, name: str, members: Sequence[str], bucket: str | None = None) -> None:
         if members:
             self.r.hdel(self.keys.waits(name, bucket), *members)
+
+    def note_resumed(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """Remember which runs each event resumed ((event id, run id) pairs), for as
+        long as the event itself is kept: one round trip."""
+        if not pairs:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for event_id, run_id in pairs:
+            key = self.keys.event_resumed(event_id)
+            pipe.sadd(key, run_id)
+            pipe.expire(key, self.retention)
+        pipe.execute()
+
+    def resumed_by(self, event_id: str) -> list[str]:
+        """The ids of the runs whose wait ``event_id`` ended."""
+        return sorted(text(m) for m in self.r.smembers(self.keys.event_resumed(event_id)))

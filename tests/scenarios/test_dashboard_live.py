@@ -1,7 +1,8 @@
 """The dashboard over time and in place, in real Chromium against `fanout dashboard`
 and a real worker: charts of the last hour, day and week drawn from the metrics
 rollups, pages that refresh without reloading (304 while nothing changed), a
-waiting run's "send the matching event", and a paused function's runs shown as
+waiting run's "send the matching event" (and the links between the event and the
+run it resumed), and a paused function's runs shown as
 paused on the runs list, the run page, the overview and in `fanout runs`."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,14 +81,22 @@ def test_charts_draw_throughput_failures_and_p95_from_the_rollups(
     for i in range(5):
         client.emit("live/order", {"total": i})
     client.send_sync([fanout.Event(name="live/flaky") for _ in range(2)])
+    # Two approvals that nobody answers: the backlog of their function.
+    waiting = [run_of(client, client.emit("live/request", {"order_id": f"B-{i}"}), "approval")
+               for i in (1, 2)]
     wait_for(lambda: len(client.list_runs(fn_id="orders", status="completed")) == 6, 60)
     wait_for(lambda: len(client.list_runs(fn_id="flaky", status="failed")) == 2, 60)
+    wait_for(lambda: all(getattr(client.get_run(r), "status", None) == "waiting"
+                         for r in waiting), 60)
+    rolled_after = time.time()
 
     def charted() -> bool:
-        fns = api(dashboard, "/api/charts?range=hour")["functions"]
+        got = api(dashboard, "/api/charts?range=hour")
+        fns = got["functions"]
         ended = sum(p["completed"] for p in fns["live:orders"])
         failed = sum(p["failed"] for p in fns["live:flaky"])
-        return ended >= 5 and failed == 2
+        return (ended >= 5 and failed == 2
+                and (got["last_roll"] or 0) >= rolled_after // 60 * 60)
 
     # Rolled once a minute, two seconds into the next one.
     wait_for(charted, timeout=150, interval=1.0)
@@ -102,6 +112,13 @@ def test_charts_draw_throughput_failures_and_p95_from_the_rollups(
     assert bad.locator("svg.chart.failures").get_attribute("data-attempts") == "2"
     assert page.locator('#fn-charts tr[data-chart-fn="live:held"] svg.chart.throughput'
                         ).get_attribute("data-total") == "0"
+    # The backlog: the two waiting approvals are in flight; the orders all ended.
+    waits = page.locator('#fn-charts tr[data-chart-fn="live:approval"] svg.chart.backlog')
+    assert waits.get_attribute("data-now") == "2"
+    assert row.locator("svg.chart.backlog").get_attribute("data-now") == "0"
+    points = api(dashboard, "/api/charts?range=hour")["functions"]["live:approval"]
+    known = [p["backlog"] for p in points if p["backlog"] is not None]
+    assert known[-1] == 2 and min(known) == 0  # it rose from none to two within the hour
     page.locator("#fn-charts").screenshot(path=str(shots / "charts-hour.png"))
     # The day (15-minute buckets) and the week (hours) hold the same runs.
     for rng, points in (("day", 96), ("week", 168)):
@@ -153,6 +170,19 @@ def test_a_waiting_run_offers_the_matching_event(dashboard: str, page: Any, shot
     assert client.get_run(rid).output == {"order_id": "A-7", "ok": True}  # type: ignore[union-attr]
     row = page.locator("#target-audit tr[data-action=send]")
     assert row.count() == 1 and "local" in row.inner_text() and "live/approved" in row.inner_text()
+    # The run page links the event that resumed it, and that event's page links back.
+    page.reload()
+    resumed_by = page.locator("a.resumed-by")
+    assert resumed_by.count() == 1
+    eid = client.get_run(rid).steps[0].output["id"]  # type: ignore[union-attr]
+    assert resumed_by.inner_text() == eid
+    resumed_by.click()
+    page.wait_for_url(re.compile(rf"/events/{eid}$"))
+    back = page.locator(f'#resumed-runs a[href="/runs/{rid}"]')
+    assert back.count() == 1
+    page.screenshot(path=str(shots / "event-resumed-a-run.png"), full_page=True)
+    back.click()
+    page.wait_for_url(re.compile(rf"/runs/{rid}$"))
 
 
 def test_a_paused_functions_runs_show_as_paused_everywhere(dashboard: str, page: Any,

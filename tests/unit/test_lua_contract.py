@@ -215,6 +215,12 @@ CASES = [
          lambda r: r.zscore(TIMERS, "a") is None and r.zscore(TIMERS, "b") == 44
          and r.zscore(TIMERS, "c") == 99),
     # -- cron, pause ----------------------------------------------------------------------
+    Case("admit_event_name", "room under the cap: the name gets its series", nothing, [KEY],
+         ["a/b", 2], 1, lambda r: r.smembers(KEY) == {b"a/b"}),
+    Case("admit_event_name", "a name already admitted stays so at the cap",
+         lambda r: r.sadd(KEY, "a/b", "a/c"), [KEY], ["a/b", 2], 1, lambda r: r.scard(KEY) == 2),
+    Case("admit_event_name", "a new name past the cap counts as other",
+         lambda r: r.sadd(KEY, "a/b", "a/c"), [KEY], ["a/d", 2], 0, lambda r: r.scard(KEY) == 2),
     Case("cron_cursor", "forward only", lambda r: r.hset(CRON, "at", 100), [CRON],
          [50, 2, "40"], 0, lambda r: fields(r, CRON) == {"at": "100", "skipped": "2", "run": "40"}),
     Case("cron_cursor", "moves forward", lambda r: r.hset(CRON, "at", 100), [CRON],
