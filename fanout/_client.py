@@ -57,6 +57,7 @@ from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
+from ._redis.audit import AuditLog, operator_name
 from ._redis.history import MAX_LIMIT, History
 from ._redis.history import statuses as history_statuses
 
@@ -393,17 +394,27 @@ class Fanout:
         started_after: Any = None,
         started_before: Any = None,
         if_exp: str | None = None,
+        reason: str = "cancelled by cancel_runs",
+        by: str | None = None,
     ) -> int:
         """Cancel the unfinished runs of a function; returns how many were cancelled.
 
         ``started_after`` / ``started_before`` (aware datetimes or epoch seconds)
         bound when the runs were created; ``if_exp`` is CEL over their ``event``.
-        Each run stops between steps, as with :meth:`cancel`.
+        Each run stops between steps, as with :meth:`cancel`. The action goes into
+        the audit log (the dashboard's ``/audit``) under ``by`` (default
+        ``python:<user>@<host>``) with ``reason``.
         """
         fn = self._function(fn_id)
         after = as_timestamp(started_after, "started_after")
         before = as_timestamp(started_before, "started_before")
-        return endings.cancel_runs(self._rt, fn, after=after, before=before, if_exp=if_exp)
+        done = endings.cancel_runs(self._rt, fn, after=after, before=before, if_exp=if_exp,
+                                   reason=reason)
+        AuditLog(self._rt.store).record(
+            by or operator_name("python"), "python", "bulk cancel", [fn.key, *done],
+            f"{len(done)} run(s) of {fn.key}: {reason}", client="python",
+            extra={"selected": len(done)})
+        return len(done)
 
     def replay(self, run_id: str) -> str:
         """Start a new run of the same function for the same event; returns its id."""

@@ -160,27 +160,28 @@ def cancel_matching(rt: Runtime, events: Sequence[dict[str, Any]]) -> int:
 
 
 def cancel_runs(rt: Runtime, fn: FunctionDef, *, after: float | None, before: float | None,
-                if_exp: str | None) -> int:
-    """Cancel a function's unfinished runs created in a time range; returns how many."""
+                if_exp: str | None, reason: str = "cancelled by cancel_runs") -> list[str]:
+    """Cancel a function's unfinished runs created in a time range; returns their ids."""
     from .._core.flow import _cel
 
     expr = None if if_exp is None else _cel("cancel_runs if_exp", if_exp)
     store = rt.store
     lo = "-inf" if after is None else int(after * 1000)
     hi = "+inf" if before is None else int(before * 1000)
-    count, offset, page = 0, 0, 500
+    done: list[str] = []
+    offset, page = 0, 500
     while True:
         ids = store.flow.fn_runs_between(fn.key, lo, hi, offset, page)
         if not ids:
-            return count
+            return done
         offset += len(ids)
         for rid, f in zip(ids, store.many_run_fields(ids), strict=True):
             if not f.get(ST) or f[ST] in TERMINAL:
                 continue
             if expr is not None and not expr.matches({"event": json.loads(f.get(EVENT, "{}"))}):
                 continue
-            if cancel(rt, rid, "cancelled by cancel_runs") in ("cancelled", "flagged"):
-                count += 1
+            if cancel(rt, rid, reason) in ("cancelled", "flagged"):
+                done.append(rid)
 
 
 def check_stuck(rt: Runtime, *, min_age: float, limit: int = 5000) -> list[str]:

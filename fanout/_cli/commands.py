@@ -44,6 +44,7 @@ from .common import (
     find_target,
     note,
     out,
+    record_action,
 )
 from .ingest_commands import add_keys_commands
 from .pause_commands import add_pause_commands
@@ -225,6 +226,13 @@ def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
         raise CliError(failures[0])   # one run named, one line
     lines = [f"{r['run_id']} {r['result']}" for r in results]
     summary = f"{verb}: {len(ids) - len(failures)} of {len(ids)} run(s)"
+    if ids:
+        done = [r["run_id"] for r in results if r["ok"]]
+        # A replay's result is "-> <new run id>": the new runs are targets too.
+        started = [r["result"][3:] for r in results if r["ok"] and r["result"].startswith("-> ")]
+        reason = getattr(args, "reason", "") or ""
+        record_action(target, args, f"bulk {verb}" if bulk else verb, [*done, *started],
+                      f"{summary}: {reason}" if reason else summary, selected=len(ids))
     out(args, {"results": results}, "\n".join([*lines, summary]) if ids else "no runs match")
     if failures and not bulk:
         raise CliError(failures[0])
@@ -266,7 +274,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
-    new_id = find_target(args).rerun(args.run_id, args.from_step)
+    target = find_target(args)
+    new_id = target.rerun(args.run_id, args.from_step)
+    record_action(target, args, "rerun", [args.run_id, new_id], f"from step {args.from_step}")
     out(args, {"run_id": new_id, "rerun_of": args.run_id, "from_step": args.from_step}, new_id)
     return 0
 

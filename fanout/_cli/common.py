@@ -66,6 +66,21 @@ def find_target(args: argparse.Namespace, *, memory_ok: bool = False) -> Target:
     return target
 
 
+def record_action(target: Target, args: argparse.Namespace, action: str, targets: list[str],
+                  detail: str = "", **extra: Any) -> None:
+    """Put an action taken from the CLI into the audit log (the dashboard's ``/audit``),
+    under ``--as`` (default ``$FANOUT_OPERATOR``, else ``cli:<login>@<host>``).  The
+    action has happened already: a failure to record it is said, not raised."""
+    from .._redis.audit import AuditLog, operator_name
+
+    who = (getattr(args, "operator", None) or "").strip()[:100] or operator_name("cli")
+    try:
+        AuditLog(target.runtime.store).record(who, "cli", action, targets, detail,
+                                              client="cli", extra=extra)
+    except Exception as exc:  # noqa: BLE001 - the action stands; say it is not in the log
+        note(f"warning: {action} done, but not recorded in the audit log: {exc}")
+
+
 def add_common_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("-A", "--app", metavar="MODULE[:ATTR]", help="the app module, as for celery -A "
@@ -75,3 +90,6 @@ def add_common_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     p.add_argument("--broker", metavar="URL", type=broker_url_arg, help="the Celery broker to publish to (sets "
                    "CELERY_BROKER_URL before the app is imported)", **d)
     p.add_argument("--json", action="store_true", help="machine-readable output", **d)
+    p.add_argument("--as", dest="operator", metavar="NAME", help="who acts, for the audit log "
+                   "of cancel, replay, rerun, pause and resume (default: $FANOUT_OPERATOR, "
+                   "else cli:<login>@<host>)", **d)

@@ -6,13 +6,15 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
-from .common import CliError, find_target
+from .common import CliError, find_target, record_action
 
 
 def cmd_pause(args: argparse.Namespace) -> int:
     target = find_target(args)
     fn = target.function(args.fn)
     created = target.pause(fn.key, args.reason or "")
+    if created:
+        record_action(target, args, "pause", [fn.key], args.reason or "")
     print(f"{fn.key} paused: its events still create runs, which wait for "
           f"'fanout resume {fn.key}'" if created else f"{fn.key} was paused already")
     return 0
@@ -24,6 +26,8 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if target.pause_info(fn.key) is None:
         raise CliError(f"{fn.key} is not paused")
     resumed, skipped = target.resume(fn.key, skip_backlog=args.skip_backlog)
+    record_action(target, args, "resume", [fn.key],
+                  f"{resumed} pass(es) resumed, {skipped} skipped")
     print(f"{fn.key} resumed: {resumed} waiting pass(es) handed to the workers"
           + (f", {skipped} run(s) that never started recorded as skipped" if skipped else ""))
     return 0

@@ -24,6 +24,23 @@ from .replies import text
 from .store import Store
 
 DEFAULT_KEEP = 10_000
+
+
+def operator_name(tool: str) -> str:
+    """Who acts from a terminal or a script: ``$FANOUT_OPERATOR``, else
+    ``<tool>:<login>@<host>``."""
+    import getpass
+    import os
+    import socket
+
+    named = os.environ.get("FANOUT_OPERATOR", "").strip()
+    if named:
+        return named[:100]
+    try:
+        login = getpass.getuser()
+    except Exception:  # noqa: BLE001 - no login name (a container): say so
+        login = "unknown"
+    return f"{tool}:{login}@{socket.gethostname()}"
 PER_TARGET = 50
 MAX_TARGETS = 1000
 
@@ -101,4 +118,4 @@ class AuditLog:
         return int(self.r.llen(self.key))
 
 
-__all__ = ["AuditLog", "AuditRecord"]
+__all__ = ["AuditLog", "AuditRecord", "operator_name"]

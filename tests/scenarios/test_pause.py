@@ -55,7 +55,12 @@ def test_paused_runs_wait_and_resume_runs_them_oldest_first(worker: Any) -> None
     assert client.pause(job) and client.pause("slow")
     assert not client.pause(job)  # paused already
     time.sleep(1.5)  # workers re-read the paused set every second
-    runs = _send(1, 2, 3)
+    # One at a time, each parked before the next is sent: "oldest first" is then the
+    # order they were sent in (passes parked in the same millisecond have no order).
+    runs: list[str] = []
+    for n in (1, 2, 3):
+        runs += _send(n)
+        wait_for(lambda k=n: r.zcard("fanout:parked:{pz:job}") == k, 30)
     time.sleep(3)  # longer than the sleep: the sleeping run woke while paused
     assert _ran() == []
     assert all(client.get_run(rid) is not None for rid in runs)  # created, waiting
