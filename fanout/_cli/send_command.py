@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from .._core.event import Event, prepare_batch, quoted
+from .._core.event import EVENT_BYTES_RANGE, Event, prepare_batch, quoted
 from .._errors import EventError
 from .._ops.event_effects import Waiting, cancelling_functions, received, waiting_runs
 from .._ops.locate import Target
@@ -19,19 +19,20 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
 
 
-def _checked_event(args: argparse.Namespace) -> Event:
+def _checked_event(args: argparse.Namespace, max_bytes: int) -> Event:
     """The event the command line describes; a bad one is a usage error (exit 2)."""
     try:
         ev = Event(name=args.name, data=args.data, id=args.id, user=args.user)
-        prepare_batch(ev)
+        prepare_batch(ev, max_bytes=max_bytes)
     except EventError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
     return ev
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    ev = _checked_event(args)
+    _checked_event(args, EVENT_BYTES_RANGE[1])      # before the app is imported
     target = find_target(args)
+    ev = _checked_event(args, target.client().max_event_bytes)
     history = target.history
     earlier = history.event(args.id) if args.id else None
     # The waits this event satisfies are read before it is sent: the router drops them.
