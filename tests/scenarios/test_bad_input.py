@@ -67,6 +67,13 @@ def test_an_error_quotes_at_most_100_characters_of_a_bad_name(clean_db: redis.Re
         assert f"... ({len(name)} characters)" in message, message
         assert name[:100] in message and name[:101] not in message, message
     _nothing_published(clean_db)
+    with pytest.raises(fanout.ConfigError) as bad_id:
+        client.create_function(fn_id="f" * 5000, trigger=fanout.TriggerEvent(event="t/x"))(
+            lambda ctx: None)
+    assert "... (5000 characters)" in str(bad_id.value) and len(str(bad_id.value)) < 300
+    with pytest.raises(fanout.ConfigError) as bad_app:
+        fanout.Fanout("a" * 5000, celery=app)
+    assert "... (5000 characters)" in str(bad_app.value) and len(str(bad_app.value)) < 400
 
 
 def test_one_bad_event_in_a_batch_publishes_none(clean_db: redis.Redis) -> None:
