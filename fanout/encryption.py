@@ -27,11 +27,11 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ._core.middleware import Middleware, TransformOutputResult
+from ._core.sealed import MARKER
 from ._errors import ConfigError, DecryptionError
 
 __all__ = ["MARKER", "EncryptionMiddleware", "Keyring", "generate_key", "is_encrypted"]
 
-MARKER = "__fanout_encrypted__"
 EVENT_FIELD = "encrypted"
 
 

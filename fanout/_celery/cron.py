@@ -48,6 +48,7 @@ from celery.beat import BeatLazyFunc
 from celery.schedules import BaseSchedule
 
 from .._core.event import dumps
+from .._core.outage import Outage
 from .._core.run_record import ENDED, ERROR, EVENT, ST, WAKE, new_run_fields
 from .._core.schedule import (
     MAX_SKIPPED,
@@ -521,6 +522,7 @@ class CronService:
 
     def _fire_loop(self, schedule: BeatSchedule) -> None:
         last = _NEVER
+        outage = Outage("sending cron ticks to the broker", base=0.5)
         while True:
             try:
                 with gate.section():
@@ -528,7 +530,8 @@ class CronService:
                     if due:
                         self.send()
                         last = schedule.now()
-            except Exception:  # keep ticking through broker outages
-                log.warning("fanout: could not send a cron tick; retrying", exc_info=True)
-                wait = 5.0
+            except Exception as exc:  # noqa: BLE001 - keep ticking through broker outages
+                wait = outage.failed(exc)
+            else:
+                outage.ok()
             time.sleep(max(0.05, wait))

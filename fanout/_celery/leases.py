@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from .._core.outage import Outage
 from .._core.run_record import LEASE
 from .._redis.store import Store, StoreError
 from .forkgate import gate
@@ -45,8 +46,14 @@ class Leases:
 
     def _renew_loop(self) -> None:
         pid = os.getpid()
+        # A failed renewal is tried again sooner than the next third of the lease,
+        # backing off, but never waiting longer than that third.
+        third = self.lease_s / 3
+        outage = Outage("renewing the leases of running steps", base=min(0.1, third), cap=third)
+        wait = self.lease_s / 3
         while self._pid == pid:
-            time.sleep(self.lease_s / 3)
+            time.sleep(wait)
+            wait = self.lease_s / 3
             with self._lock:
                 items = [(rid, f, tok) for (rid, f), (tok, _u) in self._held.items()]
             if not items:
@@ -55,9 +62,10 @@ class Leases:
             try:
                 with gate.section():
                     lost = set(self._store().renew_leases(items, until))
-            except StoreError:
-                log.warning("fanout: could not renew leases; will retry", exc_info=True)
+            except StoreError as exc:
+                wait = outage.failed(exc)
                 continue
+            outage.ok()
             self._renewed(items, lost, until)
 
     def _renewed(

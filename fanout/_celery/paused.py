@@ -22,8 +22,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from .._core.outage import Outage
 from .._redis.pause_store import PauseInfo, PauseStore
-from .._redis.store import Store, StoreError
+from .._redis.store import Store
 
 log = logging.getLogger("fanout")
 REFRESH_SECONDS = 1.0
@@ -54,14 +55,17 @@ class Paused:
         return self._stores
 
     def _refresh_loop(self, pid: int) -> None:
+        outage = Outage("reading the paused functions", base=REFRESH_SECONDS)
+        wait = REFRESH_SECONDS
         while self._pid == pid:
-            time.sleep(REFRESH_SECONDS)
+            time.sleep(wait)
             try:
                 self._paused = frozenset(self.store.paused())
-            except StoreError:  # Redis away: keep the last answer
-                pass
-            except Exception:  # noqa: BLE001 - never let the thread die silently
-                log.warning("fanout: reading the paused functions failed", exc_info=True)
+            except Exception as exc:  # noqa: BLE001 - Redis away: keep the last answer
+                wait = max(REFRESH_SECONDS, outage.failed(exc))
+                continue
+            outage.ok()
+            wait = REFRESH_SECONDS
 
     def maybe_park(self, fn_key: str, run_id: str, seq: int | None) -> bool:
         """Park this pass if its function is paused; True when the caller must stop."""

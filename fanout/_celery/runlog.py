@@ -58,11 +58,34 @@ def _log(logger: logging.Logger, level: int, fields: dict[str, Any], msg: str,
         _fields.current = None
 
 
+class UserTraceback(Exception):
+    """The traceback of the user's code, as the run recorded it: the cause of a
+    :class:`RunFailed` or :class:`AttemptFailed`, so the worker log, Flower and error
+    trackers show the user's own frames (``File "proj/tasks.py", line 12, ...``)."""
+
+    def __init__(self, stack: str) -> None:
+        self.stack = stack
+        super().__init__(stack)
+
+    def __str__(self) -> str:
+        return "the user's code raised:\n" + self.stack.rstrip("\n")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (UserTraceback, (self.stack,))
+
+
+def _with_user_traceback(exc: BaseException, error: dict[str, Any] | None) -> None:
+    stack = (error or {}).get("stack")
+    if isinstance(stack, str) and stack.strip():
+        exc.__cause__ = UserTraceback(stack)
+
+
 class RunFailed(Exception):
     """Raised by the ``fanout.step`` task whose pass ended a run as failed, after the
     run's end is recorded in Redis. Celery then acknowledges the message (as it does
     for any task that raised), marks the task FAILURE, sends ``task-failed`` and fires
-    ``task_failure``: nothing is retried or redelivered."""
+    ``task_failure``: nothing is retried or redelivered. Its cause
+    (:class:`UserTraceback`) is the user's traceback."""
 
     def __init__(self, run_id: str, fn_key: str, error: dict[str, Any] | None) -> None:
         err = error or {}
@@ -70,9 +93,31 @@ class RunFailed(Exception):
         super().__init__(
             f"run {run_id} of {fn_key} failed: {err.get('type', 'Error')}: {err.get('message', '')}"
         )
+        _with_user_traceback(self, err)
 
     def __reduce__(self) -> tuple[Any, ...]:  # Celery checks that a task's exception pickles
         return (RunFailed, (self.run_id, self.fn_key, self.error))
+
+
+class AttemptFailed(Exception):
+    """The error of a failed attempt that fanout will retry: the ``exc`` of the
+    ``celery.exceptions.Retry`` the ``fanout.step`` task raises, so Flower and
+    ``celery events`` show the task as RETRY with this error (``task-retried``).
+    fanout retries the attempt itself (a timer in Redis), not Celery."""
+
+    def __init__(self, run_id: str, fn_key: str, step_id: str | None, attempt: int,
+                 attempts: int, error: dict[str, Any] | None, retry_at: float) -> None:
+        err = error or {}
+        self.run_id, self.fn_key, self.step_id = run_id, fn_key, step_id
+        self.attempt, self.attempts, self.error, self.retry_at = attempt, attempts, err, retry_at
+        where = f"step {step_id!r} of run {run_id}" if step_id else f"run {run_id}"
+        super().__init__(f"{where} ({fn_key}) failed, attempt {attempt} of {attempts}: "
+                         f"{_describe(err)}")
+        _with_user_traceback(self, err)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (AttemptFailed, (self.run_id, self.fn_key, self.step_id, self.attempt,
+                                self.attempts, self.error, self.retry_at))
 
 
 _ended = threading.local()
@@ -82,6 +127,14 @@ def take_failed() -> RunFailed | None:
     """The run this thread's task ended as failed since the last call, if any."""
     value: RunFailed | None = getattr(_ended, "failed", None)
     _ended.failed = None
+    return value
+
+
+def take_retrying() -> AttemptFailed | None:
+    """The last failed attempt this thread's task left to be retried since the last
+    call, if any."""
+    value: AttemptFailed | None = getattr(_ended, "retrying", None)
+    _ended.retrying = None
     return value
 
 
@@ -110,6 +163,9 @@ def attempt_failed(
     error: dict[str, Any] | None, retry_at: float | None,
 ) -> None:
     """One failed attempt (``attempt`` counts from 1, of ``attempts`` allowed)."""
+    if retry_at is not None:
+        _ended.retrying = AttemptFailed(run_id, fn_key, step_id, attempt, attempts, error,
+                                        retry_at)
     if is_quiet(error) or not failures.isEnabledFor(logging.WARNING):
         return
     app, fn = _split(fn_key)

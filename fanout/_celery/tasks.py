@@ -14,14 +14,18 @@ defence.
 from __future__ import annotations
 
 import logging
+import random
+import time
 from typing import Any
 
+from celery.exceptions import Retry
 from kombu import Queue  # type: ignore[attr-defined]
 
+from .._core.outage import Outage
 from .._redis.store import StoreError
 from . import passes, routing
 from .cron import CRON_TASK
-from .runlog import take_failed
+from .runlog import take_failed, take_retrying
 from .runtime import ROUTER_QUEUE, Runtime
 
 log = logging.getLogger("fanout")
@@ -30,6 +34,23 @@ _OPTIONS: dict[str, Any] = dict(
     acks_late=True, reject_on_worker_lost=True, ignore_result=True, serializer="json",
     shared=False,
 )
+
+
+# The messages of this process that met a Redis outage: logged once when it starts
+# (the first message), at most once a minute, and once when a message gets through.
+_messages = Outage("passes and routing (Redis errors: the messages are put back with a "
+                   "retry, backing off up to 30s)")
+
+
+def _store_retry(task: Any, exc: StoreError, where: str) -> Exception:
+    """Put the message back while Redis is away: a retry backing off from 1s to 30s
+    (with jitter); the outage is logged by :data:`_messages`."""
+    tries = int(getattr(task.request, "retries", 0) or 0)
+    log.debug("fanout: Redis error %s, retrying the message: %s", where, exc)
+    _messages.failed(exc)
+    countdown = min(30.0, 2.0 ** tries) * (0.5 + 0.5 * random.random())
+    retry: Exception = task.retry(exc=exc, countdown=round(countdown, 2), max_retries=None)
+    return retry
 
 
 def register(rt: Runtime) -> None:
@@ -41,19 +62,29 @@ def register(rt: Runtime) -> None:
         task: Any, fn: str, run_id: str, seq: int | None = None, branch: str | None = None
     ) -> None:
         take_failed()
+        take_retrying()
         try:
             if branch is None:
                 passes.execute_pass(rt, fn, run_id, seq)
             else:
                 passes.execute_branch(rt, fn, run_id, branch)
         except StoreError as exc:
-            log.warning("fanout: Redis error in run %s, retrying the message: %s", run_id, exc)
-            raise task.retry(exc=exc, countdown=2, max_retries=None) from None
-        failed = take_failed()
+            raise _store_retry(task, exc, f"in run {run_id}") from None
+        _messages.ok()
+        failed, retrying = take_failed(), take_retrying()
+        if not rt.app.conf.get("fanout_task_failure", True):
+            return
         # The run's end is recorded: report the task as failed, so Flower, `celery
-        # events` and task_failure hooks see it. Celery acks a task that raised.
-        if failed is not None and rt.app.conf.get("fanout_task_failure", True):
-            raise failed
+        # events` and task_failure hooks see it, with the user's traceback as the
+        # cause. Celery acks a task that raised.
+        if failed is not None:
+            raise failed from failed.__cause__
+        # A failed attempt that fanout retries (its timer is armed in Redis): Celery's
+        # own RETRY state and task-retried event, with the error. Raising Retry
+        # publishes nothing; the message is acknowledged.
+        if retrying is not None:
+            countdown = max(0.0, retrying.retry_at - time.time())
+            raise Retry(exc=retrying, when=round(countdown, 1)) from retrying.__cause__
 
     @app.task(name="fanout.route", bind=True, **_OPTIONS)  # type: ignore[untyped-decorator]
     def route(
@@ -68,8 +99,8 @@ def register(rt: Runtime) -> None:
             routing.route(rt, event_ids, parent_run_id=parent_run_id, target=target,
                           invoker=invoker, batch_id=batch_id)
         except StoreError as exc:
-            log.warning("fanout: Redis error while routing, retrying the message: %s", exc)
-            raise task.retry(exc=exc, countdown=2, max_retries=None) from None
+            raise _store_retry(task, exc, "while routing") from None
+        _messages.ok()
 
     @app.task(  # type: ignore[untyped-decorator]
         name=CRON_TASK,

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._core.outage import Outage
 from .._core.run_record import FK
 from .._redis.store import Store
 from .forkgate import gate
@@ -44,6 +45,12 @@ class TimerThread:
         self._stop = threading.Event()
         self._periodic: list[list[Any]] = []
         self._next_due: float | None = None
+        # Through an outage of Redis or the broker: back off, and say so in few lines.
+        # Two outages: a scan with nothing due proves the store is back, not the broker.
+        self.outage = Outage("the timer scan (sleeps, retries, lost-message recovery)")
+        self.publish_outage = Outage("the timer scan publishing due passes to the broker")
+        self._publishing = False
+        self._job_outages: dict[str, Outage] = {}
 
     def add_periodic(
         self, name: str, fn: Callable[[], Any], interval: float, *, at_start: bool = True
@@ -80,14 +87,28 @@ class TimerThread:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            try:
-                with gate.section():
-                    n = self.scan_once()
-            except Exception:  # keep going through Redis or broker outages
-                log.warning("fanout: timer scan failed; retrying", exc_info=True)
-                n = 0
-            if n == 0:
-                self._stop.wait(self.next_wait())
+            wait = self.scan_round()
+            if wait:
+                self._stop.wait(wait)
+
+    def scan_round(self) -> float:
+        """One scan; the seconds to wait before the next (0: scan again at once).
+        A failed scan (Redis or the broker away) forgets the due time of the last good
+        one and backs off; the outage is logged by :attr:`outage`."""
+        self._publishing = False
+        try:
+            with gate.section():
+                n = self.scan_once()
+        except Exception as exc:  # noqa: BLE001 - keep going through outages
+            self._next_due = None
+            if self._publishing:
+                self.outage.ok()
+                return self.publish_outage.failed(exc)
+            return self.outage.failed(exc)
+        self.outage.ok()
+        if n:
+            self.publish_outage.ok()
+        return 0.0 if n else self.next_wait()
 
     def next_wait(self) -> float:
         """Until the earliest timer is due, at most ``poll_interval``: a sleep wakes
@@ -103,10 +124,17 @@ class TimerThread:
             name, fn, interval, last = entry
             if now - last >= interval:
                 entry[3] = now
+                outage = self._job_outages.get(name)
+                if outage is None:
+                    outage = self._job_outages[name] = Outage(f"the periodic job {name}")
                 try:
                     fn()
-                except Exception:
-                    log.warning("fanout: periodic job %s failed", name, exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - a job never stops the thread
+                    # The job's own interval paces its retries; back off further
+                    # only when that interval is shorter than the back-off.
+                    entry[3] = now - interval + max(interval, outage.failed(exc))
+                else:
+                    outage.ok()
 
     def scan_once(self) -> int:
         """Fire the due timers once; returns how many were due."""
@@ -117,10 +145,17 @@ class TimerThread:
         routes = [m for m in due if m.startswith("route:")]
         branches = [m for m in due if m.startswith("branch:")]
         runs = [m for m in due if ":" not in m]
+        # Read what the store holds first, then publish: a failure while publishing is
+        # the broker's (see scan_round).
+        payloads = {member: store.route_payload(member[6:]) for member in routes}
+        targets = runs + [m.split(":")[1] for m in branches]
+        fks = dict(zip(targets, store.runs_field(targets, FK), strict=True)) if targets else {}
         done: list[str] = []
+        offered: list[str] = []
+        self._publishing = True
         with publisher.batch() as producer:
             for member in routes:
-                payload = store.route_payload(member[6:])
+                payload = payloads[member]
                 if payload is None:
                     done.append(member)
                     continue
@@ -133,27 +168,24 @@ class TimerThread:
                     batch_id=member[6:],
                     producer=producer,
                 )
-            targets = runs + [m.split(":")[1] for m in branches]
-            offered: list[str] = []
-            if targets:
-                fks = dict(zip(targets, store.runs_field(targets, FK), strict=True))
-                for rid in runs:
-                    fk = fks.get(rid)
-                    if fk is None:
-                        done.append(rid)  # the run is gone (expired)
-                        continue
-                    publisher.enqueue(fk, rid, None, producer=producer,
-                                      queue=publisher.router_queue)
-                    offered.append(rid)
-                for member in branches:
-                    _, rid, sid = member.split(":", 2)
-                    fk = fks.get(rid)
-                    if fk is None:
-                        done.append(member)
-                        continue
-                    publisher.enqueue(fk, rid, None, branch=sid, producer=producer,
-                                      queue=publisher.router_queue)
-                    offered.append(member)
+            for rid in runs:
+                fk = fks.get(rid)
+                if fk is None:
+                    done.append(rid)  # the run is gone (expired)
+                    continue
+                publisher.enqueue(fk, rid, None, producer=producer,
+                                  queue=publisher.router_queue)
+                offered.append(rid)
+            for member in branches:
+                _, rid, sid = member.split(":", 2)
+                fk = fks.get(rid)
+                if fk is None:
+                    done.append(member)
+                    continue
+                publisher.enqueue(fk, rid, None, branch=sid, producer=producer,
+                                  queue=publisher.router_queue)
+                offered.append(member)
+        self._publishing = False
         # A message we just published may be lost too: keep a watchdog timer, with
         # backoff, until a pass or branch actually begins (which re-arms the timer).
         retimed: dict[str, int | None] = dict(store.watchdog_backoff(offered)) if offered else {}

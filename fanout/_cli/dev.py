@@ -220,6 +220,10 @@ def run_dev(target: Target, *, host: str = "127.0.0.1", port: int = 8288,
             reload: bool = False, poll_interval: float = 0.5,
             on_ready: Callable[[DashboardServer], None] | None = None) -> None:
     """Run until Ctrl-C or SIGTERM; with ``reload``, restart the worker on new code."""
+    # A memory:// store without the [embedded] extra fails here, in one line, rather
+    # than after "ready" in every thread that touches the store.
+    if target.is_memory:
+        _ = target.runtime.store  # connecting checks the extra
     stop = threading.Event()
 
     def on_term(_sig: int, _frame: Any) -> None:

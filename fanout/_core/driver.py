@@ -20,6 +20,7 @@ from typing import Any
 
 from .._errors import (
     ConfigError,
+    DecryptionError,
     EventError,
     ExpressionError,
     MiddlewareError,
@@ -34,6 +35,7 @@ from .event import dumps
 from .loops import run_coroutine, thread_loop
 from .middleware import PassRequest, Stack
 from .outcomes import BranchDone, Completed, Failed, Interrupt, Outcome, Sink, error_info
+from .sealed import sealed_message, still_sealed
 from .versions import order_hint
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
@@ -59,6 +61,9 @@ def run_pass(
     try:
         if inp.middleware:
             return _with_middleware(p, ctx, handler)
+        sealed = _sealed(ctx, inp)
+        if sealed is not None:
+            return sealed
         return _finish_pass(p, _call_handler(p, ctx, handler))
     except Interrupt as intr:
         return intr.outcome
@@ -72,6 +77,9 @@ def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
     except MiddlewareError as exc:
         return Failed(error_info(exc), True)
     p.hook("transform_input", ctx, inp.function, inp.memo)
+    sealed = _sealed(ctx, inp)
+    if sealed is not None:
+        return sealed
     p.hook("before_memoization")
     if not p.unvisited:
         p.hook("memo_done")  # nothing memoized: the handler's first line is new code
@@ -92,6 +100,17 @@ def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
         p.transformed(None, _ErrorView(result.error), None)
     p.hook("before_response", reverse=True)
     return result
+
+
+def _sealed(ctx: Any, inp: PassInput) -> Failed | None:
+    """A pass that would hand the handler a still-encrypted value fails (not retried)
+    with an error naming the encryption middleware."""
+    first = getattr(ctx, "event", None)
+    events = [first, *(e for e in getattr(ctx, "events", None) or [] if e is not first)]
+    where = still_sealed(events, inp.memo)
+    if where is None:
+        return None
+    return Failed(error_info(DecryptionError(sealed_message(where))), True)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .._errors import StepError
 from .event import Event
 from .records import StepRecord
 
@@ -157,8 +158,14 @@ class RetryPolicy:
 
 
 def error_info(exc: BaseException) -> dict[str, Any]:
-    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "stack": tb[-4000:]}
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+    inner = getattr(exc, "stack", None) if isinstance(exc, StepError) else None
+    if isinstance(inner, str) and inner.strip() and inner not in tb:
+        # A StepError: the step's own traceback (the user's line that raised) first,
+        # as Python shows an exception's cause.
+        tb = (inner.rstrip("\n")[-3000:] + "\n\nThe above exception was the direct cause "
+              "of the following exception:\n\n" + tb)
+    info: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "stack": tb}
     if getattr(exc, "quiet", False) is True:
         info["quiet"] = True  # raised with quiet=True: kept out of the failure log
     return info

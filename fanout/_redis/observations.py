@@ -33,6 +33,7 @@ from typing import Any
 
 import redis
 
+from .._core.outage import Outage
 from .replies import text
 from .rollups import Rollups
 
@@ -78,6 +79,8 @@ class Observations:
         self._pending: dict[str, int] = {}
         self._stop = threading.Event()
         self._warned = 0.0
+        self.outage = Outage("sending duration histograms to Redis", base=self.interval,
+                             cap=max(5.0, self.interval))
         # The dashboard's charts: once a minute one process of the fleet turns the
         # cumulative hash into time buckets (rollups.py), from this sender thread.
         self.rollups = Rollups(client, key)
@@ -157,10 +160,20 @@ class Observations:
         atexit.register(self.close)
 
     def _loop(self) -> None:
-        stop = self._stop
-        while not stop.wait(self.interval):
-            self.flush_quietly()
-            self.rollups.tick_quietly()
+        stop, wait = self._stop, self.interval
+        while not stop.wait(wait):
+            wait = self.send_round()
+
+    def send_round(self) -> float:
+        """Send the buffer and roll up the charts; the seconds to wait before the next
+        round (longer, backing off, while Redis is away; the deltas are kept)."""
+        try:
+            self.flush()
+        except Exception as exc:  # noqa: BLE001 - a metrics send never stops a worker
+            return max(self.interval, self.outage.failed(exc))
+        self.outage.ok()
+        self.rollups.tick_quietly()
+        return self.interval
 
 
 __all__ = ["DURATION_BUCKETS", "Observations", "bucket"]

@@ -30,6 +30,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .._core.event import Event
+from .._core.outage import Outage
 from ._project import client
 from .conf import FanoutSettings, get_settings
 from .models import OutboxEvent
@@ -81,6 +82,9 @@ def _reschedule(
     )
 
 
+_outage = Outage("the outbox sweeper publishing events (rows kept, retried with back-off)")
+
+
 def sweep(*, due_only: bool = True, limit: int | None = None) -> SweepResult:
     """One pass over the outbox (see the module docstring); safe to call anywhere."""
     conf = get_settings()
@@ -112,14 +116,13 @@ def sweep(*, due_only: bool = True, limit: int | None = None) -> SweepResult:
         try:
             runtime.publisher.publish(prepared)
         except Exception as exc:  # noqa: BLE001 - any failure: keep the rows, retry with backoff
-            log.warning(
-                "fanout: the outbox sweeper could not publish %d event(s): %s; will retry",
-                len(good),
-                exc,
-            )
+            # The rows back off on their own (SWEEP_MAX_BACKOFF); the outage is logged
+            # once when it starts, at most once a minute, and once when it ends.
+            _outage.failed(exc)
             _reschedule(alias, good, describe(exc), now, conf)
             return SweepResult(failed=len(rows))
         OutboxEvent.objects.using(alias).filter(pk__in=[r.pk for r in good]).delete()
+    _outage.ok()
     log.info("fanout: the outbox sweeper published %d event(s)", len(good))
     return SweepResult(published=len(good), failed=len(broken))
 

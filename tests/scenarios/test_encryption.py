@@ -22,10 +22,12 @@ KEY_A = "VqUhssT-prBn2Et91sMGN72TY2aEAimTPYDH3IGOiUc="  # test keys, random, use
 KEY_B = "ETzugrirB8GBNP5urWUp0qRBQ_JMPTY5POh8NrC_z4g="
 KEY_C = "NDzgKTvFGU94oMjYjlhgel40zWskwHop74OsHHExr3M="
 KEYS = {"a": (KEY_A, []), "b": (KEY_B, []), "rotated": (KEY_C, [KEY_A])}
-key, fallbacks = KEYS[os.environ.get("FANOUT_TEST_ENC", "a")]
+# "none": a worker deployed without the encryption middleware.
+WHICH = os.environ.get("FANOUT_TEST_ENC", "a")
+key, fallbacks = KEYS.get(WHICH, (KEY_A, []))
 SECRET = "4111-1111-1111-1111"
 
-app, client = make_app(__name__, app_id="enc", middleware=[
+app, client = make_app(__name__, app_id="enc", middleware=[] if WHICH == "none" else [
     EncryptionMiddleware.factory(key, fallback_decryption_keys=fallbacks)])
 
 
@@ -127,6 +129,25 @@ def test_wrong_key_fails_the_run_and_rotation_reads_it_back(
     assert Keyring(KEY_C).open(info.output, "output") == {"card": SECRET}
     with pytest.raises(fanout.DecryptionError):
         Keyring(KEY_A).open(info.output, "output")  # written with the new key
+
+
+def test_a_worker_without_the_middleware_fails_naming_it(
+    worker_with: Any, store: redis.Redis
+) -> None:
+    """Not ``KeyError: 'card'`` in the user's code: the pass fails before the handler
+    runs, with an error that names the middleware, and the ciphertext stays."""
+    worker_with("none")
+    rid = _pay(4)
+    info = wait_run(client, rid)
+    assert info.status == "failed"
+    assert info.error is not None and info.error["type"] == "DecryptionError", info.error
+    message = info.error["message"]
+    assert "data['encrypted'] of the triggering event is encrypted" in message
+    assert "no EncryptionMiddleware" in message
+    assert "EncryptionMiddleware.factory(key)" in message
+    assert "KeyError" not in str(info.error)
+    event_text = store.hget(f"fanout:run:{{{rid}}}", "event") or b""
+    assert SECRET.encode() not in event_text and b"__fanout_encrypted__" in event_text
 
 
 def test_bad_keys_are_refused_at_declaration() -> None:
