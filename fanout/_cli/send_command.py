@@ -89,7 +89,10 @@ def _wait_for_send(target: Target, args: argparse.Namespace, eid: str, starts: b
         for w in waiting:
             if got[w.run_id] is None:
                 got[w.run_id] = received(target.runtime, w, eid)
-        resumed = history.summaries([w.run_id for w in waiting if got[w.run_id]])
+        mine = [w.run_id for w in waiting if got[w.run_id]]
+        # Also the runs the router says it resumed (a wait opened after the event was sent).
+        resumed = history.summaries(mine) + [
+            r for r in history.runs_resumed_by(eid) if r.run_id not in mine]
         picked_up = bool(runs) or any(got.values()) or not starts and not waiting
         pending = any(v is None for v in got.values())
         if picked_up and not pending and all(r.ended_at is not None for r in runs + resumed):
@@ -106,6 +109,7 @@ def _wait_for_send(target: Target, args: argparse.Namespace, eid: str, starts: b
         if missed:
             raise CliError(f"event {eid} was stored, but the runs that waited for it stopped "
                            f"waiting before it reached them: {', '.join(missed)}")
+    printed = len(notes)   # cmd_send printed these already
     if resumed:
         notes.append(f"resumed {_plural(len(resumed), 'waiting run')}")
     if missed:
@@ -117,7 +121,7 @@ def _wait_for_send(target: Target, args: argparse.Namespace, eid: str, starts: b
         text += "\n\nresumed\n" + runs_table(resumed)
     out(args, {"event_id": eid, "runs": [r.to_json() for r in runs],
                "resumed": [r.to_json() for r in resumed], "notes": notes}, text)
-    for line in notes:
+    for line in notes[printed:]:
         note(f"note: {line}")
     running = [r.run_id for r in everything if r.ended_at is None]
     bad = [r for r in everything if r.ended_at is not None and r.status != "completed"]
