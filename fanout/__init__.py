@@ -43,6 +43,7 @@ from ._errors import (
     RetryAfterError,
     StepError,
 )
+from ._ops.deploy_check import DeployCheck, check_deploy
 from ._version import __version__
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "ContextSync",
     "Debounce",
     "DecryptionError",
+    "DeployCheck",
     "Event",
     "EventError",
     "ExpressionError",
@@ -87,6 +89,7 @@ __all__ = [
     "TriggerCron",
     "TriggerEvent",
     "__version__",
+    "check_deploy",
 ]
 
 #: Names kept for one minor release after they were replaced; each access warns.

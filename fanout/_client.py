@@ -287,7 +287,7 @@ class Fanout:
             if key in self._rt.functions:
                 raise ConfigError(f"function {key.split(':', 1)[1]!r} is already declared "
                                   f"in app {self.app_id!r}")
-        expr = f'event.data.app_id == "{self.app_id}" && event.data.function_id == "{fn.fn_id}"'
+        expr = f'event.data.app_id == "{self.app_id}" && event.data.fn_id == "{fn.fn_id}"'
         companion = build_function(
             app_id=self.app_id, fn_id=fid, trigger=TriggerEvent(event=SYSTEM_FAILED, expression=expr),
             name=f"{fn.name} (on failure)", retries=retries, backoff=backoff,

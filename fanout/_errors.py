@@ -141,11 +141,20 @@ def _check_retry_after(value: object) -> None:
     )
 
 
+def _stack_or_line(stack: object, name: str, message: str) -> str:
+    """A recorded traceback, or the error's last line as a traceback would end."""
+    if isinstance(stack, str) and stack:
+        return stack
+    return f"{name}: {message}\n" if message else f"{name}\n"
+
+
 class StepError(FanoutError):
     """A step failed for good: its retries are used up, or it raised ``NonRetriableError``.
 
     As in inngest-py, ``name``, ``message`` and ``stack`` describe the last error the
-    step raised (its class name, its message and its formatted traceback, or None).
+    step raised: its class name, its message and its formatted traceback. ``stack`` is
+    always a string: when no traceback was recorded (an invoke that timed out, a child
+    that was cancelled) it is the error's last line, ``"<name>: <message>"``.
     ``step_id`` names the step; ``error_type`` and ``error_message`` are other names
     for ``name`` and ``message``.
     """
@@ -161,9 +170,9 @@ class StepError(FanoutError):
     ) -> None:
         super().__init__(step_id, error_type, error_message)
         self.step_id = step_id
-        self.error_type = error_type
-        self.error_message = error_message
-        self.stack = stack
+        self.error_type = str(error_type or "Error")
+        self.error_message = str(error_message or "")
+        self.stack: str = _stack_or_line(stack, self.error_type, self.error_message)
         self.quiet = bool(quiet)
 
     @property
@@ -201,9 +210,9 @@ class InvokeError(StepError, NonRetriableError):
     ) -> None:
         FanoutError.__init__(self, message)
         self.step_id = step_id
-        self.error_type = name
-        self.error_message = message if error_message is None else error_message
-        self.stack = stack
+        self.error_type = str(name or "InvokeError")
+        self.error_message = str(message if error_message is None else error_message)
+        self.stack = _stack_or_line(stack, self.error_type, self.error_message)
         self.quiet = bool(quiet)
 
     def __str__(self) -> str:

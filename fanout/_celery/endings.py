@@ -221,12 +221,16 @@ def emit_system_events(rt: Runtime, run_id: str, status: str, fields: dict[str, 
     names = [n for n in names if _subscribed(rt, n)]
     if not names:
         return
+    app_id, fn_id = fields.get(APP, ""), fields.get(FN, "")
     data: dict[str, Any] = {
-        "function_id": fields.get(FN, ""), "app_id": fields.get(APP, ""),
+        # As in inngest-py: function_id is the fully-qualified id (fn.id); fn_id the
+        # id given to create_function.
+        "function_id": f"{app_id}-{fn_id}", "fn_id": fn_id, "app_id": app_id,
         "run_id": run_id, "status": status, "event": trigger,
     }
     if error is not None:
-        data["error"] = error
+        # inngest-py's error object: name, message, stack (``type`` kept as well).
+        data["error"] = {"name": str(error.get("type") or "Error"), **error}
     if status == "completed":
         data["result"] = output
     try:

@@ -36,6 +36,7 @@ from .arguments import (
     time_arg,
     wanted_statuses,
 )
+from .check_deploy import add_check_deploy
 from .common import (
     EXIT_ERROR,
     EXIT_USAGE,
@@ -450,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart the worker when a .py file under the current directory changes")
     add_keys_commands(add)
     add_pause_commands(add)
+    add_check_deploy(add)
     return parser
 
 

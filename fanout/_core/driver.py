@@ -34,9 +34,18 @@ from .engine import Pass, PassInput, utcnow
 from .event import dumps
 from .loops import run_coroutine, thread_loop
 from .middleware import PassRequest, Stack
-from .outcomes import BranchDone, Completed, Failed, Interrupt, Outcome, Sink, error_info
+from .outcomes import (
+    BranchDone,
+    Completed,
+    Failed,
+    Interrupt,
+    Outcome,
+    Parallel,
+    Sink,
+    error_info,
+)
 from .sealed import sealed_message, still_sealed
-from .versions import order_hint
+from .versions import strict_hint
 
 _NON_RETRIABLE = (NonRetriableError, StepError, EventError, ConfigError, ExpressionError)
 
@@ -60,13 +69,18 @@ def run_pass(
     ctx = context_for(p)
     try:
         if inp.middleware:
-            return _with_middleware(p, ctx, handler)
-        sealed = _sealed(ctx, inp)
-        if sealed is not None:
-            return sealed
-        return _finish_pass(p, _call_handler(p, ctx, handler))
+            outcome = _with_middleware(p, ctx, handler)
+        else:
+            sealed = _sealed(ctx, inp)
+            outcome = sealed if sealed is not None else _finish_pass(
+                p, _call_handler(p, ctx, handler))
     except Interrupt as intr:
-        return intr.outcome
+        outcome = intr.outcome
+    if inp.branch is None and p.reached:  # the handler ran (a pass may fail before it)
+        report = getattr(sink, "pass_divergence", None)
+        if report is not None:  # the guard against nondeterministic step ids
+            report(p.divergent(), sorted(p.unvisited))
+    return outcome
 
 
 def _with_middleware(p: Pass, ctx: Any, handler: Callable[..., Any]) -> Outcome:
@@ -167,17 +181,23 @@ def _finish_pass(p: Pass, returned: Outcome | _Returned) -> Outcome:
     inp, result = p.inp, returned.value
     if inp.branch is not None:
         return BranchDone(inp.branch) if p.branch_reached else _branch_missed(p)
-    if p.unvisited and (inp.strict or not inp.code_changed):
+    if p.unvisited and inp.strict:
         names = sorted(p.unvisited)
         return Failed(
             error_info(
                 NonDeterminismError(
                     f"the handler returned without reaching the memoized step(s) {names!r}"
-                    + order_hint(inp.strict, inp.version)
+                    + strict_hint()
                 )
             ),
             False,
         )
+    racing = tuple(r.id for r in inp.memo.values()
+                   if r.status not in ("completed", "failed") and (r.extra or {}).get("race"))
+    if racing:
+        # The losers of a race go on to their end (inngest-py's race): the run ends on
+        # the pass after the last of them rejoins it.
+        return Parallel((), racing)
     unreached = sorted(set(inp.memo) - p.reached)
     if unreached:
         p.warn(

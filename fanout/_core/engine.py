@@ -42,6 +42,7 @@ from .middleware import EMPTY, Stack, StepInfo
 from .outcomes import (
     BranchDone,
     Continue,
+    DryStop,
     Failed,
     Interrupt,
     LeaseLost,
@@ -53,7 +54,7 @@ from .outcomes import (
     error_info,
 )
 from .records import StepRecord
-from .versions import order_hint, report_warning
+from .versions import DIVERGENT_PASSES, divergence_message, report_warning, strict_hint
 
 MAX_STEPS_PER_RUN = 1000
 MAX_STEP_OUTPUT_BYTES = 4 * 1024 * 1024
@@ -84,14 +85,21 @@ class PassInput:
     branch: str | None = None
     state_bytes: int = 0
     queued_at: float | None = None  # when this pass was handed to the broker
-    # Versioning (docs/concepts/versioning.md): ``code_changed`` says an earlier pass of
-    # the run ran on another version of the code (a deploy): only then does a change in
-    # the order of steps warn instead of failing, unless ``strict``. ``warned`` are the
-    # warning kinds the run already recorded; ``markers`` the patch markers it was created
-    # with; ``patches`` the ones this code declares (None: not checked); ``version`` this
-    # code's version.
-    code_changed: bool = False
+    # Versioning (docs/concepts/versioning.md): a change in the order of steps warns
+    # (fails when ``strict``). ``diverged`` and ``gone`` are the guard against
+    # nondeterministic step ids (versions.divergence_of): the passes in a row that met
+    # new steps while saved ones went unreached, and the steps the last pass left
+    # unreached. ``warned`` are the warning kinds the run already recorded; ``markers``
+    # the patch markers it was created with; ``patches`` the ones this code declares
+    # (None: not checked); ``version`` this code's version. ``dry``: check-deploy's
+    # replay, which stops (``DryStop``) at the first step that is not final.
     strict: bool = False
+    diverged: int = 0
+    gone: frozenset[str] = frozenset()
+    dry: bool = False
+    #: This pass retries the code after a failure outside steps (lines logged before
+    #: the raise are logged again). None: not known, so any ``attempt`` above 0.
+    retry_pass: bool | None = None
     warned: frozenset[str] = frozenset()
     markers: frozenset[str] = frozenset()
     patches: frozenset[str] | None = None
@@ -111,7 +119,8 @@ class _ReplayLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         self._pass = pass_
 
     def isEnabledFor(self, level: int) -> bool:
-        return not self._pass.replaying and self.logger.isEnabledFor(level)
+        return (not self._pass.replaying and not self._pass.inp.dry
+                and self.logger.isEnabledFor(level))
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         extra = self.extra or {}
@@ -149,13 +158,21 @@ class Pass:
         # before the retried raise appear on every attempt. Other passes stay silent
         # until the first step that is not memoized: the lines before it ran already.
         if inp.branch is None:
-            self.retrying = inp.attempt > 0 or any(
+            retry_pass = inp.attempt > 0 if inp.retry_pass is None else inp.retry_pass
+            self.retrying = retry_pass or any(
                 r.status == "retrying" for r in inp.memo.values()
             )
         else:  # a branch task retries only its own step
             own = inp.memo.get(inp.branch)
             self.retrying = own is not None and own.status == "retrying"
         self.to_replay = {r.id for r in done}
+        # The step the last pass stopped at, when it is final now (a sleep that ended,
+        # a wait its event resolved, an invoke whose child ended, a parallel group that
+        # joined): the code after it has never run, so the logger speaks from there.
+        last = max(done, key=lambda r: r.seq, default=None)
+        self.stopped_step = last.id if last is not None and last.seq == self.next_seq - 1 and (
+            last.kind in ("sleep", "wait", "invoke") or (last.extra and "group" in last.extra)
+        ) else None
         self.state_bytes = inp.state_bytes
         self.logger = _ReplayLogger(inp.logger or logging.getLogger("fanout.run"), self)
         # Parallel discovery: sync ctx.group.parallel collects here; async handlers
@@ -175,6 +192,11 @@ class Pass:
         # branch of a race finished).
         self.last_end = 0.0
         self.stack: Stack = EMPTY
+        # The guard against nondeterministic ids: saved steps (not unreached by the
+        # last pass already) that were still unvisited when this pass met a new step.
+        self.fresh_unvisited: set[str] = set()
+        # check-deploy: the new step met before saved ones (or the step the replay stopped at).
+        self.first_new: str | None = None
 
     def hook(self, name: str, *args: Any, reverse: bool = False) -> None:
         """Call a middleware hook; a hook that raises ends the pass (retriably) with
@@ -228,35 +250,53 @@ class Pass:
         if rec is not None and rec.status in FINAL:
             self.unvisited.discard(sid)
             if not (rec.extra and "group" in rec.extra):
-                if rec.seq < self.last_seq and self.inp.code_changed:
+                if rec.seq < self.last_seq:
                     self.warn("order", f"the memoized step {sid!r} was reached after a step "
                               "that ran later than it: the steps were reordered since this run "
                               "began; each returns its saved result", step=sid)
                 self.last_seq = max(self.last_seq, rec.seq)
             self.to_replay.discard(sid)
-            if self.retrying and not self.to_replay:
+            if (self.retrying and not self.to_replay) or sid == self.stopped_step:
                 self.replaying = False
         else:
             # The first step that is not final: code from here on has not run in an
             # earlier pass, so the run's logger speaks again.
             self.replaying = False
+            if self.inp.dry:  # check-deploy: what follows would run; stop the replay here
+                if rec is None:
+                    self.check_order(Op(kind, sid, rec))
+                raise Interrupt(DryStop(sid, rec is None))
         return Op(kind, sid, rec)
 
     def check_order(self, op: Op) -> None:
         if not self.unvisited:
             return
-        if self.inp.strict or not self.inp.code_changed:
+        if op.memo is not None and (op.memo.extra or {}).get("race"):
+            return  # a race's loser runs beside the steps after the race
+        if self.inp.strict:
             raise NonDeterminismError(
                 f"the handler reached the new step {op.id!r} before the memoized step(s) "
                 f"{sorted(self.unvisited)!r}: the order of steps changed since this run began"
-                + order_hint(self.inp.strict, self.inp.version)
+                + strict_hint()
             )
+        if self.inp.branch is None:
+            fresh = self.unvisited - self.inp.gone
+            if fresh and self.inp.diverged + 1 >= DIVERGENT_PASSES:
+                raise NonDeterminismError(
+                    divergence_message(op.id, fresh, self.inp.diverged + 1))
+            self.fresh_unvisited |= fresh
+        self.first_new = self.first_new or op.id
         self.warn(
             "order", f"the handler reached the new step {op.id!r} before the memoized step(s) "
             f"{sorted(self.unvisited)!r}: the steps changed since this run began; memoized "
             "steps still return their saved results wherever they are reached",
             step=op.id, memoized=sorted(self.unvisited),
         )
+
+    def divergent(self) -> bool:
+        """Whether this pass met a new step while saved steps went unreached (steps the
+        last pass had not left unreached already): one pass of the guard's count."""
+        return bool(self.fresh_unvisited & self.unvisited)
 
     def warn(self, kind: str, message: str, **detail: Any) -> None:
         """Record a versioning warning on the run (once per run and kind) and log it."""
@@ -284,11 +324,13 @@ class Pass:
             self.flush()  # checkpoint mode: each result is saved before the next step starts
         self.hook("memo_done")
 
-    def plan_parallel(self, ops: list[Op], *, race: bool = False) -> None:
+    def plan_parallel(self, ops: list[Op], *, race: bool = False, go_on: bool = False) -> None:
         """Stop the pass with a parallel plan for ``ops`` (new or already in flight).
-        In a ``race`` each branch rejoins the run as soon as it ends."""
-        for op in ops:
-            self.check_order(op)
+        In a ``race`` each branch rejoins the run as soon as it ends; ``go_on``: the run's
+        next pass is queued at once (a decided race's losers run beside it)."""
+        if not go_on:  # a race's losers run beside the run: not a change in its steps
+            for op in ops:
+                self.check_order(op)
         if self.inp.branch is not None:
             self.stopped_at = self.stopped_at or ops[0].id
             raise Interrupt(BranchDone(self.inp.branch))
@@ -303,7 +345,7 @@ class Pass:
         extra: dict[str, Any] = {"group": group, "race": True} if race else {"group": group}
         for op in new:
             self.save(self.new_record(op, status="queued", queued_at=now, extra=extra))
-        raise Interrupt(Parallel(tuple(op.id for op in new), group))
+        raise Interrupt(Parallel(tuple(op.id for op in new), group, go_on))
 
     # -- records ----------------------------------------------------------------------
 

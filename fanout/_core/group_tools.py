@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from enum import Enum
 from typing import Any
 
-from .._errors import ConfigError, NonRetriableError
+from .._errors import ConfigError, NonRetriableError, StepError
 from .engine import Op, Pass
 from .step_tools import Planned
 
@@ -25,7 +25,9 @@ __all__ = ["GroupTools", "ParallelMode"]
 
 class ParallelMode(str, Enum):
     """How ``ctx.group.parallel`` ends: ``WAIT`` for every branch (the default), or
-    ``RACE``: the first branch to finish wins and the others' results are ignored."""
+    ``RACE``: the group returns when the first branch finishes, with its result; the
+    other branches go on to their end (their steps run and are recorded) and their
+    results are ignored, as in inngest-py."""
 
     WAIT = "wait"
     RACE = "race"
@@ -80,7 +82,7 @@ class GroupTools:
     def _race(self, fns: tuple[Callable[[], Any], ...]) -> Any:
         p = self._p
         planned: list[Op] = []
-        done: list[tuple[float, int, Any]] = []
+        done: list[tuple[float, int, Any, Exception | None]] = []
         outer, p.collecting = p.collecting, planned
         try:
             for i, c in enumerate(fns):
@@ -89,7 +91,10 @@ class GroupTools:
                     value = c()
                 except Planned:
                     continue
-                done.append((p.last_end, i, value))
+                except StepError as exc:  # the branch ended with a failed step
+                    done.append((p.last_end, i, None, exc))
+                    continue
+                done.append((p.last_end, i, value, None))
         finally:
             p.collecting = outer
         return self._decide(planned, done)
@@ -97,7 +102,7 @@ class GroupTools:
     async def _race_async(self, fns: tuple[Callable[[], Any], ...]) -> Any:
         p = self._p
         planned: list[Op] = []
-        done: list[tuple[float, int, Any]] = []
+        done: list[tuple[float, int, Any, Exception | None]] = []
         outer, p.collecting = p.collecting, planned
         try:
             for i, c in enumerate(fns):
@@ -108,15 +113,27 @@ class GroupTools:
                         value = await value
                 except Planned:
                     continue
-                done.append((p.last_end, i, value))
+                except StepError as exc:
+                    done.append((p.last_end, i, None, exc))
+                    continue
+                done.append((p.last_end, i, value, None))
         finally:
             p.collecting = outer
         return self._decide(planned, done)
 
-    def _decide(self, planned: list[Op], done: list[tuple[float, int, Any]]) -> tuple[Any, ...]:
-        """The winner of a race: of the branches that returned, the one whose last step
-        ended first (every later pass agrees); with none yet, plan the others."""
-        if done:
-            return (min(done, key=lambda d: (d[0], d[1]))[2],)
-        self._p.plan_parallel(planned, race=True)
-        return ()
+    def _decide(self, planned: list[Op],
+                done: list[tuple[float, int, Any, Exception | None]]) -> tuple[Any, ...]:
+        """The winner of a race: of the branches that ended, the one whose last step
+        ended first (every later pass agrees); with none yet, plan the others. Once it
+        is decided, the losers go on: their new steps are planned as branches the run
+        does not wait for (a loser's failed step fails only the loser)."""
+        if not done:
+            self._p.plan_parallel(planned, race=True)
+            return ()
+        _end, _i, value, error = min(done, key=lambda d: (d[0], d[1]))
+        if error is not None:
+            raise error
+        new = [op for op in planned if op.memo is None]
+        if new:
+            self._p.plan_parallel(new, race=True, go_on=True)
+        return (value,)

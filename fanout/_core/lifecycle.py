@@ -54,13 +54,15 @@ from .run_record import (
     MAX_ATTEMPTS,
     OUTPUT,
     QUEUED_AT,
+    RETRY_PASS,
+    SEQ,
     TAKEOVERS,
     branch_lease_field,
     step_field,
     step_records,
 )
 from .run_store import RunStore, branch_timer
-from .versions import code_changed, markers_of, pass_fields, warned_kinds
+from .versions import divergence_fields, divergence_of, markers_of, pass_fields, warned_kinds
 
 log = logging.getLogger("fanout")
 
@@ -86,6 +88,12 @@ class RunSink:
         # be changed by it (or by a serializer) before the record is written.
         self.deferred: list[tuple[StepRecord, str]] = []
         self.warnings: list[dict[str, Any]] = []
+        self.divergence: tuple[bool, list[str]] | None = None
+
+    def pass_divergence(self, divergent: bool, unreached: list[str]) -> None:
+        """The guard against nondeterministic step ids: whether this pass met a new step
+        while saved steps went unreached, and the saved steps it left unreached."""
+        self.divergence = (divergent, unreached)
 
     def versioning_warning(self, entry: dict[str, Any]) -> None:
         """A versioning warning (order changed, steps unreached): recorded on the run
@@ -223,11 +231,15 @@ def pass_input(fn: FunctionDef, run_id: str, fields: Mapping[str, str],
     events = json.loads(fields[EVENTS]) if EVENTS in fields else [event]
     attempt = int(fields.get(ATTEMPT, "0"))
     retrying = [r.attempts for r in memo.values() if r.status == "retrying"]
+    diverged, gone = divergence_of(fields)
+    # Only the pass right after a failure outside steps retries that code; the run's
+    # attempt number stays up after it.
+    retry_pass = attempt > 0 and _number(fields.get(RETRY_PASS)) == _number(fields.get(SEQ))
     return PassInput(
         run_id=run_id, fn_id=fn.fn_id, event=event, events=events,
         attempt=max([attempt, *retrying]), memo=memo, checkpoint=fn.checkpoint,
         policy=fn.policy, branch=branch, strict=fn.strict_order,
-        code_changed=code_changed(fn.version, fields),
+        diverged=diverged, gone=gone, retry_pass=retry_pass,
         warned=warned_kinds(fields), markers=markers_of(fields),
         patches=frozenset(fn.patches), version=fn.version,
         logger=fn.logger_of() if fn.logger_of is not None else None,
@@ -235,6 +247,13 @@ def pass_input(fn: FunctionDef, run_id: str, fields: Mapping[str, str],
         state_bytes=sum(len(k) + len(v) for k, v in fields.items()),
         middleware=fn.middleware, client=fn.client, function=fn,
     )
+
+
+def _number(raw: str | None) -> int:
+    try:
+        return int(float(raw or 0))
+    except ValueError:
+        return -1
 
 
 def run_engine(fn: FunctionDef, inp: PassInput, sink: RunSink) -> Outcome:
@@ -303,6 +322,8 @@ def one_pass(host: Host, fn: FunctionDef, run_id: str, seq: int | None) -> Ran |
         outcome = run_engine(fn, inp, sink)
         host.release(hold)  # the step is over: free the slot before the next pass
         marks = pass_fields(fn.version, fields, sink.warnings)  # versions, warnings
+        if sink.divergence is not None:
+            marks.update(divergence_fields(fields, *sink.divergence))
         return conclude(host, fn, run_id, token, outcome, fields,
                         {**sink.take_deferred(), **marks})
     finally:
@@ -370,7 +391,8 @@ def _failed(p: PassEnd, outcome: Failed) -> int | None:
         return None
     delay = outcome.retry_after if outcome.retry_after is not None else fn.policy.delay(attempt + 1)
     p.end.update({ATTEMPT: attempt + 1, ERROR: dumps(outcome.error),
-                  MAX_ATTEMPTS: fn.retries + 1})
+                  MAX_ATTEMPTS: fn.retries + 1,
+                  RETRY_PASS: int(float(p.fields.get(SEQ) or 0)) + 1})
     wake = p.until(p.now + delay)
     p.host.attempt_failed(fn, p.run_id, attempt + 1, fn.retries + 1, outcome.error, wake)
     seq, _r = p.end_pass("running", wake=wake)
@@ -410,6 +432,8 @@ def _parallel(p: PassEnd, outcome: Parallel) -> int | None:
     seq, _r = p.end_pass("running")
     if seq is not None and seq >= 0:
         host.enqueue_branches(p.fn.key, p.run_id, outcome.new)
+        if outcome.go_on:  # a decided race's losers: the run goes on beside them
+            host.enqueue(p.fn.key, p.run_id, seq)
     return seq
 
 

@@ -58,10 +58,13 @@ class Wait:
 
 @dataclass(frozen=True)
 class Parallel:
-    """Several new steps at once. ``new`` need a task each; ``group`` is the fan-in set."""
+    """Several new steps at once. ``new`` need a task each; ``group`` is the fan-in set.
+    ``go_on``: the run does not wait for them (the losers of a decided race): its next
+    pass is queued with the branches."""
 
     new: tuple[str, ...]
     group: tuple[str, ...]
+    go_on: bool = False
 
 
 @dataclass(frozen=True)
@@ -77,8 +80,18 @@ class LeaseLost:
     cancelled: bool = False
 
 
+@dataclass(frozen=True)
+class DryStop:
+    """check-deploy's replay stopped at ``step_id``, the first step that is not final
+    (``new``: not saved at all, so a pass would run it now)."""
+
+    step_id: str
+    new: bool
+
+
 Outcome = (
     Completed | Failed | Continue | RetryStep | Sleep | Wait | Parallel | BranchDone | LeaseLost
+    | DryStop
 )
 
 

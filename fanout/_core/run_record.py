@@ -33,10 +33,12 @@ VERSION = "v"        # the function version the run was created on
 MARKERS = "mk"       # JSON list of the patch markers declared when the run was created
 VERSIONS = "vs"      # JSON list of the versions its passes ran on (the creation one first)
 VERSION_WARNINGS = "vw"  # JSON list of the versioning warnings recorded on the run
+DIVERGENCE = "vdv"   # JSON {n, gone}: passes in a row that met new steps while saved ones went unreached
 MAX_ATTEMPTS = "atm"  # the attempts the current step may take
 # -- passes -----------------------------------------------------------------------------
 SEQ = "seq"          # the number of passes ended so far
 ATTEMPT = "att"      # the attempt number of the run's current step
+RETRY_PASS = "rtp"   # the pass (its seq) that retries the code after a failure outside steps
 LEASE = "lease"      # the token of the pass that holds the run ('' between passes)
 LEASE_UNTIL = "lu"   # when that lease expires (epoch seconds)
 STARTED = "t0"       # the first pass began
@@ -135,6 +137,8 @@ class RunRecord(TypedDict, total=False):
     mk: str
     vs: str
     vw: str
+    vdv: str
+    rtp: str
     atm: str
     seq: str
     att: str

@@ -10,7 +10,12 @@ by the adapter.
 * ``mk`` JSON list of the patch markers the function declared when the run was
   created (absent: none, which is also what a run created before markers existed sees);
 * ``vw`` JSON list of versioning warnings (order changed, steps no longer reached),
-  each recorded once per run.
+  each recorded once per run;
+* ``vdv`` JSON ``{"n": ..., "gone": [...]}``: the guard against nondeterministic step
+  ids. ``n`` counts the passes in a row that met a new step while steps saved by
+  earlier passes went unreached (and were not unreached before); ``gone`` the saved
+  steps passes of the run left unreached (the newest 64).  A deploy changes the steps once (one such
+  pass); an id built from the time or a random value changes them on every pass.
 
 See ``docs/concepts/versioning.md``.
 """
@@ -27,10 +32,15 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .._errors import ConfigError
-from .run_record import MARKERS, VERSION, VERSION_WARNINGS, VERSIONS
+from .run_record import DIVERGENCE, MARKERS, VERSION, VERSION_WARNINGS, VERSIONS
 
 MAX_VERSION_HISTORY = 32
 MAX_WARNINGS = 16
+#: The pass that would be the third in a row to meet a new step while steps saved by
+#: the passes before it go unreached fails the run with NonDeterminismError, before
+#: its new step runs (docs/concepts/versioning.md, "Nondeterministic step ids").
+DIVERGENT_PASSES = 3
+MAX_GONE = 64
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:+/-]{0,63}$")
 _MARKER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
@@ -119,11 +129,56 @@ def crossed_deploy(fields: Mapping[str, str]) -> bool:
     return len(set(versions_of(fields))) > 1
 
 
-def code_changed(version: str, fields: Mapping[str, str]) -> bool:
-    """Whether code other than ``version`` ran the run before (or the run predates
-    versions, so nobody knows)."""
-    seen = versions_of(fields)
-    return not seen or any(v != version for v in seen)
+def _divergence(fields: Mapping[str, str]) -> tuple[int, list[str]]:
+    raw = fields.get(DIVERGENCE)
+    if not raw:
+        return 0, []
+    try:
+        value = json.loads(raw)
+        return int(value.get("n", 0)), [str(s) for s in value.get("gone", [])]
+    except (ValueError, TypeError, AttributeError):
+        return 0, []
+
+
+def divergence_of(fields: Mapping[str, str]) -> tuple[int, frozenset[str]]:
+    """The guard's state: (divergent passes in a row, the saved steps some pass of the
+    run left unreached: they count once)."""
+    n, gone = _divergence(fields)
+    return n, frozenset(gone)
+
+
+def divergence_fields(fields: Mapping[str, str], divergent: bool,
+                      unreached: Iterable[str]) -> dict[str, str]:
+    """What a pass writes for the guard: the count goes up on a divergent pass and back
+    to 0 on any other; the steps it left unreached join ``gone`` (the newest
+    ``MAX_GONE`` are kept), so that passes alternating between two versions during a
+    rolling deploy, each leaving the other's step unreached, count once. Nothing is
+    written when nothing changed."""
+    n, gone = _divergence(fields)
+    new_n = n + 1 if divergent else 0
+    known = set(gone)
+    new_gone = (gone + sorted(s for s in set(unreached) if s not in known))[-MAX_GONE:]
+    if new_n == n and new_gone == gone:
+        return {}
+    return {DIVERGENCE: json.dumps({"n": new_n, "gone": new_gone}, separators=(",", ":"))}
+
+
+def divergence_message(step_id: str, fresh: Iterable[str], passes: int) -> str:
+    """The NonDeterminismError of the guard."""
+    return (
+        f"the handler reached the new step {step_id!r} while the step(s) "
+        f"{sorted(fresh)!r} saved by the previous pass went unreached, {passes} passes in "
+        "a row: the step ids change on every pass, so they depend on something "
+        "that differs between passes (the time, a random value, a dict read outside a "
+        "step). Make step ids fixed strings (or build them from the event or from step "
+        "outputs); see docs/concepts/versioning.md"
+    )
+
+
+def strict_hint() -> str:
+    """The end of a strict-mode NonDeterminismError message."""
+    return (" (a step renamed, reordered or removed by a deploy); strict mode fails the "
+            "run; see docs/concepts/versioning.md")
 
 
 def pass_fields(
@@ -149,17 +204,6 @@ def pass_fields(
 
 def warned_kinds(fields: Mapping[str, str]) -> frozenset[str]:
     return frozenset(str(w.get("kind")) for w in warnings_of(fields))
-
-
-def order_hint(strict: bool, version: str) -> str:
-    """The end of a NonDeterminismError message about the order of steps."""
-    if strict:
-        return (" (a step renamed, reordered or removed by a deploy); strict mode fails the "
-                "run; see docs/concepts/versioning.md")
-    return (f" although every pass ran on the same code (version {version or '?'}): "
-            "step ids must not depend on time, randomness or anything else that differs "
-            "between passes. If a deploy changed the steps, the function's version did not "
-            "change: bump version= on create_function; see docs/concepts/versioning.md")
 
 
 def report_warning(

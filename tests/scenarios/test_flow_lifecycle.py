@@ -68,7 +68,8 @@ def plain(ctx: fanout.ContextSync) -> str:
 def record_failure(ctx: fanout.ContextSync) -> dict[str, object]:
     data = ctx.event.data
     return {"name": ctx.event.name, "run_id": data["run_id"], "function_id": data["function_id"],
-            "error": data["error"]["message"], "order": data["event"]["data"]["order"]}
+            "fn_id": data["fn_id"], "error": data["error"]["message"],
+            "error_name": data["error"]["name"], "order": data["event"]["data"]["order"]}
 
 
 @client.create_function(
@@ -82,7 +83,7 @@ def fragile(ctx: fanout.ContextSync) -> None:
 @client.create_function(
     fn_id="watcher",
     trigger=[fanout.TriggerEvent(event="fanout/function.finished",
-                                 expression="event.data.function_id != 'fragile'"),
+                                 expression="event.data.fn_id != 'fragile'"),
              fanout.TriggerEvent(event="fanout/function.cancelled")],
 )
 def watcher(ctx: fanout.ContextSync) -> dict[str, object]:
@@ -176,8 +177,12 @@ def test_on_failure_gets_the_error_and_the_event(big_worker: Worker) -> None:
     assert handled.status == "completed", handled.error
     out = handled.output
     assert "card declined" in out.pop("error")  # type: ignore[union-attr]
-    assert out == {"name": "fanout/function.failed", "run_id": rid, "function_id": "fragile",
-                   "order": 7}
+    # function_id is the fully-qualified id, as fn.id and inngest-py's; the error has
+    # inngest-py's name.
+    assert out == {"name": "fanout/function.failed", "run_id": rid,
+                   "function_id": fragile.id, "fn_id": "fragile",  # type: ignore[attr-defined]
+                   "error_name": "StepError", "order": 7}
+    assert fragile.id == "tests-fragile"  # type: ignore[attr-defined]
 
 
 def test_system_events_once_each(big_worker: Worker) -> None:

@@ -1,6 +1,7 @@
-"""``ctx.group.parallel(..., parallel_mode=ParallelMode.RACE)``: the first branch to
-finish wins and the run goes on without waiting for the others, whose results are
-ignored (sync and async handlers)."""
+"""``ctx.group.parallel(..., parallel_mode=ParallelMode.RACE)``: the group returns when
+the first branch finishes and the run goes on; the other branches go on to their end
+(every step of a losing branch runs and is recorded; their results are ignored), and
+the run ends after them, as in inngest-py (sync and async handlers)."""
 
 from __future__ import annotations
 
@@ -30,10 +31,12 @@ def race(ctx: fanout.ContextSync) -> object:
         ctx.step.run("a.1", lambda: "a1")
         return str(ctx.step.run("a.2", lambda: "fast"))
 
-    (winner,) = ctx.group.parallel(
-        (fast_group, lambda: ctx.step.run("b", slow, ctx)),
-        parallel_mode=ParallelMode.RACE,
-    )
+    def slow_group() -> str:
+        ctx.step.run("b", slow, ctx)
+        ctx.step.run("b.2", lambda: "b2")
+        return str(ctx.step.run("b.3", lambda: "b3"))
+
+    (winner,) = ctx.group.parallel((fast_group, slow_group), parallel_mode=ParallelMode.RACE)
     after = ctx.step.run("after", lambda: "after")
     return {"winner": winner, "after": after}
 
@@ -45,10 +48,13 @@ async def race_async(ctx: fanout.Context) -> object:
         await ctx.step.run("a.1", lambda: "a1")
         return str(await ctx.step.run("a.2", lambda: "fast"))
 
-    (winner,) = await ctx.group.parallel(
-        (fast_group, lambda: ctx.step.run("b", slow, ctx)),
-        parallel_mode=ParallelMode.RACE,
-    )
+    async def slow_group() -> str:
+        await ctx.step.run("b", slow, ctx)
+        await ctx.step.run("b.2", lambda: "b2")
+        return str(await ctx.step.run("b.3", lambda: "b3"))
+
+    (winner,) = await ctx.group.parallel((fast_group, slow_group),
+                                         parallel_mode=ParallelMode.RACE)
     after = await ctx.step.run("after", lambda: "after")
     return {"winner": winner, "after": after}
 
@@ -74,28 +80,39 @@ def bad_mode(ctx: fanout.ContextSync) -> object:
     return ctx.group.parallel((lambda: 1,), parallel_mode="first")  # type: ignore[arg-type]
 
 
+def _steps(rid: str) -> dict[str, str]:
+    info = client.get_run(rid)
+    return {} if info is None else {s.step_id: s.status for s in info.steps}
+
+
 @pytest.mark.parametrize("fn_id", ["race", "race-async"])
-def test_first_branch_to_finish_wins(worker: object, fn_id: str) -> None:
+def test_first_branch_to_finish_wins_and_the_losers_go_on(worker: object, fn_id: str) -> None:
     eid = client.emit(f"t/{fn_id}")
     rid = run_of(client, eid, fn_id)
     try:
-        run = wait_run(client, rid, timeout=30)
+        # The group returned with the fast branch: the step after it ran while the
+        # slow branch's first step still holds its worker.
+        wait_for(lambda: _steps(rid).get("after") == "completed", timeout=30)
+        assert _steps(rid)["b"] != "completed"
     finally:
         redis_for(__name__).set(f"release:{rid}", 1)
+    run = wait_run(client, rid, timeout=30)
     assert run.status == "completed", run.error
     assert run.output == {"winner": "fast", "after": "after"}
-    # The loser still ends (its result is ignored); the run is not disturbed by it.
-    wait_for(lambda: any(s.step_id == "b" and s.status == "completed"
-                         for s in client.get_run(rid).steps))  # type: ignore[union-attr]
-    assert client.get_run(rid).output == run.output  # type: ignore[union-attr]
+    # The losing branch went on to its end: each of its steps ran and is recorded.
+    steps = {s.step_id: s for s in run.steps}
+    assert [steps[s].status for s in ("b", "b.2", "b.3")] == ["completed"] * 3
+    assert [steps[s].output for s in ("b", "b.2", "b.3")] == ["slow", "b2", "b3"]
+    assert run.warnings == []
 
 
 def test_an_invoke_can_win_a_race(worker: object) -> None:
     rid = run_of(client, client.emit("t/race-invoke"), "race-invoke")
     try:
-        run = wait_run(client, rid, timeout=30)
+        wait_for(lambda: _steps(rid).get("kid") == "completed", timeout=30)
     finally:
         redis_for(__name__).set(f"release:{rid}", 1)
+    run = wait_run(client, rid, timeout=30)
     assert run.status == "completed", run.error
     assert run.output == "child"
 

@@ -159,10 +159,11 @@ def test_decorator_refuses_at_decoration_time() -> None:
     assert companion.failure_of == "unit-flow:good"
     assert companion.event_triggers[0].event == "fanout/function.failed"
     failed = {"name": "fanout/function.failed",
-              "data": {"app_id": "unit-flow", "function_id": "good"}}
+              "data": {"app_id": "unit-flow", "function_id": "unit-flow-good", "fn_id": "good"}}
     assert companion.event_triggers[0].accepts(failed)
     assert not companion.event_triggers[0].accepts(
-        {**failed, "data": {"app_id": "unit-flow", "function_id": "other"}})
+        {**failed, "data": {"app_id": "unit-flow", "function_id": "unit-flow-other",
+                             "fn_id": "other"}})
     assert client.functions["good"].describe()["concurrency"][0]["limit"] == 2
     with pytest.raises(fanout.ConfigError, match="cancel_runs if_exp"):
         client.cancel_runs("good", if_exp="event.data.(")
