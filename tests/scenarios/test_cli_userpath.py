@@ -324,6 +324,7 @@ def test_every_subcommand_gives_one_line_errors(
         (["dashboard", "--host", "0.0.0.0"], 2, r"needs an access token"),
         (["dashboard", "--tokens", "alice"], 2, r"tokens"),
         (["dev", "--concurrency", "0"], 2, r"--concurrency: must be from 1 to"),
+        (["check-deploy", "--limit", "0"], 2, r"--limit: must be from 1 to"),
         (["ingest", "--max-body", "-1"], 2, r"--max-body: must be from 1 to"),
         (["keys", "create", "bad source!"], 2, r"invalid source 'bad source!'"),
         (["keys", "create", "billing", "--rate", "fast"], 2, r"invalid ingest key rate 'fast'"),
