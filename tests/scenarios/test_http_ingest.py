@@ -305,7 +305,7 @@ def test_the_cli_creates_lists_and_revokes_keys(server: Server) -> None:
     gone = _cli("keys", "revoke", key_id)
     assert gone.returncode == 1 and f"no key {key_id!r}" in gone.stderr
     bad = _cli("keys", "create", "no spaces")
-    assert bad.returncode == 1 and "invalid source 'no spaces'" in bad.stderr
+    assert bad.returncode == 2 and "invalid source 'no spaces'" in bad.stderr   # usage
     offline = _cli("keys", "create", "edge", "--no-store")
     key_line, hash_line = offline.stdout.strip().splitlines()
     assert hash_line == f"hash: {hash_key(key_line)}"
