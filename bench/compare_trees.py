@@ -37,12 +37,16 @@ def run_tree(path: Path, n: int, env: dict[str, str] | None = None) -> dict[str,
                          env={**os.environ, **(env or {})})
     data: dict[str, Any] = json.loads((out / "latest.json").read_text()) if (
         out / "latest.json").exists() else {"results": []}
-    walls = {r["system"]: r["wall_s"] for r in data["results"]
-             if r.get("ok") and r.get("workload") == "A" and r.get("n") == n}
-    if "fanout" not in walls or "celery" not in walls:
+    rows = {r["system"]: r for r in data["results"]
+            if r.get("ok") and r.get("workload") == "A" and r.get("n") == n}
+    if "fanout" not in rows or "celery" not in rows:
         raise RuntimeError(f"bench in {path} gave no result:\n{res.stdout[-2000:]}\n{res.stderr[-2000:]}")
-    return {"fanout_s": walls["fanout"], "celery_s": walls["celery"],
-            "ratio": walls["fanout"] / walls["celery"]}
+    fo, ce = rows["fanout"], rows["celery"]
+    # CPU seconds (workers + redis-server) hold still where wall time does not: on a
+    # shared machine a run's wall time is its CPU time over the share of cores it got.
+    return {"fanout_s": fo["wall_s"], "celery_s": ce["wall_s"],
+            "ratio": fo["wall_s"] / ce["wall_s"],
+            "cpu_ratio": fo["cpu_s"] / ce["cpu_s"] if ce.get("cpu_s") else float("nan")}
 
 
 def summary(values: list[float]) -> str:
@@ -70,15 +74,18 @@ def main(argv: list[str] | None = None) -> int:
             r = run_tree(path, args.n, env)
             got[label].append(r)
             print(f"[compare] rep {rep + 1} {label}: fanout {r['fanout_s']:.1f} s, "
-                  f"celery {r['celery_s']:.1f} s, ratio {r['ratio']:.3f}", file=sys.stderr)
+                  f"celery {r['celery_s']:.1f} s, ratio {r['ratio']:.3f}, "
+                  f"CPU ratio {r['cpu_ratio']:.3f}", file=sys.stderr)
     lines = [f"Workload A, N = {args.n}, {args.reps} repetition(s) per tree, interleaved; "
              f"{(time.monotonic() - t0) / 60:.1f} min.", "",
-             "| tree | fanout (s) | Celery (s) | fanout ÷ Celery |", "| --- | --- | --- | --- |"]
+             "| tree | fanout (s) | Celery (s) | fanout ÷ Celery | CPU-s fanout ÷ Celery |",
+             "| --- | --- | --- | --- | --- |"]
     for label, path, env in trees:
         rows = got[label]
         shown = f"{path}" + (f" with {env}" if env else "")
         lines.append(f"| {label} (`{shown}`) | {summary([r['fanout_s'] for r in rows])} | "
-                     f"{summary([r['celery_s'] for r in rows])} | {summary([r['ratio'] for r in rows])} |")
+                     f"{summary([r['celery_s'] for r in rows])} | {summary([r['ratio'] for r in rows])} | "
+                     f"{summary([r['cpu_ratio'] for r in rows])} |")
     base = statistics.median(r["ratio"] for r in got[trees[0][0]])
     for label, _, _ in trees[1:]:
         other = statistics.median(r["ratio"] for r in got[label])

@@ -222,7 +222,7 @@ def fanout_fanout(settings: Settings, n: int, *, checkpoint: bool) -> dict[str, 
             server, n,
             lambda: client.send_sync(fanout.Event(name="bench/load", data={"n": n}, id=eid)),
             lambda: {"worker": [w.pid], "redis": [server.pid]},
-            timeout=max(120, n / 20),
+            timeout=max(300, n / 5),
         )
         ids = _child_run_ids(n, eid)
         wait_until(lambda: _statuses(server.client, ids).get("completed", 0) == n, 60,
@@ -250,7 +250,7 @@ def celery_fanout(settings: Settings, n: int) -> dict[str, Any]:
             server, n,
             lambda: mod.loader.apply_async((n,)),
             lambda: {"worker": [w.pid], "redis": [server.pid]},
-            timeout=max(120, n / 20),
+            timeout=max(300, n / 5),
         )
     finally:
         if worker is not None:

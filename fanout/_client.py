@@ -53,6 +53,7 @@ from ._core.run_record import (
     step_records,
 )
 from ._core.run_view import to_run_info
+from ._core.search import check_search, parse_term
 from ._core.triggers import TriggerCron, TriggerEvent
 from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
@@ -200,6 +201,7 @@ class Fanout:
         strict_order: bool | None = None,
         middleware: Sequence[MiddlewareFactory] | None = None,
         output_type: Any = None,
+        search: Sequence[str] | None = None,
     ) -> FunctionDecorator:
         """Declare a function; options are checked here and a bad one raises ConfigError.
 
@@ -219,7 +221,10 @@ class Fanout:
         a fingerprint of the handler's source), ``patches`` declares the markers the
         handler asks ``ctx.patched`` about, ``strict_order`` (default: the client's) fails
         a run in flight whose steps changed order instead of logging a warning.
+        ``search`` (``["data.user_id", "output.order_id"]``) names the event data or
+        output fields to find runs by: ``list_runs(search={"data.user_id": 42})``.
         """
+        search_ = check_search(fn_id, search)
         if strict_order is not None and not isinstance(strict_order, bool):
             raise ConfigError(f"strict_order must be True, False or None, not {strict_order!r}")
         flow = dict(
@@ -249,6 +254,7 @@ class Fanout:
                 version=version,
                 patches=patches,
                 strict_order=strict_,
+                search=search_,
             )
             fn.max_event_bytes = self.max_event_bytes
             fn.middleware, fn.client = middleware_, self
@@ -479,16 +485,20 @@ class Fanout:
         cursor: str | None = None,
         limit: int = 100,
         version: str | None = None,
+        search: Mapping[str, Any] | None = None,
     ) -> RunList:
         """Runs, newest first (by creation), of one event, one function, or all.
 
         ``status`` is a status, comma-separated statuses or ``"active"``; ``since`` /
         ``until`` (aware datetimes or epoch seconds) bound the creation time. The
         result is a list with ``next_cursor``: pass it as ``cursor=`` for the next page.
-        A status filter reads the index newest first and stops after 5,000 entries per
-        call: then fewer than ``limit`` runs come back, with a cursor to go on from.
+        Every filter is answered exactly from an index: the list holds ``limit`` runs
+        whenever that many match, and ``total`` says how many match in all.
+        ``prev_cursor`` pages back (the runs just newer than the first one).
         The runs of one event are one list (no cursor). ``version`` keeps the runs
-        created on that version or with a pass that ran on it.
+        created on that version or with a pass that ran on it. ``search`` looks runs up
+        by declared search attributes (``create_function(search=["data.user_id"])``):
+        ``search={"data.user_id": 42}``; every attribute given must match.
         """
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
@@ -500,6 +510,9 @@ class Fanout:
             if cursor is not None:
                 raise ConfigError("cursor pages the runs of a function or of all functions; "
                                   "the runs of one event come in one list (drop cursor=)")
+            if search:
+                raise ConfigError("search= looks runs up by function or over all functions; "
+                                  "drop event_id=")
             wanted = history_statuses(status)
             found = [r for r in history.runs_of_event(event_id)
                      if (wanted is None or r.status in wanted)
@@ -509,17 +522,26 @@ class Fanout:
                      and (version is None or version in r.versions)]
             return RunList(self._infos([r.run_id for r in found[:limit]]))
         fn_key = f"{self.app_id}:{fn_id}" if fn_id else None
+        if search is not None:
+            if not isinstance(search, Mapping) or not search:
+                raise ConfigError('search must be a dict like {"data.user_id": 42}')
+            for path, value in search.items():
+                parse_term(f"{path}={json.dumps(value)}")  # a clear error for a bad term
         ids: list[str] = []
         nxt = cursor
+        total: int | None = None
+        prev: str | None = None
         while len(ids) < limit:
             page = history.runs(fn_key=fn_key, status=status, since=after, until=before,
                                 limit=min(MAX_LIMIT, limit - len(ids)), cursor=nxt,
-                                version=version)
+                                version=version, search=search)
+            if total is None:
+                total, prev = page.total, page.prev_cursor
             ids.extend(r.run_id for r in page.items)
             nxt = page.next_cursor
-            if nxt is None or not page.complete:
-                break
-        return RunList(self._infos(ids), nxt)
+            if nxt is None or (cursor or "").startswith("^"):
+                break  # a page back is one page
+        return RunList(self._infos(ids), nxt, total=total, prev_cursor=prev)
 
     def _infos(self, run_ids: list[str]) -> list[RunInfo]:
         store = self._rt.store

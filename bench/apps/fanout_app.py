@@ -3,7 +3,11 @@
 Environment: ``BENCH_REDIS_URL`` (broker and store), ``BENCH_CHECKPOINT=1`` for
 ``checkpoint=True``, ``BENCH_RECOVERY_TIMEOUT`` (seconds), ``BENCH_EFFECTS=1`` to
 count each step execution in Redis (crash workload), ``BENCH_METRICS=0`` to turn the
-store's metrics counting off (``fanout_metrics = False``) and measure what it costs.
+store's metrics counting off (``fanout_metrics = False``) and measure what it costs,
+``BENCH_STORE_URL`` for a state store other than the broker (``redis+cluster://...``;
+the bench's own counters stay on the broker), ``BENCH_RETENTION`` (seconds) for a
+retention shorter than the hour ``Fanout(retention=)`` accepts, so ``bench --scale``
+can watch memory come back (set on the runtime before its store is built).
 """
 
 from __future__ import annotations
@@ -30,10 +34,12 @@ if os.environ.get("BENCH_METRICS") == "0":
 client = fanout.Fanout(
     "bench",
     celery=app,
-    redis_url=URL,
+    redis_url=os.environ.get("BENCH_STORE_URL") or URL,
     checkpoint=os.environ.get("BENCH_CHECKPOINT") == "1",
     recovery_timeout=float(os.environ.get("BENCH_RECOVERY_TIMEOUT", "60")),
 )
+if os.environ.get("BENCH_RETENTION"):
+    client.runtime.retention = float(os.environ["BENCH_RETENTION"])
 signal_ready_on_worker_ready()
 
 r = per_process_redis(URL)

@@ -45,6 +45,11 @@ def _install(rt: Runtime) -> None:
     rt.timers.add_periodic(
         "fanout-history-prune", lambda: History(rt.store).prune(), 3600.0, at_start=False
     )
+    # Index the runs created before the status, version and search indexes, once per
+    # store (a lock and a done-mark in the store: every later start does nothing).
+    rt.timers.add_periodic(
+        "fanout-history-reindex", lambda: History(rt.store).reindex(), 86400.0, at_start=True
+    )
     # The watchdog: fail runs that nothing will move (seen stuck twice, a minute apart).
     rt.timers.add_periodic(
         "fanout-stuck-runs", lambda: endings.check_stuck(rt, min_age=60.0), 60.0,

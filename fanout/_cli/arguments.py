@@ -87,7 +87,8 @@ def wanted_statuses(text: str | None) -> set[str] | None:
     return found | ({_PAUSED} if _PAUSED in names else set())
 
 
-_CURSOR = re.compile(r"^-?\d+(\.\d+)?(e[+-]?\d+)?:\d+$|^[+-]inf:\d+$", re.IGNORECASE)
+# "<score>:<skip>", or "^<score>:<skip>" to page back to newer runs.
+_CURSOR = re.compile(r"^\^?(-?\d+(\.\d+)?(e[+-]?\d+)?|[+-]inf):\d+$", re.IGNORECASE)
 
 
 def cursor_arg(text: str) -> str:

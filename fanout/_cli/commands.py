@@ -107,15 +107,72 @@ def cmd_runs(args: argparse.Namespace) -> int:
              runs_table(runs) if runs else "no runs")
         return 0
     fn_key = target.function(args.fn).key if args.fn else None
+    if args.search:
+        return _search(target, args, fn_key)
     page = list_runs(history, paused_functions(target.runtime.store), status=args.status,
                      fn_key=fn_key, since=args.since, until=args.until,
                      limit=min(args.limit, MAX_LIMIT), cursor=args.cursor, version=args.version)
     out(args, {"runs": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
-                "complete": page.complete},
-         runs_table(page.items) if page.items else "no runs")
-    if not args.json and page.next_cursor:
-        note(f"more: add --cursor {page.next_cursor}"
-              + ("" if page.complete else f" (stopped after scanning {page.scanned} runs)"))
+               "prev_cursor": page.prev_cursor, "total": page.total,
+               "complete": page.complete},
+        runs_table(page.items) if page.items else _no_runs(args))
+    if not args.json and page.items:
+        note(f"{page.total} run(s) match" + (f"; more: add --cursor {page.next_cursor}"
+                                            if page.next_cursor else "")
+             + (f"; newer: --cursor '{page.prev_cursor}'" if page.prev_cursor else ""))
+    return 0
+
+
+def _no_runs(args: argparse.Namespace) -> str:
+    """The line a listing with no runs prints: which filters matched nothing."""
+    given = [f"--{name.replace('_', '-')} {value}" for name in
+             ("fn", "status", "version", "search", "cursor")
+             if (value := getattr(args, name, None))]
+    given += [f"--{name} {iso(value)}" for name in ("since", "until")
+              if (value := getattr(args, name, None)) is not None]
+    return "no runs match " + " ".join(given) if given else "no runs"
+
+
+def _search(target: Target, args: argparse.Namespace, fn_key: str | None) -> int:
+    """``--search path=value``: exact when the function (or, without --fn, a function)
+    declares the path as a search attribute; otherwise a look through the runs newest
+    first that says how far it got and how to go on."""
+    from .._ops.stats import DataQuery, search_runs
+
+    if args.status or args.version or args.since is not None or args.until is not None:
+        raise CliError("--search combines with --fn, --limit and --cursor only", EXIT_USAGE)
+    try:
+        query = DataQuery.parse(args.search)
+    except FanoutError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    fns = [fn for fn in target.functions() if fn_key is None or fn.key == fn_key]
+    indexed = any(query.attribute in fn.search for fn in fns)
+    found = search_runs(target.history, query, fn_key=fn_key, limit=min(args.limit, MAX_LIMIT),
+                        budget=args.look, cursor=args.cursor, indexed=indexed)
+    items = show_paused(found.items, paused_functions(target.runtime.store))
+    out(args, {"runs": [r.to_json() for r in items], "next_cursor": found.next_cursor,
+               "looked": found.looked, "total": found.total, "exact": found.exact,
+               "complete": found.complete},
+        runs_table(items) if items else _no_runs(args))
+    if not args.json:
+        if found.exact:
+            note(f"{found.total} run(s) match (search attribute {query.attribute}: exact)"
+                 + (f"; more: add --cursor {found.next_cursor}" if found.next_cursor else ""))
+        elif found.next_cursor:
+            note(f"looked at {found.looked} of {found.total} runs, continue with "
+                 f"--cursor {found.next_cursor}")
+        else:
+            note(f"looked at every run ({found.total})")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    n = find_target(args).history.reindex(force=args.force)
+    if n is None:
+        out(args, {"indexed": None}, "nothing to do: the runs were indexed before, or another "
+            "process is indexing them now (--force indexes them again)")
+    else:
+        out(args, {"indexed": n}, f"indexed {n} run(s)")
     return 0
 
 
@@ -184,8 +241,7 @@ def _select_runs(target: Target, args: argparse.Namespace,
     while len(runs) < args.limit:
         page = list_runs(target.history, paused, status=status, fn_key=fn_key,
                          since=args.since, until=args.until,
-                         limit=min(MAX_LIMIT, args.limit - len(runs)), cursor=cursor,
-                         max_scan=1_000_000)
+                         limit=min(MAX_LIMIT, args.limit - len(runs)), cursor=cursor)
         runs.extend(page.items)
         cursor = page.next_cursor
         if cursor is None:
@@ -402,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cursor", type=cursor_arg, help="continue a previous listing")
     p.add_argument("--version", metavar="V", help="runs created on function version V, or "
                    "with a pass that ran on it")
+    p.add_argument("--search", metavar="PATH=VALUE", help="runs whose event data or output "
+                   "has VALUE at PATH (data.user_id=42, output.order_id=7): exact for a "
+                   "declared search attribute, else a look through the runs")
+    p.add_argument("--look", type=limit_arg, default=2000, metavar="N",
+                   help="with --search on an undeclared path: look at most N runs (2000)")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
     p.add_argument("run_id")
     p.add_argument("--key", metavar="KEY", type=key_arg, help="decrypt encrypted values with this key "
@@ -436,6 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--from-step", required=True, metavar="STEP")
     add("prune", cmd_prune, "remove history index entries past the retention")
+    p = add("reindex", cmd_reindex, "index the runs created before the status, version and "
+            "search indexes (once; workers do it at start)")
+    p.add_argument("--force", action="store_true", help="index every run again")
     p = add("metrics", cmd_metrics, "serve Prometheus metrics of the whole fleet (needs the "
             "'metrics' extra)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")

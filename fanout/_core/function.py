@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from .engine import is_async_handler
 from .event import MAX_EVENT_BYTES, quoted
 from .flow import NO_FLOW, FlowSpec, build_flow
 from .outcomes import INNGEST_BACKOFF, RetryPolicy
+from .run_record import SEARCH
+from .search import check_search
 from .triggers import Trigger, TriggerCron, TriggerEvent
 from .versions import check_patches, check_version, creation_fields
 
@@ -77,10 +80,17 @@ class FunctionDef:
     patches: tuple[str, ...] = ()
     #: Strict mode: a change in the order of steps fails a run in flight.
     strict_order: bool = False
+    #: Search attributes: ``data.`` / ``output.`` paths its runs are indexed by
+    #: (:mod:`fanout._core.search`).
+    search: tuple[str, ...] = ()
 
     def creation_fields(self) -> dict[str, str]:
-        """What a new run of this function records about the code it was created on."""
-        return creation_fields(self.version, self.patches)
+        """What a new run of this function records about the code it was created on
+        (and the search attributes the run scripts index it by)."""
+        out = creation_fields(self.version, self.patches)
+        if self.search:
+            out[SEARCH] = json.dumps(list(self.search), separators=(",", ":"))
+        return out
     #: The declaring client's logger for ``ctx.logger`` (``Fanout.set_logger``), read at
     #: each pass; None means the ``fanout.run`` logger.
     logger_of: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
@@ -146,6 +156,7 @@ def build_function(
     version: object = None,
     patches: object = None,
     strict_order: object = False,
+    search: object = None,
 ) -> FunctionDef:
     """Check a declaration; ``flow`` holds the flow-control keyword arguments."""
     fid = check_fn_id(fn_id)
@@ -197,4 +208,5 @@ def build_function(
         version=check_version(fid, version, handler),
         patches=check_patches(fid, patches),
         strict_order=bool(strict_order),
+        search=check_search(fid, search),
     )

@@ -291,13 +291,20 @@ class RunInfo:
 
 class RunList(list[RunInfo]):
     """The runs ``list_runs`` returns (a list), with ``next_cursor``: pass it back as
-    ``cursor=`` for the next page; None when there are no more runs."""
+    ``cursor=`` for the next page; None when there are no more runs. ``total`` is how
+    many runs match the filters in all (None for the runs of one event); ``prev_cursor``
+    pages back to the runs just newer than the first one (None on the first page)."""
 
     next_cursor: str | None
+    total: int | None
+    prev_cursor: str | None
 
-    def __init__(self, runs: Iterable[RunInfo] = (), next_cursor: str | None = None) -> None:
+    def __init__(self, runs: Iterable[RunInfo] = (), next_cursor: str | None = None, *,
+                 total: int | None = None, prev_cursor: str | None = None) -> None:
         super().__init__(runs)
         self.next_cursor = next_cursor
+        self.total = total
+        self.prev_cursor = prev_cursor
 
 
 def ts_to_dt(value: float | None) -> _dt.datetime | None:

@@ -33,6 +33,7 @@ VERSION = "v"        # the function version the run was created on
 MARKERS = "mk"       # JSON list of the patch markers declared when the run was created
 VERSIONS = "vs"      # JSON list of the versions its passes ran on (the creation one first)
 VERSION_WARNINGS = "vw"  # JSON list of the versioning warnings recorded on the run
+SEARCH = "sa"        # JSON list of the function's search attribute paths (indexed by the scripts)
 DIVERGENCE = "vdv"   # JSON {n, gone}: passes in a row that met new steps while saved ones went unreached
 MAX_ATTEMPTS = "atm"  # the attempts the current step may take
 # -- passes -----------------------------------------------------------------------------
@@ -140,6 +141,7 @@ class RunRecord(TypedDict, total=False):
     vdv: str
     rtp: str
     atm: str
+    sa: str
     seq: str
     att: str
     lease: str

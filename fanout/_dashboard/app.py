@@ -31,7 +31,15 @@ from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
 from .._ops.render import decrypted
-from .._ops.stats import DataQuery, day_counts, function_stats, overview, overview_json, search_runs
+from .._ops.stats import (
+    DataQuery,
+    SearchPage,
+    day_counts,
+    function_stats,
+    overview,
+    overview_json,
+    search_runs,
+)
 from .._ops.timeseries import RANGES, read_charts
 from .._redis.audit import AuditLog
 from .._redis.history import Page, RunSummary, parse_time
@@ -381,14 +389,15 @@ class DashboardApp:
         t = self.target
         fn_key = t.function(q["fn"]).key if q.get("fn") else None
         if q.get("q", "").strip():
-            found, scanned, complete = search_runs(t.history, DataQuery.parse(q["q"].strip()),
-                                                   fn_key=fn_key,
-                                                   limit=min(int(q.get("limit") or 50), 500))
-            return self.json(200, {"runs": [r.to_json() for r in found], "scanned": scanned,
-                                   "complete": complete})
+            found = self._search_page(q, fn_key)
+            return self.json(200, {"runs": [r.to_json() for r in found.items],
+                                   "looked": found.looked, "total": found.total,
+                                   "exact": found.exact, "next_cursor": found.next_cursor,
+                                   "complete": found.complete})
         runs = self._runs(q, fn_key)
         return self.json(200, {"runs": [r.to_json() for r in runs.items],
-                               "next_cursor": runs.next_cursor})
+                               "next_cursor": runs.next_cursor, "prev_cursor": runs.prev_cursor,
+                               "total": runs.total})
 
     def _runs(self, q: dict[str, str], fn_key: str | None) -> Page[RunSummary]:
         t = self.target
@@ -497,11 +506,23 @@ class DashboardApp:
                 raise Redirect(f"/events/{quote(text)}")
             raise HttpError(404, f"no run or event has the id {text!r}; to search the "
                                  "events' data, write field=value (for example user.id=42)")
-        found, scanned, complete = search_runs(t.history, DataQuery.parse(text), fn_key=fn_key,
-                                               limit=min(int(q.get("limit") or 50), 500))
-        found = show_paused(found, paused_functions(t.runtime.store))
-        return pages.runs_page(Page(found, None, scanned, complete=complete), t.functions(), q,
-                               names=self._names(found), csrf=csrf)
+        found = self._search_page(q, fn_key)
+        items = show_paused(found.items, paused_functions(t.runtime.store))
+        return pages.runs_page(Page(items, found.next_cursor, found.looked, found.complete,
+                                    found.total), t.functions(), q,
+                               names=self._names(items), csrf=csrf, search=found)
+
+    def _search_page(self, q: dict[str, str], fn_key: str | None) -> SearchPage:
+        """``field=value`` over the event's data (or ``output.field=value``): exact
+        when a function declares it as a search attribute, else a look through the
+        runs that says how far it got and goes on from its cursor."""
+        t = self.target
+        query = DataQuery.parse(q["q"].strip())
+        fns = [fn for fn in t.functions() if fn_key is None or fn.key == fn_key]
+        indexed = any(query.attribute in fn.search for fn in fns)
+        return search_runs(t.history, query, fn_key=fn_key,
+                           limit=min(int(q.get("limit") or 50), 500),
+                           cursor=q.get("cursor") or None, indexed=indexed)
 
     # -- POST --------------------------------------------------------------------------------
 

@@ -97,7 +97,7 @@ def overview_page(ov: Overview, fns: Sequence[FunctionDef], stats: Sequence[Func
     tiles.append(_tile("last hour", str(w.runs),
                        f'{w.completed} completed · <span class="err-text">{w.failed} failed</span> · '
                        f"{w.active} active", cls="bad" if w.failed else "", ident="hour"))
-    partial = "" if ov.complete else '<p class="muted">more runs than one scan reads: the last-hour figures are a lower bound.</p>'
+    partial = "" if ov.complete else '<p class="muted">on a Redis Cluster runs are not indexed by status: the figures by status are not shown.</p>'
 
     by_key = {s.fn_key: s for s in stats}
     rows = []
@@ -124,7 +124,7 @@ def overview_page(ov: Overview, fns: Sequence[FunctionDef], stats: Sequence[Func
         rows.append(
             f'<tr data-fn="{h(fn.key)}"><td class="mono"><a href="{h(link)}">{h(fn.key)}</a>'
             + badge
-            + ("" if s.complete else ' <span class="muted" title="partial scan">*</span>')
+            + ("" if s.complete else ' <span class="muted" title="not indexed by status on a Redis Cluster">*</span>')
             + f"</td><td>{bars(s.hourly)}</td>"
             + _window_cells(s.hour) + _window_cells(s.day)
             + f'<td><a href="{h(failed_link)}">{s.day.failed}</a></td>'

@@ -16,6 +16,7 @@ from .._core.function import FunctionDef
 from .._core.records import RunInfo
 from .._core.run_record import FK, FROM_STEP, REPLAY_OF
 from .._ops.render import human_ms, run_note, shown, step_timings
+from .._ops.stats import SearchPage
 from .._redis.history import RUN_STATUSES, EventSummary, Page, RunSummary, iso
 
 NAV = (("/overview", "Overview"), ("/runs", "Runs"), ("/events", "Events"), ("/functions", "Functions"),
@@ -230,9 +231,26 @@ def status_counts(counts: dict[str, int], q: dict[str, str]) -> str:
     return f'<div class="counts" id="status-counts"><span class="muted">last 24 h:</span>{chips}</div>'
 
 
+def _search_note(found: SearchPage, q: dict[str, str], keep: dict[str, str]) -> str:
+    """What a search found and how far it looked, with a link to keep looking."""
+    query = f'<span class="mono">{h(q.get("q", ""))}</span>'
+    if found.exact:
+        note = (f'<p class="muted" id="search-note">{found.total} run(s) match {query} '
+                "(a search attribute: exact).</p>")
+    else:
+        note = (f'<p class="muted" id="search-note">{len(found.items)} run(s) match {query}; '
+                f"looked at {found.looked} of {found.total} runs"
+                + ("." if found.complete else ", newest first.") + "</p>")
+    if found.next_cursor:
+        label = "next page →" if found.exact else "keep looking →"
+        note += (f'<div class="pager"><a id="keep-looking" href="/runs?'
+                 f'{urlencode({**keep, "cursor": found.next_cursor})}">{label}</a></div>')
+    return note
+
+
 def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, str], *,
               counts: dict[str, int] | None = None, names: dict[str, str] | None = None,
-              csrf: str = "") -> str:
+              csrf: str = "", search: SearchPage | None = None) -> str:
     fn_opts = '<option value="">all functions</option>' + "".join(
         f'<option value="{h(f.key)}"{" selected" if q.get("fn") == f.key else ""}>{h(f.key)}</option>'
         for f in fns)
@@ -250,17 +268,24 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         '<button type="submit">Filter</button>'
         f"{live_toggle()}</form>"
     )
+    keep = {k: v for k, v in q.items() if v and k not in ("cursor", "msg")}
     more = ""
-    if runs.next_cursor:
-        keep = {k: v for k, v in q.items() if v and k != "cursor"}
-        more = (f'<div class="pager"><a href="/runs?{urlencode({**keep, "cursor": runs.next_cursor})}">'
-                "older runs →</a></div>")
-    if not runs.complete:
-        more += f'<p class="muted">scanned {runs.scanned} runs without filling the page.</p>'
-    if q.get("q"):
-        more += (f'<p class="muted" id="search-note">{len(runs.items)} run(s) match '
-                 f'<span class="mono">{h(q["q"])}</span> among the {runs.scanned} newest scanned'
-                 f'{"" if runs.complete else " (not all runs were scanned)"}.</p>')
+    if search is not None:
+        more = _search_note(search, q, keep)
+    else:
+        links = []
+        if runs.prev_cursor:
+            links.append(f'<a href="/runs?{urlencode({**keep, "cursor": runs.prev_cursor})}" '
+                         'id="newer">← newer runs</a>')
+        if runs.next_cursor:
+            links.append(f'<a href="/runs?{urlencode({**keep, "cursor": runs.next_cursor})}" '
+                         'id="older">older runs →</a>')
+        if links:
+            more = '<div class="pager">' + " ".join(links) + "</div>"
+        if runs.total is not None:
+            more += (f'<p class="muted" id="runs-total">{runs.total} run(s) match.</p>'
+                     if runs.total else
+                     '<p class="muted" id="runs-total">no runs match these filters.</p>')
     table = runs_table(runs.items, names or {}, select=bool(csrf))
     if csrf:
         back = "/runs?" + urlencode({k: v for k, v in q.items() if v and k != "msg"})

@@ -46,7 +46,8 @@ def list_runs(history: History, paused: set[str], *, status: str | None,
     items = show_paused(page.items, paused)
     if wanted and "active" not in wanted:
         items = [r for r in items if r.status in wanted]
-    return Page(items, page.next_cursor, page.scanned, complete=page.complete)
+    return Page(items, page.next_cursor, page.scanned, page.complete, page.total,
+                page.prev_cursor)
 
 
 __all__ = ["PAUSED", "list_runs", "paused_functions", "run_shown", "show_paused"]

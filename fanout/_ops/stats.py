@@ -2,27 +2,30 @@
 percentiles over the last hour and day, cron's next and skipped ticks, the fleet's
 overview, and run search by id or by a field of the triggering event.
 
-Everything is read from the history indexes, newest first, with a bound on how many
-runs one figure may scan (``max_scan``); a figure drawn from a partial scan says so."""
+Every count is exact: one ``ZCOUNT`` of a status index over the window (see
+``fanout/_redis/run_index.py``), never a scan. The duration percentiles are drawn
+from the newest ended runs of the window, at most ``DURATION_SAMPLE`` of them (the
+figure says how many)."""
 
 from __future__ import annotations
 
 import json
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 from .._core.function import FunctionDef
+from .._core.run_record import OUTPUT
 from .._errors import ConfigError
-from .._redis.history import ACTIVE_STATUSES, History, RunSummary
+from .._redis.history import History, RunSummary
 from .._redis.insight import TimerBacklog, run_events, timer_backlog
 
 HOUR = 3600.0
 DAY = 86400.0
-DEFAULT_MAX_SCAN = 5000
+DURATION_SAMPLE = 2000
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float | None:
@@ -44,8 +47,9 @@ class WindowStats:
     cancelled: int = 0
     skipped: int = 0
     active: int = 0
-    p50: float | None = None  # seconds, of runs that ended
+    p50: float | None = None  # seconds, of the newest runs that ended (``sampled`` of them)
     p95: float | None = None
+    sampled: int = 0
 
     @property
     def per_minute(self) -> float:
@@ -75,58 +79,49 @@ class FunctionStats:
     last_run_at: float | None
     last_status: str | None
     next_ticks: list[datetime] = field(default_factory=list)
-    complete: bool = True  # False when the day had more runs than max_scan
+    complete: bool = True  # False on a Redis Cluster, which keeps no status index
 
 
-def recent_runs(
-    history: History, *, fn_key: str | None, since: float, max_scan: int = DEFAULT_MAX_SCAN
-) -> tuple[list[RunSummary], bool]:
-    """Runs created since ``since``, newest first, and whether the scan was complete."""
-    out: list[RunSummary] = []
-    cursor: str | None = None
-    while True:
-        page = history.runs(fn_key=fn_key, since=since, limit=1000, cursor=cursor,
-                            max_scan=max_scan)
-        out.extend(page.items)
-        if page.next_cursor is None:
-            return out, page.complete
-        if len(out) >= max_scan:
-            return out, False
-        cursor = page.next_cursor
-
-
-def window(runs: Sequence[RunSummary], *, now: float, seconds: float) -> WindowStats:
-    start = now - seconds
-    counts = {"completed": 0, "failed": 0, "cancelled": 0, "skipped": 0, "active": 0}
+def window(history: History, *, fn_key: str | None, now: float, seconds: float,
+           sample: int = DURATION_SAMPLE) -> WindowStats:
+    """The runs created in the ``seconds`` before ``now``: exact counts by status from
+    the indexes; duration percentiles of the newest ``sample`` completed or failed."""
+    since = now - seconds
+    if not history.store.indexed:  # a Redis Cluster keeps no status index: no figures
+        return WindowStats(seconds, history.count_runs(fn_key, since=since, until=now))
+    counts = history.index.status_counts(fn_key, since=since, until=now, live=False)
     durations: list[float] = []
-    n = 0
-    for r in runs:
-        if (r.created_at or 0.0) < start:
-            continue
-        n += 1
-        if r.status in ACTIVE_STATUSES:
-            counts["active"] += 1
-        elif r.status in counts:
-            counts[r.status] += 1
-        if r.status in ("completed", "failed") and r.duration is not None:
-            durations.append(r.duration)
+    for status in ("completed", "failed"):
+        if counts.get(status):
+            page = history.runs(fn_key=fn_key, status=status, since=since, until=now,
+                                limit=min(sample, 1000))
+            durations += [r.duration for r in page.items if r.duration is not None]
     durations.sort()
-    return WindowStats(seconds, n, counts["completed"], counts["failed"], counts["cancelled"],
-                       counts["skipped"], counts["active"], percentile(durations, 50),
-                       percentile(durations, 95))
+    total = sum(counts.values())
+    return WindowStats(seconds, total, counts.get("completed", 0), counts.get("failed", 0),
+                       counts.get("cancelled", 0), counts.get("skipped", 0),
+                       counts.get("active", 0), percentile(durations, 50),
+                       percentile(durations, 95), len(durations))
 
 
-def hourly(runs: Sequence[RunSummary], *, now: float, buckets: int = 24) -> list[Bucket]:
-    """The last ``buckets`` hours, oldest first: runs that completed, failed, other."""
+def hourly(history: History, *, fn_key: str | None, now: float,
+           buckets: int = 24) -> list[Bucket]:
+    """The last ``buckets`` hours, oldest first: runs that completed, failed, other
+    (exact: three ``ZCOUNT`` per hour, in one round trip)."""
     top = math.floor(now / HOUR) * HOUR + HOUR  # the end of the current hour
-    rows = [[top - (buckets - i) * HOUR, 0, 0, 0] for i in range(buckets)]
-    for r in runs:
-        t = r.created_at or 0.0
-        i = int((t - rows[0][0]) // HOUR)
-        if 0 <= i < buckets:
-            col = 1 if r.status == "completed" else 2 if r.status == "failed" else 3
-            rows[i][col] += 1
-    return [Bucket(float(a), int(b), int(c), int(d)) for a, b, c, d in rows]
+    starts = [top - (buckets - i) * HOUR for i in range(buckets)]
+    if not history.store.indexed:
+        return [Bucket(float(start), 0, 0, 0) for start in starts]
+    keys = history.keys
+    every = keys.fn_index(fn_key) if fn_key else keys.runs_index
+    ok, bad = keys.status_index("completed", fn_key), keys.status_index("failed", fn_key)
+    rows = history.index.count_many([
+        (key, start, start + HOUR - 0.001) for start in starts for key in (every, ok, bad)])
+    out = []
+    for i, start in enumerate(starts):
+        n, c, f = rows[3 * i: 3 * i + 3]
+        out.append(Bucket(float(start), c, f, max(0, n - c - f)))
+    return out
 
 
 def next_ticks(fn: FunctionDef, *, now: float, count: int = 3) -> list[datetime]:
@@ -144,30 +139,27 @@ def next_ticks(fn: FunctionDef, *, now: float, count: int = 3) -> list[datetime]
 
 def function_stats(
     history: History, fn: FunctionDef, *, now: float | None = None,
-    max_scan: int = DEFAULT_MAX_SCAN,
 ) -> FunctionStats:
     now = time.time() if now is None else now
-    runs, complete = recent_runs(history, fn_key=fn.key, since=now - DAY, max_scan=max_scan)
-    last = runs[0] if runs else None
-    if last is None:  # nothing in the day: the newest run ever, if any
-        page = history.runs(fn_key=fn.key, limit=1)
-        last = page.items[0] if page.items else None
+    page = history.runs(fn_key=fn.key, limit=1)
+    last = page.items[0] if page.items else None
     return FunctionStats(
-        fn.key, window(runs, now=now, seconds=HOUR), window(runs, now=now, seconds=DAY),
-        hourly(runs, now=now), last.created_at if last else None, last.status if last else None,
-        next_ticks(fn, now=now), complete,
+        fn.key, window(history, fn_key=fn.key, now=now, seconds=HOUR),
+        window(history, fn_key=fn.key, now=now, seconds=DAY),
+        hourly(history, fn_key=fn.key, now=now), last.created_at if last else None,
+        last.status if last else None, next_ticks(fn, now=now), history.store.indexed,
     )
 
 
-def day_counts(history: History, *, fn_key: str | None, now: float | None = None,
-               max_scan: int = DEFAULT_MAX_SCAN) -> dict[str, int]:
-    """Runs created in the last day by status (``active`` groups the four live ones)."""
+def day_counts(history: History, *, fn_key: str | None,
+               now: float | None = None) -> dict[str, int]:
+    """Runs created in the last day by status, exact (``active`` groups the four live
+    ones, each of which is counted too); statuses with no runs are left out."""
     now = time.time() if now is None else now
-    runs, _complete = recent_runs(history, fn_key=fn_key, since=now - DAY, max_scan=max_scan)
-    out: dict[str, int] = {}
-    for r in runs:
-        out[r.status] = out.get(r.status, 0) + 1
-    return out
+    if not history.store.indexed:
+        return {}
+    counts = history.status_counts(fn_key, since=now - DAY, until=now)
+    return {k: v for k, v in counts.items() if v}
 
 
 @dataclass(frozen=True)
@@ -182,19 +174,18 @@ class Overview:
 
 
 def overview(history: History, *, queues: dict[str, int | None], workers: list[str] | None,
-             functions: int, now: float | None = None,
-             max_scan: int = DEFAULT_MAX_SCAN) -> Overview:
+             functions: int, now: float | None = None) -> Overview:
     now = time.time() if now is None else now
-    runs, complete = recent_runs(history, fn_key=None, since=now - HOUR, max_scan=max_scan)
     return Overview(queues, timer_backlog(history.store, now), workers,
-                    window(runs, now=now, seconds=HOUR), functions, complete, now)
+                    window(history, fn_key=None, now=now, seconds=HOUR), functions,
+                    history.store.indexed, now)
 
 
 def _window_json(w: WindowStats) -> dict[str, Any]:
     return {"runs": w.runs, "completed": w.completed, "failed": w.failed,
             "cancelled": w.cancelled, "skipped": w.skipped, "active": w.active,
             "per_minute": round(w.per_minute, 4), "failure_rate": w.failure_rate,
-            "p50_s": w.p50, "p95_s": w.p95}
+            "p50_s": w.p50, "p95_s": w.p95, "durations_sampled": w.sampled}
 
 
 def overview_json(ov: Overview, stats: Sequence[FunctionStats]) -> dict[str, Any]:
@@ -222,32 +213,43 @@ def overview_json(ov: Overview, stats: Sequence[FunctionStats]) -> dict[str, Any
 
 @dataclass(frozen=True)
 class DataQuery:
-    """``path=value``: runs whose event's ``data`` has ``value`` at ``path`` (dots
-    separate keys; the value is compared as JSON when it parses, else as text)."""
+    """``path=value``: runs whose event's ``data`` (or, for ``output.<path>``, whose
+    output) has ``value`` at ``path`` (dots separate keys; the value is compared as
+    JSON when it parses, else as text). A path without a root is under ``data``."""
 
     path: tuple[str, ...]
     value: Any
+    root: str = "data"
 
     @classmethod
     def parse(cls, text: str) -> DataQuery:
         key, sep, raw = text.partition("=")
         key = key.strip()
-        if key.startswith("data."):
-            key = key[len("data."):]
+        root = "data"
+        for prefix in ("data.", "output."):
+            if key.startswith(prefix):
+                root, key = prefix[:-1], key[len(prefix):]
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(
                 f"cannot search for {text!r}: give a run id, an event id, or field=value "
-                "(for example user.id=42 or plan=\"pro\")"
+                "(for example user.id=42, data.plan=\"pro\" or output.order_id=7)"
             )
         raw = raw.strip()
         try:
             value: Any = json.loads(raw)
         except ValueError:
             value = raw
-        return cls(tuple(key.split(".")), value)
+        return cls(tuple(key.split(".")), value, root)
+
+    @property
+    def attribute(self) -> str:
+        """The path as a search attribute names it (``data.user_id``)."""
+        return ".".join((self.root, *self.path))
 
     def matches(self, event: dict[str, Any] | None) -> bool:
-        node: Any = (event or {}).get("data")
+        return self.matches_value((event or {}).get("data"))
+
+    def matches_value(self, node: Any) -> bool:
         for part in self.path:
             if not isinstance(node, dict) or part not in node:
                 return False
@@ -257,33 +259,60 @@ class DataQuery:
         return isinstance(self.value, str) and not isinstance(node, str) and json.dumps(node) == self.value
 
 
+@dataclass(frozen=True)
+class SearchPage:
+    """What a search found: ``looked`` runs looked at by this call, of ``total`` in
+    the listing searched; ``next_cursor`` goes on from where it stopped (None: it
+    looked at every run). ``exact`` says a search attribute's index answered."""
+
+    items: list[RunSummary]
+    next_cursor: str | None
+    looked: int
+    total: int
+    exact: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return self.next_cursor is None
+
+
 def search_runs(
     history: History, query: DataQuery, *, fn_key: str | None, limit: int = 50,
-    max_scan: int = 2000,
-) -> tuple[list[RunSummary], int, bool]:
-    """Runs (newest first) whose triggering event matches; also how many runs were
-    scanned and whether the scan reached the end of the index."""
+    budget: int = 2000, cursor: str | None = None, indexed: bool = False,
+) -> SearchPage:
+    """Runs (newest first) whose event data or output matches ``query``.
+
+    With ``indexed`` (the path is a declared search attribute of the function, or of
+    every function searched) the attribute's index answers exactly, a page at a time.
+    Otherwise the runs are read newest first from ``cursor`` until ``limit`` matched
+    or ``budget`` runs were looked at; the page then says how far it looked and its
+    cursor goes on from there."""
+    if indexed:
+        page = history.runs(fn_key=fn_key, search={query.attribute: query.value},
+                            limit=limit, cursor=cursor)
+        return SearchPage(page.items, page.next_cursor, page.scanned, page.total or 0, True)
     found: list[RunSummary] = []
-    scanned = 0
-    for chunk in _chunks(history, fn_key=fn_key, max_scan=max_scan):
-        scanned += len(chunk)
-        for run, event in zip(chunk, run_events(history.store, [r.run_id for r in chunk]),
-                              strict=True):
-            if query.matches(event):
-                found.append(run)
-                if len(found) >= limit:
-                    return found, scanned, False
-        if scanned >= max_scan:
-            return found, scanned, False
-    return found, scanned, True
+    looked = 0
+    nxt = cursor
+    total = history.count_runs(fn_key)
+    while looked < budget and len(found) < limit:
+        page = history.runs(fn_key=fn_key, limit=min(200, budget - looked), cursor=nxt)
+        looked += page.scanned
+        ids = [r.run_id for r in page.items]
+        docs: list[Any]
+        if query.root == "output":
+            docs = [_json(raw) for raw in history.store.runs_field(ids, OUTPUT)]
+        else:
+            docs = [(ev or {}).get("data") for ev in run_events(history.store, ids)]
+        found += [r for r, doc in zip(page.items, docs, strict=True) if query.matches_value(doc)]
+        nxt = page.next_cursor
+        if nxt is None:
+            break
+    return SearchPage(found, nxt, looked, total, False)
 
 
-def _chunks(history: History, *, fn_key: str | None, max_scan: int) -> Iterator[list[RunSummary]]:
-    cursor: str | None = None
-    while True:
-        page = history.runs(fn_key=fn_key, limit=200, cursor=cursor, max_scan=max_scan)
-        if page.items:
-            yield page.items
-        if page.next_cursor is None:
-            return
-        cursor = page.next_cursor
+def _json(raw: str | None) -> Any:
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None

@@ -1,21 +1,21 @@
-"""Run history: paged queries over the store's sorted-set indexes, and pruning.
+"""Run history: exact, paged queries over the store's sorted-set indexes, and pruning.
 
-Every query reads an index with ``ZREVRANGEBYSCORE ... LIMIT`` (O(log N + page))
-and then fetches only the summary fields of the runs on the page (one ``HMGET``
-each, in one pipeline).  Listing the latest 50 runs of a function therefore
-sends about 51 commands in two round trips however many runs are stored.
+Every listing reads one sorted set (``run_index.py`` says which set answers which
+filter, and builds the union or intersection a combined filter needs) with
+``ZREVRANGEBYSCORE ... LIMIT`` (O(log N + page)), then fetches only the summary
+fields of the runs on the page (one ``HMGET`` each, in one pipeline); its total is
+one ``ZCOUNT``. Nothing is scanned and nothing stops early: the first page of
+``status="failed"`` is full however old the failed runs are, at any number of runs.
 
-A filter that the index cannot answer (a run's status, an event's name older
-than a day) scans the index newest first in chunks and stops once the page is
-full or ``max_scan`` entries were looked at; the page then says how far it got.
-
-Cursors are opaque strings (``"<score>:<skip>"``): the score of the last entry
-looked at and how many entries with that score were already seen, so paging is
-exact even when several runs were created in the same millisecond.
+Cursors are opaque strings (``"<score>:<skip>"``): the score of the last entry on
+the page and how many entries with that score were already seen, so paging is exact
+even when several runs were created in the same millisecond. A page's
+``prev_cursor`` (``"^<score>:<skip>"``) pages back: the runs just newer than its
+first entry, newest first.
 
 Retention: run hashes and events expire through key TTLs (``Fanout(retention=)``,
-7 days by default); :meth:`History.prune` removes the index entries they leave
-behind.  Each worker's periodic thread runs it about once an hour (``Runtime.__init__``).
+7 days by default); :meth:`History.prune` removes the entries they leave behind in
+every index. Each worker's periodic thread runs it about once an hour (``install.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import datetime as _dt
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
@@ -51,14 +51,13 @@ from .._core.run_record import (
 from .._core.versions import crossed_deploy, versions_of, warnings_of
 from .._errors import ConfigError
 from .replies import text, text_or_none, texts
-from .store import EVENT_NAME_INDEX_SECONDS, Store
+from .run_index import ACTIVE_STATUSES, Query, RunIndex
+from .store import Store
 
 T = TypeVar("T")
 
 MAX_LIMIT = 1000
-DEFAULT_MAX_SCAN = 5000
 RUN_STATUSES = ("queued", "running", "sleeping", "waiting", *sorted(TERMINAL))
-ACTIVE_STATUSES = frozenset({"queued", "running", "sleeping", "waiting"})
 _SUMMARY_FIELDS = (ST, FN, APP, FK, CREATED, STARTED, ENDED, EV, PARENT, ERROR, ATTEMPT,
                    REPLAY_OF, FROM_STEP, VERSION, VERSIONS, VERSION_WARNINGS)
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*(?:ago)?\s*$", re.IGNORECASE)
@@ -201,15 +200,19 @@ class EventSummary:
 class Page(Generic[T]):
     """One page of a listing, newest first.
 
-    ``next_cursor`` continues after the last entry looked at (None at the end);
-    ``scanned`` is how many index entries were read; ``complete`` is False when a
-    filtered scan stopped at ``max_scan`` before filling the page.
+    ``next_cursor`` continues after the last entry (None at the end); ``prev_cursor``
+    pages back to the entries just newer than the first one (None on the first page);
+    ``total`` is how many entries the whole listing has (None where not counted);
+    ``scanned`` is how many index entries were read; ``complete`` is False only for a
+    search that stopped looking before the end (its cursor goes on from there).
     """
 
     items: list[T]
     next_cursor: str | None
     scanned: int
     complete: bool = True
+    total: int | None = None
+    prev_cursor: str | None = None
 
 
 @dataclass
@@ -242,58 +245,91 @@ class History:
         self.store = store
         self.r = store.r
         self.keys = store.keys
+        self.index = RunIndex(store)
 
-    # -- index scanning ----------------------------------------------------------
+    # -- reading an index ----------------------------------------------------------------
 
-    def _scan(
-        self, key: str, *, since: float | None, until: float | None, cursor: str | None,
-        chunk: int,
-    ) -> Iterator[tuple[list[tuple[str, float]], Any]]:
-        """Yield chunks of (member, score) newest first, with a function giving the
-        cursor just after any entry of the chunk."""
-        top, skip = _parse_cursor(cursor, _ms(until))
-        min_s = "-inf" if since is None else str(_ms(since))
-        while True:
-            raw = cast("list[tuple[Any, float]]", self.r.zrevrangebyscore(
-                key, top, min_s, start=skip, num=chunk, withscores=True))
-            rows = [(text(m), float(sc)) for m, sc in raw]
-            if not rows:
-                return
-            marks: list[str] = []
-            for _m, sc in rows:
-                sc_text = str(int(sc))
-                if sc_text == top:
-                    skip += 1
-                else:
-                    top, skip = sc_text, 1
-                marks.append(f"{top}:{skip}")
-            yield rows, marks
-            if len(rows) < chunk:
-                return
+    def _newer(self, key: str, mark: str, *, until: float | None,
+               limit: int) -> tuple[list[str], list[str], bool]:
+        """The ``limit`` entries just newer than ``mark``, newest first, their marks,
+        and whether there are newer ones still."""
+        score, skip = _parse_cursor(mark, None)
+        hi = "+inf" if until is None else str(_ms(until))
+        ties = [text(m) for m in self.r.zrevrangebyscore(key, score, score, start=0,
+                                                         num=max(0, skip - 1))]
+        tie_marks = [f"{score}:{i + 1}" for i in range(len(ties))]
+        need = limit - len(ties)
+        above: list[tuple[str, float]] = []
+        if need > 0:
+            raw = cast("list[tuple[Any, float]]", self.r.zrangebyscore(
+                key, f"({score}", hi, start=0, num=need + 1, withscores=True))
+            above = [(text(m), float(sc)) for m, sc in raw]
+        more = len(above) > need if need > 0 else (
+            len(ties) > limit or self.r.zcount(key, f"({score}", hi) > 0)
+        above = above[:max(0, need)]
+        members, marks = list(ties), list(tie_marks)
+        if len(members) > limit:
+            members, marks = members[-limit:], marks[-limit:]
+        if above:
+            # Each entry's mark counts the entries of its score that come first, newest
+            # first; only the highest score may have entries beyond those read.
+            top = above[-1][1]
+            top_total = int(self.r.zcount(key, top, top))
+            counts: dict[float, int] = {}
+            for _m, sc in above:
+                counts[sc] = counts.get(sc, 0) + 1
+            seen: dict[float, int] = {}
+            up_marks = []
+            for _m, sc in above:
+                j = seen.get(sc, 0)
+                seen[sc] = j + 1
+                total = top_total if sc == top else counts[sc]
+                up_marks.append(f"{int(sc)}:{total - j}")
+            members = [m for m, _sc in reversed(above)] + members
+            marks = list(reversed(up_marks)) + marks
+        return members, marks, more
 
     def _page(
         self, key: str, *, since: float | None, until: float | None, cursor: str | None,
-        limit: int, max_scan: int, load: Callable[[list[str]], Sequence[T | None]],
-        keep: Callable[[T], bool] | None,
+        limit: int, load: Callable[[list[str]], Sequence[T | None]], count: bool = True,
     ) -> Page[T]:
         """One page of an index, newest first: ``load`` turns members into entries
-        (None for one that is gone); ``keep`` filters them, scanning at most
-        ``max_scan`` index entries."""
-        chunk = limit if keep is None else min(max(limit * 4, 100), 1000)
-        items: list[T] = []
-        scanned = 0
-        last_mark: str | None = None
-        for rows, marks in self._scan(key, since=since, until=until, cursor=cursor, chunk=chunk):
-            for entry, mark in zip(load([m for m, _sc in rows]), marks, strict=True):
-                scanned += 1
-                last_mark = mark
-                if entry is not None and (keep is None or keep(entry)):
-                    items.append(entry)
-                if len(items) >= limit:
-                    return Page(items, last_mark, scanned)
-            if scanned >= max_scan:
-                return Page(items, last_mark, scanned, complete=False)
-        return Page(items, None, scanned)
+        (None for one whose hash is gone: left out, as pruning will drop it)."""
+        if cursor and cursor.startswith("^"):
+            total = self.index.count(key, since=since, until=until) if count else None
+            members, marks, more = self._newer(key, cursor[1:], until=until, limit=limit)
+            items = [e for e in load(members) if e is not None]
+            return Page(items, marks[-1] if marks else cursor[1:], len(members), True, total,
+                        ("^" + marks[0]) if more and marks else None)
+        # The page and its total in one round trip, then the entries in a second.
+        top, skip = _parse_cursor(cursor, _ms(until))
+        lo = "-inf" if since is None else str(_ms(since))
+        pipe = self.r.pipeline(transaction=False)
+        if count:
+            pipe.zcount(key, lo, "+inf" if until is None else str(_ms(until)))
+        pipe.zrevrangebyscore(key, top, lo, start=skip, num=limit + 1, withscores=True)
+        res = pipe.execute()
+        total = int(res[0]) if count else None
+        rows = [(text(m), float(sc)) for m, sc in res[-1]]
+        members, marks = [], []
+        for m, sc in rows:
+            sc_text = str(int(sc))
+            if sc_text == top:
+                skip += 1
+            else:
+                top, skip = sc_text, 1
+            members.append(m)
+            marks.append(f"{top}:{skip}")
+        has_more = len(members) > limit
+        members, marks = members[:limit], marks[:limit]
+        items = [e for e in load(members) if e is not None]
+        prev = None
+        if cursor and marks:
+            first, first_skip = _parse_cursor(marks[0], None)
+            hi = "+inf" if until is None else str(_ms(until))
+            if first_skip > 1 or self.r.zcount(key, f"({first}", hi) > 0:
+                prev = "^" + marks[0]
+        return Page(items, marks[-1] if has_more else None, len(members), True, total, prev)
 
     def _summaries(self, run_ids: Sequence[str]) -> list[RunSummary | None]:
         if not run_ids:
@@ -318,20 +354,45 @@ class History:
         until: float | None = None,
         limit: int = 50,
         cursor: str | None = None,
-        max_scan: int = DEFAULT_MAX_SCAN,
         version: str | None = None,
+        search: Mapping[str, Any] | None = None,
     ) -> Page[RunSummary]:
-        """Runs newest first (by creation), of one function or of all; ``version``
-        keeps the runs created on that version or with a pass that ran on it."""
+        """Runs newest first (by creation), of one function or of all, exactly: with
+        a status (or statuses, or ``active``), a version (created on it or with a pass
+        that ran on it), declared search attributes (``{"data.user_id": 42}``, every
+        one must match) and a creation window. ``total`` counts them all."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
-        wanted = _statuses(status)
-        key = self.keys.fn_index(fn_key) if fn_key else self.keys.runs_index
-        return self._page(
-            key, since=since, until=until, cursor=cursor, limit=limit, max_scan=max_scan,
-            load=self._summaries,
-            keep=_keep(wanted, version),
-        )
+        key = self.index.key_for(self.query(fn_key, status, version, search),
+                                 since=since, until=until)
+        return self._page(key, since=since, until=until, cursor=cursor, limit=limit,
+                          load=self._summaries)
+
+    @staticmethod
+    def query(fn_key: str | None = None, status: str | Iterable[str] | None = None,
+              version: str | None = None, search: Mapping[str, Any] | None = None) -> Query:
+        terms = tuple(sorted((search or {}).items()))
+        for path, _v in terms:
+            if not path.startswith(("data.", "output.")):
+                raise ConfigError(f"search attribute {path!r} must start with 'data.' or "
+                                  "'output.'")
+        return Query(fn_key or None, _statuses(status), version or None, terms)
+
+    def count_runs(
+        self, fn_key: str | None = None, *, status: str | Iterable[str] | None = None,
+        since: float | None = None, until: float | None = None, version: str | None = None,
+        search: Mapping[str, Any] | None = None,
+    ) -> int:
+        """How many runs a listing with the same filters has (exact, from the indexes)."""
+        key = self.index.key_for(self.query(fn_key, status, version, search),
+                                 since=since, until=until)
+        return self.index.count(key, since=since, until=until)
+
+    def status_counts(self, fn_key: str | None = None, *, since: float | None = None,
+                      until: float | None = None) -> dict[str, int]:
+        """Runs created in the window by status (``active`` and each live status
+        included), from the indexes."""
+        return self.index.status_counts(fn_key, since=since, until=until)
 
     def runs_of_event(self, event_id: str) -> list[RunSummary]:
         """The runs an event started, newest first (one SMEMBERS, then one HMGET per run)."""
@@ -348,10 +409,6 @@ class History:
         found = [s for s in self._summaries(self.store.waits.resumed_by(event_id)) if s is not None]
         return sorted(found, key=lambda s: (s.created_at or 0.0, s.run_id), reverse=True)
 
-    def count_runs(self, fn_key: str | None = None) -> int:
-        key = self.keys.fn_index(fn_key) if fn_key else self.keys.runs_index
-        return int(self.r.zcard(key))
-
     # -- events --------------------------------------------------------------------
 
     def events(
@@ -362,23 +419,17 @@ class History:
         until: float | None = None,
         limit: int = 50,
         cursor: str | None = None,
-        max_scan: int = DEFAULT_MAX_SCAN,
         after_exclusive: bool = False,
+        count: bool = True,
     ) -> Page[EventSummary]:
-        """Events newest first; ``after_exclusive`` makes ``since`` strict (live tails)."""
+        """Events newest first, of one name (the name's index, kept over the retention)
+        or of all; ``after_exclusive`` makes ``since`` strict (live tails)."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
-        recent = since is not None and since >= time.time() - EVENT_NAME_INDEX_SECONDS + 60
-        if name and recent:
-            key, filter_name = self.keys.event_name_index(name), None
-        else:
-            key, filter_name = self.keys.events_index, name
+        key = self.keys.event_name_index(name) if name else self.keys.events_index
         lo = None if since is None else (since + 0.001 if after_exclusive else since)
-        return self._page(
-            key, since=lo, until=until, cursor=cursor, limit=limit, max_scan=max_scan,
-            load=self._event_summaries,
-            keep=None if filter_name is None else (lambda ev: ev.name == filter_name),
-        )
+        return self._page(key, since=lo, until=until, cursor=cursor, limit=limit,
+                          load=self._event_summaries, count=count)
 
     def event(self, event_id: str) -> EventSummary | None:
         (found,) = self._event_summaries([event_id])
@@ -413,21 +464,24 @@ class History:
         return sorted(texts(self.r.scan_iter(match=pattern, count=500)))
 
     def prune(self, *, now: float | None = None, batch: int = 500) -> PruneReport:
-        """Drop index entries older than the retention whose run or event is gone.
+        """Drop index entries older than the retention whose run or event is gone,
+        from every index (all runs, per function, status, version, search attribute).
 
         Events expire exactly ``retention`` after they were stored, so their index
         entries are trimmed by score.  A run's hash expires ``retention`` after it
         ended, so an old entry is removed only once its hash no longer exists (a
-        run sleeping for longer than the retention keeps its entry).
+        run sleeping for longer than the retention keeps its entries).
         """
         now = time.time() if now is None else now
         horizon = int((now - self.store.retention) * 1000)
         rep = PruneReport()
         rep.events_removed += int(self.r.zremrangebyscore(self.keys.events_index, "-inf", horizon))
-        day_ago = int((now - EVENT_NAME_INDEX_SECONDS) * 1000)
         for key in self._keys(self.keys.event_name_index_pattern()):
-            self.r.zremrangebyscore(key, "-inf", day_ago)
-        for key in [self.keys.runs_index, *self._keys(self.keys.fn_index_pattern())]:
+            self.r.zremrangebyscore(key, "-inf", horizon)
+        run_keys = [self.keys.runs_index, *self._keys(self.keys.fn_index_pattern())]
+        for pattern in self.keys.index_patterns():
+            run_keys += self._keys(pattern)
+        for key in run_keys:
             rep.indexes.append(key)
             offset = 0
             while True:
@@ -449,19 +503,15 @@ class History:
                     break
         return rep
 
+    def reindex(self, *, force: bool = False) -> int | None:
+        """Index the runs created before the status, version and search indexes
+        existed (once; guarded by a lock): see :meth:`RunIndex.reindex`."""
+        return self.index.reindex(force=force)
+
 
 def statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:
     """The statuses a filter names (``active`` included); None for no filter."""
     return _statuses(status)
-
-
-def _keep(
-    wanted: frozenset[str] | None, version: str | None
-) -> Callable[[RunSummary], bool] | None:
-    if wanted is None and not version:
-        return None
-    return lambda run: (wanted is None or run.status in wanted) and (
-        not version or version in run.versions)
 
 
 def _statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:

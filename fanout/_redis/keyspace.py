@@ -23,6 +23,9 @@ class Keyspace:
         self.timers = f"{p}:timers"
         self.runs_index = f"{p}:idx:runs"
         self.events_index = f"{p}:idx:events"
+        self.functions_index = f"{p}:idx:fns"
+        self.reindex_lock = f"{p}:idx:reindexing"
+        self.reindexed = f"{p}:idx:reindexed"
         self.metrics = f"{p}:metrics"
         # The event names counted under their own name in the metrics (the rest: "other").
         self.metric_event_names = f"{p}:metrics:evnames"
@@ -51,6 +54,39 @@ class Keyspace:
 
     def fn_index_pattern(self) -> str:
         return f"{self.prefix}:idx:fn:*"
+
+    # -- the run indexes the run scripts keep (lua/_indexes.lua names them the same way) --
+
+    def status_index(self, status: str, fn_key: str | None = None) -> str:
+        """The runs of a status group (``active`` or a terminal status), of one
+        function or of all (the active runs are kept per function only)."""
+        if fn_key is None:
+            if status == "active":
+                raise ValueError("the active runs are kept per function (union them)")
+            return f"{self.prefix}:idx:st:{status}"
+        base = self.fn_index(fn_key)
+        return f"{base}|active" if status == "active" else f"{base}|st:{status}"
+
+    def version_index(self, fn_key: str | None, version: str) -> str:
+        """The runs (of one function, or of all) created on a version or with a pass
+        that ran on it."""
+        if fn_key is None:
+            return f"{self.prefix}:idx:ver:{key_part(version)}"
+        return f"{self.fn_index(fn_key)}|v:{key_part(version)}"
+
+    def search_index(self, fn_key: str, path: str, value: str) -> str:
+        """The runs of one function whose search attribute ``path`` has ``value``
+        (:func:`fanout._core.search.value_part` encodes it)."""
+        return f"{self.prefix}:idx:sa:{key_part(fn_key)}|{key_part(path)}|{value}"
+
+    def index_patterns(self) -> list[str]:
+        """Every run index but the events' (what pruning walks)."""
+        return [f"{self.prefix}:idx:st:*", f"{self.prefix}:idx:ver:*",
+                f"{self.prefix}:idx:sa:*"]
+
+    def temp_index(self, name: str) -> str:
+        """A short-lived sorted set a query builds (a union or an intersection)."""
+        return f"{self.prefix}:idx:tmp:{name}"
 
     def event_name_index(self, name: str) -> str:
         return f"{self.prefix}:idx:evname:{name}"

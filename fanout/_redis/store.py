@@ -76,6 +76,15 @@ def _is_cluster(client: Any) -> bool:
     return isinstance(client, RedisCluster)
 
 
+def _created_ms(value: Any, default: int) -> int:
+    """A run's creation time (its ``c`` field, epoch seconds) in ms, as the run scripts
+    compute it (``lua/_indexes.lua``: the floor)."""
+    try:
+        return int(float(value) * 1000) if value else default
+    except (TypeError, ValueError):
+        return default
+
+
 def _number(value: str | None) -> float | None:
     try:
         return float(value) if value else None
@@ -110,6 +119,10 @@ class Store:
         if metrics is None:
             metrics = not _is_cluster(client)
         self.metrics_key: str | None = self.keys.metrics if metrics else None
+        # The run indexes (status, version, search attributes) are written by the run
+        # scripts (lua/_indexes.lua), which name keys outside the run's slot: not on
+        # a cluster, where listings read P:idx:runs and P:idx:fn:<fk> only.
+        self.indexed = not _is_cluster(client)
         # The duration histograms: returned by the scripts, buffered in this process
         # and sent every ``metrics_interval`` seconds (observations.py says why).
         self.observations: Observations | None = (
@@ -135,6 +148,14 @@ class Store:
             return [self.keys.run(run_id)]
         return [self.keys.run(run_id), self.metrics_key]
 
+    def indexed_run_keys(self, run_id: str) -> list[str]:
+        """KEYS of a run script that keeps the run indexes: the run hash, the metrics
+        hash ('' when not counting) and the registry of functions with runs, whose name
+        the script builds the index keys from (lua/_indexes.lua)."""
+        if not self.indexed:
+            return self.run_keys(run_id)
+        return [self.keys.run(run_id), self.metrics_key or "", self.keys.functions_index]
+
     def event_key(self, event_id: str) -> str:
         return self.keys.event(event_id)
 
@@ -151,7 +172,8 @@ class Store:
         self, items: Sequence[tuple[str, str, int, str]], *, route: tuple[str, str] | None = None
     ) -> None:
         """Store (id, json, ts, name) events set-if-absent: the first payload for an id
-        wins.  Events are also indexed by name for a day (``wait_for_event`` lookback).
+        wins.  Events are also indexed by name over the retention (the events listing
+        by name, and ``wait_for_event`` lookback).
 
         ``route`` = (batch id, payload) records the router batch about to be published,
         with a watchdog timer, in the same round trip: if the router message is lost
@@ -170,7 +192,7 @@ class Store:
             by_name.setdefault(name, {})[eid] = ts
         # NX: a re-sent id keeps its first score, so live views and lookbacks see it once.
         pipe.zadd(keys.events_index, {eid: ts for eid, _t, ts, _n in items}, nx=True)
-        horizon = int((time.time() - EVENT_NAME_INDEX_SECONDS) * 1000)
+        horizon = int((time.time() - self.retention) * 1000)
         for name, members in by_name.items():
             key = keys.event_name_index(name)
             pipe.zadd(key, members, nx=True)
@@ -221,18 +243,24 @@ class Store:
         now_ms = int(time.time() * 1000)
         pipe = self.r.pipeline(transaction=False)
         for run_id, _fn, fields in runs:
-            self.scripts.queue(pipe, "create_run", self.run_keys(run_id), flatten(fields))
+            self.scripts.queue(pipe, "create_run", self.indexed_run_keys(run_id),
+                               flatten(fields))
         results = self.scripts.execute(pipe)
         out: list[Created] = []
         idx = self.r.pipeline(transaction=False)
         watch = int(now_ms + self.watchdog * 1000)
+        # The functions that have runs (a listing over all functions by version or search
+        # attribute unions their sets): one SADD per batch.
+        idx.sadd(keys.functions_index, *{fn_key for _r, fn_key, _f in runs})
         for (run_id, fn_key, fields), res in zip(runs, results, strict=True):
             if res is None:
                 out.append(Created(run_id, True, True))
                 if fields.get(ST) == "queued":
                     idx.zadd(keys.timers, {run_id: watch}, nx=True)
-                idx.zadd(keys.runs_index, {run_id: now_ms})
-                idx.zadd(keys.fn_index(fn_key), {run_id: now_ms})
+                # Scored by the run's creation time, as the scripts score the other indexes.
+                created_ms = _created_ms(fields.get(CREATED), now_ms)
+                idx.zadd(keys.runs_index, {run_id: created_ms})
+                idx.zadd(keys.fn_index(fn_key), {run_id: created_ms})
                 for eid in json.loads(fields.get(EV, "[]")):
                     idx.sadd(keys.event_runs(eid), run_id)
                     idx.expire(keys.event_runs(eid), self.retention)
@@ -338,7 +366,7 @@ class Store:
 
     def cancel_run(self, run_id: str, reason: Mapping[str, Any]) -> str:
         """Cancel now if the run is between passes, else flag it for its pass."""
-        res = self.scripts.run("cancel_run", self.run_keys(run_id),
+        res = self.scripts.run("cancel_run", self.indexed_run_keys(run_id),
                                [repr(time.time()), self.retention, dumps(reason)])
         if isinstance(res, list):  # counting: 'cancelled', app, fn, run duration
             self._observed("run_duration", res[1:])
@@ -366,7 +394,7 @@ class Store:
         """
         pipe = self.r.pipeline(transaction=False)
         self.scripts.queue(
-            pipe, "end_pass", self.run_keys(run_id),
+            pipe, "end_pass", self.indexed_run_keys(run_id),
             [token, status, repr(wake or 0), step_field(awaiting) if awaiting else "",
              *flatten(fields or {})],
         )
@@ -386,7 +414,7 @@ class Store:
         with a cancel requested meanwhile (it ends ``cancelled``)."""
         pipe = self.r.pipeline(transaction=False)
         self.scripts.queue(
-            pipe, "finish_run", self.run_keys(run_id),
+            pipe, "finish_run", self.indexed_run_keys(run_id),
             [token, status, repr(time.time()), self.retention, *flatten(fields)],
         )
         pipe.zrem(self.keys.timers, run_id)

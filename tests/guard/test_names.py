@@ -30,13 +30,14 @@ ROOT = Path(__file__).resolve().parents[2]
 # handler, ContextSync / StepSync / GroupSync for a def one.
 PUBLIC_ALL = [
     "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "ContextSync", "Debounce",
-    "DecryptionError", "Event", "EventError", "ExpressionError", "Fanout", "FanoutError",
+    "DecryptionError", "DeployCheck", "Event", "EventError", "ExpressionError", "Fanout",
+    "FanoutError",
     "Group", "GroupSync", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
     "NestedStepError", "NonDeterminismError", "NonRetriableError", "ParallelMode",
     "Priority", "PublishError", "PydanticSerializer", "RateLimit", "RetryAfterError",
     "RunInfo", "SendEventsResult", "Singleton", "Step", "StepError", "StepInfo", "StepSync",
     "Throttle", "Timeouts", "TransformOutputResult", "TriggerCron", "TriggerEvent",
-    "__version__",
+    "__version__", "check_deploy",
 ]
 
 # Names replaced in a release: each still resolves, with a DeprecationWarning naming

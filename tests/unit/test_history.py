@@ -79,6 +79,8 @@ def _add_runs(store: Store, fn_key: str, n: int, *, hashes: int, base_ms: int,
         st = statuses[i % len(statuses)]
         pipe.hset(store.run_key(ids[i]), mapping=_run_fields(fn_key, st, (base_ms + i) / 1000))
     pipe.execute()
+    # The runs were written by hand: the backfill gives them their status entries.
+    History(store).reindex(force=True)
     return ids
 
 
@@ -95,12 +97,13 @@ def test_latest_50_of_100k_costs_o_limit_commands(store: Store, big: list[str]) 
     CountingConnection.reset()
     page = hist.runs(fn_key="app:big", limit=50)
     assert [r.run_id for r in page.items] == big[::-1][:50]
-    # One ZREVRANGEBYSCORE, then one HMGET per run, in two round trips: O(limit), not O(N).
+    # One ZCOUNT (the total) and one ZREVRANGEBYSCORE, then one HMGET per run, in two
+    # round trips: O(limit), not O(N).
     assert CountingConnection.commands.count("ZREVRANGEBYSCORE") == 1
     assert CountingConnection.commands.count("HMGET") == 50
-    assert len(CountingConnection.commands) == 51
+    assert len(CountingConnection.commands) == 52
     assert CountingConnection.round_trips == 2
-    assert page.next_cursor is not None
+    assert page.next_cursor is not None and page.total == BIG
 
 
 def test_query_cost_does_not_grow_with_the_index(store: Store) -> None:
@@ -135,19 +138,48 @@ def test_paging_is_exact_across_ties(store: Store) -> None:
     assert sorted(seen) == sorted(ids) and len(seen) == len(set(seen)) == 7
 
 
-def test_status_filter_scans_in_bounded_chunks(store: Store, big: list[str]) -> None:
+def test_status_filter_reads_its_index(store: Store, big: list[str]) -> None:
     hist = History(store)
     CountingConnection.reset()
     page = hist.runs(fn_key="app:big", status="failed", limit=20)
     assert len(page.items) == 20 and all(r.status == "failed" for r in page.items)
-    assert CountingConnection.commands.count("HMGET") <= 100  # one chunk of limit*4 (min 100)
+    # The failed runs' own index: one HMGET per run on the page, nothing scanned.
+    assert CountingConnection.commands.count("HMGET") == 20
+    assert page.total == 150 == hist.count_runs("app:big", status="failed")
     active = hist.runs(fn_key="app:big", status="active", limit=5)
-    assert {r.status for r in active.items} == {"running"}
-    # Past the runs that still have hashes, a filtered scan stops at max_scan.
-    page = hist.runs(fn_key="app:big", status="cancelled", limit=5, max_scan=400)
-    assert page.items == [] and not page.complete and page.scanned >= 400
+    assert {r.status for r in active.items} == {"running"} and active.total == 150
+    running = hist.runs(fn_key="app:big", status="running", limit=500)
+    assert len(running.items) == 150 and running.next_cursor is None
+    both = hist.runs(fn_key="app:big", status="failed,running", limit=1000)
+    assert both.total == 300 and len(both.items) == 300
+    # No run was cancelled: an empty page that says so, not a scan that gave up.
+    page = hist.runs(fn_key="app:big", status="cancelled", limit=5)
+    assert page.items == [] and page.complete and page.total == 0 and page.next_cursor is None
     with pytest.raises(ConfigError, match="unknown run status 'nope'"):
         hist.runs(status="nope")
+
+
+def test_paging_both_ways_with_a_total(store: Store, big: list[str]) -> None:
+    hist = History(store)
+    pages = []
+    cursor = None
+    while True:
+        page = hist.runs(fn_key="app:big", status="failed", limit=40, cursor=cursor)
+        assert page.total == 150
+        pages.append(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    ids = [r.run_id for p in pages for r in p.items]
+    assert len(ids) == 150 == len(set(ids)) and [len(p.items) for p in pages] == [40, 40, 40, 30]
+    assert pages[0].prev_cursor is None and all(p.prev_cursor for p in pages[1:])
+    # Back from the last page: each page before it again, in the same order.
+    for i in (3, 2, 1):
+        back = hist.runs(fn_key="app:big", status="failed", limit=40, cursor=pages[i].prev_cursor)
+        assert [r.run_id for r in back.items] == [r.run_id for r in pages[i - 1].items]
+        assert (back.prev_cursor is None) == (i == 1)
+        again = hist.runs(fn_key="app:big", status="failed", limit=40, cursor=back.next_cursor)
+        assert [r.run_id for r in again.items] == [r.run_id for r in pages[i].items]
 
 
 def test_time_window(store: Store, big: list[str]) -> None:
@@ -221,3 +253,135 @@ def test_parse_time() -> None:
     assert parse_time("2023-11-14 22:13:20") == 1_700_000_000.0
     with pytest.raises(ConfigError, match="invalid time 'yesterday-ish'"):
         parse_time("yesterday-ish")
+
+
+def _scripted_run(store: Store, rid: str, fn_key: str, created: float, data: dict[str, Any],
+                  *, version: str = "v1") -> None:
+    """A run created by the create_run script (the indexes written as a worker writes them)."""
+    from fanout._core.run_record import new_run_fields
+
+    app, fn = fn_key.split(":")
+    fields = new_run_fields(fn, app, fn_key, {"name": "e", "data": data}, event_ids=[],
+                            created=repr(created), creation={
+                                "v": version,
+                                "sa": json.dumps(["data.user_id", "output.order_id"])})
+    store.create_runs([(rid, fn_key, fields)])
+
+
+def _index_keys_holding(store: Store, rid: str) -> set[str]:
+    return {k.decode() for k in store.r.scan_iter(match=f"{store.p}:idx:*", count=1000)
+            if store.r.type(k) == b"zset" and store.r.zscore(k, rid) is not None}
+
+
+def test_scripts_index_status_version_and_search(store: Store) -> None:
+    keys, now = store.keys, time.time()
+    _scripted_run(store, "ix-1", "app:ix", now - 5, {"user_id": 42})
+    assert _index_keys_holding(store, "ix-1") == {
+        keys.runs_index, keys.fn_index("app:ix"), keys.status_index("active", "app:ix"), keys.version_index("app:ix", "v1"),
+        keys.version_index(None, "v1"), keys.search_index("app:ix", "data.user_id", "42")}
+    assert store.finish_run("ix-1", "", "failed", {"out": json.dumps({"order_id": "A 1"})}) == 1
+    held = _index_keys_holding(store, "ix-1")
+    assert keys.status_index("active", "app:ix") not in held
+    assert {keys.status_index("failed"), keys.status_index("failed", "app:ix"),
+            keys.search_index("app:ix", "output.order_id", "A%201")} <= held
+    hist = History(store)
+    assert [r.run_id for r in hist.runs(search={"output.order_id": "A 1"}).items] == ["ix-1"]
+    assert hist.count_runs("app:ix", status="failed", version="v1") == 1
+
+
+def test_search_values_are_keyed_alike_in_lua_and_python(store: Store) -> None:
+    from fanout._core.search import value_part
+
+    now = time.time()
+    values: list[Any] = [7, 7.0, 4.5, "7", "a b/c|d", True, "x" * 64, -3, 1e20, "é"]
+    for i, v in enumerate(values):
+        _scripted_run(store, f"sv-{i}", "app:sv", now - 1, {"user_id": v})
+    hist = History(store)
+    for i, v in enumerate(values):
+        part = value_part(v)
+        assert part is not None
+        key = store.keys.search_index("app:sv", "data.user_id", part)
+        assert store.r.zscore(key, f"sv-{i}") is not None, (v, key)
+        assert f"sv-{i}" in {r.run_id for r in hist.runs(
+            fn_key="app:sv", search={"data.user_id": v}, limit=20).items}
+    # 7, 7.0 and "7" are one value to search by.
+    assert hist.count_runs("app:sv", search={"data.user_id": 7}) == 3
+    # Objects, lists and texts over 64 bytes are not indexed; searching by one says so.
+    _scripted_run(store, "sv-obj", "app:sv", now - 1, {"user_id": {"a": 1}})
+    _scripted_run(store, "sv-long", "app:sv", now - 1, {"user_id": "x" * 65})
+    assert not any("sa:" in k for k in _index_keys_holding(store, "sv-obj"))
+    assert not any("sa:" in k for k in _index_keys_holding(store, "sv-long"))
+    with pytest.raises(ConfigError, match="at most 64 bytes"):
+        hist.runs(search={"data.user_id": "x" * 65})
+
+
+def test_prune_clears_every_index(store: Store) -> None:
+    keys = store.keys
+    old = time.time() - 8 * 86400
+    _scripted_run(store, "px-gone", "app:px", old, {"user_id": 1})
+    _scripted_run(store, "px-kept", "app:px", old + 1, {"user_id": 1})
+    _scripted_run(store, "px-done", "app:px", old + 2, {"user_id": 2})
+    assert store.finish_run("px-gone", "", "completed", {"out": json.dumps({"order_id": 5})}) == 1
+    assert store.finish_run("px-done", "", "cancelled", {}) == 1
+    gone_keys = _index_keys_holding(store, "px-gone")
+    assert len(gone_keys) == 8  # all, fn, completed x2, version x2, data and output attributes
+    store.r.delete(keys.run("px-gone"), keys.run("px-done"))  # their retention ended
+    History(store).prune()
+    assert _index_keys_holding(store, "px-gone") == set()
+    assert _index_keys_holding(store, "px-done") == set()
+    # A run still alive (sleeping past the retention) keeps every entry it had.
+    assert keys.status_index("active", "app:px") in _index_keys_holding(store, "px-kept")
+    hist = History(store)
+    assert hist.count_runs("app:px") == 1 == hist.count_runs("app:px", status="active")
+    assert hist.count_runs("app:px", search={"data.user_id": 1}) == 1
+
+
+def test_paging_back_across_ties(store: Store) -> None:
+    ms = int((time.time() - 900) * 1000)
+    r = store.r
+    key = store.keys.status_index("failed", "app:tb")
+    ids = [f"tb-{i}" for i in range(9)]
+    for i, rid in enumerate(ids):  # scores: 3 runs at ms, 4 at ms+1, 2 at ms+2
+        created = ms if i < 3 else ms + 1 if i < 7 else ms + 2
+        r.zadd(key, {rid: created})
+        r.hset(store.run_key(rid), mapping=_run_fields("app:tb", "failed", created / 1000))
+    hist = History(store)
+    forward = []
+    cursor = None
+    while True:
+        page = hist.runs(fn_key="app:tb", status="failed", limit=2, cursor=cursor)
+        forward.append(page)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    order = [x.run_id for p in forward for x in p.items]
+    assert sorted(order) == sorted(ids) and len(set(order)) == 9
+    for i in range(len(forward) - 1, 0, -1):
+        back = hist.runs(fn_key="app:tb", status="failed", limit=2, cursor=forward[i].prev_cursor)
+        assert [x.run_id for x in back.items] == [x.run_id for x in forward[i - 1].items], i
+
+
+def test_reindex_backfills_runs_written_before_the_indexes(store: Store) -> None:
+    keys, r = store.keys, store.r
+    now = time.time()
+    old = {"ri-done": "failed", "ri-live": "sleeping"}
+    for rid, st in old.items():  # as a run created before the indexes: no status entries
+        fields = _run_fields("app:ri", st, now - 30)
+        fields.update({"v": "v9", "sa": json.dumps(["data.user_id"]),
+                       "event": json.dumps({"data": {"user_id": 5}})})
+        r.hset(store.run_key(rid), mapping=fields)
+        r.zadd(keys.runs_index, {rid: int((now - 30) * 1000)})
+        r.zadd(keys.fn_index("app:ri"), {rid: int((now - 30) * 1000)})
+    r.delete(keys.reindexed)
+    hist = History(store)
+    assert hist.count_runs("app:ri", status="failed") == 0  # not indexed yet
+    r.set(keys.reindex_lock, "another process", ex=60)
+    assert hist.reindex() is None  # someone else holds the lock
+    r.delete(keys.reindex_lock)
+    assert (hist.reindex() or 0) >= 2
+    assert hist.reindex() is None  # done once: a worker's start does nothing
+    assert [x.run_id for x in hist.runs(fn_key="app:ri", status="failed").items] == ["ri-done"]
+    assert [x.run_id for x in hist.runs(fn_key="app:ri", status="sleeping").items] == ["ri-live"]
+    assert hist.count_runs("app:ri", version="v9") == 2
+    assert hist.count_runs("app:ri", search={"data.user_id": 5}) == 2
+    assert hist.count_runs(status="active", search={"data.user_id": 5}) == 1

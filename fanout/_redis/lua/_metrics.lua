@@ -6,7 +6,7 @@
 -- small script): a script returns the durations it measured, and the worker process
 -- adds them to the same hash in batches (observations.py).
 local count_attempt
-if KEYS[2] then
+if MKEY then
   -- A step record written for an attempt that executed (kind run or send_event,
   -- final or retrying, with a start and an end) counts once: not when the record it
   -- replaces (prev: raw JSON, or nil) is the same attempt. A failed attempt is
@@ -23,7 +23,7 @@ if KEYS[2] then
       if pok and type(p) == 'table' and p['n'] == rec['n'] and p['st'] == st then return nil end
     end
     if st ~= 'completed' then
-      redis.call('HINCRBY', KEYS[2], 'c|step_failures|' .. lab, 1)
+      redis.call('HINCRBY', MKEY, 'c|step_failures|' .. lab, 1)
     end
     return tostring(tonumber(rec['t1']) - tonumber(rec['t0']))
   end
@@ -34,7 +34,7 @@ end
 -- records (nil when not counting); count_steps counts them.
 local function read_run(read)
   local n, at = #read, nil
-  if KEYS[2] and #ARGV > 4 then
+  if MKEY and #ARGV > 4 then
     at = {}
     for i = 5, #ARGV - 1, 2 do
       if string.sub(ARGV[i], 1, 2) == 's:' then

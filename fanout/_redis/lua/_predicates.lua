@@ -1,5 +1,7 @@
 -- Predicates several scripts share, inlined by the store where a script has the line
 -- `--#include _predicates`.
+-- The metrics hash (KEYS[2]; the empty string or absent when counting is off).
+local MKEY = KEYS[2] ~= '' and KEYS[2] or nil
 -- A run status that no transition leaves.
 local function ended(st)
   return st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped'

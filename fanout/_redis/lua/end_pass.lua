@@ -8,8 +8,11 @@
 -- was requested (the caller then finishes the run as cancelled).
 -- KEYS[2] the metrics hash (optional): the attempts in the step records are counted;
 -- when any is, the reply goes on with app, fn and each attempt's duration.
+-- KEYS[3] the registry of functions with runs (optional, see _indexes): a version the pass ran on
+-- (the 'vs' pair) is indexed.
 --#include _predicates
 --#include _metrics
+--#include _indexes
 local f, n, at = read_run({'lease', 'cx', 'seq', ARGV[4] ~= '' and ARGV[4] or 'lease', 'app', 'fn'})
 if f[1] ~= ARGV[1] then
   return false
@@ -29,6 +32,10 @@ if #ARGV > 4 then
   for i = 5, #ARGV - 1, 2 do
     if ARGV[i] == 'cx' then cx = ARGV[i + 1] end
     if ARGV[i] == ARGV[4] then raw = ARGV[i + 1] end
+    if ARGV[i] == 'vs' and IX then
+      local g = redis.call('HMGET', KEYS[1], 'fk', 'c')
+      ix_versions(g[1], ARGV[i + 1], ix_ms(g[2]), KEYS[1]:match(':run:{(.*)}$'))
+    end
   end
 end
 if cx then

@@ -8,9 +8,13 @@
 -- KEYS[2] the metrics hash (optional): the run's end by status and the attempts in
 -- the step records are counted, and the reply goes on with app, fn, the run's
 -- duration since creation ('' when unknown) and each counted attempt's duration.
+-- KEYS[3] the registry of functions with runs (optional, see _indexes): the run moves from its
+-- function's active set to its status's; a version it ran on and its declared output search attributes
+-- are indexed.
 --#include _predicates
 --#include _metrics
-local f, n, at = read_run({'st', 'lease', 'cx', 'seq', 'app', 'fn', 'c'})
+--#include _indexes
+local f, n, at = read_run({'st', 'lease', 'cx', 'seq', 'app', 'fn', 'c', 'fk', 'sa'})
 local st = f[1]
 if not st or ended(st) then
   return {0}
@@ -24,9 +28,9 @@ if status == 'completed' and cx then
   status, result = 'cancelled', 2
 end
 local out = {result}
-if KEYS[2] then
+if MKEY then
   local lab = (f[5] or '') .. '|' .. (f[6] or '')
-  redis.call('HINCRBY', KEYS[2], 'c|runs_ended|' .. lab .. '|' .. status, 1)
+  redis.call('HINCRBY', MKEY, 'c|runs_ended|' .. lab .. '|' .. status, 1)
   local c = tonumber(f[7] or '')
   out = {result, f[5] or '', f[6] or '', c and tostring(tonumber(ARGV[3]) - c) or ''}
   if at then count_steps(f, n, at, lab, out) end
@@ -40,4 +44,12 @@ if result == 2 then
   redis.call('HSET', KEYS[1], 'err', cx)
 end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+if IX then
+  local rid, ms = KEYS[1]:match(':run:{(.*)}$'), ix_ms(f[7])
+  ix_end(f[8], status, ms, rid)
+  for i = 5, #ARGV - 1, 2 do
+    if ARGV[i] == 'vs' then ix_versions(f[8], ARGV[i + 1], ms, rid) end
+    if ARGV[i] == 'out' and f[9] then ix_search(f[8], f[9], 'output', ARGV[i + 1], ms) end
+  end
+end
 return out

@@ -27,7 +27,7 @@ if final(cur) then
   return {'exists', cur, joined()}
 end
 local d = nil
-if KEYS[2] then
+if MKEY then
   d = count_attempt(ARGV[3], cur or nil, (f[4] or '') .. '|' .. (f[5] or ''))
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
