@@ -22,6 +22,7 @@ from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paus
 from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
 from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time, statuses
 from .._version import __version__
+from . import bulk_commands
 from .check_deploy import add_check_deploy
 from .common import (
     EXIT_ERROR,
@@ -286,32 +287,6 @@ def cmd_event(args: argparse.Namespace) -> int:
     return 0
 
 
-def _select(target: Target, args: argparse.Namespace, default_status: str | None) -> list[str]:
-    if args.run_ids:
-        return list(args.run_ids)
-    return [r.run_id for r in _select_runs(target, args, default_status)]
-
-
-def _select_runs(target: Target, args: argparse.Namespace,
-                 default_status: str | None) -> list[RunSummary]:
-    status = args.status or default_status
-    if not (args.fn or args.status or args.since or args.until):
-        raise CliError(f"{args.command} needs run ids or a filter (--fn, --status, --since)",
-                       EXIT_USAGE)
-    fn_key = target.function(args.fn).key if args.fn else None
-    runs: list[RunSummary] = []
-    cursor: str | None = None
-    while len(runs) < args.limit:
-        page = target.history.runs(fn_key=fn_key, status=status, since=args.since,
-                                   until=args.until, limit=min(MAX_LIMIT, args.limit - len(runs)),
-                                   cursor=cursor)
-        runs.extend(page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    return runs
-
-
 def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
           act: Callable[[str], tuple[bool, str]], skipped: dict[str, Any] | None = None) -> int:
     if args.dry_run:
@@ -361,7 +336,8 @@ def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     target = find_target(args)
-    ids = _select(target, args, "active")
+    if not args.run_ids:  # filters: a bulk job on the workers (bulk_commands.py)
+        return bulk_commands.submit(target, args, "cancel")
     messages = {"cancelled": "cancelled", "flagged": "cancelling (stops after its running step)",
                 "ended": "had already ended", "missing": "no such run"}
 
@@ -369,28 +345,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         head = target.cancel(rid, args.reason)
         return head in ("cancelled", "flagged"), messages.get(head, head)
 
-    return _bulk(target, args, ids, "cancel", act)
+    return _bulk(target, args, list(args.run_ids), "cancel", act)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     target = find_target(args)
-    skipped: dict[str, Any] | None = None
-    if args.run_ids:
-        ids = list(args.run_ids)
-    else:  # filters: the latest run of each event, once (see _ops/bulk.py)
-        from .._ops.bulk import plan_replays
-
-        plan = plan_replays(target.history, _select_runs(target, args, None),
-                            include_replays=args.include_replays)
-        ids = [r.run_id for r in plan.chosen]
-        skipped = {"count": plan.skipped, "replays": plan.replays,
-                   "superseded": plan.superseded}
-        if plan.skipped and not args.dry_run:
-            note(f"skipping {plan.skipped} matching run(s): {len(plan.replays)} replay(s) or "
-                  f"rerun(s) (--include-replays to replay them), {len(plan.superseded)} whose "
-                  "event has a newer run")
-    return _bulk(target, args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"),
-                 skipped)
+    if not args.run_ids:  # filters: the latest run of each event, once, in a bulk job
+        return bulk_commands.submit(target, args, "replay")
+    return _bulk(target, args, list(args.run_ids), "replay",
+                 lambda rid: (True, f"-> {target.replay(rid)}"))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -521,20 +484,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("event", cmd_event, "show an event and the runs it started")
     p.add_argument("event_id")
     for name, func, help, limit in (
-        ("cancel", cmd_cancel, "cancel runs (by id, or all that match the filters; "
-         "default status: active)", 1000),
+        ("cancel", cmd_cancel, "cancel runs (by id, or all that match the filters, in a "
+         "bulk job on the workers; default status: active)", 1000),
         ("replay", cmd_replay, "start new runs for the same events as the matching runs "
-         "(with filters: the latest run of each event, never a replay unless "
-         "--include-replays)", 1000),
+         "(with filters: a bulk job on the workers, the latest run of each event, never a "
+         "replay unless --include-replays)", 1000),
     ):
         p = add(name, func, help)
         p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
         _run_filters(p, limit)
         p.add_argument("--dry-run", action="store_true", help="count and list the runs, "
-                       "change nothing")
+                       "change nothing (with filters: the exact count, and at most --limit "
+                       "run ids)")
+        bulk_commands.add_bulk_options(p)
         if name == "replay":
             p.add_argument("--include-replays", action="store_true",
                            help="with filters, also replay runs that are replays or reruns")
+            p.add_argument("--reason", default="", help="why, for the audit log")
         if name == "cancel":
             p.add_argument("--reason", default="cancelled from the fanout CLI")
     p = add("rerun", cmd_rerun, "start a new run reusing the steps before --from-step")
@@ -559,6 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart the worker when a .py file under the current directory changes")
     add_keys_commands(add)
     add_pause_commands(add)
+    bulk_commands.add_job_commands(add)
     add_check_deploy(add)
     return parser
 
