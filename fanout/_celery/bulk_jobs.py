@@ -54,7 +54,8 @@ def _tag(job_id: str) -> str:
 
 
 def submit(rt: Runtime, kind: str, query: BulkQuery, *, who: str, reason: str,
-           client: str, dry_run: bool = False, batch: int = DEFAULT_BATCH) -> BulkJob:
+           client: str, role: str = "", dry_run: bool = False,
+           batch: int = DEFAULT_BATCH) -> BulkJob:
     """Count the runs ``query`` matches (exact, from the indexes); unless ``dry_run``,
     record the job with a copy of them, put it in the audit log and send its first
     batch. Bad input raises :class:`ConfigError` before anything is written."""
@@ -81,7 +82,7 @@ def submit(rt: Runtime, kind: str, query: BulkQuery, *, who: str, reason: str,
     job = BulkStore(rt.store).create(job, key, since=query.since, until=query.until,
                                      sample=SAMPLE)
     AuditLog(rt.store).record(
-        who, client, f"bulk {kind}", [f"bulk:{job.id}", *([query.fn_key] if query.fn_key else [])],
+        who, role or client, f"bulk {kind}", [f"bulk:{job.id}", *([query.fn_key] if query.fn_key else [])],
         f"job {job.id}: {job.total} run(s) matching {query.describe()}"
         + (f": {reason}" if reason else ""), client=client,
         extra={"job": job.id, "query": query.to_json(), "total": job.total})
