@@ -299,9 +299,9 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
             f"</div>{table}</form>"
         )
     live = "" if q.get("cursor") else ' data-live="3"'
-    return (f'<h1{live}>Runs</h1>{filters}{bulk}'
+    return (f'<h1{live}>Runs</h1>{filters}'
             f'<div data-region="runs-counts">{status_counts(counts or {}, q)}</div>'
-            f'<div data-region="runs-list" data-keep-selection>{table}{more}</div>')
+            f'<div data-region="runs-list" data-keep-selection>{bulk}{table}{more}</div>')
 
 
 def _pct(x: float | None, span: float) -> float:

@@ -2,15 +2,16 @@
 
 Key layout (``P`` is the store's prefix)::
 
-    P:bulk:<job>        hash   the job: kind, query, who, reason, total, done, failed,
+    P:bulk:{<job>}      hash   the job: kind, query, who, reason, total, done, failed,
                                skipped, cursor, state, created, ended, batch
-    P:bulk:<job>:runs   zset   the runs it acts on: the matching runs when it was
+    P:bulk:{<job>}:runs zset   the runs it acts on: the matching runs when it was
                                submitted (a copy of the query's index, scored by
                                creation time), read by rank from ``cursor``
     P:bulk:jobs         zset   every job, scored by creation time (ms)
 
 The copy is taken on the server in one transaction (``ZUNIONSTORE`` of the index,
-then the time window cut off): the job's total is exact, and its batches read a set
+then the time window cut off; on a cluster, where the index is in another slot, a
+chunk at a time): the job's total is exact, and its batches read a set
 that nothing else changes, so a batch redone after a worker died reads the same runs.
 A batch's counts are added, and the cursor moved, only when the cursor is still where
 the batch began (``WATCH``): a batch is counted once however often it runs.
@@ -138,6 +139,7 @@ class BulkStore:
     """The bulk jobs of one store (see the module docstring)."""
 
     def __init__(self, store: Store) -> None:
+        self.store = store
         self.r: Any = store.r
         self.keys = store.keys
         self.ttl = max(store.retention, 86400) + 86400
@@ -147,22 +149,30 @@ class BulkStore:
         """Record ``job`` with a copy of the runs of ``index_key`` in the window, in one
         transaction; returns it with its exact ``total`` and first ids."""
         runs = self.keys.bulk_runs(job.id)
-        pipe = self.r.pipeline(transaction=True)
-        pipe.zunionstore(runs, [index_key])
-        if since is not None:
-            pipe.zremrangebyscore(runs, "-inf", f"({round(since * 1000)}")
-        if until is not None:
-            pipe.zremrangebyscore(runs, f"({round(until * 1000)}", "+inf")
+        if self.store.indexed:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.zunionstore(runs, [index_key])
+            if since is not None:
+                pipe.zremrangebyscore(runs, "-inf", f"({round(since * 1000)}")
+            if until is not None:
+                pipe.zremrangebyscore(runs, f"({round(until * 1000)}", "+inf")
+            pipe.execute()
+        else:  # a cluster: the index is in another slot; copy it a chunk at a time
+            from .run_index import RunIndex
+
+            for chunk in RunIndex(self.store).walk(index_key, since=since, until=until):
+                self.r.zadd(runs, dict(chunk))
+        pipe = self.r.pipeline(transaction=False)
         pipe.zcard(runs)
         pipe.zrange(runs, 0, sample - 1)
         pipe.expire(runs, self.ttl)
         res = pipe.execute()
-        total, first = int(res[-3]), tuple(texts(res[-2]))
+        total, first = int(res[0]), tuple(texts(res[1]))
         made = BulkJob(**{**job.__dict__, "total": total, "sample": first})
         if total == 0:
             made = BulkJob(**{**made.__dict__, "state": "done", "ended_at": made.created_at})
         key = self.keys.bulk_job(job.id)
-        pipe = self.r.pipeline(transaction=True)
+        pipe = self.r.pipeline(transaction=False)
         pipe.hset(key, mapping=made.fields())
         pipe.expire(key, self.ttl)
         pipe.zadd(self.keys.bulk_jobs, {job.id: round(job.created_at * 1000)})
