@@ -19,7 +19,7 @@ from .._core.run_record import FK
 from .._errors import FanoutError
 from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
-from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
+from .._ops.render import decrypted, events_table, run_json, runs_table, table, timeline
 from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time, statuses
 from .._version import __version__
 from . import bulk_commands
@@ -288,23 +288,17 @@ def cmd_event(args: argparse.Namespace) -> int:
 
 
 def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
-          act: Callable[[str], tuple[bool, str]], skipped: dict[str, Any] | None = None) -> int:
+          act: Callable[[str], tuple[bool, str]]) -> int:
+    """Cancel or replay the runs named on the command line, from this process (with
+    filters instead, a bulk job on the workers: bulk_commands.py)."""
     if args.dry_run:
-        missing = [rid for rid in args.run_ids if not target.has_run(rid)]
+        missing = [rid for rid in ids if not target.has_run(rid)]
         if missing:
             raise CliError(f"{missing[0]}: no run {missing[0]!r} (unknown, or past its "
                            "retention)")
-        note = ""
-        if skipped and skipped["count"]:
-            note = (f" ({skipped['count']} matching run(s) skipped: {len(skipped['replays'])} "
-                    f"replay(s) or rerun(s), {len(skipped['superseded'])} with a newer run "
-                    "of the same event)")
-        out(args, {"would": verb, "count": len(ids), "run_ids": ids,
-                    **({"skipped": skipped} if skipped is not None else {})},
-             f"would {verb} {len(ids)} run(s){note}" + "".join(f"\n{r}" for r in ids))
+        out(args, {"would": verb, "count": len(ids), "run_ids": ids},
+            f"would {verb} {len(ids)} run(s)" + "".join(f"\n{r}" for r in ids))
         return 0
-    bulk = not args.run_ids
-    progress = Progress(len(ids), verb) if bulk and ids else None
     results: list[dict[str, Any]] = []
     failures: list[str] = []
     for rid in ids:
@@ -315,23 +309,20 @@ def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
         results.append({"run_id": rid, "ok": ok, "result": detail})
         if not ok:
             failures.append(f"{rid}: {detail}")
-        if progress:
-            progress.advance(ok)
-    if failures and len(ids) == 1 and not bulk:
+    if failures and len(ids) == 1:
         raise CliError(failures[0])   # one run named, one line
     lines = [f"{r['run_id']} {r['result']}" for r in results]
     summary = f"{verb}: {len(ids) - len(failures)} of {len(ids)} run(s)"
-    if ids:
-        done = [r["run_id"] for r in results if r["ok"]]
-        # A replay's result is "-> <new run id>": the new runs are targets too.
-        started = [r["result"][3:] for r in results if r["ok"] and r["result"].startswith("-> ")]
-        reason = getattr(args, "reason", "") or ""
-        record_action(target, args, f"bulk {verb}" if bulk else verb, [*done, *started],
-                      f"{summary}: {reason}" if reason else summary, selected=len(ids))
-    out(args, {"results": results}, "\n".join([*lines, summary]) if ids else "no runs match")
-    if failures and not bulk:
+    done = [r["run_id"] for r in results if r["ok"]]
+    # A replay's result is "-> <new run id>": the new runs are targets too.
+    started = [r["result"][3:] for r in results if r["ok"] and r["result"].startswith("-> ")]
+    reason = getattr(args, "reason", "") or ""
+    record_action(target, args, verb, [*done, *started],
+                  f"{summary}: {reason}" if reason else summary, selected=len(ids))
+    out(args, {"results": results}, "\n".join([*lines, summary]))
+    if failures:
         raise CliError(failures[0])
-    return EXIT_ERROR if failures and len(failures) == len(ids) else 0
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
