@@ -26,6 +26,10 @@ def query_of(target: Target, args: argparse.Namespace, kind: str) -> BulkQuery:
     if not (args.fn or args.status or args.since or args.until or args.version or args.search):
         raise CliError(f"{kind} needs run ids or a filter (--fn, --status, --since, --until, "
                        "--version, --search)", EXIT_USAGE)
+    if "paused" in [s.strip() for s in (args.status or "").split(",")]:
+        raise CliError("--status paused is a view, not a status a job can select: use "
+                       "--fn F --status queued for the runs a paused function holds",
+                       EXIT_USAGE)
     try:
         search = dict(parse_term(term) for term in args.search or ())
         from .._redis.history import statuses
