@@ -194,6 +194,20 @@ class _Signals:
             if shared:
                 log.warning("fanout: %s", shared)
             self.rt.timers.start()
+            self._resume_bulk_jobs()
+
+    def _resume_bulk_jobs(self) -> None:
+        """Send the unfinished bulk jobs again: their message may have died with a
+        worker (the extra deliveries stop at their first batch counted already)."""
+        from .bulk_jobs import resend_unfinished
+
+        try:
+            n = resend_unfinished(self.rt)
+        except Exception:  # noqa: BLE001 - the worker starts anyway; say why
+            log.warning("fanout: could not resume the unfinished bulk jobs", exc_info=True)
+            return
+        if n:
+            log.info("fanout: resumed %d unfinished bulk job(s)", n)
 
     def _on_worker_stopping(self, **_: Any) -> None:
         # Sent from the worker's signal handler, which under the gevent and eventlet

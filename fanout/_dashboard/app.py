@@ -46,7 +46,7 @@ from .._redis.history import Page, RunSummary, parse_time
 from .._redis.insight import run_events
 from .._redis.live import fleet_stamp, run_stamp
 from .._redis.pause_store import PauseStore
-from . import access_pages, pages
+from . import access_pages, bulk_pages, pages
 from .actions import perform
 from .auth import LOCAL, Principal, Signer, Throttle, Token
 from .charts import charts_section
@@ -309,8 +309,11 @@ class DashboardApp:
         if path == "/api/audit":
             return self.json(200, [r.to_json() for r in self.audit.recent(
                 min(int(q.get("limit") or 100), 1000), int(q.get("offset") or 0))])
-        if path in ("/", "/overview", "/runs") or path.startswith("/runs/"):
+        if path in ("/", "/overview", "/runs") or path.startswith(("/runs/", "/bulk/")) \
+                and path != "/bulk/new":
             return self.live_page(req, who)
+        if path in ("/bulk", "/bulk/new"):
+            return self.bulk_get(req, who)
         if path == "/api/overview":
             depths, workers = self.fleet()
             fns = t.functions()
@@ -430,8 +433,30 @@ class DashboardApp:
             return Reply(200, body.encode(), "text/html; charset=utf-8", headers)
         return self.html(req, 200, title, body, who, self.signer.flash(req.query))
 
+    def bulk_get(self, req: Request, who: Principal) -> Reply:
+        """``/bulk``: the jobs; ``/bulk/new``: an operator's confirmation, with the exact
+        count of the runs the job would act on."""
+        from .._celery.bulk_jobs import submit
+        from .._redis.bulk_store import BulkStore
+
+        if req.path == "/bulk":
+            return self.html(req, 200, "Bulk jobs", bulk_pages.jobs_page(
+                BulkStore(self.target.runtime.store).jobs(100)), who)
+        csrf = self.csrf(req, who)
+        if not csrf:
+            raise HttpError(403, f"{who.name} has a {who.role} token: it can look but not "
+                                 "act. Ask for an operator token.")
+        kind = req.query.get("kind", "")
+        query = bulk_pages.query_from(self.target, req.query, kind)
+        preview = submit(self.target.runtime, kind, query, who=who.name, reason="",
+                         client="dashboard", dry_run=True)
+        return self.html(req, 200, f"Bulk {kind}",
+                         bulk_pages.confirm_page(preview, req.query, csrf), who)
+
     def _stamp(self, req: Request) -> str | None:
         store = self.target.runtime.store
+        if req.path.startswith("/bulk/"):
+            return None  # the job's hash: read every time
         if req.path.startswith("/runs/"):
             return run_stamp(store, req.path.rsplit("/", 1)[1])
         stamp = fleet_stamp(store)
@@ -468,8 +493,17 @@ class DashboardApp:
             runs = self._runs(q, fn_key)
             counts = self.memo.get(f"counts:{fn_key}", fleet_stamp(store),
                                    lambda: day_counts(t.history, fn_key=fn_key))
-            return "Runs", pages.runs_page(runs, t.functions(), q, counts=counts,
-                                           names=self._names(runs.items), csrf=csrf)
+            return "Runs", pages.runs_page(
+                runs, t.functions(), q, counts=counts, names=self._names(runs.items),
+                csrf=csrf, bulk=bulk_pages.bulk_buttons(q, runs.total) if csrf else "")
+        if path.startswith("/bulk/"):
+            from .._redis.bulk_store import BulkStore
+
+            job = BulkStore(store).get(path.rsplit("/", 1)[1])
+            if job is None:
+                raise HttpError(404, f"no bulk job {path.rsplit('/', 1)[1]} (unknown, or "
+                                     "past its retention)")
+            return f"Bulk job {job.id}", bulk_pages.job_page(job)
         run_id = path.rsplit("/", 1)[1]
         fields = store.run_fields(run_id)
         info = store.run_info(run_id, fields)

@@ -154,6 +154,21 @@ class Keyspace:
         """The audit records about one run, event or function."""
         return f"{self.prefix}:audit:on:{target}"
 
+    # -- bulk jobs (cancel or replay by query, in batches on the workers) -----------------
+
+    def bulk_job(self, job_id: str) -> str:
+        """One bulk job's record (a hash); its id is the hash tag, as for a run."""
+        return f"{self.prefix}:bulk:{{{job_id}}}"
+
+    def bulk_runs(self, job_id: str) -> str:
+        """The runs a bulk job acts on: the matching runs when it was submitted."""
+        return f"{self.prefix}:bulk:{{{job_id}}}:runs"
+
+    @property
+    def bulk_jobs(self) -> str:
+        """Every bulk job, scored by its creation time (ms)."""
+        return f"{self.prefix}:bulk:jobs"
+
     # -- the metrics' rollups (beside the metrics hash, whatever its name) ------------------
 
     @staticmethod
