@@ -460,7 +460,8 @@ class History:
 
     def prune(self, *, now: float | None = None, batch: int = 500) -> PruneReport:
         """Drop index entries older than the retention whose run or event is gone,
-        from every index (all runs, per function, status, version, search attribute).
+        from every index (all runs, per function, status, version, search attribute,
+        the ended feed).
 
         Events expire exactly ``retention`` after they were stored, so their index
         entries are trimmed by score.  A run's hash expires ``retention`` after it
@@ -473,7 +474,8 @@ class History:
         rep.events_removed += int(self.r.zremrangebyscore(self.keys.events_index, "-inf", horizon))
         for key in self._keys(self.keys.event_name_index_pattern()):
             self.r.zremrangebyscore(key, "-inf", horizon)
-        run_keys = [self.keys.runs_index, *self._keys(self.keys.fn_index_pattern())]
+        run_keys = [self.keys.runs_index, self.keys.ended_index,
+                    *self._keys(self.keys.fn_index_pattern())]
         for pattern in self.keys.index_patterns():
             run_keys += self._keys(pattern)
         for key in run_keys:
