@@ -164,6 +164,7 @@ class PgRun:
     event_names: list[str]
     event_ids: list[str]
     created_ms: int = 0
+    record: dict[str, Any] | None = None
 
 
 @dataclass
@@ -267,6 +268,8 @@ class PgHistory:
         search: Mapping[str, Any] | None = None,
         cursor: str | None = None,
         limit: int = 100,
+        exclude: Sequence[str] = (),
+        with_records: bool = False,
     ) -> PgPage:
         """Runs newest first (by creation, then run id), filtered; ``total`` counts every
         match. ``search`` maps a path (``data.<field>...`` over the event's data,
@@ -276,6 +279,9 @@ class PgHistory:
         both give the same pages. Cursors: ``"<created ms>:<run id>"`` pages older,
         ``"^..."`` newer."""
         where, args = self._where(fn_key, status, since, until, version, event_name, search)
+        if exclude:  # the runs the caller reads elsewhere (the combined listing: Redis)
+            where.append("NOT (run_id = ANY(%s))")
+            args.append(list(exclude))
         base_where = list(where)
         base_args = list(args)
         back = bool(cursor and cursor.startswith("^"))
@@ -285,8 +291,9 @@ class PgHistory:
             where.append(f"(created_ms, run_id) {op} (%s, %s)")
             args += [created_ms, rid]
         order = "ASC" if back else "DESC"
-        sql = (f"SELECT run_id, fn_key, fn_id, app, status, version, created_at, started_at, "
-               f"ended_at, event_names, event_ids, created_ms FROM {TABLE}"
+        sql = ("SELECT run_id, fn_key, fn_id, app, status, version, created_at, started_at, "
+               "ended_at, event_names, event_ids, created_ms"
+               + (", record" if with_records else "") + f" FROM {TABLE}"
                + (" WHERE " + " AND ".join(where) if where else "")
                + f" ORDER BY created_ms {order}, run_id {order} LIMIT %s")
         count_sql = (f"SELECT count(*) FROM {TABLE}"
@@ -308,7 +315,8 @@ class PgHistory:
         runs = [PgRun(run_id=r[0], fn_key=r[1], fn_id=r[2], app_id=r[3], status=r[4],
                       version=r[5], created_at=_epoch(r[6]), started_at=_epoch(r[7]),
                       ended_at=_epoch(r[8]), event_names=list(r[9] or []),
-                      event_ids=list(r[10] or []), created_ms=int(r[11])) for r in rows]
+                      event_ids=list(r[10] or []), created_ms=int(r[11]),
+                      record=dict(r[12]) if with_records else None) for r in rows]
         total = int(count_row[0]) if count_row else 0
         older = (more if not back else True) and bool(runs)
         newer = (bool(cursor) if not back else more) and bool(runs)

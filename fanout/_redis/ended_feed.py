@@ -59,6 +59,17 @@ def record_of(fields: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+def fields_of(record: dict[str, Any]) -> dict[str, str]:
+    """The inverse of :func:`record_of`: a record as the hash's text fields."""
+    out: dict[str, str] = {}
+    for name, value in record.items():
+        if name in _JSON_FIELDS or is_step_field(name):
+            out[name] = json.dumps(value, separators=(",", ":"))
+        else:
+            out[name] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
 class EndedFeed:
     """Reading the ended feed from the copier's cursor, and the copier's lease."""
 
@@ -133,6 +144,23 @@ class EndedFeed:
         """How many runs ended after ``position``'s millisecond (the copier's lag)."""
         low = "-inf" if position == START else f"({position[0]}"
         return int(self.r.zcount(self.keys.ended_index, low, "+inf"))
+
+    def live(self, fn_keys: Sequence[str]) -> list[str]:
+        """The runs a listing must read from Redis while the history store holds the
+        rest: the active runs of ``fn_keys`` (every function's when empty is passed as
+        all of them) and the runs that ended but are not copied yet (after the cursor;
+        some may be copied already: the listing takes them from here)."""
+        pipe = self.r.pipeline(transaction=False)
+        for fk in fn_keys:
+            pipe.zrange(self.keys.status_index("active", fk), 0, -1)
+        pending = self.after(self.cursor(), limit=1_000_000, upto_ms=2**62)
+        seen: dict[str, None] = {}
+        for rows in pipe.execute() if fn_keys else []:
+            for raw in rows:
+                seen[text(raw)] = None
+        for _, rid in pending:
+            seen[rid] = None
+        return list(seen)
 
     def records(self, run_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         """The records of the runs (one pipeline); None for a run whose hash is gone."""

@@ -6,6 +6,10 @@ Redis indexes on the same runs."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +22,8 @@ pg_support.require_postgres()
 
 import fanout  # noqa: E402
 from fanout._postgres.store import PgHistory, parse_search  # noqa: E402
-from tests.support import make_app, redis_for, run_of, wait_for, wait_run  # noqa: E402
+from fanout._redis.history import History  # noqa: E402
+from tests.support import ROOT, make_app, redis_for, run_of, wait_for, wait_run  # noqa: E402
 
 PG_URL = pg_support.database_url()
 r = redis_for(__name__)
@@ -91,11 +96,12 @@ def test_each_ended_run_is_copied_once_and_the_listings_agree(worker: Any) -> No
         assert row is not None and row["st"] == "failed"
         assert "order 100 refused" in str(row["err"])
         assert h.record(ok[3])["out"] == {"total": 30, "tier": "gold"}  # type: ignore[index]
-        # The same exact answers as Redis on the same (ended) runs.
+        # The same exact answers as the Redis indexes on the same (ended) runs.
+        redis_history = History(client.runtime.store)
         for status in ("completed", "failed", "cancelled"):
-            redis_page = client.list_runs(fn_id="order", status=status, limit=100)
+            redis_page = redis_history.runs(fn_key="hpg:order", status=status, limit=100)
             pg_page = h.runs(fn_key="hpg:order", status=status, limit=100)
-            assert [x.run_id for x in pg_page.runs] == [x.run_id for x in redis_page]
+            assert [x.run_id for x in pg_page.runs] == [x.run_id for x in redis_page.items]
             assert pg_page.total == redis_page.total
         # Paging both ways, with the total: 26 ended runs in pages of 10.
         first = h.runs(fn_key="hpg:order", limit=10)
@@ -104,8 +110,8 @@ def test_each_ended_run_is_copied_once_and_the_listings_agree(worker: Any) -> No
         third = h.runs(fn_key="hpg:order", limit=10, cursor=second.next_cursor)
         assert len(third.runs) == 6 and third.next_cursor is None
         everything = [x.run_id for p in (first, second, third) for x in p.runs]
-        assert everything == [x.run_id for x in client.list_runs(fn_id="order", status=
-                              "completed,failed,cancelled", limit=100)]
+        assert everything == [x.run_id for x in redis_history.runs(
+            fn_key="hpg:order", status="completed,failed,cancelled", limit=100).items]
         back = h.runs(fn_key="hpg:order", limit=10, cursor=second.prev_cursor)
         assert [x.run_id for x in back.runs] == [x.run_id for x in first.runs]
         # JSONB search over the event's data and the output, and the event name.
@@ -133,3 +139,52 @@ def test_an_outage_of_postgres_is_caught_up_afterwards(worker: Any) -> None:
     ids = _pg_ids()
     assert len(ids) == len(set(ids)) == len(before) + 10
     assert "copying ended runs to the PostgreSQL history store" in worker.log()
+
+
+def _cli(*args: str) -> Any:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FANOUT_APP": __name__}
+    res = subprocess.run([sys.executable, "-m", "fanout._cli", *args, "--json"], cwd=ROOT,
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_list_runs_and_the_cli_read_postgres_and_redis_as_one(worker: Any) -> None:
+    """With the store configured, list_runs and `fanout runs` merge the ended runs of
+    PostgreSQL with the active and not-yet-copied ones of Redis: the same pages and
+    totals as the Redis indexes alone, on every filter both answer."""
+    fresh = _send({"n": 2000})  # ended just now: in Redis, maybe not copied yet
+    wait_run(client, fresh[0])
+    redis_history = History(client.runtime.store)
+    for status in (None, "completed", "failed", "cancelled", "sleeping", "active",
+                   "completed,failed"):
+        want = redis_history.runs(fn_key="hpg:order", status=status, limit=1000)
+        got = client.list_runs(fn_id="order", status=status, limit=1000)
+        assert [x.run_id for x in got] == [x.run_id for x in want.items], status
+        assert got.total == want.total, status
+        listed = _cli("runs", "--fn", "order", *(["--status", status] if status else []),
+                      "--limit", "1000")
+        assert [x["run_id"] for x in listed["runs"]] == [x.run_id for x in want.items]
+        assert listed["total"] == want.total and listed["source"] == "postgres+redis"
+    # Paging both ways through the merged listing, in pages of 7.
+    all_ids = [x.run_id for x in redis_history.runs(fn_key="hpg:order", limit=1000).items]
+    seen: list[str] = []
+    pages = []
+    cursor = None
+    while True:
+        page = client.list_runs(fn_id="order", limit=7, cursor=cursor)
+        assert page.total == len(all_ids)
+        pages.append(page)
+        seen += [x.run_id for x in page]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == all_ids
+    back = client.list_runs(fn_id="order", limit=7, cursor=pages[2].prev_cursor)
+    assert [x.run_id for x in back] == [x.run_id for x in pages[1]]
+    # What only the store answers: any JSON path, an event name.
+    found = client.list_runs(search={"data.user_id": 7})
+    assert len(found) == 1 and found[0].output == {"total": 70, "tier": "gold"}
+    assert _cli("runs", "--search", "data.user_id=7")["total"] == 1
+    assert client.list_runs(event_name="hpg/order", limit=1000).total == len(all_ids)
+    assert _cli("runs", "--event-name", "hpg/none")["total"] == 0
