@@ -50,17 +50,28 @@ def _json(raw: str | None) -> Any:
         return None
 
 
-def _contains(doc: Any, want: Any) -> bool:
-    """JSONB ``@>`` as PostgreSQL defines it for the documents a search compiles to."""
+def _contains(doc: Any, want: Any, *, top: bool = True) -> bool:
+    """JSONB ``@>`` as PostgreSQL defines it (tests/unit/test_history_pg_search.py
+    compares the two): objects by their keys, arrays by their elements, and a scalar is
+    contained in an array that holds it only at the top level."""
     if isinstance(want, dict):
-        return isinstance(doc, dict) and all(k in doc and _contains(doc[k], v)
+        return isinstance(doc, dict) and all(k in doc and _contains(doc[k], v, top=False)
                                              for k, v in want.items())
     if isinstance(want, list):
-        return isinstance(doc, list) and all(any(_contains(d, w) for d in doc) for w in want)
-    if isinstance(doc, list):  # a scalar is contained in an array holding it (top level)
-        return any(d == want and type(d) is type(want) for d in doc)
-    return bool(doc == want and (type(doc) is type(want)
-                                 or {type(doc), type(want)} <= {int, float}))
+        return isinstance(doc, list) and all(any(_contains(d, w, top=False) for d in doc)
+                                             for w in want)
+    if isinstance(doc, list):
+        return top and any(_same(d, want) for d in doc)
+    return _same(doc, want)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """JSON scalar equality: numbers by value, booleans and null only as themselves."""
+    if isinstance(a, bool) or isinstance(b, bool) or a is None or b is None:
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return bool(a == b)
+    return type(a) is type(b) and bool(a == b)
 
 
 def _matches(f: Mapping[str, str], *, fn_key: str | None, wanted: frozenset[str] | None,
