@@ -188,3 +188,25 @@ def test_list_runs_and_the_cli_read_postgres_and_redis_as_one(worker: Any) -> No
     assert _cli("runs", "--search", "data.user_id=7")["total"] == 1
     assert client.list_runs(event_name="hpg/order", limit=1000).total == len(all_ids)
     assert _cli("runs", "--event-name", "hpg/none")["total"] == 0
+
+
+def test_the_dashboards_runs_list_reads_the_store(worker: Any) -> None:
+    """The dashboard's runs list (JSON and page) with the store: the same runs and totals
+    as the Redis indexes, status by status."""
+    import urllib.request
+
+    from tests import browser
+
+    redis_history = History(client.runtime.store)
+    for base in browser.serve_dashboard(__name__):
+        for status in ("", "failed", "completed", "cancelled", "sleeping"):
+            with urllib.request.urlopen(f"{base}/api/runs?fn=order&status={status}"
+                                        "&limit=500", timeout=60) as res:
+                api = json.loads(res.read())
+            want = redis_history.runs(fn_key="hpg:order", status=status or None, limit=500)
+            assert [x["run_id"] for x in api["runs"]] == [x.run_id for x in want.items]
+            assert api["total"] == want.total
+        with urllib.request.urlopen(f"{base}/runs?status=failed", timeout=60) as res:
+            page = res.read().decode()
+        failed = redis_history.runs(status="failed", limit=500).items
+        assert failed and all(x.run_id in page for x in failed)
