@@ -94,11 +94,11 @@ class Copier:
         if not self._schema_ready:
             self.history.create_schema()
             self._schema_ready = True
+        self._retention()
         position = feed.cursor()
         upto = feed.now_ms() - int(self.settle * 1000)
         due = feed.after(position, limit=self.batch, upto_ms=upto)
         if not due:
-            self._retention()
             return 0
         records = feed.records([rid for _, rid in due])
         runs = [(rid, rec) for (_, rid), rec in zip(due, records, strict=True) if rec is not None]

@@ -50,3 +50,36 @@ def test_containment_agrees_with_postgres() -> None:
                                    (json.dumps(doc), json.dumps(want))).fetchone()
                 assert row is not None
                 assert _contains(doc, want) == row[0], (doc, want)
+
+
+def test_retention_deletes_the_runs_that_ended_before_it() -> None:
+    import os
+    import time
+
+    from fanout._postgres.copier import Copier
+    from fanout._postgres.store import PgHistory
+
+    url = f"{pg_support.SERVER}/fanout_test_{os.getpid()}_retention"
+    name = url.rsplit("/", 1)[1]
+    with pg_support.admin() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    h = PgHistory(url)
+    try:
+        h.create_schema()
+        h.create_schema()  # idempotent
+        now = time.time()
+        old = {"st": "completed", "fk": "a:f", "c": repr(now - 41 * 86400),
+               "t1": repr(now - 40 * 86400)}
+        new = {"st": "failed", "fk": "a:f", "c": repr(now - 10), "t1": repr(now - 5)}
+        assert h.upsert([("old", old), ("new", new), ("new", new)]) == 3  # one row each
+        assert h.count() == 2
+        copier = Copier(lambda: None, h, retention_days=30)  # type: ignore[arg-type,return-value]
+        copier._retention()
+        assert [r.run_id for r in h.runs().runs] == ["new"]
+        h.upsert([("old2", old)])
+        copier._retention()  # once an hour, not every round
+        assert h.count() == 2
+    finally:
+        h.close()
+        pg_support.drop_database(url)
