@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .._core.run_record import CREATED, EVENT, EVENTS, FK, OUTPUT, ST, VERSION, VERSIONS
 from .._redis.ended_feed import EndedFeed, fields_of
 from .._redis.history import RunSummary, statuses
 from .._redis.run_index import RunIndex
@@ -38,7 +39,7 @@ class CombinedPage:
 
 def _ms(f: Mapping[str, str]) -> int:
     try:
-        return int(math.floor(float(f.get("c") or 0) * 1000))
+        return int(math.floor(float(f.get(CREATED) or 0) * 1000))
     except ValueError:
         return 0
 
@@ -77,28 +78,28 @@ def _same(a: Any, b: Any) -> bool:
 def _matches(f: Mapping[str, str], *, fn_key: str | None, wanted: frozenset[str] | None,
              since_ms: int | None, until_ms: int | None, version: str | None,
              event_name: str | None, search: Mapping[str, Any] | None) -> bool:
-    if not f.get("st"):
+    if not f.get(ST):
         return False
-    if fn_key and f.get("fk") != fn_key:
+    if fn_key and f.get(FK) != fn_key:
         return False
-    if wanted is not None and f["st"] not in wanted:
+    if wanted is not None and f[ST] not in wanted:
         return False
     ms = _ms(f)
     if since_ms is not None and ms < since_ms:
         return False
     if until_ms is not None and ms > until_ms:
         return False
-    if version and f.get("v") != version and version not in (_json(f.get("vs")) or []):
+    if version and f.get(VERSION) != version and version not in (_json(f.get(VERSIONS)) or []):
         return False
-    event = _json(f.get("event"))
+    event = _json(f.get(EVENT))
     if event_name:
-        events = _json(f.get("events")) or ([event] if event else [])
+        events = _json(f.get(EVENTS)) or ([event] if event else [])
         if event_name not in {e.get("name") for e in events if isinstance(e, dict)}:
             return False
     for path, value in (search or {}).items():
         column, doc = search_clause(path, value)
         have = ((event or {}).get("data") if isinstance(event, dict) else None) \
-            if column == "event_data" else _json(f.get("out"))
+            if column == "event_data" else _json(f.get(OUTPUT))
         if have is None or not _contains(have, doc):
             return False
     return True

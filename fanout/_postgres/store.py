@@ -18,6 +18,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._core.run_record import (
+    APP,
+    CREATED,
+    ENDED,
+    ERROR,
+    EV,
+    EVENT,
+    EVENTS,
+    FK,
+    FN,
+    OUTPUT,
+    SEARCH,
+    ST,
+    STARTED,
+    VERSION,
+    VERSIONS,
+)
 from .._errors import ConfigError
 
 try:  # the optional extra
@@ -107,42 +124,42 @@ def _jsonb(value: Any) -> Any:
 
 def row_of(run_id: str, rec: Mapping[str, Any]) -> tuple[Any, ...]:
     """The table row of a run record (``ended_feed.record_of``)."""
-    event = rec.get("event") if isinstance(rec.get("event"), dict) else None
-    events = rec.get("events") if isinstance(rec.get("events"), list) else None
+    event = rec.get(EVENT) if isinstance(rec.get(EVENT), dict) else None
+    events = rec.get(EVENTS) if isinstance(rec.get(EVENTS), list) else None
     evs = [e for e in (events or ([event] if event else [])) if isinstance(e, dict)]
     names = sorted({str(e.get("name")) for e in evs if e.get("name")})
-    raw_ids, raw_vs = rec.get("ev"), rec.get("vs")
+    raw_ids, raw_vs = rec.get(EV), rec.get(VERSIONS)
     ids: list[Any] = raw_ids if isinstance(raw_ids, list) else []
     vs: list[Any] = raw_vs if isinstance(raw_vs, list) else []
-    version = rec.get("v") or None
+    version = rec.get(VERSION) or None
     search: dict[str, Any] | None = None
-    paths = rec.get("sa")
+    paths = rec.get(SEARCH)
     if isinstance(paths, list) and paths:
         search = {}
         for path in paths:
             root, _, rest = str(path).partition(".")
-            doc: Any = (event or {}).get("data") if root == "data" else rec.get("out")
+            doc: Any = (event or {}).get("data") if root == "data" else rec.get(OUTPUT)
             for part in rest.split(".") if rest else []:
                 doc = doc.get(part) if isinstance(doc, dict) else None
             if doc is not None:
                 search[str(path)] = doc
     return (
         run_id,
-        str(rec.get("app") or ""),
-        str(rec.get("fk") or ""),
-        str(rec.get("fn") or ""),
-        str(rec.get("st") or ""),
+        str(rec.get(APP) or ""),
+        str(rec.get(FK) or ""),
+        str(rec.get(FN) or ""),
+        str(rec.get(ST) or ""),
         version,
         [str(v) for v in vs if v] or ([version] if version else []),
-        _ms_of(rec.get("c")),
-        _ts(rec.get("c")),
-        _ts(rec.get("t0")),
-        _ts(rec.get("t1")),
+        _ms_of(rec.get(CREATED)),
+        _ts(rec.get(CREATED)),
+        _ts(rec.get(STARTED)),
+        _ts(rec.get(ENDED)),
         names,
         [str(i) for i in ids],
         _jsonb(event.get("data") if event else None),
-        _jsonb(rec.get("out")),
-        _jsonb(rec.get("err")),
+        _jsonb(rec.get(OUTPUT)),
+        _jsonb(rec.get(ERROR)),
         _jsonb(search),
         Jsonb(dict(rec)),
     )
