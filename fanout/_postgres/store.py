@@ -74,6 +74,7 @@ CREATE INDEX IF NOT EXISTS {TABLE}_fn_created ON {TABLE} (fn_key, created_ms DES
 CREATE INDEX IF NOT EXISTS {TABLE}_status_created ON {TABLE} (status, created_ms DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE} (created_ms DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS {TABLE}_version ON {TABLE} (version);
+CREATE INDEX IF NOT EXISTS {TABLE}_versions ON {TABLE} USING gin (versions);
 CREATE INDEX IF NOT EXISTS {TABLE}_ended ON {TABLE} (ended_at);
 CREATE INDEX IF NOT EXISTS {TABLE}_event_names ON {TABLE} USING gin (event_names);
 CREATE INDEX IF NOT EXISTS {TABLE}_event_data ON {TABLE} USING gin (event_data jsonb_path_ops);
@@ -150,7 +151,7 @@ def row_of(run_id: str, rec: Mapping[str, Any]) -> tuple[Any, ...]:
         str(rec.get(FN) or ""),
         str(rec.get(ST) or ""),
         version,
-        [str(v) for v in vs if v] or ([version] if version else []),
+        list(dict.fromkeys([str(v) for v in ([version] if version else []) + vs if v])),
         _ms_of(rec.get(CREATED)),
         _ts(rec.get(CREATED)),
         _ts(rec.get(STARTED)),
@@ -370,8 +371,12 @@ class PgHistory:
         if status:
             names = ([s.strip() for s in status.split(",") if s.strip()]
                      if isinstance(status, str) else list(status))
-            where.append("status = ANY(%s)")
-            args.append(names)
+            if len(names) == 1:  # equality: the (status, created) indexes give the order
+                where.append("status = %s")
+                args.append(names[0])
+            else:
+                where.append("status = ANY(%s)")
+                args.append(names)
         # The bounds as the Redis indexes take them: milliseconds, both inclusive.
         if since is not None:
             where.append("created_ms >= %s")
@@ -380,8 +385,9 @@ class PgHistory:
             where.append("created_ms <= %s")
             args.append(round(float(until) * 1000))
         if version:
-            where.append("(version = %s OR %s = ANY(versions))")
-            args += [version, version]
+            # versions holds the creation version too (row_of): one GIN lookup.
+            where.append("versions @> ARRAY[%s]::text[]")
+            args.append(version)
         if event_name:
             where.append("event_names @> ARRAY[%s]::text[]")
             args.append(event_name)
