@@ -349,12 +349,19 @@ class Fanout:
         user: Mapping[str, Any] | None = None,
     ) -> str:
         """Send one event and return its id: the one-line call for a view."""
-        ev = Event(name=name, data=dict(data or {}), id=id, user=dict(user) if user else None)
+        # Anything but a mapping goes to Event as given, which names the problem
+        # (EventError), rather than failing in dict() with a TypeError.
+        ev = Event(name=name,
+                   data=dict(data) if isinstance(data, Mapping) else {} if data is None else data,
+                   id=id, user=(dict(user) or None) if isinstance(user, Mapping) else user)
         return self.send_sync(ev)[0]
 
     def invoke(self, function: Callable[..., Any] | str, data: Mapping[str, Any] | None = None) -> str:
         """Start a run of ``function`` now (whatever its triggers); returns the run id."""
         fn = self._function(function)
+        if data is not None and not isinstance(data, Mapping):
+            raise EventError(f"invoke data must be a JSON object (a dict), not "
+                             f"{type(data).__name__}")
         ev = Event(name=INVOKE_EVENT, data={"fn_id": fn.fn_id, **dict(data or {})})
         prepared = prepare_batch(ev, allow_reserved=True, max_bytes=self.max_event_bytes)
         (eid,) = self._rt.publisher.publish(prepared, target=fn.key)

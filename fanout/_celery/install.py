@@ -98,6 +98,50 @@ def delivery_warnings(app: Celery) -> list[str]:
     return found
 
 
+_DEPLOYMENT_GUIDE = "https://github.com/fanout-dev/celery-fanout/blob/main/docs/howto/deployment.md#a-redis-broker-beside-the-store"
+
+
+def _redis_place(url: str) -> tuple[str, str] | None:
+    """``(server, database)`` of a Redis URL (broker or store), None for anything else."""
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        query = dict(parse_qsl(parts.query))
+        if scheme in ("unix", "redis+socket"):
+            return f"unix:{parts.path}", query.get("db") or query.get("virtual_host") or "0"
+        if scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+            return None
+        host = (parts.hostname or "localhost").lower()
+        host = "localhost" if host in ("127.0.0.1", "::1", "localhost") else host
+        return f"{host}:{parts.port or 6379}", parts.path.strip("/") or query.get("db") or "0"
+    except ValueError:
+        return None
+
+
+def shared_redis_warning(app: Celery, store_url: str) -> str | None:
+    """A warning when the Celery broker and fanout's store share a Redis server."""
+    from kombu.utils.url import maybe_sanitize_url
+
+    conf = app.conf
+    brokers = conf.broker_write_url or conf.broker_url or ""
+    store = _redis_place(store_url)
+    if store is None or not isinstance(brokers, str):
+        return None
+    for broker_url in brokers.split(";"):
+        broker = _redis_place(broker_url.strip())
+        if broker is None or broker[0] != store[0]:
+            continue
+        where = "database" if broker[1] == store[1] else "server"
+        return (f"the Celery broker ({maybe_sanitize_url(broker_url.strip())}) and fanout's "
+                f"store ({maybe_sanitize_url(store_url)}) share one Redis {where}: a full or "
+                "evicting Redis then stops both, and the store needs maxmemory-policy "
+                "noeviction, which a broker backlog fills. Give the broker its own Redis "
+                f"server or RabbitMQ: {_DEPLOYMENT_GUIDE}")
+    return None
+
+
 class _Signals:
     """The worker signals of one runtime."""
 
@@ -145,6 +189,11 @@ class _Signals:
 
     def _on_worker_ready(self, sender: Any = None, **_: Any) -> None:
         if self._mine(sender):
+            # Here, not at worker_init: Celery's logging is set up by now, so this is a
+            # WARNING record in the worker's log format.
+            shared = shared_redis_warning(self.rt.app, self.rt.redis_url)
+            if shared:
+                log.warning("fanout: %s", shared)
             self.rt.timers.start()
             # The PostgreSQL history store's copier (fanout_history_url), in the main
             # process only: a thread of its own, never in a pass.

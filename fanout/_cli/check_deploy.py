@@ -12,6 +12,7 @@ from typing import Any
 
 from .._core.deploy_replay import RunCheck
 from .._ops.deploy_check import DeployCheck, FunctionCheck, check_deploy
+from .arguments import positive_arg
 from .common import EXIT_USAGE, CliError, find_target, out
 
 
@@ -81,5 +82,5 @@ def add_check_deploy(add: Callable[[str, Callable[[argparse.Namespace], int], st
             "(read-only): exit 1 if a deploy of it would fail some")
     p.add_argument("--fn", action="append", metavar="FN",
                    help="only this function (app:fn or fn; repeat for more)")
-    p.add_argument("--limit", type=int, default=10_000, metavar="N",
+    p.add_argument("--limit", type=positive_arg, default=10_000, metavar="N",
                    help="runs read per function, newest first (10000)")

@@ -16,13 +16,27 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from .._celery.history_copy import history_url as history_url_setting
+from .._core.event import quoted
 from .._core.run_record import FK
 from .._errors import FanoutError
 from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
 from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
-from .._redis.history import MAX_LIMIT, RunSummary, iso, parse_time, statuses
+from .._redis.history import MAX_LIMIT, RunSummary, iso
 from .._version import __version__
+from .arguments import (
+    cursor_arg,
+    join_dash_values,
+    json_arg,
+    key_arg,
+    limit_arg,
+    port_arg,
+    positive_arg,
+    seconds_arg,
+    status_arg,
+    time_arg,
+    wanted_statuses,
+)
 from .check_deploy import add_check_deploy
 from .common import (
     EXIT_ERROR,
@@ -36,6 +50,7 @@ from .common import (
 )
 from .ingest_commands import add_keys_commands
 from .pause_commands import add_pause_commands
+from .send_command import cmd_send
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,106 +58,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def _json_arg(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(
-            f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"must be a JSON object, not {type(value).__name__}")
-    return value
-
-
-def _time_arg(text: str) -> float:
-    try:
-        return parse_time(text)
-    except FanoutError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _seconds_arg(text: str) -> float:
-    try:
-        secs = float(text)
-    except ValueError:
-        secs = float("nan")
-    if not 0 < secs < 86_400 * 365:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, like 30 (not "
-                                         f"{text!r})")
-    return secs
-
-
-def _limit_arg(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-    if not 1 <= n <= 100_000:
-        raise argparse.ArgumentTypeError("must be from 1 to 100000")
-    return n
-
-
 # -- commands --------------------------------------------------------------------------
 
 
 def cmd_functions(args: argparse.Namespace) -> int:
-    fns = find_target(args, memory_ok=True).functions()
-    rows = []
+    target = find_target(args, memory_ok=True)
+    fns = target.functions()
+    # A memory:// store lives in another process: nothing there is paused for this one.
+    keys = set() if target.is_memory else paused_functions(target.runtime.store)
+    paused = {fn.key: target.pause_info(fn.key) if fn.key in keys else None for fn in fns}
+    rows, shown = [], []
     for fn in fns:
         d = fn.describe()
         trig = ", ".join(t["event"] + (f" if {t['expression']}" if t.get("expression") else "")
                          if "event" in t else f"cron {t['cron']}" for t in d["triggers"])
-        rows.append([fn.key, fn.name, trig, str(fn.retries)])
-    out(args, [fn.describe() for fn in fns],
-         table(["FUNCTION", "NAME", "TRIGGERS", "RETRIES"], rows) if rows else "no functions")
-    return 0
-
-
-def cmd_send(args: argparse.Namespace) -> int:
-    target = find_target(args)
-    history = target.history
-    earlier = history.event(args.id) if args.id else None
-    eid = target.send(args.name, args.data, id=args.id, user=args.user)
-    notes: list[str] = []
-    if earlier is not None:
-        notes.append(f"event id {eid!r} was already stored: the data given was ignored; the "
-                     f"earlier event stands ({earlier.name}, sent {iso(earlier.ts)})")
-    named, accepted = target.triggered_by(eid)
-    nothing = ""
-    if not named:
-        declared = ", ".join(target.event_triggers()) or "none"
-        name = earlier.name if earlier is not None else args.name
-        nothing = f"no function is triggered by event {name!r}; declared triggers: {declared}"
-    elif not accepted:
-        conditions = ", ".join(f"{fn.key} if {t.expression}" for fn in named
-                               for t in fn.event_triggers if t.expression)
-        nothing = f"no trigger's condition accepts this event: {conditions}"
-    if nothing and not args.wait:
-        notes.append(nothing)
-    for text in notes:
-        note(f"note: {text}")
-    if not args.wait:
-        out(args, {"event_id": eid, "notes": notes}, eid)
-        return 0
-    if nothing:
-        raise CliError(f"event {eid} was stored, but {nothing}")
-    deadline = time.monotonic() + args.wait
-    runs: list[RunSummary] = []
-    while time.monotonic() < deadline:
-        runs = history.runs_of_event(eid)
-        if runs and all(r.ended_at is not None for r in runs):
-            break
-        time.sleep(0.1)
-    if not runs:
-        raise CliError(f"no worker picked up event {eid} within {args.wait:g} s: is a worker "
-                       f"running on broker {target.broker_url}? (celery -A {target.spec} worker; "
-                       "--broker URL names another broker)")
-    out(args, {"event_id": eid, "runs": [r.to_json() for r in runs], "notes": notes},
-         f"event {eid}\n" + runs_table(runs))
-    running = [r.run_id for r in runs if r.ended_at is None]
-    if running and not args.json:
-        note(f"note: {len(running)} run(s) still going after {args.wait:g} s: "
-              f"fanout run {running[0]}")
+        info = paused[fn.key]
+        state = "active" if info is None else "paused" + (f" ({info.reason})" if info.reason
+                                                          else "")
+        rows.append([fn.key, fn.name, trig, str(fn.retries), state])
+        shown.append({**d, "key": fn.key, "paused": info is not None,
+                      "pause": None if info is None else {
+                          "since": iso(info.since), "reason": info.reason,
+                          "waiting_passes": info.parked}})
+    out(args, shown, table(["FUNCTION", "NAME", "TRIGGERS", "RETRIES", "STATE"], rows)
+        if rows else "no functions")
     return 0
 
 
@@ -157,21 +96,18 @@ def cmd_runs(args: argparse.Namespace) -> int:
     history = target.history
     if args.event:
         if history.event(args.event) is None:
-            raise CliError(f"no event {args.event!r} (unknown, or past its retention)")
+            raise CliError(f"no event {quoted(args.event)} (unknown, or past its retention)")
         runs = show_paused(history.runs_of_event(args.event),
                            paused_functions(target.runtime.store))
-        if args.status:
-            runs = [r for r in runs if r.status in args.status.split(",")]
+        wanted = wanted_statuses(args.status)
+        if wanted:
+            runs = [r for r in runs if r.status in wanted]
         if args.version:
             runs = [r for r in runs if args.version in r.versions]
         out(args, {"runs": [r.to_json() for r in runs], "next_cursor": None},
              runs_table(runs) if runs else "no runs")
         return 0
     fn_key = target.function(args.fn).key if args.fn else None
-    try:  # an unknown status is a usage error (exit 2), before anything is read
-        statuses(",".join(s for s in (args.status or "").split(",") if s.strip() != "paused"))
-    except FanoutError as exc:
-        raise CliError(str(exc), EXIT_USAGE) from None
     pg_url = history_url_setting(target.runtime.app)
     if pg_url is not None:
         return _runs_pg(target, args, fn_key, pg_url)
@@ -204,15 +140,19 @@ def _runs_pg(target: Target, args: argparse.Namespace, fn_key: str | None, url: 
         search = parse_search([args.search]) if args.search else None
     except FanoutError as exc:
         raise CliError(str(exc), EXIT_USAGE) from None
+    wanted = [s.strip() for s in (args.status or "").split(",") if s.strip()]
+    asked = ",".join(dict.fromkeys("queued" if s == "paused" else s for s in wanted)) or None
     pg = PgHistory(url)
     try:
-        page = combined_runs(target.runtime.store, pg, fn_key=fn_key, status=args.status,
+        page = combined_runs(target.runtime.store, pg, fn_key=fn_key, status=asked,
                              since=args.since, until=args.until, version=args.version,
                              event_name=args.event_name, search=search, cursor=args.cursor,
                              limit=min(args.limit, MAX_LIMIT))
     finally:
         pg.close()
     items = show_paused(page.items, paused_functions(target.runtime.store))
+    if wanted and "active" not in wanted:  # queued asked for paused: keep what was asked
+        items = [r for r in items if r.status in wanted]
     out(args, {"runs": [r.to_json() for r in items], "next_cursor": page.next_cursor,
                "prev_cursor": page.prev_cursor, "total": page.total, "complete": True,
                "source": "postgres+redis"},
@@ -282,7 +222,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     fields = store.run_fields(args.run_id)
     info = store.run_info(args.run_id, fields)
     if info is None:
-        raise CliError(f"no run {args.run_id!r} (unknown, or past its retention)")
+        raise CliError(f"no run {quoted(args.run_id)} (unknown, or past its retention)")
     info = run_shown(info, fields.get(FK, ""), paused_functions(store))
     key = args.key or os.environ.get("FANOUT_ENCRYPTION_KEY")
     if key:
@@ -315,7 +255,7 @@ def cmd_event(args: argparse.Namespace) -> int:
     history = find_target(args).history
     ev = history.event(args.event_id)
     if ev is None:
-        raise CliError(f"no event {args.event_id!r} (unknown, or past its retention)")
+        raise CliError(f"no event {quoted(args.event_id)} (unknown, or past its retention)")
     runs = history.runs_of_event(args.event_id)
     text = (f"event {ev.event_id}  {ev.name}\n  data {json.dumps(ev.data, default=str)}\n\n"
             + (runs_table(runs) if runs else "no runs"))
@@ -336,12 +276,13 @@ def _select_runs(target: Target, args: argparse.Namespace,
         raise CliError(f"{args.command} needs run ids or a filter (--fn, --status, --since)",
                        EXIT_USAGE)
     fn_key = target.function(args.fn).key if args.fn else None
+    paused = paused_functions(target.runtime.store)
     runs: list[RunSummary] = []
     cursor: str | None = None
     while len(runs) < args.limit:
-        page = target.history.runs(fn_key=fn_key, status=status, since=args.since,
-                                   until=args.until, limit=min(MAX_LIMIT, args.limit - len(runs)),
-                                   cursor=cursor)
+        page = list_runs(target.history, paused, status=status, fn_key=fn_key,
+                         since=args.since, until=args.until,
+                         limit=min(MAX_LIMIT, args.limit - len(runs)), cursor=cursor)
         runs.extend(page.items)
         cursor = page.next_cursor
         if cursor is None:
@@ -354,7 +295,7 @@ def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
     if args.dry_run:
         missing = [rid for rid in args.run_ids if not target.has_run(rid)]
         if missing:
-            raise CliError(f"{missing[0]}: no run {missing[0]!r} (unknown, or past its "
+            raise CliError(f"{missing[0]}: no run {quoted(missing[0])} (unknown, or past its "
                            "retention)")
         note = ""
         if skipped and skipped["count"]:
@@ -463,9 +404,26 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_access(args: argparse.Namespace) -> None:
+    """Bad tokens, or another address than loopback without one, are usage errors."""
+    from .._dashboard.app import is_loopback
+    from .._dashboard.server import tokens_from
+
+    try:
+        tokens = tokens_from(args.token or None, args.tokens or None, args.tokens_file or None)
+    except FanoutError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    if not tokens and not is_loopback(args.host):
+        raise CliError(f"--host {args.host} would make the dashboard reachable from other "
+                       "machines: it needs an access token there (--token or "
+                       "FANOUT_DASHBOARD_TOKEN, or named tokens with --tokens or "
+                       "FANOUT_DASHBOARD_TOKENS), or bind to 127.0.0.1", EXIT_USAGE)
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from .._dashboard import serve
 
+    _check_access(args)
     target = find_target(args)
     serve(target, host=args.host, port=args.port, token=args.token or None,
           tokens=args.tokens or None, tokens_file=args.tokens_file or None)
@@ -475,6 +433,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 def cmd_dev(args: argparse.Namespace) -> int:
     from .dev import run_dev
 
+    _check_access(args)
     target = find_target(args, memory_ok=True)
     run_dev(target, host=args.host, port=args.port, token=args.token or None,
             tokens=args.tokens or None, tokens_file=args.tokens_file or None,
@@ -487,17 +446,18 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 def _run_filters(p: argparse.ArgumentParser, limit: int) -> None:
     p.add_argument("--fn", metavar="FUNCTION", help="function id or app:fn key")
-    p.add_argument("--status", help="status, comma-separated statuses, 'active' or 'paused'")
-    p.add_argument("--since", type=_time_arg, metavar="T",
+    p.add_argument("--status", type=status_arg,
+                   help="status, comma-separated statuses, 'active' or 'paused'")
+    p.add_argument("--since", type=time_arg, metavar="T",
                    help="created at or after T: 15m, 2h, 7d (ago), epoch or ISO 8601")
-    p.add_argument("--until", type=_time_arg, metavar="T", help="created at or before T")
-    p.add_argument("--limit", type=_limit_arg, default=limit, help=f"at most N runs ({limit})")
+    p.add_argument("--until", type=time_arg, metavar="T", help="created at or before T")
+    p.add_argument("--limit", type=limit_arg, default=limit, help=f"at most N runs ({limit})")
 
 
 def _dashboard_opts(p: argparse.ArgumentParser, port: int) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1); any "
                    "other address requires --token")
-    p.add_argument("--port", type=int, default=port, help=f"port ({port})")
+    p.add_argument("--port", type=port_arg, default=port, help=f"port ({port})")
     p.add_argument("--token", default=os.environ.get("FANOUT_DASHBOARD_TOKEN", ""),
                    help="one operator token, named 'token' ($FANOUT_DASHBOARD_TOKEN)")
     p.add_argument("--tokens", default=os.environ.get("FANOUT_DASHBOARD_TOKENS", ""),
@@ -525,18 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
     add("functions", cmd_functions, "list the app's functions and their triggers")
     p = add("send", cmd_send, "send an event")
     p.add_argument("name", help="event name")
-    p.add_argument("--data", type=_json_arg, default={}, metavar="JSON", help="event data object")
-    p.add_argument("--user", type=_json_arg, default=None, metavar="JSON")
+    p.add_argument("--data", type=json_arg, default={}, metavar="JSON", help="event data object")
+    p.add_argument("--user", type=json_arg, default=None, metavar="JSON")
     p.add_argument("--id", default=None, help="event id (idempotency key)")
-    p.add_argument("--wait", type=_seconds_arg, default=0.0, metavar="SECONDS",
+    p.add_argument("--wait", type=seconds_arg, default=0.0, metavar="SECONDS",
                    help="wait up to SECONDS for the runs it starts, and list them")
     p = add("invoke", cmd_invoke, "start a run of a function now")
     p.add_argument("function", help="function id or app:fn key")
-    p.add_argument("--data", type=_json_arg, default={}, metavar="JSON")
+    p.add_argument("--data", type=json_arg, default={}, metavar="JSON")
     p = add("runs", cmd_runs, "list runs, newest first")
     _run_filters(p, 20)
     p.add_argument("--event", metavar="EVENT_ID", help="the runs this event started")
-    p.add_argument("--cursor", help="continue a previous listing")
+    p.add_argument("--cursor", type=cursor_arg, help="continue a previous listing")
     p.add_argument("--version", metavar="V", help="runs created on function version V, or "
                    "with a pass that ran on it")
     p.add_argument("--search", metavar="PATH=VALUE", help="runs whose event data or output "
@@ -544,18 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "declared search attribute, else a look through the runs")
     p.add_argument("--event-name", metavar="NAME", help="runs started by an event of this "
                    "name (needs the PostgreSQL history store)")
-    p.add_argument("--look", type=_limit_arg, default=2000, metavar="N",
+    p.add_argument("--look", type=limit_arg, default=2000, metavar="N",
                    help="with --search on an undeclared path: look at most N runs (2000)")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
     p.add_argument("run_id")
-    p.add_argument("--key", metavar="KEY", help="decrypt encrypted values with this key "
+    p.add_argument("--key", metavar="KEY", type=key_arg, help="decrypt encrypted values with this key "
                    "(default: $FANOUT_ENCRYPTION_KEY); without it they show as encrypted")
     p = add("events", cmd_events, "list events, newest first")
     p.add_argument("--name", help="only events with this name")
-    p.add_argument("--since", type=_time_arg, metavar="T")
-    p.add_argument("--until", type=_time_arg, metavar="T")
-    p.add_argument("--limit", type=_limit_arg, default=20)
-    p.add_argument("--cursor")
+    p.add_argument("--since", type=time_arg, metavar="T")
+    p.add_argument("--until", type=time_arg, metavar="T")
+    p.add_argument("--limit", type=limit_arg, default=20)
+    p.add_argument("--cursor", type=cursor_arg, help="continue a previous listing")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     p = add("event", cmd_event, "show an event and the runs it started")
     p.add_argument("event_id")
@@ -586,13 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("metrics", cmd_metrics, "serve Prometheus metrics of the whole fleet (needs the "
             "'metrics' extra)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    p.add_argument("--port", type=int, default=9808, help="port (9808)")
+    p.add_argument("--port", type=port_arg, default=9808, help="port (9808)")
     p.add_argument("--once", action="store_true", help="print one scrape and exit")
     p = add("dashboard", cmd_dashboard, "serve the web dashboard")
     _dashboard_opts(p, 8289)
     p = add("dev", cmd_dev, "worker, beat scheduler and dashboard in one process")
     _dashboard_opts(p, 8288)
-    p.add_argument("--concurrency", type=int, default=4, help="worker threads (4)")
+    p.add_argument("--concurrency", type=positive_arg, default=4, help="worker threads (4)")
     p.add_argument("--no-beat", action="store_true", help="do not run the beat scheduler")
     p.add_argument("--reload", action="store_true",
                    help="restart the worker when a .py file under the current directory changes")
@@ -602,9 +562,20 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    found: set[str] = set()
+    for action in parser._actions:
+        found.update(action.option_strings)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found |= _option_strings(sub)
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_dash_values(sys.argv[1:] if argv is None else argv,
+                                              _option_strings(parser)))
     if not getattr(args, "func", None):
         parser.print_usage(sys.stderr)
         sys.stderr.write("fanout: error: a command is required (see 'fanout --help')\n")

@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from .._ops.locate import Target, locate
+from .arguments import broker_url_arg, redis_url_arg
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -84,9 +85,9 @@ def add_common_options(p: argparse.ArgumentParser, *, top: bool) -> None:
     d: dict[str, Any] = {} if top else {"default": argparse.SUPPRESS}
     p.add_argument("-A", "--app", metavar="MODULE[:ATTR]", help="the app module, as for celery -A "
                    "(default: $FANOUT_APP)", **d)
-    p.add_argument("--redis", metavar="URL", help="fanout's Redis store (sets FANOUT_REDIS_URL "
+    p.add_argument("--redis", metavar="URL", type=redis_url_arg, help="fanout's Redis store (sets FANOUT_REDIS_URL "
                    "before the app is imported; the broker stays the app's)", **d)
-    p.add_argument("--broker", metavar="URL", help="the Celery broker to publish to (sets "
+    p.add_argument("--broker", metavar="URL", type=broker_url_arg, help="the Celery broker to publish to (sets "
                    "CELERY_BROKER_URL before the app is imported)", **d)
     p.add_argument("--json", action="store_true", help="machine-readable output", **d)
     p.add_argument("--as", dest="operator", metavar="NAME", help="who acts, for the audit log "

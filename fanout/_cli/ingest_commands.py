@@ -12,9 +12,28 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
-from .._http.ingest_keys import IngestKeys, check_source, hash_key, new_key
+from .._core.event import quoted
+from .._errors import ConfigError
+from .._http.ingest_keys import IngestKeys, KeyLimits, check_source, hash_key, new_key
 from .._ops.render import table
+from .arguments import port_arg, positive_arg
 from .common import CliError, add_common_options, find_target, note, out
+
+
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        try:
+            check(text)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return text
+
+    return parse
+
+
+_source_arg = _checked(check_source)
+_pattern_arg = _checked(lambda p: KeyLimits(events=(p,)))
+_rate_arg = _checked(lambda r: KeyLimits(rate=r))
 
 
 def _keys(args: argparse.Namespace) -> IngestKeys:
@@ -52,7 +71,7 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     done = _keys(args).revoke(args.key_id)
     if not done:
-        raise CliError(f"no key {args.key_id!r} (see 'fanout keys list')")
+        raise CliError(f"no key {quoted(args.key_id)} (see 'fanout keys list')")
     out(args, {"revoked": args.key_id}, f"revoked {args.key_id}")
     return 0
 
@@ -83,11 +102,11 @@ def add_keys_commands(add: Callable[[str, Callable[[argparse.Namespace], int], s
     c = sub.add_parser("create", help="create a key for SOURCE and print it once")
     add_common_options(c, top=False)
     c.set_defaults(func=cmd_keys_create)
-    c.add_argument("source", help="the sending service, e.g. billing")
+    c.add_argument("source", type=_source_arg, help="the sending service, e.g. billing")
     c.add_argument("--label", default="", help="a note shown by 'keys list'")
-    c.add_argument("--events", action="append", metavar="PATTERN",
+    c.add_argument("--events", action="append", metavar="PATTERN", type=_pattern_arg,
                    help="only events matching PATTERN (app/*, as in triggers); repeat for more")
-    c.add_argument("--rate", metavar="N/s|N/m", help="at most N events per second or minute, "
+    c.add_argument("--rate", metavar="N/s|N/m", type=_rate_arg, help="at most N events per second or minute, "
                    "counted in Redis across endpoint processes")
     c.add_argument("--no-store", action="store_true",
                    help="print a key and its hash for configuration; store nothing")
@@ -100,7 +119,7 @@ def add_keys_commands(add: Callable[[str, Callable[[argparse.Namespace], int], s
     r.add_argument("key_id", help="the key's id (from 'keys list') or the key itself")
     p = add("ingest", cmd_ingest, "serve the HTTP event endpoint (keys kept in Redis)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    p.add_argument("--port", type=int, default=8290, help="port (8290)")
-    p.add_argument("--max-body", type=int, default=1024 * 1024, metavar="BYTES",
+    p.add_argument("--port", type=port_arg, default=8290, help="port (8290)")
+    p.add_argument("--max-body", type=positive_arg, default=1024 * 1024, metavar="BYTES",
                    help="largest body accepted (1 MiB)")
 

@@ -30,6 +30,7 @@ __all__ = [
     "RESERVED_PREFIX",
     "check_max_event_bytes",
     "dumps",
+    "quoted",
     "prepare_batch",
 ]
 
@@ -75,6 +76,29 @@ def _json_problem(value: Any, path: str = "data", depth: int = 0) -> str | None:
     return f"{path} holds a {type(value).__name__}, which is not JSON-serializable"
 
 
+#: How much of a bad name an error message quotes.
+QUOTE_LIMIT = 100
+
+_CONTROL_NAMES = {"\n": "a newline", "\r": "a carriage return", "\t": "a tab", "\x00": "a NUL"}
+
+
+def quoted(value: Any, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` for an error message, cut after ``limit`` characters of a long
+    string (with its full length), so a bad megabyte-long name never floods a log."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}... ({len(value)} characters)"
+    return repr(value)
+
+
+def _control_problem(value: str, what: str) -> str | None:
+    for i, ch in enumerate(value):
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029":
+            label = _CONTROL_NAMES.get(ch, "a control character")
+            return (f"{what} contains {label} (U+{ord(ch):04X}) at position {i}; names are "
+                    "one line of printable text")
+    return None
+
+
 def _text_problem(value: str, what: str) -> str | None:
     try:
         value.encode("utf-8")
@@ -115,7 +139,7 @@ class Event(BaseModel):
             raise ValueError(
                 f"event name is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}"
             )
-        problem = _text_problem(name, "event name")
+        problem = _text_problem(name, "event name") or _control_problem(name, "event name")
         if problem:
             raise ValueError(problem)
         return name
@@ -200,7 +224,7 @@ def _describe(exc: ValidationError, name: Any) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "event"
         msg = str(err["msg"]).removeprefix("Value error, ")
         parts.append(f"{loc}: {msg}")
-    label = f"event {name!r}" if isinstance(name, str) and name else "event"
+    label = f"event {quoted(name)}" if isinstance(name, str) and name else "event"
     return f"invalid {label}: " + "; ".join(parts)
 
 
@@ -242,7 +266,7 @@ def prepare_batch(
             raise EventError(f"events[{i}] is a {type(item).__name__}, not a fanout.Event")
         if not allow_reserved and ev.name.startswith(RESERVED_PREFIX):
             raise EventError(
-                f"events[{i}]: the name {ev.name!r} uses the prefix {RESERVED_PREFIX!r}, "
+                f"events[{i}]: the name {quoted(ev.name)} uses the prefix {RESERVED_PREFIX!r}, "
                 "which is reserved for fanout's own events"
             )
         eid = ev.id or (id_for(i) if id_for is not None else new_event_id(now_ms))
@@ -252,14 +276,14 @@ def prepare_batch(
             size = len(text.encode())
         except UnicodeEncodeError:
             raise EventError(
-                f"events[{i}] ({ev.name!r}): its data contains a lone surrogate, which is not "
+                f"events[{i}] ({quoted(ev.name)}): its data contains a lone surrogate, which is not "
                 "valid Unicode text"
             ) from None
         except (ValueError, RecursionError) as exc:
-            raise EventError(f"events[{i}] ({ev.name!r}) cannot be serialized: {exc}") from None
+            raise EventError(f"events[{i}] ({quoted(ev.name)}) cannot be serialized: {exc}") from None
         if size > max_bytes:
             raise EventError(
-                f"events[{i}] ({ev.name!r}) is {size} bytes serialized; the limit is "
+                f"events[{i}] ({quoted(ev.name)}) is {size} bytes serialized; the limit is "
                 f"{max_bytes} bytes ({show_bytes(max_bytes)}), set by "
                 "Fanout(max_event_bytes=...)"
             )

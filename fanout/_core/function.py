@@ -10,7 +10,7 @@ from typing import Any
 
 from .._errors import ConfigError
 from .engine import is_async_handler
-from .event import MAX_EVENT_BYTES
+from .event import MAX_EVENT_BYTES, quoted
 from .flow import NO_FLOW, FlowSpec, build_flow
 from .outcomes import INNGEST_BACKOFF, RetryPolicy
 from .run_record import SEARCH
@@ -26,7 +26,7 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 def check_id(kind: str, value: object) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise ConfigError(
-            f"invalid {kind} {value!r}: use 1 to 128 characters from letters, digits and "
+            f"invalid {kind} {quoted(value)}: use 1 to 128 characters from letters, digits and "
             "'_ . : / -', starting with a letter or digit (Inngest accepts any app id; "
             "fanout puts it in Redis Cluster hash tags)"
         )
@@ -39,7 +39,7 @@ def check_fn_id(value: object) -> str:
     if (not isinstance(value, str) or not value or len(value) > 128
             or not value.isprintable() or not value.strip()):
         raise ConfigError(
-            f"invalid fn_id {value!r}: use 1 to 128 printable characters (no newlines or "
+            f"invalid fn_id {quoted(value)}: use 1 to 128 printable characters (no newlines or "
             "control characters), not only spaces"
         )
     return value

@@ -24,7 +24,7 @@ from celery import Celery
 from .._celery import endings, pausing
 from .._celery.runtime import Runtime, get_runtime
 from .._client import Fanout
-from .._core.event import INVOKE_EVENT, Event, prepare_batch
+from .._core.event import INVOKE_EVENT, Event, prepare_batch, quoted
 from .._core.function import FunctionDef
 from .._core.ids import run_id_for
 from .._errors import ConfigError
@@ -65,7 +65,7 @@ class Target:
         ones whose trigger expression accepts it (the runs the router will start)."""
         (wire,) = self.runtime.store.load_events([event_id])
         if wire is None:
-            raise ConfigError(f"no event {event_id!r} (unknown, or past its retention)")
+            raise ConfigError(f"no event {quoted(event_id)} (unknown, or past its retention)")
         named: dict[str, FunctionDef] = {}
         for fn, _trig in self.runtime.index.candidates(str(wire.get("name", ""))):
             named.setdefault(fn.key, fn)
@@ -95,7 +95,7 @@ class Target:
             keys = ", ".join(sorted(fn.key for fn in found))
             raise ConfigError(f"function id {ref!r} is declared by several apps: use one of {keys}")
         known = ", ".join(sorted(fns)) or "none"
-        raise ConfigError(f"no function {ref!r} in {self.spec or 'this app'} (functions: {known})")
+        raise ConfigError(f"no function {quoted(ref)} in {self.spec or 'this app'} (functions: {known})")
 
     def client(self, app_id: str | None = None) -> Fanout:
         for c in self.clients:
@@ -142,7 +142,7 @@ class Target:
     def _app_of(self, run_id: str) -> str | None:
         app = self.runtime.store.run_field(run_id, "app")
         if app is None:
-            raise ConfigError(f"no run {run_id!r} (unknown, or past its retention)")
+            raise ConfigError(f"no run {quoted(run_id)} (unknown, or past its retention)")
         return app
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, cast
 
+from .._core.event import quoted
 from .._core.records import TERMINAL
 from .._core.run_record import (
     APP,
@@ -81,7 +82,7 @@ def parse_time(text: str, *, now: float | None = None) -> float:
         parsed = _dt.datetime.fromisoformat(raw.replace("Z", "+00:00").replace(" ", "T", 1))
     except ValueError:
         raise ConfigError(
-            f"invalid time {text!r}: use an age like 15m, 2h or 7d, epoch seconds, "
+            f"invalid time {quoted(text)}: use an age like 15m, 2h or 7d, epoch seconds, "
             "or ISO 8601 like 2024-05-01T12:00:00Z"
         ) from None
     if parsed.tzinfo is None:
@@ -230,7 +231,7 @@ def _parse_cursor(cursor: str | None, until_ms: int | None) -> tuple[str, int]:
         float(score)
         return score, int(skip)
     except ValueError:
-        raise ConfigError(f"invalid cursor {cursor!r}") from None
+        raise ConfigError(f"invalid cursor {quoted(cursor)}") from None
 
 
 def _ms(ts: float | None) -> int | None:
@@ -399,6 +400,10 @@ class History:
         found = [s for s in self._summaries(members) if s is not None]
         return sorted(found, key=lambda s: (s.created_at or 0.0, s.run_id), reverse=True)
 
+    def summaries(self, run_ids: Sequence[str]) -> list[RunSummary]:
+        """The runs with these ids that exist, in the order given."""
+        return [s for s in self._summaries(run_ids) if s is not None]
+
     def runs_resumed_by(self, event_id: str) -> list[RunSummary]:
         """The runs whose ``wait_for_event`` the event ended, newest first."""
         found = [s for s in self._summaries(self.store.waits.resumed_by(event_id)) if s is not None]
@@ -526,7 +531,7 @@ def _statuses(status: str | Iterable[str] | None) -> frozenset[str] | None:
             out.add(name)
         elif name:
             raise ConfigError(
-                f"unknown run status {name!r}: use one of {', '.join(RUN_STATUSES)} or 'active'"
+                f"unknown run status {quoted(name)}: use one of {', '.join(RUN_STATUSES)} or 'active'"
             )
     return frozenset(out) or None
 

@@ -40,6 +40,15 @@ def _nothing_published(r: redis.Redis) -> None:
         (lambda: client.send_sync([]), "the list is empty"),
         (lambda: client.send_sync("t/x"), "not a string"),
         (lambda: client.send_sync([fanout.Event(name="t/ok"), {"name": "t/bad", "data": {"s": {1, 2}}}]), "data.s holds a set"),
+        (lambda: client.emit("t/x", [1, 2]), "data: must be a JSON object (a dict), not list"),  # type: ignore[arg-type]
+        (lambda: client.emit("t/x", "text"), "data: must be a JSON object (a dict), not str"),  # type: ignore[arg-type]
+        (lambda: client.emit("t/x", user=[1]), "user: must be a JSON object (a dict), not list"),  # type: ignore[arg-type]
+        (lambda: client.invoke("listener", [1]), "invoke data must be a JSON object (a dict), not list"),  # type: ignore[arg-type]
+        (lambda: client.emit("t/a\nb"), "event name contains a newline (U+000A) at position 3"),
+        (lambda: client.emit("t/a\rb"), "event name contains a carriage return (U+000D)"),
+        (lambda: client.emit("t/\x1b[31mred"), "event name contains a control character (U+001B)"),
+        (lambda: client.send_sync([{"name": "t/\x00"}]), "event name contains a NUL (U+0000)"),
+        (lambda: client.emit("t/\u2028x"), "event name contains a control character (U+2028)"),
     ],
 )
 def test_bad_events_raise_event_error(clean_db: redis.Redis, send: Any, message: str) -> None:
@@ -47,6 +56,24 @@ def test_bad_events_raise_event_error(clean_db: redis.Redis, send: Any, message:
         send()
     assert isinstance(info.value, ValueError)
     _nothing_published(clean_db)
+
+
+def test_an_error_quotes_at_most_100_characters_of_a_bad_name(clean_db: redis.Redis) -> None:
+    for name in ("t/" + "n" * 5000, "fanout/" + "r" * 300, "t/" + "x" * 300 + "\n"):
+        with pytest.raises(fanout.EventError) as info:
+            client.emit(name)
+        message = str(info.value)
+        assert len(message) < 300, message
+        assert f"... ({len(name)} characters)" in message, message
+        assert name[:100] in message and name[:101] not in message, message
+    _nothing_published(clean_db)
+    with pytest.raises(fanout.ConfigError) as bad_id:
+        client.create_function(fn_id="f" * 5000, trigger=fanout.TriggerEvent(event="t/x"))(
+            lambda ctx: None)
+    assert "... (5000 characters)" in str(bad_id.value) and len(str(bad_id.value)) < 300
+    with pytest.raises(fanout.ConfigError) as bad_app:
+        fanout.Fanout("a" * 5000, celery=app)
+    assert "... (5000 characters)" in str(bad_app.value) and len(str(bad_app.value)) < 400
 
 
 def test_one_bad_event_in_a_batch_publishes_none(clean_db: redis.Redis) -> None:

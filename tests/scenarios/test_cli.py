@@ -186,10 +186,10 @@ def test_errors_are_one_line_with_an_exit_code(worker: object) -> None:
     one_line_error(cli("runs", env={"FANOUT_APP": ""}), 2, r"no app given")
     one_line_error(cli("send", "x", "--data", "{oops"), 2, r"argument --data: not valid JSON")
     one_line_error(cli("runs", "--since", "last tuesday"), 2, r"invalid time 'last tuesday'")
-    one_line_error(cli("send", "", "--data", "{}"), 1, r"invalid event")
+    one_line_error(cli("send", "", "--data", "{}"), 2, r"invalid event")
     one_line_error(cli("runs", env={"FANOUT_TEST_REDIS_BASE": "redis://127.0.0.1:9"}), 1,
                    r"^fanout runs: error: cannot reach Redis")
-    one_line_error(cli("dashboard", "--host", "0.0.0.0", "--port", "0"), 1,
+    one_line_error(cli("dashboard", "--host", "0.0.0.0", "--port", "0"), 2,
                    r"needs an access token")
     res = cli(script=True)
     assert res.returncode == 2 and "a command is required" in res.stderr
@@ -274,3 +274,49 @@ def test_dev_mode_embedded(dev_server: str) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{dev_server}/api/runs", timeout=10)
     assert err.value.code == 401
+
+
+def test_dev_mode_on_the_observability_page_hello_file(tmp_path: Path) -> None:
+    """docs/howto/observability.md's ``hello.py``, written as the page shows it, runs
+    under ``fanout dev -A hello`` from its directory: no repository module needed."""
+    doc = (ROOT / "docs" / "howto" / "observability.md").read_text()
+    (code,) = re.findall(r"```python\n(# hello\.py\n.*?)```", doc, re.S)
+    (tmp_path / "hello.py").write_text(code)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("FANOUT_REDIS_URL", "CELERY_BROKER_URL", "FANOUT_APP", "PYTHONPATH")}
+    proc = subprocess.Popen([*_script(), "dev", "-A", "hello", "--port", "0", "--token",
+                             "dev-token-123"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    url = ""
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            m = re.search(r"dashboard\s+(http://\S+?)/ \(sign in", line)
+            url = m.group(1) if m else url
+            if line.startswith("ready."):
+                break
+        assert url and lines[-1].startswith("ready."), "".join(lines)
+        status, fns, _ = _call(f"{url}/api/functions")
+        assert status == 200 and [f["fn_id"] for f in fns] == ["greet"], fns
+        status, _body, location = _call(f"{url}/actions/invoke", {"fn": "hello:greet"})
+        assert status == 303 and location.startswith("/runs/"), (status, _body)
+        run_id = location.split("?")[0].rsplit("/", 1)[1]
+
+        def done() -> Any:
+            code, run, _ = _call(f"{url}/api/runs/{run_id}")
+            return run if code == 200 and run["status"] == "completed" else None
+
+        assert wait_for(done, timeout=30)["output"] == "hello world"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

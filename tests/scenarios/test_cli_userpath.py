@@ -27,6 +27,7 @@ from tests import support
 from tests.scenarios.test_rabbitmq import Rabbit, rabbit  # noqa: F401  (the fixture)
 
 PROJ_CELERY = '''\
+import datetime
 import os
 
 from celery import Celery
@@ -57,6 +58,22 @@ def hold(ctx: fanout.ContextSync) -> str:
     event="up/picky", expression="event.data.n > 10"))
 def picky(ctx: fanout.ContextSync) -> int:
     return int(ctx.event.data["n"])
+
+
+@client.create_function(fn_id="approve", trigger=fanout.TriggerEvent(event="up/order"))
+def approve(ctx: fanout.ContextSync) -> str:
+    got = ctx.step.wait_for_event("approval", event="up/approved", match="data.order",
+                                  timeout=datetime.timedelta(minutes=10))
+    if got is None:
+        return "timed out"
+    if got.data.get("ok") is False:
+        raise fanout.NonRetriableError("refused")
+    return "approved"
+
+
+@client.create_function(fn_id="fails", trigger=fanout.TriggerEvent(event="up/fail"), retries=0)
+def fails(ctx: fanout.ContextSync) -> None:
+    ctx.step.run("boom", lambda: 1 / 0)
 '''
 
 
@@ -187,11 +204,13 @@ def test_send_notes_an_event_no_function_is_triggered_by(
     res = fanout_cli(project, "send", "up/helo", env=env)
     assert res.returncode == 0, res.stderr
     assert re.fullmatch(r"\w+\n", res.stdout), res.stdout       # the event id, still stored
-    assert re.search(r"no function is triggered by event 'up/helo'; declared triggers: "
-                     r"up/hello, up/hold, up/picky if event.data.n > 10$", res.stderr.strip()), res.stderr
+    assert re.search(r"no function is triggered by event 'up/helo' and no run waits for it; "
+                     r"declared triggers: up/fail, up/hello, up/hold, up/order, "
+                     r"up/picky if event.data.n > 10$", res.stderr.strip()), res.stderr
     waited = fanout_cli(project, "send", "up/helo", "--wait", "30", env=env)
     one_line_error(waited, 1, r"^fanout send: error: event \w+ was stored, but no function is "
-                              r"triggered by event 'up/helo'; declared triggers: up/hello, up/hold, up/picky")
+                              r"triggered by event 'up/helo' and no run waits for it; declared "
+                              r"triggers: up/fail, up/hello")
 
 
 def test_send_notes_an_event_no_trigger_condition_accepts(
@@ -258,15 +277,30 @@ def test_every_subcommand_gives_one_line_errors(
         (["send", "up/hello", "--data", "{oops"], 2, r"argument --data: not valid JSON"),
         (["send", "up/hello", "--data", "[1]"], 2, r"--data: must be a JSON object"),
         (["send", "up/hello", "--wait", "-1"], 2, r"--wait: must be a number of seconds above 0"),
-        (["send", ""], 1, r"invalid event"),
+        (["send", ""], 2, r"^fanout send: error: invalid event: name: event name is empty"),
+        (["send", "up/a\nb"], 2, r"event name contains a newline \(U\+000A\) at position 4"),
+        (["send", "fanout/x"], 2, r"reserved for fanout's own events"),
+        (["send", "up/" + "n" * 400], 2, r"\.\.\. \(403 characters\): name: event name is 403 "
+                                      r"characters long; the limit is 256$"),
+        (["send", "up/hello", "--id", "i" * 300], 2, r"event id must be 1 to 256 characters"),
+        (["send", "up/hello", "--user", "[1]"], 2, r"--user: must be a JSON object"),
+        (["send", "up/hello", "--wait", "soon"], 2, r"--wait: must be a number of seconds"),
         (["invoke", "nope"], 1, r"^fanout invoke: error: no function 'nope' in proj "
-                                r"\(functions: proj:hello, proj:hold, proj:picky\)"),
+                                r"\(functions: proj:approve, proj:fails, proj:hello, proj:hold, "
+                                r"proj:picky\)"),
+        (["invoke", "hello", "--data", "[1]"], 2, r"--data: must be a JSON object"),
         (["invoke", "hello", "--data", "{oops"], 2, r"argument --data: not valid JSON"),
         (["runs", "--fn", "nope"], 1, r"no function 'nope'"),
         (["runs", "--since", "last tuesday"], 2, r"invalid time 'last tuesday'"),
-        (["runs", "--status", "bogus"], 1, r"unknown run status 'bogus'"),
+        (["runs", "--status", "bogus"], 2, r"^fanout runs: error: argument --status: unknown run "
+                                           r"status 'bogus': use one of .*, 'active' or 'paused'"),
+        (["runs", "--status", "completed,nope"], 2, r"unknown run status 'nope'"),
+        (["runs", "--event", "x", "--status", "bogus"], 2, r"unknown run status 'bogus'"),
+        (["cancel", "--status", "bogus"], 2, r"unknown run status 'bogus'"),
+        (["replay", "--status", "bogus", "--dry-run"], 2, r"unknown run status 'bogus'"),
+        (["runs", "--limit", "many"], 2, r"--limit: invalid number 'many'"),
         (["runs", "--event", "NOPE"], 1, r"^fanout runs: error: no event 'NOPE'"),
-        (["runs", "--cursor", "zzz"], 1, r"invalid cursor 'zzz'"),
+        (["runs", "--cursor", "zzz"], 2, r"argument --cursor: invalid cursor 'zzz'"),
         (["run", "NOPE"], 1, r"^fanout run: error: no run 'NOPE'"),
         (["functions", "-A", "nosuchproj"], 1, r"cannot import app module 'nosuchproj'"),
         (["replay", "NOPE"], 1, r"^fanout replay: error: NOPE: no run 'NOPE'"),
@@ -280,10 +314,25 @@ def test_every_subcommand_gives_one_line_errors(
         (["cancel", "--since", "soon"], 2, r"invalid time 'soon'"),
         (["events", "--since", "x"], 2, r"invalid time 'x'"),
         (["events", "--limit", "0"], 2, r"--limit: must be from 1 to 100000"),
-        (["events", "--cursor", "zzz"], 1, r"invalid cursor 'zzz'"),
+        (["events", "--cursor", "zzz"], 2, r"argument --cursor: invalid cursor 'zzz'"),
+        (["run", "NOPE", "--key", "not-a-key"], 2, r"argument --key: "),
+        (["functions", "--bogus"], 2, r"unrecognized arguments: --bogus"),
+        (["nosuchcommand"], 2, r"invalid choice: 'nosuchcommand'"),
+        (["rerun", "NOPE"], 2, r"the following arguments are required: --from-step"),
+        (["metrics", "--port", "70000"], 2, r"--port: must be from 0 to 65535"),
+        (["dashboard", "--port", "x"], 2, r"--port: invalid number 'x'"),
+        (["dashboard", "--host", "0.0.0.0"], 2, r"needs an access token"),
+        (["dashboard", "--tokens", "alice"], 2, r"tokens"),
+        (["dev", "--concurrency", "0"], 2, r"--concurrency: must be from 1 to"),
+        (["check-deploy", "--limit", "0"], 2, r"--limit: must be from 1 to"),
+        (["ingest", "--max-body", "-1"], 2, r"--max-body: must be from 1 to"),
+        (["keys", "create", "bad source!"], 2, r"invalid source 'bad source!'"),
+        (["keys", "create", "billing", "--rate", "fast"], 2, r"invalid ingest key rate 'fast'"),
+        (["keys", "create", "billing", "--events", "a*b"], 2, r"--events: ingest key events"),
         (["event", "NOPE"], 1, r"^fanout event: error: no event 'NOPE'"),
-        (["--redis", "notaurl", "runs"], 1, r"invalid Redis URL 'notaurl'"),
-        (["--broker", "nota://url", "send", "up/hello"], 1, r"broker"),
+        (["--redis", "notaurl", "runs"], 2, r"argument --redis: invalid Redis URL 'notaurl'"),
+        (["--broker", "nota://url", "send", "up/hello"], 2,
+         r"argument --broker: invalid broker URL 'nota://url'"),
     ]
     for args, code, pattern in cases:
         res = fanout_cli(project, *args, env=env)
@@ -331,3 +380,184 @@ def test_on_rabbitmq_redis_option_publishes_to_the_apps_broker(
     finally:
         w.stop()
     assert "Traceback" not in w.log(), w.log()[-4000:]
+
+
+# -- send: what an event resumes, and what --wait's exit code says -----------------------
+
+
+def _env(urls: dict[str, str]) -> dict[str, str]:
+    return {"CELERY_BROKER_URL": urls["broker"], "FANOUT_REDIS_URL": urls["store"]}
+
+
+def _run_json(project: Path, urls: dict[str, str], run_id: str) -> dict[str, object]:
+    res = fanout_cli(project, "--json", "run", run_id, env=_env(urls))
+    assert res.returncode == 0, res.stderr
+    data: dict[str, object] = json.loads(res.stdout)
+    return data
+
+
+def _waiting_run(project: Path, urls: dict[str, str], order: int) -> str:
+    """Start an ``approve`` run for ``order`` and return its id once it waits."""
+    from fanout._core.ids import run_id_for
+
+    eid = f"order-{order}-{uuid.uuid4().hex[:8]}"
+    res = fanout_cli(project, "send", "up/order", "--id", eid, "--data",
+                     json.dumps({"order": order}), env=_env(urls))
+    assert res.returncode == 0, res.stderr
+    rid = run_id_for(eid, "proj:approve")
+    support.wait_for(lambda: fanout_cli(project, "--json", "run", rid, env=_env(urls))
+                     .stdout.count('"status": "waiting"') >= 1, timeout=60)
+    return rid
+
+
+def test_send_says_which_waiting_runs_an_event_resumes(
+        project: Path, urls: dict[str, str], proj_worker: ProjWorker) -> None:
+    rid = _waiting_run(project, urls, 101)
+    res = fanout_cli(project, "send", "up/approved", "--data", '{"order": 101}', env=_env(urls))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.strip() == (f"note: resumes 1 waiting run: {rid} (proj:approve, step "
+                                  "'approval')"), res.stderr
+    assert "no function is triggered" not in res.stderr
+    support.wait_for(lambda: _run_json(project, urls, rid)["status"] == "completed", timeout=60)
+
+    # With --wait: the event starts nothing, resumes the run, waits for it to end: exit 0.
+    rid = _waiting_run(project, urls, 102)
+    res = fanout_cli(project, "--json", "send", "up/approved", "--data", '{"order": 102}',
+                     "--wait", "60", env=_env(urls))
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = json.loads(res.stdout)
+    assert out["runs"] == [] and [r["run_id"] for r in out["resumed"]] == [rid]
+    assert out["resumed"][0]["status"] == "completed"
+    assert "note: resumed 1 waiting run" in res.stderr, res.stderr
+    text = fanout_cli(project, "send", "up/approved", "--data", '{"order": 999}',
+                      "--wait", "5", env=_env(urls))
+    one_line_error(text, 1, r"no function is triggered by event 'up/approved' and no run waits "
+                            r"for it")
+
+
+def test_send_wait_exits_1_when_a_run_fails_is_cancelled_or_still_going(
+        project: Path, urls: dict[str, str], proj_worker: ProjWorker) -> None:
+    from fanout._core.ids import run_id_for
+
+    env = _env(urls)
+    # A run that fails: the table on stdout, one line on stderr, exit 1.
+    res = fanout_cli(project, "send", "up/fail", "--wait", "60", env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "failed" in res.stdout and "proj:fails" in res.stdout
+    one_line_error(res, 1, r"^fanout send: error: 1 run did not complete: \w+ failed$")
+    as_json = fanout_cli(project, "--json", "send", "up/fail", "--wait", "60", env=env)
+    assert as_json.returncode == 1
+    assert [r["status"] for r in json.loads(as_json.stdout)["runs"]] == ["failed"]
+
+    # A resumed run that then fails counts too.
+    _waiting_run(project, urls, 103)
+    res = fanout_cli(project, "send", "up/approved", "--data", '{"order": 103, "ok": false}',
+                     "--wait", "60", env=env)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert re.search(r"error: 1 run did not complete: \w+ failed", res.stderr), res.stderr
+
+    # A run still going at the deadline: exit 1, and the command to follow it.
+    res = fanout_cli(project, "send", "up/hold", "--wait", "3", env=env)
+    one_line_error(res, 1, r"^fanout send: error: 1 run still going after 3 s: fanout run \w+$")
+
+    # A run cancelled while send waits for it.
+    eid = f"hold-{uuid.uuid4().hex[:8]}"
+    rid = run_id_for(eid, "proj:hold")
+    exe = Path(sys.executable).parent / "fanout"
+    waiting = subprocess.Popen(
+        [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "fanout"]),
+         "-A", "proj", "send", "up/hold", "--id", eid, "--wait", "120"],
+        cwd=project, env={**_clean_env(), **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    try:
+        support.wait_for(lambda: fanout_cli(project, "--json", "run", rid, env=env)
+                         .stdout.count('"status": "sleeping"') >= 1, timeout=60)
+        assert fanout_cli(project, "cancel", rid, env=env).returncode == 0
+        stdout, stderr = waiting.communicate(timeout=60)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert waiting.returncode == 1, stdout + stderr
+    assert stderr.strip().splitlines() == [
+        f"fanout send: error: 1 run did not complete: {rid} cancelled"], stderr
+
+
+def test_functions_shows_paused_functions(
+        project: Path, urls: dict[str, str], proj_worker: ProjWorker) -> None:
+    env = _env(urls)
+    assert fanout_cli(project, "pause", "hold", "--reason", "deploy", env=env).returncode == 0
+    try:
+        text = fanout_cli(project, "functions", env=env)
+        assert text.returncode == 0, text.stderr
+        rows = {line.split()[0]: line for line in text.stdout.splitlines()[1:]}
+        assert rows["proj:hold"].rstrip().endswith("paused (deploy)"), text.stdout
+        assert rows["proj:hello"].rstrip().endswith("active"), text.stdout
+        fns = {f["key"]: f for f in json.loads(fanout_cli(project, "--json", "functions",
+                                                          env=env).stdout)}
+        assert fns["proj:hold"]["paused"] is True and fns["proj:hold"]["pause"]["reason"] == "deploy"
+        assert fns["proj:hello"]["paused"] is False and fns["proj:hello"]["pause"] is None
+    finally:
+        assert fanout_cli(project, "resume", "hold", env=env).returncode == 0
+    fns = json.loads(fanout_cli(project, "--json", "functions", env=env).stdout)
+    assert not any(f["paused"] for f in fns)
+
+
+def test_option_values_may_start_with_a_dash(
+        project: Path, urls: dict[str, str], proj_worker: ProjWorker) -> None:
+    """A Fernet key starts with '-' one time in 64; an event id or a reason may too."""
+    import base64
+
+    key = next(k for k in (base64.urlsafe_b64encode(os.urandom(32)).decode()
+                           for _ in range(10_000)) if k.startswith("-"))
+    env = _env(urls)
+    sent = json.loads(fanout_cli(project, "--json", "send", "up/hello", "--wait", "60",
+                                 env=env).stdout)
+    rid = sent["runs"][0]["run_id"]
+    for args in (["run", rid, f"--key={key}"], ["run", rid, "--key", key]):
+        res = fanout_cli(project, *args, env=env)
+        assert res.returncode == 0, (args, res.stderr)
+        assert 'output: "hello ?"' in res.stdout
+    eid = f"-dash-{uuid.uuid4().hex[:6]}"
+    res = fanout_cli(project, "send", "up/hello", "--id", eid, "--wait", "60", env=env)
+    assert res.returncode == 0 and res.stdout.startswith(f"event {eid}\n"), res.stderr
+    # An option after a value-taking one is still an option: "--key --json" is an error.
+    one_line_error(fanout_cli(project, "run", rid, "--key", "--json", env=env), 2,
+                   r"argument --key: expected one argument")
+
+
+# -- the shipped settings with only FANOUT_REDIS_URL --------------------------------------
+
+
+def test_only_the_store_url_puts_the_broker_in_the_next_database_and_warns(
+        project: Path, urls: dict[str, str], log_dir: Path) -> None:
+    used = {int(u.rsplit("/", 1)[1]) for u in urls.values()}   # the module's other worker
+    db = support.db_for(f"{__name__}.store-only")
+    while {db, db + 1 if db < 15 else db - 1} & used:
+        db = db % 15 + 1
+    store = f"{support.base_url()}/{db}"
+    broker = f"{support.base_url()}/{db + 1 if db < 15 else db - 1}"
+    for url in (store, broker):
+        redis.Redis.from_url(url).flushdb()
+    w = ProjWorker(project, {"FANOUT_REDIS_URL": store}, log_dir / "cliproj-store-only.log")
+    try:
+        res = fanout_cli(project, "--json", "send", "up/hello", "--wait", "60",
+                         env={"FANOUT_REDIS_URL": store})
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert [r["status"] for r in json.loads(res.stdout)["runs"]] == ["completed"]
+    finally:
+        w.stop()
+    # Celery's queues are in the broker's database, none in the store's.
+    store_keys = {k.decode() for k in redis.Redis.from_url(store).keys("*")}
+    broker_keys = {k.decode() for k in redis.Redis.from_url(broker).keys("*")}
+    assert "_kombu.binding.celery" in broker_keys, broker_keys
+    assert not [k for k in store_keys if k.startswith(("_kombu", "celery", "unacked"))], store_keys
+    assert any(k.startswith("fanout:") for k in store_keys) and not any(
+        k.startswith("fanout:") for k in broker_keys)
+    # One WARNING naming both URLs and the deployment guide.
+    lines = [ln for ln in w.log().splitlines() if "share one Redis" in ln]
+    assert len(lines) == 1, w.log()[-4000:]
+    assert "WARNING" in lines[0] and f"({broker})" in lines[0] and f"({store})" in lines[0]
+    assert "share one Redis server" in lines[0] and "docs/howto/deployment.md" in lines[0]
+    for url in (store, broker):
+        redis.Redis.from_url(url).flushdb()

@@ -154,6 +154,9 @@ def test_an_idempotency_key_gives_a_retried_request_the_same_ids(server: Server,
         (b'[{"name": "billing/x", "id": "ok-1"}, "oops"]', "events[1] is a JSON string"),
         (b'{"data": {}}', "name: Field required"),
         (b'{"name": ""}', "event name is empty"),
+        (b'{"name": "billing/a\\nb"}', "event name contains a newline (U+000A) at position 9"),
+        (b'[{"name": "billing/x", "id": "ok-1"}, {"name": "billing/\\u001b[2J"}]',
+         "event name contains a control character (U+001B)"),
         (b'{"name": "billing/x", "data": [1]}', "must be a JSON object"),
         (b'{"name": "billing/x", "colour": "red"}', "colour: Extra inputs are not permitted"),
         (b'{"name": "fanout/function.invoked"}', "reserved for fanout's own events"),
@@ -302,7 +305,7 @@ def test_the_cli_creates_lists_and_revokes_keys(server: Server) -> None:
     gone = _cli("keys", "revoke", key_id)
     assert gone.returncode == 1 and f"no key {key_id!r}" in gone.stderr
     bad = _cli("keys", "create", "no spaces")
-    assert bad.returncode == 1 and "invalid source 'no spaces'" in bad.stderr
+    assert bad.returncode == 2 and "invalid source 'no spaces'" in bad.stderr   # usage
     offline = _cli("keys", "create", "edge", "--no-store")
     key_line, hash_line = offline.stdout.strip().splitlines()
     assert hash_line == f"hash: {hash_key(key_line)}"

@@ -52,7 +52,9 @@ FANOUT = {
 }
 
 # Celery reads the CELERY_* settings (app.config_from_object(..., namespace="CELERY")).
-CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
+# Celery's broker: never the store's database (in production, its own Redis server or
+# RabbitMQ: docs/howto/deployment.md).
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "redis://localhost:6379/1")
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
