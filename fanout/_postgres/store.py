@@ -74,7 +74,6 @@ CREATE INDEX IF NOT EXISTS {TABLE}_fn_created ON {TABLE} (fn_key, created_ms DES
 CREATE INDEX IF NOT EXISTS {TABLE}_status_created ON {TABLE} (status, created_ms DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE} (created_ms DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS {TABLE}_version ON {TABLE} (version);
-CREATE INDEX IF NOT EXISTS {TABLE}_versions ON {TABLE} USING gin (versions);
 CREATE INDEX IF NOT EXISTS {TABLE}_ended ON {TABLE} (ended_at);
 CREATE INDEX IF NOT EXISTS {TABLE}_event_names ON {TABLE} USING gin (event_names);
 CREATE INDEX IF NOT EXISTS {TABLE}_event_data ON {TABLE} USING gin (event_data jsonb_path_ops);
@@ -385,9 +384,9 @@ class PgHistory:
             where.append("created_ms <= %s")
             args.append(round(float(until) * 1000))
         if version:
-            # versions holds the creation version too (row_of): one GIN lookup.
-            where.append("versions @> ARRAY[%s]::text[]")
-            args.append(version)
+            # Created on it, or a pass ran on it (versions holds the creation one too).
+            where.append("(version = %s OR %s = ANY(versions))")
+            args += [version, version]
         if event_name:
             where.append("event_names @> ARRAY[%s]::text[]")
             args.append(event_name)
