@@ -7,12 +7,14 @@ import datetime as _dt
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, overload
 
 from celery import Celery
 
 from ._celery import admission, bulk_jobs, endings, pausing
+from ._celery.history_copy import history_url as history_url_setting
 from ._celery.install import check_serializers, runtime_for
 from ._celery.runtime import Runtime
 from ._core.context import Context, ContextSync
@@ -133,6 +135,7 @@ class Fanout:
         strict_order: bool = False,
         middleware: Sequence[MiddlewareFactory] | None = None,
         serializer: Any = None,
+        history_url: str | None = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
         self._logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
@@ -148,6 +151,12 @@ class Fanout:
         self.max_event_bytes = check_max_event_bytes(max_event_bytes)
         self.celery = celery
         self.redis_url = resolve_redis_url(celery, redis_url)
+        if history_url is not None:
+            # The PostgreSQL history store: the workers' copier and list_runs read it.
+            celery.conf.fanout_history_url = history_url
+        history_url_setting(celery)  # a clear error now for a bad URL
+        self._pg: Any = None
+        self._pg_lock = threading.Lock()
         self._backoff = check_backoff(retry_backoff)
         self._checkpoint = bool(checkpoint)
         if not isinstance(strict_order, bool):
@@ -538,6 +547,7 @@ class Fanout:
         limit: int = 100,
         version: str | None = None,
         search: Mapping[str, Any] | None = None,
+        event_name: str | None = None,
     ) -> RunList:
         """Runs, newest first (by creation), of one event, one function, or all.
 
@@ -551,6 +561,11 @@ class Fanout:
         created on that version or with a pass that ran on it. ``search`` looks runs up
         by declared search attributes (``create_function(search=["data.user_id"])``):
         ``search={"data.user_id": 42}``; every attribute given must match.
+
+        With the PostgreSQL history store (``history_url=``), ended runs come from it and
+        active ones from Redis (docs/howto/history-postgres.md): ``search`` then takes any
+        path under ``data.`` or ``output``, and ``event_name`` keeps the runs started by
+        an event of that name (it needs the store).
         """
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
@@ -558,6 +573,14 @@ class Fanout:
         before = as_timestamp(until, "until")
         store = self._rt.store
         history = History(store)
+        pg_url = history_url_setting(self.celery)
+        if event_id is None and pg_url is not None:
+            return self._list_runs_pg(pg_url, fn_id=fn_id, status=status, since=after,
+                                      until=before, cursor=cursor, limit=limit,
+                                      version=version, search=search, event_name=event_name)
+        if event_name is not None:
+            raise ConfigError("event_name= needs the PostgreSQL history store "
+                              "(Fanout(history_url=...) or fanout_history_url)")
         if event_id is not None:
             if cursor is not None:
                 raise ConfigError("cursor pages the runs of a function or of all functions; "
@@ -594,6 +617,25 @@ class Fanout:
             if nxt is None or (cursor or "").startswith("^"):
                 break  # a page back is one page
         return RunList(self._infos(ids), nxt, total=total, prev_cursor=prev)
+
+    def _list_runs_pg(self, url: str, *, fn_id: str | None, status: str | None,
+                      since: float | None, until: float | None, cursor: str | None,
+                      limit: int, version: str | None, search: Mapping[str, Any] | None,
+                      event_name: str | None) -> RunList:
+        from ._postgres.combined import combined_runs
+        from ._postgres.store import PgHistory
+
+        if search is not None and (not isinstance(search, Mapping) or not search):
+            raise ConfigError('search must be a dict like {"data.user_id": 42}')
+        with self._pg_lock:
+            if self._pg is None or self._pg.url != url:
+                self._pg = PgHistory(url)
+            page = combined_runs(
+                self._rt.store, self._pg, fn_key=f"{self.app_id}:{fn_id}" if fn_id else None,
+                status=status, since=since, until=until, version=version,
+                event_name=event_name, search=search, cursor=cursor, limit=limit)
+        infos = [to_run_info(r.run_id, page.fields[r.run_id]) for r in page.items]
+        return RunList(infos, page.next_cursor, total=page.total, prev_cursor=page.prev_cursor)
 
     def _infos(self, run_ids: list[str]) -> list[RunInfo]:
         store = self._rt.store

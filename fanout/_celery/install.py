@@ -16,7 +16,7 @@ from celery import Celery, signals
 
 from .._errors import ConfigError
 from .._redis.history import History
-from . import endings, tasks
+from . import endings, history_copy, tasks
 from .runtime import Runtime, _runtimes, _runtimes_lock
 
 log = logging.getLogger("fanout")
@@ -147,6 +147,7 @@ class _Signals:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.copier: Any = None
 
     def connect(self) -> None:
         # A dispatch_uid per runtime: Celery before 5.7 keys a bound method by its function
@@ -194,6 +195,15 @@ class _Signals:
             if shared:
                 log.warning("fanout: %s", shared)
             self.rt.timers.start()
+            # The PostgreSQL history store's copier (fanout_history_url), in the main
+            # process only: a thread of its own, never in a pass.
+            try:
+                self.copier = history_copy.copier_for(self.rt)
+            except ConfigError as exc:
+                log.error("fanout: the history store is off: %s", exc)
+                self.copier = None
+            if self.copier is not None:
+                self.copier.start()
             self._resume_bulk_jobs()
 
     def _resume_bulk_jobs(self) -> None:
@@ -214,10 +224,14 @@ class _Signals:
         # pools runs in the event loop itself, where waiting for a thread (a
         # greenlet there) cannot switch away: only ask the threads to stop.
         self.rt.timers.stop(wait=False)
+        if self.copier is not None:
+            self.copier.stop(wait=False)
 
     def _on_worker_stop(self, sender: Any = None, **_: Any) -> None:
         # Sent once the pool has stopped, from the worker's main flow: wait there
         # for a scan in progress to end.
         if self._mine(sender):
             self.rt.timers.stop()
+            if self.copier is not None:
+                self.copier.stop()
             self._flush_observations()

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from .._celery.history_copy import history_url as history_url_setting
 from .._core.event import quoted
 from .._core.run_record import FK
 from .._errors import FanoutError
@@ -108,6 +109,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
              runs_table(runs) if runs else "no runs")
         return 0
     fn_key = target.function(args.fn).key if args.fn else None
+    pg_url = history_url_setting(target.runtime.app)
+    if pg_url is not None:
+        return _runs_pg(target, args, fn_key, pg_url)
+    if args.event_name:
+        raise CliError("--event-name needs the PostgreSQL history store (fanout_history_url)",
+                       EXIT_USAGE)
     if args.search:
         return _search(target, args, fn_key)
     page = list_runs(history, paused_functions(target.runtime.store), status=args.status,
@@ -118,6 +125,40 @@ def cmd_runs(args: argparse.Namespace) -> int:
                "complete": page.complete},
         runs_table(page.items) if page.items else _no_runs(args))
     if not args.json and page.items:
+        note(f"{page.total} run(s) match" + (f"; more: add --cursor {page.next_cursor}"
+                                            if page.next_cursor else "")
+             + (f"; newer: --cursor '{page.prev_cursor}'" if page.prev_cursor else ""))
+    return 0
+
+
+def _runs_pg(target: Target, args: argparse.Namespace, fn_key: str | None, url: str) -> int:
+    """``fanout runs`` with the history store: ended runs from PostgreSQL, active ones
+    from Redis; ``--search`` is any JSON path over the event data or output, exact."""
+    from .._postgres.combined import combined_runs
+    from .._postgres.store import PgHistory, parse_search
+
+    try:
+        search = parse_search([args.search]) if args.search else None
+    except FanoutError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    wanted = [s.strip() for s in (args.status or "").split(",") if s.strip()]
+    asked = ",".join(dict.fromkeys("queued" if s == "paused" else s for s in wanted)) or None
+    pg = PgHistory(url)
+    try:
+        page = combined_runs(target.runtime.store, pg, fn_key=fn_key, status=asked,
+                             since=args.since, until=args.until, version=args.version,
+                             event_name=args.event_name, search=search, cursor=args.cursor,
+                             limit=min(args.limit, MAX_LIMIT))
+    finally:
+        pg.close()
+    items = show_paused(page.items, paused_functions(target.runtime.store))
+    if wanted and "active" not in wanted:  # queued asked for paused: keep what was asked
+        items = [r for r in items if r.status in wanted]
+    out(args, {"runs": [r.to_json() for r in items], "next_cursor": page.next_cursor,
+               "prev_cursor": page.prev_cursor, "total": page.total, "complete": True,
+               "source": "postgres+redis"},
+        runs_table(items) if items else _no_runs(args))
+    if not args.json and items:
         note(f"{page.total} run(s) match" + (f"; more: add --cursor {page.next_cursor}"
                                             if page.next_cursor else "")
              + (f"; newer: --cursor '{page.prev_cursor}'" if page.prev_cursor else ""))
@@ -414,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", metavar="PATH=VALUE", help="runs whose event data or output "
                    "has VALUE at PATH (data.user_id=42, output.order_id=7): exact for a "
                    "declared search attribute, else a look through the runs")
+    p.add_argument("--event-name", metavar="NAME", help="runs started by an event of this "
+                   "name (needs the PostgreSQL history store)")
     p.add_argument("--look", type=limit_arg, default=2000, metavar="N",
                    help="with --search on an undeclared path: look at most N runs (2000)")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")

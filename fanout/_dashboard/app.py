@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._celery.history_copy import history_url as history_url_setting
 from .._core.run_record import EVENT, FK
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
@@ -126,6 +127,8 @@ class DashboardApp:
         self.local_csrf = hashlib.sha256(os.urandom(32)).hexdigest()[:32]
         self.memo = Memo()
         self._registry: Any = None
+        self._pg: Any = None  # the history store's client, with fanout_history_url
+        self._pg_lock = threading.Lock()
 
     @property
     def audit(self) -> AuditLog:
@@ -404,12 +407,41 @@ class DashboardApp:
 
     def _runs(self, q: dict[str, str], fn_key: str | None) -> Page[RunSummary]:
         t = self.target
+        pg_url = history_url_setting(t.runtime.app)
+        if pg_url is not None:
+            return self._runs_pg(q, fn_key, pg_url)
         return list_runs(t.history, paused_functions(t.runtime.store),
                          status=q.get("status") or None, fn_key=fn_key,
                          since=parse_time(q["since"]) if q.get("since") else None,
                          until=parse_time(q["until"]) if q.get("until") else None,
                          limit=min(int(q.get("limit") or 50), 500),
                          cursor=q.get("cursor") or None, version=q.get("version") or None)
+
+    def _runs_pg(self, q: dict[str, str], fn_key: str | None, url: str) -> Page[RunSummary]:
+        """The runs list with the PostgreSQL history store: ended runs from it, active
+        ones from Redis (``fanout/_postgres/combined.py``); ``paused`` reads as queued
+        and is shown as paused, as without the store."""
+        from .._postgres.combined import combined_runs
+        from .._postgres.store import PgHistory
+
+        t = self.target
+        wanted = [s.strip() for s in (q.get("status") or "").split(",") if s.strip()]
+        asked = ",".join(dict.fromkeys("queued" if s == "paused" else s for s in wanted))
+        with self._pg_lock:
+            pg = self._pg
+            if pg is None or pg.url != url:
+                pg = self._pg = PgHistory(url)
+            page = combined_runs(
+                t.runtime.store, pg, fn_key=fn_key, status=asked or None,
+                since=parse_time(q["since"]) if q.get("since") else None,
+                until=parse_time(q["until"]) if q.get("until") else None,
+                version=q.get("version") or None, cursor=q.get("cursor") or None,
+                limit=min(int(q.get("limit") or 50), 500))
+        items = show_paused(page.items, paused_functions(t.runtime.store))
+        if wanted and "active" not in wanted:
+            items = [r for r in items if r.status in wanted]
+        return Page(items, page.next_cursor, len(page.items), True, page.total,
+                    page.prev_cursor)
 
     # -- the live pages -----------------------------------------------------------------------
 

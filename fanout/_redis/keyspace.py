@@ -26,6 +26,11 @@ class Keyspace:
         self.functions_index = f"{p}:idx:fns"
         self.reindex_lock = f"{p}:idx:reindexing"
         self.reindexed = f"{p}:idx:reindexed"
+        # The ended feed (run id -> ended, ms) the history store's copier reads, its
+        # cursor and the lease of the one process copying (fanout/_redis/ended_feed.py).
+        self.ended_index = f"{p}:idx:ended"
+        self.history_cursor = f"{p}:history:cursor"
+        self.history_lease = f"{p}:history:lease"
         self.metrics = f"{p}:metrics"
         # The event names counted under their own name in the metrics (the rest: "other").
         self.metric_event_names = f"{p}:metrics:evnames"
