@@ -14,12 +14,20 @@ sends. Nothing is cached between reads (a temporary union or intersection is bui
 again each time).
 
     .venv/bin/python -m bench.history_scale [--n 1000000] [--repeat 50]
+
+With ``--postgres URL`` (a PostgreSQL server, e.g. ``postgresql://127.0.0.1:5432``) it
+measures the history store instead: it creates a database ``fanout_bench_<pid>`` on
+that server (dropped at the end), fills ``fanout_runs`` with the same N runs by
+``COPY`` (the rows the copier would write; the indexes built after the load), and
+reads the same first pages through ``PgHistory.runs``, plus a JSONB search over the
+event data and one over the output.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -98,11 +106,104 @@ def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, float, int, Any]:
     return statistics.median(samples) * 1000, p95 * 1000, Counting.n // repeat, out
 
 
+def _pg_rows(n: int) -> Any:
+    """The rows of the same N runs as :func:`fill`, as the copier writes them."""
+    from fanout._postgres.store import row_of
+
+    now = time.time()
+    failed = max(1, n // 100)
+    for i in range(n):
+        f = i % FUNCTIONS
+        fn_key = "bench:order" if f == 0 else f"bench:fn{f}"
+        created = now - SPAN + SPAN * i / n
+        eid = f"ev-{i:08d}"
+        event = {"name": f"bench/ev{i % EVENT_NAMES}", "data": {"user_id": i % 100_000},
+                 "id": eid, "ts": int(created * 1000)}
+        status = "failed" if i < failed else "completed"
+        rec: dict[str, Any] = {
+            "st": status, "fn": fn_key.split(":")[1], "app": "bench", "fk": fn_key,
+            "ev": [eid], "event": event, "c": repr(created), "t0": repr(created),
+            "t1": repr(created + 0.05), "v": f"v{1 + (i // FUNCTIONS) % 2}", "seq": "2",
+            "out": {"order_id": i, "ok": status == "completed"},
+            "err": {"type": "Error", "message": "boom"} if status == "failed" else None}
+        if f == 0:
+            rec["sa"] = ["data.user_id"]
+        yield row_of(f"run-{i:08d}", {k: v for k, v in rec.items() if v is not None})
+
+
+def postgres_main(server: str, n: int, repeat: int) -> None:
+    import psycopg
+
+    from fanout._postgres.store import COLUMNS, SCHEMA, TABLE, PgHistory
+
+    name = f"fanout_bench_{os.getpid()}"
+    with psycopg.connect(f"{server.rstrip('/')}/postgres", autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"{server.rstrip('/')}/{name}"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(SCHEMA.split(";")[0])  # the table; the indexes after the load
+            t = time.perf_counter()
+            with conn.cursor() as cur, cur.copy(
+                    f"COPY {TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+                for k, row in enumerate(_pg_rows(n)):
+                    copy.write_row(row)
+                    if k and k % 200_000 == 0:
+                        print(f"  {k:,} rows", flush=True)
+            loaded = time.perf_counter() - t
+            t = time.perf_counter()
+            conn.execute(SCHEMA)
+            conn.execute(f"VACUUM ANALYZE {TABLE}")
+            indexed = time.perf_counter() - t
+            size = conn.execute("SELECT pg_size_pretty(pg_database_size(current_database()))"
+                                ).fetchone()
+        print(f"copied {n:,} runs in {loaded:.0f} s, indexes built in {indexed:.0f} s; "
+              f"database {size[0] if size else '?'}")
+        h = PgHistory(url)
+        now = time.time()
+        rows: list[tuple[str, Callable[[], Any]]] = [
+            ("all runs", lambda: h.runs(limit=50)),
+            ("status=failed", lambda: h.runs(status="failed", limit=50)),
+            ("status=failed, fn", lambda: h.runs(fn_key="bench:fn1", status="failed",
+                                                 limit=50)),
+            ("function", lambda: h.runs(fn_key="bench:fn3", limit=50)),
+            ("function + version", lambda: h.runs(fn_key="bench:fn3", version="v2",
+                                                   limit=50)),
+            ("version (all functions)", lambda: h.runs(version="v2", limit=50)),
+            ("status=failed + version", lambda: h.runs(fn_key="bench:fn3", status="failed",
+                                                       version="v2", limit=50)),
+            ("time range (last hour)", lambda: h.runs(since=now - 3600, limit=50)),
+            ("status=completed, last day", lambda: h.runs(status="completed",
+                                                          since=now - 86400, limit=50)),
+            ("event name (runs)", lambda: h.runs(event_name="bench/ev7", limit=50)),
+            ("search data.user_id, fn", lambda: h.runs(
+                fn_key="bench:order", search={"data.user_id": 4240}, limit=50)),
+            ("search data.user_id, all fns", lambda: h.runs(
+                search={"data.user_id": 4240}, limit=50)),
+            ("search output.order_id", lambda: h.runs(
+                search={"output.order_id": 777_777 % n}, limit=50)),
+        ]
+        print(f"{'first page of 50 (with total)':32} {'median':>9} {'p95':>9}  total")
+        for label, fn in rows:
+            med, p95, _cmds, out = timed(fn, repeat)
+            print(f"{label:32} {med:7.2f}ms {p95:7.2f}ms  {out.total} "
+                  f"({len(out.runs)} on the page)")
+        h.close()
+    finally:
+        with psycopg.connect(f"{server.rstrip('/')}/postgres", autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.history_scale")
     ap.add_argument("--n", type=int, default=1_000_000, help="runs to store (1,000,000)")
     ap.add_argument("--repeat", type=int, default=50, help="reads per filter (50)")
+    ap.add_argument("--postgres", metavar="URL", help="measure the PostgreSQL history store "
+                    "on this server instead (a scratch database is created and dropped)")
     args = ap.parse_args(argv)
+    if args.postgres:
+        postgres_main(args.postgres, args.n, args.repeat)
+        return
     with bench_redis() as url:
         pool = redis.ConnectionPool.from_url(url, connection_class=Counting)
         r = redis.Redis(connection_pool=pool)

@@ -44,10 +44,13 @@ from ._errors import (
     StepError,
 )
 from ._ops.deploy_check import DeployCheck, check_deploy
+from ._redis.bulk_store import BulkJob, BulkQuery
 from ._version import __version__
 
 __all__ = [
     "Batch",
+    "BulkJob",
+    "BulkQuery",
     "Cancel",
     "Concurrency",
     "ConfigError",

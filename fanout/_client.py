@@ -7,12 +7,14 @@ import datetime as _dt
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, overload
 
 from celery import Celery
 
-from ._celery import admission, endings, pausing
+from ._celery import admission, bulk_jobs, endings, pausing
+from ._celery.history_copy import history_url as history_url_setting
 from ._celery.install import check_serializers, runtime_for
 from ._celery.runtime import Runtime
 from ._core.context import Context, ContextSync
@@ -59,6 +61,7 @@ from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
 from ._redis.audit import AuditLog, operator_name
+from ._redis.bulk_store import BulkJob, BulkQuery, BulkStore
 from ._redis.history import MAX_LIMIT, History
 from ._redis.history import statuses as history_statuses
 
@@ -132,6 +135,7 @@ class Fanout:
         strict_order: bool = False,
         middleware: Sequence[MiddlewareFactory] | None = None,
         serializer: Any = None,
+        history_url: str | None = None,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
         self._logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
@@ -147,6 +151,12 @@ class Fanout:
         self.max_event_bytes = check_max_event_bytes(max_event_bytes)
         self.celery = celery
         self.redis_url = resolve_redis_url(celery, redis_url)
+        if history_url is not None:
+            # The PostgreSQL history store: the workers' copier and list_runs read it.
+            celery.conf.fanout_history_url = history_url
+        history_url_setting(celery)  # a clear error now for a bad URL
+        self._pg: Any = None
+        self._pg_lock = threading.Lock()
         self._backoff = check_backoff(retry_backoff)
         self._checkpoint = bool(checkpoint)
         if not isinstance(strict_order, bool):
@@ -422,6 +432,57 @@ class Fanout:
             extra={"selected": len(done)})
         return len(done)
 
+    def bulk_cancel(self, function: Callable[..., Any] | str | None = None, *,
+                    status: str | None = "active", since: Any = None, until: Any = None,
+                    version: str | None = None, search: Mapping[str, Any] | None = None,
+                    reason: str = "cancelled by bulk_cancel", by: str | None = None,
+                    dry_run: bool = False, batch: int = bulk_jobs.DEFAULT_BATCH) -> BulkJob:
+        """Cancel every run matching the filters (default: the active ones), in batches
+        on the workers; returns the job (:meth:`bulk_job` shows its progress). The
+        filters are those of :meth:`list_runs`, exact from the indexes; the job acts
+        on the runs that match now. ``dry_run=True`` only counts them (``total``) and
+        returns the first ids (``sample``). The job goes into the audit log under
+        ``by`` (default ``python:<user>@<host>``) with ``reason``."""
+        return self._bulk("cancel", function, status, since, until, version, search,
+                          False, reason, by, dry_run, batch)
+
+    def bulk_replay(self, function: Callable[..., Any] | str | None = None, *,
+                    status: str | None = None, since: Any = None, until: Any = None,
+                    version: str | None = None, search: Mapping[str, Any] | None = None,
+                    include_replays: bool = False, reason: str = "", by: str | None = None,
+                    dry_run: bool = False, batch: int = bulk_jobs.DEFAULT_BATCH) -> BulkJob:
+        """Replay the runs matching the filters, in batches on the workers: the latest
+        run of each event, once, never a replay unless ``include_replays`` (the others
+        count as ``skipped``). Otherwise as :meth:`bulk_cancel`."""
+        return self._bulk("replay", function, status, since, until, version, search,
+                          include_replays, reason, by, dry_run, batch)
+
+    def _bulk(self, kind: str, function: Callable[..., Any] | str | None, status: str | None,
+              since: Any, until: Any, version: str | None, search: Mapping[str, Any] | None,
+              include_replays: bool, reason: str, by: str | None, dry_run: bool,
+              batch: int) -> BulkJob:
+        if function is None and not (status or since or until or version or search):
+            raise ConfigError(f"bulk_{kind} needs a filter: a function, status, since, until, "
+                              "version or search")
+        query = BulkQuery(fn_key=self._function(function).key if function is not None else None,
+                          status=status or None, since=as_timestamp(since, "since"),
+                          until=as_timestamp(until, "until"), version=version or None,
+                          search=dict(search or {}), include_replays=include_replays)
+        return bulk_jobs.submit(self._rt, kind, query, who=by or operator_name("python"),
+                                reason=reason, client="python", dry_run=dry_run, batch=batch)
+
+    def bulk_job(self, job_id: str) -> BulkJob | None:
+        """A bulk job and its progress; None when unknown or past the retention."""
+        return BulkStore(self._rt.store).get(job_id)
+
+    def bulk_jobs(self, limit: int = 50) -> list[BulkJob]:
+        """The bulk jobs, newest first."""
+        return BulkStore(self._rt.store).jobs(limit)
+
+    def cancel_bulk_job(self, job_id: str) -> BulkJob | None:
+        """Stop a bulk job after its current batch; returns it (None when unknown)."""
+        return BulkStore(self._rt.store).cancel(job_id)
+
     def replay(self, run_id: str) -> str:
         """Start a new run of the same function for the same event; returns its id."""
         fields, fn = self._run_and_function(run_id)
@@ -486,6 +547,7 @@ class Fanout:
         limit: int = 100,
         version: str | None = None,
         search: Mapping[str, Any] | None = None,
+        event_name: str | None = None,
     ) -> RunList:
         """Runs, newest first (by creation), of one event, one function, or all.
 
@@ -499,6 +561,11 @@ class Fanout:
         created on that version or with a pass that ran on it. ``search`` looks runs up
         by declared search attributes (``create_function(search=["data.user_id"])``):
         ``search={"data.user_id": 42}``; every attribute given must match.
+
+        With the PostgreSQL history store (``history_url=``), ended runs come from it and
+        active ones from Redis (docs/howto/history-postgres.md): ``search`` then takes any
+        path under ``data.`` or ``output``, and ``event_name`` keeps the runs started by
+        an event of that name (it needs the store).
         """
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
@@ -506,6 +573,14 @@ class Fanout:
         before = as_timestamp(until, "until")
         store = self._rt.store
         history = History(store)
+        pg_url = history_url_setting(self.celery)
+        if event_id is None and pg_url is not None:
+            return self._list_runs_pg(pg_url, fn_id=fn_id, status=status, since=after,
+                                      until=before, cursor=cursor, limit=limit,
+                                      version=version, search=search, event_name=event_name)
+        if event_name is not None:
+            raise ConfigError("event_name= needs the PostgreSQL history store "
+                              "(Fanout(history_url=...) or fanout_history_url)")
         if event_id is not None:
             if cursor is not None:
                 raise ConfigError("cursor pages the runs of a function or of all functions; "
@@ -542,6 +617,25 @@ class Fanout:
             if nxt is None or (cursor or "").startswith("^"):
                 break  # a page back is one page
         return RunList(self._infos(ids), nxt, total=total, prev_cursor=prev)
+
+    def _list_runs_pg(self, url: str, *, fn_id: str | None, status: str | None,
+                      since: float | None, until: float | None, cursor: str | None,
+                      limit: int, version: str | None, search: Mapping[str, Any] | None,
+                      event_name: str | None) -> RunList:
+        from ._postgres.combined import combined_runs
+        from ._postgres.store import PgHistory
+
+        if search is not None and (not isinstance(search, Mapping) or not search):
+            raise ConfigError('search must be a dict like {"data.user_id": 42}')
+        with self._pg_lock:
+            if self._pg is None or self._pg.url != url:
+                self._pg = PgHistory(url)
+            page = combined_runs(
+                self._rt.store, self._pg, fn_key=f"{self.app_id}:{fn_id}" if fn_id else None,
+                status=status, since=since, until=until, version=version,
+                event_name=event_name, search=search, cursor=cursor, limit=limit)
+        infos = [to_run_info(r.run_id, page.fields[r.run_id]) for r in page.items]
+        return RunList(infos, page.next_cursor, total=page.total, prev_cursor=page.prev_cursor)
 
     def _infos(self, run_ids: list[str]) -> list[RunInfo]:
         store = self._rt.store

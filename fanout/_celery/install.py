@@ -16,7 +16,7 @@ from celery import Celery, signals
 
 from .._errors import ConfigError
 from .._redis.history import History
-from . import endings, tasks
+from . import endings, history_copy, tasks
 from .runtime import Runtime, _runtimes, _runtimes_lock
 
 log = logging.getLogger("fanout")
@@ -147,6 +147,7 @@ class _Signals:
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
+        self.copier: Any = None
 
     def connect(self) -> None:
         # A dispatch_uid per runtime: Celery before 5.7 keys a bound method by its function
@@ -194,16 +195,43 @@ class _Signals:
             if shared:
                 log.warning("fanout: %s", shared)
             self.rt.timers.start()
+            # The PostgreSQL history store's copier (fanout_history_url), in the main
+            # process only: a thread of its own, never in a pass.
+            try:
+                self.copier = history_copy.copier_for(self.rt)
+            except ConfigError as exc:
+                log.error("fanout: the history store is off: %s", exc)
+                self.copier = None
+            if self.copier is not None:
+                self.copier.start()
+            self._resume_bulk_jobs()
+
+    def _resume_bulk_jobs(self) -> None:
+        """Send the unfinished bulk jobs again: their message may have died with a
+        worker (the extra deliveries stop at their first batch counted already)."""
+        from .bulk_jobs import resend_unfinished
+
+        try:
+            n = resend_unfinished(self.rt)
+        except Exception:  # noqa: BLE001 - the worker starts anyway; say why
+            log.warning("fanout: could not resume the unfinished bulk jobs", exc_info=True)
+            return
+        if n:
+            log.info("fanout: resumed %d unfinished bulk job(s)", n)
 
     def _on_worker_stopping(self, **_: Any) -> None:
         # Sent from the worker's signal handler, which under the gevent and eventlet
         # pools runs in the event loop itself, where waiting for a thread (a
         # greenlet there) cannot switch away: only ask the threads to stop.
         self.rt.timers.stop(wait=False)
+        if self.copier is not None:
+            self.copier.stop(wait=False)
 
     def _on_worker_stop(self, sender: Any = None, **_: Any) -> None:
         # Sent once the pool has stopped, from the worker's main flow: wait there
         # for a scan in progress to end.
         if self._mine(sender):
             self.rt.timers.stop()
+            if self.copier is not None:
+                self.copier.stop()
             self._flush_observations()

@@ -1,10 +1,11 @@
-"""fanout's three Celery tasks, registered on the app of one :class:`Runtime`.
+"""fanout's Celery tasks, registered on the app of one :class:`Runtime`.
 
 * ``fanout.step(fn, run_id, seq, branch)``: one pass of a run, or one parallel
   branch (``passes.py``);
 * ``fanout.route(event_ids, ...)``: the router (``routing.py``), bound to the
   ``fanout.events`` exchange;
-* ``fanout.cron``: cron ticks from Celery beat (``cron.py``).
+* ``fanout.cron``: cron ticks from Celery beat (``cron.py``);
+* ``fanout.bulk(job_id)``: one batch of a bulk cancel or replay (``bulk_jobs.py``).
 
 While Redis is unreachable a message is put back (a retry a few seconds later)
 rather than acknowledged as failed; the run's timer in Redis is the second line of
@@ -23,7 +24,7 @@ from kombu import Queue  # type: ignore[attr-defined]
 
 from .._core.outage import Outage
 from .._redis.store import StoreError
-from . import passes, routing
+from . import bulk_jobs, passes, routing
 from .cron import CRON_TASK
 from .runlog import take_failed, take_retrying
 from .runtime import ROUTER_QUEUE, Runtime
@@ -116,6 +117,14 @@ def register(rt: Runtime) -> None:
     )
     def cron(upto: str | None = None) -> int:
         return rt.cron.run(upto)
+
+    @app.task(name=bulk_jobs.BULK_TASK, bind=True, **_OPTIONS)  # type: ignore[untyped-decorator]
+    def bulk(task: Any, job_id: str) -> None:
+        try:
+            bulk_jobs.run_batch(rt, job_id)
+        except StoreError as exc:
+            raise _store_retry(task, exc, f"in bulk job {job_id}") from None
+        _messages.ok()
 
     queues = app.conf.task_queues
     if queues is None:

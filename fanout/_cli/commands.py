@@ -15,14 +15,16 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from .._celery.history_copy import history_url as history_url_setting
 from .._core.event import quoted
 from .._core.run_record import FK
 from .._errors import FanoutError
 from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
-from .._ops.render import Progress, decrypted, events_table, run_json, runs_table, table, timeline
-from .._redis.history import MAX_LIMIT, RunSummary, iso
+from .._ops.render import decrypted, events_table, run_json, runs_table, table, timeline
+from .._redis.history import MAX_LIMIT, iso
 from .._version import __version__
+from . import bulk_commands
 from .arguments import (
     cursor_arg,
     join_dash_values,
@@ -107,6 +109,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
              runs_table(runs) if runs else "no runs")
         return 0
     fn_key = target.function(args.fn).key if args.fn else None
+    pg_url = history_url_setting(target.runtime.app)
+    if pg_url is not None:
+        return _runs_pg(target, args, fn_key, pg_url)
+    if args.event_name:
+        raise CliError("--event-name needs the PostgreSQL history store (fanout_history_url)",
+                       EXIT_USAGE)
     if args.search:
         return _search(target, args, fn_key)
     page = list_runs(history, paused_functions(target.runtime.store), status=args.status,
@@ -117,6 +125,40 @@ def cmd_runs(args: argparse.Namespace) -> int:
                "complete": page.complete},
         runs_table(page.items) if page.items else _no_runs(args))
     if not args.json and page.items:
+        note(f"{page.total} run(s) match" + (f"; more: add --cursor {page.next_cursor}"
+                                            if page.next_cursor else "")
+             + (f"; newer: --cursor '{page.prev_cursor}'" if page.prev_cursor else ""))
+    return 0
+
+
+def _runs_pg(target: Target, args: argparse.Namespace, fn_key: str | None, url: str) -> int:
+    """``fanout runs`` with the history store: ended runs from PostgreSQL, active ones
+    from Redis; ``--search`` is any JSON path over the event data or output, exact."""
+    from .._postgres.combined import combined_runs
+    from .._postgres.store import PgHistory, parse_search
+
+    try:
+        search = parse_search([args.search]) if args.search else None
+    except FanoutError as exc:
+        raise CliError(str(exc), EXIT_USAGE) from None
+    wanted = [s.strip() for s in (args.status or "").split(",") if s.strip()]
+    asked = ",".join(dict.fromkeys("queued" if s == "paused" else s for s in wanted)) or None
+    pg = PgHistory(url)
+    try:
+        page = combined_runs(target.runtime.store, pg, fn_key=fn_key, status=asked,
+                             since=args.since, until=args.until, version=args.version,
+                             event_name=args.event_name, search=search, cursor=args.cursor,
+                             limit=min(args.limit, MAX_LIMIT))
+    finally:
+        pg.close()
+    items = show_paused(page.items, paused_functions(target.runtime.store))
+    if wanted and "active" not in wanted:  # queued asked for paused: keep what was asked
+        items = [r for r in items if r.status in wanted]
+    out(args, {"runs": [r.to_json() for r in items], "next_cursor": page.next_cursor,
+               "prev_cursor": page.prev_cursor, "total": page.total, "complete": True,
+               "source": "postgres+redis"},
+        runs_table(items) if items else _no_runs(args))
+    if not args.json and items:
         note(f"{page.total} run(s) match" + (f"; more: add --cursor {page.next_cursor}"
                                             if page.next_cursor else "")
              + (f"; newer: --cursor '{page.prev_cursor}'" if page.prev_cursor else ""))
@@ -222,51 +264,18 @@ def cmd_event(args: argparse.Namespace) -> int:
     return 0
 
 
-def _select(target: Target, args: argparse.Namespace, default_status: str | None) -> list[str]:
-    if args.run_ids:
-        return list(args.run_ids)
-    return [r.run_id for r in _select_runs(target, args, default_status)]
-
-
-def _select_runs(target: Target, args: argparse.Namespace,
-                 default_status: str | None) -> list[RunSummary]:
-    status = args.status or default_status
-    if not (args.fn or args.status or args.since or args.until):
-        raise CliError(f"{args.command} needs run ids or a filter (--fn, --status, --since)",
-                       EXIT_USAGE)
-    fn_key = target.function(args.fn).key if args.fn else None
-    paused = paused_functions(target.runtime.store)
-    runs: list[RunSummary] = []
-    cursor: str | None = None
-    while len(runs) < args.limit:
-        page = list_runs(target.history, paused, status=status, fn_key=fn_key,
-                         since=args.since, until=args.until,
-                         limit=min(MAX_LIMIT, args.limit - len(runs)), cursor=cursor)
-        runs.extend(page.items)
-        cursor = page.next_cursor
-        if cursor is None:
-            break
-    return runs
-
-
 def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
-          act: Callable[[str], tuple[bool, str]], skipped: dict[str, Any] | None = None) -> int:
+          act: Callable[[str], tuple[bool, str]]) -> int:
+    """Cancel or replay the runs named on the command line, from this process (with
+    filters instead, a bulk job on the workers: bulk_commands.py)."""
     if args.dry_run:
-        missing = [rid for rid in args.run_ids if not target.has_run(rid)]
+        missing = [rid for rid in ids if not target.has_run(rid)]
         if missing:
             raise CliError(f"{missing[0]}: no run {quoted(missing[0])} (unknown, or past its "
                            "retention)")
-        note = ""
-        if skipped and skipped["count"]:
-            note = (f" ({skipped['count']} matching run(s) skipped: {len(skipped['replays'])} "
-                    f"replay(s) or rerun(s), {len(skipped['superseded'])} with a newer run "
-                    "of the same event)")
-        out(args, {"would": verb, "count": len(ids), "run_ids": ids,
-                    **({"skipped": skipped} if skipped is not None else {})},
-             f"would {verb} {len(ids)} run(s){note}" + "".join(f"\n{r}" for r in ids))
+        out(args, {"would": verb, "count": len(ids), "run_ids": ids},
+            f"would {verb} {len(ids)} run(s)" + "".join(f"\n{r}" for r in ids))
         return 0
-    bulk = not args.run_ids
-    progress = Progress(len(ids), verb) if bulk and ids else None
     results: list[dict[str, Any]] = []
     failures: list[str] = []
     for rid in ids:
@@ -277,28 +286,26 @@ def _bulk(target: Target, args: argparse.Namespace, ids: list[str], verb: str,
         results.append({"run_id": rid, "ok": ok, "result": detail})
         if not ok:
             failures.append(f"{rid}: {detail}")
-        if progress:
-            progress.advance(ok)
-    if failures and len(ids) == 1 and not bulk:
+    if failures and len(ids) == 1:
         raise CliError(failures[0])   # one run named, one line
     lines = [f"{r['run_id']} {r['result']}" for r in results]
     summary = f"{verb}: {len(ids) - len(failures)} of {len(ids)} run(s)"
-    if ids:
-        done = [r["run_id"] for r in results if r["ok"]]
-        # A replay's result is "-> <new run id>": the new runs are targets too.
-        started = [r["result"][3:] for r in results if r["ok"] and r["result"].startswith("-> ")]
-        reason = getattr(args, "reason", "") or ""
-        record_action(target, args, f"bulk {verb}" if bulk else verb, [*done, *started],
-                      f"{summary}: {reason}" if reason else summary, selected=len(ids))
-    out(args, {"results": results}, "\n".join([*lines, summary]) if ids else "no runs match")
-    if failures and not bulk:
+    done = [r["run_id"] for r in results if r["ok"]]
+    # A replay's result is "-> <new run id>": the new runs are targets too.
+    started = [r["result"][3:] for r in results if r["ok"] and r["result"].startswith("-> ")]
+    reason = getattr(args, "reason", "") or ""
+    record_action(target, args, verb, [*done, *started],
+                  f"{summary}: {reason}" if reason else summary, selected=len(ids))
+    out(args, {"results": results}, "\n".join([*lines, summary]))
+    if failures:
         raise CliError(failures[0])
-    return EXIT_ERROR if failures and len(failures) == len(ids) else 0
+    return 0
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     target = find_target(args)
-    ids = _select(target, args, "active")
+    if not args.run_ids:  # filters: a bulk job on the workers (bulk_commands.py)
+        return bulk_commands.submit(target, args, "cancel")
     messages = {"cancelled": "cancelled", "flagged": "cancelling (stops after its running step)",
                 "ended": "had already ended", "missing": "no such run"}
 
@@ -306,28 +313,15 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         head = target.cancel(rid, args.reason)
         return head in ("cancelled", "flagged"), messages.get(head, head)
 
-    return _bulk(target, args, ids, "cancel", act)
+    return _bulk(target, args, list(args.run_ids), "cancel", act)
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     target = find_target(args)
-    skipped: dict[str, Any] | None = None
-    if args.run_ids:
-        ids = list(args.run_ids)
-    else:  # filters: the latest run of each event, once (see _ops/bulk.py)
-        from .._ops.bulk import plan_replays
-
-        plan = plan_replays(target.history, _select_runs(target, args, None),
-                            include_replays=args.include_replays)
-        ids = [r.run_id for r in plan.chosen]
-        skipped = {"count": plan.skipped, "replays": plan.replays,
-                   "superseded": plan.superseded}
-        if plan.skipped and not args.dry_run:
-            note(f"skipping {plan.skipped} matching run(s): {len(plan.replays)} replay(s) or "
-                  f"rerun(s) (--include-replays to replay them), {len(plan.superseded)} whose "
-                  "event has a newer run")
-    return _bulk(target, args, ids, "replay", lambda rid: (True, f"-> {target.replay(rid)}"),
-                 skipped)
+    if not args.run_ids:  # filters: the latest run of each event, once, in a bulk job
+        return bulk_commands.submit(target, args, "replay")
+    return _bulk(target, args, list(args.run_ids), "replay",
+                 lambda rid: (True, f"-> {target.replay(rid)}"))
 
 
 def cmd_rerun(args: argparse.Namespace) -> int:
@@ -461,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--search", metavar="PATH=VALUE", help="runs whose event data or output "
                    "has VALUE at PATH (data.user_id=42, output.order_id=7): exact for a "
                    "declared search attribute, else a look through the runs")
+    p.add_argument("--event-name", metavar="NAME", help="runs started by an event of this "
+                   "name (needs the PostgreSQL history store)")
     p.add_argument("--look", type=limit_arg, default=2000, metavar="N",
                    help="with --search on an undeclared path: look at most N runs (2000)")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
@@ -477,20 +473,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("event", cmd_event, "show an event and the runs it started")
     p.add_argument("event_id")
     for name, func, help, limit in (
-        ("cancel", cmd_cancel, "cancel runs (by id, or all that match the filters; "
-         "default status: active)", 1000),
+        ("cancel", cmd_cancel, "cancel runs (by id, or all that match the filters, in a "
+         "bulk job on the workers; default status: active)", 1000),
         ("replay", cmd_replay, "start new runs for the same events as the matching runs "
-         "(with filters: the latest run of each event, never a replay unless "
-         "--include-replays)", 1000),
+         "(with filters: a bulk job on the workers, the latest run of each event, never a "
+         "replay unless --include-replays)", 1000),
     ):
         p = add(name, func, help)
         p.add_argument("run_ids", nargs="*", metavar="RUN_ID")
         _run_filters(p, limit)
         p.add_argument("--dry-run", action="store_true", help="count and list the runs, "
-                       "change nothing")
+                       "change nothing (with filters: the exact count, and at most --limit "
+                       "run ids)")
+        bulk_commands.add_bulk_options(p)
         if name == "replay":
             p.add_argument("--include-replays", action="store_true",
                            help="with filters, also replay runs that are replays or reruns")
+            p.add_argument("--reason", default="", help="why, for the audit log")
         if name == "cancel":
             p.add_argument("--reason", default="cancelled from the fanout CLI")
     p = add("rerun", cmd_rerun, "start a new run reusing the steps before --from-step")
@@ -515,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart the worker when a .py file under the current directory changes")
     add_keys_commands(add)
     add_pause_commands(add)
+    bulk_commands.add_job_commands(add)
     add_check_deploy(add)
     return parser
 

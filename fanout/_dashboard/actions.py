@@ -68,6 +68,8 @@ def perform(app: DashboardApp, req: Request, who: Principal, form: dict[str, str
         return f"/runs/{quote(new)}", f"Rerun from step {step} started: run {new}."
     if path == "/actions/bulk":
         return _bulk(app, req, who, form, run_ids)
+    if path == "/actions/bulk-job":
+        return _bulk_job(app, who, form)
     if path == "/actions/pause":
         fn = t.function(_need(form, "fn"))
         t.pause(fn.key, f"paused from the dashboard {by}")
@@ -138,6 +140,22 @@ def _bulk(app: DashboardApp, req: Request, who: Principal, form: dict[str, str],
     summary = _bulk_summary(verb, done, skipped, failed)
     app.record(req, who, f"bulk {what}", [*ids, *new_runs], summary, selected=len(ids))
     return back.split("?")[0], summary
+
+
+def _bulk_job(app: DashboardApp, who: Principal, form: dict[str, str]) -> tuple[str, str]:
+    """Every run the filters match, in a job on the workers (confirmed on /bulk/new)."""
+    from .._celery.bulk_jobs import submit
+    from .bulk_pages import query_from
+
+    kind = form.get("kind", "")
+    query = query_from(app.target, form, kind)
+    reason = (form.get("reason") or "").strip()[:500] or f"{kind} from the dashboard"
+    job = submit(app.target.runtime, kind, query, who=who.name, role=who.role, reason=reason,
+                 client="dashboard")
+    expect = form.get("expect", "")
+    moved = (f" ({expect} matched when you confirmed: runs changed since)"
+             if expect.isdigit() and int(expect) != job.total else "")
+    return f"/bulk/{quote(job.id)}", f"Bulk {kind} of {job.total} run(s) started{moved}."
 
 
 def _bulk_summary(verb: str, done: int, skipped: list[str], failed: list[str]) -> str:

@@ -26,6 +26,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from .._celery.history_copy import history_url as history_url_setting
 from .._core.run_record import EVENT, FK
 from .._errors import ConfigError, FanoutError
 from .._ops.locate import Target
@@ -46,7 +47,7 @@ from .._redis.history import Page, RunSummary, parse_time
 from .._redis.insight import run_events
 from .._redis.live import fleet_stamp, run_stamp
 from .._redis.pause_store import PauseStore
-from . import access_pages, pages
+from . import access_pages, bulk_pages, pages
 from .actions import perform
 from .auth import LOCAL, Principal, Signer, Throttle, Token
 from .charts import charts_section
@@ -126,6 +127,8 @@ class DashboardApp:
         self.local_csrf = hashlib.sha256(os.urandom(32)).hexdigest()[:32]
         self.memo = Memo()
         self._registry: Any = None
+        self._pg: Any = None  # the history store's client, with fanout_history_url
+        self._pg_lock = threading.Lock()
 
     @property
     def audit(self) -> AuditLog:
@@ -309,8 +312,11 @@ class DashboardApp:
         if path == "/api/audit":
             return self.json(200, [r.to_json() for r in self.audit.recent(
                 min(int(q.get("limit") or 100), 1000), int(q.get("offset") or 0))])
-        if path in ("/", "/overview", "/runs") or path.startswith("/runs/"):
+        if path in ("/", "/overview", "/runs") or path.startswith(("/runs/", "/bulk/")) \
+                and path != "/bulk/new":
             return self.live_page(req, who)
+        if path in ("/bulk", "/bulk/new"):
+            return self.bulk_get(req, who)
         if path == "/api/overview":
             depths, workers = self.fleet()
             fns = t.functions()
@@ -401,12 +407,41 @@ class DashboardApp:
 
     def _runs(self, q: dict[str, str], fn_key: str | None) -> Page[RunSummary]:
         t = self.target
+        pg_url = history_url_setting(t.runtime.app)
+        if pg_url is not None:
+            return self._runs_pg(q, fn_key, pg_url)
         return list_runs(t.history, paused_functions(t.runtime.store),
                          status=q.get("status") or None, fn_key=fn_key,
                          since=parse_time(q["since"]) if q.get("since") else None,
                          until=parse_time(q["until"]) if q.get("until") else None,
                          limit=min(int(q.get("limit") or 50), 500),
                          cursor=q.get("cursor") or None, version=q.get("version") or None)
+
+    def _runs_pg(self, q: dict[str, str], fn_key: str | None, url: str) -> Page[RunSummary]:
+        """The runs list with the PostgreSQL history store: ended runs from it, active
+        ones from Redis (``fanout/_postgres/combined.py``); ``paused`` reads as queued
+        and is shown as paused, as without the store."""
+        from .._postgres.combined import combined_runs
+        from .._postgres.store import PgHistory
+
+        t = self.target
+        wanted = [s.strip() for s in (q.get("status") or "").split(",") if s.strip()]
+        asked = ",".join(dict.fromkeys("queued" if s == "paused" else s for s in wanted))
+        with self._pg_lock:
+            pg = self._pg
+            if pg is None or pg.url != url:
+                pg = self._pg = PgHistory(url)
+            page = combined_runs(
+                t.runtime.store, pg, fn_key=fn_key, status=asked or None,
+                since=parse_time(q["since"]) if q.get("since") else None,
+                until=parse_time(q["until"]) if q.get("until") else None,
+                version=q.get("version") or None, cursor=q.get("cursor") or None,
+                limit=min(int(q.get("limit") or 50), 500))
+        items = show_paused(page.items, paused_functions(t.runtime.store))
+        if wanted and "active" not in wanted:
+            items = [r for r in items if r.status in wanted]
+        return Page(items, page.next_cursor, len(page.items), True, page.total,
+                    page.prev_cursor)
 
     # -- the live pages -----------------------------------------------------------------------
 
@@ -430,8 +465,30 @@ class DashboardApp:
             return Reply(200, body.encode(), "text/html; charset=utf-8", headers)
         return self.html(req, 200, title, body, who, self.signer.flash(req.query))
 
+    def bulk_get(self, req: Request, who: Principal) -> Reply:
+        """``/bulk``: the jobs; ``/bulk/new``: an operator's confirmation, with the exact
+        count of the runs the job would act on."""
+        from .._celery.bulk_jobs import submit
+        from .._redis.bulk_store import BulkStore
+
+        if req.path == "/bulk":
+            return self.html(req, 200, "Bulk jobs", bulk_pages.jobs_page(
+                BulkStore(self.target.runtime.store).jobs(100)), who)
+        csrf = self.csrf(req, who)
+        if not csrf:
+            raise HttpError(403, f"{who.name} has a {who.role} token: it can look but not "
+                                 "act. Ask for an operator token.")
+        kind = req.query.get("kind", "")
+        query = bulk_pages.query_from(self.target, req.query, kind)
+        preview = submit(self.target.runtime, kind, query, who=who.name, reason="",
+                         client="dashboard", dry_run=True)
+        return self.html(req, 200, f"Bulk {kind}",
+                         bulk_pages.confirm_page(preview, req.query, csrf), who)
+
     def _stamp(self, req: Request) -> str | None:
         store = self.target.runtime.store
+        if req.path.startswith("/bulk/"):
+            return None  # the job's hash: read every time
         if req.path.startswith("/runs/"):
             return run_stamp(store, req.path.rsplit("/", 1)[1])
         stamp = fleet_stamp(store)
@@ -468,8 +525,17 @@ class DashboardApp:
             runs = self._runs(q, fn_key)
             counts = self.memo.get(f"counts:{fn_key}", fleet_stamp(store),
                                    lambda: day_counts(t.history, fn_key=fn_key))
-            return "Runs", pages.runs_page(runs, t.functions(), q, counts=counts,
-                                           names=self._names(runs.items), csrf=csrf)
+            return "Runs", pages.runs_page(
+                runs, t.functions(), q, counts=counts, names=self._names(runs.items),
+                csrf=csrf, bulk=bulk_pages.bulk_buttons(q, runs.total) if csrf else "")
+        if path.startswith("/bulk/"):
+            from .._redis.bulk_store import BulkStore
+
+            job = BulkStore(store).get(path.rsplit("/", 1)[1])
+            if job is None:
+                raise HttpError(404, f"no bulk job {path.rsplit('/', 1)[1]} (unknown, or "
+                                     "past its retention)")
+            return f"Bulk job {job.id}", bulk_pages.job_page(job)
         run_id = path.rsplit("/", 1)[1]
         fields = store.run_fields(run_id)
         info = store.run_info(run_id, fields)

@@ -250,7 +250,7 @@ def _search_note(found: SearchPage, q: dict[str, str], keep: dict[str, str]) -> 
 
 def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, str], *,
               counts: dict[str, int] | None = None, names: dict[str, str] | None = None,
-              csrf: str = "", search: SearchPage | None = None) -> str:
+              csrf: str = "", search: SearchPage | None = None, bulk: str = "") -> str:
     fn_opts = '<option value="">all functions</option>' + "".join(
         f'<option value="{h(f.key)}"{" selected" if q.get("fn") == f.key else ""}>{h(f.key)}</option>'
         for f in fns)
@@ -301,7 +301,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
     live = "" if q.get("cursor") else ' data-live="3"'
     return (f'<h1{live}>Runs</h1>{filters}'
             f'<div data-region="runs-counts">{status_counts(counts or {}, q)}</div>'
-            f'<div data-region="runs-list" data-keep-selection>{table}{more}</div>')
+            f'<div data-region="runs-list" data-keep-selection>{bulk}{table}{more}</div>')
 
 
 def _pct(x: float | None, span: float) -> float:

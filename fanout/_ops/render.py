@@ -305,6 +305,11 @@ class Progress:
             self.failed += 1
         self._draw()
 
+    def update(self, done: int, failed: int = 0) -> None:
+        """Jump to ``done`` of the total (a job whose progress is read, not counted)."""
+        self.done, self.failed = done, failed
+        self._draw()
+
     def _draw(self) -> None:
         total = self.total or 1
         filled = int(self.width * self.done / total)

@@ -465,10 +465,12 @@ class History:
 
     def prune(self, *, now: float | None = None, batch: int = 500) -> PruneReport:
         """Drop index entries older than the retention whose run or event is gone,
-        from every index (all runs, per function, status, version, search attribute).
+        from every index (all runs, per function, status, version, search attribute,
+        the ended feed).
 
-        Events expire exactly ``retention`` after they were stored, so their index
-        entries are trimmed by score.  A run's hash expires ``retention`` after it
+        Events expire exactly ``retention`` after they were stored, and a run's hash
+        ``retention`` after it ended, so the events' indexes and the ended feed are
+        trimmed by score.  A run's hash expires ``retention`` after it
         ended, so an old entry is removed only once its hash no longer exists (a
         run sleeping for longer than the retention keeps its entries).
         """
@@ -478,6 +480,9 @@ class History:
         rep.events_removed += int(self.r.zremrangebyscore(self.keys.events_index, "-inf", horizon))
         for key in self._keys(self.keys.event_name_index_pattern()):
             self.r.zremrangebyscore(key, "-inf", horizon)
+        # A run's hash expires ``retention`` after it ended, so the ended feed (scored
+        # by the end) is trimmed by score, like the events.
+        rep.runs_removed += int(self.r.zremrangebyscore(self.keys.ended_index, "-inf", horizon))
         run_keys = [self.keys.runs_index, *self._keys(self.keys.fn_index_pattern())]
         for pattern in self.keys.index_patterns():
             run_keys += self._keys(pattern)

@@ -33,6 +33,11 @@ class Keyspace:
         self.functions_index = f"{p}:idx:fns"
         self.reindex_lock = f"{p}:idx:reindexing"
         self.reindexed = f"{p}:idx:reindexed"
+        # The ended feed (run id -> ended, ms) the history store's copier reads, its
+        # cursor and the lease of the one process copying (fanout/_redis/ended_feed.py).
+        self.ended_index = f"{p}:idx:ended"
+        self.history_cursor = f"{p}:history:cursor"
+        self.history_lease = f"{p}:history:lease"
         self.metrics = f"{p}:metrics"
         # The event names counted under their own name in the metrics (the rest: "other").
         self.metric_event_names = f"{p}:metrics:evnames"
@@ -172,6 +177,21 @@ class Keyspace:
     def audit_on(self, target: str) -> str:
         """The audit records about one run, event or function."""
         return f"{self.prefix}:audit:on:{target}"
+
+    # -- bulk jobs (cancel or replay by query, in batches on the workers) -----------------
+
+    def bulk_job(self, job_id: str) -> str:
+        """One bulk job's record (a hash); its id is the hash tag, as for a run."""
+        return f"{self.prefix}:bulk:{{{job_id}}}"
+
+    def bulk_runs(self, job_id: str) -> str:
+        """The runs a bulk job acts on: the matching runs when it was submitted."""
+        return f"{self.prefix}:bulk:{{{job_id}}}:runs"
+
+    @property
+    def bulk_jobs(self) -> str:
+        """Every bulk job, scored by its creation time (ms)."""
+        return f"{self.prefix}:bulk:jobs"
 
     # -- the metrics' rollups (beside the metrics hash, whatever its name) ------------------
 

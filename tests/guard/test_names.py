@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The context and step names are inngest-py's: Context / Step / Group for an async def
 # handler, ContextSync / StepSync / GroupSync for a def one.
 PUBLIC_ALL = [
-    "Batch", "Cancel", "Concurrency", "ConfigError", "Context", "ContextSync", "Debounce",
+    "Batch", "BulkJob", "BulkQuery", "Cancel", "Concurrency", "ConfigError", "Context", "ContextSync", "Debounce",
     "DecryptionError", "DeployCheck", "Event", "EventError", "ExpressionError", "Fanout",
     "FanoutError",
     "Group", "GroupSync", "InvokeError", "Middleware", "MiddlewareError", "MiddlewareSync",
@@ -150,7 +150,7 @@ def _app() -> tuple[Celery, fanout.Fanout]:
 def test_celery_task_and_queue_names() -> None:
     app, _client = _app()
     names = sorted(n for n in app.tasks if n.startswith("fanout"))
-    assert names == ["fanout.cron", "fanout.route", "fanout.step"]
+    assert names == ["fanout.bulk", "fanout.cron", "fanout.route", "fanout.step"]
     queues = {q.name: (q.exchange.name, q.exchange.type, q.routing_key)
               for q in app.conf.task_queues or []}
     assert queues["fanout.events"] == ("fanout.events", "direct", "fanout.route")

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 import fanout
+from fanout._celery.bulk_jobs import replay_id
 from tests.support import ROOT, make_app, redis_for, run_of, wait_for, wait_run
 
 app, client = make_app(__name__, app_id="clitest")
@@ -154,8 +155,9 @@ def test_bulk_replay_with_progress(worker: object) -> None:
     res = cli("replay", "--fn", "boom", "--status", "failed", "--since", str(since))
     assert res.returncode == 0, res.stderr
     assert re.search(r"replay \[#{30}\] 4/4", res.stderr), res.stderr  # the progress bar
-    new_ids = re.findall(r"-> (\w+)", res.stdout)
-    assert len(new_ids) == 4 and "replay: 4 of 4 run(s)" in res.stdout
+    assert res.stdout.strip() == "replay: 4 of 4 run(s)"
+    job = client.bulk_jobs()[0]  # the replays' ids: derived from the job and the run
+    new_ids = [replay_id(job.id, r.run_id) for r in failed]
     for nid in new_ids:
         run = wait_run(client, nid)
         assert run.status == "completed" and run.output == "fixed"

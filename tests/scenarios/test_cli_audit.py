@@ -68,10 +68,14 @@ def test_bulk_cancel_by_filter_and_replay_record_every_run(worker: object) -> No
     res = cli("cancel", "--fn", "nap", "--since", str(since), "--reason", "drain",
               env={"FANOUT_OPERATOR": "ops-bot"})
     assert "cancel: 3 of 3 run(s)" in res.stdout
-    rec = audit().recent(1)[0]
-    assert (rec.who, rec.action) == ("ops-bot", "bulk cancel")
-    assert set(rec.targets) == set(ids) and rec.extra["selected"] == 3
-    assert "drain" in rec.detail
+    # The job, asked by ops-bot for a reason; its batch names every run it cancelled.
+    done_rec, batch, asked = audit().recent(3)
+    assert (asked.who, asked.action, asked.role) == ("ops-bot", "bulk cancel", "cli")
+    assert asked.extra["total"] == 3 and "drain" in asked.detail
+    assert (batch.who, batch.action) == ("ops-bot", "bulk cancel batch")
+    assert set(batch.targets) == {f"bulk:{asked.extra['job']}", *ids}
+    assert (done_rec.action, done_rec.extra["done"]) == ("bulk cancel done", 3)
+    assert all(audit().about(r)[0] == batch for r in ids)
     # A replay names the runs it replayed and the runs it started.
     done = wait_run(client, run_of(client, client.emit("aud/hello"), "hello"))
     res = cli("replay", done.run_id)

@@ -240,6 +240,13 @@ def test_fan_out_on_a_redis_cluster(cluster: Cluster, clean_db: redis.Redis, log
         # The state really is spread over the cluster.
         sizes = [redis.Redis(port=p).dbsize() for p in cluster.ports]
         assert all(s > 0 for s in sizes), sizes
+        # A bulk job on a cluster: the index is copied a chunk at a time, the batches
+        # count with WATCH on the job's slot (every run had ended: all skipped).
+        job = fo.bulk_cancel("email", status=None, by="ops", batch=7)
+        assert job.total == N
+        done = wait_for(lambda: (j := fo.bulk_job(job.id)) is not None and j.finished and j,
+                        timeout=60)
+        assert (done.state, done.skipped, done.done, done.failed) == ("done", N, 0, 0)
         assert w.proc.poll() is None
         assert "CROSSSLOT" not in w.log()
     finally:

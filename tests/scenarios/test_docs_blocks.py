@@ -19,7 +19,8 @@ import pytest
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 PAGES = ["concepts/events.md", "concepts/steps.md", "concepts/flow-control.md",
          "concepts/schedules.md", "concepts/execution-model.md", "concepts/versioning.md",
-         "howto/observability.md", "howto/deployment.md", "howto/django.md",
+         "howto/observability.md", "howto/bulk-actions.md", "howto/deployment.md",
+         "howto/django.md",
          "reference/versioning-policy.md", "../README.md"]
 BLOCK = re.compile(r"(<!-- not-run:[^>]*-->\s*\n)?```python\n(.*?)```", re.S)
 

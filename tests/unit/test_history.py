@@ -283,7 +283,9 @@ def test_scripts_index_status_version_and_search(store: Store) -> None:
     held = _index_keys_holding(store, "ix-1")
     assert keys.status_index("active", "app:ix") not in held
     assert {keys.status_index("failed"), keys.status_index("failed", "app:ix"),
-            keys.search_index("app:ix", "output.order_id", "A%201")} <= held
+            keys.search_index("app:ix", "output.order_id", "A%201"), keys.ended_index} <= held
+    # The ended feed is scored by the end (now), not by the creation (5 s ago).
+    assert abs(float(store.r.zscore(keys.ended_index, "ix-1") or 0) - time.time() * 1000) < 4000
     hist = History(store)
     assert [r.run_id for r in hist.runs(search={"output.order_id": "A 1"}).items] == ["ix-1"]
     assert hist.count_runs("app:ix", status="failed", version="v1") == 1
@@ -324,11 +326,16 @@ def test_prune_clears_every_index(store: Store) -> None:
     assert store.finish_run("px-gone", "", "completed", {"out": json.dumps({"order_id": 5})}) == 1
     assert store.finish_run("px-done", "", "cancelled", {}) == 1
     gone_keys = _index_keys_holding(store, "px-gone")
-    assert len(gone_keys) == 8  # all, fn, completed x2, version x2, data and output attributes
+    # all, fn, completed x2, version x2, data and output attributes, the ended feed
+    assert len(gone_keys) == 9
     store.r.delete(keys.run("px-gone"), keys.run("px-done"))  # their retention ended
+    # The ended feed is trimmed by its score (the end): put their ends past the retention.
+    store.r.zadd(keys.ended_index, {"px-gone": int(old * 1000), "px-done": int(old * 1000)})
+    store.r.zadd(keys.ended_index, {"px-recent": int(time.time() * 1000)})
     History(store).prune()
     assert _index_keys_holding(store, "px-gone") == set()
     assert _index_keys_holding(store, "px-done") == set()
+    assert store.r.zscore(keys.ended_index, "px-recent") is not None
     # A run still alive (sleeping past the retention) keeps every entry it had.
     assert keys.status_index("active", "app:px") in _index_keys_holding(store, "px-kept")
     hist = History(store)

@@ -22,6 +22,9 @@ PROBES = {
                 "c = fanout.Fanout('x', celery=app, redis_url='memory://x'); "
                 "assert b'fanout' in m.generate(c)[0]"),
     "django": "import fanout.django; print(fanout.django.emit)",
+    # The history store: its client needs psycopg (no server: nothing connects here).
+    "postgres": ("from fanout._postgres.store import PgHistory; "
+                 "assert PgHistory('postgresql://127.0.0.1:1/x').url"),
 }
 
 

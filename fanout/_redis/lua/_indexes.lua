@@ -11,11 +11,12 @@
 --   P:idx:fn:<fk>|active, P:idx:fn:<fk>|st:<status> the same per function
 --   P:idx:ver:<version>, P:idx:fn:<fk>|v:<version>   created on or ran on a version
 --   P:idx:sa:<fk>|<path>|<value>                     a declared search attribute
--- Each is a sorted set: run id -> created (ms). A run is in its function's active set
+--   P:idx:ended                                      the ended feed: run id -> ended (ms)
+-- Each other one is a sorted set: run id -> created (ms). A run is in its function's active set
 -- until it ends, then in the sets of its terminal status: three ZADDs when it is
 -- created (the active set, its version's two), one ZREM and two ZADDs when it ends
--- (the cost budget in docs/internals.md); a search attribute costs one ZADD per run
--- that has it.
+-- (the cost budget in docs/internals.md), and one ZADD into the ended feed (the history
+-- store's copier reads it); a search attribute costs one ZADD per run that has it.
 local IX = KEYS[3]
 local ix_base = IX and string.sub(IX, 1, -5) or nil
 -- A piece of a key, as ids.key_part encodes it (percent-encoding all but the safe set).
@@ -84,13 +85,15 @@ local function ix_versions(fk, vs, ms, rid)
     end
   end
 end
--- A run leaves its function's active set for the sets of its terminal status.
-local function ix_end(fk, status, ms, rid)
+-- A run leaves its function's active set for the sets of its terminal status, and
+-- enters the ended feed at `now` (epoch seconds, the time it ended).
+local function ix_end(fk, status, ms, rid, now)
   if not IX then return end
   local fn = ix_fn(fk)
   redis.call('ZREM', fn .. '|active', rid)
   redis.call('ZADD', ix_base .. ':st:' .. status, ms, rid)
   redis.call('ZADD', fn .. '|st:' .. status, ms, rid)
+  redis.call('ZADD', ix_base .. ':ended', ix_ms(now), rid)
 end
 -- A run just created (its fields in the table `a`): its function's active set (or,
 -- created ended, its status's sets), its version's sets, its event-data attributes.
@@ -100,6 +103,7 @@ local function ix_created(a, rid)
   if ended(a['st']) then
     redis.call('ZADD', ix_base .. ':st:' .. a['st'], ms, rid)
     redis.call('ZADD', fn .. '|st:' .. a['st'], ms, rid)
+    redis.call('ZADD', ix_base .. ':ended', ix_ms(a['t1'] or a['c']), rid)
   else
     redis.call('ZADD', fn .. '|active', ms, rid)
   end

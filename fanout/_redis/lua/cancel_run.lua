@@ -5,7 +5,7 @@
 -- KEYS[2] the metrics hash (optional; '' when off and KEYS[3] is given): a run
 -- cancelled here is counted as ended.
 -- KEYS[3] the registry of functions with runs (optional, see _indexes): a run cancelled here moves
--- from its function's active set to the cancelled ones.
+-- from its function's active set to the cancelled ones and into the ended feed.
 -- Returns 'cancelled', 'flagged', 'ended' (already terminal) or 'missing'; when
 -- counting, a cancel is {'cancelled', app, fn, the run's duration ('' when unknown)}.
 --#include _predicates
@@ -33,5 +33,5 @@ end
 redis.call('HSET', KEYS[1], 'st', 'cancelled', 't1', ARGV[1], 'lease', '', 'lu', '0',
            'wake', '0', 'err', ARGV[3], 'seq', (tonumber(f[4] or '0') or 0) + 1)
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
-if IX then ix_end(f[8], 'cancelled', ix_ms(f[7]), KEYS[1]:match(':run:{(.*)}$')) end
+if IX then ix_end(f[8], 'cancelled', ix_ms(f[7]), KEYS[1]:match(':run:{(.*)}$'), ARGV[1]) end
 return out

@@ -9,7 +9,7 @@
 -- the step records are counted, and the reply goes on with app, fn, the run's
 -- duration since creation ('' when unknown) and each counted attempt's duration.
 -- KEYS[3] the registry of functions with runs (optional, see _indexes): the run moves from its
--- function's active set to its status's; a version it ran on and its declared output search attributes
+-- function's active set to its status's and into the ended feed; a version it ran on and its declared output search attributes
 -- are indexed.
 --#include _predicates
 --#include _metrics
@@ -46,7 +46,7 @@ end
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 if IX then
   local rid, ms = KEYS[1]:match(':run:{(.*)}$'), ix_ms(f[7])
-  ix_end(f[8], status, ms, rid)
+  ix_end(f[8], status, ms, rid, ARGV[3])
   for i = 5, #ARGV - 1, 2 do
     if ARGV[i] == 'vs' then ix_versions(f[8], ARGV[i + 1], ms, rid) end
     if ARGV[i] == 'out' and f[9] then ix_search(f[8], f[9], 'output', ARGV[i + 1], ms) end
