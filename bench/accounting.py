@@ -49,8 +49,9 @@ KNOWN_BOUNDS: dict[str, str] = {
     "fanout:idx:fn:*": "one zset per function: pruned like fanout:idx:runs",
     "fanout:idx:evname:*": "one zset per event name: entries older than a day removed "
                            "by History.prune",
-    "fanout:timers": "one global zset: a member lives while its run is queued, leased "
-                     "or sleeping; removed when the run ends",
+    "fanout:timers": "the single timer zset of earlier versions: drained, no longer written",
+    "fanout:timers:{*}": "16 zsets (shards by run id): a member lives while its run is "
+                         "queued, leased or sleeping; removed when the run ends",
     "fanout:metrics": "one hash: counters per function and status (bounded by the "
                       "number of functions, not N)",
     "fanout:metrics:roll:*:#": "rollup buckets: TTL per tier",

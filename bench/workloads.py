@@ -114,10 +114,19 @@ def _statuses(r: redis.Redis, run_ids: list[str]) -> dict[str, int]:
     return counts
 
 
+def broker_messages(r: redis.Redis) -> int:
+    """Messages waiting in the Redis broker's queues (every priority list)."""
+    keys = [k for pat in ("celery*", "fanout.events*") for k in r.scan_iter(match=pat)]
+    return sum(int(r.llen(k)) for k in keys if r.type(k) == b"list")
+
+
 def _leased_runs(r: redis.Redis) -> list[str]:
     """Runs whose lease is held right now (a pass in progress)."""
     now = time.time()
-    cands = [m.decode() for m in r.zrangebyscore("fanout:timers", int(now * 1000), "+inf")]
+    from fanout._redis.keyspace import Keyspace
+
+    cands = [m.decode() for key in Keyspace().timer_keys
+             for m in r.zrangebyscore(key, int(now * 1000), "+inf")]
     cands = [c for c in cands if ":" not in c]
     pipe = r.pipeline(transaction=False)
     for rid in cands:
@@ -227,6 +236,9 @@ def fanout_fanout(settings: Settings, n: int, *, checkpoint: bool) -> dict[str, 
         ids = _child_run_ids(n, eid)
         wait_until(lambda: _statuses(server.client, ids).get("completed", 0) == n, 60,
                    what="every run completed")
+        # Messages still in the broker once every run completed: duplicates of passes
+        # that already ran (a watchdog that offered a late first pass again).
+        res["broker_messages_left"] = broker_messages(server.client)
         return res
     finally:
         if worker is not None:

@@ -21,6 +21,7 @@ import redis
 from celery import Celery
 
 import fanout
+from fanout._redis.keyspace import Keyspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -152,12 +153,12 @@ def stuck_runs(r: redis.Redis, prefix: str = "fanout") -> list[str]:
     timer set (a queued run keeps a watchdog timer, a running one its lease timer, a
     sleeping one its wake-up). Hand-written records without a function key are skipped."""
     out = []
-    timers = f"{prefix}:timers"
+    keys = Keyspace(prefix)
     for key in r.scan_iter(match=f"{prefix}:run:{{*}}", count=1000):
         st, fk = r.hmget(key, "st", "fk")
         if fk is None or st not in (b"queued", b"running", b"sleeping"):
             continue
         run_id = key.decode().split("{", 1)[1].rstrip("}")
-        if r.zscore(timers, run_id) is None:
+        if r.zscore(keys.timer_key(run_id), run_id) is None and r.zscore(keys.timers, run_id) is None:
             out.append(f"{run_id} ({fk.decode()}, {st.decode()})")
     return out

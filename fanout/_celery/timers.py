@@ -24,13 +24,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .._core.outage import Outage
-from .._core.run_record import FK
+from .._core.run_record import CREATED, FK, QUEUED_AT, SEQ, ST, WAITING_SINCE, WAKE, WATCHDOG
 from .._redis.store import Store
+from .backlog import Backlog
 from .forkgate import gate
 from .publisher import Publisher
 
 log = logging.getLogger("fanout")
 MIN_WAIT = 0.002
+_FIELDS = (FK, ST, SEQ, WAKE, WAITING_SINCE, WATCHDOG, QUEUED_AT, CREATED)
 
 
 class TimerThread:
@@ -51,6 +53,14 @@ class TimerThread:
         self.publish_outage = Outage("the timer scan publishing due passes to the broker")
         self._publishing = False
         self._job_outages: dict[str, Outage] = {}
+        # Never-started runs are offered again only when their message can be lost.
+        self._backlog: Backlog | None = None
+
+    @property
+    def backlog(self) -> Backlog:
+        if self._backlog is None:
+            self._backlog = Backlog(self.publisher.app)
+        return self._backlog
 
     def add_periodic(
         self, name: str, fn: Callable[[], Any], interval: float, *, at_start: bool = True
@@ -149,7 +159,22 @@ class TimerThread:
         # the broker's (see scan_round).
         payloads = {member: store.route_payload(member[6:]) for member in routes}
         targets = runs + [m.split(":")[1] for m in branches]
-        fks = dict(zip(targets, store.runs_field(targets, FK), strict=True)) if targets else {}
+        fks: dict[str, str | None] = {}
+        # Queued runs whose watchdog fired (not a wake-up, a concurrency wait or an
+        # earlier re-offer): fn key, pass, when the message was queued.
+        queued: dict[str, tuple[str, int, float]] = {}
+        if targets:
+            rows = store.runs_fields(targets, _FIELDS)
+            for rid, (fk, st, seq, wake, ccw, wd, qa, c) in zip(targets, rows, strict=True):
+                fks[rid] = fk
+                if (fk and rid in runs and st == "queued" and wake in (None, "", "0")
+                        and not ccw and wd in (None, "", "0")):
+                    queued[rid] = (fk, int(seq or 0), float(qa or c or 0))
+        deferred: dict[str, int] = {}
+        if queued:
+            _offer, deferred = self.backlog.sort(queued, watchdog=store.watchdog,
+                                                 grace=store.watchdog / 5)
+            runs = [rid for rid in runs if rid not in deferred]
         done: list[str] = []
         offered: list[str] = []
         self._publishing = True
@@ -192,5 +217,6 @@ class TimerThread:
         watch = int((time.time() + store.watchdog) * 1000)
         retimed.update({m: watch for m in routes if m not in done})
         retimed.update({m: None for m in done})
+        retimed.update(deferred)  # their message may still wait in the queue
         store.retime(rearm, retimed)
         return len(due)

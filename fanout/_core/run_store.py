@@ -7,7 +7,7 @@ transitions on dicts for the test harness, and a contract test holds the two to
 the same replies.  The keys a transition touches are the store's business: a
 caller names runs, steps and timers by id.
 
-``P:timers`` (the recovery timers) belongs to the same protocol: a pass arms its
+``P:timers:{t<k>}`` (the recovery timers, in shards) belongs to the same protocol: a pass arms its
 run's timer when it takes the lease and when it ends, and what a worker's timer
 thread does with them is outside a pass.
 """

@@ -28,16 +28,10 @@ class TimerBacklog:
 
 
 def timer_backlog(store: Store, now: float) -> TimerBacklog:
-    """One pipeline: ZCARD, ZCOUNT up to ``now`` and the lowest score."""
+    """One pipeline: ZCARD, ZCOUNT up to ``now`` and the lowest score of each timer set."""
     pipe = store.r.pipeline(transaction=False)
-    pipe.zcard(store.keys.timers)
-    pipe.zcount(store.keys.timers, "-inf", int(now * 1000))
-    pipe.zrange(store.keys.timers, 0, 0, withscores=True)
-    total, overdue, first = pipe.execute()
-    oldest = None
-    if overdue and first:
-        oldest = float(first[0][1]) / 1000.0
-    return TimerBacklog(int(total), int(overdue), oldest)
+    store.queue_timer_counts(pipe, int(now * 1000))
+    return TimerBacklog(*store.timer_counts(pipe.execute()))
 
 
 def run_events(store: Store, run_ids: Sequence[str]) -> list[dict[str, Any] | None]:

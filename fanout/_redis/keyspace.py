@@ -3,24 +3,31 @@
 ``P`` is the prefix (``fanout`` by default).  A run's keys carry its id as the hash
 tag (``{RID}``), an event's its id, a flow-control key a digest of the function and
 the key's value, so a script touches one cluster slot; ``docs/internals.md`` lists
-the layout.  Timer members (entries of ``P:timers``) are built here too: a run id, a
-parallel branch ``branch:<run>:<step>``, a router batch ``route:<batch>``.
+the layout.  Timer members are built here too: a run id, a parallel branch
+``branch:<run>:<step>``, a router batch ``route:<batch>``.  They live in
+:data:`TIMER_SHARDS` sorted sets ``P:timers:{t<k>}``, ``k`` a hash of the run (or
+batch) id, so on a Redis Cluster the timers spread over the nodes; ``P:timers``, the
+one set of earlier versions, is still drained until it is empty.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 from .._core.flow_math import bucket
 from .._core.ids import key_part
 from .._core.run_store import branch_timer
 
+TIMER_SHARDS = 16  # sorted sets holding the timers, each in a cluster slot of its own
+
 
 class Keyspace:
     def __init__(self, prefix: str = "fanout") -> None:
         self.prefix = prefix
         p = prefix
-        self.timers = f"{p}:timers"
+        self.timers = f"{p}:timers"  # before the shards: drained, never written
+        self.timer_shards = [f"{p}:timers:{{t{k}}}" for k in range(TIMER_SHARDS)]
         self.runs_index = f"{p}:idx:runs"
         self.events_index = f"{p}:idx:events"
         self.functions_index = f"{p}:idx:fns"
@@ -103,6 +110,18 @@ class Keyspace:
         return f"{self.prefix}:trace:{{{run_id}}}"
 
     # -- timers and router batches ------------------------------------------------------
+
+    def timer_key(self, member: str) -> str:
+        """The timer shard of a member: by its run id (or router batch id), so a run's
+        timers share one set."""
+        kind, _, rest = member.partition(":")
+        owner = rest.split(":", 1)[0] if kind in ("branch", "route") and rest else member
+        return self.timer_shards[zlib.crc32(owner.encode()) % TIMER_SHARDS]
+
+    @property
+    def timer_keys(self) -> list[str]:
+        """Every set a timer can be in: the shards, then the old single set."""
+        return [*self.timer_shards, self.timers]
 
     def route(self, batch_id: str) -> str:
         return f"{self.prefix}:route:{{{batch_id}}}"

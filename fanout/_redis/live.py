@@ -35,9 +35,9 @@ def fleet_stamp(store: Store, now: float | None = None) -> str | None:
     pipe.zcard(keys.runs_index)
     pipe.zrevrange(keys.runs_index, 0, 0, withscores=True)
     pipe.smembers(keys.paused)
-    pipe.zcard(keys.timers)
-    pipe.zcount(keys.timers, "-inf", int(now * 1000))
-    metrics, n, top, paused, timers, due = pipe.execute()
+    store.queue_timer_counts(pipe, int(now * 1000))
+    metrics, n, top, paused, *counts = pipe.execute()
+    timers, due, _oldest = store.timer_counts(counts)
     return _digest((sorted((_s(k), _s(v)) for k, v in metrics.items()), n,
                     [(_s(m), s) for m, s in top], sorted(_s(p) for p in paused), timers, due))
 

@@ -127,18 +127,14 @@ def read_metrics(store: Store, *, now: float | None = None) -> MetricsSnapshot:
     pipe = store.r.pipeline(transaction=False)
     if store.metrics_key is not None:
         pipe.hgetall(store.metrics_key)
-    pipe.zcard(store.timers_key)
-    pipe.zcount(store.timers_key, "-inf", now_ms)
-    pipe.zrange(store.timers_key, 0, 0, withscores=True)
+    store.queue_timer_counts(pipe, now_ms)
     res = pipe.execute()
     raw: dict[str, str] = {}
     if store.metrics_key is not None:
         raw = field_map(res.pop(0))
-    total, overdue, first = res
+    total, overdue, oldest = store.timer_counts(res)
     counters, hists = parse_fields(raw)
-    age = 0.0
-    if first and overdue:
-        age = max(0.0, now - float(first[0][1]) / 1000)
+    age = 0.0 if oldest is None else max(0.0, now - oldest)
     return MetricsSnapshot(counters=counters, histograms=hists, timers=int(total),
                            timers_overdue=int(overdue), oldest_overdue_age=age,
                            enabled=store.metrics_key is not None, read_at=now)

@@ -81,13 +81,18 @@ class Scripts:
         for script in self._scripts.values():
             self.client.script_load(script.script)
 
-    def execute(self, pipe: Any) -> list[Any]:
-        """Send a pipeline holding scripts; on NOSCRIPT load them all and send it again
-        (every command fanout pipelines with a script is idempotent)."""
+    def execute(self, pipe: Any, only: Sequence[str] = ()) -> list[Any]:
+        """Send a pipeline holding scripts; on NOSCRIPT load them all (or the scripts
+        named in ``only``) and send it again (every command fanout pipelines with a
+        script is idempotent)."""
         stack = list(pipe.command_stack)
         try:
             return list(pipe.execute())
         except redis.exceptions.NoScriptError:
-            self.load_all()
+            if only:
+                for name in only:
+                    self.client.script_load(self._scripts[name].script)
+            else:
+                self.load_all()
             pipe.command_stack = stack
             return list(pipe.execute())

@@ -35,7 +35,6 @@ from .._core.run_record import (
     branch_lease_field,
     lease_step,
     step_field,
-    watchdog_field,
 )
 from .._core.run_store import Begun, BranchBegun, Created, Ended, Saved
 from .._core.run_view import to_run_info
@@ -46,6 +45,7 @@ from .keyspace import Keyspace
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
 from .scripts import Scripts
+from .timer_sets import TimerSets
 from .wait_store import WaitStore
 
 EVENT_NAME_INDEX_SECONDS = 86400
@@ -92,7 +92,7 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-class Store:
+class Store(TimerSets):
     """Typed operations over the key layout; one instance per process and URL."""
 
     def __init__(
@@ -136,6 +136,8 @@ class Store:
         self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
         self.flow = FlowStore(client, self.keys, self.scripts, self.retention)
         self.waits = WaitStore(client, self.keys, self.retention)
+        # Timers claimed from the old single set (P:timers), re-timed into their shard.
+        self._legacy_claims: set[str] = set()
 
     # -- keys --------------------------------------------------------------------
 
@@ -159,10 +161,6 @@ class Store:
     def event_key(self, event_id: str) -> str:
         return self.keys.event(event_id)
 
-    @property
-    def timers_key(self) -> str:
-        return self.keys.timers
-
     def fn_index(self, fn_key: str) -> str:
         return self.keys.fn_index(fn_key)
 
@@ -184,8 +182,9 @@ class Store:
         if route is not None:
             batch_id, payload = route
             pipe.set(keys.route(batch_id), payload, ex=self.retention)
-            pipe.zadd(keys.timers, {keys.route_timer(batch_id):
-                                    int((time.time() + self.watchdog) * 1000)})
+            member = keys.route_timer(batch_id)
+            pipe.zadd(keys.timer_key(member),
+                      {member: int((time.time() + self.watchdog) * 1000)})
         by_name: dict[str, dict[str, int]] = {}
         for eid, event_text, ts, name in items:
             pipe.set(keys.event(eid), event_text, nx=True, ex=self.retention)
@@ -256,7 +255,7 @@ class Store:
             if res is None:
                 out.append(Created(run_id, True, True))
                 if fields.get(ST) == "queued":
-                    idx.zadd(keys.timers, {run_id: watch}, nx=True)
+                    idx.zadd(keys.timer_key(run_id), {run_id: watch}, nx=True)
                 # Scored by the run's creation time, as the scripts score the other indexes.
                 created_ms = _created_ms(fields.get(CREATED), now_ms)
                 idx.zadd(keys.runs_index, {run_id: created_ms})
@@ -268,7 +267,7 @@ class Store:
                 st, seq, t0, c = (text(x) for x in (*res, "")[:4])
                 again = st == "queued" and seq == "0" and not t0
                 if again:
-                    idx.zadd(keys.timers, {run_id: watch}, nx=True)
+                    idx.zadd(keys.timer_key(run_id), {run_id: watch}, nx=True)
                 # The run exists; its index entries may not (a Redis out of memory failed
                 # the pipeline that writes them after the run was created). Writing them
                 # again, NX, under the run's own creation time repairs the listing when
@@ -287,7 +286,7 @@ class Store:
         pipe = self.r.pipeline(transaction=False)
         # Arm the recovery timer first: if this process dies after taking the lease,
         # the timer fires at lease expiry and another worker resumes the run.
-        pipe.zadd(self.keys.timers, {run_id: lease_until_ms})
+        pipe.zadd(self.keys.timer_key(run_id), {run_id: lease_until_ms})
         self.scripts.queue(
             pipe, "begin_pass", [self.keys.run(run_id)],
             [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
@@ -296,10 +295,10 @@ class Store:
         head = text(res[0])
         if head != "ok":
             if head in ("terminal", "missing"):
-                self.r.zrem(self.keys.timers, run_id)
+                self.r.zrem(self.keys.timer_key(run_id), run_id)
             elif head in ("early", "busy"):
                 # Keep a timer armed for the due time / the holder's lease expiry.
-                self.r.zadd(self.keys.timers, {run_id: int(float(text(res[1])) * 1000)}, gt=True)
+                self.r.zadd(self.keys.timer_key(run_id), {run_id: int(float(text(res[1])) * 1000)}, gt=True)
             return Begun(head, {})
         fields = pairs(res[1:])
         if self.observations is not None:
@@ -344,7 +343,7 @@ class Store:
         now = time.time()
         member = self.keys.branch_timer(run_id, step_id)
         pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self.keys.timers, {member: lease_until_ms})
+        pipe.zadd(self.keys.timer_key(member), {member: lease_until_ms})
         self.scripts.queue(
             pipe, "begin_branch", [self.keys.run(run_id)],
             [token, repr(now), repr(lease_until_ms / 1000), step_field(step_id),
@@ -355,9 +354,9 @@ class Store:
         if head == "ok":
             return BranchBegun(head, pairs(res[1:]), False)
         if head == "busy":
-            self.r.zadd(self.keys.timers, {member: int(float(text(res[1])) * 1000)}, gt=True)
+            self.r.zadd(self.keys.timer_key(member), {member: int(float(text(res[1])) * 1000)}, gt=True)
         elif head == "terminal":
-            self.r.zrem(self.keys.timers, member)
+            self.r.zrem(self.keys.timer_key(member), member)
         return BranchBegun(head, {}, head == "done" and bool(int(res[1])))
 
     def end_branch(self, run_id: str, step_id: str, token: str) -> None:
@@ -373,7 +372,7 @@ class Store:
             res = res[0]
         head = text(res)
         if head == "cancelled":
-            self.r.zrem(self.keys.timers, run_id)
+            self.r.zrem(self.keys.timer_key(run_id), run_id)
         return head
 
     def end_pass(
@@ -402,7 +401,7 @@ class Store:
         # handed to the broker, "the message may be lost": it replaces the lease timer
         # before the next message is published, so it cannot race the next pass.
         due = wake if wake is not None else time.time() + self.watchdog
-        pipe.zadd(self.keys.timers, {run_id: int(due * 1000)})
+        pipe.zadd(self.keys.timer_key(run_id), {run_id: int(due * 1000)})
         res = self.scripts.execute(pipe)[0]
         if res is None:
             return Ended(None, False)
@@ -417,7 +416,7 @@ class Store:
             pipe, "finish_run", self.indexed_run_keys(run_id),
             [token, status, repr(time.time()), self.retention, *flatten(fields)],
         )
-        pipe.zrem(self.keys.timers, run_id)
+        pipe.zrem(self.keys.timer_key(run_id), run_id)
         res = self.scripts.execute(pipe)[0]
         if len(res) > 1:  # counting: app, fn, the run's duration, the attempts'
             self._observed("run_duration", res[1:4])
@@ -450,7 +449,7 @@ class Store:
                 continue
             step = lease_step(lease_field)
             member = run_id if step is None else self.keys.branch_timer(run_id, step)
-            pipe.zadd(self.keys.timers, {member: until_ms}, xx=True)
+            pipe.zadd(self.keys.timer_key(member), {member: until_ms}, xx=True)
             slots = self._slot_holds.get((run_id, lease_field))  # concurrency slots
             for key in slots[0] if slots else ():  # live as long as the lease
                 pipe.zadd(key, {slots[1]: until_ms}, xx=True)  # type: ignore[index]
@@ -465,69 +464,19 @@ class Store:
     def drop_slot_hold(self, run_id: str, lease_field: str) -> None:
         self._slot_holds.pop((run_id, lease_field), None)
 
-    # -- timers --------------------------------------------------------------------
-
-    def claim_due(
-        self, *, rearm_s: float, limit: int = 500
-    ) -> tuple[list[str], int, float | None]:
-        """Claim the due timers: (members, the score they were re-armed at, the time
-        in seconds the earliest remaining timer is due, or None if there is none)."""
-        now = time.time()
-        rearm = int((now + rearm_s) * 1000)
-        *due, first = self.scripts.run("claim_due", [self.keys.timers],
-                                       [int(now * 1000), rearm, limit])
-        nxt = float(first) / 1000 if first not in (b"", "") else None
-        return texts(due), rearm, nxt
-
-    def drop_claimed(self, members: Sequence[str], rearm: int) -> None:
-        """Remove timers whose score is still ``rearm`` (nobody re-armed them since)."""
-        self.retime(rearm, {m: None for m in members})
-
-    def retime(self, expected: int, members: Mapping[str, int | None]) -> None:
-        """Set (or, for None, remove) timers whose score is still ``expected``."""
-        if members:
-            args: list[Any] = [expected]
-            for member, score in members.items():
-                args.extend((member, "" if score is None else score))
-            self.scripts.run("drop_claimed", [self.keys.timers], args)
-
-    def watchdog_backoff(self, members: Sequence[str]) -> dict[str, int]:
-        """The next watchdog due time (ms) for each fired timer: doubling, at most 1 h.
-
-        The count lives in the run hash (``wd`` or ``wd:<step>``) and is reset when a
-        pass or branch begins."""
-        pipe = self.r.pipeline(transaction=False)
-        for member in members:
-            if member.startswith("branch:"):
-                _, rid, sid = member.split(":", 2)
-                pipe.hincrby(self.keys.run(rid), watchdog_field(sid), 1)
-            else:
-                pipe.hincrby(self.keys.run(member), watchdog_field(None), 1)
-        now = time.time()
-        out: dict[str, int] = {}
-        for member, n in zip(members, pipe.execute(), strict=True):
-            delay = min(3600.0, self.watchdog * 2 ** max(0, int(n) - 1))
-            out[member] = int((now + delay) * 1000)
-        return out
-
-    def arm(self, member: str, due: float) -> None:
-        self.r.zadd(self.keys.timers, {member: int(due * 1000)})
-
-    def drop_timer(self, member: str) -> None:
-        self.r.zrem(self.keys.timers, member)
-
     # -- router batches (recovery of a router that died mid-batch) -------------------
 
     def begin_route(self, batch_id: str, payload: str, lease_s: float) -> None:
         pipe = self.r.pipeline(transaction=False)
-        pipe.zadd(self.keys.timers,
-                  {self.keys.route_timer(batch_id): int((time.time() + lease_s) * 1000)})
+        member = self.keys.route_timer(batch_id)
+        pipe.zadd(self.keys.timer_key(member), {member: int((time.time() + lease_s) * 1000)})
         pipe.set(self.keys.route(batch_id), payload, ex=self.retention)
         pipe.execute()
 
     def end_route(self, batch_id: str) -> None:
         pipe = self.r.pipeline(transaction=False)
-        pipe.zrem(self.keys.timers, self.keys.route_timer(batch_id))
+        member = self.keys.route_timer(batch_id)
+        pipe.zrem(self.keys.timer_key(member), member)
         pipe.delete(self.keys.route(batch_id))
         pipe.execute()
 
@@ -578,6 +527,13 @@ class Store:
         for rid in run_ids:
             pipe.hget(self.keys.run(rid), field)
         return [text_or_none(v) for v in pipe.execute()]
+
+    def runs_fields(self, run_ids: Sequence[str], fields: Sequence[str]) -> list[list[str | None]]:
+        """Some fields of each run, in one round trip (Nones where the run is gone)."""
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.hmget(self.keys.run(rid), list(fields))
+        return [[text_or_none(v) for v in row] for row in pipe.execute()]
 
     def run_fields(self, run_id: str) -> dict[str, str]:
         return field_map(self.r.hgetall(self.keys.run(run_id)))

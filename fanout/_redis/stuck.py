@@ -104,7 +104,7 @@ def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple
     for rid, f in cands:
         members.append(rid)
         members.extend(Keyspace.branch_timer(rid, sid) for sid in _branches(f))
-    scores = store.r.zmscore(store.keys.timers, members)
+    scores = store.timer_scores(members)
     timers = dict(zip(members, scores, strict=True))
     found: list[tuple[str, str]] = []
     pipe = store.r.pipeline(transaction=False)

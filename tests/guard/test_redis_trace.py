@@ -86,6 +86,7 @@ _NUM = re.compile(r"(?<![\w.])\d{10,}(?:\.\d+)?(?![\w])")
 _FLOAT = re.compile(r"(?<![\w.])\d+\.\d+(?![\w])")
 _DURATION = re.compile(r'("(?:ms|dur|d|elapsed)"\s*:\s*)\d+(?:\.\d+)?')
 _FINGERPRINT = re.compile(r"\bsrc-[0-9a-f]{12}\b")  # a function version from the handler source
+_TIMER_SHARD = re.compile(r"(:timers:)\{t\d+\}")  # the shard follows the (random) run id
 
 
 def normalise(commands: list[list[str]]) -> list[str]:
@@ -105,6 +106,7 @@ def normalise(commands: list[list[str]]) -> list[str]:
             fields = [*fields[:2], hashlib.sha1(fields[2].encode()).hexdigest()]
         line = " ".join(fields)
         line = _FINGERPRINT.sub("<version>", line)
+        line = _TIMER_SHARD.sub(r"\1{t<k>}", line)
         line = _ULID.sub(name("id"), line)
         line = _HEX.sub(name("tok"), line)
         line = _NUM.sub("<t>", line)

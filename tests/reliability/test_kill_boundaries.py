@@ -124,7 +124,7 @@ def diagnose(r: redis.Redis, rid: str, worker: Worker | None = None) -> str:
         time.sleep(1)
     store = client._rt.store
     fields = {k.decode(): v.decode()[:120] for k, v in r.hgetall(store.run_key(rid)).items()}
-    score = r.zscore(store.timers_key, rid)
+    score = r.zscore(store.timer_key(rid), rid)
     timer = "none" if score is None else f"due in {score / 1000 - time.time():.1f}s"
     queues = {k.decode(): r.llen(k) for k in r.scan_iter("celery*") if r.type(k) == b"list"}
     return (f"fields={fields} timer={timer} kill={killpoints.fired(r, rid)} "

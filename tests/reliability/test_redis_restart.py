@@ -87,7 +87,7 @@ def describe_stuck(fo: fanout.Fanout, r: redis.Redis, event_ids: list[str]) -> s
         f = store.run_fields(rid)
         if f.get("st") == "completed":
             continue
-        timer = r.zscore(store.timers_key, rid)
+        timer = r.zscore(store.timer_key(rid), rid)
         key = (f.get("st"), f.get("seq"), bool(f.get("t0")), bool(f.get("lease")), timer is not None)
         by_state[key] = by_state.get(key, 0) + 1
         if len(lines) < 5:
@@ -96,7 +96,7 @@ def describe_stuck(fo: fanout.Fanout, r: redis.Redis, event_ids: list[str]) -> s
                          f"lease={f.get('lease')!r} lu={f.get('lu')} timer={timer} steps={steps}")
     summary = [f"  {n} run(s) with (st, seq, started, leased, timer armed) = {k}"
                for k, n in sorted(by_state.items(), key=str)]
-    return "\n".join(summary + lines + [f"  timers {r.zcard(store.timers_key)}"])
+    return "\n".join(summary + lines + [f"  timers {sum(r.zcard(k) for k in store.keys.timer_keys)}"])
 
 
 class AofRedis:

@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -295,3 +296,31 @@ def test_every_lua_script_only_touches_declared_keys() -> None:
             if not (first.startswith("KEYS[") or first in aliases):
                 problems.append(f"{name}: redis.call('{cmd}', {first}, ...)")
     assert not problems, "scripts using undeclared keys:\n" + "\n".join(problems)
+
+
+def test_the_timer_shards_spread_over_the_nodes(cluster: Cluster) -> None:
+    """The 16 timer sets live on every master, and one scan claims the due timers of
+    all of them (a cluster pipeline of ``claim_due`` scripts, one per set)."""
+    from fanout._redis.keyspace import TIMER_SHARDS
+    from fanout._redis.store import Store
+
+    _, fo = build(cluster.url)
+    store = Store(fo.runtime.store.r, prefix="tshard")
+    past = time.time() - 1
+    for i in range(200):
+        store.arm(f"run-{i}", past if i % 2 else past + 3600)
+    holders = {p: [k.decode() for k in redis.Redis(port=p).keys("tshard:timers:*")]
+               for p in cluster.ports}
+    assert all(holders.values()), holders
+    assert sum(len(v) for v in holders.values()) == TIMER_SHARDS
+    due, rearm, _ = store.claim_due(rearm_s=30, limit=100 * TIMER_SHARDS)
+    assert sorted(due) == sorted(f"run-{i}" for i in range(1, 200, 2))
+    store.drop_claimed(due, rearm)
+    total, overdue, _oldest = store.timer_counts(_counts(store))
+    assert (total, overdue) == (100, 0)
+
+
+def _counts(store: Any) -> list[Any]:
+    pipe = store.r.pipeline(transaction=False)
+    store.queue_timer_counts(pipe, int(time.time() * 1000))
+    return list(pipe.execute())

@@ -11,6 +11,7 @@ import logging
 import pytest
 
 import fanout
+from fanout._redis.keyspace import Keyspace
 from tests.support import make_app, redis_for, run_of, wait_for, wait_run
 
 app, client = make_app(__name__)
@@ -176,7 +177,8 @@ def test_watchdog_fails_a_run_nothing_will_move(worker: object,
     rec = json.loads(raw)
     rec["st"] = "queued"
     r.hset(key, mapping={"st": "running", "s:b": json.dumps(rec), "lease": "", "lu": "0"})
-    r.zrem("fanout:timers", rid, f"branch:{rid}:b")
+    for key in Keyspace().timer_keys:
+        r.zrem(key, rid, f"branch:{rid}:b")
     with caplog.at_level(logging.ERROR, logger="fanout"):
         # The worker's own watchdog (every minute) may have seen the run first; if not,
         # the first look only marks it.
@@ -200,7 +202,7 @@ def test_watchdog_fails_a_run_without_a_timer_and_spares_healthy_ones(worker: ob
     fine = run_of(client, client.emit("t/napper", {"n": 2}), "napper")
     for rid in (lost, fine):
         wait_for(lambda rid=rid: getattr(client.get_run(rid), "status", None) == "sleeping")
-    redis_for(__name__).zrem("fanout:timers", lost)  # nothing will wake it now
+    redis_for(__name__).zrem(Keyspace().timer_key(lost), lost)  # nothing will wake it now
     # Two looks (the worker's own watchdog may take one of them).
     failed = client.check_stuck_runs() + client.check_stuck_runs()
     assert lost in failed and fine not in failed

@@ -347,7 +347,7 @@ def test_jittered_run_waits_on_a_timer(monkeypatch: pytest.MonkeyPatch) -> None:
     s.cron.process(fn, now)
     if due > now.timestamp() + 0.05:
         assert s.enqueued == []
-        score = s.rt.store.r.zscore(s.rt.store.timers_key, rid)
+        score = s.rt.store.r.zscore(s.rt.store.timer_key(rid), rid)
         assert score == int(due * 1000)
         assert float(s.rt.store.run_fields(rid)["wake"]) == pytest.approx(due)
     else:  # the jitter has already passed: start at once

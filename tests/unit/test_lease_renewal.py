@@ -25,7 +25,7 @@ def test_a_held_lease_moves_its_timer(clean_db: redis.Redis) -> None:
     store.arm("r1", time.time() + 1)
     until = int((time.time() + 30) * 1000)
     assert store.renew_leases([("r1", "lease", "tok")], until) == []
-    assert clean_db.zscore(store.timers_key, "r1") == until
+    assert clean_db.zscore(store.timer_key("r1"), "r1") == until
     assert float(clean_db.hget(store.run_key("r1"), "lu") or 0) == until / 1000
 
 
@@ -33,19 +33,19 @@ def test_a_lost_lease_leaves_the_timer_alone(clean_db: redis.Redis) -> None:
     store = Store(clean_db)
     make_run(store, "r2", "")  # the pass ended: the lease is cleared
     watchdog = int((time.time() + 20) * 1000)
-    clean_db.zadd(store.timers_key, {"r2": watchdog})
+    clean_db.zadd(store.timer_key("r2"), {"r2": watchdog})
     make_run(store, "r3", "someone-else")  # taken over by another worker
-    clean_db.zadd(store.timers_key, {"r3": watchdog})
+    clean_db.zadd(store.timer_key("r3"), {"r3": watchdog})
     make_run(store, "r4", "tok4")
-    clean_db.zadd(store.timers_key, {"r4": watchdog})
+    clean_db.zadd(store.timer_key("r4"), {"r4": watchdog})
     until = int((time.time() + 2) * 1000)
     lost = store.renew_leases(
         [("r2", "lease", "tok2"), ("r3", "lease", "tok3"), ("r4", "lease", "tok4")], until
     )
     assert lost == [("r2", "lease"), ("r3", "lease")]
-    assert clean_db.zscore(store.timers_key, "r2") == watchdog
-    assert clean_db.zscore(store.timers_key, "r3") == watchdog
-    assert clean_db.zscore(store.timers_key, "r4") == until
+    assert clean_db.zscore(store.timer_key("r2"), "r2") == watchdog
+    assert clean_db.zscore(store.timer_key("r3"), "r3") == watchdog
+    assert clean_db.zscore(store.timer_key("r4"), "r4") == until
 
 
 def test_a_branch_lease_is_reported_with_its_field(clean_db: redis.Redis) -> None:

@@ -116,8 +116,8 @@ class DueStore:
     def claim_due(self, *, rearm_s: float) -> Any:
         return list(self.due), 1, None
 
-    def runs_field(self, ids: list[str], field: str) -> list[str]:
-        return ["app:fn" for _ in ids]
+    def runs_fields(self, ids: list[str], fields: list[str]) -> list[list[str | None]]:
+        return [["app:fn", *(None for _ in fields[1:])] for _ in ids]
 
 
 class DownBroker:

@@ -154,7 +154,7 @@ def _timers(store: RunStore) -> list[str]:
     if isinstance(store, MemoryRunStore):
         return sorted(store.timers)
     assert isinstance(store, Store)
-    return sorted(m.decode() for m in store.r.zrange(store.timers_key, 0, -1))
+    return sorted(m.decode() for key in store.keys.timer_keys for m in store.r.zrange(key, 0, -1))
 
 
 def _play(store: RunStore, story: Story) -> list[Any]:

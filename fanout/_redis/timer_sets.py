@@ -1,0 +1,158 @@
+"""The timer sets: claiming due timers, re-timing them, counting them.
+
+A timer is a member of one of :data:`~fanout._redis.keyspace.TIMER_SHARDS` sorted sets
+(``P:timers:{t<k>}``, by run id; ``keyspace.py``) scored by its due time in ms: a
+run id (its lease, watchdog or wake-up), ``branch:<run>:<step>`` or
+``route:<batch>``.  The run transitions in ``store.py`` arm and remove them with the
+same pipelines as their scripts; this mixin of :class:`~fanout._redis.store.Store`
+holds what the timer thread and the gauges do with them.  ``P:timers``, the single
+set of earlier versions, is claimed from too, and what is claimed there moves to its
+shard, so a worker on this version drains it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis
+
+from .._core.run_record import watchdog_field
+from .keyspace import TIMER_SHARDS, Keyspace
+from .replies import texts
+from .scripts import Scripts
+
+
+class TimerSets:
+    """Timer operations of the store (a mixin: :class:`~fanout._redis.store.Store`)."""
+
+    r: redis.Redis
+    keys: Keyspace
+    scripts: Scripts
+    watchdog: float
+    # Timers claimed from the old single set (P:timers), re-timed into their shard.
+    _legacy_claims: set[str]
+
+    def timer_key(self, member: str) -> str:
+        """The sorted set (shard) that holds the timer ``member``."""
+        return self.keys.timer_key(member)
+
+    def claim_due(
+        self, *, rearm_s: float, limit: int = 512
+    ) -> tuple[list[str], int, float | None]:
+        """Claim the due timers of every shard (and of the old single set), in one
+        pipeline: (members, the score they were re-armed at, the time in seconds the
+        earliest remaining timer is due, or None if there is none)."""
+        now = time.time()
+        rearm = int((now + rearm_s) * 1000)
+        keys = self.keys.timer_keys
+        self._legacy_claims.clear()  # the last scan re-timed what it claimed
+        per_key = max(1, limit // TIMER_SHARDS)
+        pipe = self.r.pipeline(transaction=False)
+        for key in keys:
+            self.scripts.queue(pipe, "claim_due", [key], [int(now * 1000), rearm, per_key])
+        due: list[str] = []
+        firsts: list[float] = []
+        # On NOSCRIPT, load this script only: the timer thread runs beside the passes,
+        # and loading every script here would move their loads out of the passes.
+        replies = self.scripts.execute(pipe, only=("claim_due",))
+        for key, (*members, first) in zip(keys, replies, strict=True):
+            claimed = texts(members)
+            due += claimed
+            if key == self.keys.timers:
+                self._legacy_claims.update(claimed)
+            if first not in (b"", ""):
+                firsts.append(float(first) / 1000)
+        return due, rearm, min(firsts) if firsts else None
+
+    def queue_timer_counts(self, pipe: Any, now_ms: int) -> None:
+        """Queue ZCARD, ZCOUNT up to ``now_ms`` and the lowest entry of every timer set;
+        :meth:`timer_counts` reads the replies (``3 * len(keys.timer_keys)`` of them)."""
+        for key in self.keys.timer_keys:
+            pipe.zcard(key)
+            pipe.zcount(key, "-inf", now_ms)
+            pipe.zrange(key, 0, 0, withscores=True)
+
+    @staticmethod
+    def timer_counts(replies: Sequence[Any]) -> tuple[int, int, float | None]:
+        """(timers, overdue timers, the oldest overdue one's due time in seconds)."""
+        total = overdue = 0
+        oldest: float | None = None
+        for i in range(0, len(replies), 3):
+            card, over, first = replies[i:i + 3]
+            total, overdue = total + int(card), overdue + int(over)
+            if over and first:
+                due = float(first[0][1]) / 1000.0
+                oldest = due if oldest is None else min(oldest, due)
+        return total, overdue, oldest
+
+    def timer_scores(self, members: Sequence[str]) -> list[float | None]:
+        """Each member's timer (ms), in its shard or in the old single set; one round trip."""
+        by_key: dict[str, list[str]] = {}
+        for m in members:
+            by_key.setdefault(self.keys.timer_key(m), []).append(m)
+        pipe = self.r.pipeline(transaction=False)
+        for key, group in by_key.items():
+            pipe.zmscore(key, group)
+        pipe.zmscore(self.keys.timers, list(members))
+        *shards, legacy = pipe.execute() if members else [[]]
+        found: dict[str, float | None] = {}
+        for group, scores in zip(by_key.values(), shards, strict=True):
+            found.update(zip(group, scores, strict=True))
+        return [found.get(m) if found.get(m) is not None else old
+                for m, old in zip(members, legacy or [None] * len(members), strict=True)]
+
+    def drop_claimed(self, members: Sequence[str], rearm: int) -> None:
+        """Remove timers whose score is still ``rearm`` (nobody re-armed them since)."""
+        self.retime(rearm, {m: None for m in members})
+
+    def retime(self, expected: int, members: Mapping[str, int | None]) -> None:
+        """Set (or, for None, remove) timers whose score is still ``expected``, one
+        script per shard.  A timer claimed from the old single set is removed there
+        and, if it has a new time, armed in its shard (unless one is armed there)."""
+        by_key: dict[str, list[Any]] = {}
+        moved: dict[str, int] = {}
+        for member, score in members.items():
+            if member in self._legacy_claims:
+                self._legacy_claims.discard(member)
+                by_key.setdefault(self.keys.timers, [expected]).extend((member, ""))
+                if score is not None:
+                    moved[member] = score
+                continue
+            key = self.keys.timer_key(member)
+            by_key.setdefault(key, [expected]).extend((member, "" if score is None else score))
+        if not by_key:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for key, args in by_key.items():
+            self.scripts.queue(pipe, "drop_claimed", [key], args)
+        for member, score in moved.items():
+            pipe.zadd(self.keys.timer_key(member), {member: score}, nx=True)
+        self.scripts.execute(pipe, only=("drop_claimed",))
+
+    def watchdog_backoff(self, members: Sequence[str]) -> dict[str, int]:
+        """The next watchdog due time (ms) for each fired timer: doubling, at most 1 h.
+
+        The count lives in the run hash (``wd`` or ``wd:<step>``) and is reset when a
+        pass or branch begins."""
+        pipe = self.r.pipeline(transaction=False)
+        for member in members:
+            if member.startswith("branch:"):
+                _, rid, sid = member.split(":", 2)
+                pipe.hincrby(self.keys.run(rid), watchdog_field(sid), 1)
+            else:
+                pipe.hincrby(self.keys.run(member), watchdog_field(None), 1)
+        now = time.time()
+        out: dict[str, int] = {}
+        for member, n in zip(members, pipe.execute(), strict=True):
+            delay = min(3600.0, self.watchdog * 2 ** max(0, int(n) - 1))
+            out[member] = int((now + delay) * 1000)
+        return out
+
+    def arm(self, member: str, due: float) -> None:
+        self.r.zadd(self.keys.timer_key(member), {member: int(due * 1000)})
+
+    def drop_timer(self, member: str) -> None:
+        self.r.zrem(self.keys.timer_key(member), member)
+

@@ -1,0 +1,53 @@
+"""The timer shards against a real Redis: members spread over ``P:timers:{t<k>}`` by
+run id (a run's branch timers with it), one scan claims from every shard, and the
+single ``P:timers`` set of earlier versions is drained into the shards."""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from fanout._redis.keyspace import TIMER_SHARDS, Keyspace
+from fanout._redis.store import Store
+
+
+def test_members_spread_over_the_shards_and_a_run_keeps_one_shard() -> None:
+    keys = Keyspace("p")
+    used = {keys.timer_key(f"run-{i}") for i in range(400)}
+    assert len(used) == TIMER_SHARDS
+    assert all(k.startswith("p:timers:{t") and k.endswith("}") for k in used)
+    assert keys.timer_key("branch:run-7:step-a") == keys.timer_key("run-7")
+    assert keys.timer_key("route:b1") == keys.timer_key("b1")
+    assert keys.timers not in keys.timer_shards and keys.timer_keys[-1] == keys.timers
+
+
+def test_one_scan_claims_due_timers_of_every_shard(clean_db: redis.Redis) -> None:
+    store = Store(clean_db)
+    past, later = time.time() - 1, time.time() + 60
+    for i in range(64):
+        store.arm(f"r{i}", past)
+    store.arm("not-yet", later)
+    due, rearm, nxt = store.claim_due(rearm_s=30, limit=64 * TIMER_SHARDS)
+    assert sorted(due) == sorted(f"r{i}" for i in range(64))
+    assert nxt == rearm / 1000  # the claimed ones, pushed back until re-timed
+    store.drop_claimed(due, rearm)
+    assert sum(clean_db.zcard(k) for k in store.keys.timer_keys) == 1
+    assert store.timer_counts([]) == (0, 0, None)
+
+
+def test_the_old_single_set_is_drained_into_the_shards(clean_db: redis.Redis) -> None:
+    store = Store(clean_db)
+    legacy = store.keys.timers
+    now_ms = int(time.time() * 1000)
+    clean_db.zadd(legacy, {"old-gone": now_ms - 5, "old-kept": now_ms - 5,
+                           "old-later": now_ms + 60_000})
+    due, rearm, _ = store.claim_due(rearm_s=30)
+    assert sorted(due) == ["old-gone", "old-kept"]
+    store.retime(rearm, {"old-gone": None, "old-kept": now_ms + 9_000})
+    assert clean_db.zrange(legacy, 0, -1) == [b"old-later"]
+    assert clean_db.zscore(store.timer_key("old-kept"), "old-kept") == now_ms + 9_000
+    assert clean_db.zscore(store.timer_key("old-gone"), "old-gone") is None
+    # The members the scan did not re-time stay where they are, to be claimed again.
+    assert store.timer_scores(["old-later", "old-kept", "none"]) == [
+        now_ms + 60_000, now_ms + 9_000, None]
