@@ -254,7 +254,7 @@ def test_check_deploy_touches_nothing(deployed: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--fn", "nope"], "no function 'nope'"),
-    (["--limit", "0"], "--limit must be a positive integer"),
+    (["--limit", "0"], "argument --limit: must be from 1 to"),
 ])
 def test_check_deploy_usage_errors_exit_2(args: list[str], says: str) -> None:
     res = subprocess.run(
