@@ -261,7 +261,8 @@ def report(single: dict[str, Any] | None, clus: dict[str, Any]) -> str:
         if busiest:
             lines += ["", f"Busiest single key: `{busiest[0]['key']}`, "
                       f"{100 * busiest[0]['share']:.2f} % of the sample."]
-        shards = [r for r in mon["top_keys"] if ":metrics:{" in r["key"]]
+        shards = [r for r in mon["top_keys"]
+                  if ":metrics:{" in r["key"] and ":run:{" not in r["key"]]
         if shards:
             lines += [f"Metrics shards in the sample: {len(shards)} keys, "
                       f"{100 * sum(r['share'] for r in shards):.1f} % together, the largest "

@@ -75,9 +75,10 @@ class Observations:
                  shards: Sequence[str] = ()) -> None:
         self.r = client
         self.key = key
-        # On a Redis Cluster: the metrics shards (metric_shards.py); each process sends
-        # to one of them, and the rollups read them all.
+        # On a Redis Cluster: the metrics shards (metric_shards.py); each send goes to
+        # the next one, and the rollups read them all.
         self.shards = list(shards)
+        self._turn = 0
         self.interval = float(interval)
         self._pid = 0
         self._lock = threading.Lock()
@@ -123,7 +124,10 @@ class Observations:
             batch, self._pending = self._pending, {}
         if not batch:
             return 0
-        key = self.shards[os.getpid() % len(self.shards)] if self.shards else self.key
+        key = self.key
+        if self.shards:  # a different shard each time: no one shard takes a process's sends
+            self._turn += 1
+            key = self.shards[(os.getpid() + self._turn) % len(self.shards)]
         try:
             pipe = self.r.pipeline(transaction=False)
             for field, delta in batch.items():
