@@ -14,12 +14,30 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from functools import cache
+
+from redis.crc import key_slot
 
 from .._core.flow_math import bucket
 from .._core.ids import key_part
 from .._core.run_store import branch_timer
 
 TIMER_SHARDS = 16  # sorted sets holding the timers, each in a cluster slot of its own
+METRICS_SHARDS = 16  # metrics hashes on a Redis Cluster (metric_shards.py)
+
+
+@cache
+def metrics_shard_tags(n: int = METRICS_SHARDS) -> list[str]:
+    """Hash tags ``m<k>.<i>``, the k-th in the k-th of ``n`` equal ranges of the 16,384
+    cluster slots, so a cluster whose masters each hold a contiguous range of at least
+    16384 / n slots has a metrics shard on every master."""
+    width, out = 16384 // n, []  # (i is found within a few dozen tries)
+    for k in range(n):
+        i = 0
+        while key_slot(f"m{k}.{i}".encode()) // width != k:
+            i += 1
+        out.append(f"m{k}.{i}")
+    return out
 
 
 class Keyspace:
@@ -39,6 +57,8 @@ class Keyspace:
         self.history_cursor = f"{p}:history:cursor"
         self.history_lease = f"{p}:history:lease"
         self.metrics = f"{p}:metrics"
+        # On a Redis Cluster the counters go to these, one per slot range (metric_shards.py).
+        self.metrics_shards = [f"{p}:metrics:{{{t}}}" for t in metrics_shard_tags()]
         # The event names counted under their own name in the metrics (the rest: "other").
         self.metric_event_names = f"{p}:metrics:evnames"
         self.paused = f"{p}:paused"

@@ -38,10 +38,12 @@ from .._core.run_record import (
 )
 from .._core.run_store import Begun, BranchBegun, Created, Ended, Saved
 from .._core.run_view import to_run_info
+from .cluster import CROSS_SLOT, counts_on_cluster
 from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .event_series import EventSeries
 from .flow_store import FlowStore
 from .keyspace import Keyspace
+from .metric_shards import MetricShards
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
 from .scripts import Scripts
@@ -113,12 +115,19 @@ class Store(TimerSets):
         # A queued run keeps a timer too: if the broker loses its message, the timer
         # offers the run again after ``watchdog`` seconds (then with backoff).
         self.watchdog = float(watchdog)
-        self.scripts = Scripts(client)
         # The metrics hash, passed to the run scripts as KEYS[2] so counting costs no
-        # round trip. A cluster cannot: a script touches one slot (the run's) only.
-        if metrics is None:
-            metrics = not _is_cluster(client)
+        # command. On a Redis Cluster (7.0 or later) the counts go to shards, a run's
+        # to one on its node (metric_shards.py); the scripts carry the flag for it.
+        cluster = _is_cluster(client)
+        if metrics is None or (metrics and cluster):
+            metrics = not cluster or counts_on_cluster(client)
+        self.scripts = Scripts(client, CROSS_SLOT if metrics and cluster else "")
         self.metrics_key: str | None = self.keys.metrics if metrics else None
+        self.metric_shards: MetricShards | None = (
+            MetricShards(client, self.keys.metrics_shards) if metrics and cluster else None)
+        # The hashes a reader adds up (none when not counting).
+        self.metrics_read_keys: list[str] = (
+            [] if not metrics else self.keys.metrics_shards if cluster else [self.keys.metrics])
         # The run indexes (status, version, search attributes) are written by the run
         # scripts (lua/_indexes.lua), which name keys outside the run's slot: not on
         # a cluster, where listings read P:idx:runs and P:idx:fn:<fk> only.
@@ -126,7 +135,8 @@ class Store(TimerSets):
         # The duration histograms: returned by the scripts, buffered in this process
         # and sent every ``metrics_interval`` seconds (observations.py says why).
         self.observations: Observations | None = (
-            Observations(client, self.metrics_key, interval=metrics_interval)
+            Observations(client, self.metrics_key, interval=metrics_interval,
+                         shards=self.keys.metrics_shards if self.metric_shards else ())
             if self.metrics_key is not None else None
         )
         # Event names with a series of their own (the rest count as "other").
@@ -146,9 +156,13 @@ class Store(TimerSets):
 
     def run_keys(self, run_id: str) -> list[str]:
         """KEYS of a run script: the run hash, then the metrics hash when counting."""
+        run = self.keys.run(run_id)
         if self.metrics_key is None:
-            return [self.keys.run(run_id)]
-        return [self.keys.run(run_id), self.metrics_key]
+            return [run]
+        if self.metric_shards is not None:  # the run key, then a shard of its node
+            shard = self.metric_shards.script_key(run)
+            return [run] if shard is None else [run, shard]
+        return [run, self.metrics_key]
 
     def indexed_run_keys(self, run_id: str) -> list[str]:
         """KEYS of a run script that keeps the run indexes: the run hash, the metrics
@@ -198,7 +212,9 @@ class Store(TimerSets):
             pipe.zremrangebyscore(key, "-inf", horizon)
             if self.metrics_key is not None:
                 label = self.event_series.label(name)
-                pipe.hincrby(self.metrics_key, f"c|events|{label}", len(members))
+                key = (self.metric_shards.any(name) if self.metric_shards is not None
+                       else self.metrics_key)
+                pipe.hincrby(key, f"c|events|{label}", len(members))
         pipe.execute()
 
     def load_events(self, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
