@@ -138,6 +138,7 @@ class Store(TimerSets):
         self.waits = WaitStore(client, self.keys, self.retention)
         # Timers claimed from the old single set (P:timers), re-timed into their shard.
         self._legacy_claims: set[str] = set()
+        self._timer_heads: dict[str, int] = {}
 
     # -- keys --------------------------------------------------------------------
 
