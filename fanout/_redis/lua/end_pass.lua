@@ -10,9 +10,21 @@
 -- when any is, the reply goes on with app, fn and each attempt's duration.
 -- KEYS[3] the registry of functions with runs (optional, see _indexes): a version the pass ran on
 -- (the 'vs' pair) is indexed.
+-- KEYS[4] the run's timer shard (on one Redis; absent on a cluster, where the store
+-- arms it in a pipeline beside the script), and then ARGV ends with one more
+-- argument after the pairs: the timer's new due time (ms), the wake-up or the
+-- watchdog of a run handed to the broker. It replaces the lease's timer while the
+-- lease is released, so it cannot race the next pass; a pass that lost its lease
+-- leaves the timer to the lease's new holder. (_metrics reads the pairs up to
+-- #ARGV - 1, so the odd last argument is never taken for a pair.)
 --#include _predicates
 --#include _metrics
 --#include _indexes
+local TKEY = KEYS[4]
+local last = TKEY and #ARGV - 1 or #ARGV  -- the pairs are ARGV[5..last]
+local function arm()
+  if TKEY then redis.call('ZADD', TKEY, ARGV[#ARGV], KEYS[1]:match(':run:{(.*)}$')) end
+end
 local f, n, at = read_run({'lease', 'cx', 'seq', ARGV[4] ~= '' and ARGV[4] or 'lease', 'app', 'fn'})
 if f[1] ~= ARGV[1] then
   return false
@@ -26,10 +38,10 @@ end
 -- The pairs carry the step records the pass deferred: write them first, so a run
 -- cancelled meanwhile still shows the steps it ran.
 local cx, raw = f[2], f[4]
-if #ARGV > 4 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+if last > 4 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 5, last))
   -- (what the script reads below, as the pairs left it)
-  for i = 5, #ARGV - 1, 2 do
+  for i = 5, last - 1, 2 do
     if ARGV[i] == 'cx' then cx = ARGV[i + 1] end
     if ARGV[i] == ARGV[4] then raw = ARGV[i + 1] end
     if ARGV[i] == 'vs' and IX then
@@ -38,6 +50,7 @@ if #ARGV > 4 then
     end
   end
 end
+arm()
 if cx then
   return reply(-1, 0)
 end
