@@ -12,8 +12,13 @@
 --#include _predicates
 local TKEY = KEYS[4]
 local rid = TKEY and KEYS[1]:match(':run:{(.*)}$')
-local f = redis.call('HMGET', KEYS[1], 'st', 'seq', 'lease', 'lu', 'cx', 'wake', 't0',
-                     'takeovers')
+-- One read of the whole hash: its fields decide, and (changed below) are the reply.
+local all = redis.call('HGETALL', KEYS[1])
+local at = {}
+for i = 1, #all, 2 do at[all[i]] = i + 1 end
+local function get(name) local i = at[name]; return i and all[i] or false end
+local f = {get('st'), get('seq'), get('lease'), get('lu'), get('cx'), get('wake'), get('t0'),
+           get('takeovers')}
 local st = f[1]
 if not st or ended(st) then
   if TKEY then redis.call('ZREM', TKEY, rid) end
@@ -46,16 +51,22 @@ end
 if ARGV[4] == '' and wake > now + 0.05 then
   return {'early', tostring(wake)}
 end
+local set = {'lease', ARGV[1], 'lu', ARGV[3], 'st', 'running', 'wake', '0', 'wd', '0'}
 if lease and lease ~= '' then
-  redis.call('HSET', KEYS[1], 'lease', ARGV[1], 'lu', ARGV[3], 'st', 'running', 'wake', '0',
-             'wd', '0', 'takeovers', (tonumber(f[8] or '0') or 0) + 1)
-else
-  redis.call('HSET', KEYS[1], 'lease', ARGV[1], 'lu', ARGV[3], 'st', 'running', 'wake', '0',
-             'wd', '0')
+  set[#set + 1], set[#set + 2] = 'takeovers', tostring((tonumber(f[8] or '0') or 0) + 1)
 end
 if not f[7] then
-  redis.call('HSET', KEYS[1], 't0', ARGV[2])
+  set[#set + 1], set[#set + 2] = 't0', ARGV[2]
 end
-local all = redis.call('HGETALL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(set))
+-- The reply is the hash as it is now: what was read, with what was just set.
+for i = 1, #set, 2 do
+  local j = at[set[i]]
+  if j then
+    all[j] = set[i + 1]
+  else
+    all[#all + 1], all[#all + 2] = set[i], set[i + 1]
+  end
+end
 table.insert(all, 1, 'ok')
 return all

@@ -35,23 +35,21 @@ local function reply(a, b)
   if #obs == 0 then return {a, b} end
   return {a, b, f[5] or '', f[6] or '', unpack(obs)}
 end
--- The pairs carry the step records the pass deferred: write them first, so a run
--- cancelled meanwhile still shows the steps it ran.
+-- The pairs carry the step records the pass deferred: they are written even when
+-- the run was cancelled meanwhile, so it still shows the steps it ran; else in the
+-- same HSET as the release (a field named twice takes its last value).
 local cx, raw = f[2], f[4]
-if last > 4 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 5, last))
-  -- (what the script reads below, as the pairs left it)
-  for i = 5, last - 1, 2 do
-    if ARGV[i] == 'cx' then cx = ARGV[i + 1] end
-    if ARGV[i] == ARGV[4] then raw = ARGV[i + 1] end
-    if ARGV[i] == 'vs' and IX then
-      local g = redis.call('HMGET', KEYS[1], 'fk', 'c')
-      ix_versions(g[1], ARGV[i + 1], ix_ms(g[2]), KEYS[1]:match(':run:{(.*)}$'))
-    end
+for i = 5, last - 1, 2 do
+  if ARGV[i] == 'cx' then cx = ARGV[i + 1] end
+  if ARGV[i] == ARGV[4] then raw = ARGV[i + 1] end
+  if ARGV[i] == 'vs' and IX then
+    local g = redis.call('HMGET', KEYS[1], 'fk', 'c')
+    ix_versions(g[1], ARGV[i + 1], ix_ms(g[2]), KEYS[1]:match(':run:{(.*)}$'))
   end
 end
 arm()
 if cx then
+  if last > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5, last)) end
   return reply(-1, 0)
 end
 local status, wake, resolved = ARGV[2], ARGV[3], 0
@@ -61,5 +59,10 @@ if ARGV[4] ~= '' and raw then
   end
 end
 local seq = (tonumber(f[3] or '0') or 0) + 1
-redis.call('HSET', KEYS[1], 'st', status, 'lease', '', 'lu', '0', 'wake', wake, 'seq', seq)
+local set = {}
+for i = 5, last do set[#set + 1] = ARGV[i] end
+for _, v in ipairs({'st', status, 'lease', '', 'lu', '0', 'wake', wake, 'seq', seq}) do
+  set[#set + 1] = v
+end
+redis.call('HSET', KEYS[1], unpack(set))
 return reply(seq, resolved)
