@@ -73,9 +73,14 @@ class BulkMethods:
         """The bulk jobs, newest first."""
         return BulkStore(self._rt.store).jobs(limit)
 
-    def cancel_bulk_job(self, job_id: str) -> BulkJob | None:
-        """Stop a bulk job after its current batch; returns it (None when unknown)."""
-        return BulkStore(self._rt.store).cancel(job_id)
+    def cancel_bulk_job(self, job_id: str, *, reason: str = "",
+                        by: str | None = None) -> BulkJob | None:
+        """Stop a bulk job after its current batch; returns it (None when unknown). The
+        runs it handled stay handled, the others are left alone, and the job's state is
+        ``cancelled``. The stop goes into the audit log under ``by`` (default
+        ``python:<user>@<host>``) with ``reason``; a job that had ended is left as it is."""
+        return bulk_jobs.cancel(self._rt, job_id, who=by or operator_name("python"),
+                                reason=reason, client="python")
 
 
 __all__ = ["BulkMethods"]

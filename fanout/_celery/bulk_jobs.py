@@ -91,6 +91,22 @@ def submit(rt: Runtime, kind: str, query: BulkQuery, *, who: str, reason: str,
     return job
 
 
+def cancel(rt: Runtime, job_id: str, *, who: str, reason: str, client: str,
+           role: str = "") -> BulkJob | None:
+    """Stop a job: the batch under way finishes and counts, no other starts; the runs
+    handled so far stay as they are. Returns the job (None when unknown). The call that
+    stops it goes into the audit log under ``who`` with ``reason``; a job that had ended
+    already is returned as it is, and nothing is recorded."""
+    job, stopped = BulkStore(rt.store).stop(job_id)
+    if job is not None and stopped:
+        AuditLog(rt.store).record(
+            who, role or client, f"bulk {job.kind} cancelled", [f"bulk:{job.id}"],
+            f"job {job.id} stopped after {job.processed} of {job.total} run(s)"
+            + (f": {reason}" if reason else ""), client=client,
+            extra={"job": job.id, "processed": job.processed, "total": job.total})
+    return job
+
+
 def send(rt: Runtime, job_id: str) -> None:
     rt.publisher.send(BULK_TASK, (job_id,), argsrepr=repr((job_id,)))
 
@@ -214,4 +230,4 @@ def _record(rt: Runtime, job: BulkJob, action: str, targets: list[str], detail: 
         log.warning("fanout: bulk job %s: %s not recorded in the audit log", job.id, action)
 
 
-__all__ = ["BULK_TASK", "replay_id", "resend_unfinished", "run_batch", "submit"]
+__all__ = ["BULK_TASK", "cancel", "replay_id", "resend_unfinished", "run_batch", "submit"]
