@@ -65,6 +65,7 @@ def submit(rt: Runtime, kind: str, query: BulkQuery, *, who: str, reason: str,
         raise ConfigError(f"batch must be an integer from 1 to {MAX_BATCH}")
     if query.since is not None and query.until is not None and query.since > query.until:
         raise ConfigError("since is after until: no run can match")
+    _check_search(rt, query)
     history = History(rt.store)
     q = History.query(query.fn_key, query.status, query.version, query.search)
     key = history.index.key_for(q, since=query.since, until=query.until)
@@ -89,6 +90,21 @@ def submit(rt: Runtime, kind: str, query: BulkQuery, *, who: str, reason: str,
     if job.total:
         send(rt, job.id)
     return job
+
+
+def _check_search(rt: Runtime, query: BulkQuery) -> None:
+    """A job selects by search attributes from their indexes: a path no function here
+    declares would match nothing, silently; say so instead."""
+    declared = {path for fn in rt.functions.values()
+                if query.fn_key is None or fn.key == query.fn_key for path in fn.search}
+    for path in query.search:
+        if path not in declared:
+            where = f"function {query.fn_key}" if query.fn_key else "any function here"
+            raise ConfigError(
+                f"search attribute {path!r} is not declared by {where}: a bulk job "
+                "selects runs by declared attributes only "
+                f"(create_function(search=[{path!r}])); declared: "
+                f"{', '.join(sorted(declared)) or 'none'}")
 
 
 def cancel(rt: Runtime, job_id: str, *, who: str, reason: str, client: str,

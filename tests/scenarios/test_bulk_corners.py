@@ -267,6 +267,11 @@ def test_search_attributes_select_exactly_the_matching_runs(
     assert json.loads(cli("cancel", "--fn", "find", "--search", "data.x=2.5", "--dry-run",
                           "--json").stdout)["matched"] == 1
     assert "cannot search for" in cli("cancel", "--search", "x", code=2).stderr
+    # A path no function declares would match nothing: a usage error, not "0 runs".
+    err = cli("cancel", "--fn", "find", "--search", "data.y=1", "--dry-run", code=2).stderr
+    assert "search attribute 'data.y' is not declared by function bc:find" in err
+    with pytest.raises(fanout.ConfigError, match="not declared by any function here"):
+        client.bulk_replay(search={"output.x": 1})
     assert client.cancel_runs("find", by="test") == len(xs) - 5
     assert client.cancel_runs("near", by="test") == len(xs)
 
