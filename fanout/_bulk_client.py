@@ -79,8 +79,9 @@ class BulkMethods:
         runs it handled stay handled, the others are left alone, and the job's state is
         ``cancelled``. The stop goes into the audit log under ``by`` (default
         ``python:<user>@<host>``) with ``reason``; a job that had ended is left as it is."""
-        return bulk_jobs.cancel(self._rt, job_id, who=by or operator_name("python"),
-                                reason=reason, client="python")
+        job, _stopped = bulk_jobs.cancel(self._rt, job_id, who=by or operator_name("python"),
+                                         reason=reason, client="python")
+        return job
 
 
 __all__ = ["BulkMethods"]

@@ -108,11 +108,12 @@ def _check_search(rt: Runtime, query: BulkQuery) -> None:
 
 
 def cancel(rt: Runtime, job_id: str, *, who: str, reason: str, client: str,
-           role: str = "") -> BulkJob | None:
+           role: str = "") -> tuple[BulkJob | None, bool]:
     """Stop a job: the batch under way finishes and counts, no other starts; the runs
-    handled so far stay as they are. Returns the job (None when unknown). The call that
-    stops it goes into the audit log under ``who`` with ``reason``; a job that had ended
-    already is returned as it is, and nothing is recorded."""
+    handled so far stay as they are. Returns the job (None when unknown) and whether
+    this call stopped it. The call that stops it goes into the audit log under ``who``
+    with ``reason``; a job that had ended already is returned as it is, and nothing is
+    recorded."""
     job, stopped = BulkStore(rt.store).stop(job_id)
     if job is not None and stopped:
         AuditLog(rt.store).record(
@@ -120,7 +121,7 @@ def cancel(rt: Runtime, job_id: str, *, who: str, reason: str, client: str,
             f"job {job.id} stopped after {job.processed} of {job.total} run(s)"
             + (f": {reason}" if reason else ""), client=client,
             extra={"job": job.id, "processed": job.processed, "total": job.total})
-    return job
+    return job, stopped
 
 
 def send(rt: Runtime, job_id: str) -> None:

@@ -189,8 +189,12 @@ def cmd_job(args: argparse.Namespace) -> int:
         if job.finished:
             raise CliError(f"bulk job {job.id} has ended already ({job.state})")
         who = (getattr(args, "operator", None) or "").strip()[:100] or operator_name("cli")
-        job = bulk_jobs.cancel(target.runtime, job.id, who=who, reason=args.reason,
-                               client="cli") or job
+        now, stopped = bulk_jobs.cancel(target.runtime, job.id, who=who, reason=args.reason,
+                                        client="cli")
+        if now is None or not stopped:  # ended (or gone) since it was read above
+            raise CliError(f"bulk job {job.id} has ended already "
+                           f"({now.state if now else 'past its retention'})")
+        job = now
         if not args.json:
             note(f"bulk job {job.id} cancelled: the batch under way finishes, no other starts")
         out(args, {"job": job.to_json()}, describe(job))

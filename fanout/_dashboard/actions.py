@@ -167,11 +167,11 @@ def _bulk_job_cancel(app: DashboardApp, who: Principal,
 
     job_id = _need(form, "job")
     reason = (form.get("reason") or "").strip()[:500] or "stopped from the dashboard"
-    job = cancel(app.target.runtime, job_id, who=who.name, role=who.role, reason=reason,
-                 client="dashboard")
+    job, stopped = cancel(app.target.runtime, job_id, who=who.name, role=who.role,
+                          reason=reason, client="dashboard")
     if job is None:
         raise HttpError(404, f"no bulk job {job_id} (unknown, or past its retention)")
-    if job.state != "cancelled":
+    if not stopped:
         return f"/bulk/{quote(job.id)}", f"The job had ended already ({job.state})."
     return f"/bulk/{quote(job.id)}", (f"Bulk job stopped after {job.processed} of "
                                       f"{job.total} run(s): the batch under way finishes.")
