@@ -132,7 +132,7 @@ def follow(target: Target, args: argparse.Namespace, job: BulkJob,
     out(args, {"job": job.to_json()}, summary(job))
     code = exit_code(job)
     if code and not args.json:
-        note(f"error: {failure(job)}")
+        note(f"fanout {args.command}: error: {failure(job)}")
     return code
 
 
@@ -204,7 +204,7 @@ def cmd_job(args: argparse.Namespace) -> int:
     out(args, {"job": job.to_json()}, describe(job))
     code = exit_code(job) if job.finished else 0
     if code and not args.json:
-        note(f"error: {failure(job)}")
+        note(f"fanout {args.command}: error: {failure(job)}")
     return code
 
 

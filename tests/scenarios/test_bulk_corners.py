@@ -176,6 +176,8 @@ def test_a_job_cancelled_while_it_runs_stops_after_its_batch(
     # The CLI shows it cancelled (exit 1: the job did not do all it was asked).
     shown = cli("job", job.id, code=1)
     assert "state     cancelled" in shown.stdout
+    assert shown.stderr.strip() == (f"fanout job: error: bulk cancel job {job.id} was "
+                                    f"cancelled after {final.processed} of {total} run(s)")
     assert "has ended already (cancelled)" in cli("job", job.id, "--cancel", code=1).stderr
 
     # From the CLI: a queued job (no worker now) stopped with who and why.
@@ -300,7 +302,7 @@ def test_cli_exit_code_when_a_replay_job_fails_some_runs(
     assert summary.endswith("function bc:gone is not declared on this worker)")
     assert any(rid in summary for rid in gone_runs)
     error = res.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: bulk replay job ") and \
+    assert error.startswith("fanout replay: error: bulk replay job ") and \
         "2 of 5 run(s) failed (last: " in error
     job = client.bulk_jobs()[0]
     assert (job.state, job.done, job.failed, job.who) == ("done", 3, 2, "ivan")
