@@ -535,7 +535,7 @@ class DashboardApp:
             if job is None:
                 raise HttpError(404, f"no bulk job {path.rsplit('/', 1)[1]} (unknown, or "
                                      "past its retention)")
-            return f"Bulk job {job.id}", bulk_pages.job_page(job)
+            return f"Bulk job {job.id}", bulk_pages.job_page(job, csrf)
         run_id = path.rsplit("/", 1)[1]
         fields = store.run_fields(run_id)
         info = store.run_info(run_id, fields)
