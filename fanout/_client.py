@@ -510,11 +510,13 @@ class Fanout(BulkMethods):
         created on that version or with a pass that ran on it. ``search`` looks runs up
         by declared search attributes (``create_function(search=["data.user_id"])``):
         ``search={"data.user_id": 42}``; every attribute given must match.
+        ``event_name`` keeps the runs started by an event of that name (a batch run: by
+        any of its events; a cron run's is ``fanout/scheduled.timer``, an invoked run's
+        ``fanout/function.invoked``).
 
         With the PostgreSQL history store (``history_url=``), ended runs come from it and
         active ones from Redis (docs/howto/history-postgres.md): ``search`` then takes any
-        path under ``data.`` or ``output``, and ``event_name`` keeps the runs started by
-        an event of that name (it needs the store).
+        path under ``data.`` or ``output``.
         """
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
@@ -527,9 +529,8 @@ class Fanout(BulkMethods):
             return self._list_runs_pg(pg_url, fn_id=fn_id, status=status, since=after,
                                       until=before, cursor=cursor, limit=limit,
                                       version=version, search=search, event_name=event_name)
-        if event_name is not None:
-            raise ConfigError("event_name= needs the PostgreSQL history store "
-                              "(Fanout(history_url=...) or fanout_history_url)")
+        if event_name is not None and (not isinstance(event_name, str) or not event_name):
+            raise ConfigError("event_name must be an event's name (a non-empty string)")
         if event_id is not None:
             if cursor is not None:
                 raise ConfigError("cursor pages the runs of a function or of all functions; "
@@ -544,6 +545,9 @@ class Fanout(BulkMethods):
                      and (after is None or (r.created_at or 0) >= after)
                      and (before is None or (r.created_at or 0) <= before)
                      and (version is None or version in r.versions)]
+            if event_name is not None:
+                found = [r for r, ok in zip(found, history.started_by(
+                    [r.run_id for r in found], event_name), strict=True) if ok]
             return RunList(self._infos([r.run_id for r in found[:limit]]))
         fn_key = f"{self.app_id}:{fn_id}" if fn_id else None
         if search is not None:
@@ -558,7 +562,7 @@ class Fanout(BulkMethods):
         while len(ids) < limit:
             page = history.runs(fn_key=fn_key, status=status, since=after, until=before,
                                 limit=min(MAX_LIMIT, limit - len(ids)), cursor=nxt,
-                                version=version, search=search)
+                                version=version, search=search, event_name=event_name)
             if total is None:
                 total, prev = page.total, page.prev_cursor
             ids.extend(r.run_id for r in page.items)

@@ -415,7 +415,8 @@ class DashboardApp:
                          since=parse_time(q["since"]) if q.get("since") else None,
                          until=parse_time(q["until"]) if q.get("until") else None,
                          limit=min(int(q.get("limit") or 50), 500),
-                         cursor=q.get("cursor") or None, version=q.get("version") or None)
+                         cursor=q.get("cursor") or None, version=q.get("version") or None,
+                         event_name=q.get("event_name") or None)
 
     def _runs_pg(self, q: dict[str, str], fn_key: str | None, url: str) -> Page[RunSummary]:
         """The runs list with the PostgreSQL history store: ended runs from it, active
@@ -435,8 +436,8 @@ class DashboardApp:
                 t.runtime.store, pg, fn_key=fn_key, status=asked or None,
                 since=parse_time(q["since"]) if q.get("since") else None,
                 until=parse_time(q["until"]) if q.get("until") else None,
-                version=q.get("version") or None, cursor=q.get("cursor") or None,
-                limit=min(int(q.get("limit") or 50), 500))
+                version=q.get("version") or None, event_name=q.get("event_name") or None,
+                cursor=q.get("cursor") or None, limit=min(int(q.get("limit") or 50), 500))
         items = show_paused(page.items, paused_functions(t.runtime.store))
         if wanted and "active" not in wanted:
             items = [r for r in items if r.status in wanted]
@@ -527,7 +528,8 @@ class DashboardApp:
                                    lambda: day_counts(t.history, fn_key=fn_key))
             return "Runs", pages.runs_page(
                 runs, t.functions(), q, counts=counts, names=self._names(runs.items),
-                csrf=csrf, bulk=bulk_pages.bulk_buttons(q, runs.total) if csrf else "")
+                csrf=csrf, bulk=bulk_pages.bulk_buttons(q, runs.total)
+                if csrf and not q.get("event_name") else "")  # a bulk job takes no event name
         if path.startswith("/bulk/"):
             from .._redis.bulk_store import BulkStore
 

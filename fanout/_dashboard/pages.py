@@ -264,6 +264,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         f'<label>Since<input name="since" value="{h(q.get("since", ""))}" placeholder="15m, 2h, 7d, ISO" size="14"></label>'
         f'<label>Until<input name="until" value="{h(q.get("until", ""))}" placeholder="now" size="14"></label>'
         f'<label>Version<input name="version" value="{h(q.get("version", ""))}" placeholder="v7, src-…" size="12"></label>'
+        f'<label>Event<input name="event_name" value="{h(q.get("event_name", ""))}" placeholder="order.created" size="16"></label>'
         f'<label>Search<input name="q" value="{h(q.get("q", ""))}" placeholder="run id, event id, user.id=42" size="26"></label>'
         '<button type="submit">Filter</button>'
         f"{live_toggle()}</form>"

@@ -50,7 +50,9 @@ class Keyspace:
         self.events_index = f"{p}:idx:events"
         self.functions_index = f"{p}:idx:fns"
         self.reindex_lock = f"{p}:idx:reindexing"
-        self.reindexed = f"{p}:idx:reindexed"
+        # Set once the backfill is done; a new index bumps its generation (":2": the
+        # runs by event name) so the backfill runs again on an upgraded store.
+        self.reindexed = f"{p}:idx:reindexed:2"
         # The ended feed (run id -> ended, ms) the history store's copier reads, its
         # cursor and the lease of the one process copying (fanout/_redis/ended_feed.py).
         self.ended_index = f"{p}:idx:ended"
@@ -106,6 +108,13 @@ class Keyspace:
             return f"{self.prefix}:idx:ver:{key_part(version)}"
         return f"{self.fn_index(fn_key)}|v:{key_part(version)}"
 
+    def run_event_name_index(self, fn_key: str | None, name: str) -> str:
+        """The runs (of one function, or of all) started by an event named ``name`` (a
+        batch run: by any of its events). Not :meth:`event_name_index`, the events."""
+        if fn_key is None:
+            return f"{self.prefix}:idx:en:{key_part(name)}"
+        return f"{self.fn_index(fn_key)}|en:{key_part(name)}"
+
     def search_index(self, fn_key: str, path: str, value: str) -> str:
         """The runs of one function whose search attribute ``path`` has ``value``
         (:func:`fanout._core.search.value_part` encodes it)."""
@@ -114,7 +123,7 @@ class Keyspace:
     def index_patterns(self) -> list[str]:
         """Every run index but the events' (what pruning walks)."""
         return [f"{self.prefix}:idx:st:*", f"{self.prefix}:idx:ver:*",
-                f"{self.prefix}:idx:sa:*"]
+                f"{self.prefix}:idx:en:*", f"{self.prefix}:idx:sa:*"]
 
     def temp_index(self, name: str) -> str:
         """A short-lived sorted set a query builds (a union or an intersection)."""

@@ -148,7 +148,8 @@ class Store(TimerSets):
                                         metrics_event_names)
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
         self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
-        self.flow = FlowStore(client, self.keys, self.scripts, self.retention)
+        self.flow = FlowStore(client, self.keys, self.scripts, self.retention,
+                              indexed=self.indexed)
         self.waits = WaitStore(client, self.keys, self.retention)
         # Timers claimed from the old single set (P:timers), re-timed into their shard.
         self._legacy_claims: set[str] = set()
