@@ -55,18 +55,7 @@ def _store() -> PgHistory:
 
 
 def _pg_ids() -> list[str]:
-    h = _store()
-    try:
-        conn = h.connection()
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('fanout_runs') IS NOT NULL")
-            row = cur.fetchone()
-            if not row or not row[0]:
-                return []
-            cur.execute("SELECT run_id FROM fanout_runs")
-            return [x[0] for x in cur.fetchall()]
-    finally:
-        h.close()
+    return pg_support.run_ids(PG_URL)
 
 
 def _send(*datas: dict[str, Any]) -> list[str]:
