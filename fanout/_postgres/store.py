@@ -420,10 +420,14 @@ class PgHistory:
 
     def record(self, run_id: str) -> dict[str, Any] | None:
         """A run's full record as copied, or None."""
-        conn = self.connection()
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(f"SELECT record FROM {TABLE} WHERE run_id = %s", (run_id,))
-            row = cur.fetchone()
+        try:
+            conn = self.connection()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(f"SELECT record FROM {TABLE} WHERE run_id = %s", (run_id,))
+                row = cur.fetchone()
+        except Exception:
+            self._reset_on_error()
+            raise
         return dict(row[0]) if row else None
 
     def count(self) -> int:

@@ -199,3 +199,50 @@ def test_the_dashboards_runs_list_reads_the_store(worker: Any) -> None:
             page = res.read().decode()
         failed = redis_history.runs(status="failed", limit=500).items
         assert failed and all(x.run_id in page for x in failed)
+
+
+def test_a_run_past_the_redis_retention_is_read_from_the_store(worker: Any) -> None:
+    """Once Redis no longer holds a run (its hash expired), get_run, `fanout run`, the
+    dashboard's run page, its JSON and its search box read the store's copy; the page
+    offers no action and says why, and replay says the run is not in Redis."""
+    import urllib.error
+    import urllib.request
+
+    from tests import browser
+
+    gone, kept = _send({"n": 3000, "user_id": 424242}, {"n": 3001})
+    for rid in (gone, kept):
+        assert wait_run(client, rid).status == "completed"
+    wait_for(lambda: {gone, kept} <= set(_pg_ids()), 60)
+    store = client.runtime.store
+    assert r.delete(store.keys.run(gone)) == 1  # what Redis's retention does to it
+    assert store.run_fields(gone) == {}
+
+    info = client.get_run(gone)
+    assert info is not None and info.status == "completed"
+    assert info.output == {"total": 30000, "tier": "basic"}
+    assert [s.step_id for s in info.steps] == ["price"]
+    assert client.get_run("no-such-run") is None
+    shown = _cli("run", gone)
+    assert shown["status"] == "completed" and shown["output"] == {"total": 30000,
+                                                                  "tier": "basic"}
+    with pytest.raises(fanout.ConfigError, match="past its retention"):
+        client.replay(gone)  # a new run needs the old one in Redis
+
+    for base in browser.serve_dashboard(__name__):
+        with urllib.request.urlopen(f"{base}/runs/{gone}", timeout=60) as res:
+            page = res.read().decode()
+        assert 'id="run-copy"' in page and "/actions/replay" not in page
+        with urllib.request.urlopen(f"{base}/runs/{kept}", timeout=60) as res:
+            live_page = res.read().decode()
+        assert 'id="run-copy"' not in live_page and "/actions/replay" in live_page
+        with urllib.request.urlopen(f"{base}/api/runs/{gone}", timeout=60) as res:
+            assert json.loads(res.read())["status"] == "completed"
+        with urllib.request.urlopen(f"{base}/runs?q={gone}", timeout=60) as res:
+            assert res.geturl().endswith(f"/runs/{gone}")  # the search box opens it
+        with urllib.request.urlopen(f"{base}/runs?q=user_id%3D424242", timeout=60) as res:
+            found = res.read().decode()
+        assert gone in found and kept not in found  # the store answers any field
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/runs/no-such-run", timeout=60)
+        assert err.value.code == 404
