@@ -100,3 +100,10 @@ def run_ids(url: str) -> list[str]:
         if not row or not row[0]:
             return []
         return [str(x[0]) for x in conn.execute("SELECT run_id FROM fanout_runs").fetchall()]
+
+
+def admin_of(url: str) -> Any:
+    """A connection (autocommit) to the database at ``url``."""
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)

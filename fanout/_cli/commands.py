@@ -49,6 +49,7 @@ from .common import (
     out,
     record_action,
 )
+from .history_commands import add_history_commands
 from .ingest_commands import add_keys_commands
 from .pause_commands import add_pause_commands
 from .send_command import cmd_send
@@ -520,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart the worker when a .py file under the current directory changes")
     add_keys_commands(add)
     add_pause_commands(add)
+    add_history_commands(add)
     bulk_commands.add_job_commands(add)
     add_check_deploy(add)
     return parser

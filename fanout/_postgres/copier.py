@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._core.outage import Outage
+from .._core.run_record import ST
 from .._redis.ended_feed import EndedFeed
 from .._redis.store import Store
 from .store import PgHistory
@@ -170,3 +171,29 @@ class Copier:
                 self._stop.wait(self.lease / 3)
             elif n < self.batch:
                 self._stop.wait(IDLE_SECONDS)
+
+
+def backfill(store: Store, history: PgHistory, *, batch: int = BATCH) -> CopyReport:
+    """Copy every ended run Redis still holds, whether or not it is in the ended feed:
+    the runs that ended before the feed existed (a deployment upgraded from a version
+    without it) are in the all-runs index only. Walks that index oldest first, a batch
+    per transaction; the upserts make it safe to run again, or beside the copier.
+    ``copied`` counts the ended runs written, ``missing`` the runs passed over (active,
+    or their hash gone)."""
+    from .._core.records import TERMINAL
+    from .._redis.run_index import RunIndex
+
+    if batch < 1:
+        raise ValueError("the backfill's batch must be at least 1")
+    history.create_schema()
+    feed = EndedFeed(store)
+    rep = CopyReport()
+    for chunk in RunIndex(store).walk(store.keys.runs_index, chunk=batch):
+        ids = [rid for rid, _s in chunk]
+        runs = [(rid, rec) for rid, rec in zip(ids, feed.records(ids), strict=True)
+                if rec is not None and rec.get(ST) in TERMINAL]
+        history.upsert(runs)
+        rep.copied += len(runs)
+        rep.missing += len(ids) - len(runs)
+        rep.rounds += 1
+    return rep

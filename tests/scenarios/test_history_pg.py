@@ -246,3 +246,34 @@ def test_a_run_past_the_redis_retention_is_read_from_the_store(worker: Any) -> N
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(f"{base}/runs/no-such-run", timeout=60)
         assert err.value.code == 404
+
+
+def test_history_backfill_copies_the_ended_runs_the_feed_does_not_hold(worker: Any) -> None:
+    """Runs that ended before the ended feed existed are in Redis's all-runs index only:
+    the copier does not see them, `fanout history backfill` copies them (and only ended
+    runs), and running it again writes the same rows."""
+    old = _send({"n": 4000}, {"n": 4001}, {"n": 4002})
+    asleep = _send({"n": 4003, "nap": True})
+    for rid in old:
+        assert wait_run(client, rid).status == "completed"
+    wait_for(lambda: set(old) <= set(_pg_ids()), 60)
+    wait_for(lambda: getattr(client.get_run(asleep[0]), "status", "") == "sleeping", 30)
+    # As if they had ended before the feed: in Redis, in no feed, not in the store.
+    with pg_support.admin_of(PG_URL) as conn:
+        conn.execute("DELETE FROM fanout_runs WHERE run_id = ANY(%s)", (old,))
+    assert not set(old) & set(_pg_ids())
+    assert r.zcard("fanout:idx:ended") == 0  # the copier took them out long ago
+    time.sleep(2.5)  # a copier round: nothing brings them back
+    assert not set(old) & set(_pg_ids())
+
+    store = client.runtime.store
+    ended = [x.run_id for x in History(store).runs(
+        fn_key="hpg:order", status="completed,failed,cancelled", limit=1000).items
+        if store.run_fields(x.run_id)]  # the ended runs whose hash Redis still holds
+    done = _cli("history", "backfill", "--batch", "7")
+    assert done["copied"] == len(ended) and done["passed_over"] >= 1  # the sleeping one
+    ids = _pg_ids()
+    assert set(old) | set(ended) <= set(ids) and asleep[0] not in ids
+    assert len(ids) == len(set(ids))
+    again = _cli("history", "backfill")
+    assert again["copied"] == len(ended) and sorted(_pg_ids()) == sorted(ids)
