@@ -46,7 +46,8 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 TABLE = "fanout_runs"
 # One row per (run, version it was created or ran on) and per (run, event name that
-# started it): 'v:<version>' and 'e:<name>', with the run's creation ms. Its primary key
+# started it): 'v:<version>' and 'e:<name>', with the run's creation ms, and the same
+# again under the run's function ('f:<function key><US>v:<version>', ``fn_tag``). Its primary key
 # gives the version and event-name filters their page in order (a plain index on the
 # version, or a GIN index over the names array, leaves PostgreSQL to sort every match).
 TAGS = "fanout_run_tags"
@@ -92,12 +93,14 @@ BEGIN
             tag_run  text COLLATE "C" NOT NULL REFERENCES {TABLE} (run_id) ON DELETE CASCADE,
             PRIMARY KEY (tag, tag_ms, tag_run)
         );
-        CREATE INDEX {TAGS}_run ON {TAGS} (tag_run);
+        CREATE INDEX {TAGS}_run ON {TAGS} (tag_run, tag);
         -- Once, when the table is new: the tags of the runs copied before it existed.
         INSERT INTO {TAGS} (tag, tag_ms, tag_run)
-            SELECT DISTINCT t.tag, r.created_ms, r.run_id FROM {TABLE} r,
+            SELECT DISTINCT f.tag, r.created_ms, r.run_id FROM {TABLE} r,
                 LATERAL (SELECT 'v:' || v FROM unnest(r.versions) v
-                         UNION SELECT 'e:' || e FROM unnest(r.event_names) e) AS t(tag);
+                         UNION SELECT 'e:' || e FROM unnest(r.event_names) e) AS t(tag),
+                LATERAL (SELECT t.tag UNION ALL SELECT 'f:' || r.fn_key || chr(31) || t.tag
+                         WHERE r.fn_key <> '') AS f(tag);
         ANALYZE {TAGS};
     END IF;
 END
@@ -122,9 +125,17 @@ _TAG_INSERT = (f"INSERT INTO {TAGS} (tag, tag_ms, tag_run) "
                "ON CONFLICT DO NOTHING")
 
 
+def fn_tag(fn_key: str, tag: str) -> str:
+    """The tag of one function's runs: ``f:<function key><US><tag>``."""
+    return f"f:{fn_key}\x1f{tag}"
+
+
 def tags_of(row: Sequence[Any]) -> list[str]:
-    """A row's tags (``row_of``): ``v:`` each version, ``e:`` each event name."""
-    return sorted({f"v:{v}" for v in row[6]} | {f"e:{e}" for e in row[11]})
+    """A row's tags (``row_of``): ``v:`` each version, ``e:`` each event name, and each
+    of them again under the run's function (:func:`fn_tag`)."""
+    tags = {f"v:{v}" for v in row[6]} | {f"e:{e}" for e in row[11]}
+    fn_key = str(row[2])
+    return sorted(tags | ({fn_tag(fn_key, t) for t in tags} if fn_key else set()))
 
 
 def _tag_columns(rows: Sequence[Sequence[Any]]) -> tuple[list[str], list[int], list[str]]:
@@ -348,16 +359,23 @@ class PgHistory:
         both give the same pages. Cursors: ``"<created ms>:<run id>"`` pages older,
         ``"^..."`` newer."""
         tags = ([f"v:{version}"] if version else []) + ([f"e:{event_name}"] if event_name else [])
-        # With a version or an event name, the page comes from the tags' primary key
-        # (tag, creation ms, run id), in order; the run's row is joined to it.
-        ms, rid_col = ("t.tag_ms", "t.tag_run") if tags else ("created_ms", "run_id")
-        where, args = self._where(fn_key, status, search)
+        # A version or an event name (of one function or of all): the page comes from
+        # the tags' primary key (tag, creation ms, run id), in order, the run's row
+        # joined to it. With a status too, from the (function, status, creation) or
+        # (status, creation) index, each row's tag looked up by its run id.
+        by_tag = bool(tags) and not status
+        if by_tag and fn_key:
+            tags = [fn_tag(fn_key, tag) for tag in tags]
+        where, args = self._where(None if by_tag else fn_key, status, search)
+        ms, rid_col = ("t.tag_ms", "t.tag_run") if by_tag else ("created_ms", "run_id")
         on_runs = bool(where)  # a condition on the run's row: the count joins it too
-        for extra in tags[1:]:
-            where.append(f"EXISTS (SELECT 1 FROM {TAGS} t2 WHERE t2.tag = %s "
-                         "AND t2.tag_ms = t.tag_ms AND t2.tag_run = t.tag_run)")
-            args.append(extra)
-        if tags:
+        for i, tag in enumerate(tags[1:] if by_tag else tags):
+            # On the run id alone: with the creation ms too, PostgreSQL takes the two
+            # for independent and plans on one matching row.
+            where.append(f"EXISTS (SELECT 1 FROM {TAGS} t{i} WHERE t{i}.tag_run = {rid_col} "
+                         f"AND t{i}.tag = %s)")
+            args.append(tag)
+        if by_tag:
             where.append("t.tag = %s")
             args.append(tags[0])
         # The bounds as the Redis indexes take them: milliseconds, both inclusive.
@@ -381,13 +399,13 @@ class PgHistory:
         order = "ASC" if back else "DESC"
         # Joined on the run id alone: with the creation ms too, PostgreSQL counts on
         # one joined row and hashes every match instead of walking the tags in order.
-        source = f"{TAGS} t JOIN {TABLE} ON run_id = t.tag_run" if tags else TABLE
+        source = f"{TAGS} t JOIN {TABLE} ON run_id = t.tag_run" if by_tag else TABLE
         sql = ("SELECT run_id, fn_key, fn_id, app, status, version, created_at, started_at, "
                "ended_at, event_names, event_ids, created_ms"
                + (", record" if with_records else "") + f" FROM {source}"
                + (" WHERE " + " AND ".join(where) if where else "")
                + f" ORDER BY {ms} {order}, {rid_col} {order} LIMIT %s")
-        count_source = source if (on_runs or not tags) else f"{TAGS} t"
+        count_source = source if (on_runs or not by_tag) else f"{TAGS} t"
         count_sql = (f"SELECT count(*) FROM {count_source}"
                      + (" WHERE " + " AND ".join(base_where) if base_where else ""))
         try:
