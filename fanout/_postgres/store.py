@@ -296,7 +296,18 @@ class PgHistory:
             with conn.transaction(), conn.cursor() as cur:
                 # One creator at a time: workers starting together would race on CREATE.
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('fanout_runs schema'))")
+                cur.execute(f"SELECT to_regclass('{TAGS}') IS NULL")
+                row = cur.fetchone()
                 cur.execute(SCHEMA)
+            if row and row[0]:
+                # The tags were just filled from the rows there: their visibility map,
+                # so that the counts read the index alone from the first listing on
+                # (autovacuum would do it, later).
+                conn.autocommit = True
+                try:
+                    conn.execute(f"VACUUM (ANALYZE) {TAGS}")
+                finally:
+                    conn.autocommit = False
         except Exception:
             self._reset_on_error()
             raise
