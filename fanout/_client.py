@@ -481,8 +481,17 @@ class Fanout(BulkMethods):
         return endings.check_stuck(self._rt, min_age=min_age, limit=limit)
 
     def get_run(self, run_id: str) -> RunInfo | None:
-        """A run's status, output or error, and its steps; None if unknown or expired."""
-        return self._rt.store.run_info(run_id)
+        """A run's status, output or error, and its steps; None if unknown or expired.
+        With the PostgreSQL history store, a run Redis no longer holds is read from its
+        copy there (read only: replay and rerun need the run in Redis)."""
+        store = self._rt.store
+        info = store.run_info(run_id)
+        url = history_url_setting(self.celery) if info is None else None
+        if url is not None:
+            from ._postgres.copies import fields_from
+
+            info = store.run_info(run_id, fields_from(url, run_id))
+        return info
 
     def list_runs(
         self,

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from .._celery.history_copy import history_url as history_url_setting
 from .._core.event import quoted
-from .._core.run_record import FK
+from .._core.run_record import FK, ST
 from .._errors import FanoutError
 from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
@@ -49,6 +49,7 @@ from .common import (
     out,
     record_action,
 )
+from .history_commands import add_history_commands
 from .ingest_commands import add_keys_commands
 from .pause_commands import add_pause_commands
 from .send_command import cmd_send
@@ -221,8 +222,14 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    store = find_target(args).runtime.store
+    target = find_target(args)
+    store = target.runtime.store
     fields = store.run_fields(args.run_id)
+    url = None if fields.get(ST) else history_url_setting(target.runtime.app)
+    if url is not None:  # past Redis's retention: the history store's copy
+        from .._postgres.copies import fields_from
+
+        fields = fields_from(url, args.run_id)
     info = store.run_info(args.run_id, fields)
     if info is None:
         raise CliError(f"no run {quoted(args.run_id)} (unknown, or past its retention)")
@@ -516,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart the worker when a .py file under the current directory changes")
     add_keys_commands(add)
     add_pause_commands(add)
+    add_history_commands(add)
     bulk_commands.add_job_commands(add)
     add_check_deploy(add)
     return parser

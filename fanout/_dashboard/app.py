@@ -47,7 +47,7 @@ from .._redis.history import Page, RunSummary, parse_time
 from .._redis.insight import run_events
 from .._redis.live import fleet_stamp, run_stamp
 from .._redis.pause_store import PauseStore
-from . import access_pages, bulk_pages, pages
+from . import access_pages, bulk_pages, history_views, pages
 from .actions import perform
 from .auth import LOCAL, Principal, Signer, Throttle, Token
 from .charts import charts_section
@@ -344,7 +344,7 @@ class DashboardApp:
             from .._ops.render import run_json
 
             run_id = path.rsplit("/", 1)[1]
-            fields = t.runtime.store.run_fields(run_id)
+            fields, _copy = history_views.run_fields(self, run_id)
             info = t.runtime.store.run_info(run_id, fields)
             if info is None:
                 raise HttpError(404, f"no run {run_id} (unknown, or past its retention)")
@@ -539,7 +539,7 @@ class DashboardApp:
                                      "past its retention)")
             return f"Bulk job {job.id}", bulk_pages.job_page(job, csrf)
         run_id = path.rsplit("/", 1)[1]
-        fields = store.run_fields(run_id)
+        fields, copy = history_views.run_fields(self, run_id)
         info = store.run_info(run_id, fields)
         if info is None:
             raise HttpError(404, f"no run {run_id} (unknown, or past its retention)")
@@ -547,7 +547,7 @@ class DashboardApp:
         pause = PauseStore(store).info(fn_key) if info.status == "queued" else None
         info = run_shown(self._decrypted(info), fn_key, {fn_key} if pause else set())
         event = json.loads(fields.get(EVENT, "null"))
-        body = pages.run_page(info, fields, event, csrf, pause=pause)
+        body = pages.run_page(info, fields, event, csrf, pause=pause, copy=copy)
         body += access_pages.audit_section(self.audit.about(run_id), "Actions on this run")
         return f"Run {run_id}", body
 
@@ -568,7 +568,7 @@ class DashboardApp:
         t = self.target
         text = q["q"].strip()
         if " " not in text and "=" not in text:
-            if t.runtime.store.run_fields(text):
+            if history_views.run_fields(self, text)[0]:
                 raise Redirect(f"/runs/{quote(text)}")
             if t.history.event(text) is not None:
                 raise Redirect(f"/events/{quote(text)}")
@@ -586,6 +586,10 @@ class DashboardApp:
         runs that says how far it got and goes on from its cursor."""
         t = self.target
         query = DataQuery.parse(q["q"].strip())
+        limit, cursor = min(int(q.get("limit") or 50), 500), q.get("cursor") or None
+        found = history_views.search_page(self, query, fn_key, limit, cursor)
+        if found is not None:  # the history store: any field, exactly
+            return found
         fns = [fn for fn in t.functions() if fn_key is None or fn.key == fn_key]
         indexed = any(query.attribute in fn.search for fn in fns)
         return search_runs(t.history, query, fn_key=fn_key,

@@ -439,7 +439,7 @@ def _wait_forms(run: RunInfo, event: Any, csrf: str) -> str:
 
 
 def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str,
-             pause: Any = None) -> str:
+             pause: Any = None, copy: bool = False) -> str:
     def link(rid: str | None) -> str:
         return f'<a class="mono" href="/runs/{h(rid)}">{h(rid)}</a>' if rid else "-"
 
@@ -489,6 +489,11 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str,
         meta.append(("Warnings", "".join(
             f'<div class="warn-text run-warning">{h(w.get("kind"))}: {h(w.get("message"))}</div>'
             for w in run.warnings)))
+    if copy:  # Redis no longer holds the run: what the history store copied, read only
+        csrf = ""  # so no action buttons
+        meta.insert(0, ("Stored", '<span id="run-copy">in the PostgreSQL history store only: '
+                        "the run is past Redis's retention, so it cannot be replayed, rerun "
+                        "or cancelled from here (its event is shown below)</span>"))
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in meta)
     actions = []
     if not run.done:
