@@ -281,6 +281,9 @@ def run_once(n: int, mode: str, settings: wl.Settings, *, at: float = 0.5,
             "wall_s": wall, "runs_per_s_before": done_at_failover / (t_fail - t0),
             "log_lines_before": lines_at_failover - lines_before_start,
             "log_lines_outage": len(outage_lines), "log_lines_total": len(lines),
+            "log_warnings_outage": sum(1 for line in outage_lines if ": WARNING/" in line),
+            "log_lines_outage_without_backlog": sum(
+                1 for line in outage_lines if "queued run(s) not offered again" not in line),
             "log_lines_after_failover": len(lines) - lines_at_failover,
             "outage_warnings": len(warnings),
             "outages_seen_by_workers_s": sorted(round(s, 1) for _, s in recovered),
@@ -311,7 +314,8 @@ def report(results: list[dict[str, Any]], command: str, rev: str) -> str:
     lines = [f"## Failover: workload A on 3 masters with 1 replica each (`{command}`, {rev})",
              "", "| mode | N | rep | completed | lost | stuck | steps run twice (runs) | "
              "promoted (s) | all slots served (s) | first completion after (s) | "
-             "outages the workers logged (s) | worker log lines during the outage | "
+             "outages the workers logged (s) | worker log during the outage: lines (WARNING "
+             "lines) | "
              "wall (s) |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | "
              "--- | --- | --- | --- |"]
     for res in results:
@@ -325,7 +329,8 @@ def report(results: list[dict[str, Any]], command: str, rev: str) -> str:
             f"{res['lost']} | {res['stuck']} | {res['duplicate_step_executions']} "
             f"({res['runs_with_a_duplicate']}) | {res['promoted_s']:.1f} | "
             f"{res['all_slots_served_s']:.1f} | {res['first_completion_after_s']:.1f} | "
-            f"{res['all_done_after_s']:.1f} | {seen} | {res['log_lines_outage']} | {res['wall_s']:.1f} |")
+            f"{res['all_done_after_s']:.1f} | {seen} | {res['log_lines_outage']} "
+            f"({res.get('log_warnings_outage', '?')}) | {res['wall_s']:.1f} |")
     for mode in sorted({r["mode"] for r in results if r.get("ok", True)}):
         rows = [r for r in results if r.get("mode") == mode and r.get("ok", True)]
         lines += ["", f"{mode}: steps run twice {_median_range([r['duplicate_step_executions'] for r in rows], 0)}, "
