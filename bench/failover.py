@@ -39,6 +39,7 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
 from bench import workloads as wl
 from bench.harness import CeleryWorker, RedisServer, free_port, wait_until
@@ -303,6 +304,55 @@ def run_once(n: int, mode: str, settings: wl.Settings, *, at: float = 0.5,
         os.environ.pop("BENCH_STORE_URL", None)
 
 
+def probe_settings(node_timeout_ms: int = 3000, count: int = 2000) -> dict[str, Any]:
+    """What ``WAIT 1`` costs a write here, and what ``min-replicas-to-write 1`` does to
+    a master promoted by a failover (it has no replica of its own): one small cluster,
+    no workers."""
+    cluster = ReplicatedCluster(3, node_timeout_ms)
+    try:
+        master, replica = next(p for p in cluster.masters() if p[0] != cluster.seed)
+        c = _node(master)
+        ranges = [tuple(int(x) for x in (r.split("-") * 2)[:2])
+                  for r in next(n["slots"] for n in cluster.nodes() if n["port"] == master)
+                  if not r.startswith("[")]
+        # a name that hashes to one of this master's slots, so the master takes the writes
+        name = next(f"probe-{i}" for i in range(1_000_000)
+                    if any(lo <= key_slot(f"probe-{i}".encode()) <= hi for lo, hi in ranges))
+        keys = [name]
+
+        def timed(wait: bool) -> list[float]:
+            out = []
+            for i in range(count):
+                t = time.perf_counter()
+                c.set(keys[0], i)
+                if wait:
+                    c.execute_command("WAIT", 1, 100)
+                out.append((time.perf_counter() - t) * 1e3)
+            return out
+
+        plain = timed(False)
+        waited = timed(True)
+        acked = int(c.execute_command("WAIT", 1, 100))
+        for port in cluster.alive():
+            _node(port).config_set("min-replicas-to-write", 1)
+        ok_before = _try(lambda: c.set(keys[0], "x"), False)
+        cluster.kill(master)
+        wait_until(lambda: cluster.role(replica) == "master" and cluster.serving(), 60,
+                   interval=0.1, what="the replica promoted")
+        refused = ""
+        try:
+            _node(replica).set(keys[0], "y")
+        except redis.RedisError as exc:
+            refused = f"{type(exc).__name__}: {exc}"
+        return {"set_ms_p50": statistics.median(plain), "set_wait_ms_p50": statistics.median(waited),
+                "set_ms_p99": wl.pct(plain, 99), "set_wait_ms_p99": wl.pct(waited, 99),
+                "wait_replicas_acked": acked, "count": count,
+                "min_replicas_write_before_failover": bool(ok_before),
+                "min_replicas_write_after_failover": refused or "accepted"}
+    finally:
+        cluster.stop()
+
+
 def _median_range(vals: list[float], digits: int = 1) -> str:
     vals = [v for v in vals if v == v]
     if not vals:
@@ -370,10 +420,21 @@ def main(args: argparse.Namespace, settings: wl.Settings) -> int:
             results.append(res)
     command = "python -m bench " + " ".join(sys.argv[1:])
     md = report(results, command, wl.git_rev())
+    probe: dict[str, Any] = {}
+    if args.failover_probe:
+        _say("WAIT 1 and min-replicas-to-write 1 on a replicated cluster")
+        probe = probe_settings(args.node_timeout)
+        md += (f"\n\n`SET` alone {probe['set_ms_p50']:.3f} ms p50 ({probe['set_ms_p99']:.3f} p99); "
+               f"`SET` then `WAIT 1 100` {probe['set_wait_ms_p50']:.3f} ms p50 "
+               f"({probe['set_wait_ms_p99']:.3f} p99), {probe['count']:,} each, one client on "
+               f"loopback. With `min-replicas-to-write 1`: a write before the failover "
+               f"{'accepted' if probe['min_replicas_write_before_failover'] else 'refused'}; "
+               f"on the promoted master (no replica): "
+               f"{probe['min_replicas_write_after_failover']}.")
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (args.out / f"failover-{stamp}.json").write_text(json.dumps(
-        {"results": results, "rev": wl.git_rev(), "command": command}, indent=1, default=str))
+        {"results": results, "probe": probe, "rev": wl.git_rev(), "command": command}, indent=1, default=str))
     (args.out / f"failover-{stamp}.md").write_text(md)
     print(md)
     ok = all(r.get("ok") and r["lost"] == 0 and r["stuck"] == 0 for r in results)

@@ -88,6 +88,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="--failover: seconds after the failover for every run to complete")
     p.add_argument("--node-timeout", type=int, default=3000,
                    help="--failover: cluster-node-timeout in ms")
+    p.add_argument("--failover-probe", action="store_true",
+                   help="--failover: also time SET against SET + WAIT 1 on a replicated "
+                        "cluster, and try a write on a promoted master under "
+                        "min-replicas-to-write 1")
     p.add_argument("--profile", action="store_true",
                    help="py-spy on the worker's pool processes during workload A: where a "
                         "pass's time goes, by fanout function")
