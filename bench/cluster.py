@@ -115,10 +115,10 @@ class Monitor(threading.Thread):
                 self.lines += [d[1:].decode(errors="replace") for d in done if d[:1] == b"+"]
 
 
-def _calls(c: redis.Redis) -> tuple[dict[str, int], int]:
+def _calls(c: redis.Redis) -> tuple[dict[str, int], int, int]:
     calls = acc.commandstats_calls(c.info("commandstats"))
-    reads = int(c.info("stats")["total_reads_processed"])
-    return calls, reads
+    stats = c.info("stats")
+    return calls, int(stats["total_reads_processed"]), int(stats["total_net_input_bytes"])
 
 
 def run_store(n: int, settings: wl.Settings, *, cluster: bool) -> dict[str, Any]:
@@ -178,7 +178,9 @@ def run_store(n: int, settings: wl.Settings, *, cluster: bool) -> dict[str, Any]
             d = acc.delta(before[p][0], after[p][0], {"info": 2})
             d.pop("monitor", None)
             per_node[str(p)] = {"commands": sum(d.values()), "by_command": d,
-                                "round_trips": after[p][1] - before[p][1] - 3}
+                                "round_trips": after[p][1] - before[p][1] - 3,
+                                # Bytes the clients sent (our INFO calls are a few dozen).
+                                "in_bytes": after[p][2] - before[p][2]}
         out: dict[str, Any] = {"n": n, "cluster": cluster, "wall_s": wall,
                                "runs_per_s": n / wall, "nodes": per_node}
         if monitors:
@@ -230,13 +232,13 @@ def report(single: dict[str, Any] | None, clus: dict[str, Any]) -> str:
     name, share, factor = acc.busiest_vs_fair(totals)
     lines = [f"## Cluster: workload A, N = {n:,}, store on 3 masters "
              f"(`python -m bench --cluster --n {n}`)", "",
-             "| node | store commands | per run | share | round trips per run | top commands "
-             "per run |", "| --- | --- | --- | --- | --- | --- |"]
+             "| node | store commands | per run | share | round trips per run | bytes in per "
+             "run | top commands per run |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for p, v in clus["nodes"].items():
         top = sorted(v["by_command"].items(), key=lambda kv: -kv[1])[:5]
         lines.append(f"| :{p} | {v['commands']:,} | {v['commands'] / n:.1f} | "
                      f"{100 * v['commands'] / sum(totals.values()):.1f} % | "
-                     f"{v['round_trips'] / n:.1f} | "
+                     f"{v['round_trips'] / n:.1f} | {v.get('in_bytes', 0) / n:,.0f} | "
                      + ", ".join(f"{k} {c / n:.2f}" for k, c in top) + " |")
     lines += ["", f"Busiest node :{name}: {100 * share:.1f} % of the store's commands = "
               f"{factor:.2f} × its fair share (target ≤ 1.10). All nodes: "
@@ -255,6 +257,16 @@ def report(single: dict[str, Any] | None, clus: dict[str, Any]) -> str:
         glob = [r for r in mon["top_keys"] if acc.key_family(r["key"]) == r["key"]]
         for row in glob[:10]:
             lines.append(f"| `{row['key']}` | :{row['node']} | {100 * row['share']:.1f} % |")
+        busiest = mon["top_keys"][:1]
+        if busiest:
+            lines += ["", f"Busiest single key: `{busiest[0]['key']}`, "
+                      f"{100 * busiest[0]['share']:.2f} % of the sample."]
+        shards = [r for r in mon["top_keys"]
+                  if ":metrics:{" in r["key"] and ":run:{" not in r["key"]]
+        if shards:
+            lines += [f"Metrics shards in the sample: {len(shards)} keys, "
+                      f"{100 * sum(r['share'] for r in shards):.1f} % together, the largest "
+                      f"{100 * max(r['share'] for r in shards):.2f} %."]
         lines += ["", "Keys of one run, event or batch (a family of many keys): the family's "
                   "share of the sample, and one key's share of the whole fan-out (the family's "
                   "share ÷ N; a short sample over-counts the few runs in it):", "",

@@ -6,7 +6,8 @@ store's own run scripts, pipelined: ``create_run`` (``Store.create_runs``) then
 runs belong to 10 functions, two versions each; 1 % of them failed and the failed
 ones are the OLDEST (the case a newest-first scan handles worst); the function
 ``bench:order`` declares the search attribute ``data.user_id``; one event per run
-is stored under one of 20 names. Creation times spread over the last 6 days.
+is stored under one of 20 names (``bench/ev<i mod 20>``: the runs of ``bench/ev7`` are
+half of ``bench:fn7``'s), and the runs are indexed by it. Creation times spread over the last 6 days.
 
 Then, for each filter, the first page (50 runs, with its total) is read ``--repeat``
 times and the median and p95 latency are printed, with the Redis commands one read
@@ -230,6 +231,11 @@ def main(argv: list[str] | None = None) -> None:
             ("status=completed, last day", lambda: hist.runs(status="completed",
                                                              since=now - 86400, limit=50)),
             ("event name (events)", lambda: hist.events(name="bench/ev7", limit=50)),
+            ("event name (runs)", lambda: hist.runs(event_name="bench/ev7", limit=50)),
+            ("event name + fn", lambda: hist.runs(fn_key="bench:fn7", event_name="bench/ev7",
+                                                  limit=50)),
+            ("status=failed + event name", lambda: hist.runs(status="failed",
+                                                             event_name="bench/ev7", limit=50)),
             ("search attribute, fn", lambda: hist.runs(
                 fn_key="bench:order", search={"data.user_id": 4240}, limit=50)),
             ("search attribute, all fns", lambda: hist.runs(

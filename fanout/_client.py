@@ -13,7 +13,8 @@ from typing import Any, Protocol, TypeVar, overload
 
 from celery import Celery
 
-from ._celery import admission, bulk_jobs, endings, pausing
+from ._bulk_client import BulkMethods
+from ._celery import admission, endings, pausing
 from ._celery.history_copy import history_url as history_url_setting
 from ._celery.install import check_serializers, runtime_for
 from ._celery.runtime import Runtime
@@ -61,7 +62,6 @@ from ._core.types import check_serializer, dumping, output_codec
 from ._core.versions import MAX_VERSION_HISTORY, versions_of
 from ._errors import ConfigError, EventError
 from ._redis.audit import AuditLog, operator_name
-from ._redis.bulk_store import BulkJob, BulkQuery, BulkStore
 from ._redis.history import MAX_LIMIT, History
 from ._redis.history import statuses as history_statuses
 
@@ -109,7 +109,7 @@ def _replay_id(run_id: str, kind: str) -> str:
     return _digest_id(kind, run_id, new_token())
 
 
-class Fanout:
+class Fanout(BulkMethods):
     """Durable, event-driven functions on a Celery app.
 
     Creating the client registers fanout's tasks on ``celery``; importing the
@@ -432,57 +432,6 @@ class Fanout:
             extra={"selected": len(done)})
         return len(done)
 
-    def bulk_cancel(self, function: Callable[..., Any] | str | None = None, *,
-                    status: str | None = "active", since: Any = None, until: Any = None,
-                    version: str | None = None, search: Mapping[str, Any] | None = None,
-                    reason: str = "cancelled by bulk_cancel", by: str | None = None,
-                    dry_run: bool = False, batch: int = bulk_jobs.DEFAULT_BATCH) -> BulkJob:
-        """Cancel every run matching the filters (default: the active ones), in batches
-        on the workers; returns the job (:meth:`bulk_job` shows its progress). The
-        filters are those of :meth:`list_runs`, exact from the indexes; the job acts
-        on the runs that match now. ``dry_run=True`` only counts them (``total``) and
-        returns the first ids (``sample``). The job goes into the audit log under
-        ``by`` (default ``python:<user>@<host>``) with ``reason``."""
-        return self._bulk("cancel", function, status, since, until, version, search,
-                          False, reason, by, dry_run, batch)
-
-    def bulk_replay(self, function: Callable[..., Any] | str | None = None, *,
-                    status: str | None = None, since: Any = None, until: Any = None,
-                    version: str | None = None, search: Mapping[str, Any] | None = None,
-                    include_replays: bool = False, reason: str = "", by: str | None = None,
-                    dry_run: bool = False, batch: int = bulk_jobs.DEFAULT_BATCH) -> BulkJob:
-        """Replay the runs matching the filters, in batches on the workers: the latest
-        run of each event, once, never a replay unless ``include_replays`` (the others
-        count as ``skipped``). Otherwise as :meth:`bulk_cancel`."""
-        return self._bulk("replay", function, status, since, until, version, search,
-                          include_replays, reason, by, dry_run, batch)
-
-    def _bulk(self, kind: str, function: Callable[..., Any] | str | None, status: str | None,
-              since: Any, until: Any, version: str | None, search: Mapping[str, Any] | None,
-              include_replays: bool, reason: str, by: str | None, dry_run: bool,
-              batch: int) -> BulkJob:
-        if function is None and not (status or since or until or version or search):
-            raise ConfigError(f"bulk_{kind} needs a filter: a function, status, since, until, "
-                              "version or search")
-        query = BulkQuery(fn_key=self._function(function).key if function is not None else None,
-                          status=status or None, since=as_timestamp(since, "since"),
-                          until=as_timestamp(until, "until"), version=version or None,
-                          search=dict(search or {}), include_replays=include_replays)
-        return bulk_jobs.submit(self._rt, kind, query, who=by or operator_name("python"),
-                                reason=reason, client="python", dry_run=dry_run, batch=batch)
-
-    def bulk_job(self, job_id: str) -> BulkJob | None:
-        """A bulk job and its progress; None when unknown or past the retention."""
-        return BulkStore(self._rt.store).get(job_id)
-
-    def bulk_jobs(self, limit: int = 50) -> list[BulkJob]:
-        """The bulk jobs, newest first."""
-        return BulkStore(self._rt.store).jobs(limit)
-
-    def cancel_bulk_job(self, job_id: str) -> BulkJob | None:
-        """Stop a bulk job after its current batch; returns it (None when unknown)."""
-        return BulkStore(self._rt.store).cancel(job_id)
-
     def replay(self, run_id: str) -> str:
         """Start a new run of the same function for the same event; returns its id."""
         fields, fn = self._run_and_function(run_id)
@@ -534,8 +483,17 @@ class Fanout:
         return endings.check_stuck(self._rt, min_age=min_age, limit=limit)
 
     def get_run(self, run_id: str) -> RunInfo | None:
-        """A run's status, output or error, and its steps; None if unknown or expired."""
-        return self._rt.store.run_info(run_id)
+        """A run's status, output or error, and its steps; None if unknown or expired.
+        With the PostgreSQL history store, a run Redis no longer holds is read from its
+        copy there (read only: replay and rerun need the run in Redis)."""
+        store = self._rt.store
+        info = store.run_info(run_id)
+        url = history_url_setting(self.celery) if info is None else None
+        if url is not None:
+            from ._postgres.copies import fields_from
+
+            info = store.run_info(run_id, fields_from(url, run_id))
+        return info
 
     def list_runs(
         self,
@@ -563,11 +521,13 @@ class Fanout:
         created on that version or with a pass that ran on it. ``search`` looks runs up
         by declared search attributes (``create_function(search=["data.user_id"])``):
         ``search={"data.user_id": 42}``; every attribute given must match.
+        ``event_name`` keeps the runs started by an event of that name (a batch run: by
+        any of its events; a cron run's is ``fanout/scheduled.timer``, an invoked run's
+        ``fanout/function.invoked``).
 
         With the PostgreSQL history store (``history_url=``), ended runs come from it and
         active ones from Redis (docs/howto/history-postgres.md): ``search`` then takes any
-        path under ``data.`` or ``output``, and ``event_name`` keeps the runs started by
-        an event of that name (it needs the store).
+        path under ``data.`` or ``output``.
         """
         if not isinstance(limit, int) or not 1 <= limit <= 10000:
             raise ConfigError("limit must be an integer from 1 to 10000")
@@ -580,9 +540,8 @@ class Fanout:
             return self._list_runs_pg(pg_url, fn_id=fn_id, status=status, since=after,
                                       until=before, cursor=cursor, limit=limit,
                                       version=version, search=search, event_name=event_name)
-        if event_name is not None:
-            raise ConfigError("event_name= needs the PostgreSQL history store "
-                              "(Fanout(history_url=...) or fanout_history_url)")
+        if event_name is not None and (not isinstance(event_name, str) or not event_name):
+            raise ConfigError("event_name must be an event's name (a non-empty string)")
         if event_id is not None:
             if cursor is not None:
                 raise ConfigError("cursor pages the runs of a function or of all functions; "
@@ -597,6 +556,9 @@ class Fanout:
                      and (after is None or (r.created_at or 0) >= after)
                      and (before is None or (r.created_at or 0) <= before)
                      and (version is None or version in r.versions)]
+            if event_name is not None:
+                found = [r for r, ok in zip(found, history.started_by(
+                    [r.run_id for r in found], event_name), strict=True) if ok]
             return RunList(self._infos([r.run_id for r in found[:limit]]))
         fn_key = f"{self.app_id}:{fn_id}" if fn_id else None
         if search is not None:
@@ -611,7 +573,7 @@ class Fanout:
         while len(ids) < limit:
             page = history.runs(fn_key=fn_key, status=status, since=after, until=before,
                                 limit=min(MAX_LIMIT, limit - len(ids)), cursor=nxt,
-                                version=version, search=search)
+                                version=version, search=search, event_name=event_name)
             if total is None:
                 total, prev = page.total, page.prev_cursor
             ids.extend(r.run_id for r in page.items)

@@ -82,6 +82,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    # The in-process runtimes' threads stop before their Redis does (no outage warning).
+    from fanout._celery.runtime import stop_background_threads
+
+    stop_background_threads()
     if _private is not None:
         _private.terminate()
         _private.wait(timeout=10)

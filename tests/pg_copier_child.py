@@ -4,7 +4,7 @@ at a chosen point of its first batch.
     python -m tests.pg_copier_child REDIS_URL PG_URL BATCH {in-transaction|after-commit|none}
 
 ``in-transaction``: dies halfway through writing the batch's rows, before the commit;
-``after-commit``: dies after the commit, before the cursor moves; ``none``: copies
+``after-commit``: dies after the commit, before the batch leaves the feed; ``none``: copies
 until the feed is caught up and prints how many runs it took from it.
 """
 
@@ -40,8 +40,8 @@ def main() -> None:
         def die(self: EndedFeed, position: Any) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
-        EndedFeed.advance = die  # type: ignore[method-assign]
-    copier = Copier(lambda: store, PgHistory(pg_url), batch=batch, settle=0.0, lease=1.0,
+        EndedFeed.done = die  # type: ignore[method-assign]
+    copier = Copier(lambda: store, PgHistory(pg_url), batch=batch, lease=1.0,
                     owner=f"child-{os.getpid()}")
     print(copier.drain().copied, flush=True)
 

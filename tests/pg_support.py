@@ -88,3 +88,22 @@ def set_connections(url: str, allowed: bool) -> None:
         if not allowed:
             conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+
+
+def run_ids(url: str) -> list[str]:
+    """The run ids in the database's ``fanout_runs`` (none before the table exists), one
+    per row: a run copied twice would be listed twice if it were two rows."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT to_regclass('fanout_runs') IS NOT NULL").fetchone()
+        if not row or not row[0]:
+            return []
+        return [str(x[0]) for x in conn.execute("SELECT run_id FROM fanout_runs").fetchall()]
+
+
+def admin_of(url: str) -> Any:
+    """A connection (autocommit) to the database at ``url``."""
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True)

@@ -65,6 +65,7 @@ def submit(rt: Runtime, kind: str, query: BulkQuery, *, who: str, reason: str,
         raise ConfigError(f"batch must be an integer from 1 to {MAX_BATCH}")
     if query.since is not None and query.until is not None and query.since > query.until:
         raise ConfigError("since is after until: no run can match")
+    _check_search(rt, query)
     history = History(rt.store)
     q = History.query(query.fn_key, query.status, query.version, query.search)
     key = history.index.key_for(q, since=query.since, until=query.until)
@@ -89,6 +90,38 @@ def submit(rt: Runtime, kind: str, query: BulkQuery, *, who: str, reason: str,
     if job.total:
         send(rt, job.id)
     return job
+
+
+def _check_search(rt: Runtime, query: BulkQuery) -> None:
+    """A job selects by search attributes from their indexes: a path no function here
+    declares would match nothing, silently; say so instead."""
+    declared = {path for fn in rt.functions.values()
+                if query.fn_key is None or fn.key == query.fn_key for path in fn.search}
+    for path in query.search:
+        if path not in declared:
+            where = f"function {query.fn_key}" if query.fn_key else "any function here"
+            raise ConfigError(
+                f"search attribute {path!r} is not declared by {where}: a bulk job "
+                "selects runs by declared attributes only "
+                f"(create_function(search=[{path!r}])); declared: "
+                f"{', '.join(sorted(declared)) or 'none'}")
+
+
+def cancel(rt: Runtime, job_id: str, *, who: str, reason: str, client: str,
+           role: str = "") -> tuple[BulkJob | None, bool]:
+    """Stop a job: the batch under way finishes and counts, no other starts; the runs
+    handled so far stay as they are. Returns the job (None when unknown) and whether
+    this call stopped it. The call that stops it goes into the audit log under ``who``
+    with ``reason``; a job that had ended already is returned as it is, and nothing is
+    recorded."""
+    job, stopped = BulkStore(rt.store).stop(job_id)
+    if job is not None and stopped:
+        AuditLog(rt.store).record(
+            who, role or client, f"bulk {job.kind} cancelled", [f"bulk:{job.id}"],
+            f"job {job.id} stopped after {job.processed} of {job.total} run(s)"
+            + (f": {reason}" if reason else ""), client=client,
+            extra={"job": job.id, "processed": job.processed, "total": job.total})
+    return job, stopped
 
 
 def send(rt: Runtime, job_id: str) -> None:
@@ -214,4 +247,4 @@ def _record(rt: Runtime, job: BulkJob, action: str, targets: list[str], detail: 
         log.warning("fanout: bulk job %s: %s not recorded in the audit log", job.id, action)
 
 
-__all__ = ["BULK_TASK", "replay_id", "resend_unfinished", "run_batch", "submit"]
+__all__ = ["BULK_TASK", "cancel", "replay_id", "resend_unfinished", "run_batch", "submit"]

@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Callable
 
 from .._core.outage import Outage
@@ -40,6 +39,7 @@ class Paused:
         self._stores: PauseStore | None = None
         self._paused: frozenset[str] = frozenset()
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     @property
     def store(self) -> PauseStore:
@@ -58,7 +58,8 @@ class Paused:
         outage = Outage("reading the paused functions", base=REFRESH_SECONDS)
         wait = REFRESH_SECONDS
         while self._pid == pid:
-            time.sleep(wait)
+            if self._stopped.wait(wait):
+                return
             try:
                 self._paused = frozenset(self.store.paused())
             except Exception as exc:  # noqa: BLE001 - Redis away: keep the last answer
@@ -66,6 +67,11 @@ class Paused:
                 continue
             outage.ok()
             wait = REFRESH_SECONDS
+
+    def stop(self) -> None:
+        """End the refresh thread (before its Redis goes away: a process's last
+        moments, a test session's end), without a warning for the outage that follows."""
+        self._stopped.set()
 
     def maybe_park(self, fn_key: str, run_id: str, seq: int | None) -> bool:
         """Park this pass if its function is paused; True when the caller must stop."""

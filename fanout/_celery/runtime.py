@@ -138,6 +138,17 @@ def get_runtime(app: Any) -> Runtime | None:
     return rt if rt is not None and rt.app is app else None
 
 
+def stop_background_threads() -> None:
+    """Stop every runtime's background threads in this process (the paused-functions
+    refresh, the timer scan): for a process about to stop its Redis before it exits,
+    such as a test session with a private server, so no thread reports an outage."""
+    with _runtimes_lock:
+        runtimes = list(_runtimes.values())
+    for rt in runtimes:
+        rt.paused.stop()
+        rt.timers.stop(wait=False)
+
+
 def _metrics_event_names(app: Celery) -> int:
     """The Celery setting ``fanout_metrics_event_names``: how many distinct event
     names get a metrics series of their own (fleet-wide); later names count as

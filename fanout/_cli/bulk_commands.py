@@ -17,7 +17,7 @@ from .._ops.render import Progress, table
 from .._redis.audit import operator_name
 from .._redis.bulk_store import BulkJob, BulkQuery, BulkStore
 from .._redis.history import MAX_LIMIT, RunSummary, iso
-from .common import EXIT_ERROR, EXIT_USAGE, CliError, find_target, note, out, record_action
+from .common import EXIT_ERROR, EXIT_USAGE, CliError, find_target, note, out
 
 POLL_S = 0.5
 
@@ -130,7 +130,10 @@ def follow(target: Target, args: argparse.Namespace, job: BulkJob,
             break
         sleep(POLL_S)
     out(args, {"job": job.to_json()}, summary(job))
-    return exit_code(job)
+    code = exit_code(job)
+    if code and not args.json:
+        note(f"fanout {args.command}: error: {failure(job)}")
+    return code
 
 
 def summary(job: BulkJob) -> str:
@@ -141,7 +144,18 @@ def summary(job: BulkJob) -> str:
 
 
 def exit_code(job: BulkJob) -> int:
+    """1 when the job could not act on some of its runs (``failed``: for a replay, a run
+    it could not start) or was cancelled; the runs a replay started are not waited for."""
     return EXIT_ERROR if job.failed or job.state == "cancelled" else 0
+
+
+def failure(job: BulkJob) -> str:
+    """Why :func:`exit_code` is 1, in one line."""
+    what = f"bulk {job.kind} job {job.id}"
+    if job.failed:
+        return (f"{what}: {job.failed} of {job.total} run(s) failed (last: {job.last_error})"
+                + ("; the job was cancelled" if job.state == "cancelled" else ""))
+    return f"{what} was cancelled after {job.processed} of {job.total} run(s)"
 
 
 def describe(job: BulkJob) -> str:
@@ -174,13 +188,24 @@ def cmd_job(args: argparse.Namespace) -> int:
     if args.cancel:
         if job.finished:
             raise CliError(f"bulk job {job.id} has ended already ({job.state})")
-        job = store.cancel(job.id) or job
-        record_action(target, args, f"bulk {job.kind} cancelled", [f"bulk:{job.id}"],
-                      f"job {job.id} stopped after {job.processed} of {job.total} run(s)")
+        who = (getattr(args, "operator", None) or "").strip()[:100] or operator_name("cli")
+        now, stopped = bulk_jobs.cancel(target.runtime, job.id, who=who, reason=args.reason,
+                                        client="cli")
+        if now is None or not stopped:  # ended (or gone) since it was read above
+            raise CliError(f"bulk job {job.id} has ended already "
+                           f"({now.state if now else 'past its retention'})")
+        job = now
+        if not args.json:
+            note(f"bulk job {job.id} cancelled: the batch under way finishes, no other starts")
+        out(args, {"job": job.to_json()}, describe(job))
+        return 0
     if args.follow and not job.finished:
         return follow(target, args, job)
     out(args, {"job": job.to_json()}, describe(job))
-    return exit_code(job) if job.finished else 0
+    code = exit_code(job) if job.finished else 0
+    if code and not args.json:
+        note(f"fanout {args.command}: error: {failure(job)}")
+    return code
 
 
 def add_bulk_options(p: argparse.ArgumentParser) -> None:
@@ -200,5 +225,7 @@ def add_job_commands(add: Callable[..., Any]) -> None:
     p.add_argument("--limit", type=int, default=50)
     p = add("job", cmd_job, "show a bulk job and its progress")
     p.add_argument("job_id")
-    p.add_argument("--cancel", action="store_true", help="stop the job after its current batch")
+    p.add_argument("--cancel", action="store_true", help="stop the job after its current "
+                   "batch (the runs it handled stay handled)")
+    p.add_argument("--reason", default="", help="with --cancel: why, for the audit log")
     p.add_argument("-f", "--follow", action="store_true", help="follow it until it ends")

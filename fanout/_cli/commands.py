@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from .._celery.history_copy import history_url as history_url_setting
 from .._core.event import quoted
-from .._core.run_record import FK
+from .._core.run_record import FK, ST
 from .._errors import FanoutError
 from .._ops.locate import Target
 from .._ops.paused_runs import list_runs, paused_functions, run_shown, show_paused
@@ -49,6 +49,7 @@ from .common import (
     out,
     record_action,
 )
+from .history_commands import add_history_commands
 from .ingest_commands import add_keys_commands
 from .pause_commands import add_pause_commands
 from .send_command import cmd_send
@@ -105,6 +106,9 @@ def cmd_runs(args: argparse.Namespace) -> int:
             runs = [r for r in runs if r.status in wanted]
         if args.version:
             runs = [r for r in runs if args.version in r.versions]
+        if args.event_name:
+            runs = [r for r, ok in zip(runs, history.started_by(
+                [r.run_id for r in runs], args.event_name), strict=True) if ok]
         out(args, {"runs": [r.to_json() for r in runs], "next_cursor": None},
              runs_table(runs) if runs else "no runs")
         return 0
@@ -112,14 +116,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     pg_url = history_url_setting(target.runtime.app)
     if pg_url is not None:
         return _runs_pg(target, args, fn_key, pg_url)
-    if args.event_name:
-        raise CliError("--event-name needs the PostgreSQL history store (fanout_history_url)",
-                       EXIT_USAGE)
     if args.search:
         return _search(target, args, fn_key)
     page = list_runs(history, paused_functions(target.runtime.store), status=args.status,
                      fn_key=fn_key, since=args.since, until=args.until,
-                     limit=min(args.limit, MAX_LIMIT), cursor=args.cursor, version=args.version)
+                     limit=min(args.limit, MAX_LIMIT), cursor=args.cursor, version=args.version,
+                     event_name=args.event_name or None)
     out(args, {"runs": [r.to_json() for r in page.items], "next_cursor": page.next_cursor,
                "prev_cursor": page.prev_cursor, "total": page.total,
                "complete": page.complete},
@@ -168,7 +170,7 @@ def _runs_pg(target: Target, args: argparse.Namespace, fn_key: str | None, url: 
 def _no_runs(args: argparse.Namespace) -> str:
     """The line a listing with no runs prints: which filters matched nothing."""
     given = [f"--{name.replace('_', '-')} {value}" for name in
-             ("fn", "status", "version", "search", "cursor")
+             ("fn", "status", "version", "event_name", "search", "cursor")
              if (value := getattr(args, name, None))]
     given += [f"--{name} {iso(value)}" for name in ("since", "until")
               if (value := getattr(args, name, None)) is not None]
@@ -181,7 +183,8 @@ def _search(target: Target, args: argparse.Namespace, fn_key: str | None) -> int
     first that says how far it got and how to go on."""
     from .._ops.stats import DataQuery, search_runs
 
-    if args.status or args.version or args.since is not None or args.until is not None:
+    if (args.status or args.version or args.event_name or args.since is not None
+            or args.until is not None):
         raise CliError("--search combines with --fn, --limit and --cursor only", EXIT_USAGE)
     try:
         query = DataQuery.parse(args.search)
@@ -219,8 +222,14 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    store = find_target(args).runtime.store
+    target = find_target(args)
+    store = target.runtime.store
     fields = store.run_fields(args.run_id)
+    url = None if fields.get(ST) else history_url_setting(target.runtime.app)
+    if url is not None:  # past Redis's retention: the history store's copy
+        from .._postgres.copies import fields_from
+
+        fields = fields_from(url, args.run_id)
     info = store.run_info(args.run_id, fields)
     if info is None:
         raise CliError(f"no run {quoted(args.run_id)} (unknown, or past its retention)")
@@ -456,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "has VALUE at PATH (data.user_id=42, output.order_id=7): exact for a "
                    "declared search attribute, else a look through the runs")
     p.add_argument("--event-name", metavar="NAME", help="runs started by an event of this "
-                   "name (needs the PostgreSQL history store)")
+                   "name (a batch run: by any of its events)")
     p.add_argument("--look", type=limit_arg, default=2000, metavar="N",
                    help="with --search on an undeclared path: look at most N runs (2000)")
     p = add("run", cmd_run, "show a run: its steps as a timeline, output and error")
@@ -496,8 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.add_argument("--from-step", required=True, metavar="STEP")
     add("prune", cmd_prune, "remove history index entries past the retention")
-    p = add("reindex", cmd_reindex, "index the runs created before the status, version and "
-            "search indexes (once; workers do it at start)")
+    p = add("reindex", cmd_reindex, "index the runs created before the status, version, "
+            "event-name and search indexes (once; workers do it at start)")
     p.add_argument("--force", action="store_true", help="index every run again")
     p = add("metrics", cmd_metrics, "serve Prometheus metrics of the whole fleet (needs the "
             "'metrics' extra)")
@@ -514,6 +523,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restart the worker when a .py file under the current directory changes")
     add_keys_commands(add)
     add_pause_commands(add)
+    add_history_commands(add)
     bulk_commands.add_job_commands(add)
     add_check_deploy(add)
     return parser

@@ -70,6 +70,8 @@ def perform(app: DashboardApp, req: Request, who: Principal, form: dict[str, str
         return _bulk(app, req, who, form, run_ids)
     if path == "/actions/bulk-job":
         return _bulk_job(app, who, form)
+    if path == "/actions/bulk-job-cancel":
+        return _bulk_job_cancel(app, who, form)
     if path == "/actions/pause":
         fn = t.function(_need(form, "fn"))
         t.pause(fn.key, f"paused from the dashboard {by}")
@@ -156,6 +158,23 @@ def _bulk_job(app: DashboardApp, who: Principal, form: dict[str, str]) -> tuple[
     moved = (f" ({expect} matched when you confirmed: runs changed since)"
              if expect.isdigit() and int(expect) != job.total else "")
     return f"/bulk/{quote(job.id)}", f"Bulk {kind} of {job.total} run(s) started{moved}."
+
+
+def _bulk_job_cancel(app: DashboardApp, who: Principal,
+                     form: dict[str, str]) -> tuple[str, str]:
+    """Stop a bulk job after its batch under way (its page's "Stop job")."""
+    from .._celery.bulk_jobs import cancel
+
+    job_id = _need(form, "job")
+    reason = (form.get("reason") or "").strip()[:500] or "stopped from the dashboard"
+    job, stopped = cancel(app.target.runtime, job_id, who=who.name, role=who.role,
+                          reason=reason, client="dashboard")
+    if job is None:
+        raise HttpError(404, f"no bulk job {job_id} (unknown, or past its retention)")
+    if not stopped:
+        return f"/bulk/{quote(job.id)}", f"The job had ended already ({job.state})."
+    return f"/bulk/{quote(job.id)}", (f"Bulk job stopped after {job.processed} of "
+                                      f"{job.total} run(s): the batch under way finishes.")
 
 
 def _bulk_summary(verb: str, done: int, skipped: list[str], failed: list[str]) -> str:

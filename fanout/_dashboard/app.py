@@ -47,7 +47,7 @@ from .._redis.history import Page, RunSummary, parse_time
 from .._redis.insight import run_events
 from .._redis.live import fleet_stamp, run_stamp
 from .._redis.pause_store import PauseStore
-from . import access_pages, bulk_pages, pages
+from . import access_pages, bulk_pages, history_views, pages
 from .actions import perform
 from .auth import LOCAL, Principal, Signer, Throttle, Token
 from .charts import charts_section
@@ -344,7 +344,7 @@ class DashboardApp:
             from .._ops.render import run_json
 
             run_id = path.rsplit("/", 1)[1]
-            fields = t.runtime.store.run_fields(run_id)
+            fields, _copy = history_views.run_fields(self, run_id)
             info = t.runtime.store.run_info(run_id, fields)
             if info is None:
                 raise HttpError(404, f"no run {run_id} (unknown, or past its retention)")
@@ -415,7 +415,8 @@ class DashboardApp:
                          since=parse_time(q["since"]) if q.get("since") else None,
                          until=parse_time(q["until"]) if q.get("until") else None,
                          limit=min(int(q.get("limit") or 50), 500),
-                         cursor=q.get("cursor") or None, version=q.get("version") or None)
+                         cursor=q.get("cursor") or None, version=q.get("version") or None,
+                         event_name=q.get("event_name") or None)
 
     def _runs_pg(self, q: dict[str, str], fn_key: str | None, url: str) -> Page[RunSummary]:
         """The runs list with the PostgreSQL history store: ended runs from it, active
@@ -435,8 +436,8 @@ class DashboardApp:
                 t.runtime.store, pg, fn_key=fn_key, status=asked or None,
                 since=parse_time(q["since"]) if q.get("since") else None,
                 until=parse_time(q["until"]) if q.get("until") else None,
-                version=q.get("version") or None, cursor=q.get("cursor") or None,
-                limit=min(int(q.get("limit") or 50), 500))
+                version=q.get("version") or None, event_name=q.get("event_name") or None,
+                cursor=q.get("cursor") or None, limit=min(int(q.get("limit") or 50), 500))
         items = show_paused(page.items, paused_functions(t.runtime.store))
         if wanted and "active" not in wanted:
             items = [r for r in items if r.status in wanted]
@@ -527,7 +528,8 @@ class DashboardApp:
                                    lambda: day_counts(t.history, fn_key=fn_key))
             return "Runs", pages.runs_page(
                 runs, t.functions(), q, counts=counts, names=self._names(runs.items),
-                csrf=csrf, bulk=bulk_pages.bulk_buttons(q, runs.total) if csrf else "")
+                csrf=csrf, bulk=bulk_pages.bulk_buttons(q, runs.total)
+                if csrf and not q.get("event_name") else "")  # a bulk job takes no event name
         if path.startswith("/bulk/"):
             from .._redis.bulk_store import BulkStore
 
@@ -535,9 +537,9 @@ class DashboardApp:
             if job is None:
                 raise HttpError(404, f"no bulk job {path.rsplit('/', 1)[1]} (unknown, or "
                                      "past its retention)")
-            return f"Bulk job {job.id}", bulk_pages.job_page(job)
+            return f"Bulk job {job.id}", bulk_pages.job_page(job, csrf)
         run_id = path.rsplit("/", 1)[1]
-        fields = store.run_fields(run_id)
+        fields, copy = history_views.run_fields(self, run_id)
         info = store.run_info(run_id, fields)
         if info is None:
             raise HttpError(404, f"no run {run_id} (unknown, or past its retention)")
@@ -545,7 +547,7 @@ class DashboardApp:
         pause = PauseStore(store).info(fn_key) if info.status == "queued" else None
         info = run_shown(self._decrypted(info), fn_key, {fn_key} if pause else set())
         event = json.loads(fields.get(EVENT, "null"))
-        body = pages.run_page(info, fields, event, csrf, pause=pause)
+        body = pages.run_page(info, fields, event, csrf, pause=pause, copy=copy)
         body += access_pages.audit_section(self.audit.about(run_id), "Actions on this run")
         return f"Run {run_id}", body
 
@@ -566,7 +568,7 @@ class DashboardApp:
         t = self.target
         text = q["q"].strip()
         if " " not in text and "=" not in text:
-            if t.runtime.store.run_fields(text):
+            if history_views.run_fields(self, text)[0]:
                 raise Redirect(f"/runs/{quote(text)}")
             if t.history.event(text) is not None:
                 raise Redirect(f"/events/{quote(text)}")
@@ -584,6 +586,10 @@ class DashboardApp:
         runs that says how far it got and goes on from its cursor."""
         t = self.target
         query = DataQuery.parse(q["q"].strip())
+        limit, cursor = min(int(q.get("limit") or 50), 500), q.get("cursor") or None
+        found = history_views.search_page(self, query, fn_key, limit, cursor)
+        if found is not None:  # the history store: any field, exactly
+            return found
         fns = [fn for fn in t.functions() if fn_key is None or fn.key == fn_key]
         indexed = any(query.attribute in fn.search for fn in fns)
         return search_runs(t.history, query, fn_key=fn_key,

@@ -1,6 +1,6 @@
 """The dashboard's bulk jobs: "Cancel all N matching" / "Replay all N matching" on a
 filtered runs page, the confirmation with the exact count, the job's page (its
-progress, refreshed live) and the list of jobs (``/bulk``). The job itself runs on
+progress, refreshed live, and an operator's "Stop job") and the list of jobs (``/bulk``). The job itself runs on
 the workers (``fanout/_celery/bulk_jobs.py``)."""
 
 from __future__ import annotations
@@ -80,7 +80,21 @@ def _bar(job: BulkJob) -> str:
             f'<div style="background:#4a7;width:{pct}%;height:100%"></div></div>')
 
 
-def job_page(job: BulkJob) -> str:
+def stop_form(job: BulkJob, csrf: str) -> str:
+    """An operator's "Stop job" on a job that has not ended: the batch under way
+    finishes, no other starts (``bulk_jobs.cancel``, audited with the reason)."""
+    if not csrf or job.finished:
+        return ""
+    return ('<form method="post" action="/actions/bulk-job-cancel" id="bulk-stop">'
+            f'{csrf_field(csrf)}<input type="hidden" name="job" value="{h(job.id)}">'
+            '<label>Reason <input name="reason" size="40" placeholder="why (audit log)">'
+            '</label> <button type="submit" class="danger">Stop job</button> '
+            '<span class="muted">the batch under way finishes; what was done stays done'
+            "</span></form>")
+
+
+def job_page(job: BulkJob, csrf: str = "") -> str:
+    """The job's progress; with ``csrf`` (an operator), "Stop job" while it runs."""
     live = "" if job.finished else ' data-live="2"'
     rows = [("kind", job.kind), ("query", job.query.describe()), ("who", job.who),
             ("reason", job.reason or "-"), ("created", iso(job.created_at)),
@@ -93,7 +107,7 @@ def job_page(job: BulkJob) -> str:
             f"{_bar(job)}"
             f'<p id="job-progress">{job.processed} of {job.total} run(s): {job.done} done, '
             f"{job.skipped} skipped, {job.failed} failed</p>"
-            f'<dl class="meta">{dl}</dl></div>')
+            f'<dl class="meta">{dl}</dl>{stop_form(job, csrf)}</div>')
 
 
 def jobs_page(jobs: Sequence[BulkJob]) -> str:
@@ -110,4 +124,5 @@ def jobs_page(jobs: Sequence[BulkJob]) -> str:
             f"</tr></thead><tbody>{rows}</tbody></table>")
 
 
-__all__ = ["bulk_buttons", "confirm_page", "job_page", "jobs_page", "query_from"]
+__all__ = ["bulk_buttons", "confirm_page", "job_page", "jobs_page", "query_from",
+           "stop_form"]

@@ -264,6 +264,7 @@ def runs_page(runs: Page[RunSummary], fns: Sequence[FunctionDef], q: dict[str, s
         f'<label>Since<input name="since" value="{h(q.get("since", ""))}" placeholder="15m, 2h, 7d, ISO" size="14"></label>'
         f'<label>Until<input name="until" value="{h(q.get("until", ""))}" placeholder="now" size="14"></label>'
         f'<label>Version<input name="version" value="{h(q.get("version", ""))}" placeholder="v7, src-…" size="12"></label>'
+        f'<label>Event<input name="event_name" value="{h(q.get("event_name", ""))}" placeholder="order.created" size="16"></label>'
         f'<label>Search<input name="q" value="{h(q.get("q", ""))}" placeholder="run id, event id, user.id=42" size="26"></label>'
         '<button type="submit">Filter</button>'
         f"{live_toggle()}</form>"
@@ -438,7 +439,7 @@ def _wait_forms(run: RunInfo, event: Any, csrf: str) -> str:
 
 
 def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str,
-             pause: Any = None) -> str:
+             pause: Any = None, copy: bool = False) -> str:
     def link(rid: str | None) -> str:
         return f'<a class="mono" href="/runs/{h(rid)}">{h(rid)}</a>' if rid else "-"
 
@@ -488,6 +489,11 @@ def run_page(run: RunInfo, fields: dict[str, str], event: Any, csrf: str,
         meta.append(("Warnings", "".join(
             f'<div class="warn-text run-warning">{h(w.get("kind"))}: {h(w.get("message"))}</div>'
             for w in run.warnings)))
+    if copy:  # Redis no longer holds the run: what the history store copied, read only
+        csrf = ""  # so no action buttons
+        meta.insert(0, ("Stored", '<span id="run-copy">in the PostgreSQL history store only: '
+                        "the run is past Redis's retention, so it cannot be replayed, rerun "
+                        "or cancelled from here (its event is shown below)</span>"))
     dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in meta)
     actions = []
     if not run.done:

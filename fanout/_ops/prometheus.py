@@ -100,8 +100,8 @@ class FanoutCollector:
             "How long the oldest overdue timer has been due (0 when none is)",
             value=snap.oldest_overdue_age)
         yield core.GaugeMetricFamily(
-            "fanout_metrics_counting", "1 when the store counts runs and steps (0 on a Redis "
-            "Cluster, or with fanout_metrics = False)", value=1 if snap.enabled else 0)
+            "fanout_metrics_counting", "1 when the store counts runs and steps (0 with "
+            "fanout_metrics = False, or on a Redis Cluster older than 7.0)", value=1 if snap.enabled else 0)
 
 
 def registry_for(store: Store | Callable[[], Store]) -> CollectorRegistry:

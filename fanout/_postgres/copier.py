@@ -5,17 +5,18 @@ configured; one process of the fleet copies at a time (it holds the lease in Red
 ``ended_feed.py``). A round:
 
 1. take or renew the lease (the others sleep and try again);
-2. read up to ``batch`` run ids from the ended feed after the cursor, only those that
-   ended at least ``settle`` seconds ago by the Redis clock (a run's end time comes
-   from its worker's clock: the margin lets a slightly late clock land before the
-   cursor passes its millisecond);
+2. take up to ``batch`` run ids from the ended feed, lowest score first (everything in
+   the feed is not copied yet, whatever its score: a worker whose clock is behind
+   scores its runs early, and they are taken all the same);
 3. load their records (one pipeline), upsert them in one PostgreSQL transaction;
-4. move the cursor to the last run copied, only after the commit.
+4. take them out of the feed, only after the commit.
 
-So a run is copied at least once (a worker killed between 3 and 4 leaves the cursor
-where it was, and the next holder copies the batch again: the upsert makes it one
-row), a restart goes on from the cursor, and an outage of PostgreSQL (or of Redis)
-backs off (``fanout/_core/outage.py``) and catches up from the cursor when it ends.
+So a run is copied at least once (a worker killed between 3 and 4 leaves the batch in
+the feed, and the next holder copies it again: the upsert makes it one row), a
+restart goes on with what the feed holds, and an outage of PostgreSQL (or of Redis)
+backs off (``fanout/_core/outage.py``) and catches up when it ends. Runs that ended
+before the store was configured are in the feed too, as long as Redis keeps them;
+``fanout history backfill`` copies the ones that ended before the feed existed.
 Nothing here runs in a pass: the scripts that end runs only ``ZADD`` to the feed.
 """
 
@@ -31,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .._core.outage import Outage
+from .._core.run_record import ST
 from .._redis.ended_feed import EndedFeed
 from .._redis.store import Store
 from .store import PgHistory
@@ -39,7 +41,6 @@ log = logging.getLogger("fanout")
 
 BATCH = 500
 IDLE_SECONDS = 1.0
-SETTLE_SECONDS = 5.0
 LEASE_SECONDS = 30.0
 RETENTION_EVERY = 3600.0
 
@@ -60,7 +61,6 @@ class Copier:
         history: PgHistory,
         *,
         batch: int = BATCH,
-        settle: float = SETTLE_SECONDS,
         lease: float = LEASE_SECONDS,
         retention_days: float | None = None,
         owner: str | None = None,
@@ -70,7 +70,6 @@ class Copier:
         self._store = store
         self.history = history
         self.batch = batch
-        self.settle = settle
         self.lease = lease
         self.retention_days = retention_days
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -93,18 +92,19 @@ class Copier:
             return None
         if not self._schema_ready:
             self.history.create_schema()
+            if feed.forget_cursor():
+                log.info("fanout: history store: copying the whole ended feed once more "
+                         "(the cursor of an earlier version is gone)")
             self._schema_ready = True
         self._retention()
-        position = feed.cursor()
-        upto = feed.now_ms() - int(self.settle * 1000)
-        due = feed.after(position, limit=self.batch, upto_ms=upto)
+        due = feed.oldest(self.batch)
         if not due:
             return 0
         records = feed.records([rid for _, rid in due])
         runs = [(rid, rec) for (_, rid), rec in zip(due, records, strict=True) if rec is not None]
         self.history.upsert(runs)
         # Only after the commit: a crash before this line copies the batch again.
-        feed.advance(due[-1])
+        feed.done(due)
         return len(due)
 
     def drain(self, *, max_rounds: int = 10_000, lease_wait: float | None = None) -> CopyReport:
@@ -171,3 +171,29 @@ class Copier:
                 self._stop.wait(self.lease / 3)
             elif n < self.batch:
                 self._stop.wait(IDLE_SECONDS)
+
+
+def backfill(store: Store, history: PgHistory, *, batch: int = BATCH) -> CopyReport:
+    """Copy every ended run Redis still holds, whether or not it is in the ended feed:
+    the runs that ended before the feed existed (a deployment upgraded from a version
+    without it) are in the all-runs index only. Walks that index oldest first, a batch
+    per transaction; the upserts make it safe to run again, or beside the copier.
+    ``copied`` counts the ended runs written, ``missing`` the runs passed over (active,
+    or their hash gone)."""
+    from .._core.records import TERMINAL
+    from .._redis.run_index import RunIndex
+
+    if batch < 1:
+        raise ValueError("the backfill's batch must be at least 1")
+    history.create_schema()
+    feed = EndedFeed(store)
+    rep = CopyReport()
+    for chunk in RunIndex(store).walk(store.keys.runs_index, chunk=batch):
+        ids = [rid for rid, _s in chunk]
+        runs = [(rid, rec) for rid, rec in zip(ids, feed.records(ids), strict=True)
+                if rec is not None and rec.get(ST) in TERMINAL]
+        history.upsert(runs)
+        rep.copied += len(runs)
+        rep.missing += len(ids) - len(runs)
+        rep.rounds += 1
+    return rep

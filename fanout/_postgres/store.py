@@ -45,6 +45,12 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     Jsonb = None  # type: ignore[assignment,misc]
 
 TABLE = "fanout_runs"
+# One row per (run, version it was created or ran on) and per (run, event name that
+# started it): 'v:<version>' and 'e:<name>', with the run's creation ms, and the same
+# again under the run's function ('f:<function key><US>v:<version>', ``fn_tag``). Its primary key
+# gives the version and event-name filters their page in order (a plain index on the
+# version, or a GIN index over the names array, leaves PostgreSQL to sort every match).
+TAGS = "fanout_run_tags"
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -73,11 +79,32 @@ CREATE INDEX IF NOT EXISTS {TABLE}_fn_status_created
 CREATE INDEX IF NOT EXISTS {TABLE}_fn_created ON {TABLE} (fn_key, created_ms DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS {TABLE}_status_created ON {TABLE} (status, created_ms DESC, run_id DESC);
 CREATE INDEX IF NOT EXISTS {TABLE}_created ON {TABLE} (created_ms DESC, run_id DESC);
-CREATE INDEX IF NOT EXISTS {TABLE}_version ON {TABLE} (version);
 CREATE INDEX IF NOT EXISTS {TABLE}_ended ON {TABLE} (ended_at);
-CREATE INDEX IF NOT EXISTS {TABLE}_event_names ON {TABLE} USING gin (event_names);
 CREATE INDEX IF NOT EXISTS {TABLE}_event_data ON {TABLE} USING gin (event_data jsonb_path_ops);
 CREATE INDEX IF NOT EXISTS {TABLE}_output ON {TABLE} USING gin (output jsonb_path_ops);
+DROP INDEX IF EXISTS {TABLE}_version;
+DROP INDEX IF EXISTS {TABLE}_event_names;
+DO $fanout$
+BEGIN
+    IF to_regclass('{TAGS}') IS NULL THEN
+        CREATE TABLE {TAGS} (
+            tag      text COLLATE "C" NOT NULL,
+            tag_ms   bigint NOT NULL,
+            tag_run  text COLLATE "C" NOT NULL REFERENCES {TABLE} (run_id) ON DELETE CASCADE,
+            PRIMARY KEY (tag, tag_ms, tag_run)
+        );
+        CREATE INDEX {TAGS}_run ON {TAGS} (tag_run, tag);
+        -- Once, when the table is new: the tags of the runs copied before it existed.
+        INSERT INTO {TAGS} (tag, tag_ms, tag_run)
+            SELECT DISTINCT f.tag, r.created_ms, r.run_id FROM {TABLE} r,
+                LATERAL (SELECT 'v:' || v FROM unnest(r.versions) v
+                         UNION SELECT 'e:' || e FROM unnest(r.event_names) e) AS t(tag),
+                LATERAL (SELECT t.tag UNION ALL SELECT 'f:' || r.fn_key || chr(31) || t.tag
+                         WHERE r.fn_key <> '') AS f(tag);
+        ANALYZE {TAGS};
+    END IF;
+END
+$fanout$;
 """
 
 COLUMNS = ("run_id", "app", "fn_key", "fn_id", "status", "version", "versions", "created_ms",
@@ -91,6 +118,36 @@ _UPSERT = (
     + ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[1:])
     + ", copied_at = now()"
 )
+
+
+_TAG_INSERT = (f"INSERT INTO {TAGS} (tag, tag_ms, tag_run) "
+               "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[]) "
+               "ON CONFLICT DO NOTHING")
+
+
+def fn_tag(fn_key: str, tag: str) -> str:
+    """The tag of one function's runs: ``f:<function key><US><tag>``."""
+    return f"f:{fn_key}\x1f{tag}"
+
+
+def tags_of(row: Sequence[Any]) -> list[str]:
+    """A row's tags (``row_of``): ``v:`` each version, ``e:`` each event name, and each
+    of them again under the run's function (:func:`fn_tag`)."""
+    tags = {f"v:{v}" for v in row[6]} | {f"e:{e}" for e in row[11]}
+    fn_key = str(row[2])
+    return sorted(tags | ({fn_tag(fn_key, t) for t in tags} if fn_key else set()))
+
+
+def _tag_columns(rows: Sequence[Sequence[Any]]) -> tuple[list[str], list[int], list[str]]:
+    tags: list[str] = []
+    mss: list[int] = []
+    rids: list[str] = []
+    for row in rows:
+        for tag in tags_of(row):
+            tags.append(tag)
+            mss.append(int(row[7]))
+            rids.append(str(row[0]))
+    return tags, mss, rids
 
 
 def require_psycopg() -> None:
@@ -239,7 +296,18 @@ class PgHistory:
             with conn.transaction(), conn.cursor() as cur:
                 # One creator at a time: workers starting together would race on CREATE.
                 cur.execute("SELECT pg_advisory_xact_lock(hashtext('fanout_runs schema'))")
+                cur.execute(f"SELECT to_regclass('{TAGS}') IS NULL")
+                row = cur.fetchone()
                 cur.execute(SCHEMA)
+            if row and row[0]:
+                # The tags were just filled from the rows there: their visibility map,
+                # so that the counts read the index alone from the first listing on
+                # (autovacuum would do it, later).
+                conn.autocommit = True
+                try:
+                    conn.execute(f"VACUUM (ANALYZE) {TAGS}")
+                finally:
+                    conn.autocommit = False
         except Exception:
             self._reset_on_error()
             raise
@@ -252,8 +320,14 @@ class PgHistory:
             return 0
         try:
             conn = self.connection()
+            rows = [row_of(rid, rec) for rid, rec in runs]
             with conn.transaction(), conn.cursor() as cur:
-                cur.executemany(_UPSERT, [row_of(rid, rec) for rid, rec in runs])
+                cur.executemany(_UPSERT, rows)
+                # The tags again, in the same transaction (a run copied twice: its tags
+                # as the last copy has them).
+                cur.execute(f"DELETE FROM {TAGS} WHERE tag_run = ANY(%s)",
+                            ([row[0] for row in rows],))
+                cur.execute(_TAG_INSERT, _tag_columns(rows))
         except Exception:
             self._reset_on_error()
             raise
@@ -295,9 +369,35 @@ class PgHistory:
         indexes). The order is the Redis indexes' (creation ms, then run id, bytewise), so
         both give the same pages. Cursors: ``"<created ms>:<run id>"`` pages older,
         ``"^..."`` newer."""
-        where, args = self._where(fn_key, status, since, until, version, event_name, search)
+        tags = ([f"v:{version}"] if version else []) + ([f"e:{event_name}"] if event_name else [])
+        # A version or an event name (of one function or of all): the page comes from
+        # the tags' primary key (tag, creation ms, run id), in order, the run's row
+        # joined to it. With a status too, from the (function, status, creation) or
+        # (status, creation) index, each row's tag looked up by its run id.
+        by_tag = bool(tags) and not status
+        if by_tag and fn_key:
+            tags = [fn_tag(fn_key, tag) for tag in tags]
+        where, args = self._where(None if by_tag else fn_key, status, search)
+        ms, rid_col = ("t.tag_ms", "t.tag_run") if by_tag else ("created_ms", "run_id")
+        on_runs = bool(where)  # a condition on the run's row: the count joins it too
+        for i, tag in enumerate(tags[1:] if by_tag else tags):
+            # On the run id alone: with the creation ms too, PostgreSQL takes the two
+            # for independent and plans on one matching row.
+            where.append(f"EXISTS (SELECT 1 FROM {TAGS} t{i} WHERE t{i}.tag_run = {rid_col} "
+                         f"AND t{i}.tag = %s)")
+            args.append(tag)
+        if by_tag:
+            where.append("t.tag = %s")
+            args.append(tags[0])
+        # The bounds as the Redis indexes take them: milliseconds, both inclusive.
+        if since is not None:
+            where.append(f"{ms} >= %s")
+            args.append(round(float(since) * 1000))
+        if until is not None:
+            where.append(f"{ms} <= %s")
+            args.append(round(float(until) * 1000))
         if exclude:  # the runs the caller reads elsewhere (the combined listing: Redis)
-            where.append("NOT (run_id = ANY(%s))")
+            where.append(f"NOT ({rid_col} = ANY(%s))")
             args.append(list(exclude))
         base_where = list(where)
         base_args = list(args)
@@ -305,15 +405,19 @@ class PgHistory:
         if cursor:
             created_ms, rid = _parse_cursor(cursor.lstrip("^"))
             op = ">" if back else "<"
-            where.append(f"(created_ms, run_id) {op} (%s, %s)")
+            where.append(f"({ms}, {rid_col}) {op} (%s, %s)")
             args += [created_ms, rid]
         order = "ASC" if back else "DESC"
+        # Joined on the run id alone: with the creation ms too, PostgreSQL counts on
+        # one joined row and hashes every match instead of walking the tags in order.
+        source = f"{TAGS} t JOIN {TABLE} ON run_id = t.tag_run" if by_tag else TABLE
         sql = ("SELECT run_id, fn_key, fn_id, app, status, version, created_at, started_at, "
                "ended_at, event_names, event_ids, created_ms"
-               + (", record" if with_records else "") + f" FROM {TABLE}"
+               + (", record" if with_records else "") + f" FROM {source}"
                + (" WHERE " + " AND ".join(where) if where else "")
-               + f" ORDER BY created_ms {order}, run_id {order} LIMIT %s")
-        count_sql = (f"SELECT count(*) FROM {TABLE}"
+               + f" ORDER BY {ms} {order}, {rid_col} {order} LIMIT %s")
+        count_source = source if (on_runs or not by_tag) else f"{TAGS} t"
+        count_sql = (f"SELECT count(*) FROM {count_source}"
                      + (" WHERE " + " AND ".join(base_where) if base_where else ""))
         try:
             conn = self.connection()
@@ -345,10 +449,14 @@ class PgHistory:
 
     def record(self, run_id: str) -> dict[str, Any] | None:
         """A run's full record as copied, or None."""
-        conn = self.connection()
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute(f"SELECT record FROM {TABLE} WHERE run_id = %s", (run_id,))
-            row = cur.fetchone()
+        try:
+            conn = self.connection()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(f"SELECT record FROM {TABLE} WHERE run_id = %s", (run_id,))
+                row = cur.fetchone()
+        except Exception:
+            self._reset_on_error()
+            raise
         return dict(row[0]) if row else None
 
     def count(self) -> int:
@@ -359,9 +467,9 @@ class PgHistory:
         return int(row[0]) if row else 0
 
     @staticmethod
-    def _where(fn_key: str | None, status: str | Iterable[str] | None, since: float | None,
-               until: float | None, version: str | None, event_name: str | None,
+    def _where(fn_key: str | None, status: str | Iterable[str] | None,
                search: Mapping[str, Any] | None) -> tuple[list[str], list[Any]]:
+        """The conditions on the run's own row (the function, the status, a search)."""
         where: list[str] = []
         args: list[Any] = []
         if fn_key:
@@ -376,20 +484,6 @@ class PgHistory:
             else:
                 where.append("status = ANY(%s)")
                 args.append(names)
-        # The bounds as the Redis indexes take them: milliseconds, both inclusive.
-        if since is not None:
-            where.append("created_ms >= %s")
-            args.append(round(float(since) * 1000))
-        if until is not None:
-            where.append("created_ms <= %s")
-            args.append(round(float(until) * 1000))
-        if version:
-            # Created on it, or a pass ran on it (versions holds the creation one too).
-            where.append("(version = %s OR %s = ANY(versions))")
-            args += [version, version]
-        if event_name:
-            where.append("event_names @> ARRAY[%s]::text[]")
-            args.append(event_name)
         for path, value in (search or {}).items():
             column, doc = search_clause(path, value)
             where.append(f"{column} @> %s")

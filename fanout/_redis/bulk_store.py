@@ -262,12 +262,19 @@ class BulkStore:
 
     def cancel(self, job_id: str, now: float | None = None) -> BulkJob | None:
         """Stop a job after its current batch; a finished job stays as it is."""
+        return self.stop(job_id, now)[0]
+
+    def stop(self, job_id: str, now: float | None = None) -> tuple[BulkJob | None, bool]:
+        """As :meth:`cancel`; also whether this call is the one that stopped it (False
+        when it had finished, or was cancelled, already)."""
         key = self.keys.bulk_job(job_id)
         at = repr(time.time() if now is None else now)
+        stopped = False
         for state in ("queued", "running"):
             if self._cas(key, "state", state, {"state": "cancelled", "ended": at}):
+                stopped = True
                 break
-        return self.get(job_id)
+        return self.get(job_id), stopped
 
 
 __all__ = ["BulkJob", "BulkQuery", "BulkStore", "KINDS", "STATES"]

@@ -1,10 +1,15 @@
 """Redis Cluster as the state store: ``redis+cluster://host:port`` (or ``rediss+cluster://``).
 
-Every key of one run shares a hash tag (``{run id}``) and every Lua script touches
-only the keys it is given, so each script runs on one slot.  Pipelines mix keys
-of several slots; redis-py splits them per node.  redis-py refuses ``EVALSHA`` in
-a cluster pipeline, so there the script's source is sent with ``EVAL`` (each node
-caches compiled scripts).
+Every key of one run shares a hash tag (``{run id}``) and every Lua script declares
+only keys of one slot, so each script is routed to one node.  Pipelines mix keys of
+several slots; redis-py splits them per node.  Scripts go as ``EVALSHA`` (redis-py
+routes it by the declared keys; :meth:`~fanout._redis.scripts.Scripts.execute`
+loads every script on every primary after a ``NOSCRIPT``, e.g. a restarted node).
+
+When the store counts metrics on a cluster, every script is loaded with the flag
+``allow-cross-slot-keys`` (:data:`CROSS_SLOT`, Redis 7.0 or later): a run script
+then also writes the metrics shard that lives on the run's node
+(``metric_shards.py``).
 """
 
 from __future__ import annotations
@@ -13,26 +18,27 @@ from typing import Any
 
 from redis.cluster import ClusterPipeline, RedisCluster
 
-from .replies import text
-
 CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+#: The first line of every script on a cluster that counts metrics.
+CROSS_SLOT = "#!lua flags=allow-cross-slot-keys\n"
 
 
 class _Pipeline(ClusterPipeline):
-    sources: dict[str, str] = {}
+    @property
+    def command_stack(self) -> list[tuple[Any, Any]]:
+        """The queued commands as (args, options), like a plain pipeline's stack
+        (a cluster pipeline keeps them elsewhere; Scripts.execute re-sends them)."""
+        return [(c.args, c.options) for c in self._execution_strategy.command_queue]
 
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return self.execute_command(  # type: ignore[no-untyped-call]
-            "EVAL", self.sources[sha], numkeys, *keys_and_args
-        )
+    @command_stack.setter
+    def command_stack(self, stack: list[tuple[Any, Any]]) -> None:
+        self._execution_strategy.command_queue = []  # type: ignore[misc]
+        for args, options in stack:
+            self.execute_command(*args, **options)  # type: ignore[no-untyped-call]
 
 
 class _Client(RedisCluster):
-    def register_script(self, script: Any) -> Any:
-        registered = super().register_script(script)
-        _Pipeline.sources[registered.sha] = text(script)
-        return registered
-
     def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
         pipe = super().pipeline(transaction, shard_hint)  # type: ignore[no-untyped-call]
         pipe.__class__ = _Pipeline
@@ -44,3 +50,12 @@ def cluster_connect(url: str) -> Any:
     return _Client.from_url(
         url.replace("+cluster", "", 1), health_check_interval=30, socket_keepalive=True
     )
+
+
+def counts_on_cluster(client: Any) -> bool:
+    """Whether every primary runs Redis 7.0 or later (script flags; one INFO each)."""
+    infos = client.info("server", target_nodes=RedisCluster.PRIMARIES)
+    if isinstance(infos, dict) and "redis_version" in infos:
+        infos = {"one": infos}
+    versions = [str(i.get("redis_version", "0")) for i in infos.values()]
+    return bool(versions) and all(int(v.split(".")[0]) >= 7 for v in versions)

@@ -5,13 +5,15 @@ tick, a rate-limited run) add the run id to ``P:idx:ended``, a sorted set scored
 the time the run ended (ms), in the same script that ends the run (``lua/_indexes.lua``).
 :meth:`History.prune` trims it with the other indexes.
 
-The copier (``fanout/_postgres/copier.py``) reads it from a cursor kept in Redis,
-``P:history:cursor`` = ``"<score>:<run id>"``: the score and the id of the last run
-copied. Members of one score come in the order of their ids, so the pair is an exact
-position, however many runs ended in one millisecond. The cursor moves only after
-the copy committed, so a run is copied at least once; the store's upserts make a
-second copy harmless. One process of the fleet copies at a time: it holds the short
-lease ``P:history:lease`` (a ``SET NX PX``, renewed every batch).
+The copier (``fanout/_postgres/copier.py``) takes the runs of lowest score first and
+removes them from the feed once their copy committed: whatever is in the feed is not
+copied yet, whatever its score. So a run ended by a worker whose clock is behind (its
+score earlier than runs already copied) is still taken, on the next round; a copier
+killed between its commit and the removal copies the batch again (the store's upserts
+make a second copy harmless). One process of the fleet copies at a time: it holds the
+short lease ``P:history:lease`` (a ``SET NX PX``, renewed every batch). Deployments
+before this kept a cursor (``P:history:cursor``); the copier deletes it and copies the
+whole feed once more.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ _JSON_FIELDS = frozenset({ERROR, EV, EVENT, EVENTS, INVOKER, MARKERS, OUTPUT, SE
                           VERSION_WARNINGS, VERSIONS})
 
 Position = tuple[int, str]
-START: Position = (-1, "")
 
 
 def record_of(fields: dict[str, str]) -> dict[str, Any]:
@@ -95,21 +96,26 @@ class EndedFeed:
         if text_or_none(self.r.get(self.keys.history_lease)) == owner:
             self.r.delete(self.keys.history_lease)
 
-    # -- the cursor ----------------------------------------------------------------------
+    # -- the copier's reading ------------------------------------------------------------
 
-    def cursor(self) -> Position:
-        raw = text_or_none(self.r.get(self.keys.history_cursor))
-        if not raw:
-            return START
-        score, _, member = raw.partition(":")
-        return int(score), member
+    def oldest(self, limit: int) -> list[Position]:
+        """Up to ``limit`` (score, run id) of the feed, lowest score first: the runs not
+        copied yet."""
+        rows: list[Any] = self.r.zrange(self.keys.ended_index, 0, limit - 1, withscores=True)
+        return [(int(s), text(raw)) for raw, s in rows]
 
-    def advance(self, position: Position) -> None:
-        self.r.set(self.keys.history_cursor, f"{position[0]}:{position[1]}")
+    def done(self, positions: Sequence[Position]) -> None:
+        """Take copied runs out of the feed (after their copy committed)."""
+        if positions:
+            self.r.zrem(self.keys.ended_index, *[rid for _s, rid in positions])
 
-    def reset(self) -> None:
-        """Copy everything in the feed again (idempotent upserts)."""
-        self.r.delete(self.keys.history_cursor)
+    def forget_cursor(self) -> bool:
+        """Delete the cursor an earlier version kept; True when there was one."""
+        return bool(self.r.delete(self.keys.history_cursor))
+
+    def pending(self) -> int:
+        """How many ended runs wait to be copied (the copier's lag)."""
+        return int(self.r.zcard(self.keys.ended_index))
 
     def now_ms(self) -> int:
         sec, usec = self.r.time()
@@ -117,49 +123,20 @@ class EndedFeed:
 
     # -- reading -------------------------------------------------------------------------
 
-    def after(self, position: Position, *, limit: int, upto_ms: int) -> list[Position]:
-        """Up to ``limit`` (score, run id) after ``position``, oldest first, with a score
-        at most ``upto_ms``."""
-        score, member = position
-        low = max(score, 0)
-        found: list[Position] = []
-        offset = 0
-        page = limit + 64
-        while len(found) < limit:
-            rows: list[Any] = self.r.zrangebyscore(self.keys.ended_index, low, upto_ms,
-                                                   start=offset, num=page, withscores=True)
-            for raw, s in rows:
-                rid, ms = text(raw), int(s)
-                if ms < score or (ms == score and rid <= member):
-                    continue
-                found.append((ms, rid))
-                if len(found) == limit:
-                    break
-            if len(rows) < page:
-                break
-            offset += len(rows)
-        return found
-
-    def backlog(self, position: Position) -> int:
-        """How many runs ended after ``position``'s millisecond (the copier's lag)."""
-        low = "-inf" if position == START else f"({position[0]}"
-        return int(self.r.zcount(self.keys.ended_index, low, "+inf"))
-
     def live(self, fn_keys: Sequence[str]) -> list[str]:
         """The runs a listing must read from Redis while the history store holds the
         rest: the active runs of ``fn_keys`` (every function's when empty is passed as
-        all of them) and the runs that ended but are not copied yet (after the cursor;
+        all of them) and the runs that ended but are not copied yet (still in the feed;
         some may be copied already: the listing takes them from here)."""
         pipe = self.r.pipeline(transaction=False)
         for fk in fn_keys:
             pipe.zrange(self.keys.status_index("active", fk), 0, -1)
-        pending = self.after(self.cursor(), limit=1_000_000, upto_ms=2**62)
+        pipe.zrange(self.keys.ended_index, 0, -1)
+        *active, pending = pipe.execute()
         seen: dict[str, None] = {}
-        for rows in pipe.execute() if fn_keys else []:
+        for rows in [*active, pending]:
             for raw in rows:
                 seen[text(raw)] = None
-        for _, rid in pending:
-            seen[rid] = None
         return list(seen)
 
     def records(self, run_ids: Sequence[str]) -> list[dict[str, Any] | None]:

@@ -49,8 +49,11 @@ class Slots(NamedTuple):
 
 
 class FlowStore:
-    def __init__(self, client: Any, keys: Keyspace, scripts: Scripts, retention: int) -> None:
+    def __init__(self, client: Any, keys: Keyspace, scripts: Scripts, retention: int,
+                 *, indexed: bool = False) -> None:
         self.r = client
+        # Whether the run scripts keep the run indexes (not on a cluster: lua/_indexes.lua).
+        self.indexed = indexed
         self.keys = keys
         self.scripts = scripts
         self.retention = retention
@@ -126,9 +129,15 @@ class FlowStore:
     def batch_run(self, run_id: str, field: str, item: Mapping[str, Any],
                   full: bool) -> tuple[bool, float]:
         """Add an event (the run field ``field``) to a batch run that has not started:
-        (added, wake in seconds, 0 when the batch is not full)."""
-        added, wake = self.scripts.run("fc_batch_run", [self.keys.run(run_id)], [
-            field, dumps(item), "1" if full else "0"])
+        (added, wake in seconds, 0 when the batch is not full). The run is indexed under
+        the event's name too (a batch run is listed by each name of its events)."""
+        keys = [self.keys.run(run_id)]
+        if self.indexed:
+            keys += ["", self.keys.functions_index]
+        event = item.get("e")
+        name = event.get("name") if isinstance(event, Mapping) else None
+        added, wake = self.scripts.run("fc_batch_run", keys, [
+            field, dumps(item), "1" if full else "0", name if isinstance(name, str) else ""])
         return bool(int(added)), float(text(wake) or 0)
 
     # -- concurrency --------------------------------------------------------------------

@@ -356,35 +356,42 @@ class History:
         cursor: str | None = None,
         version: str | None = None,
         search: Mapping[str, Any] | None = None,
+        event_name: str | None = None,
     ) -> Page[RunSummary]:
         """Runs newest first (by creation), of one function or of all, exactly: with
         a status (or statuses, or ``active``), a version (created on it or with a pass
-        that ran on it), declared search attributes (``{"data.user_id": 42}``, every
+        that ran on it), the name of the event that started them (a batch run: of any
+        of its events), declared search attributes (``{"data.user_id": 42}``, every
         one must match) and a creation window. ``total`` counts them all."""
         if not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
             raise ConfigError(f"limit must be an integer from 1 to {MAX_LIMIT}")
-        key = self.index.key_for(self.query(fn_key, status, version, search),
+        key = self.index.key_for(self.query(fn_key, status, version, search, event_name),
                                  since=since, until=until)
         return self._page(key, since=since, until=until, cursor=cursor, limit=limit,
                           load=self._summaries)
 
     @staticmethod
     def query(fn_key: str | None = None, status: str | Iterable[str] | None = None,
-              version: str | None = None, search: Mapping[str, Any] | None = None) -> Query:
+              version: str | None = None, search: Mapping[str, Any] | None = None,
+              event_name: str | None = None) -> Query:
+        if event_name is not None and not isinstance(event_name, str):
+            raise ConfigError(f"event_name must be an event's name (a string), not "
+                              f"{type(event_name).__name__}")
         terms = tuple(sorted((search or {}).items()))
         for path, _v in terms:
             if not path.startswith(("data.", "output.")):
                 raise ConfigError(f"search attribute {path!r} must start with 'data.' or "
                                   "'output.'")
-        return Query(fn_key or None, _statuses(status), version or None, terms)
+        return Query(fn_key or None, _statuses(status), version or None, terms,
+                     event_name or None)
 
     def count_runs(
         self, fn_key: str | None = None, *, status: str | Iterable[str] | None = None,
         since: float | None = None, until: float | None = None, version: str | None = None,
-        search: Mapping[str, Any] | None = None,
+        search: Mapping[str, Any] | None = None, event_name: str | None = None,
     ) -> int:
         """How many runs a listing with the same filters has (exact, from the indexes)."""
-        key = self.index.key_for(self.query(fn_key, status, version, search),
+        key = self.index.key_for(self.query(fn_key, status, version, search, event_name),
                                  since=since, until=until)
         return self.index.count(key, since=since, until=until)
 
@@ -399,6 +406,15 @@ class History:
         members = sorted(texts(self.r.smembers(self.keys.event_runs(event_id))))
         found = [s for s in self._summaries(members) if s is not None]
         return sorted(found, key=lambda s: (s.created_at or 0.0, s.run_id), reverse=True)
+
+    def started_by(self, run_ids: Sequence[str], event_name: str) -> list[bool]:
+        """Whether each run was started by an event named ``event_name`` (from the
+        event-name index: one ZSCORE each)."""
+        key = self.index.key_for(Query(event_name=event_name))
+        pipe = self.r.pipeline(transaction=False)
+        for rid in run_ids:
+            pipe.zscore(key, rid)
+        return [v is not None for v in pipe.execute()] if run_ids else []
 
     def summaries(self, run_ids: Sequence[str]) -> list[RunSummary]:
         """The runs with these ids that exist, in the order given."""
@@ -465,7 +481,7 @@ class History:
 
     def prune(self, *, now: float | None = None, batch: int = 500) -> PruneReport:
         """Drop index entries older than the retention whose run or event is gone,
-        from every index (all runs, per function, status, version, search attribute,
+        from every index (all runs, per function, status, version, event name, search attribute,
         the ended feed).
 
         Events expire exactly ``retention`` after they were stored, and a run's hash
@@ -509,7 +525,7 @@ class History:
         return rep
 
     def reindex(self, *, force: bool = False) -> int | None:
-        """Index the runs created before the status, version and search indexes
+        """Index the runs created before the status, version, event-name and search indexes
         existed (once; guarded by a lock): see :meth:`RunIndex.reindex`."""
         return self.index.reindex(force=force)
 

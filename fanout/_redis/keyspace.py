@@ -14,12 +14,30 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from functools import cache
+
+from redis.crc import key_slot
 
 from .._core.flow_math import bucket
 from .._core.ids import key_part
 from .._core.run_store import branch_timer
 
 TIMER_SHARDS = 16  # sorted sets holding the timers, each in a cluster slot of its own
+METRICS_SHARDS = 16  # metrics hashes on a Redis Cluster (metric_shards.py)
+
+
+@cache
+def metrics_shard_tags(n: int = METRICS_SHARDS) -> list[str]:
+    """Hash tags ``m<k>.<i>``, the k-th in the k-th of ``n`` equal ranges of the 16,384
+    cluster slots, so a cluster whose masters each hold a contiguous range of at least
+    16384 / n slots has a metrics shard on every master."""
+    width, out = 16384 // n, []  # (i is found within a few dozen tries)
+    for k in range(n):
+        i = 0
+        while key_slot(f"m{k}.{i}".encode()) // width != k:
+            i += 1
+        out.append(f"m{k}.{i}")
+    return out
 
 
 class Keyspace:
@@ -32,13 +50,17 @@ class Keyspace:
         self.events_index = f"{p}:idx:events"
         self.functions_index = f"{p}:idx:fns"
         self.reindex_lock = f"{p}:idx:reindexing"
-        self.reindexed = f"{p}:idx:reindexed"
+        # Set once the backfill is done; a new index bumps its generation (":2": the
+        # runs by event name) so the backfill runs again on an upgraded store.
+        self.reindexed = f"{p}:idx:reindexed:2"
         # The ended feed (run id -> ended, ms) the history store's copier reads, its
         # cursor and the lease of the one process copying (fanout/_redis/ended_feed.py).
         self.ended_index = f"{p}:idx:ended"
         self.history_cursor = f"{p}:history:cursor"
         self.history_lease = f"{p}:history:lease"
         self.metrics = f"{p}:metrics"
+        # On a Redis Cluster the counters go to these, one per slot range (metric_shards.py).
+        self.metrics_shards = [f"{p}:metrics:{{{t}}}" for t in metrics_shard_tags()]
         # The event names counted under their own name in the metrics (the rest: "other").
         self.metric_event_names = f"{p}:metrics:evnames"
         self.paused = f"{p}:paused"
@@ -86,6 +108,13 @@ class Keyspace:
             return f"{self.prefix}:idx:ver:{key_part(version)}"
         return f"{self.fn_index(fn_key)}|v:{key_part(version)}"
 
+    def run_event_name_index(self, fn_key: str | None, name: str) -> str:
+        """The runs (of one function, or of all) started by an event named ``name`` (a
+        batch run: by any of its events). Not :meth:`event_name_index`, the events."""
+        if fn_key is None:
+            return f"{self.prefix}:idx:en:{key_part(name)}"
+        return f"{self.fn_index(fn_key)}|en:{key_part(name)}"
+
     def search_index(self, fn_key: str, path: str, value: str) -> str:
         """The runs of one function whose search attribute ``path`` has ``value``
         (:func:`fanout._core.search.value_part` encodes it)."""
@@ -94,7 +123,7 @@ class Keyspace:
     def index_patterns(self) -> list[str]:
         """Every run index but the events' (what pruning walks)."""
         return [f"{self.prefix}:idx:st:*", f"{self.prefix}:idx:ver:*",
-                f"{self.prefix}:idx:sa:*"]
+                f"{self.prefix}:idx:en:*", f"{self.prefix}:idx:sa:*"]
 
     def temp_index(self, name: str) -> str:
         """A short-lived sorted set a query builds (a union or an intersection)."""

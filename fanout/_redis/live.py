@@ -6,8 +6,8 @@ keys; these stamps read a handful, so an unchanged page costs one round trip:
 
 * :func:`fleet_stamp`: the metrics hash (every run created, pass begun, step
   attempted or run ended changes it within a second), the newest entry and size of
-  the runs index, the paused functions and the timers. ``None`` when the store does
-  not count (a Redis Cluster): then every poll renders.
+  the runs index, the paused functions and the timers (on a Redis Cluster, the
+  metrics shards). ``None`` when the store does not count: then every poll renders.
 * :func:`run_stamp`: one run's hash and the audit records about it.
 """
 
@@ -17,6 +17,7 @@ import hashlib
 import time
 from typing import Any
 
+from .metric_shards import merged
 from .replies import text as _s
 from .store import Store
 
@@ -30,15 +31,18 @@ def fleet_stamp(store: Store, now: float | None = None) -> str | None:
         return None
     now = time.time() if now is None else now
     pipe = store.r.pipeline(transaction=False)
-    pipe.hgetall(store.metrics_key)
+    for key in store.metrics_read_keys:  # one, or the shards on a cluster
+        pipe.hgetall(key)
     keys = store.keys
     pipe.zcard(keys.runs_index)
     pipe.zrevrange(keys.runs_index, 0, 0, withscores=True)
     pipe.smembers(keys.paused)
     store.queue_timer_counts(pipe, int(now * 1000))
-    metrics, n, top, paused, *counts = pipe.execute()
+    res = pipe.execute()
+    metrics = merged(res[:len(store.metrics_read_keys)])
+    n, top, paused, *counts = res[len(store.metrics_read_keys):]
     timers, due, _oldest = store.timer_counts(counts)
-    return _digest((sorted((_s(k), _s(v)) for k, v in metrics.items()), n,
+    return _digest((sorted(metrics.items()), n,
                     [(_s(m), s) for m, s in top], sorted(_s(p) for p in paused), timers, due))
 
 

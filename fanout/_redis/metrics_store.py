@@ -1,7 +1,8 @@
 """Fleet-wide counts kept in the store, and reading them back for a scrape.
 
 Workers run as prefork pools on many machines, so no process can hold the counts:
-they live in one Redis hash, ``P:metrics``. The counters are updated by the Lua
+they live in one Redis hash, ``P:metrics`` (on a Redis Cluster, in 16 shards that
+readers add up: ``metric_shards.py``). The counters are updated by the Lua
 scripts a pass already runs (``create_run``, ``save_step``, ``end_pass``,
 ``finish_run``, ``cancel_run``) at no extra round trip, atomically with the change
 of state they count (a redelivered message or a lost lease counts nothing twice):
@@ -34,8 +35,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from .metric_shards import merged
 from .observations import DURATION_BUCKETS
-from .replies import field_map
 from .store import Store
 
 HISTOGRAMS = ("run_duration", "step_duration", "queue_delay")
@@ -125,14 +126,13 @@ def read_metrics(store: Store, *, now: float | None = None) -> MetricsSnapshot:
     now = time.time() if now is None else now
     now_ms = int(now * 1000)
     pipe = store.r.pipeline(transaction=False)
-    if store.metrics_key is not None:
-        pipe.hgetall(store.metrics_key)
+    sources = store.metrics_read_keys  # the hash, or its shards on a cluster
+    for key in sources:
+        pipe.hgetall(key)
     store.queue_timer_counts(pipe, now_ms)
     res = pipe.execute()
-    raw: dict[str, str] = {}
-    if store.metrics_key is not None:
-        raw = field_map(res.pop(0))
-    total, overdue, oldest = store.timer_counts(res)
+    raw = merged(res[:len(sources)])
+    total, overdue, oldest = store.timer_counts(res[len(sources):])
     counters, hists = parse_fields(raw)
     age = 0.0 if oldest is None else max(0.0, now - oldest)
     return MetricsSnapshot(counters=counters, histograms=hists, timers=int(total),

@@ -29,6 +29,7 @@ import os
 import threading
 import time
 from bisect import bisect_left
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -70,9 +71,14 @@ class Observations:
     process (a forked child included) starts that process's sender thread.
     """
 
-    def __init__(self, client: redis.Redis, key: str, *, interval: float = 1.0) -> None:
+    def __init__(self, client: redis.Redis, key: str, *, interval: float = 1.0,
+                 shards: Sequence[str] = ()) -> None:
         self.r = client
         self.key = key
+        # On a Redis Cluster: the metrics shards (metric_shards.py); each send goes to
+        # the next one, and the rollups read them all.
+        self.shards = list(shards)
+        self._turn = 0
         self.interval = float(interval)
         self._pid = 0
         self._lock = threading.Lock()
@@ -83,7 +89,7 @@ class Observations:
                              cap=max(5.0, self.interval))
         # The dashboard's charts: once a minute one process of the fleet turns the
         # cumulative hash into time buckets (rollups.py), from this sender thread.
-        self.rollups = Rollups(client, key)
+        self.rollups = Rollups(client, key, sources=self.shards or None)
 
     def observe(self, name: str, app: str, fn: str, seconds: float) -> None:
         """One observation of histogram ``name`` for function ``app|fn``."""
@@ -118,10 +124,14 @@ class Observations:
             batch, self._pending = self._pending, {}
         if not batch:
             return 0
+        key = self.key
+        if self.shards:  # a different shard each time: no one shard takes a process's sends
+            self._turn += 1
+            key = self.shards[(os.getpid() + self._turn) % len(self.shards)]
         try:
             pipe = self.r.pipeline(transaction=False)
             for field, delta in batch.items():
-                pipe.hincrby(self.key, field, delta)
+                pipe.hincrby(key, field, delta)
             pipe.execute()
         except Exception:
             with self._lock:

@@ -33,9 +33,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from .keyspace import Keyspace
+from .metric_shards import merged
 from .replies import text
 
 log = logging.getLogger("fanout")
@@ -58,9 +60,13 @@ def charted(field: str) -> bool:
 class Rollups:
     """The rollup buckets beside one metrics hash."""
 
-    def __init__(self, client: Any, metrics_key: str) -> None:
+    def __init__(self, client: Any, metrics_key: str, *,
+                 sources: Sequence[str] | None = None) -> None:
         self.r = client
         self.metrics_key = metrics_key
+        # The hashes holding the counts: the metrics hash, or its shards on a Redis
+        # Cluster (metric_shards.py), added up.
+        self.sources = list(sources) if sources else [metrics_key]
         self._tried = 0
         self._based = False
         self._warned = 0.0
@@ -106,15 +112,15 @@ class Rollups:
     def roll(self, minute: int) -> dict[str, int]:
         """Add what changed since the last roll to the buckets of ``minute``; the deltas."""
         pipe = self.r.pipeline(transaction=False)
-        pipe.hgetall(self.metrics_key)
+        for key in self.sources:
+            pipe.hgetall(key)
         pipe.hgetall(self.last_key)
-        cur_raw, last_raw = pipe.execute()
-        cur = {}
-        for k, v in cur_raw.items():
-            name = text(k)
+        *cur_raws, last_raw = pipe.execute()
+        cur: dict[str, int] = {}
+        for name, raw in merged(cur_raws).items():
             if charted(name):
                 try:
-                    cur[name] = int(text(v))
+                    cur[name] = int(raw)
                 except ValueError:
                     continue
         last = {text(k): text(v) for k, v in last_raw.items()}
@@ -185,7 +191,7 @@ def rollups_of(store: Any) -> Rollups | None:
     """The rollups of a :class:`~fanout._redis.store.Store` (None when it does not count)."""
     if store.metrics_key is None:
         return None
-    return Rollups(store.r, store.metrics_key)
+    return Rollups(store.r, store.metrics_key, sources=store.metrics_read_keys)
 
 
 __all__ = ["CHARTED", "TIERS", "Rollups", "charted", "rollups_of"]

@@ -14,6 +14,9 @@ Every index is a sorted set of run ids scored by the run's creation time (ms):
   ``completed``, ``failed``, ``cancelled`` or ``skipped``;
 * ``P:idx:ver:<version>`` and ``P:idx:fn:<fk>|v:<version>``: the runs created on a
   version or with a pass that ran on it;
+* ``P:idx:en:<name>`` and ``P:idx:fn:<fk>|en:<name>``: the runs started by an event
+  of that name (a batch run: by any of its events; a cron run by
+  ``fanout/scheduled.timer``, an invoked one by ``fanout/function.invoked``);
 * ``P:idx:sa:<fk>|<path>|<value>``: the runs whose declared search attribute has
   that value.
 
@@ -37,7 +40,19 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from .._core.records import TERMINAL
-from .._core.run_record import CREATED, EVENT, FK, OUTPUT, SEARCH, ST, VERSION, VERSIONS
+from .._core.run_record import (
+    BATCH_KEY,
+    CREATED,
+    EVENT,
+    EVENTS,
+    FK,
+    OUTPUT,
+    SEARCH,
+    ST,
+    VERSION,
+    VERSIONS,
+    is_batch_event_field,
+)
 from .._core.search import value_part
 from .._errors import ConfigError
 from .replies import text, text_or_none, texts
@@ -45,7 +60,7 @@ from .store import Store
 
 ACTIVE_STATUSES = frozenset({"queued", "running", "sleeping", "waiting"})
 TEMP_TTL = 60
-NOT_INDEXED = ("runs by status, version or search attribute are indexed on a standalone "
+NOT_INDEXED = ("runs by status, version, event name or search attribute are indexed on a standalone "
                "Redis only: on a Redis Cluster, list a function's runs or all runs")
 _CHUNK = 1000
 
@@ -58,6 +73,7 @@ class Query:
     statuses: frozenset[str] | None = None
     version: str | None = None
     search: tuple[tuple[str, Any], ...] = ()
+    event_name: str | None = None
 
 
 def _score(ts: float | None, default: str) -> str:
@@ -83,6 +99,10 @@ class RunIndex:
             parts.append(self._status_key(q.fn_key, q.statuses, since, until))
         if q.version:
             parts.append(self.keys.version_index(q.fn_key, q.version))
+        if q.event_name:
+            if not self.store.indexed:
+                raise ConfigError(NOT_INDEXED)
+            parts.append(self.keys.run_event_name_index(q.fn_key, q.event_name))
         for path, value in q.search:
             vp = value_part(value)
             if vp is None:
@@ -218,7 +238,7 @@ class RunIndex:
     # -- the backfill ------------------------------------------------------------------
 
     def reindex(self, *, lock_seconds: int = 3600, force: bool = False) -> int | None:
-        """Write the status, version and search indexes of every run in ``P:idx:runs``
+        """Write the status, version, event-name and search indexes of every run in ``P:idx:runs``
         and the event-name index of every stored event; None when another process holds
         the lock, or (unless ``force``) when it was done before. Returns the runs read."""
         keys = self.keys
@@ -241,7 +261,7 @@ class RunIndex:
                 self.r.delete(keys.reindex_lock)
 
     def _reindex_runs(self, chunk: Sequence[tuple[str, float]]) -> None:
-        names = (ST, FK, CREATED, VERSION, VERSIONS, SEARCH, EVENT, OUTPUT)
+        names = (ST, FK, CREATED, VERSION, VERSIONS, SEARCH, EVENT, OUTPUT, EVENTS, BATCH_KEY)
         pipe = self.r.pipeline(transaction=False)
         for rid, _s in chunk:
             pipe.hmget(self.keys.run(rid), names)
@@ -266,6 +286,9 @@ class RunIndex:
             for v in versions:
                 pipe.zadd(self.keys.version_index(fk, v), {rid: ms})
                 pipe.zadd(self.keys.version_index(None, v), {rid: ms})
+            for name in self._event_names(rid, f):
+                pipe.zadd(self.keys.run_event_name_index(fk, name), {rid: ms})
+                pipe.zadd(self.keys.run_event_name_index(None, name), {rid: ms})
             for path in _json(f[SEARCH]) or []:
                 root, _, rest = str(path).partition(".")
                 doc = (_json(f[EVENT]) or {}).get("data") if root == "data" else (
@@ -284,6 +307,19 @@ class RunIndex:
                 self._ended(pipe, rid, fk, st, ms)
         if len(pipe):
             pipe.execute()
+
+    def _event_names(self, rid: str, f: Mapping[str, str | None]) -> set[str]:
+        """The names of a run's events: its event's, a batch's every event's (an open
+        batch's from its ``be:`` fields, read whole)."""
+        events: list[Any] = [_json(f[EVENT])]
+        events += _json(f[EVENTS]) or []
+        if f[BATCH_KEY] and not f[EVENTS]:
+            for k, raw in self.r.hgetall(self.keys.run(rid)).items():
+                item = _json(text(raw)) if is_batch_event_field(text(k)) else None
+                if isinstance(item, dict):
+                    events.append(item.get("e"))
+        return {e["name"] for e in events
+                if isinstance(e, dict) and isinstance(e.get("name"), str) and e["name"]}
 
     def _ended(self, pipe: Any, rid: str, fk: str, st: str, ms: int) -> None:
         pipe.zrem(self.keys.status_index("active", fk), rid)

@@ -8,7 +8,8 @@ Redis caches (and the SHA it is run by) changes only when code does.
 :class:`Scripts` loads every script when the store is built, and runs them as
 ``EVALSHA``: alone (redis-py loads a script Redis does not know and sends it again)
 or queued in a pipeline, which :meth:`Scripts.execute` sends once more after loading
-every script when Redis answers ``NOSCRIPT`` (after a restart or a flush).
+every script when Redis answers ``NOSCRIPT`` (after a restart or a flush).  On a
+Redis Cluster the same holds (``cluster.py``): loading goes to every primary.
 """
 
 from __future__ import annotations
@@ -57,11 +58,12 @@ def load_script(name: str) -> str:
 
 
 class Scripts:
-    """The scripts registered on one client."""
+    """The scripts registered on one client; ``header`` is a first line put before
+    each (the script flags on a Redis Cluster that counts metrics: cluster.py)."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, header: str = "") -> None:
         self.client = client
-        self._scripts = {name: client.register_script(load_script(name))
+        self._scripts = {name: client.register_script(header + load_script(name))
                          for name in script_names()}
 
     def sha(self, name: str) -> str:

@@ -38,10 +38,12 @@ from .._core.run_record import (
 )
 from .._core.run_store import Begun, BranchBegun, Created, Ended, Saved
 from .._core.run_view import to_run_info
+from .cluster import CROSS_SLOT, counts_on_cluster
 from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .event_series import EventSeries
 from .flow_store import FlowStore
 from .keyspace import Keyspace
+from .metric_shards import MetricShards
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
 from .scripts import Scripts
@@ -113,20 +115,32 @@ class Store(TimerSets):
         # A queued run keeps a timer too: if the broker loses its message, the timer
         # offers the run again after ``watchdog`` seconds (then with backoff).
         self.watchdog = float(watchdog)
-        self.scripts = Scripts(client)
         # The metrics hash, passed to the run scripts as KEYS[2] so counting costs no
-        # round trip. A cluster cannot: a script touches one slot (the run's) only.
-        if metrics is None:
-            metrics = not _is_cluster(client)
+        # command. On a Redis Cluster (7.0 or later) the counts go to shards, a run's
+        # to one on its node (metric_shards.py); the scripts carry the flag for it.
+        cluster = _is_cluster(client)
+        if metrics is None or (metrics and cluster):
+            metrics = not cluster or counts_on_cluster(client)
+        self.scripts = Scripts(client, CROSS_SLOT if metrics and cluster else "")
         self.metrics_key: str | None = self.keys.metrics if metrics else None
+        self.metric_shards: MetricShards | None = (
+            MetricShards(client, self.keys.metrics_shards) if metrics and cluster else None)
+        # The hashes a reader adds up (none when not counting).
+        self.metrics_read_keys: list[str] = (
+            [] if not metrics else self.keys.metrics_shards if cluster else [self.keys.metrics])
         # The run indexes (status, version, search attributes) are written by the run
         # scripts (lua/_indexes.lua), which name keys outside the run's slot: not on
         # a cluster, where listings read P:idx:runs and P:idx:fn:<fk> only.
         self.indexed = not _is_cluster(client)
+        # The run scripts arm and remove the run's timer themselves (KEYS[4], the
+        # timer shard) on one Redis; on a cluster the shard is in another slot than the
+        # run hash, so the store sends it beside the script in the same pipeline.
+        self.timers_in_scripts = not _is_cluster(client)
         # The duration histograms: returned by the scripts, buffered in this process
         # and sent every ``metrics_interval`` seconds (observations.py says why).
         self.observations: Observations | None = (
-            Observations(client, self.metrics_key, interval=metrics_interval)
+            Observations(client, self.metrics_key, interval=metrics_interval,
+                         shards=self.keys.metrics_shards if self.metric_shards else ())
             if self.metrics_key is not None else None
         )
         # Event names with a series of their own (the rest count as "other").
@@ -134,10 +148,12 @@ class Store(TimerSets):
                                         metrics_event_names)
         # Concurrency slots held with a lease: (run id, lease field) -> (keys, holder).
         self._slot_holds: dict[tuple[str, str], tuple[list[str], str]] = {}
-        self.flow = FlowStore(client, self.keys, self.scripts, self.retention)
+        self.flow = FlowStore(client, self.keys, self.scripts, self.retention,
+                              indexed=self.indexed)
         self.waits = WaitStore(client, self.keys, self.retention)
         # Timers claimed from the old single set (P:timers), re-timed into their shard.
         self._legacy_claims: set[str] = set()
+        self._timer_heads: dict[str, int] = {}
 
     # -- keys --------------------------------------------------------------------
 
@@ -146,9 +162,13 @@ class Store(TimerSets):
 
     def run_keys(self, run_id: str) -> list[str]:
         """KEYS of a run script: the run hash, then the metrics hash when counting."""
+        run = self.keys.run(run_id)
         if self.metrics_key is None:
-            return [self.keys.run(run_id)]
-        return [self.keys.run(run_id), self.metrics_key]
+            return [run]
+        if self.metric_shards is not None:  # the run key, then a shard of its node
+            shard = self.metric_shards.script_key(run)
+            return [run] if shard is None else [run, shard]
+        return [run, self.metrics_key]
 
     def indexed_run_keys(self, run_id: str) -> list[str]:
         """KEYS of a run script that keeps the run indexes: the run hash, the metrics
@@ -198,7 +218,9 @@ class Store(TimerSets):
             pipe.zremrangebyscore(key, "-inf", horizon)
             if self.metrics_key is not None:
                 label = self.event_series.label(name)
-                pipe.hincrby(self.metrics_key, f"c|events|{label}", len(members))
+                key = (self.metric_shards.any(name) if self.metric_shards is not None
+                       else self.metrics_key)
+                pipe.hincrby(key, f"c|events|{label}", len(members))
         pipe.execute()
 
     def load_events(self, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
@@ -283,22 +305,29 @@ class Store(TimerSets):
     def begin_pass(self, run_id: str, token: str, lease_until_ms: int, seq: int | None) -> Begun:
         """Take the lease; ``ok`` with the run's fields, or why not."""
         now = time.time()
-        pipe = self.r.pipeline(transaction=False)
-        # Arm the recovery timer first: if this process dies after taking the lease,
-        # the timer fires at lease expiry and another worker resumes the run.
-        pipe.zadd(self.keys.timer_key(run_id), {run_id: lease_until_ms})
-        self.scripts.queue(
-            pipe, "begin_pass", [self.keys.run(run_id)],
-            [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq],
-        )
-        _z, res = self.scripts.execute(pipe)
+        args = [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq]
+        timer = self.keys.timer_key(run_id)
+        if self.timers_in_scripts:
+            # The script arms the lease's recovery timer with the lease (atomically),
+            # or keeps the timer a run that did not begin needs.
+            res = self.scripts.run("begin_pass", [*self.indexed_run_keys(run_id), timer],
+                                   [*args, lease_until_ms])
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            # Arm the recovery timer first: if this process dies after taking the
+            # lease, the timer fires at lease expiry and another worker resumes the run.
+            pipe.zadd(timer, {run_id: lease_until_ms})
+            self.scripts.queue(pipe, "begin_pass", [self.keys.run(run_id)], args)
+            _z, res = self.scripts.execute(pipe)
         head = text(res[0])
         if head != "ok":
+            if self.timers_in_scripts:  # the script kept the timer right
+                return Begun(head, {})
             if head in ("terminal", "missing"):
-                self.r.zrem(self.keys.timer_key(run_id), run_id)
+                self.r.zrem(timer, run_id)
             elif head in ("early", "busy"):
                 # Keep a timer armed for the due time / the holder's lease expiry.
-                self.r.zadd(self.keys.timer_key(run_id), {run_id: int(float(text(res[1])) * 1000)}, gt=True)
+                self.r.zadd(timer, {run_id: int(float(text(res[1])) * 1000)}, gt=True)
             return Begun(head, {})
         fields = pairs(res[1:])
         if self.observations is not None:
@@ -391,18 +420,20 @@ class Store(TimerSets):
         ``resolved`` says the step named by ``awaiting`` was already finished by a
         resolver, so the run is queued now and the caller must enqueue a pass.
         """
-        pipe = self.r.pipeline(transaction=False)
-        self.scripts.queue(
-            pipe, "end_pass", self.indexed_run_keys(run_id),
-            [token, status, repr(wake or 0), step_field(awaiting) if awaiting else "",
-             *flatten(fields or {})],
-        )
+        args = [token, status, repr(wake or 0), step_field(awaiting) if awaiting else "",
+                *flatten(fields or {})]
         # The timer now means "wake up" (sleep, retry, wait timeout) or, for a run
         # handed to the broker, "the message may be lost": it replaces the lease timer
         # before the next message is published, so it cannot race the next pass.
-        due = wake if wake is not None else time.time() + self.watchdog
-        pipe.zadd(self.keys.timer_key(run_id), {run_id: int(due * 1000)})
-        res = self.scripts.execute(pipe)[0]
+        due = int((wake if wake is not None else time.time() + self.watchdog) * 1000)
+        if self.timers_in_scripts:
+            res = self.scripts.run("end_pass", [*self.indexed_run_keys(run_id),
+                                                self.keys.timer_key(run_id)], [*args, due])
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            self.scripts.queue(pipe, "end_pass", self.indexed_run_keys(run_id), args)
+            pipe.zadd(self.keys.timer_key(run_id), {run_id: due})
+            res = self.scripts.execute(pipe)[0]
         if res is None:
             return Ended(None, False)
         self._observed("step_duration", res[2:])
@@ -411,13 +442,15 @@ class Store(TimerSets):
     def finish_run(self, run_id: str, token: str, status: str, fields: Mapping[str, Any]) -> int:
         """End the run: 1, or 0 (lease lost, already ended), or 2 when it completed
         with a cancel requested meanwhile (it ends ``cancelled``)."""
-        pipe = self.r.pipeline(transaction=False)
-        self.scripts.queue(
-            pipe, "finish_run", self.indexed_run_keys(run_id),
-            [token, status, repr(time.time()), self.retention, *flatten(fields)],
-        )
-        pipe.zrem(self.keys.timer_key(run_id), run_id)
-        res = self.scripts.execute(pipe)[0]
+        args = [token, status, repr(time.time()), self.retention, *flatten(fields)]
+        if self.timers_in_scripts:
+            res = self.scripts.run("finish_run", [*self.indexed_run_keys(run_id),
+                                                  self.keys.timer_key(run_id)], args)
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            self.scripts.queue(pipe, "finish_run", self.indexed_run_keys(run_id), args)
+            pipe.zrem(self.keys.timer_key(run_id), run_id)
+            res = self.scripts.execute(pipe)[0]
         if len(res) > 1:  # counting: app, fn, the run's duration, the attempts'
             self._observed("run_duration", res[1:4])
             self._observed("step_duration", [res[1], res[2], *res[4:]])

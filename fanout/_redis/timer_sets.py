@@ -33,6 +33,8 @@ class TimerSets:
     watchdog: float
     # Timers claimed from the old single set (P:timers), re-timed into their shard.
     _legacy_claims: set[str]
+    # Each set's earliest timer (ms) as the last scan saw it; a set not here was empty.
+    _timer_heads: dict[str, int]
 
     def timer_key(self, member: str) -> str:
         """The sorted set (shard) that holds the timer ``member``."""
@@ -41,30 +43,68 @@ class TimerSets:
     def claim_due(
         self, *, rearm_s: float, limit: int = 512
     ) -> tuple[list[str], int, float | None]:
-        """Claim the due timers of every shard (and of the old single set), in one
-        pipeline: (members, the score they were re-armed at, the time in seconds the
-        earliest remaining timer is due, or None if there is none)."""
+        """Claim the due timers of every shard (and of the old single set): (members,
+        the score they were re-armed at, the time in seconds the earliest remaining
+        timer is due, or None if there is none).
+
+        Only due shards run ``claim_due.lua``. One pipeline claims from the shards the
+        last scan saw due (their earliest timer, as that scan left it, is past) and
+        reads the earliest timer of every other one (``ZRANGE 0 0``: one command
+        instead of a script's three); a shard that read shows due is claimed in a
+        second round trip. So every set is looked at on every scan, and a timer
+        armed elsewhere, lost or late, is still found; an idle scan costs one command
+        per set."""
         now = time.time()
+        now_ms = int(now * 1000)
         rearm = int((now + rearm_s) * 1000)
-        keys = self.keys.timer_keys
         self._legacy_claims.clear()  # the last scan re-timed what it claimed
-        per_key = max(1, limit // TIMER_SHARDS)
+        heads = self._timer_heads
+        claim = [k for k in self.keys.timer_keys if heads.get(k, now_ms + 1) <= now_ms]
+        peek = [k for k in self.keys.timer_keys if k not in claim]
         pipe = self.r.pipeline(transaction=False)
+        self._queue_claims(pipe, claim, now_ms, rearm, limit)
+        for key in peek:
+            pipe.zrange(key, 0, 0, withscores=True)
+        replies = self._execute_claims(pipe, claim)
+        heads = {}
+        due = self._claimed(claim, replies[:len(claim)], heads)
+        for key, first in zip(peek, replies[len(claim):], strict=True):
+            if first:
+                heads[key] = int(first[0][1])
+        late = [k for k in peek if heads.get(k, now_ms + 1) <= now_ms]
+        if late:
+            pipe = self.r.pipeline(transaction=False)
+            self._queue_claims(pipe, late, now_ms, rearm, limit)
+            due += self._claimed(late, self._execute_claims(pipe, late), heads)
+        self._timer_heads = heads
+        return due, rearm, min(heads.values()) / 1000 if heads else None
+
+    def _queue_claims(self, pipe: Any, keys: Sequence[str], now_ms: int, rearm: int,
+                      limit: int) -> None:
+        per_key = max(1, limit // TIMER_SHARDS)
         for key in keys:
-            self.scripts.queue(pipe, "claim_due", [key], [int(now * 1000), rearm, per_key])
-        due: list[str] = []
-        firsts: list[float] = []
+            self.scripts.queue(pipe, "claim_due", [key], [now_ms, rearm, per_key])
+
+    def _execute_claims(self, pipe: Any, keys: Sequence[str]) -> list[Any]:
+        if not keys:
+            return list(pipe.execute())
         # On NOSCRIPT, load this script only: the timer thread runs beside the passes,
         # and loading every script here would move their loads out of the passes.
-        replies = self.scripts.execute(pipe, only=("claim_due",))
+        return self.scripts.execute(pipe, only=("claim_due",))
+
+    def _claimed(self, keys: Sequence[str], replies: Sequence[Any],
+                 heads: dict[str, int]) -> list[str]:
+        """The members ``claim_due.lua`` returned for ``keys``; each set's earliest
+        remaining timer goes into ``heads``."""
+        due: list[str] = []
         for key, (*members, first) in zip(keys, replies, strict=True):
             claimed = texts(members)
             due += claimed
             if key == self.keys.timers:
                 self._legacy_claims.update(claimed)
             if first not in (b"", ""):
-                firsts.append(float(first) / 1000)
-        return due, rearm, min(firsts) if firsts else None
+                heads[key] = int(float(first))
+        return due
 
     def queue_timer_counts(self, pipe: Any, now_ms: int) -> None:
         """Queue ZCARD, ZCOUNT up to ``now_ms`` and the lowest entry of every timer set;

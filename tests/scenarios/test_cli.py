@@ -4,6 +4,7 @@ its progress bar, rerun from a step, dev mode, and one-line errors with exit cod
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -197,22 +198,18 @@ def test_errors_are_one_line_with_an_exit_code(worker: object) -> None:
     assert res.returncode == 2 and "a command is required" in res.stderr
 
 
-@pytest.fixture(scope="module")
-def dev_server() -> Iterator[str]:
-    """`fanout dev` on the embedded example: in-memory broker and store, one process."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    for key in ("FANOUT_REDIS_URL", "CELERY_BROKER_URL", "FANOUT_APP"):
-        env.pop(key, None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fanout._cli", "dev", "-A", "examples.weekly_email.app",
-         "--port", "0", "--token", "dev-token-123"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+@contextlib.contextmanager
+def _dev_running(cmd: list[str], cwd: Path, env: dict[str, str],
+                 timeout: float) -> Iterator[str]:
+    """`fanout dev` started by ``cmd``, read until it prints "ready."; yields the
+    dashboard's URL and stops the process (SIGTERM, then kill) on the way out."""
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
     url = ""
     try:
         assert proc.stdout is not None
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
@@ -231,6 +228,18 @@ def dev_server() -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def dev_server() -> Iterator[str]:
+    """`fanout dev` on the embedded example: in-memory broker and store, one process."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for key in ("FANOUT_REDIS_URL", "CELERY_BROKER_URL", "FANOUT_APP"):
+        env.pop(key, None)
+    with _dev_running([sys.executable, "-m", "fanout._cli", "dev", "-A",
+                       "examples.weekly_email.app", "--port", "0", "--token", "dev-token-123"],
+                      ROOT, env, timeout=30) as url:
+        yield url
 
 
 def _call(url: str, data: dict[str, str] | None = None) -> tuple[int, Any, str]:
@@ -286,24 +295,8 @@ def test_dev_mode_on_the_observability_page_hello_file(tmp_path: Path) -> None:
     (tmp_path / "hello.py").write_text(code)
     env = {k: v for k, v in os.environ.items()
            if k not in ("FANOUT_REDIS_URL", "CELERY_BROKER_URL", "FANOUT_APP", "PYTHONPATH")}
-    proc = subprocess.Popen([*_script(), "dev", "-A", "hello", "--port", "0", "--token",
-                             "dev-token-123"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    url = ""
-    try:
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            m = re.search(r"dashboard\s+(http://\S+?)/ \(sign in", line)
-            url = m.group(1) if m else url
-            if line.startswith("ready."):
-                break
-        assert url and lines[-1].startswith("ready."), "".join(lines)
+    with _dev_running([*_script(), "dev", "-A", "hello", "--port", "0", "--token",
+                       "dev-token-123"], tmp_path, env, timeout=60) as url:
         status, fns, _ = _call(f"{url}/api/functions")
         assert status == 200 and [f["fn_id"] for f in fns] == ["greet"], fns
         status, _body, location = _call(f"{url}/actions/invoke", {"fn": "hello:greet"})
@@ -315,10 +308,3 @@ def test_dev_mode_on_the_observability_page_hello_file(tmp_path: Path) -> None:
             return run if code == 200 and run["status"] == "completed" else None
 
         assert wait_for(done, timeout=30)["output"] == "hello world"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

@@ -31,6 +31,7 @@ from celery import Celery
 from redis.cluster import ClusterPipeline, RedisCluster
 
 import fanout
+import fanout.metrics
 from tests import support
 from tests.conftest import _free_port
 from tests.support import Worker, run_of, wait_for, wait_run
@@ -247,8 +248,32 @@ def test_fan_out_on_a_redis_cluster(cluster: Cluster, clean_db: redis.Redis, log
         done = wait_for(lambda: (j := fo.bulk_job(job.id)) is not None and j.finished and j,
                         timeout=60)
         assert (done.state, done.skipped, done.done, done.failed) == ("done", N, 0, 0)
+        # Counted on the cluster, exactly: each run once, in the shards of its node.
+        snap = fanout.metrics.snapshot(fo)
+        assert snap.enabled
+        assert snap.counter("runs_started", "cl", "email") == N
+        assert snap.counter("runs_ended", "cl", "email", "completed") == N
+        assert snap.counter("runs_started", "cl", "loader") == 1
+        assert snap.counter("runs_ended", "cl", "loader", "completed") == 1
+        assert snap.counter("events", "cl/user") == N
+        # The attempts' histogram is sent by the worker once a second.
+        wait_for(lambda: fanout.metrics.snapshot(fo).counter("step_attempts", "cl", "email")
+                 == 2 * N, timeout=30)
+        body, _type = fanout.metrics.generate(fo)
+        assert f'fanout_runs_started_total{{app="cl",fn="email"}} {N}.0' in body.decode()
+        holders = [redis.Redis(port=p).keys("fanout:metrics:{*") for p in cluster.ports]
+        assert all(holders), holders
+        # A restarted node forgets the scripts: flushed on every primary, the pipelined
+        # EVALSHAs answer NOSCRIPT; the store loads the scripts again and goes on.
+        for p in cluster.ports:
+            redis.Redis(port=p).script_flush()
+        one = fo.emit("cl/user", {"id": N})
+        assert wait_run(fo, run_of(fo, one, "email"), timeout=60).status == "completed"
+        assert fanout.metrics.snapshot(fo).counter("runs_ended", "cl", "email",
+                                                   "completed") == N + 1
         assert w.proc.poll() is None
         assert "CROSSSLOT" not in w.log()
+        assert "non local key" not in w.log()
     finally:
         w.stop()
 
@@ -313,6 +338,10 @@ def test_the_timer_shards_spread_over_the_nodes(cluster: Cluster) -> None:
                for p in cluster.ports}
     assert all(holders.values()), holders
     assert sum(len(v) for v in holders.values()) == TIMER_SHARDS
+    # As after a restart of every node: the pipeline of EVALSHAs answers NOSCRIPT, the
+    # script is loaded on every primary and the whole pipeline is sent again.
+    for p in cluster.ports:
+        redis.Redis(port=p).script_flush()
     due, rearm, _ = store.claim_due(rearm_s=30, limit=100 * TIMER_SHARDS)
     assert sorted(due) == sorted(f"run-{i}" for i in range(1, 200, 2))
     store.drop_claimed(due, rearm)

@@ -55,18 +55,7 @@ def _store() -> PgHistory:
 
 
 def _pg_ids() -> list[str]:
-    h = _store()
-    try:
-        conn = h.connection()
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('fanout_runs') IS NOT NULL")
-            row = cur.fetchone()
-            if not row or not row[0]:
-                return []
-            cur.execute("SELECT run_id FROM fanout_runs")
-            return [x[0] for x in cur.fetchall()]
-    finally:
-        h.close()
+    return pg_support.run_ids(PG_URL)
 
 
 def _send(*datas: dict[str, Any]) -> list[str]:
@@ -210,3 +199,81 @@ def test_the_dashboards_runs_list_reads_the_store(worker: Any) -> None:
             page = res.read().decode()
         failed = redis_history.runs(status="failed", limit=500).items
         assert failed and all(x.run_id in page for x in failed)
+
+
+def test_a_run_past_the_redis_retention_is_read_from_the_store(worker: Any) -> None:
+    """Once Redis no longer holds a run (its hash expired), get_run, `fanout run`, the
+    dashboard's run page, its JSON and its search box read the store's copy; the page
+    offers no action and says why, and replay says the run is not in Redis."""
+    import urllib.error
+    import urllib.request
+
+    from tests import browser
+
+    gone, kept = _send({"n": 3000, "user_id": 424242}, {"n": 3001})
+    for rid in (gone, kept):
+        assert wait_run(client, rid).status == "completed"
+    wait_for(lambda: {gone, kept} <= set(_pg_ids()), 60)
+    store = client.runtime.store
+    assert r.delete(store.keys.run(gone)) == 1  # what Redis's retention does to it
+    assert store.run_fields(gone) == {}
+
+    info = client.get_run(gone)
+    assert info is not None and info.status == "completed"
+    assert info.output == {"total": 30000, "tier": "basic"}
+    assert [s.step_id for s in info.steps] == ["price"]
+    assert client.get_run("no-such-run") is None
+    shown = _cli("run", gone)
+    assert shown["status"] == "completed" and shown["output"] == {"total": 30000,
+                                                                  "tier": "basic"}
+    with pytest.raises(fanout.ConfigError, match="past its retention"):
+        client.replay(gone)  # a new run needs the old one in Redis
+
+    for base in browser.serve_dashboard(__name__):
+        with urllib.request.urlopen(f"{base}/runs/{gone}", timeout=60) as res:
+            page = res.read().decode()
+        assert 'id="run-copy"' in page and "/actions/replay" not in page
+        with urllib.request.urlopen(f"{base}/runs/{kept}", timeout=60) as res:
+            live_page = res.read().decode()
+        assert 'id="run-copy"' not in live_page and "/actions/replay" in live_page
+        with urllib.request.urlopen(f"{base}/api/runs/{gone}", timeout=60) as res:
+            assert json.loads(res.read())["status"] == "completed"
+        with urllib.request.urlopen(f"{base}/runs?q={gone}", timeout=60) as res:
+            assert res.geturl().endswith(f"/runs/{gone}")  # the search box opens it
+        with urllib.request.urlopen(f"{base}/runs?q=user_id%3D424242", timeout=60) as res:
+            found = res.read().decode()
+        assert gone in found and kept not in found  # the store answers any field
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/runs/no-such-run", timeout=60)
+        assert err.value.code == 404
+
+
+def test_history_backfill_copies_the_ended_runs_the_feed_does_not_hold(worker: Any) -> None:
+    """Runs that ended before the ended feed existed are in Redis's all-runs index only:
+    the copier does not see them, `fanout history backfill` copies them (and only ended
+    runs), and running it again writes the same rows."""
+    old = _send({"n": 4000}, {"n": 4001}, {"n": 4002})
+    asleep = _send({"n": 4003, "nap": True})
+    for rid in old:
+        assert wait_run(client, rid).status == "completed"
+    wait_for(lambda: set(old) <= set(_pg_ids()), 60)
+    wait_for(lambda: getattr(client.get_run(asleep[0]), "status", "") == "sleeping", 30)
+    # As if they had ended before the feed: in Redis, in no feed, not in the store.
+    with pg_support.admin_of(PG_URL) as conn:
+        conn.execute("DELETE FROM fanout_runs WHERE run_id = ANY(%s)", (old,))
+    assert not set(old) & set(_pg_ids())
+    assert r.zcard("fanout:idx:ended") == 0  # the copier took them out long ago
+    time.sleep(2.5)  # a copier round: nothing brings them back
+    assert not set(old) & set(_pg_ids())
+
+    store = client.runtime.store
+    ended = [x.run_id for x in History(store).runs(
+        fn_key="hpg:order", status="completed,failed,cancelled", limit=1000).items
+        if store.run_fields(x.run_id)]  # the ended runs whose hash Redis still holds
+    done = _cli("history", "backfill", "--batch", "7")
+    assert done["copied"] == len(ended) and done["passed_over"] >= 1  # the sleeping one
+    ids = _pg_ids()
+    assert set(old) | set(ended) <= set(ids) and asleep[0] not in ids
+    assert len(ids) == len(set(ids))
+    again = _cli("history", "backfill")
+    assert again["copied"] == len(ended) and sorted(_pg_ids()) == sorted(ids)

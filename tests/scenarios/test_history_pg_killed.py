@@ -1,6 +1,6 @@
 """The history store's copier killed mid-batch (SIGKILL, once before its transaction
-commits and once after the commit but before the cursor moves): the next copier
-goes on from the cursor, and every ended run is in PostgreSQL exactly once."""
+commits and once after the commit but before the batch leaves the ended feed): the
+next copier copies what the feed still holds, and every ended run is in PostgreSQL exactly once."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from tests import pg_support
 pg_support.require_postgres()
 
 import fanout  # noqa: E402
-from fanout._postgres.store import PgHistory  # noqa: E402
 from tests.support import ROOT, make_app, redis_for, run_of, url_for, wait_run  # noqa: E402
 
 PG_URL = f"{pg_support.SERVER}/fanout_test_{os.getpid()}_killed"
@@ -47,18 +46,7 @@ def _copier(where: str, batch: int) -> subprocess.CompletedProcess[str]:
 
 
 def _rows() -> list[str]:
-    h = PgHistory(PG_URL)
-    try:
-        conn = h.connection()
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('fanout_runs') IS NOT NULL")
-            row = cur.fetchone()
-            if not row or not row[0]:
-                return []
-            cur.execute("SELECT run_id FROM fanout_runs")
-            return [x[0] for x in cur.fetchall()]
-    finally:
-        h.close()
+    return pg_support.run_ids(PG_URL)
 
 
 def test_a_copier_killed_mid_batch_loses_nothing_and_copies_nothing_twice(worker: Any) -> None:
@@ -70,12 +58,12 @@ def test_a_copier_killed_mid_batch_loses_nothing_and_copies_nothing_twice(worker
     died = _copier("in-transaction", 50)
     assert died.returncode == -9, died.stderr
     assert _rows() == []  # the batch never committed
-    assert r.get("fanout:history:cursor") is None  # and the cursor did not move
+    assert r.zcard("fanout:idx:ended") == 120  # and no run left the feed
 
     died = _copier("after-commit", 50)
     assert died.returncode == -9, died.stderr
-    assert len(_rows()) == 50  # the first batch committed; the cursor still before it
-    assert r.get("fanout:history:cursor") is None
+    assert len(_rows()) == 50  # the first batch committed; it is still in the feed
+    assert r.zcard("fanout:idx:ended") == 120
 
     done = _copier("none", 50)  # waits for the dead copier's lease (1 s) to lapse
     assert done.returncode == 0, done.stderr
@@ -85,3 +73,4 @@ def test_a_copier_killed_mid_batch_loses_nothing_and_copies_nothing_twice(worker
     assert set(rows) == set(runs)
     again = _copier("none", 50)
     assert int(again.stdout.strip()) == 0  # caught up: nothing left to copy
+    assert r.zcard("fanout:idx:ended") == 0

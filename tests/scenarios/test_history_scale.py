@@ -10,7 +10,7 @@ are created and ended in this process through the store's own run scripts
 created after the failed ones, so a listing that scanned newest first, as before,
 would find no failed run in its first 19,800 entries.
 
-Then every view is read the way a user reads it: ``list_runs`` in Python, ``fanout
+Then every view is read the way a user reads it (the event-name filter in Python): ``list_runs`` in Python, ``fanout
 runs`` in a subprocess, the dashboard's runs page, its counts and the overview over
 HTTP from ``fanout dashboard`` in a subprocess.
 """
@@ -124,6 +124,15 @@ def test_list_runs_failed_is_exact(history: dict[str, Any]) -> None:
     assert [r.run_id for r in back] == [r.run_id for r in first]
     assert client.list_runs(fn_id="bulk", status="completed", limit=1).total == BULK
     assert client.list_runs(status="completed", limit=1).total == FOUND + BULK
+
+
+def test_event_name_filter_is_exact(history: dict[str, Any]) -> None:
+    failed = client.list_runs(event_name="scale/charge")
+    assert failed.total == FAILED and len(failed) == 100 and {r.status for r in failed} == {
+        "failed"}
+    assert client.list_runs(event_name="scale/bulk", status="completed", limit=1).total == BULK
+    assert client.list_runs(event_name="scale/bulk", fn_id="charge", limit=1).total == 0
+    assert client.list_runs(event_name="scale/order", fn_id="order", limit=1).total == FOUND
 
 
 def test_search_attributes_find_their_run(history: dict[str, Any]) -> None:

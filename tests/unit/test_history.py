@@ -278,7 +278,8 @@ def test_scripts_index_status_version_and_search(store: Store) -> None:
     _scripted_run(store, "ix-1", "app:ix", now - 5, {"user_id": 42})
     assert _index_keys_holding(store, "ix-1") == {
         keys.runs_index, keys.fn_index("app:ix"), keys.status_index("active", "app:ix"), keys.version_index("app:ix", "v1"),
-        keys.version_index(None, "v1"), keys.search_index("app:ix", "data.user_id", "42")}
+        keys.version_index(None, "v1"), keys.search_index("app:ix", "data.user_id", "42"),
+        keys.run_event_name_index("app:ix", "e"), keys.run_event_name_index(None, "e")}
     assert store.finish_run("ix-1", "", "failed", {"out": json.dumps({"order_id": "A 1"})}) == 1
     held = _index_keys_holding(store, "ix-1")
     assert keys.status_index("active", "app:ix") not in held
@@ -317,6 +318,50 @@ def test_search_values_are_keyed_alike_in_lua_and_python(store: Store) -> None:
         hist.runs(search={"data.user_id": "x" * 65})
 
 
+def test_event_names_are_keyed_alike_in_lua_and_python(store: Store) -> None:
+    from fanout._core.event import dumps
+    from fanout._core.run_record import BATCH_KEY, EVENTS, new_run_fields
+
+    now, hist = time.time(), History(store)
+    names = ["plain/name", 'quo"te', "back\\slash", "é|x y%", "a" * 300]
+    for i, name in enumerate(names):
+        fields = new_run_fields("en", "app", "app:en", {"name": name, "data": {}},
+                                event_ids=[], created=repr(now - 1))
+        store.create_runs([(f"en-{i}", "app:en", fields)])
+    # Written by Python (json.dumps, keys in another order) rather than fanout's dumps.
+    fields = new_run_fields("en", "app", "app:en", {}, event_ids=[], created=repr(now - 1))
+    fields["event"] = json.dumps({"data": {"k": 1}, "name": "late/name"})
+    store.create_runs([("en-late", "app:en", fields)])
+    for i, name in enumerate(names):
+        assert [r.run_id for r in hist.runs(event_name=name).items] == [f"en-{i}"], name
+        assert hist.count_runs("app:en", event_name=name) == 1
+    assert [r.run_id for r in hist.runs(event_name="late/name").items] == ["en-late"]
+    # A run created with its events (a replayed batch): each distinct name.
+    fields = new_run_fields("en", "app", "app:en", {"name": "b/1", "data": {}}, event_ids=[],
+                            created=repr(now - 1))
+    fields[EVENTS] = dumps([{"name": "b/1"}, {"name": "b/2"}, {"name": "b/1"}])
+    store.create_runs([("en-batch", "app:en", fields)])
+    assert hist.count_runs(event_name="b/1") == 1 == hist.count_runs("app:en", event_name="b/2")
+    # An open batch: each event added joins its name's sets.
+    fields = new_run_fields("en", "app", "app:en", {"name": "o/1", "data": {}}, event_ids=[],
+                            created=repr(now - 1))
+    fields[BATCH_KEY] = "k"
+    store.create_runs([("en-open", "app:en", fields)])
+    for n, name in enumerate(("o/1", "o/2"), 1):
+        added, _wake = store.flow.batch_run("en-open", f"be:e{n}",
+                                            {"n": n, "e": {"name": name, "id": f"e{n}"}}, False)
+        assert added
+    assert [r.run_id for r in hist.runs(fn_key="app:en", event_name="o/2").items] == ["en-open"]
+    assert hist.count_runs(event_name="nope") == 0
+    # And the backfill finds the same names, an open batch's from its be: fields.
+    for k in store.r.scan_iter(match=f"{store.p}:idx:*en:*"):
+        store.r.delete(k)
+    assert hist.count_runs(event_name="o/2") == 0
+    hist.reindex(force=True)
+    for name in (*names, "late/name", "b/2", "o/2"):
+        assert hist.count_runs("app:en", event_name=name) >= 1, name
+
+
 def test_prune_clears_every_index(store: Store) -> None:
     keys = store.keys
     old = time.time() - 8 * 86400
@@ -326,8 +371,9 @@ def test_prune_clears_every_index(store: Store) -> None:
     assert store.finish_run("px-gone", "", "completed", {"out": json.dumps({"order_id": 5})}) == 1
     assert store.finish_run("px-done", "", "cancelled", {}) == 1
     gone_keys = _index_keys_holding(store, "px-gone")
-    # all, fn, completed x2, version x2, data and output attributes, the ended feed
-    assert len(gone_keys) == 9
+    # all, fn, completed x2, version x2, event name x2, data and output attributes, the
+    # ended feed
+    assert len(gone_keys) == 11
     store.r.delete(keys.run("px-gone"), keys.run("px-done"))  # their retention ended
     # The ended feed is trimmed by its score (the end): put their ends past the retention.
     store.r.zadd(keys.ended_index, {"px-gone": int(old * 1000), "px-done": int(old * 1000)})
@@ -375,7 +421,7 @@ def test_reindex_backfills_runs_written_before_the_indexes(store: Store) -> None
     for rid, st in old.items():  # as a run created before the indexes: no status entries
         fields = _run_fields("app:ri", st, now - 30)
         fields.update({"v": "v9", "sa": json.dumps(["data.user_id"]),
-                       "event": json.dumps({"data": {"user_id": 5}})})
+                       "event": json.dumps({"name": "old/e", "data": {"user_id": 5}})})
         r.hset(store.run_key(rid), mapping=fields)
         r.zadd(keys.runs_index, {rid: int((now - 30) * 1000)})
         r.zadd(keys.fn_index("app:ri"), {rid: int((now - 30) * 1000)})
@@ -390,5 +436,7 @@ def test_reindex_backfills_runs_written_before_the_indexes(store: Store) -> None
     assert [x.run_id for x in hist.runs(fn_key="app:ri", status="failed").items] == ["ri-done"]
     assert [x.run_id for x in hist.runs(fn_key="app:ri", status="sleeping").items] == ["ri-live"]
     assert hist.count_runs("app:ri", version="v9") == 2
+    assert hist.count_runs("app:ri", event_name="old/e") == 2
+    assert hist.count_runs(event_name="old/e", status="failed") == 1
     assert hist.count_runs("app:ri", search={"data.user_id": 5}) == 2
     assert hist.count_runs(status="active", search={"data.user_id": 5}) == 1

@@ -25,6 +25,7 @@ from tests.support import redis_for
 RUN = "t:run:{r1}"
 MET = "t:metrics"
 TIMERS = "t:timers"
+TSHARD = "t:timers:{t3}"
 KEY = "t:fc:x:{b}"
 S1, W1, S2, W2 = "t:fc:cc:{a}:1", "t:fc:ccw:{a}:1", "t:fc:cc:{a}:2", "t:fc:ccw:{a}:2"
 FLAG, PARKED = "t:pause:{a:f}", "t:parked:{a:f}"
@@ -156,6 +157,44 @@ CASES = [
     Case("finish_run", "the end is counted with the run's duration", running(), [RUN, MET],
          ["tok", "completed", repr(NOW), "600"], [1, "a", "f", "5"],
          lambda r: r.hget(MET, "c|runs_ended|a|f|completed") == b"1"),
+    # -- the run's timer, kept by the run scripts on one Redis (KEYS[4]) -----------------------
+    Case("begin_pass", "the lease's recovery timer is armed with the lease", between(),
+         [RUN, "", "", TSHARD], ["tok", repr(NOW), LATER, "", 60_000], "ok",
+         lambda r: fields(r)["lease"] == "tok" and r.zscore(TSHARD, "r1") == 60_000),
+    Case("begin_pass", "an ended run loses its timer", lambda r: (
+        between("completed")(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
+         ["tok", repr(NOW), LATER, "", 60_000], ["terminal", "completed"],
+         lambda r: r.zscore(TSHARD, "r1") is None),
+    Case("begin_pass", "a stale message leaves the run's timer alone", lambda r: (
+        between("sleeping")(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
+         ["tok", repr(NOW), LATER, "1", 60_000], ["stale"],
+         lambda r: r.zscore(TSHARD, "r1") == 5),
+    Case("begin_pass", "a lease held: the timer stays at least until it expires",
+         lambda r: (running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
+         ["t2", repr(NOW), LATER, "", 60_000], ["busy", "1700000060"],
+         lambda r: r.zscore(TSHARD, "r1") == int(float(LATER) * 1000)),
+    Case("begin_pass", "early: the timer is the wake-up", between(
+        "sleeping", wake=repr(NOW + 9)), [RUN, "", "", TSHARD],
+         ["tok", repr(NOW), LATER, "", 60_000], ["early", "1700000009"],
+         lambda r: r.zscore(TSHARD, "r1") == int((NOW + 9) * 1000)),
+    Case("end_pass", "the timer is re-armed, the last argument is no pair", running(),
+         [RUN, "", "", TSHARD], ["tok", "queued", "0", "", "s:a", rec("a", "completed"), 777],
+         [3, 0], lambda r: r.zscore(TSHARD, "r1") == 777 and set(fields(r)) == {
+             "st", "seq", "lease", "lu", "app", "fn", "c", "s:a", "wake"}),
+    Case("end_pass", "counting, with the timer", running(), [RUN, MET, "", TSHARD],
+         ["tok", "queued", "0", "", "s:a", rec("a", "failed", t0=1.0, t1=1.5), 777],
+         [3, 0, "a", "f", "0.5"], lambda r: r.zscore(TSHARD, "r1") == 777),
+    Case("end_pass", "a lost lease leaves the timer to its new holder",
+         lambda r: (running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
+         ["other", "queued", "0", "", 777], None, lambda r: r.zscore(TSHARD, "r1") == 5),
+    Case("finish_run", "the run's timer goes with its end", lambda r: (
+        running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
+         ["tok", "completed", repr(NOW), "600"], [1],
+         lambda r: r.zscore(TSHARD, "r1") is None),
+    Case("finish_run", "not while another pass holds the lease", lambda r: (
+        running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
+         ["other", "completed", repr(NOW), "600"], [0],
+         lambda r: r.zscore(TSHARD, "r1") == 5),
     Case("renew_lease", "by its holder", running(), [RUN], ["tok", repr(NOW + 90), "lease"],
          1, lambda r: fields(r)["lu"] == repr(NOW + 90)),
     Case("renew_lease", "not by another", running(), [RUN], ["x", repr(NOW + 90), "lease"], 0),

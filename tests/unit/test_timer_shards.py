@@ -51,3 +51,41 @@ def test_the_old_single_set_is_drained_into_the_shards(clean_db: redis.Redis) ->
     # The members the scan did not re-time stay where they are, to be claimed again.
     assert store.timer_scores(["old-later", "old-kept", "none"]) == [
         now_ms + 60_000, now_ms + 9_000, None]
+
+
+def _calls(r: redis.Redis) -> dict[str, int]:
+    return {k.removeprefix("cmdstat_"): int(v["calls"])
+            for k, v in r.info("commandstats").items()}
+
+
+def test_a_scan_runs_the_claim_script_only_on_due_shards(clean_db: redis.Redis) -> None:
+    """An idle scan reads each set's earliest timer (one ZRANGE each, no script); a
+    timer armed meanwhile by another process is claimed in the same scan; a set the
+    last scan left due is claimed without being read first."""
+    store = Store(clean_db, prefix="scan")
+    store.arm("later", time.time() + 3600)
+    store.claim_due(rearm_s=30)
+    clean_db.config_resetstat()
+    due, _rearm, nxt = store.claim_due(rearm_s=30)
+    calls = _calls(clean_db)
+    assert due == [] and nxt is not None and nxt > time.time() + 3000
+    assert calls.get("zrange") == len(store.keys.timer_keys)
+    assert "evalsha" not in calls and "zrangebyscore" not in calls
+    # Armed elsewhere (as a pass arms its lease), due now: found by this scan's read.
+    clean_db.zadd(store.timer_key("r1"), {"r1": int(time.time() * 1000) - 5})
+    clean_db.config_resetstat()
+    due, rearm, _ = store.claim_due(rearm_s=30)
+    assert due == ["r1"] and _calls(clean_db).get("evalsha") == 1
+    store.drop_claimed(due, rearm)
+    # More due in one set than a scan claims there: the next scan claims it first.
+    for i in range(3):
+        clean_db.zadd(store.timer_key("r1"), {f"branch:r1:s{i}": 1})
+    due, rearm, _ = store.claim_due(rearm_s=30, limit=TIMER_SHARDS)  # one per set
+    assert len(due) == 1
+    clean_db.config_resetstat()
+    again, _rearm2, _ = store.claim_due(rearm_s=30, limit=TIMER_SHARDS)
+    assert len(again) == 1 and set(again).isdisjoint(due)
+    calls = _calls(clean_db)
+    # One script (on that set), a read of each other set, and the script's own ZRANGE.
+    assert calls.get("evalsha") == 1
+    assert calls.get("zrange") == (len(store.keys.timer_keys) - 1) + 1

@@ -10,13 +10,15 @@
 --   P:idx:st:<status>                                every run that ended, by status
 --   P:idx:fn:<fk>|active, P:idx:fn:<fk>|st:<status> the same per function
 --   P:idx:ver:<version>, P:idx:fn:<fk>|v:<version>   created on or ran on a version
+--   P:idx:en:<name>, P:idx:fn:<fk>|en:<name>         started by an event of that name
 --   P:idx:sa:<fk>|<path>|<value>                     a declared search attribute
 --   P:idx:ended                                      the ended feed: run id -> ended (ms)
 -- Each other one is a sorted set: run id -> created (ms). A run is in its function's active set
--- until it ends, then in the sets of its terminal status: three ZADDs when it is
--- created (the active set, its version's two), one ZREM and two ZADDs when it ends
--- (the cost budget in docs/internals.md), and one ZADD into the ended feed (the history
--- store's copier reads it); a search attribute costs one ZADD per run that has it.
+-- until it ends, then in the sets of its terminal status: five ZADDs when it is
+-- created (the active set, its version's two, its event name's two), one ZREM and two
+-- ZADDs when it ends (the cost budget in docs/internals.md), and one ZADD into the ended
+-- feed (the history store's copier reads it); a search attribute costs one ZADD per run
+-- that has it, each further event name of a batch two.
 local IX = KEYS[3]
 local ix_base = IX and string.sub(IX, 1, -5) or nil
 -- A piece of a key, as ids.key_part encodes it (percent-encoding all but the safe set).
@@ -73,6 +75,22 @@ local function ix_search(fk, sa, root, raw, ms)
     end
   end
 end
+-- The name of an event (its JSON `raw`): read off the start of the text when fanout
+-- wrote it ({"name":"..." first, without escapes), else decoded; nil without one.
+local function ix_event_name(raw)
+  if not raw then return nil end
+  local n = string.match(raw, '^{"name":"([^"\\]*)"[,}]')
+  if n then return n end
+  local ok, ev = pcall(cjson.decode, raw)
+  if ok and type(ev) == 'table' and type(ev['name']) == 'string' then return ev['name'] end
+  return nil
+end
+-- A run started by an event named `name`: the name's set of all functions and its own.
+local function ix_name(fk, name, ms, rid)
+  if not IX or not name or name == '' then return end
+  redis.call('ZADD', ix_fn(fk) .. '|en:' .. ix_part(name), ms, rid)
+  redis.call('ZADD', ix_base .. ':en:' .. ix_part(name), ms, rid)
+end
 -- The versions of a JSON list `vs` (the versions a run's passes ran on).
 local function ix_versions(fk, vs, ms, rid)
   if not IX then return end
@@ -96,7 +114,8 @@ local function ix_end(fk, status, ms, rid, now)
   redis.call('ZADD', ix_base .. ':ended', ix_ms(now), rid)
 end
 -- A run just created (its fields in the table `a`): its function's active set (or,
--- created ended, its status's sets), its version's sets, its event-data attributes.
+-- created ended, its status's sets), its version's sets, its event name's sets (each
+-- distinct name of its events when it is created with them), its event-data attributes.
 local function ix_created(a, rid)
   if not IX then return end
   local ms, fn = ix_ms(a['c']), ix_fn(a['fk'])
@@ -110,6 +129,22 @@ local function ix_created(a, rid)
   if a['v'] and a['v'] ~= '' then
     redis.call('ZADD', fn .. '|v:' .. ix_part(a['v']), ms, rid)
     redis.call('ZADD', ix_base .. ':ver:' .. ix_part(a['v']), ms, rid)
+  end
+  local first = ix_event_name(a['event'])
+  ix_name(a['fk'], first, ms, rid)
+  if a['events'] then
+    local ok, evs = pcall(cjson.decode, a['events'])
+    if ok and type(evs) == 'table' then
+      local seen = {}
+      if first then seen[first] = true end
+      for _, e in ipairs(evs) do
+        local n = type(e) == 'table' and e['name'] or nil
+        if type(n) == 'string' and not seen[n] then
+          seen[n] = true
+          ix_name(a['fk'], n, ms, rid)
+        end
+      end
+    end
   end
   if a['sa'] then ix_search(a['fk'], a['sa'], 'data', a['event'], ms) end
 end

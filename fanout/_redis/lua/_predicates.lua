@@ -1,7 +1,13 @@
 -- Predicates several scripts share, inlined by the store where a script has the line
 -- `--#include _predicates`.
--- The metrics hash (KEYS[2]; the empty string or absent when counting is off).
+-- The metrics hash (KEYS[2]; the empty string or absent when counting is off). On a
+-- Redis Cluster KEYS[2] is the run hash's name followed by the name of a metrics shard
+-- on the run's node: declared in the run's slot, and the shard is what is written
+-- (the scripts carry the flag allow-cross-slot-keys there; metric_shards.py).
 local MKEY = KEYS[2] ~= '' and KEYS[2] or nil
+if MKEY and #MKEY > #KEYS[1] and string.sub(MKEY, 1, #KEYS[1]) == KEYS[1] then
+  MKEY = string.sub(MKEY, #KEYS[1] + 1)
+end
 -- A run status that no transition leaves.
 local function ended(st)
   return st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped'
