@@ -74,6 +74,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cluster", action="store_true",
                    help="workload A with the store on a 3-master Redis Cluster: each node's "
                         "share of the store's commands, and the top keys")
+    p.add_argument("--failover", action="store_true",
+                   help="workload A on 3 cluster masters with a replica each, one master "
+                        "failed over mid-fan-out: runs lost or stuck, steps run twice, the "
+                        "outage as the workers saw it (bench/failover.py)")
+    p.add_argument("--failover-mode", default="force,kill",
+                   help="--failover: comma-separated subset of force (CLUSTER FAILOVER FORCE "
+                        "on the replica), kill (kill -9, automatic election), takeover "
+                        "(kill -9, then CLUSTER FAILOVER TAKEOVER)")
+    p.add_argument("--failover-at", type=float, default=0.5,
+                   help="--failover: the share of runs done when the master fails over")
+    p.add_argument("--settle", type=float, default=180.0,
+                   help="--failover: seconds after the failover for every run to complete")
+    p.add_argument("--node-timeout", type=int, default=3000,
+                   help="--failover: cluster-node-timeout in ms")
+    p.add_argument("--failover-probe", action="store_true",
+                   help="--failover: also time SET against SET + WAIT 1 on a replicated "
+                        "cluster, and try a write on a promoted master under "
+                        "min-replicas-to-write 1")
     p.add_argument("--profile", action="store_true",
                    help="py-spy on the worker's pool processes during workload A: where a "
                         "pass's time goes, by fanout function")
@@ -83,6 +101,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.scale_n = int(args.n) if args.scale and args.n else 1_000_000
     args.cluster_n = int(args.n) if args.cluster and args.n else 10_000
     args.profile_n = int(args.n) if args.profile and args.n else 5_000
+    args.failover_n = int(args.n) if args.failover and args.n else 10_000
     if args.n is None:
         args.n = "1000,10000"
     if args.quick:
@@ -409,15 +428,16 @@ def main(argv: list[str] | None = None) -> int:
         return render(args)
     args.out.mkdir(parents=True, exist_ok=True)
     runner = Runner(args)
-    if args.scale or args.cluster or args.profile:
+    if args.scale or args.cluster or args.profile or args.failover:
         import signal
 
-        from bench import cluster, profile, scale
+        from bench import cluster, failover, profile, scale
 
         # A SIGTERM unwinds (finally: stop the workers and the servers this run started).
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-        mode = scale if args.scale else cluster if args.cluster else profile
+        mode = (scale if args.scale else cluster if args.cluster else
+                failover if args.failover else profile)
         return mode.main(args, runner.settings)
     info = machine_info()
     t0 = time.monotonic()

@@ -473,7 +473,9 @@ class Fanout(BulkMethods, HistoryMethods):
         """Fail the runs that nothing will move (no task, lease or timer), among the
         newest ``limit``; returns their ids. A run is failed when it was seen stuck
         by an earlier call at least ``min_age`` seconds before and has not moved since.
-        Workers do this every minute; call it from a script or a test to check now."""
+        A queued or running run that lacks only its timer (a write lost in a Redis
+        failover) is offered again instead of failed. Workers do this every minute;
+        call it from a script or a test to check now."""
         return endings.check_stuck(self._rt, min_age=min_age, limit=limit)
 
     @property

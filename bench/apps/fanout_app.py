@@ -7,11 +7,14 @@ store's metrics counting off (``fanout_metrics = False``) and measure what it co
 ``BENCH_STORE_URL`` for a state store other than the broker (``redis+cluster://...``;
 the bench's own counters stay on the broker), ``BENCH_RETENTION`` (seconds) for a
 retention shorter than the hour ``Fanout(retention=)`` accepts, so ``bench --scale``
-can watch memory come back (set on the runtime before its store is built).
+can watch memory come back (set on the runtime before its store is built),
+``BENCH_FANOUT_LOG=INFO`` for the ``fanout`` logger's INFO lines (an outage's end)
+in a worker run at WARNING.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import timedelta
 from typing import Any
@@ -41,6 +44,8 @@ client = fanout.Fanout(
 if os.environ.get("BENCH_RETENTION"):
     client.runtime.retention = float(os.environ["BENCH_RETENTION"])
 signal_ready_on_worker_ready()
+if os.environ.get("BENCH_FANOUT_LOG"):
+    logging.getLogger("fanout").setLevel(os.environ["BENCH_FANOUT_LOG"])
 
 r = per_process_redis(URL)
 

@@ -186,11 +186,24 @@ def cancel_runs(rt: Runtime, fn: FunctionDef, *, after: float | None, before: fl
 
 def check_stuck(rt: Runtime, *, min_age: float, limit: int = 5000) -> list[str]:
     """The watchdog: fail each run that nothing will move (see ``_redis/stuck.py``),
-    with an ERROR on the ``fanout`` logger; returns their ids."""
-    from .._redis.stuck import find_stuck
+    with an ERROR on the ``fanout`` logger; returns their ids.
+
+    A queued run, or a running one whose lease has expired, that only lacks its timer
+    is offered again instead (its timer armed now, a WARNING logged): on a Redis
+    Cluster the timer sets are on other slots than the run, so a failover that loses
+    the last writes of one master can leave a run whose state survived without the
+    timer that goes with it (or the reverse). The timer does what the lost one would
+    have done: a queued run is offered again, a running one is taken over and its
+    step runs again."""
+    from .._redis.stuck import NO_TIMER, find_stuck
 
     failed = []
-    for run_id, reason in find_stuck(rt.store, min_age=min_age, limit=limit):
+    for run_id, reason, status in find_stuck(rt.store, min_age=min_age, limit=limit):
+        if reason == NO_TIMER and status in ("queued", "running"):
+            rt.store.arm(run_id, time.time())
+            log.warning("fanout: run %s (%s) had no lease or timer to move it (a write "
+                        "lost in a Redis failover?); its timer is armed again", run_id, status)
+            continue
         message = f"the run was stuck: {reason}; fanout's watchdog failed it"
         log.error("fanout: run %s %s", run_id, message[8:])
         finish(rt, run_id, "", "failed", None, {"type": "StuckRun", "message": message})

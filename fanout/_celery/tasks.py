@@ -38,9 +38,11 @@ _OPTIONS: dict[str, Any] = dict(
 
 
 # The messages of this process that met a Redis outage: logged once when it starts
-# (the first message), at most once a minute, and once when a message gets through.
+# (the first message), at most once a minute, and once when messages have gone through
+# for 10 s without a failure (while one master of a cluster is down, the messages of
+# runs on the other masters go through between the failures: one outage, not many).
 _messages = Outage("passes and routing (Redis errors: the messages are put back with a "
-                   "retry, backing off up to 30s)")
+                   "retry, backing off up to 30s)", calm=10.0)
 
 
 def _store_retry(task: Any, exc: StoreError, where: str) -> Exception:

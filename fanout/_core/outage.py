@@ -11,6 +11,11 @@ back.  The outage is told in three lines at most per minute:
 * while it lasts, at most one WARNING a minute (how long so far, the last error);
 * one INFO with its length when a round succeeds again (:meth:`Outage.ok`).
 
+With ``calm`` seconds, a success ends the outage only once no round has failed for
+that long: a loop whose rounds fail and succeed in turn (the messages of one worker
+process while one master of a Redis Cluster fails over: the runs on the other
+masters go through) has one outage, not one WARNING and traceback per turn.
+
 Pure: no I/O but the ``logging`` calls; the clock and the random source are
 parameters, so the tests drive it without sleeping.
 """
@@ -61,8 +66,14 @@ class Outage:
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         repeat: float = REPEAT_SECONDS,
+        calm: float = 0.0,
     ) -> None:
+        if calm < 0:
+            raise ValueError(f"calm must be >= 0 seconds (got {calm})")
         self.what = what
+        self.calm = calm
+        self._last_failure = 0.0
+        self._ok_at: float | None = None  # the first good round since the last failure
         self.log = logger or logging.getLogger("fanout")
         self.backoff = Backoff(base, cap, rand)
         self._clock = clock
@@ -78,6 +89,10 @@ class Outage:
     def failed(self, exc: BaseException) -> float:
         """Record a failed round; returns the seconds to wait before the next one."""
         now = self._clock()
+        if self.since is not None and self._ok_at is not None \
+                and now - self._last_failure >= self.calm:
+            self._end(self._ok_at)  # it ended, calm, before this new failure
+        self._last_failure, self._ok_at = now, None
         self.attempts += 1
         if self.since is None:
             self.since = self._last_line = now
@@ -96,13 +111,26 @@ class Outage:
         return self.backoff.next_delay()
 
     def ok(self) -> None:
-        """Record a good round: ends an outage in progress (one INFO line)."""
-        if self.since is not None:
-            self.log.info(
-                "fanout: %s recovered after an outage of %.1fs (%d failed attempts)",
-                self.what, self._clock() - self.since, self.attempts,
-            )
+        """Record a good round: ends an outage in progress (one INFO line), once no
+        round has failed for ``calm`` seconds."""
+        self.backoff.reset()
+        if self.since is None:
+            return
+        now = self._clock()
+        if self._ok_at is None:
+            self._ok_at = now
+        if now - self._last_failure >= self.calm:
+            self._end(self._ok_at)
+
+    def _end(self, at: float) -> None:
+        """The outage ended at ``at`` (its first good round after the last failure)."""
+        assert self.since is not None
+        self.log.info(
+            "fanout: %s recovered after an outage of %.1fs (%d failed attempts)",
+            self.what, at - self.since, self.attempts,
+        )
         self.since = None
+        self._ok_at = None
         self.attempts = 0
         self.backoff.reset()
 

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .store import Store
 
 ACTIVE = ("queued", "running", "sleeping", "waiting")
+NO_TIMER = "no task, lease or timer is scheduled to move it"
 
 
 def _num(value: Any) -> float:
@@ -70,16 +71,17 @@ def stuck_reason(fields: dict[str, str], timers: dict[str, float | None], run_id
         return (f"its parallel step(s) {sorted(lost)!r} are queued with no task, lease or "
                 "timer to run them, so the group would never join")
     if timers.get(run_id) is None and not _branches(fields):
-        return "no task, lease or timer is scheduled to move it"
+        return NO_TIMER
     return None
 
 
 _HEAD = (ST, LEASE, LEASE_UNTIL, SEQ, STUCK)
 
 
-def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple[str, str]]:
-    """(run id, reason) of the newest ``limit`` runs that are confirmed stuck; runs seen
-    stuck for the first time are marked, runs that moved lose their mark.
+def find_stuck(store: Store, *, min_age: float,
+               limit: int = 5000) -> list[tuple[str, str, str]]:
+    """(run id, reason, status) of the newest ``limit`` runs that are confirmed stuck;
+    runs seen stuck for the first time are marked, runs that moved lose their mark.
 
     Cheap for a large history: a few fields of each run, then the whole hash only of
     the runs in ``running`` that no pass holds (parallel branches in flight)."""
@@ -106,7 +108,7 @@ def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple
         members.extend(Keyspace.branch_timer(rid, sid) for sid in _branches(f))
     scores = store.timer_scores(members)
     timers = dict(zip(members, scores, strict=True))
-    found: list[tuple[str, str]] = []
+    found: list[tuple[str, str, str]] = []
     pipe = store.r.pipeline(transaction=False)
     for rid, f in cands:
         reason = stuck_reason(f, timers, rid, now * 1000)
@@ -118,7 +120,7 @@ def find_stuck(store: Store, *, min_age: float, limit: int = 5000) -> list[tuple
             continue
         seen_seq, _, seen_at = mark.partition(":")
         if mark and seen_seq == seq and now - _num(seen_at) >= min_age:
-            found.append((rid, reason))
+            found.append((rid, reason, f.get(ST, "")))
         elif not mark or seen_seq != seq:
             pipe.hset(store.keys.run(rid), STUCK, f"{seq}:{now!r}")
     pipe.execute()

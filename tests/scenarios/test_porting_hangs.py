@@ -211,3 +211,26 @@ def test_watchdog_fails_a_run_without_a_timer_and_spares_healthy_ones(worker: ob
     assert "no task, lease or timer" in info.error["message"]
     assert client.get_run(fine).status == "sleeping"  # type: ignore[union-attr]
     client.cancel(fine)
+
+
+@client.create_function(fn_id="one-step", trigger=fanout.TriggerEvent(event="t/one-step"))
+def one_step(ctx: fanout.ContextSync) -> int:
+    return int(ctx.step.run("s", lambda: 7))
+
+
+def test_watchdog_offers_again_a_running_run_that_only_lost_its_timer(worker: object) -> None:
+    """What a Redis Cluster failover can leave: the run's hash says running (its end was
+    among the lost writes) while its timer, on another master, was removed. The watchdog
+    arms the timer again instead of failing the run, and the run completes."""
+    rid = run_of(client, client.emit("t/one-step"), "one-step")
+    assert wait_run(client, rid).status == "completed"
+    r = redis_for(__name__)
+    key = f"fanout:run:{{{rid}}}"
+    r.hset(key, mapping={"st": "running", "lease": "", "lu": "0"})
+    r.hdel(key, "stk")
+    for tkey in Keyspace().timer_keys:
+        r.zrem(tkey, rid)
+    # Two looks (the worker's own watchdog may take one of them): none fails it.
+    assert client.check_stuck_runs() + client.check_stuck_runs() == []
+    info = wait_for(lambda: (x := client.get_run(rid)) is not None and x.done and x)
+    assert info.status == "completed" and info.output == 7

@@ -137,3 +137,52 @@ def test_a_scan_with_nothing_due_does_not_end_a_broker_outage() -> None:
     store.due = []
     t.scan_round()
     assert t.publish_outage.active
+
+
+def test_with_calm_failures_between_good_rounds_are_one_outage(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A process's messages while one master of a cluster fails over: runs on the other
+    masters go through between the failures. With ``calm``, that is one outage (one
+    WARNING with its traceback, one INFO), not a WARNING and a traceback per turn."""
+    clock = Clock()
+    outage = Outage("passes", clock=clock, rand=lambda: 1.0, calm=10.0)
+    caplog.set_level(logging.INFO, logger="fanout")
+    err = ConnectionError("Error 111 connecting to 127.0.0.1:7001. Connection refused.")
+    start = clock.now
+    for _ in range(10):  # 20 s: a failure, then a good round 1 s later, and so on
+        outage.failed(err)
+        clock.now += 1.0
+        outage.ok()
+        clock.now += 1.0
+    last_ok = clock.now - 1.0
+    assert outage.active
+    clock.now += 10.0
+    outage.ok()  # 11 s after the last failure: calm, the outage ends
+    records = [r for r in caplog.records if r.name == "fanout"]
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO]
+    assert records[0].exc_info is not None
+    # Its length runs to the first good round after the last failure.
+    assert (f"passes recovered after an outage of {last_ok - start:.1f}s (10 failed attempts)"
+            in records[1].getMessage())
+    assert not outage.active
+
+
+def test_with_calm_a_failure_after_a_quiet_spell_is_a_new_outage(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """No good round came after the calm spell to close the first outage (an idle
+    worker): the next failure closes it, then starts a new one, each logged."""
+    clock = Clock()
+    outage = Outage("passes", clock=clock, rand=lambda: 1.0, calm=10.0)
+    caplog.set_level(logging.INFO, logger="fanout")
+    err = ConnectionError("down")
+    outage.failed(err)
+    clock.now += 2.0
+    outage.ok()  # within calm: still the same outage
+    clock.now += 3600.0
+    outage.failed(err)
+    records = [r for r in caplog.records if r.name == "fanout"]
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO, logging.WARNING]
+    assert "recovered after an outage of 2.0s (1 failed attempts)" in records[1].getMessage()
+    assert records[2].exc_info is not None and "still failing" not in records[2].getMessage()
+    with pytest.raises(ValueError, match="calm"):
+        Outage("x", calm=-1)
