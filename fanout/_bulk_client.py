@@ -29,39 +29,46 @@ class BulkMethods:
     def bulk_cancel(self, function: Callable[..., Any] | str | None = None, *,
                     status: str | None = "active", since: Any = None, until: Any = None,
                     version: str | None = None, search: Mapping[str, Any] | None = None,
+                    event_name: str | None = None,
                     reason: str = "cancelled by bulk_cancel", by: str | None = None,
                     dry_run: bool = False, batch: int = bulk_jobs.DEFAULT_BATCH) -> BulkJob:
         """Cancel every run matching the filters (default: the active ones), in batches
         on the workers; returns the job (:meth:`bulk_job` shows its progress). The
         filters are those of :meth:`list_runs`, exact from the indexes; the job acts
-        on the runs that match now. ``dry_run=True`` only counts them (``total``) and
+        on the runs that match now (``event_name``: the runs started by an event of that
+        name, a batch run by any of its events). ``dry_run=True`` only counts them (``total``) and
         returns the first ids (``sample``). The job goes into the audit log under
         ``by`` (default ``python:<user>@<host>``) with ``reason``."""
         return self._bulk("cancel", function, status, since, until, version, search,
-                          False, reason, by, dry_run, batch)
+                          event_name, False, reason, by, dry_run, batch)
 
     def bulk_replay(self, function: Callable[..., Any] | str | None = None, *,
                     status: str | None = None, since: Any = None, until: Any = None,
                     version: str | None = None, search: Mapping[str, Any] | None = None,
-                    include_replays: bool = False, reason: str = "", by: str | None = None,
+                    event_name: str | None = None, include_replays: bool = False,
+                    reason: str = "", by: str | None = None,
                     dry_run: bool = False, batch: int = bulk_jobs.DEFAULT_BATCH) -> BulkJob:
         """Replay the runs matching the filters, in batches on the workers: the latest
         run of each event, once, never a replay unless ``include_replays`` (the others
         count as ``skipped``). Otherwise as :meth:`bulk_cancel`."""
         return self._bulk("replay", function, status, since, until, version, search,
-                          include_replays, reason, by, dry_run, batch)
+                          event_name, include_replays, reason, by, dry_run, batch)
 
     def _bulk(self, kind: str, function: Callable[..., Any] | str | None, status: str | None,
               since: Any, until: Any, version: str | None, search: Mapping[str, Any] | None,
-              include_replays: bool, reason: str, by: str | None, dry_run: bool,
-              batch: int) -> BulkJob:
-        if function is None and not (status or since or until or version or search):
+              event_name: str | None, include_replays: bool, reason: str, by: str | None,
+              dry_run: bool, batch: int) -> BulkJob:
+        if event_name is not None and (not isinstance(event_name, str) or not event_name):
+            raise ConfigError("event_name must be an event's name (a non-empty string)")
+        if function is None and not (status or since or until or version or search
+                                     or event_name):
             raise ConfigError(f"bulk_{kind} needs a filter: a function, status, since, until, "
-                              "version or search")
+                              "version, search or event_name")
         query = BulkQuery(fn_key=self._function(function).key if function is not None else None,
                           status=status or None, since=as_timestamp(since, "since"),
                           until=as_timestamp(until, "until"), version=version or None,
-                          search=dict(search or {}), include_replays=include_replays)
+                          search=dict(search or {}), include_replays=include_replays,
+                          event_name=event_name)
         return bulk_jobs.submit(self._rt, kind, query, who=by or operator_name("python"),
                                 reason=reason, client="python", dry_run=dry_run, batch=batch)
 

@@ -65,16 +65,21 @@ def submit(rt: Runtime, kind: str, query: BulkQuery, *, who: str, reason: str,
         raise ConfigError(f"batch must be an integer from 1 to {MAX_BATCH}")
     if query.since is not None and query.until is not None and query.since > query.until:
         raise ConfigError("since is after until: no run can match")
+    if query.event_name is not None and (not isinstance(query.event_name, str)
+                                         or not query.event_name):
+        raise ConfigError("event_name must be an event's name (a non-empty string)")
     _check_search(rt, query)
     history = History(rt.store)
-    q = History.query(query.fn_key, query.status, query.version, query.search)
+    q = History.query(query.fn_key, query.status, query.version, query.search,
+                      query.event_name)
     key = history.index.key_for(q, since=query.since, until=query.until)
     now = time.time()
     if dry_run:
         count = history.index.count(key, since=query.since, until=query.until)
         first = history.runs(fn_key=query.fn_key, status=query.status, since=query.since,
                              until=query.until, version=query.version,
-                             search=query.search or None, limit=SAMPLE)
+                             search=query.search or None, event_name=query.event_name,
+                             limit=SAMPLE)
         return BulkJob(id="", kind=kind, query=query, who=who, reason=reason, total=count,
                        state="dry-run", created_at=now, batch=batch,
                        sample=tuple(r.run_id for r in first.items))

@@ -23,9 +23,10 @@ POLL_S = 0.5
 
 
 def query_of(target: Target, args: argparse.Namespace, kind: str) -> BulkQuery:
-    if not (args.fn or args.status or args.since or args.until or args.version or args.search):
+    if not (args.fn or args.status or args.since or args.until or args.version or args.search
+            or args.event_name is not None):
         raise CliError(f"{kind} needs run ids or a filter (--fn, --status, --since, --until, "
-                       "--version, --search)", EXIT_USAGE)
+                       "--version, --search, --event-name)", EXIT_USAGE)
     if "paused" in [s.strip() for s in (args.status or "").split(",")]:
         raise CliError("--status paused is a view, not a status a job can select: use "
                        "--fn F --status queued for the runs a paused function holds",
@@ -40,7 +41,8 @@ def query_of(target: Target, args: argparse.Namespace, kind: str) -> BulkQuery:
     return BulkQuery(fn_key=target.function(args.fn).key if args.fn else None,
                      status=args.status or ("active" if kind == "cancel" else None),
                      since=args.since, until=args.until, version=args.version or None,
-                     search=search, include_replays=bool(getattr(args, "include_replays", False)))
+                     search=search, include_replays=bool(getattr(args, "include_replays", False)),
+                     event_name=args.event_name)
 
 
 def _listed(target: Target, q: BulkQuery, limit: int) -> list[RunSummary]:
@@ -49,6 +51,7 @@ def _listed(target: Target, q: BulkQuery, limit: int) -> list[RunSummary]:
     while len(runs) < limit:
         page = target.history.runs(fn_key=q.fn_key, status=q.status, since=q.since,
                                    until=q.until, version=q.version, search=q.search or None,
+                                   event_name=q.event_name,
                                    limit=min(MAX_LIMIT, limit - len(runs)), cursor=cursor)
         runs.extend(page.items)
         cursor = page.next_cursor
@@ -213,6 +216,8 @@ def add_bulk_options(p: argparse.ArgumentParser) -> None:
                    "with a pass that ran on it")
     p.add_argument("--search", action="append", metavar="PATH=VALUE",
                    help="runs whose declared search attribute has VALUE (repeatable)")
+    p.add_argument("--event-name", metavar="NAME", help="runs started by an event of this "
+                   "name (a batch run: by any of its events)")
     p.add_argument("--detach", action="store_true", help="with filters: print the job id "
                    "at once instead of following its progress")
     p.add_argument("--batch", type=int, default=bulk_jobs.DEFAULT_BATCH, metavar="N",

@@ -528,8 +528,7 @@ class DashboardApp:
                                    lambda: day_counts(t.history, fn_key=fn_key))
             return "Runs", pages.runs_page(
                 runs, t.functions(), q, counts=counts, names=self._names(runs.items),
-                csrf=csrf, bulk=bulk_pages.bulk_buttons(q, runs.total)
-                if csrf and not q.get("event_name") else "")  # a bulk job takes no event name
+                csrf=csrf, bulk=bulk_pages.bulk_buttons(q, runs.total) if csrf else "")
         if path.startswith("/bulk/"):
             from .._redis.bulk_store import BulkStore
 

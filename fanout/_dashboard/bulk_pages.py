@@ -14,7 +14,7 @@ from .._redis.history import iso, parse_time
 from .pages import csrf_field, h
 
 #: The runs-page filters a bulk job takes (a search box, "paused": no bulk button).
-FILTERS = ("fn", "status", "since", "until", "version")
+FILTERS = ("fn", "status", "since", "until", "version", "event_name")
 
 
 def query_from(t: Target, q: Mapping[str, str], kind: str) -> BulkQuery:
@@ -22,7 +22,7 @@ def query_from(t: Target, q: Mapping[str, str], kind: str) -> BulkQuery:
     if kind not in ("cancel", "replay"):
         raise ValueError(f"unknown bulk action {kind!r}: cancel or replay")
     if not any(q.get(k) for k in FILTERS):
-        raise ValueError("set a filter first (function, status, time or version)")
+        raise ValueError("set a filter first (function, status, time, version or event)")
     if q.get("status") == "paused":
         raise ValueError("'paused' is a view, not a status: filter by function and "
                          "status 'queued' instead")
@@ -31,6 +31,7 @@ def query_from(t: Target, q: Mapping[str, str], kind: str) -> BulkQuery:
                      since=parse_time(q["since"]) if q.get("since") else None,
                      until=parse_time(q["until"]) if q.get("until") else None,
                      version=q.get("version") or None,
+                     event_name=q.get("event_name") or None,
                      include_replays=bool(q.get("include_replays")))
 
 

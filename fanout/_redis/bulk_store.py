@@ -46,22 +46,25 @@ class BulkQuery:
     version: str | None = None
     search: dict[str, Any] = field(default_factory=dict)
     include_replays: bool = False
+    event_name: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"fn_key": self.fn_key, "status": self.status, "since": self.since,
                 "until": self.until, "version": self.version, "search": dict(self.search),
-                "include_replays": self.include_replays}
+                "include_replays": self.include_replays, "event_name": self.event_name}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> BulkQuery:
         return cls(fn_key=data.get("fn_key"), status=data.get("status"),
                    since=data.get("since"), until=data.get("until"),
                    version=data.get("version"), search=dict(data.get("search") or {}),
-                   include_replays=bool(data.get("include_replays")))
+                   include_replays=bool(data.get("include_replays")),
+                   event_name=data.get("event_name") or None)  # none in a job from before
 
     def describe(self) -> str:
         parts = [f"{k}={v}" for k, v in (("fn", self.fn_key), ("status", self.status),
-                                          ("version", self.version)) if v]
+                                          ("version", self.version),
+                                          ("event", self.event_name)) if v]
         parts += [f"{k}={v}" for k, v in self.search.items()]
         parts += [f"{k}={v}" for k, v in (("since", self.since), ("until", self.until))
                   if v is not None]
