@@ -4,13 +4,17 @@ rest are left alone, the stop is audited); the CLI exits 1 with a line naming wh
 failed when a replay job could not replay some runs (and 0 when the replays merely
 fail later: it does not wait for them); ``--search data.x=V`` acts on exactly the
 matching runs, its dry-run count first; runs created while a job runs are not part of
-it (the job acts on the runs that matched when it was submitted)."""
+it (the job acts on the runs that matched when it was submitted).
+
+Nothing here races the worker: a function is paused before the worker that parks its
+runs starts (a worker process reads the paused set when it starts, then once a
+second), and a job "while it runs" is held at a gate the test opens, a batch at a
+time (:data:`GATED`), not caught by a signal sent after a poll."""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,16 +24,40 @@ from typing import Any
 import pytest
 
 import fanout
+from fanout._celery import bulk_jobs
 from fanout._core.ids import run_id_for
 from fanout._redis.audit import AuditLog
 from fanout._redis.history import History
-from tests.support import ROOT, Worker, make_app, wait_for
+from tests.support import ROOT, Worker, make_app, redis_for, wait_for
 
 MOD = __name__
 app, client = make_app(__name__, app_id="bc")
 #: A worker started with this set does not declare ``gone`` (a function removed by a
 #: deploy): a replay of its runs fails on that worker.
 WITHOUT_GONE = "BC_WITHOUT_GONE"
+#: A worker started with this set holds each batch of a bulk cancel, its runs
+#: cancelled, before it counts: until the test pushes a token onto :data:`GATE` (one
+#: batch each), or sets :data:`GATE_OPEN` (every batch from then on).
+GATED = "BC_GATED"
+GATE, GATE_OPEN = "bc:test:gate", "bc:test:gate:open"
+
+
+def _wait_at_gate() -> None:
+    r = redis_for(__name__)
+    while not r.exists(GATE_OPEN):
+        if r.blpop([GATE], timeout=1):
+            return
+
+
+if os.environ.get(GATED) == "1":
+    _cancel_batch = bulk_jobs._cancel
+
+    def _gated_cancel(*args: Any) -> str:
+        last_error = _cancel_batch(*args)
+        _wait_at_gate()
+        return last_error
+
+    bulk_jobs._cancel = _gated_cancel
 
 
 @client.create_function(fn_id="hold", trigger=fanout.TriggerEvent(event="bc/hold"))
@@ -78,15 +106,32 @@ def key(fn_id: str) -> str:
     return f"bc:{fn_id}"
 
 
-def parked(fn_id: str, n: int, event: str | None = None) -> None:
-    """``n`` runs of a paused function: created, queued, parked."""
-    client.pause(fn_id)
-    client.send_sync([fanout.Event(name=event or f"bc/{fn_id}", data={"i": i})
-                      for i in range(n)])
+def paused_worker(*fn_ids: str, env: dict[str, str] | None = None,
+                  log_dir: Path) -> Worker:
+    """A worker started after ``fn_ids`` were paused: it parks every pass of theirs (a
+    pause made while a worker runs reaches its processes within a second or so, and a
+    pass arriving before that runs)."""
+    for fn_id in fn_ids:
+        client.pause(fn_id)
+    return Worker(MOD, log_dir=log_dir, env=env)
+
+
+def parked(fn_id: str, n: int) -> None:
+    """``n`` runs of a paused function (:func:`paused_worker`): created, queued, parked."""
+    client.send_sync([fanout.Event(name=f"bc/{fn_id}", data={"i": i}) for i in range(n)])
+    wait_parked(fn_id, n)
+
+
+def wait_parked(fn_id: str, n: int) -> None:
+    """Wait until the paused function ``fn_id`` has ``n`` runs, all queued, and their
+    first passes parked (no message of theirs left for a later test)."""
+    assert client.is_paused(fn_id)
     wait_for(lambda: history().count_runs(key(fn_id), status="active") == n, 120)
     # The function's listing of all runs is written just after the active set (the
     # store's second round trip): wait for it too.
     wait_for(lambda: history().count_runs(key(fn_id)) == n, 120)
+    wait_for(lambda: (info := client._rt.paused.info(key(fn_id))) is not None
+             and info.parked == n, 120)
 
 
 def finished(job_id: str, timeout: float = 180) -> fanout.BulkJob:
@@ -103,13 +148,22 @@ def statuses(fn_id: str) -> dict[str, str]:
     return {r.run_id: r.status for r in runs}
 
 
-def freeze(w: Worker) -> None:
-    """SIGSTOP the whole worker: a batch under way waits where it is."""
-    os.killpg(w.proc.pid, signal.SIGSTOP)
+def gate() -> Any:
+    """The gate of a :data:`GATED` worker, shut."""
+    r = redis_for(MOD)
+    r.delete(GATE, GATE_OPEN)
+    return r
 
 
-def thaw(w: Worker) -> None:
-    os.killpg(w.proc.pid, signal.SIGCONT)
+def held(job_id: str, fn_id: str, counted: int, batch: int) -> fanout.BulkJob:
+    """Wait until ``counted`` runs of the job are counted and the next batch, its runs
+    cancelled, waits at the gate; returns the job then."""
+    wait_for(lambda: history().count_runs(key(fn_id), status="cancelled") == counted + batch
+             and (j := client.bulk_job(job_id)) is not None and j.processed == counted,
+             120, interval=0.01)
+    job = client.bulk_job(job_id)
+    assert job is not None
+    return job
 
 
 def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
@@ -126,37 +180,35 @@ def workers(clean_db: Any, log_dir: Path) -> Iterator[list[Worker]]:
     started: list[Worker] = []
     yield started
     for w in started:
-        if w.proc.poll() is None:
-            thaw(w)
         w.stop()
 
 
 def test_a_job_cancelled_while_it_runs_stops_after_its_batch(
         workers: list[Worker], log_dir: Path) -> None:
-    w = Worker(MOD, log_dir=log_dir)
+    g = gate()
+    w = paused_worker("hold", env={GATED: "1"}, log_dir=log_dir)
     workers.append(w)
     total = 300
     parked("hold", total)
     job = client.bulk_cancel("hold", batch=5, by="erin", reason="drain hold")
-    wait_for(lambda: (j := client.bulk_job(job.id)) is not None and j.done >= 20, 120,
-             interval=0.005)
-    freeze(w)
-    at_cancel = client.bulk_job(job.id)
-    assert at_cancel is not None and not at_cancel.finished, "the job ended before the cancel"
+    g.rpush(GATE, *["go"] * 4)  # four batches count; the fifth waits, its runs cancelled
+    at_cancel = held(job.id, "hold", 20, job.batch)
+    assert (at_cancel.state, at_cancel.processed, at_cancel.cursor) == ("running", 20, 20)
 
     stopped = client.cancel_bulk_job(job.id, reason="wrong filter", by="erin")
     assert stopped is not None and stopped.state == "cancelled" and stopped.ended_at
     again = client.cancel_bulk_job(job.id, reason="twice", by="erin")  # changes nothing
     assert again is not None and again.state == "cancelled"
     assert client.cancel_bulk_job("no-such-job") is None
-    thaw(w)
-    w.stop()  # a warm shutdown: the batch under way, if any, finishes and counts
+    g.rpush(GATE, "go")  # the batch under way finishes and counts
+    wait_for(lambda: client.bulk_job(job.id).processed > 20, 60)  # type: ignore[union-attr]
+    w.stop()
 
     final = client.bulk_job(job.id)
     assert final is not None and final.state == "cancelled"
-    # At most the batch under way counted after the cancel; no other batch started.
-    assert at_cancel.processed <= final.processed <= at_cancel.processed + job.batch
-    assert final.processed < total and final.cursor == final.processed
+    # The batch under way counted after the cancel; no other batch started.
+    assert final.processed == at_cancel.processed + job.batch
+    assert final.done == final.processed and final.cursor == final.processed
     runs = statuses("hold")
     cancelled = [rid for rid, st in runs.items() if st == "cancelled"]
     # The runs it handled stay cancelled; the rest are untouched, still queued.
@@ -195,19 +247,16 @@ def test_a_job_cancelled_while_it_runs_stops_after_its_batch(
 
 def test_runs_created_while_a_job_runs_are_not_part_of_it(
         workers: list[Worker], log_dir: Path) -> None:
-    w = Worker(MOD, log_dir=log_dir)
-    workers.append(w)
+    g = gate()
+    workers.append(paused_worker("grow", env={GATED: "1"}, log_dir=log_dir))
     total = 200
     parked("grow", total)
     originals = set(statuses("grow"))
     job = client.bulk_cancel("grow", batch=5, by="gina")
     assert job.total == total
-    wait_for(lambda: (j := client.bulk_job(job.id)) is not None and j.done >= 10, 120,
-             interval=0.005)
-    freeze(w)
-    mid = client.bulk_job(job.id)
-    assert mid is not None and mid.state == "running" and mid.cursor < total, \
-        "the job ended before the new runs"
+    g.rpush(GATE, "go", "go")  # two batches count; the third waits, its runs cancelled
+    mid = held(job.id, "grow", 10, job.batch)
+    assert (mid.state, mid.cursor) == ("running", 10)
     # Three new runs that match the job's filter (fn=grow, active), made now.
     new = {client.replay(rid) for rid in sorted(originals)[:3]}
     assert len(new) == 3 and not new & originals
@@ -217,7 +266,8 @@ def test_runs_created_while_a_job_runs_are_not_part_of_it(
         sum(st == "queued" for st in now.values())
     assert {now[rid] for rid in new} == {"queued"}
     assert client.bulk_job(job.id).total == total  # type: ignore[union-attr]
-    thaw(w)
+    g.set(GATE_OPEN, "1")
+    g.rpush(GATE, "go")
 
     done = finished(job.id)
     # The job's total and work are the runs counted when it was submitted.
@@ -234,16 +284,15 @@ def test_runs_created_while_a_job_runs_are_not_part_of_it(
 
 def test_search_attributes_select_exactly_the_matching_runs(
         workers: list[Worker], log_dir: Path) -> None:
-    workers.append(Worker(MOD, log_dir=log_dir))
-    client.pause("find")
-    client.pause("near")  # the same events start runs of another function
+    # The same events start runs of another function, ``near``.
+    workers.append(paused_worker("find", "near", log_dir=log_dir))
     # data.x=2 matches the value's text: 2, 2.0 and "2"; not 20, 12, 2.5, 3 or none.
     xs: list[Any] = [2, 2, 20, 12, 2.0, "2", 3, None, 2.5, 2]
     events = [fanout.Event(name="bc/find", data={"i": i} if x is None else {"i": i, "x": x})
               for i, x in enumerate(xs)]
     ids = client.send_sync(events)
-    wait_for(lambda: all(history().count_runs(key(f), status=s) == len(xs)
-                         for f in ("find", "near") for s in ("active", None)), 120)
+    wait_parked("find", len(xs))
+    wait_parked("near", len(xs))
     want = {run_id_for(eid, key("find")) for eid, x in zip(ids, xs, strict=True)
             if x in (2, "2")}
     assert len(want) == 5 and want <= set(statuses("find"))

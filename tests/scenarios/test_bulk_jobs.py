@@ -2,7 +2,12 @@
 runs cancels exactly the matching ones; a worker SIGKILLed mid-job leaves a job that
 finishes after a restart with every run replayed once; the dry-run count is the final
 count; the CLI follows, detaches, lists and shows jobs; the audit log names who and
-why. Real Redis, real ``celery worker`` subprocesses."""
+why. Real Redis, real ``celery worker`` subprocesses.
+
+Nothing here races the worker: a function is paused before the worker that parks its
+runs starts (a worker process reads the paused set when it starts, then once a
+second), and the worker killed mid-job is held at a gate, a batch's replays started,
+before it counts that batch (:data:`GATED`)."""
 
 from __future__ import annotations
 
@@ -18,14 +23,30 @@ from typing import Any
 import pytest
 
 import fanout
+from fanout._celery import bulk_jobs
 from fanout._celery.bulk_jobs import replay_id
 from fanout._redis.audit import AuditLog
 from fanout._redis.history import History
-from tests.support import ROOT, Worker, make_app, wait_for
+from tests.support import ROOT, Worker, make_app, redis_for, wait_for
 
 MOD = __name__
 app, client = make_app(__name__, app_id="bj")
 N = 1200
+#: A worker started with this set holds each batch of a bulk replay, its replays
+#: started, before it counts: until the test pushes a token onto :data:`GATE` (one
+#: batch each).
+GATED = "BJ_GATED"
+GATE = "bj:test:gate"
+
+if os.environ.get(GATED) == "1":
+    _replay_batch = bulk_jobs._replay
+
+    def _gated_replay(*args: Any) -> str:
+        last_error = _replay_batch(*args)
+        redis_for(__name__).blpop([GATE])
+        return last_error
+
+    bulk_jobs._replay = _gated_replay
 
 
 @client.create_function(fn_id="drain", trigger=fanout.TriggerEvent(event="bj/drain"))
@@ -56,13 +77,29 @@ def key(fn_id: str) -> str:
     return f"bj:{fn_id}"
 
 
+def paused_worker(*fn_ids: str, log_dir: Path, name: str = "w1",
+                  env: dict[str, str] | None = None) -> Worker:
+    """A worker started after ``fn_ids`` were paused: it parks every pass of theirs (a
+    pause made while a worker runs reaches its processes within a second or so, and a
+    pass arriving before that runs)."""
+    for fn_id in fn_ids:
+        client.pause(fn_id)
+    return Worker(MOD, log_dir=log_dir, name=name, env=env)
+
+
 def parked(fn_id: str, n: int) -> None:
-    """``n`` runs of a paused function: created, queued, parked."""
-    client.pause(fn_id)
+    """``n`` runs of a paused function (:func:`paused_worker`): created, queued and
+    their first passes parked (no message of theirs left for a later test)."""
+    assert client.is_paused(fn_id)
     for start in range(0, n, 200):
         client.send_sync([fanout.Event(name=f"bj/{fn_id}", data={"i": i})
                           for i in range(start, min(n, start + 200))])
     wait_for(lambda: history().count_runs(key(fn_id), status="active") == n, 120)
+    # The function's listing of all runs is written just after the active set (the
+    # store's second round trip): wait for it too.
+    wait_for(lambda: history().count_runs(key(fn_id)) == n, 120)
+    wait_for(lambda: (info := client._rt.paused.info(key(fn_id))) is not None
+             and info.parked == n, 120)
 
 
 def finished(job_id: str, timeout: float = 180) -> fanout.BulkJob:
@@ -92,7 +129,7 @@ def workers(clean_db: Any, log_dir: Path) -> Iterator[list[Worker]]:
 
 def test_a_job_over_1200_runs_cancels_exactly_the_matching_ones(
         workers: list[Worker], log_dir: Path) -> None:
-    workers.append(Worker(MOD, log_dir=log_dir))
+    workers.append(paused_worker("drain", "keep", log_dir=log_dir))
     parked("drain", N)
     parked("keep", 30)
 
@@ -135,7 +172,9 @@ def test_a_job_over_1200_runs_cancels_exactly_the_matching_ones(
 
 def test_a_worker_killed_mid_job_replays_every_run_once(
         workers: list[Worker], log_dir: Path) -> None:
-    w1 = Worker(MOD, log_dir=log_dir, name="w1")
+    gate = redis_for(MOD)
+    gate.delete(GATE)
+    w1 = paused_worker("again", log_dir=log_dir, env={GATED: "1"})
     workers.append(w1)
     parked("again", N)
     setup = finished(client.bulk_cancel("again", by="setup").id)
@@ -148,18 +187,20 @@ def test_a_worker_killed_mid_job_replays_every_run_once(
     job = client.bulk_replay("again", status="cancelled", reason="retry after fix",
                              by="bob", batch=100)
 
+    gate.rpush(GATE, "go", "go")  # two batches count; the third waits, replays started
+
     def mid_batch() -> bool:
-        # Some batches counted, and replays started beyond them: a batch under way.
+        # Two batches counted, and the third's replays started: a batch under way.
         j = client.bulk_job(job.id)
         started = history().count_runs(key("again")) - N
-        return j is not None and j.done >= 200 and started > j.done
+        return j is not None and j.done == 200 and started == 300
 
     wait_for(mid_batch, 120, interval=0.01)
     w1.kill()
     at_kill = client.bulk_job(job.id)
-    assert at_kill is not None and not at_kill.finished, "the job ended before the kill"
+    assert at_kill is not None and (at_kill.state, at_kill.done) == ("running", 200)
     replays_at_kill = sum(1 for r in all_runs("again") if r["replay_of"])
-    assert replays_at_kill > at_kill.done  # killed mid-batch: that batch is redone
+    assert replays_at_kill == 300  # killed mid-batch: that batch is redone
 
     w2 = Worker(MOD, log_dir=log_dir, name="w2")
     workers.append(w2)
@@ -190,7 +231,7 @@ def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
 
 def test_cli_counts_follows_detaches_and_lists_jobs(
         workers: list[Worker], log_dir: Path) -> None:
-    workers.append(Worker(MOD, log_dir=log_dir))
+    workers.append(paused_worker("cli", log_dir=log_dir))
     parked("cli", 40)
     dry = cli("cancel", "--fn", "cli", "--dry-run")
     assert "40 run(s) match fn=bj:cli status=active\nwould cancel 40 run(s)" in dry.stdout
