@@ -11,9 +11,11 @@ there these tests skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -61,13 +63,28 @@ def database_url() -> str:
     url = os.environ.get(ENV)
     if url:
         return url
-    name = f"fanout_test_{os.getpid()}"
+    url = f"{SERVER}/fanout_test_{os.getpid()}"
+    create_database(url)
+    os.environ[ENV] = url
+    return url
+
+
+def create_database(url: str) -> None:
+    """The database of ``url``, new and empty (dropped first if it was there)."""
+    name = url.rsplit("/", 1)[1]
     with admin() as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"{SERVER}/{name}"
-    os.environ[ENV] = url
-    return url
+
+
+@contextlib.contextmanager
+def private_database(url: str) -> Iterator[None]:
+    """A module's own database at ``url``: created empty, dropped on the way out."""
+    create_database(url)
+    try:
+        yield
+    finally:
+        drop_database(url)
 
 
 def drop_database(url: str) -> None:

@@ -47,12 +47,8 @@ def job(ctx: fanout.ContextSync) -> int:
 
 @pytest.fixture(scope="module", autouse=True)
 def _database() -> Iterator[None]:
-    name = PG_URL.rsplit("/", 1)[1]
-    with pg_support.admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield
-    pg_support.drop_database(PG_URL)
+    with pg_support.private_database(PG_URL):
+        yield
 
 
 def _run(worker_name: str, log_dir: Path, ns: range, env: dict[str, str]) -> list[str]:

@@ -60,10 +60,7 @@ def test_retention_deletes_the_runs_that_ended_before_it() -> None:
     from fanout._postgres.store import PgHistory
 
     url = f"{pg_support.SERVER}/fanout_test_{os.getpid()}_retention"
-    name = url.rsplit("/", 1)[1]
-    with pg_support.admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    pg_support.create_database(url)
     h = PgHistory(url)
     try:
         h.create_schema()

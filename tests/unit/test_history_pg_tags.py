@@ -42,10 +42,7 @@ RECORDS = {f"run-{i:03d}": _record(i) for i in range(120)}
 
 @pytest.fixture(scope="module")
 def store() -> Iterator[PgHistory]:
-    name = URL.rsplit("/", 1)[1]
-    with pg_support.admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
+    pg_support.create_database(URL)
     with pg_support.admin_of(URL) as conn:
         conn.execute(SCHEMA.split(";")[0])  # the table as an earlier version made it
         conn.execute(f"CREATE INDEX {TABLE}_version ON {TABLE} (version)")
