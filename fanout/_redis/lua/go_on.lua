@@ -21,20 +21,36 @@
 --#include _indexes
 local TKEY = KEYS[4]
 local rid = KEYS[1]:match(':run:{(.*)}$')
-local f, n, at = read_run({'lease', 'cx', 'seq', 'app', 'fn', 't0'})
-if f[1] ~= ARGV[1] then
+-- One read of the whole hash, as begin_pass: its fields decide, the step records it
+-- holds are what the pairs replace (counted as end_pass counts them), and (changed
+-- below) it is the reply.
+local all = redis.call('HGETALL', KEYS[1])
+local at = {}
+for i = 1, #all, 2 do at[all[i]] = i + 1 end
+local function get(name) local i = at[name]; return i and all[i] or false end
+if get('lease') ~= ARGV[1] then
   return false
 end
-local obs = {}
-if at then count_steps(f, n, at, (f[4] or '') .. '|' .. (f[5] or ''), obs) end
-local head = {'ok', f[4] or '', f[5] or '', #obs}
-for _, d in ipairs(obs) do head[#head + 1] = d end
-local cx = f[2]
+local app, fn = get('app') or '', get('fn') or ''
+local head = {'ok', app, fn, 0}
+if MKEY then
+  -- count_steps reads the values replaced from f[n + j] for the j-th step pair.
+  local f, idx = {}, {}
+  for i = 5, #ARGV - 1, 2 do
+    if string.sub(ARGV[i], 1, 2) == 's:' then
+      idx[#idx + 1] = i + 1
+      f[#idx] = get(ARGV[i])
+    end
+  end
+  local obs = count_steps(f, 0, idx, app .. '|' .. fn, {})
+  head[4] = #obs
+  for _, d in ipairs(obs) do head[#head + 1] = d end
+end
+local cx = get('cx')
 for i = 5, #ARGV - 1, 2 do
   if ARGV[i] == 'cx' then cx = ARGV[i + 1] end
   if ARGV[i] == 'vs' and IX then
-    local g = redis.call('HMGET', KEYS[1], 'fk', 'c')
-    ix_versions(g[1], ARGV[i + 1], ix_ms(g[2]), rid)
+    ix_versions(get('fk'), ARGV[i + 1], ix_ms(get('c')), rid)
   end
 end
 if TKEY then redis.call('ZADD', TKEY, ARGV[4], rid) end
@@ -47,14 +63,23 @@ end
 -- moved on and the lease renewed, as end_pass then begin_pass would leave them.
 local set = {}
 for i = 5, #ARGV do set[#set + 1] = ARGV[i] end
-for _, v in ipairs({'seq', (tonumber(f[3] or '0') or 0) + 1, 'st', 'running', 'lu', ARGV[3],
-                    'wake', '0', 'wd', '0'}) do
+for _, v in ipairs({'seq', tostring((tonumber(get('seq') or '0') or 0) + 1), 'st', 'running',
+                    'lu', ARGV[3], 'wake', '0', 'wd', '0'}) do
   set[#set + 1] = v
 end
-if not f[6] then
+if not get('t0') then
   set[#set + 1], set[#set + 2] = 't0', ARGV[2]
 end
 redis.call('HSET', KEYS[1], unpack(set))
-local all = redis.call('HGETALL', KEYS[1])
+-- The reply is the hash as it is now: what was read, with what was just set.
+for i = 1, #set, 2 do
+  local j = at[set[i]]
+  if j then
+    all[j] = set[i + 1]
+  else
+    all[#all + 1], all[#all + 2] = set[i], set[i + 1]
+    at[set[i]] = #all
+  end
+end
 for _, v in ipairs(all) do head[#head + 1] = v end
 return head
