@@ -39,7 +39,14 @@ from ._core.flow import (
     as_timestamp,
     check_on_failure,
 )
-from ._core.function import FunctionDef, build_function, check_backoff, check_id
+from ._core.function import (
+    DEFAULT_PASS_BUDGET,
+    FunctionDef,
+    build_function,
+    check_backoff,
+    check_id,
+    check_pass_budget,
+)
 from ._core.ids import new_token, run_id_for
 from ._core.middleware import MiddlewareFactory, SendEventsResult
 from ._core.middleware import Stack as MiddlewareStack
@@ -114,6 +121,9 @@ class Fanout(BulkMethods, HistoryMethods):
     ``max_event_bytes`` limits one event's serialized size (default 2 MiB), for
     ``send``, ``emit`` and ``ctx.step.send_event``.  ``recovery_timeout`` and
     ``retention`` are seconds (they are fanout's own settings).
+    ``pass_budget`` (seconds, default 0.05) is how long one ``fanout.step`` task may
+    go on to a run's next steps before it hands the run back to the broker; 0 runs
+    one task per step (``docs/concepts/execution-model.md``).
     """
 
     def __init__(
@@ -124,6 +134,7 @@ class Fanout(BulkMethods, HistoryMethods):
         redis_url: str | None = None,
         retry_backoff: Iterable[float] | None = None,
         checkpoint: bool = False,
+        pass_budget: float = DEFAULT_PASS_BUDGET,
         recovery_timeout: float = 60.0,
         retention: float = 7 * 86400,
         logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
@@ -155,6 +166,7 @@ class Fanout(BulkMethods, HistoryMethods):
         self._pg_lock = threading.Lock()
         self._backoff = check_backoff(retry_backoff)
         self._checkpoint = bool(checkpoint)
+        self._pass_budget = check_pass_budget(pass_budget)
         if not isinstance(strict_order, bool):
             raise ConfigError(f"strict_order must be True or False, not {strict_order!r}")
         self._strict_order = strict_order
@@ -191,6 +203,7 @@ class Fanout(BulkMethods, HistoryMethods):
         retries: int = 4,
         backoff: Iterable[float] | None = None,
         checkpoint: bool | None = None,
+        pass_budget: float | None = None,
         concurrency: Concurrency | list[Concurrency] | None = None,
         singleton: Singleton | None = None,
         throttle: Throttle | None = None,
@@ -240,6 +253,8 @@ class Fanout(BulkMethods, HistoryMethods):
         )
         backoff_ = self._backoff if backoff is None else backoff
         checkpoint_ = self._checkpoint if checkpoint is None else checkpoint
+        budget = (self._pass_budget if pass_budget is None
+                  else check_pass_budget(pass_budget, f"function {fn_id!r}: "))
         strict_ = self._strict_order if strict_order is None else strict_order
         middleware_ = self.middleware + validate_middleware(
             middleware, f"create_function(fn_id={fn_id!r}, middleware=...)")
@@ -261,12 +276,14 @@ class Fanout(BulkMethods, HistoryMethods):
                 patches=patches,
                 strict_order=strict_,
                 search=search_,
+                pass_budget=budget,
             )
             fn.max_event_bytes = self.max_event_bytes
             fn.middleware, fn.client = middleware_, self
             companion = None
             if on_failure is not None:
                 companion = self._failure_handler(fn, on_failure, retries, backoff_, checkpoint_)
+                companion.pass_budget = fn.pass_budget
                 companion.max_event_bytes = self.max_event_bytes
             fn.logger_of = lambda: self._logger
             self._rt.add_function(fn)

@@ -5,7 +5,9 @@ The pass itself (the lease, the engine, the end of the pass by its outcome) is
 is what a worker puts around it: the Redis store, leases renewed in the background,
 flow control's gates (``gates.py``, ``slots.py``), messages published to the broker,
 and run endings told to flow control, the system events and an invoking parent
-(``endings.py``).  A pass of a paused function parks instead (``paused.py``).
+(``endings.py``).  A pass of a paused function parks instead (``paused.py``).  One
+task may run several passes of a run in a row (the function's ``pass_budget``); it
+stops going on when the function is paused or the worker shuts down.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from celery.worker import state as worker_state
+
 from .._core.function import FunctionDef
 from .._core.lifecycle import Host, one_branch, one_pass
 from .._redis.store import Store
 from . import endings, gates, slots
-from .runlog import attempt_failed, run_started
+from .runlog import attempt_failed, pass_went_on, run_started
 from .runtime import Runtime
 from .sink import PassSink
 
@@ -85,6 +89,15 @@ class WorkerHost(Host):
     def attempt_failed(self, fn: FunctionDef, run_id: str, attempt: int, attempts: int,
                        error: dict[str, Any], retry_at: float) -> None:
         attempt_failed(fn.key, run_id, None, attempt, attempts, error, retry_at)
+
+    def may_go_on(self, fn: FunctionDef, run_id: str) -> bool:
+        # Not while the function is paused (its next pass parks, from the broker) nor
+        # while the worker shuts down (the run goes back to the broker at once).
+        return not (self.rt.paused.is_paused(fn.key) or worker_state.should_stop
+                    or worker_state.should_terminate)
+
+    def went_on(self, fn: FunctionDef, run_id: str, seq: int) -> None:
+        pass_went_on(fn.key, run_id, seq)
 
 
 def function_for(rt: Runtime, fn_key: str, run_id: str) -> FunctionDef | None:

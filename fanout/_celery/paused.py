@@ -73,6 +73,11 @@ class Paused:
         moments, a test session's end), without a warning for the outage that follows."""
         self._stopped.set()
 
+    def is_paused(self, fn_key: str) -> bool:
+        """Whether ``fn_key`` is paused, as this process last read it (no round trip):
+        a pass does not go on to the run's next step in its task then."""
+        return fn_key in self._paused
+
     def maybe_park(self, fn_key: str, run_id: str, seq: int | None) -> bool:
         """Park this pass if its function is paused; True when the caller must stop."""
         store = self.store

@@ -6,7 +6,8 @@ Two loggers, both children of ``fanout``:
   run's code outside any step), an ERROR when a run fails for good. On by default.
   An error raised with ``quiet=True`` (``NonRetriableError``, ``RetryAfterError``,
   and the ``StepError`` a quiet step failure becomes) is not logged here.
-* ``fanout.runs``: an INFO line when a run starts and when it ends. Off by default
+* ``fanout.runs``: an INFO line when a run starts and when it ends, and one
+  each time a ``fanout.step`` task goes on to the run's next pass. Off by default
   (its level is WARNING); turn it on with
   ``logging.getLogger("fanout.runs").setLevel(logging.INFO)``.
 
@@ -184,6 +185,15 @@ def run_started(fn_key: str, run_id: str) -> None:
         app, fn = _split(fn_key)
         _log(runs, logging.INFO, {"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id},
              "fanout: run %s (%s) started", run_id, fn_key)
+
+
+def pass_went_on(fn_key: str, run_id: str, seq: int) -> None:
+    """A task goes on to pass ``seq`` of the run (its next step) without a message."""
+    if runs.isEnabledFor(logging.INFO):
+        app, fn = _split(fn_key)
+        _log(runs, logging.INFO, {"fanout_app": app, "fanout_fn": fn, "fanout_run_id": run_id,
+                                   "fanout_pass": seq},
+             "fanout: run %s (%s) goes on to pass %d in the same task", run_id, fn_key, seq)
 
 
 def run_ended(fn_key: str, run_id: str, status: str, error: dict[str, Any] | None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from .versions import check_patches, check_version, creation_fields
 
 MAX_TRIGGERS = 10
 MAX_RETRIES = 20
+#: How long one ``fanout.step`` task may go on running a run's next steps (seconds)
+#: before it hands the run back to the broker; 0 is one task per step.
+DEFAULT_PASS_BUDGET = 0.05
+MAX_PASS_BUDGET = 300.0
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,127}$")
 
 
@@ -43,6 +48,17 @@ def check_fn_id(value: object) -> str:
             "control characters), not only spaces"
         )
     return value
+
+
+def check_pass_budget(value: object, where: str = "") -> float:
+    """A pass budget: a number of seconds from 0 to :data:`MAX_PASS_BUDGET` (not a bool)."""
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or not 0 <= value <= MAX_PASS_BUDGET):
+        raise ConfigError(
+            f"{where}pass_budget must be a number of seconds from 0 to {MAX_PASS_BUDGET:g} "
+            f"(0: one fanout.step task per step), not {value!r}"
+        )
+    return float(value)
 
 
 def check_backoff(value: object) -> tuple[float, ...]:
@@ -83,6 +99,9 @@ class FunctionDef:
     #: Search attributes: ``data.`` / ``output.`` paths its runs are indexed by
     #: (:mod:`fanout._core.search`).
     search: tuple[str, ...] = ()
+    #: Seconds one ``fanout.step`` task may keep running the run's next steps before
+    #: it hands the run back to the broker (0: one task per step).
+    pass_budget: float = DEFAULT_PASS_BUDGET
 
     def creation_fields(self) -> dict[str, str]:
         """What a new run of this function records about the code it was created on
@@ -137,6 +156,8 @@ class FunctionDef:
             "version": self.version,
             **({"patches": list(self.patches)} if self.patches else {}),
             **({"strict_order": True} if self.strict_order else {}),
+            **({"pass_budget": self.pass_budget}
+               if self.pass_budget != DEFAULT_PASS_BUDGET else {}),
             **self.flow.describe(),
             **({"on_failure_of": self.failure_of} if self.failure_of else {}),
         }
@@ -157,6 +178,7 @@ def build_function(
     patches: object = None,
     strict_order: object = False,
     search: object = None,
+    pass_budget: object = DEFAULT_PASS_BUDGET,
 ) -> FunctionDef:
     """Check a declaration; ``flow`` holds the flow-control keyword arguments."""
     fid = check_fn_id(fn_id)
@@ -209,4 +231,5 @@ def build_function(
         patches=check_patches(fid, patches),
         strict_order=bool(strict_order),
         search=check_search(fid, search),
+        pass_budget=check_pass_budget(pass_budget, f"function {fid!r}: "),
     )

@@ -223,7 +223,7 @@ class _Harness(Host):
                 ran = one_branch(self, fn, self.run_id, branch)
             if ran is None:
                 continue
-            self.passes += 1
+            self.passes += ran.passes
             if self.passes > MAX_PASSES:
                 raise ConfigError(f"the run did not end within {MAX_PASSES} passes")
             if self.ended is None:

@@ -4,7 +4,10 @@ One code path for a worker and for the test harness: :func:`one_pass` takes the
 run's lease (``begin_pass``), reads the run into a :class:`PassInput`, runs the
 engine through a :class:`RunSink`, and :func:`conclude` ends the pass by the
 outcome's type (:data:`ARMS`): ``end_pass`` or ``finish_run`` writes the step
-records the pass deferred, and the next message is asked for.  :func:`one_branch`
+records the pass deferred, and the next message is asked for.  A pass that reached
+the run's next step goes on to it in the same task while the function's
+``pass_budget`` allows (:func:`may_go_on`): ``go_on`` ends the pass and begins the
+next under the same lease in one store call, and no message is sent.  :func:`one_branch`
 is the same for one branch of a parallel group (:data:`BRANCH_ARMS`).
 
 What differs between a worker and the harness is the :class:`Host`: the store it
@@ -204,6 +207,14 @@ class Host:
     def run_started(self, fn: FunctionDef, run_id: str) -> None:
         """The first pass of a run begins."""
 
+    def may_go_on(self, fn: FunctionDef, run_id: str) -> bool:
+        """Whether a pass may go on to the run's next step in this task (the budget and
+        the function's options are checked by :func:`may_go_on`)."""
+        return True
+
+    def went_on(self, fn: FunctionDef, run_id: str, seq: int) -> None:
+        """Pass ``seq`` of the run begins in the task of the pass before it."""
+
     def attempt_failed(self, fn: FunctionDef, run_id: str, attempt: int, attempts: int,
                        error: dict[str, Any], retry_at: float) -> None:
         """An attempt of the run's code outside any step failed and will be retried."""
@@ -212,12 +223,14 @@ class Host:
 @dataclass
 class Ran:
     """What a pass or branch did: its outcome, when it ended (``now``), the run's new
-    pass sequence, and when it is due again if it waits for a timer."""
+    pass sequence, when it is due again if it waits for a timer, and how many passes
+    ran in the task (a pass that went on to the next step: more than one)."""
 
     outcome: Outcome
     now: float
     seq: int | None = None
     wake: float | None = None
+    passes: int = 1
 
 
 # -- a pass --------------------------------------------------------------------------------
@@ -290,7 +303,8 @@ def end_run(store: RunStore, run_id: str, token: str, status: str, output: Any,
 
 
 def one_pass(host: Host, fn: FunctionDef, run_id: str, seq: int | None) -> Ran | None:
-    """Run one pass of ``run_id`` (the message for pass ``seq``; None: a wake-up).
+    """Run a pass of ``run_id`` (the message for pass ``seq``; None: a wake-up), and
+    the passes after it while the run goes on at once and :func:`may_go_on` allows.
     None when no pass ran (the run was not ready, or ended here)."""
     store = host.store
     token = new_token()
@@ -303,6 +317,7 @@ def one_pass(host: Host, fn: FunctionDef, run_id: str, seq: int | None) -> Ran |
         return None
     host.hold_lease(run_id, LEASE, token, lease_ms)
     hold = None
+    began, passes = time.monotonic(), 0
     try:
         if int(fields.get(TAKEOVERS, "0")) > MAX_TAKEOVERS:
             host.finish(run_id, token, "failed", None, {
@@ -315,20 +330,51 @@ def one_pass(host: Host, fn: FunctionDef, run_id: str, seq: int | None) -> Ran |
             go, hold = host.before_pass(fn, run_id, token, fields, lease_ms)
             if not go:
                 return None
-        inp = pass_input(fn, run_id, fields)
-        if inp.attempt == 0 and not inp.memo and fields.get(TAKEOVERS, "0") == "0":
-            host.run_started(fn, run_id)
-        sink = host.sink(fn, run_id, token, fields)
-        outcome = run_engine(fn, inp, sink)
-        host.release(hold)  # the step is over: free the slot before the next pass
-        marks = pass_fields(fn.version, fields, sink.warnings)  # versions, warnings
-        if sink.divergence is not None:
-            marks.update(divergence_fields(fields, *sink.divergence))
-        return conclude(host, fn, run_id, token, outcome, fields,
-                        {**sink.take_deferred(), **marks})
+        while True:
+            passes += 1
+            inp = pass_input(fn, run_id, fields)
+            if (passes == 1 and inp.attempt == 0 and not inp.memo
+                    and fields.get(TAKEOVERS, "0") == "0"):
+                host.run_started(fn, run_id)
+            sink = host.sink(fn, run_id, token, fields)
+            outcome = run_engine(fn, inp, sink)
+            host.release(hold)  # the step is over: free the slot before the next pass
+            marks = pass_fields(fn.version, fields, sink.warnings)  # versions, warnings
+            if sink.divergence is not None:
+                marks.update(divergence_fields(fields, *sink.divergence))
+            steps = {**sink.take_deferred(), **marks}
+            if isinstance(outcome, Continue) and may_go_on(host, fn, run_id, began):
+                lease_ms = int((time.time() + host.lease_s) * 1000)
+                now = time.time()
+                head, after = store.go_on(run_id, token, lease_ms,
+                                          {**steps, TAKEOVERS: 0, QUEUED_AT: repr(now)})
+                if head == "ok":
+                    fields = after
+                    host.hold_lease(run_id, LEASE, token, lease_ms)
+                    host.went_on(fn, run_id, int(fields.get(SEQ, "0")))
+                    continue
+                if head == "cancel":  # as after end_pass's -1: the records are written
+                    host.finish(run_id, token, "cancelled", None, cancel_reason(store, run_id),
+                                fields)
+                    return Ran(outcome, now, -1, passes=passes)
+                log.warning("fanout: run %s was taken over by another worker mid-pass", run_id)
+                return Ran(outcome, now, passes=passes)
+            ran = conclude(host, fn, run_id, token, outcome, fields, steps)
+            ran.passes = passes
+            return ran
     finally:
         host.release(hold)
         host.drop_lease(run_id, LEASE)
+
+
+def may_go_on(host: Host, fn: FunctionDef, run_id: str, began: float) -> bool:
+    """Whether a pass that reached the run's next step runs it in the same task: the
+    function's ``pass_budget`` (seconds since the task's first pass began) is not
+    spent, the function has no flow control at pass time and is not in checkpoint
+    mode (which runs every step in one pass already), and the host allows it (a
+    worker: the function is not paused, the worker is not shutting down)."""
+    return (fn.pass_budget > 0 and not fn.checkpoint and not fn.flow.at_pass
+            and time.monotonic() - began < fn.pass_budget and host.may_go_on(fn, run_id))
 
 
 # -- ending a pass, by outcome ------------------------------------------------------------

@@ -178,6 +178,22 @@ class MemoryRunStore:
         finally:
             self.timers[run_id] = int(due * 1000)  # sent with the script, whatever it says
 
+    def go_on(self, run_id: str, token: str, lease_until_ms: int,
+              fields: Mapping[str, Any]) -> Begun:
+        now = self.clock()
+        f = self.runs.get(run_id, {})
+        if f.get(LEASE) != token:
+            return Begun("lost", {})
+        self.timers[run_id] = lease_until_ms
+        f.update({k: _value(v) for k, v in fields.items()})
+        if CANCEL in f:
+            return Begun("cancel", {})
+        f.update({SEQ: str(int(float(f.get(SEQ) or "0")) + 1), ST: "running",
+                  LEASE_UNTIL: repr(lease_until_ms / 1000), WAKE: "0", WATCHDOG: "0"})
+        if STARTED not in f:
+            f[STARTED] = repr(now)
+        return Begun("ok", dict(f))
+
     def finish_run(self, run_id: str, token: str, status: str, fields: Mapping[str, Any]) -> int:
         try:
             f = self.runs.get(run_id)

@@ -102,6 +102,16 @@ class RunStore(Protocol):
         records among them) first; the timer is armed at ``wake`` or the watchdog."""
         ...
 
+    def go_on(self, run_id: str, token: str, lease_until_ms: int,
+              fields: Mapping[str, Any]) -> Begun:
+        """End a pass whose run goes on at once and begin the next pass under the same
+        lease, renewed to ``lease_until_ms``, in one atomic step: ``end_pass`` (writing
+        ``fields``, the pass sequence moved on) then ``begin_pass``. ``ok`` with the
+        run's fields; ``lost`` (the lease is no longer ours: nothing written);
+        ``cancel`` (a cancel is pending: ``fields`` written, the lease kept, the caller
+        finishes the run as cancelled)."""
+        ...
+
     def finish_run(self, run_id: str, token: str, status: str, fields: Mapping[str, Any]) -> int:
         """End the run (``token`` '' when no lease is held): 1, 0 when the lease was
         lost or the run had ended, 2 when it completed with a cancel pending (it

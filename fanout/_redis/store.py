@@ -439,6 +439,40 @@ class Store(TimerSets):
         self._observed("step_duration", res[2:])
         return Ended(int(res[0]), bool(int(res[1])))
 
+    def go_on(self, run_id: str, token: str, lease_until_ms: int,
+              fields: Mapping[str, Any]) -> Begun:
+        """End a pass that goes on to the run's next step and begin that pass under the
+        same lease, renewed to ``lease_until_ms`` (lua/go_on.lua): ``ok`` with the run's
+        fields; ``lost`` (nothing written); ``cancel`` (``fields`` written, the lease
+        kept: the caller finishes the run as cancelled)."""
+        now = time.time()
+        args = [token, repr(now), repr(lease_until_ms / 1000), lease_until_ms,
+                *flatten(fields)]
+        timer = self.keys.timer_key(run_id)
+        if self.timers_in_scripts:
+            res = self.scripts.run("go_on", [*self.indexed_run_keys(run_id), timer], args)
+        else:
+            pipe = self.r.pipeline(transaction=False)
+            self.scripts.queue(pipe, "go_on", self.indexed_run_keys(run_id), args)
+            # Only a timer still armed moves, and only later: a lost lease's run keeps
+            # its new holder's timer, an ended run gets none back.
+            pipe.zadd(timer, {run_id: lease_until_ms}, xx=True, gt=True)
+            res = self.scripts.execute(pipe)[0]
+        if not res:
+            return Begun("lost", {})
+        k = int(res[3])
+        self._observed("step_duration", [res[1], res[2], *res[4:4 + k]])
+        head = text(res[0])
+        if head != "ok":
+            return Begun(head, {})
+        out = pairs(res[4 + k:])
+        if self.observations is not None:
+            since = _number(out.get(QUEUED_AT))
+            if since is not None:
+                self.observations.observe("queue_delay", out.get(APP, ""), out.get(FN, ""),
+                                          now - since)
+        return Begun("ok", out)
+
     def finish_run(self, run_id: str, token: str, status: str, fields: Mapping[str, Any]) -> int:
         """End the run: 1, or 0 (lease lost, already ended), or 2 when it completed
         with a cancel requested meanwhile (it ends ``cancelled``)."""

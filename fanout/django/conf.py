@@ -18,7 +18,8 @@ SETTING = "FANOUT"
 
 #: What ``FANOUT["CLIENT_OPTIONS"]`` may pass on to :class:`fanout.Fanout`.
 CLIENT_OPTION_NAMES = frozenset(
-    {"retry_backoff", "checkpoint", "recovery_timeout", "retention", "max_event_bytes"}
+    {"retry_backoff", "checkpoint", "pass_budget", "recovery_timeout", "retention",
+     "max_event_bytes"}
 )
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "memory://")

@@ -16,7 +16,8 @@ points are:
     earlier when the pass saved it before a side effect);
 ``after-end:K``
     the pass that executed step K has released the run (``end_pass``) and the next
-    pass is not enqueued yet.
+    pass is not enqueued yet; or, for a pass that goes on to the next step in its
+    task, ``go_on`` has written step K's record and begun the next pass.
 
 ``scope`` is ``self`` (the pool process running the pass: Celery's main process
 notices and replaces it) or ``group`` (the whole worker: main process and pool).
@@ -70,7 +71,8 @@ def install_store_hooks(redis_factory: Any) -> None:
     """Wrap the Store methods that save step records with the after-save / after-end points.
 
     A step's record is saved by ``save_step`` or, for a step the pass executed, with
-    the end of the pass (``end_pass`` / ``finish_run`` write the deferred records).
+    the end of the pass (``end_pass`` / ``go_on`` / ``finish_run`` write the deferred
+    records).
     ``redis_factory()`` returns the Redis client holding the plans.
     """
     from fanout._redis import store as _store
@@ -80,6 +82,7 @@ def install_store_hooks(redis_factory: Any) -> None:
     orig_save = _store.Store.save_step
     orig_end = _store.Store.end_pass
     orig_finish = _store.Store.finish_run
+    orig_go_on = _store.Store.go_on
 
     def saved(run_id: str, fields: Any) -> None:
         for key, value in (fields or {}).items():
@@ -107,7 +110,16 @@ def install_store_hooks(redis_factory: Any) -> None:
             saved(run_id, fields)
         return out
 
+    def go_on(self: Any, run_id: str, token: str, lease_until_ms: int, fields: Any) -> Any:
+        out = orig_go_on(self, run_id, token, lease_until_ms, fields)
+        if out.head in ("ok", "cancel"):
+            saved(run_id, fields)
+        if out.head == "ok":
+            maybe_kill(redis_factory(), run_id, f"after-end:{out.fields['seq']}")
+        return out
+
     _store.Store.save_step = save_step  # type: ignore[method-assign]
+    _store.Store.go_on = go_on  # type: ignore[method-assign]
     _store.Store.end_pass = end_pass  # type: ignore[method-assign]
     _store.Store.finish_run = finish_run  # type: ignore[method-assign]
     _store.Store._kill_hooks = True  # type: ignore[attr-defined]

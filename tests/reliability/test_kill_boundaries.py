@@ -6,7 +6,8 @@ before step k does anything, between its side effect and its save, right after i
 record is saved, or right after the pass that ran it released the run.  Whatever
 the point, the run completes; a step whose record was saved never runs again; the
 one step interrupted between its side effect and its save runs again (that is
-at-least-once).  Both the one-step-per-pass default and ``checkpoint=True``.
+at-least-once).  The default (a pass goes on to the next step in its task), one
+task per step (``pass_budget=0``) and ``checkpoint=True``.
 
 ``recovery_timeout=4``: a dead worker's lease (half of it, 2 s) expires and the
 timer thread of a live worker resumes the run.
@@ -51,6 +52,12 @@ def four(ctx: fanout.ContextSync) -> list[int]:
     return [ctx.step.run(f"s{k}", effect, ctx.run_id, k) for k in range(1, STEPS + 1)]
 
 
+@client.create_function(fn_id="four-0", trigger=fanout.TriggerEvent(event="rel/four-0"),
+                        pass_budget=0)
+def four_0(ctx: fanout.ContextSync) -> list[int]:
+    return [ctx.step.run(f"s{k}", effect, ctx.run_id, k) for k in range(1, STEPS + 1)]
+
+
 @client.create_function(
     fn_id="four-cp", trigger=fanout.TriggerEvent(event="rel/four-cp"), checkpoint=True
 )
@@ -70,7 +77,7 @@ def poisoned(ctx: fanout.ContextSync) -> str:
     return str(ctx.step.run("poison", poison))
 
 
-FN_EVENT = {"four": "rel/four", "four-cp": "rel/four-cp"}
+FN_EVENT = {"four": "rel/four", "four-0": "rel/four-0", "four-cp": "rel/four-cp"}
 # Every boundary of the 4 steps.  A checkpointed run does all 4 steps in one pass,
 # so it has no pass end between steps (no after-end points).
 DEFAULT_POINTS = (
@@ -153,7 +160,8 @@ def test_pool_process_killed_at_every_boundary(pool_worker: Worker) -> None:
     """All boundaries at once: each run's own pool process kills itself at its point;
     Celery replaces the process, and the run resumes after its lease expires."""
     r = redis_for(__name__)
-    cases = [("four", p, start_case(r, "four", p, "self")) for p in DEFAULT_POINTS]
+    cases = [(fn, p, start_case(r, fn, p, "self")) for fn in ("four", "four-0")
+             for p in DEFAULT_POINTS]
     cases += [("four-cp", p, start_case(r, "four-cp", p, "self")) for p in CHECKPOINT_POINTS]
     for fn_id, point, rid in cases:
         check_case(r, rid, point, fn_id, pool_worker)
@@ -166,9 +174,12 @@ def test_pool_process_killed_at_every_boundary(pool_worker: Worker) -> None:
 # The pool-process test above covers every boundary; these take the whole worker
 # down at one boundary of each kind.  A kill right after a pass has ended (its step
 # record is written with the end of the pass) is recovered by the queued run's
-# watchdog (5 x recovery_timeout = 20 s here), a kill inside a pass by the lease (2 s).
+# watchdog (5 x recovery_timeout = 20 s here: ``four-0``), a kill inside a pass by the
+# lease (2 s), as is a kill after a pass went on to the next step (``four``: the same
+# task holds the lease).
 GROUP_CASES = [
     ("four", "before:1"),
+    ("four-0", "after-save:2"),
     ("four", "after-save:2"),
     ("four", "after-save:4"),
     ("four-cp", "after-save:2"),

@@ -195,6 +195,31 @@ CASES = [
         running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
          ["other", "completed", repr(NOW), "600"], [0],
          lambda r: r.zscore(TSHARD, "r1") == 5),
+    Case("go_on", "the pass ends and the next begins under the same lease", running(),
+         [RUN], ["tok", repr(NOW), repr(NOW + 90), "90000", "s:a", rec("a", "completed"),
+                 "takeovers", "0"], ("ok", ["a", "f"]),
+         lambda r: fields(r)["seq"] == "3" and fields(r)["lease"] == "tok"
+         and fields(r)["lu"] == repr(NOW + 90) and fields(r)["st"] == "running"
+         and "s:a" in fields(r) and fields(r)["t0"] == repr(NOW)),
+    Case("go_on", "not under another's lease: nothing written", running(), [RUN],
+         ["other", repr(NOW), repr(NOW + 90), "90000", "s:a", rec("a", "completed")], None,
+         lambda r: "s:a" not in fields(r) and fields(r)["seq"] == "2"),
+    Case("go_on", "a cancel pending: the records written, the lease kept",
+         running(cx="{}"), [RUN],
+         ["tok", repr(NOW), repr(NOW + 90), "90000", "s:a", rec("a", "completed")],
+         ["cancel", "a", "f", 0],
+         lambda r: "s:a" in fields(r) and fields(r)["lease"] == "tok"
+         and fields(r)["seq"] == "2"),
+    Case("go_on", "counting and the timer moved to the new lease expiry",
+         lambda r: (running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, MET, "", TSHARD],
+         ["tok", repr(NOW), repr(NOW + 90), "90000", "s:a",
+          rec("a", "failed", t0=1.0, t1=1.5)], ("ok", ["a", "f", "0.5"]),
+         lambda r: r.zscore(TSHARD, "r1") == 90_000
+         and r.hget(MET, "c|step_failures|a|f") == b"1"),
+    Case("go_on", "a lost lease leaves the timer to its new holder",
+         lambda r: (running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
+         ["other", repr(NOW), repr(NOW + 90), "90000"], None,
+         lambda r: r.zscore(TSHARD, "r1") == 5),
     Case("renew_lease", "by its holder", running(), [RUN], ["tok", repr(NOW + 90), "lease"],
          1, lambda r: fields(r)["lu"] == repr(NOW + 90)),
     Case("renew_lease", "not by another", running(), [RUN], ["x", repr(NOW + 90), "lease"], 0),
@@ -357,7 +382,14 @@ def test_script(client: redis.Redis, case: Case) -> None:
     client.flushdb()
     case.given(client)
     reply = dec(Scripts(client).run(case.script, case.keys, case.args))
-    if isinstance(case.reply, str) and isinstance(reply, list) and case.reply == "ok":
+    if isinstance(case.reply, tuple):  # go_on: 'ok', app, fn, k, k durations, the run
+        head, tail = case.reply
+        assert reply[0] == head and reply[1:3] == tail[:2]
+        k = int(reply[3])
+        assert reply[4:4 + k] == tail[2:]
+        rest = reply[4 + k:]
+        assert dict(zip(rest[::2], rest[1::2], strict=True)) == fields(client)
+    elif isinstance(case.reply, str) and isinstance(reply, list) and case.reply == "ok":
         assert reply[0] == "ok"  # then the run's fields
         got = dict(zip(reply[1::2], reply[2::2], strict=True))
         assert got == fields(client), "begin_* returns the whole run"

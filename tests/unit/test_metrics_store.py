@@ -24,7 +24,7 @@ def test_every_script_that_counts_includes_the_library() -> None:
     counting = [p.name for p in sorted(LUA.glob("*.lua"))
                 if re.search(r"\b(count_attempt|count_steps|read_run)\(", p.read_text())
                 and p.name != "_metrics.lua"]
-    assert counting == ["end_pass.lua", "finish_run.lua", "save_step.lua"]
+    assert counting == ["end_pass.lua", "finish_run.lua", "go_on.lua", "save_step.lua"]
     for name in counting:
         assert "--#include _metrics\n" in (LUA / name).read_text(), name
     # No script writes a histogram field: those come from the worker processes.

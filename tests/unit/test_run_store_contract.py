@@ -130,6 +130,25 @@ STORIES: dict[str, Story] = {
         lambda s: s.end_pass(RUN, "t1", "queued"),  # the dead worker's token: lost
         lambda s: s.end_pass(RUN, "t2", "queued", fields={"takeovers": 0}),
     ],
+    "a pass goes on to the next step in its task": [
+        lambda s: s.create_runs([(RUN, "a:f", fields())]),
+        lambda s: s.begin_pass(RUN, "t1", LEASE_MS, 0),
+        lambda s: s.go_on(RUN, "t1", LEASE_MS - 1, {  # the records written, seq 1
+            "takeovers": 0, "s:a": json.dumps(step("a", "completed", output=1).to_json())}),
+        lambda s: s.go_on(RUN, "x", LEASE_MS, {"s:b": "{}"}),  # not our lease: lost
+        lambda s: s.save_step(RUN, "t1", step("b", "completed")),  # still our lease
+        lambda s: s.go_on(RUN, "t1", LEASE_MS, {"vs": '["v1"]'}),  # seq 2
+        lambda s: s.begin_pass(RUN, "t2", LEASE_MS, 2),  # busy: the lease is held
+        lambda s: s.finish_run(RUN, "t1", "completed", {"out": "2"}),
+        lambda s: s.go_on(RUN, "t1", LEASE_MS, {}),  # ended: lost
+    ],
+    "a cancel requested while a pass goes on": [
+        lambda s: s.create_runs([(RUN, "a:f", fields())]),
+        lambda s: s.begin_pass(RUN, "t1", LEASE_MS, 0),
+        lambda s: s.go_on(RUN, "t1", LEASE_MS, {"cx": '{"m":1}', "s:a": json.dumps(
+            step("a", "completed").to_json())}),  # cancel: written, the lease kept
+        lambda s: s.finish_run(RUN, "t1", "cancelled", {"err": '{"m":1}'}),
+    ],
 }
 
 
