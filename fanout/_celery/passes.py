@@ -19,8 +19,9 @@ from typing import Any
 
 from celery.worker import state as worker_state
 
+from .._core.branches import one_branch
 from .._core.function import FunctionDef
-from .._core.lifecycle import Host, one_branch, one_pass
+from .._core.lifecycle import Host, one_pass
 from .._redis.store import Store
 from . import endings, gates, slots
 from .runlog import attempt_failed, pass_went_on, run_started

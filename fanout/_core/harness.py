@@ -28,10 +28,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .._errors import ConfigError, InvokeError
+from .branches import one_branch
 from .event import Event, dumps, prepare_batch
 from .function import FunctionDef
 from .ids import derived_event_id, run_id_for
-from .lifecycle import Host, Ran, RunSink, end_run, one_branch, one_pass
+from .lifecycle import Host, Ran, RunSink, end_run, one_pass
 from .memory_store import MemoryRunStore
 from .outcomes import Sleep, Wait
 from .records import StepInfo, StepRecord, child_error
