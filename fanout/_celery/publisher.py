@@ -52,7 +52,7 @@ class SenderRouter(Protocol):
     def refusal(self, declared: set[str] | None) -> str | None: ...
     def route(self, ids: Sequence[str], texts: Sequence[str], fresh: Sequence[bool],
               batch: str, *, parent_run_id: str | None, target: str | None,
-              invoker: dict[str, Any] | None) -> None: ...
+              invoker: dict[str, Any] | None, waits: Any = None) -> None: ...
 
 
 class Publisher:
@@ -90,6 +90,7 @@ class Publisher:
             stored = self._store().store_events(
                 [(ev.id or "", text, ev.ts or 0, ev.name) for ev, text in events],
                 route=(batch, payload), read_declared=here,
+                read_waits=here and target is None,
             )
         except StoreError as exc:
             raise PublishError(f"could not store {len(ids)} event(s) in Redis: {exc}") from exc
@@ -98,7 +99,8 @@ class Publisher:
             if why is None:
                 try:
                     sender.route(ids, [text for _ev, text in events], stored.fresh, batch,
-                                 parent_run_id=parent_run_id, target=target, invoker=invoker)
+                                 parent_run_id=parent_run_id, target=target, invoker=invoker,
+                                 waits=stored.waits)
                 except Exception as exc:  # noqa: BLE001 - the router does it instead
                     log.warning("fanout: routing %d event(s) in the sender failed (%s); "
                                 "publishing them to the router", len(ids), exc)

@@ -27,6 +27,7 @@ from .._core.records import StepRecord
 from .._core.run_record import new_run_fields
 from .._core.waits import wait_bucket, wait_matches
 from .._redis.declared import entry
+from .._redis.wait_store import Prefetched
 from . import admission, endings
 from .runtime import Runtime
 
@@ -89,6 +90,7 @@ def route_events(
     parent_run_id: str | None,
     target: str | None,
     invoker: dict[str, Any] | None,
+    waits: Prefetched | None = None,
 ) -> None:
     """Route stored events: create the runs they start (set-if-absent, flow control's
     admission), cancel the runs they cancel, finish the waits they satisfy, and
@@ -114,7 +116,7 @@ def route_events(
         todo += admission.admit(rt, flowed)
     if target is None:
         endings.cancel_matching(rt, [ev for _eid, ev in events])
-    resolved = _resolve_waits(rt, [ev for _eid, ev in events]) if target is None else []
+    resolved = _resolve_waits(rt, [ev for _eid, ev in events], waits) if target is None else []
     if todo or resolved:
         with rt.publisher.batch() as producer:
             for fk, rid in todo:
@@ -133,15 +135,21 @@ def _subscribers(rt: Runtime, ev: dict[str, Any], target: str | None) -> list[Fu
     return [fn]
 
 
-def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def _resolve_waits(
+    rt: Runtime, events: list[dict[str, Any]], prefetched: Prefetched | None = None
+) -> list[tuple[str, str]]:
     """Finish the waits these events satisfy; returns (fn key, run id) to enqueue.
 
     Waits with ``match`` live in buckets keyed by the match value, so an event only
     looks at the waits it can satisfy (no scan of every wait on that event name).
+    ``prefetched``: what a sender read with its events (the paths and the waits
+    without ``match``); only what it lacks is read here.
     """
     store = rt.store
     names = sorted({str(ev.get("name")) for ev in events})
-    paths = store.waits.paths(names)
+    have = prefetched.paths if prefetched is not None else {}
+    lacking = [n for n in names if n not in have]
+    paths = {**have, **(store.waits.paths(lacking) if lacking else {})}
     per_event: list[list[tuple[str, str | None]]] = []
     keys: set[tuple[str, str | None]] = {(name, None) for name in names}
     for ev in events:
@@ -153,7 +161,11 @@ def _resolve_waits(rt: Runtime, events: list[dict[str, Any]]) -> list[tuple[str,
                 mine.append((name, bucket))
         per_event.append(mine)
         keys.update(mine)
-    open_waits = store.waits.open(sorted(keys, key=lambda k: (k[0], k[1] or "")))
+    known = prefetched.keys if prefetched is not None else set()
+    open_waits = {k: v for k, v in (prefetched.open if prefetched else {}).items() if k in keys}
+    to_read = sorted(keys - known, key=lambda k: (k[0], k[1] or ""))
+    if to_read:
+        open_waits.update(store.waits.open(to_read))
     if not open_waits:
         return []
     now = time.time()
@@ -258,6 +270,7 @@ class SenderRouting:
         parent_run_id: str | None,
         target: str | None,
         invoker: dict[str, Any] | None,
+        waits: Prefetched | None = None,
     ) -> None:
         """Route events this process has just stored (``texts``; an event whose id was
         stored before, ``fresh`` False, is read back: the first payload wins), then
@@ -271,5 +284,5 @@ class SenderRouting:
             if ev:
                 events.append((eid, ev))
         route_events(self.rt, events, parent_run_id=parent_run_id, target=target,
-                     invoker=invoker)
+                     invoker=invoker, waits=waits)
         store.end_route(batch)

@@ -31,10 +31,13 @@ STALE_S = 60.0  # an entry older than this is from no live worker
 class StoredEvents:
     """What storing a batch of events answered: per event, whether this call stored it
     (False: an event with that id was there already, and it stays), and the live
-    declared entries when they were asked for."""
+    declared entries and the open waits when they were asked for."""
 
     fresh: list[bool]
     declared: set[str] | None = None
+    #: The waits the events may resolve, read after the events were written
+    #: (``WaitStore.parse_read``), when asked for.
+    waits: Any = None
 
 
 def entry(fn_key: str, digest: str) -> str:
