@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from .._core.event import dumps
@@ -36,6 +37,9 @@ ROUTE_CHUNK = 500
 #: A send of at most this many events may be routed by its sender; a larger one goes
 #: to the router, so that its runs' creation spreads over the workers.
 SENDER_MAX_EVENTS = 50
+#: Set by ``tracing.instrument``: the spans around routing in the sender.
+tracing_hook: Callable[[Sequence[str], str | None, str | None],
+                       AbstractContextManager[None]] | None = None
 
 
 def route(
@@ -283,6 +287,8 @@ class SenderRouting:
             ev = json.loads(text) if new else stored.get(eid)
             if ev:
                 events.append((eid, ev))
-        route_events(self.rt, events, parent_run_id=parent_run_id, target=target,
-                     invoker=invoker, waits=waits)
+        hook = tracing_hook
+        with hook(ids, parent_run_id, target) if hook is not None else nullcontext():
+            route_events(self.rt, events, parent_run_id=parent_run_id, target=target,
+                         invoker=invoker, waits=waits)
         store.end_route(batch)
