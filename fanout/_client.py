@@ -124,6 +124,10 @@ class Fanout(BulkMethods, HistoryMethods):
     ``pass_budget`` (seconds, default 0.05) is how long one ``fanout.step`` task may
     go on to a run's next steps before it hands the run back to the broker; 0 runs
     one task per step (``docs/concepts/execution-model.md``).
+    ``route_in_sender`` (default True): a send of at most 50 events is routed in the
+    sending process (its runs created, their first passes published) when that
+    process declares exactly the functions the live workers declare; otherwise, and
+    with False, every send goes through the router task (``docs/concepts/events.md``).
     """
 
     def __init__(
@@ -143,6 +147,7 @@ class Fanout(BulkMethods, HistoryMethods):
         middleware: Sequence[MiddlewareFactory] | None = None,
         serializer: Any = None,
         history_url: str | None = None,
+        route_in_sender: bool = True,
     ) -> None:
         self.app_id = check_id("app_id", app_id)
         self._logger: logging.Logger | logging.LoggerAdapter[Any] | None = None
@@ -170,9 +175,15 @@ class Fanout(BulkMethods, HistoryMethods):
         if not isinstance(strict_order, bool):
             raise ConfigError(f"strict_order must be True or False, not {strict_order!r}")
         self._strict_order = strict_order
+        if not isinstance(route_in_sender, bool):
+            raise ConfigError(f"route_in_sender must be True or False, not {route_in_sender!r}")
         self._rt: Runtime = runtime_for(
             celery, self.redis_url, recovery_timeout=recovery_timeout, retention=retention
         )
+        sender = self._rt.publisher.sender
+        if sender is not None and not route_in_sender:
+            # One switch per Celery app: any client on it turning it off turns it off.
+            sender.enabled = False
         self.functions: dict[str, FunctionDef] = {}
         self.middleware = validate_middleware(middleware, "Fanout(middleware=...)")
         #: How typed outputs (``output_type=``) are stored: pydantic unless given.

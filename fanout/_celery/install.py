@@ -15,8 +15,9 @@ from typing import Any
 from celery import Celery, signals
 
 from .._errors import ConfigError
+from .._redis.declared import REFRESH_S
 from .._redis.history import History
-from . import endings, history_copy, tasks
+from . import endings, history_copy, routing, tasks
 from .runtime import Runtime, _runtimes, _runtimes_lock
 
 log = logging.getLogger("fanout")
@@ -41,6 +42,10 @@ def runtime_for(
 
 def _install(rt: Runtime) -> None:
     tasks.register(rt)
+    # Routing in the sender, and what every worker declares for it (declared.py).
+    rt.publisher.sender = routing.SenderRouting(rt)
+    rt.timers.add_periodic("fanout-declared", lambda: register_declared(rt), REFRESH_S,
+                           at_start=True)
     # Trim history indexes past the retention about once an hour in each worker.
     rt.timers.add_periodic(
         "fanout-history-prune", lambda: History(rt.store).prune(), 3600.0, at_start=False
@@ -56,6 +61,14 @@ def _install(rt: Runtime) -> None:
         at_start=False,
     )
     _Signals(rt).connect()
+
+
+def register_declared(rt: Runtime) -> int:
+    """Write this worker's functions to the registry senders check before routing
+    their own events; returns how many stale entries it dropped."""
+    sender = rt.publisher.sender
+    entries = sender.entries() if isinstance(sender, routing.SenderRouting) else set()
+    return rt.store.declared.register(sorted(entries))
 
 
 def check_serializers(app: Celery) -> None:
@@ -194,6 +207,10 @@ class _Signals:
             shared = shared_redis_warning(self.rt.app, self.rt.redis_url)
             if shared:
                 log.warning("fanout: %s", shared)
+            try:
+                register_declared(self.rt)  # before the first message is taken
+            except Exception as exc:  # noqa: BLE001 - the periodic job writes it again
+                log.warning("fanout: could not register this worker's functions: %s", exc)
             self.rt.timers.start()
             # The PostgreSQL history store's copier (fanout_history_url), in the main
             # process only: a thread of its own, never in a pass.

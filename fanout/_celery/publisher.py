@@ -24,9 +24,10 @@ supports it (Redis); elsewhere each message is published at once.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Protocol
 
 from celery import Celery
 from kombu.utils.uuid import uuid
@@ -36,8 +37,22 @@ from .._core.ids import new_token
 from .._errors import ConfigError, PublishError
 from .._redis.store import Store, StoreError
 
+log = logging.getLogger("fanout")
 BATCH_SIZE = 1000
 FIRST_PASS_PRIORITY = 3  # the Redis transport's second priority step (0, 3, 6, 9)
+
+
+class SenderRouter(Protocol):
+    """What :meth:`Publisher.publish` asks of the routing in the sender."""
+
+    enabled: bool
+    max_events: int
+
+    def wanted(self, n: int) -> bool: ...
+    def refusal(self, declared: set[str] | None) -> str | None: ...
+    def route(self, ids: Sequence[str], texts: Sequence[str], fresh: Sequence[bool],
+              batch: str, *, parent_run_id: str | None, target: str | None,
+              invoker: dict[str, Any] | None, waits: Any = None) -> None: ...
 
 
 class Publisher:
@@ -48,6 +63,9 @@ class Publisher:
         self.app = app
         self.router_queue = router_queue
         self._store = store
+        #: Routing in the sender (``routing.SenderRouting``), set when fanout's tasks
+        #: are registered; None routes every send through the router.
+        self.sender: SenderRouter | None = None
 
     # -- fanout's messages --------------------------------------------------------------
 
@@ -59,18 +77,41 @@ class Publisher:
         target: str | None = None,
         invoker: dict[str, Any] | None = None,
     ) -> list[str]:
-        """Store the events and publish one router message; never waits for a worker."""
+        """Store the events and route them: here when :attr:`sender` says this process
+        may (``route_in_sender``), else with one router message.  Never waits for a
+        worker."""
         ids = [ev.id or "" for ev, _ in events]
         batch = new_token()
         payload = dumps({"ids": ids, "parent": parent_run_id, "target": target,
                          "invoker": invoker})
+        sender = self.sender
+        here = sender is not None and sender.wanted(len(ids))
         try:
-            self._store().store_events(
+            stored = self._store().store_events(
                 [(ev.id or "", text, ev.ts or 0, ev.name) for ev, text in events],
-                route=(batch, payload),
+                route=(batch, payload), read_declared=here,
+                read_waits=here and target is None,
             )
         except StoreError as exc:
             raise PublishError(f"could not store {len(ids)} event(s) in Redis: {exc}") from exc
+        if sender is not None and here:
+            why = sender.refusal(stored.declared)
+            if why is None:
+                try:
+                    sender.route(ids, [text for _ev, text in events], stored.fresh, batch,
+                                 parent_run_id=parent_run_id, target=target, invoker=invoker,
+                                 waits=stored.waits)
+                except Exception as exc:  # noqa: BLE001 - the router does it instead
+                    log.warning("fanout: routing %d event(s) in the sender failed (%s); "
+                                "publishing them to the router", len(ids), exc)
+                else:
+                    log.debug("fanout: routed %d event(s) in the sender", len(ids))
+                    return ids
+            else:
+                log.debug("fanout: %d event(s) to the router: %s", len(ids), why)
+        elif sender is not None and sender.enabled:
+            log.debug("fanout: %d event(s) to the router: more than %d in one send",
+                      len(ids), sender.max_events)
         self.route(ids, parent_run_id=parent_run_id, target=target, invoker=invoker,
                    batch_id=batch)
         return ids

@@ -9,7 +9,9 @@ signals, so no fanout code path changes:
     code, and ``ctx.step.send_event``/``invoke`` inside a run.  Its context goes
     into the message headers (W3C ``traceparent``).
 ``fanout.route`` (CONSUMER)
-    the router task turning events into runs; child of the send.
+    the router task turning events into runs; child of the send.  A send routed
+    in the sending process (``route_in_sender``) makes the same two spans there,
+    the route one INTERNAL with ``fanout.routed_in_sender``.
 ``fanout.run <app:fn>`` (CONSUMER)
     one per pass of a run (one ``fanout.step`` Celery task).  All the passes of
     a run are children of the span that created the run (the route, or the
@@ -30,7 +32,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +41,7 @@ from typing import Any
 from celery import signals
 
 from .._core.run_record import ST, step_records
+from . import routing
 
 try:
     from opentelemetry import context as otel_context
@@ -110,6 +114,31 @@ class _Instrumentation:
                                            dispatch_uid="fanout-otel-after")
         signals.task_prerun.connect(self.prerun, weak=False, dispatch_uid="fanout-otel-prerun")
         signals.task_postrun.connect(self.postrun, weak=False, dispatch_uid="fanout-otel-postrun")
+
+    @contextmanager
+    def sender_route(self, ids: Sequence[str], parent_run_id: str | None,
+                     target: str | None) -> Iterator[None]:
+        """Routing in the sender: the ``fanout.send`` and ``fanout.route`` spans a
+        router message and its task would have made, in the sending process."""
+        attrs: dict[str, Any] = {"messaging.system": "celery", "fanout.event_count": len(ids),
+                                 "fanout.event_ids": [str(i) for i in ids[:20]]}
+        if parent_run_id:
+            attrs["fanout.parent_run_id"] = parent_run_id
+        if target:
+            attrs["fanout.target"] = target
+        send = self.tracer.start_span("fanout.send", kind=SpanKind.PRODUCER, attributes=attrs)
+        send_ctx = trace.set_span_in_context(send)
+        route = self.tracer.start_span(
+            "fanout.route", context=send_ctx, kind=SpanKind.INTERNAL,
+            attributes={"fanout.event_count": len(ids), "fanout.routed_in_sender": True,
+                        **({"fanout.target": target} if target else {})})
+        token = otel_context.attach(trace.set_span_in_context(route, send_ctx))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+            route.end()
+            send.end()
 
     def disconnect(self) -> None:
         signals.before_task_publish.disconnect(dispatch_uid="fanout-otel-before")
@@ -284,6 +313,7 @@ def instrument(tracer_provider: trace.TracerProvider | None = None) -> None:
             return
         _state = _Instrumentation(tracer_provider)
         _state.connect()
+        routing.tracing_hook = _state.sender_route
 
 
 def uninstrument() -> None:
@@ -291,6 +321,7 @@ def uninstrument() -> None:
     with _state_lock:
         if _state is not None:
             _state.disconnect()
+            routing.tracing_hook = None
             _state = None
 
 

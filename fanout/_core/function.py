@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -233,3 +234,14 @@ def build_function(
         search=check_search(fid, search),
         pass_budget=check_pass_budget(pass_budget, f"function {fid!r}: "),
     )
+
+
+def routing_digest(fn: FunctionDef) -> str:
+    """A digest of what routing an event reads of ``fn``: its triggers, cancel specs
+    and flow control, its version and patches, what a new run records (search
+    attributes) and whose failures it handles.  A sender routes its own events only
+    when every worker's functions have the digests of its own (``declared.py``)."""
+    what = {**fn.describe(), "search": list(fn.search)}
+    what.pop("name", None)  # shown, never read by routing
+    text = json.dumps(what, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

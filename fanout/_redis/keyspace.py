@@ -64,6 +64,8 @@ class Keyspace:
         # The event names counted under their own name in the metrics (the rest: "other").
         self.metric_event_names = f"{p}:metrics:evnames"
         self.paused = f"{p}:paused"
+        # What the workers declare, for routing in the sender (fanout/_redis/declared.py).
+        self.declared = f"{p}:declared"
         self.ingest_keys = f"{p}:ingest:keys"
         self.audit = f"{p}:audit"
 

@@ -39,6 +39,7 @@ from .._core.run_record import (
 from .._core.run_store import Begun, BranchBegun, Created, Ended, Saved
 from .._core.run_view import to_run_info
 from .cluster import CROSS_SLOT, counts_on_cluster
+from .declared import DeclaredStore, StoredEvents, live
 from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .event_series import EventSeries
 from .flow_store import FlowStore
@@ -151,6 +152,7 @@ class Store(TimerSets):
         self.flow = FlowStore(client, self.keys, self.scripts, self.retention,
                               indexed=self.indexed)
         self.waits = WaitStore(client, self.keys, self.retention)
+        self.declared = DeclaredStore(client, self.keys.declared, self.scripts)
         # Timers claimed from the old single set (P:timers), re-timed into their shard.
         self._legacy_claims: set[str] = set()
         self._timer_heads: dict[str, int] = {}
@@ -187,8 +189,9 @@ class Store(TimerSets):
     # -- events ------------------------------------------------------------------
 
     def store_events(
-        self, items: Sequence[tuple[str, str, int, str]], *, route: tuple[str, str] | None = None
-    ) -> None:
+        self, items: Sequence[tuple[str, str, int, str]], *, route: tuple[str, str] | None = None,
+        read_declared: bool = False, read_waits: bool = False,
+    ) -> StoredEvents:
         """Store (id, json, ts, name) events set-if-absent: the first payload for an id
         wins.  Events are also indexed by name over the retention (the events listing
         by name, and ``wait_for_event`` lookback).
@@ -196,6 +199,10 @@ class Store(TimerSets):
         ``route`` = (batch id, payload) records the router batch about to be published,
         with a watchdog timer, in the same round trip: if the router message is lost
         (or its worker dies before routing), the timer publishes it again.
+        ``read_declared`` reads the workers' declared functions in that round trip too
+        (``declared.py``), for a sender that may route the batch itself, and
+        ``read_waits`` the waits on these event names (after the events are written,
+        as the router reads them after loading the events).
         """
         keys = self.keys
         pipe = self.r.pipeline(transaction=False)
@@ -205,6 +212,7 @@ class Store(TimerSets):
             member = keys.route_timer(batch_id)
             pipe.zadd(keys.timer_key(member),
                       {member: int((time.time() + self.watchdog) * 1000)})
+        first = 0 if route is None else 2  # the replies of the events' SET NX start here
         by_name: dict[str, dict[str, int]] = {}
         for eid, event_text, ts, name in items:
             pipe.set(keys.event(eid), event_text, nx=True, ex=self.retention)
@@ -221,7 +229,17 @@ class Store(TimerSets):
                 key = (self.metric_shards.any(name) if self.metric_shards is not None
                        else self.metrics_key)
                 pipe.hincrby(key, f"c|events|{label}", len(members))
-        pipe.execute()
+        names = sorted(by_name) if read_waits else []
+        self.waits.queue_read(pipe, names)
+        if read_declared:
+            pipe.hgetall(keys.declared)
+        replies = pipe.execute()
+        tail = replies[len(replies) - 2 * len(names) - int(read_declared):]
+        return StoredEvents(
+            fresh=[bool(x) for x in replies[first:first + len(items)]],
+            declared=live(tail[-1]) if read_declared else None,
+            waits=self.waits.parse_read(names, tail[:2 * len(names)]) if read_waits else None,
+        )
 
     def load_events(self, event_ids: Sequence[str]) -> list[dict[str, Any] | None]:
         if not event_ids:

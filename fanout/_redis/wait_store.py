@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .._core.event import dumps
@@ -17,6 +18,19 @@ from .keyspace import Keyspace
 from .replies import text
 
 WaitKey = tuple[str, "str | None"]
+
+
+@dataclass(frozen=True)
+class Prefetched:
+    """The match paths by event name, and the open waits without ``match`` (read for
+    every key in ``keys``, present when not empty) of a set of event names."""
+
+    paths: dict[str, list[str]]
+    open: dict[WaitKey, dict[str, dict[str, Any]]]
+
+    @property
+    def keys(self) -> set[WaitKey]:
+        return {(name, None) for name in self.paths}
 
 
 class WaitStore:
@@ -33,6 +47,25 @@ class WaitStore:
         if bucket is not None:
             pipe.sadd(self.keys.wait_paths(name), bucket.split("=", 1)[0])
         pipe.execute()
+
+    def queue_read(self, pipe: Any, names: Sequence[str]) -> None:
+        """Queue, in a caller's pipeline, what :meth:`paths` and :meth:`open` of the
+        waits without ``match`` read for ``names`` (two replies per name), so a sender
+        reads them in the round trip that stores its events; :meth:`parse_read`
+        decodes the replies."""
+        for name in names:
+            pipe.smembers(self.keys.wait_paths(name))
+            pipe.hgetall(self.keys.waits(name, None))
+
+    def parse_read(self, names: Sequence[str], replies: Sequence[Any]) -> Prefetched:
+        paths: dict[str, list[str]] = {}
+        open_: dict[WaitKey, dict[str, dict[str, Any]]] = {}
+        for i, name in enumerate(names):
+            paths[name] = sorted(text(p) for p in replies[2 * i] or ())
+            raw = replies[2 * i + 1]
+            if raw:
+                open_[(name, None)] = {text(k): json.loads(v) for k, v in raw.items()}
+        return Prefetched(paths, open_)
 
     def paths(self, names: Sequence[str]) -> dict[str, list[str]]:
         """The ``match`` paths that open waits use, by event name."""

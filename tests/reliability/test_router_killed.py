@@ -28,7 +28,8 @@ import redis
 import fanout
 from tests.support import Worker, make_app, redis_for, run_of, wait_for
 
-app, client = make_app(__name__, recovery_timeout=4)
+# route_in_sender=False: these sends must go through the router under test.
+app, client = make_app(__name__, recovery_timeout=4, route_in_sender=False)
 DEADLINE = 45  # the router batch's watchdog is 5 x recovery_timeout = 20 s after the send
 PLAN, DONE = "router-kill:plan", "router-kill:done"
 

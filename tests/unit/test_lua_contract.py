@@ -278,6 +278,11 @@ CASES = [
          [30, "a", "", "b", "", "c", 99], 2,
          lambda r: r.zscore(TIMERS, "a") is None and r.zscore(TIMERS, "b") == 44
          and r.zscore(TIMERS, "c") == 99),
+    # -- the workers' declared functions (routing in the sender) ------------------------
+    Case("declare", "entries written, an entry no worker refreshed dropped",
+         lambda r: r.hset(KEY, mapping={"a:old d1": "10", "a:kept d2": "95"}), [KEY],
+         ["100", "40", "a:f d3", "a:kept d2"], 1,
+         lambda r: fields(r, KEY) == {"a:f d3": "100", "a:kept d2": "100"}),
     # -- cron, pause ----------------------------------------------------------------------
     Case("admit_event_name", "room under the cap: the name gets its series", nothing, [KEY],
          ["a/b", 2], 1, lambda r: r.smembers(KEY) == {b"a/b"}),
