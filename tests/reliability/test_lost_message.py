@@ -5,7 +5,7 @@ worker and the worker's separate "unacked" bookkeeping never reaches Redis (seen
 ``test_redis_restart.py``).  A run whose only reminder is that message would then
 never resume (fanout once dropped a run's timer right after enqueueing its next
 pass).  Here a test-only hook drops one chosen ``fanout.step`` message per run (the
-router's first one, or the one after pass 1 or 2), as if the broker had lost it,
+first one, published by the router or by a sender that routes its event itself, or the one after pass 1 or 2), as if the broker had lost it,
 and every run must still complete.
 
 A queued run keeps a watchdog timer (five times the recovery timeout, then with
@@ -31,7 +31,7 @@ PLAN = "drop:plan"
 DONE = "drop:done"
 
 
-def install_drop_hook() -> None:
+def install_drop_hook() -> Any:
     """Drop the publish of the planned (run, seq) ``fanout.step`` message, once.
 
     Everything else ``Runtime.enqueue`` does still happens; only the message is gone.
@@ -50,6 +50,7 @@ def install_drop_hook() -> None:
         return orig(self, name, args, **options)
 
     Publisher.send = send  # type: ignore[method-assign]
+    return orig
 
 
 if os.environ.get("FANOUT_TEST_DROP_HOOK") == "1":
@@ -70,9 +71,17 @@ def three(ctx: fanout.ContextSync) -> list[int]:
 
 @pytest.fixture()
 def dropping_worker(clean_db: redis.Redis, log_dir: Path) -> Iterator[Worker]:
+    # A run's first message is published by the sender when it routes the event itself
+    # (route_in_sender), so this process drops its planned messages too.
+    from fanout._celery.publisher import Publisher
+
+    orig = install_drop_hook()
     w = Worker(__name__, env={"FANOUT_TEST_DROP_HOOK": "1"}, log_dir=log_dir)
-    yield w
-    w.stop()
+    try:
+        yield w
+    finally:
+        w.stop()
+        Publisher.send = orig  # type: ignore[method-assign]
 
 
 def test_a_lost_step_message_does_not_strand_the_run(dropping_worker: Worker) -> None:
