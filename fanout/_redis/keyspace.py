@@ -6,8 +6,12 @@ the key's value, so a script touches one cluster slot; ``docs/internals.md`` lis
 the layout.  Timer members are built here too: a run id, a parallel branch
 ``branch:<run>:<step>``, a router batch ``route:<batch>``.  They live in
 :data:`TIMER_SHARDS` sorted sets ``P:timers:{t<k>}``, ``k`` a hash of the run (or
-batch) id, so on a Redis Cluster the timers spread over the nodes; ``P:timers``, the
-one set of earlier versions, is still drained until it is empty.
+batch) id, so on a Redis Cluster the timers spread over the nodes: 16 sets on one
+Redis, :data:`CLUSTER_TIMER_SHARDS` (32) on a cluster, where one set of 16 took more
+than 2 % of the store's commands (each set more costs the timer scan one command).
+A timer found in a set that is not its home (on a cluster one of the 16 sets of
+earlier versions, or ``P:timers``, the one set before them) is moved home when it is
+claimed, so those sets drain.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .._core.ids import key_part
 from .._core.run_store import branch_timer
 
 TIMER_SHARDS = 16  # sorted sets holding the timers, each in a cluster slot of its own
+CLUSTER_TIMER_SHARDS = 32  # on a Redis Cluster (the first 16 are the sets above)
 METRICS_SHARDS = 16  # metrics hashes on a Redis Cluster (metric_shards.py)
 
 
@@ -40,12 +45,23 @@ def metrics_shard_tags(n: int = METRICS_SHARDS) -> list[str]:
     return out
 
 
+def _timer_hash(member: str) -> int:
+    """The hash that places a timer: of its run id (or router batch id)."""
+    kind, _, rest = member.partition(":")
+    owner = rest.split(":", 1)[0] if kind in ("branch", "route") and rest else member
+    return zlib.crc32(owner.encode())
+
+
 class Keyspace:
-    def __init__(self, prefix: str = "fanout") -> None:
+    def __init__(self, prefix: str = "fanout", *, timer_shards: int = TIMER_SHARDS) -> None:
+        if timer_shards < TIMER_SHARDS:
+            raise ValueError(f"timer_shards must be at least {TIMER_SHARDS}")
         self.prefix = prefix
         p = prefix
         self.timers = f"{p}:timers"  # before the shards: drained, never written
-        self.timer_shards = [f"{p}:timers:{{t{k}}}" for k in range(TIMER_SHARDS)]
+        # Shard k is P:timers:{t<k>} whatever their number, so the 16 sets of one Redis
+        # (and of earlier versions on a cluster) are the first 16 of a cluster's 32.
+        self.timer_shards = [f"{p}:timers:{{t{k}}}" for k in range(timer_shards)]
         self.runs_index = f"{p}:idx:runs"
         self.events_index = f"{p}:idx:events"
         self.functions_index = f"{p}:idx:fns"
@@ -143,9 +159,14 @@ class Keyspace:
     def timer_key(self, member: str) -> str:
         """The timer shard of a member: by its run id (or router batch id), so a run's
         timers share one set."""
-        kind, _, rest = member.partition(":")
-        owner = rest.split(":", 1)[0] if kind in ("branch", "route") and rest else member
-        return self.timer_shards[zlib.crc32(owner.encode()) % TIMER_SHARDS]
+        return self.timer_shards[_timer_hash(member) % len(self.timer_shards)]
+
+    def timer_homes(self, member: str) -> list[str]:
+        """Every set ``member`` can be in, its shard first: its shard among the 16 of
+        earlier versions when that is another set, then the old single set."""
+        home = self.timer_key(member)
+        old = self.timer_shards[_timer_hash(member) % TIMER_SHARDS]
+        return [home, self.timers] if old == home else [home, old, self.timers]
 
     @property
     def timer_keys(self) -> list[str]:

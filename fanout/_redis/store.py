@@ -42,7 +42,7 @@ from .cluster import CROSS_SLOT, counts_on_cluster
 from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .event_series import EventSeries
 from .flow_store import FlowStore
-from .keyspace import Keyspace
+from .keyspace import CLUSTER_TIMER_SHARDS, TIMER_SHARDS, Keyspace
 from .metric_shards import MetricShards
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
@@ -110,7 +110,10 @@ class Store(TimerSets):
     ):
         self.r = client
         self.p = prefix
-        self.keys = Keyspace(prefix)
+        cluster = _is_cluster(client)
+        # More timer shards on a cluster, so no one set takes much of the commands.
+        self.keys = Keyspace(prefix, timer_shards=CLUSTER_TIMER_SHARDS if cluster else
+                             TIMER_SHARDS)
         self.retention = int(retention)
         # A queued run keeps a timer too: if the broker loses its message, the timer
         # offers the run again after ``watchdog`` seconds (then with backoff).
@@ -118,7 +121,6 @@ class Store(TimerSets):
         # The metrics hash, passed to the run scripts as KEYS[2] so counting costs no
         # command. On a Redis Cluster (7.0 or later) the counts go to shards, a run's
         # to one on its node (metric_shards.py); the scripts carry the flag for it.
-        cluster = _is_cluster(client)
         if metrics is None or (metrics and cluster):
             metrics = not cluster or counts_on_cluster(client)
         self.scripts = Scripts(client, CROSS_SLOT if metrics and cluster else "")
@@ -151,8 +153,8 @@ class Store(TimerSets):
         self.flow = FlowStore(client, self.keys, self.scripts, self.retention,
                               indexed=self.indexed)
         self.waits = WaitStore(client, self.keys, self.retention)
-        # Timers claimed from the old single set (P:timers), re-timed into their shard.
-        self._legacy_claims: set[str] = set()
+        # Timers claimed from a set not their shard (P:timers, an old shard) -> that set.
+        self._legacy_claims: dict[str, str] = {}
         self._timer_heads: dict[str, int] = {}
 
     # -- keys --------------------------------------------------------------------

@@ -1,13 +1,14 @@
 """The timer sets: claiming due timers, re-timing them, counting them.
 
-A timer is a member of one of :data:`~fanout._redis.keyspace.TIMER_SHARDS` sorted sets
-(``P:timers:{t<k>}``, by run id; ``keyspace.py``) scored by its due time in ms: a
+A timer is a member of one of the timer shards, sorted sets ``P:timers:{t<k>}`` (16
+on one Redis, 32 on a cluster; by run id, ``keyspace.py``) scored by its due time in ms: a
 run id (its lease, watchdog or wake-up), ``branch:<run>:<step>`` or
 ``route:<batch>``.  The run transitions in ``store.py`` arm and remove them with the
 same pipelines as their scripts; this mixin of :class:`~fanout._redis.store.Store`
 holds what the timer thread and the gauges do with them.  ``P:timers``, the single
-set of earlier versions, is claimed from too, and what is claimed there moves to its
-shard, so a worker on this version drains it.
+set of earlier versions, is claimed from too, and a timer claimed from a set that is
+not its home (that one, or on a cluster one of the 16 shards of earlier versions)
+moves to its shard, so a worker on this version drains them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import redis
 
 from .._core.run_record import watchdog_field
-from .keyspace import TIMER_SHARDS, Keyspace
+from .keyspace import Keyspace
 from .replies import texts
 from .scripts import Scripts
 
@@ -31,8 +32,9 @@ class TimerSets:
     keys: Keyspace
     scripts: Scripts
     watchdog: float
-    # Timers claimed from the old single set (P:timers), re-timed into their shard.
-    _legacy_claims: set[str]
+    # Timers claimed from a set that is not their shard (P:timers, or an old shard on a
+    # cluster) -> that set; re-timed into their shard.
+    _legacy_claims: dict[str, str]
     # Each set's earliest timer (ms) as the last scan saw it; a set not here was empty.
     _timer_heads: dict[str, int]
 
@@ -81,7 +83,7 @@ class TimerSets:
 
     def _queue_claims(self, pipe: Any, keys: Sequence[str], now_ms: int, rearm: int,
                       limit: int) -> None:
-        per_key = max(1, limit // TIMER_SHARDS)
+        per_key = max(1, limit // len(self.keys.timer_shards))
         for key in keys:
             self.scripts.queue(pipe, "claim_due", [key], [now_ms, rearm, per_key])
 
@@ -100,8 +102,9 @@ class TimerSets:
         for key, (*members, first) in zip(keys, replies, strict=True):
             claimed = texts(members)
             due += claimed
-            if key == self.keys.timers:
-                self._legacy_claims.update(claimed)
+            for member in claimed:
+                if self.keys.timer_key(member) != key:
+                    self._legacy_claims[member] = key
             if first not in (b"", ""):
                 heads[key] = int(float(first))
         return due
@@ -128,20 +131,22 @@ class TimerSets:
         return total, overdue, oldest
 
     def timer_scores(self, members: Sequence[str]) -> list[float | None]:
-        """Each member's timer (ms), in its shard or in the old single set; one round trip."""
+        """Each member's timer (ms), in its shard or in a set of earlier versions (its
+        shard's first); one round trip."""
         by_key: dict[str, list[str]] = {}
         for m in members:
-            by_key.setdefault(self.keys.timer_key(m), []).append(m)
+            for key in self.keys.timer_homes(m):
+                by_key.setdefault(key, []).append(m)
         pipe = self.r.pipeline(transaction=False)
         for key, group in by_key.items():
             pipe.zmscore(key, group)
-        pipe.zmscore(self.keys.timers, list(members))
-        *shards, legacy = pipe.execute() if members else [[]]
         found: dict[str, float | None] = {}
-        for group, scores in zip(by_key.values(), shards, strict=True):
-            found.update(zip(group, scores, strict=True))
-        return [found.get(m) if found.get(m) is not None else old
-                for m, old in zip(members, legacy or [None] * len(members), strict=True)]
+        homes = {m: self.keys.timer_homes(m) for m in members}
+        for key, scores in zip(by_key, pipe.execute() if members else [], strict=True):
+            for m, score in zip(by_key[key], scores, strict=True):
+                if score is not None and (found.get(m) is None or homes[m].index(key) == 0):
+                    found[m] = score
+        return [found.get(m) for m in members]
 
     def drop_claimed(self, members: Sequence[str], rearm: int) -> None:
         """Remove timers whose score is still ``rearm`` (nobody re-armed them since)."""
@@ -149,14 +154,14 @@ class TimerSets:
 
     def retime(self, expected: int, members: Mapping[str, int | None]) -> None:
         """Set (or, for None, remove) timers whose score is still ``expected``, one
-        script per shard.  A timer claimed from the old single set is removed there
-        and, if it has a new time, armed in its shard (unless one is armed there)."""
+        script per shard.  A timer claimed from a set that is not its shard is removed
+        there and, if it has a new time, armed in its shard (unless one is armed there)."""
         by_key: dict[str, list[Any]] = {}
         moved: dict[str, int] = {}
         for member, score in members.items():
-            if member in self._legacy_claims:
-                self._legacy_claims.discard(member)
-                by_key.setdefault(self.keys.timers, [expected]).extend((member, ""))
+            src = self._legacy_claims.pop(member, None)
+            if src is not None:
+                by_key.setdefault(src, [expected]).extend((member, ""))
                 if score is not None:
                     moved[member] = score
                 continue

@@ -324,15 +324,16 @@ def test_every_lua_script_only_touches_declared_keys() -> None:
 
 
 def test_the_timer_shards_spread_over_the_nodes(cluster: Cluster) -> None:
-    """The 16 timer sets live on every master, and one scan claims the due timers of
-    all of them (a cluster pipeline of ``claim_due`` scripts, one per set)."""
-    from fanout._redis.keyspace import TIMER_SHARDS
+    """The 32 timer sets of a cluster live on every master, and one scan claims the due
+    timers of all of them (a cluster pipeline of ``claim_due`` scripts, one per set)."""
+    from fanout._redis.keyspace import CLUSTER_TIMER_SHARDS as TIMER_SHARDS
     from fanout._redis.store import Store
 
     _, fo = build(cluster.url)
     store = Store(fo.runtime.store.r, prefix="tshard")
     past = time.time() - 1
-    for i in range(200):
+    assert len(store.keys.timer_shards) == TIMER_SHARDS
+    for i in range(1000):
         store.arm(f"run-{i}", past if i % 2 else past + 3600)
     holders = {p: [k.decode() for k in redis.Redis(port=p).keys("tshard:timers:*")]
                for p in cluster.ports}
@@ -343,10 +344,10 @@ def test_the_timer_shards_spread_over_the_nodes(cluster: Cluster) -> None:
     for p in cluster.ports:
         redis.Redis(port=p).script_flush()
     due, rearm, _ = store.claim_due(rearm_s=30, limit=100 * TIMER_SHARDS)
-    assert sorted(due) == sorted(f"run-{i}" for i in range(1, 200, 2))
+    assert sorted(due) == sorted(f"run-{i}" for i in range(1, 1000, 2))
     store.drop_claimed(due, rearm)
     total, overdue, _oldest = store.timer_counts(_counts(store))
-    assert (total, overdue) == (100, 0)
+    assert (total, overdue) == (500, 0)
 
 
 def _counts(store: Any) -> list[Any]:

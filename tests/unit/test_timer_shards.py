@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from fanout._redis.keyspace import TIMER_SHARDS, Keyspace
+from fanout._redis.keyspace import CLUSTER_TIMER_SHARDS, TIMER_SHARDS, Keyspace
 from fanout._redis.store import Store
 
 
@@ -89,3 +89,33 @@ def test_a_scan_runs_the_claim_script_only_on_due_shards(clean_db: redis.Redis) 
     # One script (on that set), a read of each other set, and the script's own ZRANGE.
     assert calls.get("evalsha") == 1
     assert calls.get("zrange") == (len(store.keys.timer_keys) - 1) + 1
+
+
+def test_a_cluster_has_32_shards_and_drains_the_16_of_earlier_versions(
+        clean_db: redis.Redis) -> None:
+    """On a cluster the timers spread over 32 sets, the 16 of one Redis (and of
+    earlier versions) among them: a timer left in its old set is found there, and
+    moved to its new one when claimed."""
+    keys = Keyspace("p", timer_shards=CLUSTER_TIMER_SHARDS)
+    assert keys.timer_shards[:TIMER_SHARDS] == Keyspace("p").timer_shards
+    assert len({keys.timer_key(f"run-{i}") for i in range(2000)}) == CLUSTER_TIMER_SHARDS
+    store = Store(clean_db, prefix="p")
+    store.keys = keys  # as on a cluster
+    moved = [f"run-{i}" for i in range(200)
+             if keys.timer_key(f"run-{i}") != Keyspace("p").timer_key(f"run-{i}")][:3]
+    assert len(moved) == 3
+    now_ms = int(time.time() * 1000)
+    old = {m: Keyspace("p").timer_key(m) for m in moved}
+    for m in moved:
+        clean_db.zadd(old[m], {m: now_ms - 5})
+    clean_db.zadd(old[moved[2]], {"branch:" + moved[2] + ":s": now_ms + 60_000})
+    assert store.timer_scores(moved) == [now_ms - 5] * 3
+    due, rearm, _ = store.claim_due(rearm_s=30)
+    assert sorted(due) == sorted(moved)
+    store.retime(rearm, {moved[0]: now_ms + 9_000, moved[1]: None, moved[2]: now_ms + 7_000})
+    assert clean_db.zscore(keys.timer_key(moved[0]), moved[0]) == now_ms + 9_000
+    assert clean_db.zscore(keys.timer_key(moved[2]), moved[2]) == now_ms + 7_000
+    assert all(clean_db.zscore(old[m], m) is None for m in moved)
+    assert all(clean_db.zscore(keys.timer_key(m), m) is None for m in moved[1:2])
+    # Not claimed (not due): stays in its old set until then, and is found there.
+    assert store.timer_scores(["branch:" + moved[2] + ":s"]) == [now_ms + 60_000]
