@@ -29,20 +29,26 @@ from .._core.run_store import branch_timer
 TIMER_SHARDS = 16  # sorted sets holding the timers, each in a cluster slot of its own
 CLUSTER_TIMER_SHARDS = 32  # on a Redis Cluster (the first 16 are the sets above)
 METRICS_SHARDS = 16  # metrics hashes on a Redis Cluster (metric_shards.py)
+INDEX_SHARDS = 16  # on a Redis Cluster, the sets P:idx:runs and P:idx:fn:<fk> are each this many
 
 
 @cache
-def metrics_shard_tags(n: int = METRICS_SHARDS) -> list[str]:
-    """Hash tags ``m<k>.<i>``, the k-th in the k-th of ``n`` equal ranges of the 16,384
-    cluster slots, so a cluster whose masters each hold a contiguous range of at least
-    16384 / n slots has a metrics shard on every master."""
+def shard_tags(n: int, letter: str) -> list[str]:
+    """Hash tags ``<letter><k>.<i>``, the k-th in the k-th of ``n`` equal ranges of the
+    16,384 cluster slots, so a cluster whose masters each hold a contiguous range of at
+    least 16384 / n slots has a shard on every master."""
     width, out = 16384 // n, []  # (i is found within a few dozen tries)
     for k in range(n):
         i = 0
-        while key_slot(f"m{k}.{i}".encode()) // width != k:
+        while key_slot(f"{letter}{k}.{i}".encode()) // width != k:
             i += 1
-        out.append(f"m{k}.{i}")
+        out.append(f"{letter}{k}.{i}")
     return out
+
+
+def metrics_shard_tags(n: int = METRICS_SHARDS) -> list[str]:
+    """The hash tags ``m<k>.<i>`` of the metrics shards (:func:`shard_tags`)."""
+    return shard_tags(n, "m")
 
 
 def _timer_hash(member: str) -> int:
@@ -53,7 +59,8 @@ def _timer_hash(member: str) -> int:
 
 
 class Keyspace:
-    def __init__(self, prefix: str = "fanout", *, timer_shards: int = TIMER_SHARDS) -> None:
+    def __init__(self, prefix: str = "fanout", *, timer_shards: int = TIMER_SHARDS,
+                 index_shards: int = 0) -> None:
         if timer_shards < TIMER_SHARDS:
             raise ValueError(f"timer_shards must be at least {TIMER_SHARDS}")
         self.prefix = prefix
@@ -63,6 +70,11 @@ class Keyspace:
         # (and of earlier versions on a cluster) are the first 16 of a cluster's 32.
         self.timer_shards = [f"{p}:timers:{{t{k}}}" for k in range(timer_shards)]
         self.runs_index = f"{p}:idx:runs"
+        # On a cluster (index_shards > 0) every run is listed in the shard of its id,
+        # P:idx:runs:{r<k>.<i>} and P:idx:fn:<fk>:{r<k>.<i>}; readers merge the shards
+        # and the unsharded set of earlier versions (run_index.py).
+        self.index_tags = shard_tags(index_shards, "r") if index_shards else []
+        self.runs_index_shards = [f"{p}:idx:runs:{{{t}}}" for t in self.index_tags]
         self.events_index = f"{p}:idx:events"
         self.functions_index = f"{p}:idx:fns"
         self.reindex_lock = f"{p}:idx:reindexing"
@@ -104,6 +116,29 @@ class Keyspace:
 
     def fn_index_pattern(self) -> str:
         return f"{self.prefix}:idx:fn:*"
+
+    def _index_tag(self, run_id: str) -> str:
+        return self.index_tags[zlib.crc32(run_id.encode()) % len(self.index_tags)]
+
+    def runs_index_of(self, run_id: str) -> str:
+        """The set of every run that lists ``run_id``: its shard on a cluster."""
+        if not self.index_tags:
+            return self.runs_index
+        return f"{self.runs_index}:{{{self._index_tag(run_id)}}}"
+
+    def fn_index_of(self, fn_key: str, run_id: str) -> str:
+        """The set of a function's runs that lists ``run_id``: its shard on a cluster."""
+        if not self.index_tags:
+            return self.fn_index(fn_key)
+        return f"{self.fn_index(fn_key)}:{{{self._index_tag(run_id)}}}"
+
+    def runs_indexes(self, fn_key: str | None = None) -> str | tuple[str, ...]:
+        """What lists every run (of one function, or of all): one sorted set, or on a
+        cluster its shards and the unsharded set of earlier versions, read merged."""
+        base = self.fn_index(fn_key) if fn_key else self.runs_index
+        if not self.index_tags:
+            return base
+        return (*(f"{base}:{{{t}}}" for t in self.index_tags), base)
 
     # -- the run indexes the run scripts keep (lua/_indexes.lua names them the same way) --
 

@@ -42,7 +42,7 @@ from .cluster import CROSS_SLOT, counts_on_cluster
 from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .event_series import EventSeries
 from .flow_store import FlowStore
-from .keyspace import CLUSTER_TIMER_SHARDS, TIMER_SHARDS, Keyspace
+from .keyspace import CLUSTER_TIMER_SHARDS, INDEX_SHARDS, TIMER_SHARDS, Keyspace
 from .metric_shards import MetricShards
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
@@ -111,9 +111,10 @@ class Store(TimerSets):
         self.r = client
         self.p = prefix
         cluster = _is_cluster(client)
-        # More timer shards on a cluster, so no one set takes much of the commands.
+        # On a cluster, more timer shards and the lists of all runs (and of a function's)
+        # in shards too, so no one key takes much of the commands.
         self.keys = Keyspace(prefix, timer_shards=CLUSTER_TIMER_SHARDS if cluster else
-                             TIMER_SHARDS)
+                             TIMER_SHARDS, index_shards=INDEX_SHARDS if cluster else 0)
         self.retention = int(retention)
         # A queued run keeps a timer too: if the broker loses its message, the timer
         # offers the run again after ``watchdog`` seconds (then with backoff).
@@ -282,8 +283,8 @@ class Store(TimerSets):
                     idx.zadd(keys.timer_key(run_id), {run_id: watch}, nx=True)
                 # Scored by the run's creation time, as the scripts score the other indexes.
                 created_ms = _created_ms(fields.get(CREATED), now_ms)
-                idx.zadd(keys.runs_index, {run_id: created_ms})
-                idx.zadd(keys.fn_index(fn_key), {run_id: created_ms})
+                idx.zadd(keys.runs_index_of(run_id), {run_id: created_ms})
+                idx.zadd(keys.fn_index_of(fn_key, run_id), {run_id: created_ms})
                 for eid in json.loads(fields.get(EV, "[]")):
                     idx.sadd(keys.event_runs(eid), run_id)
                     idx.expire(keys.event_runs(eid), self.retention)
@@ -297,8 +298,8 @@ class Store(TimerSets):
                 # again, NX, under the run's own creation time repairs the listing when
                 # the router batch is retried, and changes nothing otherwise.
                 created_ms = int(float(c) * 1000) if c else now_ms
-                idx.zadd(keys.runs_index, {run_id: created_ms}, nx=True)
-                idx.zadd(keys.fn_index(fn_key), {run_id: created_ms}, nx=True)
+                idx.zadd(keys.runs_index_of(run_id), {run_id: created_ms}, nx=True)
+                idx.zadd(keys.fn_index_of(fn_key, run_id), {run_id: created_ms}, nx=True)
                 out.append(Created(run_id, False, again))
         if len(idx):
             idx.execute()
@@ -600,8 +601,12 @@ class Store(TimerSets):
     ) -> list[str]:
         if event_id is not None:
             return sorted(texts(self.r.smembers(self.keys.event_runs(event_id))))[:limit]
-        key = self.keys.fn_index(fn_key) if fn_key else self.keys.runs_index
-        return texts(self.r.zrevrange(key, 0, limit - 1))
+        key = self.keys.runs_indexes(fn_key)
+        if isinstance(key, str):
+            return texts(self.r.zrevrange(key, 0, limit - 1))
+        from .merged_index import rev
+
+        return [m for m, _s in rev(self.r, key, "+inf", "-inf", 0, limit)]
 
     def many_run_fields(self, run_ids: Sequence[str]) -> list[dict[str, str]]:
         pipe = self.r.pipeline(transaction=False)
