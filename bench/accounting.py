@@ -52,7 +52,7 @@ KNOWN_BOUNDS: dict[str, str] = {
     "fanout:idx:evname:*": "one zset per event name: entries older than a day removed "
                            "by History.prune",
     "fanout:timers": "the single timer zset of earlier versions: drained, no longer written",
-    "fanout:timers:{*}": "16 zsets (32 on a cluster; shards by run id): a member lives while its run is "
+    "fanout:timers:{*}": "16 zsets (48 on a cluster; shards by run id): a member lives while its run is "
                          "queued, leased or sleeping; removed when the run ends",
     "fanout:metrics": "one hash: counters per function and status (bounded by the "
                       "number of functions, not N)",

@@ -4,7 +4,8 @@ Every listing reads one sorted set (``run_index.py`` says which set answers whic
 filter, and builds the union or intersection a combined filter needs) with
 ``ZREVRANGEBYSCORE ... LIMIT`` (O(log N + page)), then fetches only the summary
 fields of the runs on the page (one ``HMGET`` each, in one pipeline); its total is
-one ``ZCOUNT``. Nothing is scanned and nothing stops early: the first page of
+one ``ZCOUNT``. On a Redis Cluster the list of all runs (or of a function's) is 16
+shards, read merged as one set, the same cursors included (``merged_index.py``). Nothing is scanned and nothing stops early: the first page of
 ``status="failed"`` is full however old the failed runs are, at any number of runs.
 
 Cursors are opaque strings (``"<score>:<skip>"``): the score of the last entry on

@@ -6,12 +6,14 @@ the key's value, so a script touches one cluster slot; ``docs/internals.md`` lis
 the layout.  Timer members are built here too: a run id, a parallel branch
 ``branch:<run>:<step>``, a router batch ``route:<batch>``.  They live in
 :data:`TIMER_SHARDS` sorted sets ``P:timers:{t<k>}``, ``k`` a hash of the run (or
-batch) id, so on a Redis Cluster the timers spread over the nodes: 16 sets on one
-Redis, :data:`CLUSTER_TIMER_SHARDS` (32) on a cluster, where one set of 16 took more
-than 2 % of the store's commands (each set more costs the timer scan one command).
-A timer found in a set that is not its home (on a cluster one of the 16 sets of
-earlier versions, or ``P:timers``, the one set before them) is moved home when it is
-claimed, so those sets drain.
+batch) id: 16 sets ``P:timers:{t<k>}`` on one Redis. On a Redis Cluster, where one
+of those 16 took more than 2 % of the store's commands and half of them sat on one of
+three masters, :data:`CLUSTER_TIMER_SHARDS` sets ``P:timers:{T<k>.<i>}``, the k-th in
+the k-th 48th of the slots (:func:`shard_tags`), so every master of an evenly split
+cluster holds its share (each set more costs the timer scan one command). The sets of
+earlier versions (``P:timers``, and on a cluster the 16 ``{t<k>}``) are still
+scanned, less often, and a timer claimed from a set that is not its home is moved
+home, so they drain.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from .._core.ids import key_part
 from .._core.run_store import branch_timer
 
 TIMER_SHARDS = 16  # sorted sets holding the timers, each in a cluster slot of its own
-CLUSTER_TIMER_SHARDS = 32  # on a Redis Cluster (the first 16 are the sets above)
+CLUSTER_TIMER_SHARDS = 48  # on a Redis Cluster, spread by slot range (16 per master of 3)
 METRICS_SHARDS = 16  # metrics hashes on a Redis Cluster (metric_shards.py)
 INDEX_SHARDS = 16  # on a Redis Cluster, the sets P:idx:runs and P:idx:fn:<fk> are each this many
 
@@ -59,21 +61,21 @@ def _timer_hash(member: str) -> int:
 
 
 class Keyspace:
-    def __init__(self, prefix: str = "fanout", *, timer_shards: int = TIMER_SHARDS,
-                 index_shards: int = 0) -> None:
-        if timer_shards < TIMER_SHARDS:
-            raise ValueError(f"timer_shards must be at least {TIMER_SHARDS}")
+    def __init__(self, prefix: str = "fanout", *, cluster: bool = False) -> None:
         self.prefix = prefix
         p = prefix
+        self.cluster = cluster
         self.timers = f"{p}:timers"  # before the shards: drained, never written
-        # Shard k is P:timers:{t<k>} whatever their number, so the 16 sets of one Redis
-        # (and of earlier versions on a cluster) are the first 16 of a cluster's 32.
-        self.timer_shards = [f"{p}:timers:{{t{k}}}" for k in range(timer_shards)]
+        one_redis = [f"{p}:timers:{{t{k}}}" for k in range(TIMER_SHARDS)]
+        self.timer_shards = ([f"{p}:timers:{{{t}}}" for t in
+                              shard_tags(CLUSTER_TIMER_SHARDS, "T")] if cluster else one_redis)
+        # Sets no timer is armed in any more, scanned until they are empty.
+        self.old_timer_keys = [*one_redis, self.timers] if cluster else [self.timers]
         self.runs_index = f"{p}:idx:runs"
-        # On a cluster (index_shards > 0) every run is listed in the shard of its id,
+        # On a cluster every run is listed in the shard of its id,
         # P:idx:runs:{r<k>.<i>} and P:idx:fn:<fk>:{r<k>.<i>}; readers merge the shards
         # and the unsharded set of earlier versions (run_index.py).
-        self.index_tags = shard_tags(index_shards, "r") if index_shards else []
+        self.index_tags = shard_tags(INDEX_SHARDS, "r") if cluster else []
         self.runs_index_shards = [f"{p}:idx:runs:{{{t}}}" for t in self.index_tags]
         self.events_index = f"{p}:idx:events"
         self.functions_index = f"{p}:idx:fns"
@@ -197,16 +199,18 @@ class Keyspace:
         return self.timer_shards[_timer_hash(member) % len(self.timer_shards)]
 
     def timer_homes(self, member: str) -> list[str]:
-        """Every set ``member`` can be in, its shard first: its shard among the 16 of
-        earlier versions when that is another set, then the old single set."""
+        """Every set ``member`` can be in, its shard first: on a cluster its set among
+        the 16 of earlier versions, then the old single set."""
         home = self.timer_key(member)
-        old = self.timer_shards[_timer_hash(member) % TIMER_SHARDS]
-        return [home, self.timers] if old == home else [home, old, self.timers]
+        if not self.cluster:
+            return [home, self.timers]
+        return [home, self.old_timer_keys[_timer_hash(member) % TIMER_SHARDS], self.timers]
 
     @property
     def timer_keys(self) -> list[str]:
-        """Every set a timer can be in: the shards, then the old single set."""
-        return [*self.timer_shards, self.timers]
+        """Every set a timer can be in: the shards, then the sets of earlier versions
+        (the old single set last)."""
+        return [*self.timer_shards, *self.old_timer_keys]
 
     def route(self, batch_id: str) -> str:
         return f"{self.prefix}:route:{{{batch_id}}}"

@@ -42,7 +42,8 @@ from .cluster import CROSS_SLOT, counts_on_cluster
 from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .event_series import EventSeries
 from .flow_store import FlowStore
-from .keyspace import CLUSTER_TIMER_SHARDS, INDEX_SHARDS, TIMER_SHARDS, Keyspace
+from .keyspace import Keyspace
+from .merged_index import rev
 from .metric_shards import MetricShards
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
@@ -113,8 +114,7 @@ class Store(TimerSets):
         cluster = _is_cluster(client)
         # On a cluster, more timer shards and the lists of all runs (and of a function's)
         # in shards too, so no one key takes much of the commands.
-        self.keys = Keyspace(prefix, timer_shards=CLUSTER_TIMER_SHARDS if cluster else
-                             TIMER_SHARDS, index_shards=INDEX_SHARDS if cluster else 0)
+        self.keys = Keyspace(prefix, cluster=cluster)
         self.retention = int(retention)
         # A queued run keeps a timer too: if the broker loses its message, the timer
         # offers the run again after ``watchdog`` seconds (then with backoff).
@@ -157,6 +157,7 @@ class Store(TimerSets):
         # Timers claimed from a set not their shard (P:timers, an old shard) -> that set.
         self._legacy_claims: dict[str, str] = {}
         self._timer_heads: dict[str, int] = {}
+        self._timer_scans = 0
 
     # -- keys --------------------------------------------------------------------
 
@@ -604,8 +605,6 @@ class Store(TimerSets):
         key = self.keys.runs_indexes(fn_key)
         if isinstance(key, str):
             return texts(self.r.zrevrange(key, 0, limit - 1))
-        from .merged_index import rev
-
         return [m for m, _s in rev(self.r, key, "+inf", "-inf", 0, limit)]
 
     def many_run_fields(self, run_ids: Sequence[str]) -> list[dict[str, str]]:

@@ -33,7 +33,7 @@ def stores() -> Iterator[tuple[Store, Store]]:
     r = redis.Redis.from_url(url_for(__name__))
     r.flushdb()
     one, sharded = Store(r, prefix="one"), Store(r, prefix="sh")
-    sharded.keys = Keyspace("sh", index_shards=INDEX_SHARDS)  # as on a cluster
+    sharded.keys = Keyspace("sh", cluster=True)  # as on a cluster
     pipe = r.pipeline(transaction=False)
     for i in range(N):
         rid, fk = f"run-{i:04d}-{(i * 7919) % 1000:03d}", FNS[i % 3 == 0]

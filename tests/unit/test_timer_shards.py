@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 
 import redis
+from redis.crc import key_slot
 
 from fanout._redis.keyspace import CLUSTER_TIMER_SHARDS, TIMER_SHARDS, Keyspace
 from fanout._redis.store import Store
+from fanout._redis.timer_sets import OLD_SETS_EVERY
 
 
 def test_members_spread_over_the_shards_and_a_run_keeps_one_shard() -> None:
@@ -69,7 +71,7 @@ def test_a_scan_runs_the_claim_script_only_on_due_shards(clean_db: redis.Redis) 
     due, _rearm, nxt = store.claim_due(rearm_s=30)
     calls = _calls(clean_db)
     assert due == [] and nxt is not None and nxt > time.time() + 3000
-    assert calls.get("zrange") == len(store.keys.timer_keys)
+    assert calls.get("zrange") == len(store.keys.timer_shards)  # the old set: 1 scan in 8
     assert "evalsha" not in calls and "zrangebyscore" not in calls
     # Armed elsewhere (as a pass arms its lease), due now: found by this scan's read.
     clean_db.zadd(store.timer_key("r1"), {"r1": int(time.time() * 1000) - 5})
@@ -88,27 +90,34 @@ def test_a_scan_runs_the_claim_script_only_on_due_shards(clean_db: redis.Redis) 
     calls = _calls(clean_db)
     # One script (on that set), a read of each other set, and the script's own ZRANGE.
     assert calls.get("evalsha") == 1
-    assert calls.get("zrange") == (len(store.keys.timer_keys) - 1) + 1
+    assert calls.get("zrange") == (len(store.keys.timer_shards) - 1) + 1
 
 
-def test_a_cluster_has_32_shards_and_drains_the_16_of_earlier_versions(
+def test_a_cluster_has_48_shards_and_drains_the_16_of_earlier_versions(
         clean_db: redis.Redis) -> None:
-    """On a cluster the timers spread over 32 sets, the 16 of one Redis (and of
-    earlier versions) among them: a timer left in its old set is found there, and
-    moved to its new one when claimed."""
-    keys = Keyspace("p", timer_shards=CLUSTER_TIMER_SHARDS)
-    assert keys.timer_shards[:TIMER_SHARDS] == Keyspace("p").timer_shards
-    assert len({keys.timer_key(f"run-{i}") for i in range(2000)}) == CLUSTER_TIMER_SHARDS
+    """On a cluster the timers spread over 48 sets, the k-th in the k-th 48th of the
+    slots (16 on each of 3 masters); the 16 sets of one Redis (and of earlier versions
+    on a cluster) are drained: a timer left there is found, and moved to its new set
+    when claimed."""
+    keys, one = Keyspace("p", cluster=True), Keyspace("p")
+    assert len(keys.timer_shards) == CLUSTER_TIMER_SHARDS
+    # The masters of a 3-node cluster as redis-cli --cluster create splits the slots.
+    masters = [0 if s <= 5460 else 1 if s <= 10922 else 2
+               for s in (key_slot(k.encode()) for k in keys.timer_shards)]
+    assert masters == [0] * 16 + [1] * 16 + [2] * 16
+    assert keys.old_timer_keys == [*one.timer_shards, keys.timers]
+    assert set(keys.timer_shards).isdisjoint(keys.old_timer_keys)
+    assert len({keys.timer_key(f"run-{i}") for i in range(3000)}) == CLUSTER_TIMER_SHARDS
     store = Store(clean_db, prefix="p")
     store.keys = keys  # as on a cluster
-    moved = [f"run-{i}" for i in range(200)
-             if keys.timer_key(f"run-{i}") != Keyspace("p").timer_key(f"run-{i}")][:3]
-    assert len(moved) == 3
+    moved = [f"run-{i}" for i in range(3)]
     now_ms = int(time.time() * 1000)
-    old = {m: Keyspace("p").timer_key(m) for m in moved}
+    old = {m: one.timer_key(m) for m in moved}
+    assert all(keys.timer_homes(m) == [keys.timer_key(m), old[m], keys.timers] for m in moved)
     for m in moved:
         clean_db.zadd(old[m], {m: now_ms - 5})
-    clean_db.zadd(old[moved[2]], {"branch:" + moved[2] + ":s": now_ms + 60_000})
+    later = "branch:" + moved[2] + ":s"
+    clean_db.zadd(old[moved[2]], {later: now_ms + 60_000})
     assert store.timer_scores(moved) == [now_ms - 5] * 3
     due, rearm, _ = store.claim_due(rearm_s=30)
     assert sorted(due) == sorted(moved)
@@ -116,6 +125,30 @@ def test_a_cluster_has_32_shards_and_drains_the_16_of_earlier_versions(
     assert clean_db.zscore(keys.timer_key(moved[0]), moved[0]) == now_ms + 9_000
     assert clean_db.zscore(keys.timer_key(moved[2]), moved[2]) == now_ms + 7_000
     assert all(clean_db.zscore(old[m], m) is None for m in moved)
-    assert all(clean_db.zscore(keys.timer_key(m), m) is None for m in moved[1:2])
+    assert clean_db.zscore(keys.timer_key(moved[1]), moved[1]) is None
     # Not claimed (not due): stays in its old set until then, and is found there.
-    assert store.timer_scores(["branch:" + moved[2] + ":s"]) == [now_ms + 60_000]
+    assert store.timer_scores([later]) == [now_ms + 60_000]
+
+
+def test_the_old_sets_are_read_every_eighth_scan_or_while_due(clean_db: redis.Redis) -> None:
+    """Nothing is armed in the sets of earlier versions: an idle scan reads them once in
+    OLD_SETS_EVERY scans; one that still holds due timers is read on every scan."""
+    store = Store(clean_db, prefix="old")
+    store.keys = Keyspace("old", cluster=True)
+    reads: list[int] = []
+    for _ in range(2 * OLD_SETS_EVERY):
+        clean_db.config_resetstat()
+        store.claim_due(rearm_s=30)
+        reads.append(_calls(clean_db).get("zrange", 0))
+    shards, every = len(store.keys.timer_shards), len(store.keys.timer_keys)
+    assert reads == ([every] + [shards] * (OLD_SETS_EVERY - 1)) * 2
+    # A backlog in an old set: claimed on every scan until it is gone.
+    now_ms = int(time.time() * 1000)
+    clean_db.zadd(store.keys.timers, {f"r{i}": now_ms - 5 for i in range(40)})
+    got: list[str] = []
+    for _ in range(OLD_SETS_EVERY + 2):
+        due, rearm, _ = store.claim_due(rearm_s=30, limit=CLUSTER_TIMER_SHARDS * 10)
+        store.drop_claimed(due, rearm)
+        got += due
+    assert sorted(got) == sorted(f"r{i}" for i in range(40))
+    assert clean_db.zcard(store.keys.timers) == 0
