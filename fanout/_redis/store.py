@@ -158,6 +158,8 @@ class Store(TimerSets):
         self._legacy_claims: dict[str, str] = {}
         self._timer_heads: dict[str, int] = {}
         self._timer_scans = 0
+        self._timer_peeked = float("-inf")
+        self.timer_peek_every = 0.25  # the timer thread's poll interval
 
     # -- keys --------------------------------------------------------------------
 

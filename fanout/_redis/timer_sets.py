@@ -43,7 +43,11 @@ class TimerSets:
     _legacy_claims: dict[str, str]
     # Each set's earliest timer (ms) as the last scan saw it; a set not here was empty.
     _timer_heads: dict[str, int]
-    _timer_scans: int
+    _timer_scans: int  # the scans that read every set
+    _timer_peeked: float  # when the last of those began (time.monotonic)
+    #: Every set is read at most this often (seconds); the sets known due are claimed
+    #: from on every scan.
+    timer_peek_every: float
 
     def timer_key(self, member: str) -> str:
         """The sorted set (shard) that holds the timer ``member``."""
@@ -62,21 +66,28 @@ class TimerSets:
         instead of a script's three); a shard that read shows due is claimed in a
         second round trip. So every set is looked at on every scan, and a timer
         armed elsewhere, lost or late, is still found; an idle scan costs one command
-        per set. The sets of earlier versions, where nothing is armed any more, are read
-        once in :data:`OLD_SETS_EVERY` scans, and on every scan while the last read left
-        one due (so a backlog there drains as fast as before)."""
+        per set. Under load the thread scans again at once while timers are due; those
+        scans claim from the sets known due only, and every set is read at most once per
+        :attr:`timer_peek_every` seconds (the thread's poll interval, so a timer armed
+        elsewhere is found as soon as when idle). The sets of earlier versions, where
+        nothing is armed any more, are read once in :data:`OLD_SETS_EVERY` such reads,
+        and on every scan while the last read left one due (so a backlog there drains
+        as fast as before)."""
         now = time.time()
         now_ms = int(now * 1000)
         rearm = int((now + rearm_s) * 1000)
         self._legacy_claims.clear()  # the last scan re-timed what it claimed
         heads = self._timer_heads
-        self._timer_scans += 1
-        old = self.keys.old_timer_keys
-        if (self._timer_scans - 1) % OLD_SETS_EVERY == 0:
-            keys, kept = self.keys.timer_keys, {}
+        mono = time.monotonic()
+        if mono - self._timer_peeked < self.timer_peek_every:
+            keys = [k for k in self.keys.timer_keys if heads.get(k, now_ms + 1) <= now_ms]
         else:
-            keys = [*self.keys.timer_shards, *(k for k in old if heads.get(k, now_ms + 1) <= now_ms)]
-            kept = {k: heads[k] for k in old if k in heads and k not in keys}
+            self._timer_peeked = mono
+            self._timer_scans += 1
+            old = self.keys.old_timer_keys
+            keys = self.keys.timer_keys if (self._timer_scans - 1) % OLD_SETS_EVERY == 0 else \
+                [*self.keys.timer_shards, *(k for k in old if heads.get(k, now_ms + 1) <= now_ms)]
+        kept = {k: v for k, v in heads.items() if k not in keys}  # not read: as last seen
         claim = [k for k in keys if heads.get(k, now_ms + 1) <= now_ms]
         peek = [k for k in keys if k not in claim]
         pipe = self.r.pipeline(transaction=False)

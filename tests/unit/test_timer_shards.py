@@ -65,6 +65,7 @@ def test_a_scan_runs_the_claim_script_only_on_due_shards(clean_db: redis.Redis) 
     timer armed meanwhile by another process is claimed in the same scan; a set the
     last scan left due is claimed without being read first."""
     store = Store(clean_db, prefix="scan")
+    store.timer_peek_every = 0  # every scan reads every set (see the test below)
     store.arm("later", time.time() + 3600)
     store.claim_due(rearm_s=30)
     clean_db.config_resetstat()
@@ -135,6 +136,7 @@ def test_the_old_sets_are_read_every_eighth_scan_or_while_due(clean_db: redis.Re
     OLD_SETS_EVERY scans; one that still holds due timers is read on every scan."""
     store = Store(clean_db, prefix="old")
     store.keys = Keyspace("old", cluster=True)
+    store.timer_peek_every = 0
     reads: list[int] = []
     for _ in range(2 * OLD_SETS_EVERY):
         clean_db.config_resetstat()
@@ -152,3 +154,26 @@ def test_the_old_sets_are_read_every_eighth_scan_or_while_due(clean_db: redis.Re
         got += due
     assert sorted(got) == sorted(f"r{i}" for i in range(40))
     assert clean_db.zcard(store.keys.timers) == 0
+
+
+def test_a_scan_right_after_another_claims_only_where_due(clean_db: redis.Redis) -> None:
+    """Under load the thread scans again at once while timers are due: such a scan
+    claims from the sets known due only; every set is read again once
+    ``timer_peek_every`` has passed, so a timer armed elsewhere is found then."""
+    store = Store(clean_db, prefix="busy")
+    store.timer_peek_every = 3600.0
+    now_ms = int(time.time() * 1000)
+    for i in range(3):
+        clean_db.zadd(store.timer_key("r1"), {f"branch:r1:s{i}": now_ms - 5})
+    due, rearm, _ = store.claim_due(rearm_s=30, limit=TIMER_SHARDS)  # reads every set
+    assert len(due) == 1
+    clean_db.zadd(store.timer_key("r2"), {"r2": now_ms - 5})  # armed elsewhere
+    assert store.timer_key("r2") != store.timer_key("r1")
+    clean_db.config_resetstat()
+    again, _r, _ = store.claim_due(rearm_s=30, limit=TIMER_SHARDS)
+    calls = _calls(clean_db)
+    assert len(again) == 1 and again[0].startswith("branch:r1:")
+    assert calls.get("evalsha") == 1 and calls.get("zrange") == 1  # the script's own
+    store.timer_peek_every = 0  # the interval has passed: every set is read again
+    found, _r, _ = store.claim_due(rearm_s=30, limit=TIMER_SHARDS * 4)
+    assert "r2" in found
