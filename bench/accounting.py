@@ -47,10 +47,12 @@ KNOWN_BOUNDS: dict[str, str] = {
     "fanout:idx:events": "one global zset: entries older than retention removed by "
                          "History.prune (hourly per worker)",
     "fanout:idx:fn:*": "one zset per function: pruned like fanout:idx:runs",
+    "fanout:idx:runs:{*}": "on a Redis Cluster, the 16 shards of fanout:idx:runs (by run "
+                           "id): pruned like it",
     "fanout:idx:evname:*": "one zset per event name: entries older than a day removed "
                            "by History.prune",
     "fanout:timers": "the single timer zset of earlier versions: drained, no longer written",
-    "fanout:timers:{*}": "16 zsets (shards by run id): a member lives while its run is "
+    "fanout:timers:{*}": "16 zsets (48 on a cluster; shards by run id): a member lives while its run is "
                          "queued, leased or sleeping; removed when the run ends",
     "fanout:metrics": "one hash: counters per function and status (bounded by the "
                       "number of functions, not N)",

@@ -261,12 +261,13 @@ def report(single: dict[str, Any] | None, clus: dict[str, Any]) -> str:
         if busiest:
             lines += ["", f"Busiest single key: `{busiest[0]['key']}`, "
                       f"{100 * busiest[0]['share']:.2f} % of the sample."]
-        shards = [r for r in mon["top_keys"]
-                  if ":metrics:{" in r["key"] and ":run:{" not in r["key"]]
-        if shards:
-            lines += [f"Metrics shards in the sample: {len(shards)} keys, "
-                      f"{100 * sum(r['share'] for r in shards):.1f} % together, the largest "
-                      f"{100 * max(r['share'] for r in shards):.2f} %."]
+        for what, part in (("Metrics shards", ":metrics:{"), ("Timer sets", ":timers"),
+                           ("Run index shards", ":idx:")):
+            shards = [r for r in mon["top_keys"] if part in r["key"] and ":run:{" not in r["key"]]
+            if shards:
+                lines += [f"{what} in the sample: {len(shards)} keys, "
+                          f"{100 * sum(r['share'] for r in shards):.1f} % together, the "
+                          f"largest {100 * max(r['share'] for r in shards):.2f} %."]
         lines += ["", "Keys of one run, event or batch (a family of many keys): the family's "
                   "share of the sample, and one key's share of the whole fan-out (the family's "
                   "share ÷ N; a short sample over-counts the few runs in it):", "",

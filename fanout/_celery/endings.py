@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -165,16 +166,17 @@ def cancel_runs(rt: Runtime, fn: FunctionDef, *, after: float | None, before: fl
     from .._core.flow import _cel
 
     expr = None if if_exp is None else _cel("cancel_runs if_exp", if_exp)
+    from .._redis.run_index import RunIndex
+
     store = rt.store
-    lo = "-inf" if after is None else int(after * 1000)
-    hi = "+inf" if before is None else int(before * 1000)
+    # Whole milliseconds, as the index scores are (a bound inside one is taken down).
+    lo = None if after is None else math.floor(after * 1000) / 1000
+    hi = None if before is None else math.floor(before * 1000) / 1000
     done: list[str] = []
-    offset, page = 0, 500
-    while True:
-        ids = store.flow.fn_runs_between(fn.key, lo, hi, offset, page)
-        if not ids:
-            return done
-        offset += len(ids)
+    # Oldest first, 500 at a time, by score (of the shards merged, on a cluster).
+    for chunk in RunIndex(store).walk(store.keys.runs_indexes(fn.key), since=lo, until=hi,
+                                      chunk=500):
+        ids = [m for m, _s in chunk]
         for rid, f in zip(ids, store.many_run_fields(ids), strict=True):
             if not f.get(ST) or f[ST] in TERMINAL:
                 continue
@@ -182,6 +184,7 @@ def cancel_runs(rt: Runtime, fn: FunctionDef, *, after: float | None, before: fl
                 continue
             if cancel(rt, rid, reason) in ("cancelled", "flagged"):
                 done.append(rid)
+    return done
 
 
 def check_stuck(rt: Runtime, *, min_age: float, limit: int = 5000) -> list[str]:

@@ -113,7 +113,7 @@ def hourly(history: History, *, fn_key: str | None, now: float,
     if not history.store.indexed:
         return [Bucket(float(start), 0, 0, 0) for start in starts]
     keys = history.keys
-    every = keys.fn_index(fn_key) if fn_key else keys.runs_index
+    every = keys.runs_indexes(fn_key)
     ok, bad = keys.status_index("completed", fn_key), keys.status_index("failed", fn_key)
     rows = history.index.count_many([
         (key, start, start + HOUR - 0.001) for start in starts for key in (every, ok, bad)])

@@ -188,7 +188,7 @@ def backfill(store: Store, history: PgHistory, *, batch: int = BATCH) -> CopyRep
     history.create_schema()
     feed = EndedFeed(store)
     rep = CopyReport()
-    for chunk in RunIndex(store).walk(store.keys.runs_index, chunk=batch):
+    for chunk in RunIndex(store).walk(store.keys.runs_indexes(), chunk=batch):
         ids = [rid for rid, _s in chunk]
         runs = [(rid, rec) for rid, rec in zip(ids, feed.records(ids), strict=True)
                 if rec is not None and rec.get(ST) in TERMINAL]

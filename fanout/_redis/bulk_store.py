@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from .merged_index import Index
 from .replies import text, texts
 from .store import Store
 
@@ -147,12 +148,12 @@ class BulkStore:
         self.keys = store.keys
         self.ttl = max(store.retention, 86400) + 86400
 
-    def create(self, job: BulkJob, index_key: str, *, since: float | None,
+    def create(self, job: BulkJob, index_key: Index, *, since: float | None,
                until: float | None, sample: int = 10) -> BulkJob:
         """Record ``job`` with a copy of the runs of ``index_key`` in the window, in one
         transaction; returns it with its exact ``total`` and first ids."""
         runs = self.keys.bulk_runs(job.id)
-        if self.store.indexed:
+        if self.store.indexed and isinstance(index_key, str):
             pipe = self.r.pipeline(transaction=True)
             pipe.zunionstore(runs, [index_key])
             if since is not None:
@@ -160,7 +161,7 @@ class BulkStore:
             if until is not None:
                 pipe.zremrangebyscore(runs, f"({round(until * 1000)}", "+inf")
             pipe.execute()
-        else:  # a cluster: the index is in another slot; copy it a chunk at a time
+        else:  # a cluster: the index is in other slots (shards); copy it a chunk at a time
             from .run_index import RunIndex
 
             for chunk in RunIndex(self.store).walk(index_key, since=since, until=until):

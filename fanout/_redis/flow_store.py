@@ -204,10 +204,3 @@ class FlowStore:
 
     def drop_listeners(self, key: str, run_ids: Sequence[str]) -> None:
         self.r.hdel(key, *run_ids)
-
-    def fn_runs_between(
-        self, fn_key: str, lo: int | str, hi: int | str, offset: int, page: int
-    ) -> list[str]:
-        """A page of a function's run ids created between ``lo`` and ``hi`` (ms)."""
-        return texts(self.r.zrangebyscore(self.keys.fn_index(fn_key), lo, hi,
-                                          start=offset, num=page))

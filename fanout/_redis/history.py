@@ -4,7 +4,8 @@ Every listing reads one sorted set (``run_index.py`` says which set answers whic
 filter, and builds the union or intersection a combined filter needs) with
 ``ZREVRANGEBYSCORE ... LIMIT`` (O(log N + page)), then fetches only the summary
 fields of the runs on the page (one ``HMGET`` each, in one pipeline); its total is
-one ``ZCOUNT``. Nothing is scanned and nothing stops early: the first page of
+one ``ZCOUNT``. On a Redis Cluster the list of all runs (or of a function's) is 16
+shards, read merged as one set, the same cursors included (``merged_index.py``). Nothing is scanned and nothing stops early: the first page of
 ``status="failed"`` is full however old the failed runs are, at any number of runs.
 
 Cursors are opaque strings (``"<score>:<skip>"``): the score of the last entry on
@@ -26,7 +27,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar
 
 from .._core.event import quoted
 from .._core.records import TERMINAL
@@ -50,6 +51,8 @@ from .._core.run_record import (
 )
 from .._core.versions import crossed_deploy, versions_of, warnings_of
 from .._errors import ConfigError
+from . import merged_index as mi
+from .merged_index import Index
 from .replies import text, text_or_none, texts
 from .run_index import ACTIVE_STATUSES, Query, RunIndex
 from .store import Store
@@ -249,23 +252,20 @@ class History:
 
     # -- reading an index ----------------------------------------------------------------
 
-    def _newer(self, key: str, mark: str, *, until: float | None,
+    def _newer(self, key: Index, mark: str, *, until: float | None,
                limit: int) -> tuple[list[str], list[str], bool]:
         """The ``limit`` entries just newer than ``mark``, newest first, their marks,
         and whether there are newer ones still."""
         score, skip = _parse_cursor(mark, None)
         hi = "+inf" if until is None else str(_ms(until))
-        ties = [text(m) for m in self.r.zrevrangebyscore(key, score, score, start=0,
-                                                         num=max(0, skip - 1))]
+        ties = [m for m, _s in mi.rev(self.r, key, score, score, 0, max(0, skip - 1))]
         tie_marks = [f"{score}:{i + 1}" for i in range(len(ties))]
         need = limit - len(ties)
         above: list[tuple[str, float]] = []
         if need > 0:
-            raw = cast("list[tuple[Any, float]]", self.r.zrangebyscore(
-                key, f"({score}", hi, start=0, num=need + 1, withscores=True))
-            above = [(text(m), float(sc)) for m, sc in raw]
+            above = mi.fwd(self.r, key, f"({score}", hi, 0, need + 1)
         more = len(above) > need if need > 0 else (
-            len(ties) > limit or self.r.zcount(key, f"({score}", hi) > 0)
+            len(ties) > limit or mi.count(self.r, key, f"({score}", hi) > 0)
         above = above[:max(0, need)]
         members, marks = list(ties), list(tie_marks)
         if len(members) > limit:
@@ -274,7 +274,7 @@ class History:
             # Each entry's mark counts the entries of its score that come first, newest
             # first; only the highest score may have entries beyond those read.
             top = above[-1][1]
-            top_total = int(self.r.zcount(key, top, top))
+            top_total = mi.count(self.r, key, str(int(top)), str(int(top)))
             counts: dict[float, int] = {}
             for _m, sc in above:
                 counts[sc] = counts.get(sc, 0) + 1
@@ -290,11 +290,12 @@ class History:
         return members, marks, more
 
     def _page(
-        self, key: str, *, since: float | None, until: float | None, cursor: str | None,
+        self, key: Index, *, since: float | None, until: float | None, cursor: str | None,
         limit: int, load: Callable[[list[str]], Sequence[T | None]], count: bool = True,
     ) -> Page[T]:
         """One page of an index, newest first: ``load`` turns members into entries
-        (None for one whose hash is gone: left out, as pruning will drop it)."""
+        (None for one whose hash is gone: left out, as pruning will drop it). ``key``
+        may be the shards of one index (merged: ``merged_index.py``)."""
         if cursor and cursor.startswith("^"):
             total = self.index.count(key, since=since, until=until) if count else None
             members, marks, more = self._newer(key, cursor[1:], until=until, limit=limit)
@@ -305,12 +306,12 @@ class History:
         top, skip = _parse_cursor(cursor, _ms(until))
         lo = "-inf" if since is None else str(_ms(since))
         pipe = self.r.pipeline(transaction=False)
-        if count:
-            pipe.zcount(key, lo, "+inf" if until is None else str(_ms(until)))
-        pipe.zrevrangebyscore(key, top, lo, start=skip, num=limit + 1, withscores=True)
+        counted = mi.queue_count(pipe, key, lo, "+inf" if until is None else str(_ms(until))) \
+            if count else 0
+        mi.queue_rev(pipe, key, top, lo, skip, limit + 1)
         res = pipe.execute()
-        total = int(res[0]) if count else None
-        rows = [(text(m), float(sc)) for m, sc in res[-1]]
+        total = mi.total(res[:counted]) if count else None
+        rows = mi.take_rev(res[counted:], key, skip, limit + 1)
         members, marks = [], []
         for m, sc in rows:
             sc_text = str(int(sc))
@@ -327,7 +328,7 @@ class History:
         if cursor and marks:
             first, first_skip = _parse_cursor(marks[0], None)
             hi = "+inf" if until is None else str(_ms(until))
-            if first_skip > 1 or self.r.zcount(key, f"({first}", hi) > 0:
+            if first_skip > 1 or mi.count(self.r, key, f"({first}", hi) > 0:
                 prev = "^" + marks[0]
         return Page(items, marks[-1] if has_more else None, len(members), True, total, prev)
 
@@ -410,11 +411,15 @@ class History:
     def started_by(self, run_ids: Sequence[str], event_name: str) -> list[bool]:
         """Whether each run was started by an event named ``event_name`` (from the
         event-name index: one ZSCORE each)."""
-        key = self.index.key_for(Query(event_name=event_name))
+        keys = mi.parts(self.index.key_for(Query(event_name=event_name)))
         pipe = self.r.pipeline(transaction=False)
         for rid in run_ids:
-            pipe.zscore(key, rid)
-        return [v is not None for v in pipe.execute()] if run_ids else []
+            for key in keys:
+                pipe.zscore(key, rid)
+        found = pipe.execute() if run_ids else []
+        n = len(keys)
+        return [any(v is not None for v in found[i * n:(i + 1) * n])
+                for i in range(len(run_ids))]
 
     def summaries(self, run_ids: Sequence[str]) -> list[RunSummary]:
         """The runs with these ids that exist, in the order given."""
@@ -499,7 +504,8 @@ class History:
         # A run's hash expires ``retention`` after it ended, so the ended feed (scored
         # by the end) is trimmed by score, like the events.
         rep.runs_removed += int(self.r.zremrangebyscore(self.keys.ended_index, "-inf", horizon))
-        run_keys = [self.keys.runs_index, *self._keys(self.keys.fn_index_pattern())]
+        run_keys = [self.keys.runs_index, *self.keys.runs_index_shards,
+                    *self._keys(self.keys.fn_index_pattern())]
         for pattern in self.keys.index_patterns():
             run_keys += self._keys(pattern)
         for key in run_keys:

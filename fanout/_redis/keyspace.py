@@ -6,8 +6,14 @@ the key's value, so a script touches one cluster slot; ``docs/internals.md`` lis
 the layout.  Timer members are built here too: a run id, a parallel branch
 ``branch:<run>:<step>``, a router batch ``route:<batch>``.  They live in
 :data:`TIMER_SHARDS` sorted sets ``P:timers:{t<k>}``, ``k`` a hash of the run (or
-batch) id, so on a Redis Cluster the timers spread over the nodes; ``P:timers``, the
-one set of earlier versions, is still drained until it is empty.
+batch) id: 16 sets ``P:timers:{t<k>}`` on one Redis. On a Redis Cluster, where one
+of those 16 took more than 2 % of the store's commands and half of them sat on one of
+three masters, :data:`CLUSTER_TIMER_SHARDS` sets ``P:timers:{T<k>.<i>}``, the k-th in
+the k-th 48th of the slots (:func:`shard_tags`), so every master of an evenly split
+cluster holds its share (each set more costs the timer scan one command). The sets of
+earlier versions (``P:timers``, and on a cluster the 16 ``{t<k>}``) are still
+scanned, less often, and a timer claimed from a set that is not its home is moved
+home, so they drain.
 """
 
 from __future__ import annotations
@@ -23,30 +29,54 @@ from .._core.ids import key_part
 from .._core.run_store import branch_timer
 
 TIMER_SHARDS = 16  # sorted sets holding the timers, each in a cluster slot of its own
+CLUSTER_TIMER_SHARDS = 48  # on a Redis Cluster, spread by slot range (16 per master of 3)
 METRICS_SHARDS = 16  # metrics hashes on a Redis Cluster (metric_shards.py)
+INDEX_SHARDS = 16  # on a Redis Cluster, the sets P:idx:runs and P:idx:fn:<fk> are each this many
 
 
 @cache
-def metrics_shard_tags(n: int = METRICS_SHARDS) -> list[str]:
-    """Hash tags ``m<k>.<i>``, the k-th in the k-th of ``n`` equal ranges of the 16,384
-    cluster slots, so a cluster whose masters each hold a contiguous range of at least
-    16384 / n slots has a metrics shard on every master."""
+def shard_tags(n: int, letter: str) -> list[str]:
+    """Hash tags ``<letter><k>.<i>``, the k-th in the k-th of ``n`` equal ranges of the
+    16,384 cluster slots, so a cluster whose masters each hold a contiguous range of at
+    least 16384 / n slots has a shard on every master."""
     width, out = 16384 // n, []  # (i is found within a few dozen tries)
     for k in range(n):
         i = 0
-        while key_slot(f"m{k}.{i}".encode()) // width != k:
+        while key_slot(f"{letter}{k}.{i}".encode()) // width != k:
             i += 1
-        out.append(f"m{k}.{i}")
+        out.append(f"{letter}{k}.{i}")
     return out
 
 
+def metrics_shard_tags(n: int = METRICS_SHARDS) -> list[str]:
+    """The hash tags ``m<k>.<i>`` of the metrics shards (:func:`shard_tags`)."""
+    return shard_tags(n, "m")
+
+
+def _timer_hash(member: str) -> int:
+    """The hash that places a timer: of its run id (or router batch id)."""
+    kind, _, rest = member.partition(":")
+    owner = rest.split(":", 1)[0] if kind in ("branch", "route") and rest else member
+    return zlib.crc32(owner.encode())
+
+
 class Keyspace:
-    def __init__(self, prefix: str = "fanout") -> None:
+    def __init__(self, prefix: str = "fanout", *, cluster: bool = False) -> None:
         self.prefix = prefix
         p = prefix
+        self.cluster = cluster
         self.timers = f"{p}:timers"  # before the shards: drained, never written
-        self.timer_shards = [f"{p}:timers:{{t{k}}}" for k in range(TIMER_SHARDS)]
+        one_redis = [f"{p}:timers:{{t{k}}}" for k in range(TIMER_SHARDS)]
+        self.timer_shards = ([f"{p}:timers:{{{t}}}" for t in
+                              shard_tags(CLUSTER_TIMER_SHARDS, "T")] if cluster else one_redis)
+        # Sets no timer is armed in any more, scanned until they are empty.
+        self.old_timer_keys = [*one_redis, self.timers] if cluster else [self.timers]
         self.runs_index = f"{p}:idx:runs"
+        # On a cluster every run is listed in the shard of its id,
+        # P:idx:runs:{r<k>.<i>} and P:idx:fn:<fk>:{r<k>.<i>}; readers merge the shards
+        # and the unsharded set of earlier versions (run_index.py).
+        self.index_tags = shard_tags(INDEX_SHARDS, "r") if cluster else []
+        self.runs_index_shards = [f"{p}:idx:runs:{{{t}}}" for t in self.index_tags]
         self.events_index = f"{p}:idx:events"
         self.functions_index = f"{p}:idx:fns"
         self.reindex_lock = f"{p}:idx:reindexing"
@@ -90,6 +120,29 @@ class Keyspace:
 
     def fn_index_pattern(self) -> str:
         return f"{self.prefix}:idx:fn:*"
+
+    def _index_tag(self, run_id: str) -> str:
+        return self.index_tags[zlib.crc32(run_id.encode()) % len(self.index_tags)]
+
+    def runs_index_of(self, run_id: str) -> str:
+        """The set of every run that lists ``run_id``: its shard on a cluster."""
+        if not self.index_tags:
+            return self.runs_index
+        return f"{self.runs_index}:{{{self._index_tag(run_id)}}}"
+
+    def fn_index_of(self, fn_key: str, run_id: str) -> str:
+        """The set of a function's runs that lists ``run_id``: its shard on a cluster."""
+        if not self.index_tags:
+            return self.fn_index(fn_key)
+        return f"{self.fn_index(fn_key)}:{{{self._index_tag(run_id)}}}"
+
+    def runs_indexes(self, fn_key: str | None = None) -> str | tuple[str, ...]:
+        """What lists every run (of one function, or of all): one sorted set, or on a
+        cluster its shards and the unsharded set of earlier versions, read merged."""
+        base = self.fn_index(fn_key) if fn_key else self.runs_index
+        if not self.index_tags:
+            return base
+        return (*(f"{base}:{{{t}}}" for t in self.index_tags), base)
 
     # -- the run indexes the run scripts keep (lua/_indexes.lua names them the same way) --
 
@@ -145,14 +198,21 @@ class Keyspace:
     def timer_key(self, member: str) -> str:
         """The timer shard of a member: by its run id (or router batch id), so a run's
         timers share one set."""
-        kind, _, rest = member.partition(":")
-        owner = rest.split(":", 1)[0] if kind in ("branch", "route") and rest else member
-        return self.timer_shards[zlib.crc32(owner.encode()) % TIMER_SHARDS]
+        return self.timer_shards[_timer_hash(member) % len(self.timer_shards)]
+
+    def timer_homes(self, member: str) -> list[str]:
+        """Every set ``member`` can be in, its shard first: on a cluster its set among
+        the 16 of earlier versions, then the old single set."""
+        home = self.timer_key(member)
+        if not self.cluster:
+            return [home, self.timers]
+        return [home, self.old_timer_keys[_timer_hash(member) % TIMER_SHARDS], self.timers]
 
     @property
     def timer_keys(self) -> list[str]:
-        """Every set a timer can be in: the shards, then the old single set."""
-        return [*self.timer_shards, self.timers]
+        """Every set a timer can be in: the shards, then the sets of earlier versions
+        (the old single set last)."""
+        return [*self.timer_shards, *self.old_timer_keys]
 
     def route(self, batch_id: str) -> str:
         return f"{self.prefix}:route:{{{batch_id}}}"

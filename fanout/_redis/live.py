@@ -17,6 +17,7 @@ import hashlib
 import time
 from typing import Any
 
+from .merged_index import parts
 from .metric_shards import merged
 from .replies import text as _s
 from .store import Store
@@ -34,13 +35,20 @@ def fleet_stamp(store: Store, now: float | None = None) -> str | None:
     for key in store.metrics_read_keys:  # one, or the shards on a cluster
         pipe.hgetall(key)
     keys = store.keys
-    pipe.zcard(keys.runs_index)
-    pipe.zrevrange(keys.runs_index, 0, 0, withscores=True)
+    every = parts(keys.runs_indexes())  # one set, or its shards on a cluster
+    for key in every:
+        pipe.zcard(key)
+        pipe.zrevrange(key, 0, 0, withscores=True)
     pipe.smembers(keys.paused)
     store.queue_timer_counts(pipe, int(now * 1000))
     res = pipe.execute()
     metrics = merged(res[:len(store.metrics_read_keys)])
-    n, top, paused, *counts = res[len(store.metrics_read_keys):]
+    res = res[len(store.metrics_read_keys):]
+    sizes, tops = res[:2 * len(every):2], res[1:2 * len(every):2]
+    paused, *counts = res[2 * len(every):]
+    n = sum(int(x) for x in sizes)
+    top = max((row for t in tops for row in t), key=lambda r: (r[1], r[0]), default=None)
+    top = [top] if top is not None else []
     timers, due, _oldest = store.timer_counts(counts)
     return _digest((sorted(metrics.items()), n,
                     [(_s(m), s) for m, s in top], sorted(_s(p) for p in paused), timers, due))

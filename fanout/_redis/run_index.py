@@ -6,7 +6,8 @@ them in once for runs created before they existed (:meth:`RunIndex.reindex`).
 
 Every index is a sorted set of run ids scored by the run's creation time (ms):
 
-* ``P:idx:runs`` and ``P:idx:fn:<fk>``: every run, of all functions or of one;
+* ``P:idx:runs`` and ``P:idx:fn:<fk>``: every run, of all functions or of one (on a
+  Redis Cluster each is 16 shards, read merged: ``merged_index.py``);
 * ``P:idx:fn:<fk>|active``: the runs of a function that have not ended (queued,
   running, sleeping, waiting); the active runs of all functions are the union of
   these sets over ``P:idx:fns`` (the functions that have had runs);
@@ -35,7 +36,7 @@ import hashlib
 import json
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -55,6 +56,8 @@ from .._core.run_record import (
 )
 from .._core.search import value_part
 from .._errors import ConfigError
+from . import merged_index as mi
+from .merged_index import Index
 from .replies import text, text_or_none, texts
 from .store import Store
 
@@ -91,7 +94,7 @@ class RunIndex:
     # -- which set answers a query ---------------------------------------------------
 
     def key_for(self, q: Query, *, since: float | None = None,
-                until: float | None = None) -> str:
+                until: float | None = None) -> Index:
         """The sorted set holding exactly the runs ``q`` asks for (perhaps a temporary
         union or intersection built now)."""
         parts: list[str] = []
@@ -114,7 +117,7 @@ class RunIndex:
                 parts.append(self._union([self.keys.search_index(fk, path, vp)
                                           for fk in self.functions()]))
         if not parts:
-            return self.keys.fn_index(q.fn_key) if q.fn_key else self.keys.runs_index
+            return self.keys.runs_indexes(q.fn_key)
         return parts[0] if len(parts) == 1 else self._combine("inter", parts)
 
     def _status_key(self, fn_key: str | None, wanted: frozenset[str],
@@ -178,15 +181,21 @@ class RunIndex:
 
     # -- counting ----------------------------------------------------------------------
 
-    def count(self, key: str, *, since: float | None = None, until: float | None = None) -> int:
-        return int(self.r.zcount(key, _score(since, "-inf"), _score(until, "+inf")))
+    def count(self, key: Index, *, since: float | None = None,
+              until: float | None = None) -> int:
+        return mi.count(self.r, key, _score(since, "-inf"), _score(until, "+inf"))
 
-    def count_many(self, windows: Sequence[tuple[str, float | None, float | None]]) -> list[int]:
+    def count_many(self, windows: Sequence[tuple[Index, float | None, float | None]]
+                   ) -> list[int]:
         """``ZCOUNT`` of each (key, since, until), in one round trip."""
         pipe = self.r.pipeline(transaction=False)
-        for key, since, until in windows:
-            pipe.zcount(key, _score(since, "-inf"), _score(until, "+inf"))
-        return [int(n) for n in pipe.execute()]
+        sizes = [mi.queue_count(pipe, key, _score(since, "-inf"), _score(until, "+inf"))
+                 for key, since, until in windows]
+        replies, out, i = pipe.execute(), [], 0
+        for n in sizes:
+            out.append(mi.total(replies[i:i + n]))
+            i += n
+        return out
 
     def status_counts(self, fn_key: str | None = None, *, since: float | None = None,
                       until: float | None = None, live: bool = True) -> dict[str, int]:
@@ -214,9 +223,15 @@ class RunIndex:
                             out[st] += 1
         return out
 
-    def walk(self, key: str, *, since: float | None = None, until: float | None = None,
+    def walk(self, key: Index, *, since: float | None = None, until: float | None = None,
              chunk: int = _CHUNK) -> Iterable[list[tuple[str, float]]]:
         """Every (member, score) of ``key`` in the window, oldest first, in chunks."""
+        if not isinstance(key, str):
+            return mi.merged_walk([self._walk(k, since, until, chunk) for k in key], chunk)
+        return self._walk(key, since, until, chunk)
+
+    def _walk(self, key: str, since: float | None, until: float | None,
+              chunk: int) -> Iterator[list[tuple[str, float]]]:
         lo, hi = _score(since, "-inf"), _score(until, "+inf")
         seen_at, skip = lo, 0
         while True:
@@ -249,7 +264,7 @@ class RunIndex:
             return None
         try:
             n = 0
-            for chunk in self.walk(keys.runs_index):
+            for chunk in self.walk(keys.runs_indexes()):
                 n += len(chunk)
                 self._reindex_runs(chunk)
             for chunk in self.walk(keys.events_index):

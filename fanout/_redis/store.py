@@ -44,6 +44,7 @@ from .event_series import DEFAULT_CAP as DEFAULT_EVENT_NAMES
 from .event_series import EventSeries
 from .flow_store import FlowStore
 from .keyspace import Keyspace
+from .merged_index import rev
 from .metric_shards import MetricShards
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
@@ -111,7 +112,10 @@ class Store(TimerSets):
     ):
         self.r = client
         self.p = prefix
-        self.keys = Keyspace(prefix)
+        cluster = _is_cluster(client)
+        # On a cluster, more timer shards and the lists of all runs (and of a function's)
+        # in shards too, so no one key takes much of the commands.
+        self.keys = Keyspace(prefix, cluster=cluster)
         self.retention = int(retention)
         # A queued run keeps a timer too: if the broker loses its message, the timer
         # offers the run again after ``watchdog`` seconds (then with backoff).
@@ -119,7 +123,6 @@ class Store(TimerSets):
         # The metrics hash, passed to the run scripts as KEYS[2] so counting costs no
         # command. On a Redis Cluster (7.0 or later) the counts go to shards, a run's
         # to one on its node (metric_shards.py); the scripts carry the flag for it.
-        cluster = _is_cluster(client)
         if metrics is None or (metrics and cluster):
             metrics = not cluster or counts_on_cluster(client)
         self.scripts = Scripts(client, CROSS_SLOT if metrics and cluster else "")
@@ -153,9 +156,12 @@ class Store(TimerSets):
                               indexed=self.indexed)
         self.waits = WaitStore(client, self.keys, self.retention)
         self.declared = DeclaredStore(client, self.keys.declared, self.scripts)
-        # Timers claimed from the old single set (P:timers), re-timed into their shard.
-        self._legacy_claims: set[str] = set()
+        # Timers claimed from a set not their shard (P:timers, an old shard) -> that set.
+        self._legacy_claims: dict[str, str] = {}
         self._timer_heads: dict[str, int] = {}
+        self._timer_scans = 0
+        self._timer_peeked = float("-inf")
+        self.timer_peek_every = 0.25  # the timer thread's poll interval
 
     # -- keys --------------------------------------------------------------------
 
@@ -298,8 +304,8 @@ class Store(TimerSets):
                     idx.zadd(keys.timer_key(run_id), {run_id: watch}, nx=True)
                 # Scored by the run's creation time, as the scripts score the other indexes.
                 created_ms = _created_ms(fields.get(CREATED), now_ms)
-                idx.zadd(keys.runs_index, {run_id: created_ms})
-                idx.zadd(keys.fn_index(fn_key), {run_id: created_ms})
+                idx.zadd(keys.runs_index_of(run_id), {run_id: created_ms})
+                idx.zadd(keys.fn_index_of(fn_key, run_id), {run_id: created_ms})
                 for eid in json.loads(fields.get(EV, "[]")):
                     idx.sadd(keys.event_runs(eid), run_id)
                     idx.expire(keys.event_runs(eid), self.retention)
@@ -313,8 +319,8 @@ class Store(TimerSets):
                 # again, NX, under the run's own creation time repairs the listing when
                 # the router batch is retried, and changes nothing otherwise.
                 created_ms = int(float(c) * 1000) if c else now_ms
-                idx.zadd(keys.runs_index, {run_id: created_ms}, nx=True)
-                idx.zadd(keys.fn_index(fn_key), {run_id: created_ms}, nx=True)
+                idx.zadd(keys.runs_index_of(run_id), {run_id: created_ms}, nx=True)
+                idx.zadd(keys.fn_index_of(fn_key, run_id), {run_id: created_ms}, nx=True)
                 out.append(Created(run_id, False, again))
         if len(idx):
             idx.execute()
@@ -650,8 +656,10 @@ class Store(TimerSets):
     ) -> list[str]:
         if event_id is not None:
             return sorted(texts(self.r.smembers(self.keys.event_runs(event_id))))[:limit]
-        key = self.keys.fn_index(fn_key) if fn_key else self.keys.runs_index
-        return texts(self.r.zrevrange(key, 0, limit - 1))
+        key = self.keys.runs_indexes(fn_key)
+        if isinstance(key, str):
+            return texts(self.r.zrevrange(key, 0, limit - 1))
+        return [m for m, _s in rev(self.r, key, "+inf", "-inf", 0, limit)]
 
     def many_run_fields(self, run_ids: Sequence[str]) -> list[dict[str, str]]:
         pipe = self.r.pipeline(transaction=False)

@@ -1,13 +1,16 @@
 """The timer sets: claiming due timers, re-timing them, counting them.
 
-A timer is a member of one of :data:`~fanout._redis.keyspace.TIMER_SHARDS` sorted sets
-(``P:timers:{t<k>}``, by run id; ``keyspace.py``) scored by its due time in ms: a
+A timer is a member of one of the timer shards, sorted sets ``P:timers:{t<k>}`` (16
+on one Redis; 48 ``P:timers:{T<k>.<i>}`` on a cluster; by run id, ``keyspace.py``)
+scored by its due time in ms: a
 run id (its lease, watchdog or wake-up), ``branch:<run>:<step>`` or
 ``route:<batch>``.  The run transitions in ``store.py`` arm and remove them with the
 same pipelines as their scripts; this mixin of :class:`~fanout._redis.store.Store`
 holds what the timer thread and the gauges do with them.  ``P:timers``, the single
-set of earlier versions, is claimed from too, and what is claimed there moves to its
-shard, so a worker on this version drains it.
+set of earlier versions, is claimed from too, and a timer claimed from a set that is
+not its home (that one, or on a cluster one of the 16 shards of earlier versions)
+moves to its shard, so a worker on this version drains them. Nothing is armed in
+those sets any more, so a scan reads them only every :data:`OLD_SETS_EVERY` scans.
 """
 
 from __future__ import annotations
@@ -19,9 +22,13 @@ from typing import Any
 import redis
 
 from .._core.run_record import watchdog_field
-from .keyspace import TIMER_SHARDS, Keyspace
+from .keyspace import Keyspace
 from .replies import texts
 from .scripts import Scripts
+
+#: A scan reads the timer sets of earlier versions once in this many scans (the first
+#: one included): about every 2 s when idle, instead of every 0.25 s.
+OLD_SETS_EVERY = 8
 
 
 class TimerSets:
@@ -31,10 +38,16 @@ class TimerSets:
     keys: Keyspace
     scripts: Scripts
     watchdog: float
-    # Timers claimed from the old single set (P:timers), re-timed into their shard.
-    _legacy_claims: set[str]
+    # Timers claimed from a set that is not their shard (P:timers, or an old shard on a
+    # cluster) -> that set; re-timed into their shard.
+    _legacy_claims: dict[str, str]
     # Each set's earliest timer (ms) as the last scan saw it; a set not here was empty.
     _timer_heads: dict[str, int]
+    _timer_scans: int  # the scans that read every set
+    _timer_peeked: float  # when the last of those began (time.monotonic)
+    #: Every set is read at most this often (seconds); the sets known due are claimed
+    #: from on every scan.
+    timer_peek_every: float
 
     def timer_key(self, member: str) -> str:
         """The sorted set (shard) that holds the timer ``member``."""
@@ -53,14 +66,30 @@ class TimerSets:
         instead of a script's three); a shard that read shows due is claimed in a
         second round trip. So every set is looked at on every scan, and a timer
         armed elsewhere, lost or late, is still found; an idle scan costs one command
-        per set."""
+        per set. Under load the thread scans again at once while timers are due; those
+        scans claim from the sets known due only, and every set is read at most once per
+        :attr:`timer_peek_every` seconds (the thread's poll interval, so a timer armed
+        elsewhere is found as soon as when idle). The sets of earlier versions, where
+        nothing is armed any more, are read once in :data:`OLD_SETS_EVERY` such reads,
+        and on every scan while the last read left one due (so a backlog there drains
+        as fast as before)."""
         now = time.time()
         now_ms = int(now * 1000)
         rearm = int((now + rearm_s) * 1000)
         self._legacy_claims.clear()  # the last scan re-timed what it claimed
         heads = self._timer_heads
-        claim = [k for k in self.keys.timer_keys if heads.get(k, now_ms + 1) <= now_ms]
-        peek = [k for k in self.keys.timer_keys if k not in claim]
+        mono = time.monotonic()
+        if mono - self._timer_peeked < self.timer_peek_every:
+            keys = [k for k in self.keys.timer_keys if heads.get(k, now_ms + 1) <= now_ms]
+        else:
+            self._timer_peeked = mono
+            self._timer_scans += 1
+            old = self.keys.old_timer_keys
+            keys = self.keys.timer_keys if (self._timer_scans - 1) % OLD_SETS_EVERY == 0 else \
+                [*self.keys.timer_shards, *(k for k in old if heads.get(k, now_ms + 1) <= now_ms)]
+        kept = {k: v for k, v in heads.items() if k not in keys}  # not read: as last seen
+        claim = [k for k in keys if heads.get(k, now_ms + 1) <= now_ms]
+        peek = [k for k in keys if k not in claim]
         pipe = self.r.pipeline(transaction=False)
         self._queue_claims(pipe, claim, now_ms, rearm, limit)
         for key in peek:
@@ -76,12 +105,13 @@ class TimerSets:
             pipe = self.r.pipeline(transaction=False)
             self._queue_claims(pipe, late, now_ms, rearm, limit)
             due += self._claimed(late, self._execute_claims(pipe, late), heads)
+        heads.update(kept)  # the old sets not read this time: as the last read left them
         self._timer_heads = heads
         return due, rearm, min(heads.values()) / 1000 if heads else None
 
     def _queue_claims(self, pipe: Any, keys: Sequence[str], now_ms: int, rearm: int,
                       limit: int) -> None:
-        per_key = max(1, limit // TIMER_SHARDS)
+        per_key = max(1, limit // len(self.keys.timer_shards))
         for key in keys:
             self.scripts.queue(pipe, "claim_due", [key], [now_ms, rearm, per_key])
 
@@ -100,8 +130,9 @@ class TimerSets:
         for key, (*members, first) in zip(keys, replies, strict=True):
             claimed = texts(members)
             due += claimed
-            if key == self.keys.timers:
-                self._legacy_claims.update(claimed)
+            for member in claimed:
+                if self.keys.timer_key(member) != key:
+                    self._legacy_claims[member] = key
             if first not in (b"", ""):
                 heads[key] = int(float(first))
         return due
@@ -128,20 +159,22 @@ class TimerSets:
         return total, overdue, oldest
 
     def timer_scores(self, members: Sequence[str]) -> list[float | None]:
-        """Each member's timer (ms), in its shard or in the old single set; one round trip."""
+        """Each member's timer (ms), in its shard or in a set of earlier versions (its
+        shard's first); one round trip."""
         by_key: dict[str, list[str]] = {}
         for m in members:
-            by_key.setdefault(self.keys.timer_key(m), []).append(m)
+            for key in self.keys.timer_homes(m):
+                by_key.setdefault(key, []).append(m)
         pipe = self.r.pipeline(transaction=False)
         for key, group in by_key.items():
             pipe.zmscore(key, group)
-        pipe.zmscore(self.keys.timers, list(members))
-        *shards, legacy = pipe.execute() if members else [[]]
         found: dict[str, float | None] = {}
-        for group, scores in zip(by_key.values(), shards, strict=True):
-            found.update(zip(group, scores, strict=True))
-        return [found.get(m) if found.get(m) is not None else old
-                for m, old in zip(members, legacy or [None] * len(members), strict=True)]
+        homes = {m: self.keys.timer_homes(m) for m in members}
+        for key, scores in zip(by_key, pipe.execute() if members else [], strict=True):
+            for m, score in zip(by_key[key], scores, strict=True):
+                if score is not None and (found.get(m) is None or homes[m].index(key) == 0):
+                    found[m] = score
+        return [found.get(m) for m in members]
 
     def drop_claimed(self, members: Sequence[str], rearm: int) -> None:
         """Remove timers whose score is still ``rearm`` (nobody re-armed them since)."""
@@ -149,14 +182,14 @@ class TimerSets:
 
     def retime(self, expected: int, members: Mapping[str, int | None]) -> None:
         """Set (or, for None, remove) timers whose score is still ``expected``, one
-        script per shard.  A timer claimed from the old single set is removed there
-        and, if it has a new time, armed in its shard (unless one is armed there)."""
+        script per shard.  A timer claimed from a set that is not its shard is removed
+        there and, if it has a new time, armed in its shard (unless one is armed there)."""
         by_key: dict[str, list[Any]] = {}
         moved: dict[str, int] = {}
         for member, score in members.items():
-            if member in self._legacy_claims:
-                self._legacy_claims.discard(member)
-                by_key.setdefault(self.keys.timers, [expected]).extend((member, ""))
+            src = self._legacy_claims.pop(member, None)
+            if src is not None:
+                by_key.setdefault(src, [expected]).extend((member, ""))
                 if score is not None:
                     moved[member] = score
                 continue

@@ -324,32 +324,104 @@ def test_every_lua_script_only_touches_declared_keys() -> None:
 
 
 def test_the_timer_shards_spread_over_the_nodes(cluster: Cluster) -> None:
-    """The 16 timer sets live on every master, and one scan claims the due timers of
-    all of them (a cluster pipeline of ``claim_due`` scripts, one per set)."""
-    from fanout._redis.keyspace import TIMER_SHARDS
+    """The 48 timer sets of a cluster live on every master, and one scan claims the due
+    timers of all of them (a cluster pipeline of ``claim_due`` scripts, one per set)."""
+    from fanout._redis.keyspace import CLUSTER_TIMER_SHARDS as TIMER_SHARDS
     from fanout._redis.store import Store
 
     _, fo = build(cluster.url)
     store = Store(fo.runtime.store.r, prefix="tshard")
     past = time.time() - 1
-    for i in range(200):
+    assert len(store.keys.timer_shards) == TIMER_SHARDS
+    for i in range(1000):
         store.arm(f"run-{i}", past if i % 2 else past + 3600)
     holders = {p: [k.decode() for k in redis.Redis(port=p).keys("tshard:timers:*")]
                for p in cluster.ports}
-    assert all(holders.values()), holders
-    assert sum(len(v) for v in holders.values()) == TIMER_SHARDS
+    assert sorted(len(v) for v in holders.values()) == [16, 16, 16], holders
     # As after a restart of every node: the pipeline of EVALSHAs answers NOSCRIPT, the
     # script is loaded on every primary and the whole pipeline is sent again.
     for p in cluster.ports:
         redis.Redis(port=p).script_flush()
     due, rearm, _ = store.claim_due(rearm_s=30, limit=100 * TIMER_SHARDS)
-    assert sorted(due) == sorted(f"run-{i}" for i in range(1, 200, 2))
+    assert sorted(due) == sorted(f"run-{i}" for i in range(1, 1000, 2))
     store.drop_claimed(due, rearm)
     total, overdue, _oldest = store.timer_counts(_counts(store))
-    assert (total, overdue) == (100, 0)
+    assert (total, overdue) == (500, 0)
 
 
 def _counts(store: Any) -> list[Any]:
     pipe = store.r.pipeline(transaction=False)
     store.queue_timer_counts(pipe, int(time.time() * 1000))
     return list(pipe.execute())
+
+
+def test_run_listings_and_counts_are_exact_over_the_index_shards(cluster: Cluster) -> None:
+    """On a cluster every run is listed in the shard of its id (16 shards of the list
+    of all runs, 16 of each function's, spread over the masters): a listing merges
+    them newest first, exactly, page after page of 7, with exact totals and pages
+    back, as one set would list them (many runs created in the same millisecond)."""
+    from fanout._redis.history import History
+    from fanout._redis.keyspace import INDEX_SHARDS
+    from fanout._redis.store import Store
+
+    _, fo = build(cluster.url)
+    r = fo.runtime.store.r
+    base = int(time.time() * 1000) - 60_000
+    made: dict[str, list[tuple[int, str]]] = {"lista": [], "listb": []}
+    for store in (Store(r, prefix="lst"), fo.runtime.store):
+        batch = []
+        for i in range(300):
+            fn = "lista" if i % 3 else "listb"
+            rid, ms = f"lst-{i:03d}-{(i * 7919) % 1000:03d}", base + i // 6
+            batch.append((rid, f"cl:{fn}", {"st": "queued", "fn": fn, "app": "cl",
+                                            "fk": f"cl:{fn}", "c": repr(ms / 1000),
+                                            "ev": "[]", "event": "{}", "seq": "0"}))
+            if store.p == "lst":
+                made[fn].append((ms, rid))
+        for start in range(0, 300, 50):
+            store.create_runs(batch[start:start + 50])
+    store = Store(r, prefix="lst")
+    shards = store.keys.runs_index_shards
+    assert len(shards) == INDEX_SHARDS
+    on = {p: {k.decode() for k in redis.Redis(port=p).keys("lst:idx:runs*")}
+          for p in cluster.ports}
+    assert all(on.values()) and set().union(*on.values()) == set(shards), on
+    assert not r.exists("lst:idx:runs")  # nothing in the unsharded set
+
+    def order(rows: list[tuple[int, str]]) -> list[str]:
+        return [rid for _ms, rid in sorted(rows, key=lambda x: (x[0], x[1].encode()),
+                                           reverse=True)]
+
+    every = order(made["lista"] + made["listb"])
+    history = History(store)
+    for fn_key, want in ((None, every), ("cl:lista", order(made["lista"])),
+                         ("cl:listb", order(made["listb"]))):
+        got, cursor, pages = [], None, []
+        while True:
+            page = history.runs(fn_key=fn_key, limit=7, cursor=cursor)
+            assert page.total == len(want)
+            got += [s.run_id for s in page.items]
+            pages.append([s.run_id for s in page.items])
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+            prev = history.runs(fn_key=fn_key, limit=7, cursor=cursor).prev_cursor
+            assert prev is not None
+            back = history.runs(fn_key=fn_key, limit=7, cursor=prev)
+            assert [s.run_id for s in back.items] == pages[-1]
+        assert got == want
+        assert history.count_runs(fn_key) == len(want)
+        mid = base + 20
+        assert history.count_runs(fn_key, since=mid / 1000) == sum(
+            1 for rid in want if int(rid[4:7]) // 6 >= 20)
+    # Through the client: a function's runs, with the runs of the fan-out beside them.
+    listed = fo.list_runs(fn_id="listb", limit=7)
+    assert listed.total == 100 and [x.run_id for x in listed] == order(made["listb"])[:7]
+    ids, cursor = [], None
+    while True:
+        part = fo.list_runs(fn_id="lista", limit=9, cursor=cursor)
+        ids += [x.run_id for x in part]
+        cursor = part.next_cursor
+        if cursor is None:
+            break
+    assert ids == order(made["lista"])
