@@ -3,10 +3,14 @@ events (``Fanout(route_in_sender=True)``, ``fanout/_celery/routing.py``).
 
 One hash per store, ``P:declared``: field ``<fn key> <digest>`` (the digest of
 what routing reads of a function: triggers, cancel specs, flow control, version),
-value the time (unix seconds) a worker last wrote it.  Every worker writes all of
-its functions every :data:`REFRESH_S` seconds; an entry no worker wrote for
-:data:`STALE_S` seconds is no longer live (readers ignore it, the next worker
-refresh deletes it).  One hash for the whole store, not one per app id: a worker's
+value the server's time (unix seconds, Redis ``TIME``) when a worker last wrote it.
+Every worker writes all of its functions every :data:`REFRESH_S` seconds and, in the
+same script, deletes the entries no worker wrote for :data:`STALE_S` seconds, by the
+server's clock: no process's own clock decides what is live, so skewed clocks
+cannot make a sender overlook a function a live worker declares.  A reader takes
+every entry in the hash (an entry of a function no longer declared anywhere is gone
+within :data:`STALE_S` + :data:`REFRESH_S` while any worker runs; until then a sender
+that lacks it publishes to the router, which is the safe side).  One hash for the whole store, not one per app id: a worker's
 router matches every function declared on its Celery app, whatever the app id, so a
 sender must know all of them.
 
@@ -16,7 +20,6 @@ The sender reads the hash in the same round trip as it stores its events
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,20 +47,10 @@ def entry(fn_key: str, digest: str) -> str:
     return f"{fn_key} {digest}"
 
 
-def live(raw: Mapping[Any, Any] | None, now: float | None = None) -> set[str]:
-    """The entries (``<fn key> <digest>``) some worker wrote within :data:`STALE_S`."""
-    if not raw:
-        return set()
-    horizon = (time.time() if now is None else now) - STALE_S
-    out: set[str] = set()
-    for field, value in raw.items():
-        try:
-            written = float(text(value))
-        except ValueError:
-            continue
-        if written >= horizon:
-            out.add(text(field))
-    return out
+def live(raw: Mapping[Any, Any] | None) -> set[str]:
+    """The entries (``<fn key> <digest>``) of the hash: the workers' refresh keeps only
+    those some worker wrote within :data:`STALE_S` (server time)."""
+    return {text(field) for field in (raw or {})}
 
 
 class DeclaredStore:
@@ -68,13 +61,11 @@ class DeclaredStore:
         self.key = key
         self.scripts = scripts
 
-    def register(self, entries: Iterable[str], now: float | None = None) -> int:
+    def register(self, entries: Iterable[str]) -> int:
         """Write ``entries`` as refreshed now and delete, in the same script, the
-        entries no worker refreshed within :data:`STALE_S`; returns how many were
-        deleted.  One round trip."""
-        now = time.time() if now is None else now
-        return int(self.scripts.run("declare", [self.key],
-                                    [repr(now), repr(now - STALE_S), *entries]))
+        entries no worker refreshed within :data:`STALE_S` (both by the server's
+        clock); returns how many were deleted.  One round trip."""
+        return int(self.scripts.run("declare", [self.key], [repr(STALE_S), *entries]))
 
     def read(self) -> set[str]:
         """The live entries (a listing; a sender reads them with its events)."""

@@ -279,10 +279,13 @@ CASES = [
          lambda r: r.zscore(TIMERS, "a") is None and r.zscore(TIMERS, "b") == 44
          and r.zscore(TIMERS, "c") == 99),
     # -- the workers' declared functions (routing in the sender) ------------------------
-    Case("declare", "entries written, an entry no worker refreshed dropped",
-         lambda r: r.hset(KEY, mapping={"a:old d1": "10", "a:kept d2": "95"}), [KEY],
-         ["100", "40", "a:f d3", "a:kept d2"], 1,
-         lambda r: fields(r, KEY) == {"a:f d3": "100", "a:kept d2": "100"}),
+    Case("declare", "entries written at the server's time, an entry no worker refreshed "
+         "within the stale time dropped",
+         lambda r: r.hset(KEY, mapping={"a:old d1": "10", "a:kept d2": str(r.time()[0] - 5),
+                                        "a:junk d4": "x"}), [KEY],
+         ["60", "a:f d3", "a:kept d2"], 2,
+         lambda r: set(fields(r, KEY)) == {"a:f d3", "a:kept d2"}
+         and all(abs(float(v) - r.time()[0]) < 5 for v in fields(r, KEY).values())),
     # -- cron, pause ----------------------------------------------------------------------
     Case("admit_event_name", "room under the cap: the name gets its series", nothing, [KEY],
          ["a/b", 2], 1, lambda r: r.smembers(KEY) == {b"a/b"}),
