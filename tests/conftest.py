@@ -42,25 +42,32 @@ def start_redis_server(*extra: str) -> tuple[subprocess.Popen[bytes], int, str]:
             "FANOUT_TEST_REDIS_URL=redis://host:port to a server whose databases 1-15 "
             "may be flushed"
         )
-    port = _free_port()
-    tmp = tempfile.mkdtemp(prefix="fanout-redis-")
-    proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", tmp, *extra],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = redis.Redis(port=port)
-    for _ in range(200):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
+    # Another test session may take the same free port between our check and the
+    # server's bind: then our server exits and the ping would reach the other one. A
+    # server is ours only if it answers with our process id; else try another port.
+    for _attempt in range(5):
+        port = _free_port()
+        tmp = tempfile.mkdtemp(prefix="fanout-redis-")
+        proc = subprocess.Popen(
+            [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+             "no", "--dir", tmp, *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(port=port)
+        for _ in range(200):
+            if proc.poll() is not None:
+                break  # it could not bind: the port was taken
+            try:
+                if int(client.info("server")["process_id"]) == proc.pid:
+                    return proc, port, tmp
+                break  # another session's server answers on this port
+            except redis.ConnectionError:
+                time.sleep(0.05)
         proc.kill()
-        raise RuntimeError(f"redis-server did not start on port {port}")
-    return proc, port, tmp
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+    raise RuntimeError("could not start a private redis-server (5 ports tried)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -79,10 +79,10 @@ class TimerSets:
         self._legacy_claims.clear()  # the last scan re-timed what it claimed
         heads = self._timer_heads
         mono = time.monotonic()
-        if mono - self._timer_peeked < self.timer_peek_every:
+        peeking = mono - self._timer_peeked >= self.timer_peek_every
+        if not peeking:
             keys = [k for k in self.keys.timer_keys if heads.get(k, now_ms + 1) <= now_ms]
         else:
-            self._timer_peeked = mono
             self._timer_scans += 1
             old = self.keys.old_timer_keys
             keys = self.keys.timer_keys if (self._timer_scans - 1) % OLD_SETS_EVERY == 0 else \
@@ -94,7 +94,15 @@ class TimerSets:
         self._queue_claims(pipe, claim, now_ms, rearm, limit)
         for key in peek:
             pipe.zrange(key, 0, 0, withscores=True)
-        replies = self._execute_claims(pipe, claim)
+        try:
+            replies = self._execute_claims(pipe, claim)
+        except Exception:
+            # The next scan reads every set again: one that sent nothing (only the
+            # sets known due, none) must not pass for Redis being back.
+            self._timer_peeked = float("-inf")
+            raise
+        if peeking:
+            self._timer_peeked = mono
         heads = {}
         due = self._claimed(claim, replies[:len(claim)], heads)
         for key, first in zip(peek, replies[len(claim):], strict=True):
@@ -104,7 +112,12 @@ class TimerSets:
         if late:
             pipe = self.r.pipeline(transaction=False)
             self._queue_claims(pipe, late, now_ms, rearm, limit)
-            due += self._claimed(late, self._execute_claims(pipe, late), heads)
+            try:
+                replies = self._execute_claims(pipe, late)
+            except Exception:
+                self._timer_peeked = float("-inf")
+                raise
+            due += self._claimed(late, replies, heads)
         heads.update(kept)  # the old sets not read this time: as the last read left them
         self._timer_heads = heads
         return due, rearm, min(heads.values()) / 1000 if heads else None

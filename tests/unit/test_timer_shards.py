@@ -177,3 +177,33 @@ def test_a_scan_right_after_another_claims_only_where_due(clean_db: redis.Redis)
     store.timer_peek_every = 0  # the interval has passed: every set is read again
     found, _r, _ = store.claim_due(rearm_s=30, limit=TIMER_SHARDS * 4)
     assert "r2" in found
+
+
+def test_a_failed_scan_is_not_followed_by_one_that_sends_nothing(clean_db: redis.Redis) -> None:
+    # Through an outage the timer thread must keep failing until Redis is back: a scan
+    # right after a failed one reads every set again, rather than reading only the sets
+    # known due (none) and passing for a scan that reached Redis.
+    store = Store(clean_db)
+    store.claim_due(rearm_s=30)  # a good scan: every set read, nothing due
+    sent: list[int] = []
+    real = store._execute_claims
+
+    def broken(pipe: object, keys: list[str]) -> list[object]:
+        raise redis.ConnectionError("down")
+
+    store._execute_claims = broken  # type: ignore[method-assign]
+    store._timer_peeked = float("-inf")
+    try:
+        store.claim_due(rearm_s=30)
+    except redis.ConnectionError:
+        pass
+    else:
+        raise AssertionError("the scan did not reach the broken pipeline")
+
+    def counting(pipe: object, keys: list[str]) -> list[object]:
+        sent.append(len(pipe))  # type: ignore[arg-type]
+        return real(pipe, keys)  # type: ignore[arg-type]
+
+    store._execute_claims = counting  # type: ignore[method-assign]
+    store.claim_due(rearm_s=30)  # at once, within the peek interval
+    assert sent and sent[0] >= len(store.keys.timer_shards)
