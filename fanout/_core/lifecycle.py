@@ -343,13 +343,18 @@ def one_pass(host: Host, fn: FunctionDef, run_id: str, seq: int | None) -> Ran |
                 marks.update(divergence_fields(fields, *sink.divergence))
             steps = {**sink.take_deferred(), **marks}
             if isinstance(outcome, Continue) and may_go_on(host, fn, run_id, began):
-                lease_ms = int((time.time() + host.lease_s) * 1000)
                 now = time.time()
-                head, after = store.go_on(run_id, token, lease_ms,
+                # The lease is renewed only once a third of it has gone by (as the
+                # lease thread would): a chain of quick steps keeps it, and its timer.
+                renew = lease_ms - now * 1000 < host.lease_s * 2000 / 3
+                new_ms = int((now + host.lease_s) * 1000) if renew else 0
+                head, after = store.go_on(run_id, token, new_ms,
                                           {**steps, TAKEOVERS: 0, QUEUED_AT: repr(now)})
                 if head == "ok":
                     fields = after
-                    host.hold_lease(run_id, LEASE, token, lease_ms)
+                    if renew:
+                        lease_ms = new_ms
+                        host.hold_lease(run_id, LEASE, token, lease_ms)
                     host.went_on(fn, run_id, int(fields.get(SEQ, "0")))
                     continue
                 if head == "cancel":  # as after end_pass's -1: the records are written

@@ -184,12 +184,15 @@ class MemoryRunStore:
         f = self.runs.get(run_id, {})
         if f.get(LEASE) != token:
             return Begun("lost", {})
-        self.timers[run_id] = lease_until_ms
+        if lease_until_ms:  # 0: the lease and its timer are kept as they are
+            self.timers[run_id] = lease_until_ms
         f.update({k: _value(v) for k, v in fields.items()})
         if CANCEL in f:
             return Begun("cancel", {})
         f.update({SEQ: str(int(float(f.get(SEQ) or "0")) + 1), ST: "running",
-                  LEASE_UNTIL: repr(lease_until_ms / 1000), WAKE: "0", WATCHDOG: "0"})
+                  WAKE: "0", WATCHDOG: "0"})
+        if lease_until_ms:
+            f[LEASE_UNTIL] = repr(lease_until_ms / 1000)
         if STARTED not in f:
             f[STARTED] = repr(now)
         return Begun("ok", dict(f))

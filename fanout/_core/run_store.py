@@ -105,8 +105,9 @@ class RunStore(Protocol):
     def go_on(self, run_id: str, token: str, lease_until_ms: int,
               fields: Mapping[str, Any]) -> Begun:
         """End a pass whose run goes on at once and begin the next pass under the same
-        lease, renewed to ``lease_until_ms``, in one atomic step: ``end_pass`` (writing
-        ``fields``, the pass sequence moved on) then ``begin_pass``. ``ok`` with the
+        lease, renewed to ``lease_until_ms`` (0: kept as it is, with its timer), in one
+        atomic step: ``end_pass`` (writing ``fields``, the pass sequence moved on) then
+        ``begin_pass``. ``ok`` with the
         run's fields; ``lost`` (the lease is no longer ours: nothing written);
         ``cancel`` (a cancel is pending: ``fields`` written, the lease kept, the caller
         finishes the run as cancelled)."""

@@ -466,12 +466,13 @@ class Store(TimerSets):
     def go_on(self, run_id: str, token: str, lease_until_ms: int,
               fields: Mapping[str, Any]) -> Begun:
         """End a pass that goes on to the run's next step and begin that pass under the
-        same lease, renewed to ``lease_until_ms`` (lua/go_on.lua): ``ok`` with the run's
-        fields; ``lost`` (nothing written); ``cancel`` (``fields`` written, the lease
-        kept: the caller finishes the run as cancelled)."""
+        same lease, renewed to ``lease_until_ms`` (0: kept as it is, with its timer)
+        (lua/go_on.lua): ``ok`` with the run's fields; ``lost`` (nothing written);
+        ``cancel`` (``fields`` written, the lease kept: the caller finishes the run as
+        cancelled)."""
         now = time.time()
-        args = [token, repr(now), repr(lease_until_ms / 1000), lease_until_ms,
-                *flatten(fields)]
+        args = [token, repr(now), repr(lease_until_ms / 1000) if lease_until_ms else "0",
+                lease_until_ms, *flatten(fields)]
         timer = self.keys.timer_key(run_id)
         if self.timers_in_scripts:
             res = self.scripts.run("go_on", [*self.indexed_run_keys(run_id), timer], args)
@@ -480,7 +481,8 @@ class Store(TimerSets):
             self.scripts.queue(pipe, "go_on", self.indexed_run_keys(run_id), args)
             # Only a timer still armed moves, and only later: a lost lease's run keeps
             # its new holder's timer, an ended run gets none back.
-            pipe.zadd(timer, {run_id: lease_until_ms}, xx=True, gt=True)
+            if lease_until_ms:
+                pipe.zadd(timer, {run_id: lease_until_ms}, xx=True, gt=True)
             res = self.scripts.execute(pipe)[0]
         if not res:
             return Begun("lost", {})

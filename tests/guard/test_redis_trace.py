@@ -163,6 +163,12 @@ def _seed(url: str) -> tuple[Any, fanout.Fanout]:
 def test_seed_workflow_redis_trace(recorder: None) -> None:
     app, client = _seed(f"memory://guard-trace-{os.getpid()}-{time.monotonic_ns()}")
     with fanout.testing.worker(app, concurrency=1):
+        # The worker registers its functions as it gets ready; once it has, the emit is
+        # routed in this process (route_in_sender), every time the same way.
+        deadline = time.monotonic() + 30
+        while not client.runtime.store.declared.read():
+            assert time.monotonic() < deadline, "the worker never registered its functions"
+            time.sleep(0.02)
         _begin("emit")
         eid = client.emit("app/weekly-load")
         _end()

@@ -216,6 +216,11 @@ CASES = [
           rec("a", "failed", t0=1.0, t1=1.5)], ("ok", ["a", "f", "0.5"]),
          lambda r: r.zscore(TSHARD, "r1") == 90_000
          and r.hget(MET, "c|step_failures|a|f") == b"1"),
+    Case("go_on", "the lease kept as it is ('0'): no lease write, the timer not moved",
+         lambda r: (running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
+         ["tok", repr(NOW), "0", "0", "s:a", rec("a", "completed")], ("ok", ["a", "f"]),
+         lambda r: r.zscore(TSHARD, "r1") == 5 and fields(r)["seq"] == "3"
+         and fields(r)["lu"] == LATER and fields(r)["lease"] == "tok" and "s:a" in fields(r)),
     Case("go_on", "a lost lease leaves the timer to its new holder",
          lambda r: (running()(r), r.zadd(TSHARD, {"r1": 5})), [RUN, "", "", TSHARD],
          ["other", repr(NOW), repr(NOW + 90), "90000"], None,

@@ -137,7 +137,7 @@ STORIES: dict[str, Story] = {
             "takeovers": 0, "s:a": json.dumps(step("a", "completed", output=1).to_json())}),
         lambda s: s.go_on(RUN, "x", LEASE_MS, {"s:b": "{}"}),  # not our lease: lost
         lambda s: s.save_step(RUN, "t1", step("b", "completed")),  # still our lease
-        lambda s: s.go_on(RUN, "t1", LEASE_MS, {"vs": '["v1"]'}),  # seq 2
+        lambda s: s.go_on(RUN, "t1", 0, {"vs": '["v1"]'}),  # seq 2, the lease kept
         lambda s: s.begin_pass(RUN, "t2", LEASE_MS, 2),  # busy: the lease is held
         lambda s: s.finish_run(RUN, "t1", "completed", {"out": "2"}),
         lambda s: s.go_on(RUN, "t1", LEASE_MS, {}),  # ended: lost

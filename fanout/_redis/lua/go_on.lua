@@ -2,7 +2,10 @@
 -- end_pass does for a run handed to the broker ('queued'), then what begin_pass does,
 -- without the message between them (a worker going on to the next step in-process).
 -- KEYS[1] run hash
--- ARGV[1] token  ARGV[2] now  ARGV[3] the new lease_until (s)  ARGV[4] the same in ms
+-- ARGV[1] token  ARGV[2] now  ARGV[3] the new lease_until (s)  ARGV[4] the same in ms;
+-- both '0': the lease is kept as it is (the caller renews it only once a third of it
+-- has gone by, as the lease thread would; a chain of quick steps writes no lease and
+-- moves no timer)
 -- ARGV[5..] field, value pairs to set (run fields, and the pass's deferred step records)
 -- KEYS[2] the metrics hash (optional): the attempts in the step records are counted
 -- (as end_pass counts them). KEYS[3] the registry of functions with runs (optional,
@@ -53,7 +56,8 @@ for i = 5, #ARGV - 1, 2 do
     ix_versions(get('fk'), ARGV[i + 1], ix_ms(get('c')), rid)
   end
 end
-if TKEY then redis.call('ZADD', TKEY, ARGV[4], rid) end
+local renew = ARGV[4] ~= '0'
+if TKEY and renew then redis.call('ZADD', TKEY, ARGV[4], rid) end
 if cx then
   if #ARGV > 4 then redis.call('HSET', KEYS[1], unpack(ARGV, 5, #ARGV)) end
   head[1] = 'cancel'
@@ -64,8 +68,11 @@ end
 local set = {}
 for i = 5, #ARGV do set[#set + 1] = ARGV[i] end
 for _, v in ipairs({'seq', tostring((tonumber(get('seq') or '0') or 0) + 1), 'st', 'running',
-                    'lu', ARGV[3], 'wake', '0', 'wd', '0'}) do
+                    'wake', '0', 'wd', '0'}) do
   set[#set + 1] = v
+end
+if renew then
+  set[#set + 1], set[#set + 2] = 'lu', ARGV[3]
 end
 if not get('t0') then
   set[#set + 1], set[#set + 2] = 't0', ARGV[2]
