@@ -93,7 +93,10 @@ def _wait_for_send(target: Target, args: argparse.Namespace, eid: str, starts: b
         # Also the runs the router says it resumed (a wait opened after the event was sent).
         resumed = history.summaries(mine) + [
             r for r in history.runs_resumed_by(eid) if r.run_id not in mine]
-        picked_up = bool(runs) or any(got.values()) or not starts and not waiting
+        # A run that exists proves no worker: the sender may have created it (routing in
+        # the sender); one whose first pass began, or that ended, does.
+        begun = [r for r in runs if r.started_at is not None or r.ended_at is not None]
+        picked_up = bool(begun) or any(got.values()) or not starts and not waiting
         pending = any(v is None for v in got.values())
         if picked_up and not pending and all(r.ended_at is not None for r in runs + resumed):
             break
@@ -101,7 +104,8 @@ def _wait_for_send(target: Target, args: argparse.Namespace, eid: str, starts: b
             break
         time.sleep(0.1)
     missed = [w.run_id for w in waiting if got[w.run_id] is False]
-    if not runs and not resumed:
+    begun = [r for r in runs if r.started_at is not None or r.ended_at is not None]
+    if not begun and not resumed:
         if starts or any(v is None for v in got.values()):
             raise CliError(f"no worker picked up event {eid} within {args.wait:g} s: is a "
                            f"worker running on broker {target.broker_url}? (celery -A "
