@@ -21,3 +21,25 @@ local function final(raw)
   if not raw then return false end
   return final_status(cjson.decode(raw)['st'])
 end
+-- The run hash (KEYS[1]) read whole, for a script that begins a pass: its flat reply,
+-- where each field's value is in it, and a getter (false for a field it lacks).
+local function read_whole()
+  local all = redis.call('HGETALL', KEYS[1])
+  local at = {}
+  for i = 1, #all, 2 do at[all[i]] = i + 1 end
+  return all, at, function(name) local i = at[name]; return i and all[i] or false end
+end
+-- Write the pairs of set (field, value, ...) to the run hash and patch its read (all,
+-- at) to what the hash now holds: the state a pass begins with, as the reply.
+local function write_whole(all, at, set)
+  redis.call('HSET', KEYS[1], unpack(set))
+  for i = 1, #set, 2 do
+    local j = at[set[i]]
+    if j then
+      all[j] = set[i + 1]
+    else
+      all[#all + 1], all[#all + 2] = set[i], set[i + 1]
+      at[set[i]] = #all
+    end
+  end
+end

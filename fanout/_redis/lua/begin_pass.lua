@@ -13,10 +13,7 @@
 local TKEY = KEYS[4]
 local rid = TKEY and KEYS[1]:match(':run:{(.*)}$')
 -- One read of the whole hash: its fields decide, and (changed below) are the reply.
-local all = redis.call('HGETALL', KEYS[1])
-local at = {}
-for i = 1, #all, 2 do at[all[i]] = i + 1 end
-local function get(name) local i = at[name]; return i and all[i] or false end
+local all, at, get = read_whole()
 local f = {get('st'), get('seq'), get('lease'), get('lu'), get('cx'), get('wake'), get('t0'),
            get('takeovers')}
 local st = f[1]
@@ -58,15 +55,7 @@ end
 if not f[7] then
   set[#set + 1], set[#set + 2] = 't0', ARGV[2]
 end
-redis.call('HSET', KEYS[1], unpack(set))
 -- The reply is the hash as it is now: what was read, with what was just set.
-for i = 1, #set, 2 do
-  local j = at[set[i]]
-  if j then
-    all[j] = set[i + 1]
-  else
-    all[#all + 1], all[#all + 2] = set[i], set[i + 1]
-  end
-end
+write_whole(all, at, set)
 table.insert(all, 1, 'ok')
 return all

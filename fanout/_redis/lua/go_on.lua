@@ -27,10 +27,7 @@ local rid = KEYS[1]:match(':run:{(.*)}$')
 -- One read of the whole hash, as begin_pass: its fields decide, the step records it
 -- holds are what the pairs replace (counted as end_pass counts them), and (changed
 -- below) it is the reply.
-local all = redis.call('HGETALL', KEYS[1])
-local at = {}
-for i = 1, #all, 2 do at[all[i]] = i + 1 end
-local function get(name) local i = at[name]; return i and all[i] or false end
+local all, at, get = read_whole()
 if get('lease') ~= ARGV[1] then
   return false
 end
@@ -77,16 +74,7 @@ end
 if not get('t0') then
   set[#set + 1], set[#set + 2] = 't0', ARGV[2]
 end
-redis.call('HSET', KEYS[1], unpack(set))
 -- The reply is the hash as it is now: what was read, with what was just set.
-for i = 1, #set, 2 do
-  local j = at[set[i]]
-  if j then
-    all[j] = set[i + 1]
-  else
-    all[#all + 1], all[#all + 2] = set[i], set[i + 1]
-    at[set[i]] = #all
-  end
-end
+write_whole(all, at, set)
 for _, v in ipairs(all) do head[#head + 1] = v end
 return head
