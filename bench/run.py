@@ -69,6 +69,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--retention", type=float, default=None,
                    help="--scale: the workers' retention in seconds (default: 1.2 x the "
                         "projected run time + 60 s)")
+    p.add_argument("--no-retention-wait", action="store_true",
+                   help="--scale: keep the default retention and skip the wait for it (the "
+                        "wait is as long as the run; measure memory after retention at a "
+                        "smaller N)")
     p.add_argument("--reference-n", type=int, default=10_000,
                    help="--scale: the N of the reference run (default 10000)")
     p.add_argument("--cluster", action="store_true",
