@@ -49,8 +49,14 @@ KNOWN_BOUNDS: dict[str, str] = {
     "fanout:idx:fn:*": "one zset per function: pruned like fanout:idx:runs",
     "fanout:idx:runs:{*}": "on a Redis Cluster, the 16 shards of fanout:idx:runs (by run "
                            "id): pruned like it",
-    "fanout:idx:evname:*": "one zset per event name: entries older than a day removed "
-                           "by History.prune",
+    "fanout:idx:evname:*": "one zset per event name (events): entries older than the "
+                           "retention removed by History.prune",
+    "fanout:idx:ended": "the ended feed (one zset, scored by the end): entries older than the "
+                        "retention removed by History.prune",
+    "fanout:idx:st:*": "one zset per terminal status: pruned like fanout:idx:runs",
+    "fanout:idx:ver:*": "one zset per version: pruned like fanout:idx:runs",
+    "fanout:idx:en:*": "one zset per event name (runs): pruned like fanout:idx:runs",
+    "fanout:idx:sa:*": "one zset per search attribute: pruned like fanout:idx:runs",
     "fanout:timers": "the single timer zset of earlier versions: drained, no longer written",
     "fanout:timers:{*}": "16 zsets (48 on a cluster; shards by run id): a member lives while its run is "
                          "queued, leased or sleeping; removed when the run ends",
