@@ -136,6 +136,18 @@ class Keyspace:
             return self.fn_index(fn_key)
         return f"{self.fn_index(fn_key)}:{{{self._index_tag(run_id)}}}"
 
+    @property
+    def stuck_sweep(self) -> str:
+        """The score where the watchdog's walk over every run stopped (shared by the
+        workers, so each minute's window follows the last)."""
+        return f"{self.prefix}:stuck:sweep"
+
+    @property
+    def stuck_suspects(self) -> str:
+        """Runs the walk saw stuck once, read again at every check until they move or
+        are handled (so the second sighting does not wait a whole walk)."""
+        return f"{self.prefix}:stuck:suspects"
+
     def runs_indexes(self, fn_key: str | None = None) -> str | tuple[str, ...]:
         """What lists every run (of one function, or of all): one sorted set, or on a
         cluster its shards and the unsharded set of earlier versions, read merged."""

@@ -5,6 +5,13 @@ timer is armed for it and no branch of it can run, or one of its parallel
 branches is queued with neither a branch lease nor a branch timer (the group
 would never join).  A run is reported once it was seen stuck twice, at least
 ``min_age`` seconds apart, with no pass in between (its ``seq`` unchanged).
+
+Each check reads the newest runs, the suspects (runs seen stuck once, kept in
+``P:stuck:suspects``) and the next window of a walk over every run, oldest last,
+whose position the workers share (``P:stuck:sweep``). So a run anywhere in a history
+of millions is read within (runs ÷ window) checks of the fleet, and once seen stuck
+it is read again at every check: a write lost in a failover in the middle of a large
+fan-out cannot leave a run that no check reaches.
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ from .._core.run_record import (
     step_id_of,
 )
 from .keyspace import Keyspace
-from .replies import text
+from .merged_index import rev
+from .replies import text, text_or_none, texts
 
 if TYPE_CHECKING:
     from .store import Store
@@ -77,17 +85,46 @@ def stuck_reason(fields: dict[str, str], timers: dict[str, float | None], run_id
 
 _HEAD = (ST, LEASE, LEASE_UNTIL, SEQ, STUCK)
 
+#: Runs each check reads from the walk over every run (beside the newest ``limit``).
+SWEEP_WINDOW = 2000
+#: At most this many suspects are kept (the oldest first seen go first).
+MAX_SUSPECTS = 10_000
+
+
+def sweep_window(store: Store, size: int = SWEEP_WINDOW) -> list[str]:
+    """The next ``size`` runs of the shared walk over every run, newest to oldest;
+    the walk starts again from the newest once it has reached the oldest."""
+    r = store.r
+    top = text_or_none(r.get(store.keys.stuck_sweep)) or "+inf"
+    rows = rev(r, store.keys.runs_indexes(None), top, "-inf", 0, size)
+    if len(rows) < size:
+        r.delete(store.keys.stuck_sweep)
+    else:
+        last = rows[-1][1]
+        # Inclusive, so runs created in the same millisecond as the window's last are
+        # not skipped; exclusive only when the whole window shares one score.
+        r.set(store.keys.stuck_sweep, f"({last!r}" if rows[0][1] == last else repr(last))
+    return [m for m, _s in rows]
+
 
 def find_stuck(store: Store, *, min_age: float,
                limit: int = 5000) -> list[tuple[str, str, str]]:
-    """(run id, reason, status) of the newest ``limit`` runs that are confirmed stuck;
-    runs seen stuck for the first time are marked, runs that moved lose their mark.
+    """(run id, reason, status) of the runs read (the newest ``limit``, the suspects
+    and the walk's next window) that are confirmed stuck; runs seen stuck for the
+    first time are marked and become suspects, runs that moved lose their mark.
 
     Cheap for a large history: a few fields of each run, then the whole hash only of
     the runs in ``running`` that no pass holds (parallel branches in flight)."""
     ids = store.run_ids(limit=limit)
+    newest = set(ids)
+    suspects = texts(store.r.zrange(store.keys.stuck_suspects, 0, MAX_SUSPECTS - 1))
+    for rid in [*suspects, *sweep_window(store)]:
+        if rid not in newest:
+            newest.add(rid)
+            ids.append(rid)
     if not ids:
         return []
+    was_suspect = set(suspects)
     now = time.time()
     pipe = store.r.pipeline(transaction=False)
     for rid in ids:
@@ -97,8 +134,6 @@ def find_stuck(store: Store, *, min_age: float,
         head = {k: text(v) for k, v in zip(_HEAD, values, strict=True) if v is not None}
         if head.get(ST) in ACTIVE and not (head.get(LEASE) and _num(head.get(LEASE_UNTIL)) > now * 1000):
             heads.append((rid, head))
-    if not heads:
-        return []
     full = [rid for rid, head in heads if head[ST] == "running"]
     fields = dict(zip(full, store.many_run_fields(full), strict=True)) if full else {}
     cands = [(rid, fields.get(rid, head)) for rid, head in heads]
@@ -106,9 +141,10 @@ def find_stuck(store: Store, *, min_age: float,
     for rid, f in cands:
         members.append(rid)
         members.extend(Keyspace.branch_timer(rid, sid) for sid in _branches(f))
-    scores = store.timer_scores(members)
+    scores = store.timer_scores(members) if members else []
     timers = dict(zip(members, scores, strict=True))
     found: list[tuple[str, str, str]] = []
+    unconfirmed: set[str] = set()
     pipe = store.r.pipeline(transaction=False)
     for rid, f in cands:
         reason = stuck_reason(f, timers, rid, now * 1000)
@@ -121,8 +157,19 @@ def find_stuck(store: Store, *, min_age: float,
         seen_seq, _, seen_at = mark.partition(":")
         if mark and seen_seq == seq and now - _num(seen_at) >= min_age:
             found.append((rid, reason, f.get(ST, "")))
-        elif not mark or seen_seq != seq:
-            pipe.hset(store.keys.run(rid), STUCK, f"{seq}:{now!r}")
+        else:
+            if not mark or seen_seq != seq:
+                pipe.hset(store.keys.run(rid), STUCK, f"{seq}:{now!r}")
+            unconfirmed.add(rid)
+    # A suspect stays until it moves, ends or is handled (found); a run seen stuck for
+    # the first time joins, so its second sighting comes at the next check.
+    gone = [rid for rid in was_suspect if rid not in unconfirmed]
+    if gone:
+        pipe.zrem(store.keys.stuck_suspects, *gone)
+    new = {rid: now for rid in unconfirmed if rid not in was_suspect}
+    if new:
+        pipe.zadd(store.keys.stuck_suspects, new, nx=True)
+        pipe.zremrangebyrank(store.keys.stuck_suspects, MAX_SUSPECTS, -1)
     pipe.execute()
     return found
 

@@ -234,3 +234,42 @@ def test_watchdog_offers_again_a_running_run_that_only_lost_its_timer(worker: ob
     assert client.check_stuck_runs() + client.check_stuck_runs() == []
     info = wait_for(lambda: (x := client.get_run(rid)) is not None and x.done and x)
     assert info.status == "completed" and info.output == 7
+
+
+def test_watchdog_reaches_a_run_older_than_the_newest_it_reads(worker: object) -> None:
+    """A failover in the middle of a large fan-out leaves its damaged runs far below the
+    newest ones. Each check also reads the next window of a walk over every run, and a
+    run seen stuck there is read again at the next check, so it is offered again."""
+    old = run_of(client, client.emit("t/one-step"), "one-step")
+    assert wait_run(client, old).status == "completed"
+    for _ in range(3):
+        assert wait_run(client, run_of(client, client.emit("t/one-step"), "one-step")).done
+    r = redis_for(__name__)
+    key = f"fanout:run:{{{old}}}"
+    r.hset(key, mapping={"st": "running", "lease": "", "lu": "0"})
+    r.hdel(key, "stk")
+    for tkey in Keyspace().timer_keys:
+        r.zrem(tkey, old)
+    # The newest run alone, three times: only the walk and the suspects can reach it.
+    for _ in range(3):
+        assert client.check_stuck_runs(limit=1) == []
+    info = wait_for(lambda: (x := client.get_run(old)) is not None and x.done and x)
+    assert info.status == "completed" and info.output == 7
+    assert not r.zscore("fanout:stuck:suspects", old)
+
+
+def test_the_watchdog_walk_visits_every_run_and_starts_again(worker: object) -> None:
+    from fanout._redis.stuck import sweep_window
+
+    store = client.runtime.store
+    every = {m.decode() for m in redis_for(__name__).zrange("fanout:idx:runs", 0, -1)}
+    assert len(every) > 4
+    redis_for(__name__).delete("fanout:stuck:sweep")
+    seen: set[str] = set()
+    for _ in range(len(every)):
+        window = sweep_window(store, 3)
+        seen.update(window)
+        if len(window) < 3:
+            break
+    assert every <= seen
+    assert redis_for(__name__).get("fanout:stuck:sweep") is None  # back to the newest
