@@ -218,18 +218,24 @@ def one_step(ctx: fanout.ContextSync) -> int:
     return int(ctx.step.run("s", lambda: 7))
 
 
-def test_watchdog_offers_again_a_running_run_that_only_lost_its_timer(worker: object) -> None:
-    """What a Redis Cluster failover can leave: the run's hash says running (its end was
-    among the lost writes) while its timer, on another master, was removed. The watchdog
-    arms the timer again instead of failing the run, and the run completes."""
-    rid = run_of(client, client.emit("t/one-step"), "one-step")
-    assert wait_run(client, rid).status == "completed"
+def _lose_end_and_timer(rid: str) -> None:
+    """Leave a completed run as a failover can: its hash back to running with no
+    lease, and no timer in any set."""
     r = redis_for(__name__)
     key = f"fanout:run:{{{rid}}}"
     r.hset(key, mapping={"st": "running", "lease": "", "lu": "0"})
     r.hdel(key, "stk")
     for tkey in Keyspace().timer_keys:
         r.zrem(tkey, rid)
+
+
+def test_watchdog_offers_again_a_running_run_that_only_lost_its_timer(worker: object) -> None:
+    """What a Redis Cluster failover can leave: the run's hash says running (its end was
+    among the lost writes) while its timer, on another master, was removed. The watchdog
+    arms the timer again instead of failing the run, and the run completes."""
+    rid = run_of(client, client.emit("t/one-step"), "one-step")
+    assert wait_run(client, rid).status == "completed"
+    _lose_end_and_timer(rid)
     # Two looks (the worker's own watchdog may take one of them): none fails it.
     assert client.check_stuck_runs() + client.check_stuck_runs() == []
     info = wait_for(lambda: (x := client.get_run(rid)) is not None and x.done and x)
@@ -244,18 +250,13 @@ def test_watchdog_reaches_a_run_older_than_the_newest_it_reads(worker: object) -
     assert wait_run(client, old).status == "completed"
     for _ in range(3):
         assert wait_run(client, run_of(client, client.emit("t/one-step"), "one-step")).done
-    r = redis_for(__name__)
-    key = f"fanout:run:{{{old}}}"
-    r.hset(key, mapping={"st": "running", "lease": "", "lu": "0"})
-    r.hdel(key, "stk")
-    for tkey in Keyspace().timer_keys:
-        r.zrem(tkey, old)
+    _lose_end_and_timer(old)
     # The newest run alone, three times: only the walk and the suspects can reach it.
     for _ in range(3):
         assert client.check_stuck_runs(limit=1) == []
     info = wait_for(lambda: (x := client.get_run(old)) is not None and x.done and x)
     assert info.status == "completed" and info.output == 7
-    assert not r.zscore("fanout:stuck:suspects", old)
+    assert not redis_for(__name__).zscore("fanout:stuck:suspects", old)
 
 
 def test_the_watchdog_walk_visits_every_run_and_starts_again(worker: object) -> None:
