@@ -87,7 +87,8 @@ _HEAD = (ST, LEASE, LEASE_UNTIL, SEQ, STUCK)
 
 #: Runs each check reads from the walk over every run (beside the newest ``limit``).
 SWEEP_WINDOW = 2000
-#: At most this many suspects are kept (the oldest first seen go first).
+#: At most this many suspects are kept: past it, the runs first seen most recently are
+#: dropped (the newest read and the walk find them again).
 MAX_SUSPECTS = 10_000
 
 
@@ -116,11 +117,11 @@ def find_stuck(store: Store, *, min_age: float,
     Cheap for a large history: a few fields of each run, then the whole hash only of
     the runs in ``running`` that no pass holds (parallel branches in flight)."""
     ids = store.run_ids(limit=limit)
-    newest = set(ids)
+    seen = set(ids)
     suspects = texts(store.r.zrange(store.keys.stuck_suspects, 0, MAX_SUSPECTS - 1))
     for rid in [*suspects, *sweep_window(store)]:
-        if rid not in newest:
-            newest.add(rid)
+        if rid not in seen:
+            seen.add(rid)
             ids.append(rid)
     if not ids:
         return []
