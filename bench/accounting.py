@@ -63,6 +63,11 @@ KNOWN_BOUNDS: dict[str, str] = {
     "fanout:metrics": "one hash: counters per function and status (bounded by the "
                       "number of functions, not N)",
     "fanout:metrics:roll:*:#": "rollup buckets: TTL per tier",
+    "fanout:metrics:roll:last": "one hash: the charted fields at the last roll",
+    "fanout:declared": "one hash: a field per set of declared functions; fields no worker "
+                       "refreshed for 60 s are deleted",
+    "fanout:metrics:evnames": "one set: the event names counted, at most 1,000",
+    "fanout:idx:fns": "one set: the functions that have runs",
 }
 
 

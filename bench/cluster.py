@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,7 @@ import redis
 
 from bench import accounting as acc
 from bench import workloads as wl
-from bench.harness import CeleryWorker, RedisServer, free_port, wait_until
+from bench.harness import CeleryWorker, Meter, RedisServer, free_port, wait_until
 
 MONITOR_AT, MONITOR_S = 0.3, 5.0
 
@@ -121,7 +122,11 @@ def _calls(c: redis.Redis) -> tuple[dict[str, int], int, int]:
     return calls, int(stats["total_reads_processed"]), int(stats["total_net_input_bytes"])
 
 
-def run_store(n: int, settings: wl.Settings, *, cluster: bool) -> dict[str, Any]:
+def run_store(n: int, settings: wl.Settings, *, cluster: bool,
+              monitor: bool = True) -> dict[str, Any]:
+    """Workload A at ``n`` with the store on 3 masters or on 1 plain server; with
+    ``monitor`` (cluster only) every node is MONITORed for a few seconds, which slows
+    the nodes while it lasts: the throughput pairs run without it."""
     broker = RedisServer()
     store_cluster: Cluster | None = None
     store_single: RedisServer | None = None
@@ -143,11 +148,15 @@ def run_store(n: int, settings: wl.Settings, *, cluster: bool) -> dict[str, Any]
         import fanout
 
         monitors: list[Monitor] = []
+        store_pids = store_cluster.pids if store_cluster else [store_single.pid]  # type: ignore[union-attr]
+        w = worker
+        meter = Meter(lambda: {"worker": [w.pid], "broker": [broker.pid],
+                               "store": store_pids}, interval=0.5).start()
         t0 = time.monotonic()
         client.send_sync(fanout.Event(name="bench/load", data={"n": n},
                                       id=f"load-{os.urandom(8).hex()}"))
         next_line = t0 + 10
-        sampled = not cluster
+        sampled = not (cluster and monitor)
         while True:
             time.sleep(0.1)
             done = int(broker.client.get(wl.DONE) or 0)
@@ -171,6 +180,7 @@ def run_store(n: int, settings: wl.Settings, *, cluster: bool) -> dict[str, Any]
             if now - t0 > max(300, n / 10):
                 raise TimeoutError(f"only {done}/{n} runs in {now - t0:.0f}s")
         wall = time.monotonic() - t0
+        meter.stop()
         after = {p: _calls(c) for p, c in nodes.items()}
         per_node: dict[str, Any] = {}
         for p in nodes:
@@ -182,7 +192,11 @@ def run_store(n: int, settings: wl.Settings, *, cluster: bool) -> dict[str, Any]
                                 # Bytes the clients sent (our INFO calls are a few dozen).
                                 "in_bytes": after[p][2] - before[p][2]}
         out: dict[str, Any] = {"n": n, "cluster": cluster, "wall_s": wall,
-                               "runs_per_s": n / wall, "nodes": per_node}
+                               "runs_per_s": n / wall, "nodes": per_node,
+                               # CPU ms per run: the worker's processes, the broker, the
+                               # store's server(s).
+                               "cpu_ms_per_run": {k: 1000 * v / n
+                                                  for k, v in meter.cpu().items()}}
         if monitors:
             out["monitor"] = _key_accounting(monitors)
         return out
@@ -226,7 +240,8 @@ def _key_accounting(monitors: list[Monitor]) -> dict[str, Any]:
                              for f, v in fam.most_common(12)]}
 
 
-def report(single: dict[str, Any] | None, clus: dict[str, Any]) -> str:
+def report(single: dict[str, Any] | None, clus: dict[str, Any],
+           pairs: list[dict[str, float]] | None = None) -> str:
     n = clus["n"]
     totals = {p: v["commands"] for p, v in clus["nodes"].items()}
     name, share, factor = acc.busiest_vs_fair(totals)
@@ -246,7 +261,25 @@ def report(single: dict[str, Any] | None, clus: dict[str, Any]) -> str:
               f"Throughput: {clus['runs_per_s']:.0f} runs/s on 3 masters"
               + (f", {single['runs_per_s']:.0f} runs/s with the store on 1 plain "
                  f"redis-server ({clus['runs_per_s'] / single['runs_per_s']:.2f}×; one run "
-                 "each, same broker layout)" if single else "") + "."]
+                 "each, same broker layout; the cluster run's nodes were MONITORed for "
+                 f"{MONITOR_S:.0f} s)" if single else "") + "."]
+    if pairs:
+        ratios = [p["cluster"] / p["single"] for p in pairs]
+        lines += ["", f"Throughput pairs without MONITOR (`--cluster-reps {len(pairs)}`, "
+                  "interleaved, the order alternating): 3 masters ÷ 1 server = "
+                  + acc.fmt_spread({"median": statistics.median(ratios), "min": min(ratios),
+                                      "max": max(ratios)}, 2) + " ("
+                  + ", ".join(f"{p['cluster']:.0f}/{p['single']:.0f}" for p in pairs)
+                  + " runs/s); target ≥ 1.", "",
+                  "CPU per run in those pairs, median (ms; the worker's processes, the broker, "
+                  "the store's servers):", "",
+                  "| store | worker | broker | store servers | all |",
+                  "| --- | --- | --- | --- | --- |"]
+        for label, key in (("3 masters", "cpu_cluster"), ("1 server", "cpu_single")):
+            cols = [statistics.median(p[key].get(g, 0.0) for p in pairs)
+                    for g in ("worker", "broker", "store")]
+            lines.append(f"| {label} | " + " | ".join(f"{c:.2f}" for c in cols)
+                         + f" | {sum(cols):.2f} |")
     mon = clus.get("monitor")
     if mon:
         lines += ["", f"Top keys by share of the store's commands (MONITOR on every node for "
@@ -288,11 +321,24 @@ def main(args: argparse.Namespace, settings: wl.Settings) -> int:
     single = run_store(n, settings, cluster=False)
     _say(f"store on 3 cluster masters, N = {n:,}")
     clus = run_store(n, settings, cluster=True)
-    md = report(single, clus)
+    pairs: list[dict[str, float]] = []
+    for rep in range(args.cluster_reps):
+        # Interleaved, the order alternating: A B, B A, ...
+        order = (False, True) if rep % 2 else (True, False)
+        got: dict[bool, dict[str, Any]] = {}
+        for on_cluster in order:
+            _say(f"throughput pair {rep + 1}/{args.cluster_reps}: "
+                 f"{'3 masters' if on_cluster else '1 server'}, N = {n:,}")
+            got[on_cluster] = run_store(n, settings, cluster=on_cluster, monitor=False)
+        pairs.append({"cluster": got[True]["runs_per_s"], "single": got[False]["runs_per_s"],
+                      "cpu_cluster": got[True]["cpu_ms_per_run"],
+                      "cpu_single": got[False]["cpu_ms_per_run"]})
+    md = report(single, clus, pairs)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (args.out / f"cluster-{stamp}.json").write_text(json.dumps(
-        {"single": single, "cluster": clus, "rev": wl.git_rev()}, indent=1, default=str))
+        {"single": single, "cluster": clus, "pairs": pairs, "rev": wl.git_rev()}, indent=1,
+        default=str))
     (args.out / f"cluster-{stamp}.md").write_text(md)
     print(md)
     return 0

@@ -38,18 +38,30 @@ def _py_spy() -> str:
     return exe
 
 
-def run(n: int, settings: wl.Settings, seconds: float = SECONDS) -> dict[str, Any]:
+def run(n: int, settings: wl.Settings, seconds: float = SECONDS, *,
+        on_cluster: bool = False) -> dict[str, Any]:
+    """``on_cluster``: the store on 3 cluster masters, the broker on its own server
+    (Redis commands and round trips then count every node and the broker)."""
     spy = _py_spy()
     server = RedisServer()
+    store: Any = None
     worker = None
     tmp = Path(tempfile.mkdtemp(prefix="fanout-bench-spy-"))
     try:
+        env = wl.fanout_env(server.url)
+        nodes = [server.client]
+        if on_cluster:
+            from bench.cluster import Cluster
+
+            store = Cluster(3)
+            env["BENCH_STORE_URL"] = os.environ["BENCH_STORE_URL"] = store.url
+            nodes += list(store.clients.values())
         client = wl._fanout_client(server.url)
         worker = CeleryWorker(wl.FANOUT_APP, concurrency=settings.concurrency,
-                              env=wl.fanout_env(server.url), log=wl._log(settings, "fanout-prof"))
+                              env=env, log=wl._log(settings, "fanout-prof"))
         r = server.client
-        before = server.commandstats()
-        reads0 = int(r.info("stats")["total_reads_processed"])
+        before = _commandstats(nodes)
+        reads0 = _reads(nodes)
         import fanout
 
         polls = 0
@@ -77,8 +89,8 @@ def run(n: int, settings: wl.Settings, seconds: float = SECONDS) -> dict[str, An
             if time.monotonic() - t0 > max(300, n / 10):
                 raise TimeoutError(f"only {done}/{n} runs done")
         wall = time.monotonic() - t0
-        cmds = command_delta(before, server.commandstats(), {"get": polls})
-        reads = int(r.info("stats")["total_reads_processed"]) - reads0 - polls - 2
+        cmds = command_delta(before, _commandstats(nodes), {"get": polls})
+        reads = _reads(nodes) - reads0 - polls - 2 * len(nodes)
         errors = []
         for sp in spies:
             _, err = sp.communicate(timeout=seconds + 60)
@@ -92,7 +104,7 @@ def run(n: int, settings: wl.Settings, seconds: float = SECONDS) -> dict[str, An
                 acc.fold_stacks(out.read_text().splitlines(), prof)
                 per_process[out.stem] = prof.samples - before_samples
         total = sum(cmds.values())
-        return {"n": n, "wall_s": wall, "runs_per_s": n / wall, "seconds": seconds,
+        return {"n": n, "on_cluster": on_cluster, "wall_s": wall, "runs_per_s": n / wall, "seconds": seconds,
                 "redis_cmds_per_run": total / n, "redis_round_trips_per_run": reads / n,
                 "redis_top_cmds_per_run": {k: round(v / n, 2) for k, v in
                                            sorted(cmds.items(), key=lambda kv: -kv[1])[:10]},
@@ -107,13 +119,30 @@ def run(n: int, settings: wl.Settings, seconds: float = SECONDS) -> dict[str, An
         if worker is not None:
             worker.stop()
         server.stop()
+        if store is not None:
+            store.stop()
+            os.environ.pop("BENCH_STORE_URL", None)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _commandstats(nodes: list[Any]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in nodes:
+        for k, v in acc.commandstats_calls(c.info("commandstats")).items():
+            total[k] = total.get(k, 0) + v
+    return total
+
+
+def _reads(nodes: list[Any]) -> int:
+    return sum(int(c.info("stats")["total_reads_processed"]) for c in nodes)
 
 
 def report(p: dict[str, Any]) -> str:
     s = p["samples"] or 1
-    lines = [f"## Profile: the pool processes during workload A, N = {p['n']:,} "
-             f"(`python -m bench --profile --n {p['n']}`)", "",
+    where = " --cluster" if p.get("on_cluster") else ""
+    lines = [f"## Profile: the pool processes during workload A, N = {p['n']:,}"
+             + (", the store on 3 cluster masters" if where else "")
+             + f" (`python -m bench --profile{where} --n {p['n']}`)", "",
              f"py-spy --nonblocking at 100 Hz on each pool process for {p['seconds']:.0f} s: "
              f"{p['samples']:,} busy samples ({p['samples_per_process']}); the run took "
              f"{p['wall_s']:.1f} s ({p['runs_per_s']:.0f} runs/s with the sampler on). "
@@ -138,7 +167,7 @@ def report(p: dict[str, Any]) -> str:
 
 
 def main(args: argparse.Namespace, settings: wl.Settings) -> int:
-    p = run(args.profile_n, settings)
+    p = run(args.profile_n, settings, on_cluster=args.cluster)
     md = report(p)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -47,7 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--big", action="store_true", help="add N=100000 to workload A")
     p.add_argument("--reps", type=int, default=3, help="repetitions of each measurement")
     p.add_argument("--systems", default="fanout,fanout-cp,celery,dbos",
-                   help="systems for workload A (dbos is skipped when unavailable)")
+                   help="systems for workload A (dbos is skipped when unavailable; "
+                        "celery-1 is hand-written Celery with one task per run, the three "
+                        "steps inline: the floor of one task per run, for checkpoint mode)")
     p.add_argument("--concurrency", type=int, default=2,
                    help="worker processes for every system (celery -c, DBOS processes)")
     p.add_argument("--latency-count", type=int, default=1000,
@@ -78,6 +80,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cluster", action="store_true",
                    help="workload A with the store on a 3-master Redis Cluster: each node's "
                         "share of the store's commands, and the top keys")
+    p.add_argument("--cluster-reps", type=int, default=2,
+                   help="--cluster: throughput pairs (3 masters, 1 server) run after the "
+                        "accounting pair, interleaved and without MONITOR (default 2)")
     p.add_argument("--failover", action="store_true",
                    help="workload A on 3 cluster masters with a replica each, one master "
                         "failed over mid-fan-out: runs lost or stuck, steps run twice, the "
@@ -98,13 +103,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "min-replicas-to-write 1")
     p.add_argument("--profile", action="store_true",
                    help="py-spy on the worker's pool processes during workload A: where a "
-                        "pass's time goes, by fanout function")
+                        "pass's time goes, by fanout function (with --cluster: the store on "
+                        "3 cluster masters, the broker on its own server)")
     p.add_argument("--render", type=Path, metavar="JSON",
                    help="measure nothing: print the markdown report of a saved run's JSON")
     args = p.parse_args(argv)
     args.scale_n = int(args.n) if args.scale and args.n else 1_000_000
     args.cluster_n = int(args.n) if args.cluster and args.n else 10_000
     args.profile_n = int(args.n) if args.profile and args.n else 5_000
+    args.cluster_n = args.profile_n if args.profile else args.cluster_n
     args.failover_n = int(args.n) if args.failover and args.n else 10_000
     if args.n is None:
         args.n = "1000,10000"
@@ -175,6 +182,7 @@ class Runner:
             "fanout": lambda n: wl.fanout_fanout(s, n, checkpoint=False),
             "fanout-cp": lambda n: wl.fanout_fanout(s, n, checkpoint=True),
             "celery": lambda n: wl.celery_fanout(s, n),
+            "celery-1": lambda n: wl.celery_fanout(s, n, one_task=True),
             "dbos": lambda n: wl.dbos_fanout(s, n),
         }
         for rep in range(a.reps):
@@ -226,7 +234,7 @@ class Runner:
                    f"workflows). {a.reps} repetitions, interleaved; cells are median [min–max].")
         out.append("")
         sizes = sorted({r["n"] for r in self.results if r["workload"] == "A" and "n" in r})
-        systems = [s for s in ("fanout", "fanout-cp", "celery", "dbos")
+        systems = [s for s in ("fanout", "fanout-cp", "celery", "celery-1", "dbos")
                    if any(r["system"] == s and r["workload"] == "A" for r in self.results)]
         if sizes:
             out += ["## A. Fan-out: a loader sends N events, each starts a 3-step function", "",
@@ -253,7 +261,8 @@ class Runner:
                         f"| {fmt(summarize([r['redis_round_trips_per_run'] for r in rows]), 1)} "
                         f"| {fmt(summarize([r['peak_rss_mb'] for r in rows]), 0)} | {ratio} |")
             out.append("")
-            out.append("`fanout-cp` is `checkpoint=True`. CPU-s adds up every worker process, "
+            out.append("`fanout-cp` is `checkpoint=True`. `celery-1` is one Celery task per "
+                       "run that runs the three steps inline, saving nothing between them. CPU-s adds up every worker process, "
                        "redis-server and (DBOS) PostgreSQL. Redis commands include the one "
                        "`INCR` per run that counts completions, for every system, and the commands "
                        "Lua scripts run (Redis counts those too); round trips are the server's "
@@ -380,6 +389,13 @@ class Runner:
                 f"≤ {TARGETS['checkpoint_vs_celery']}",
                 self.paired_ratio("A", "fanout-cp", "celery", "wall_s", n=n),
                 TARGETS["checkpoint_vs_celery"])
+            if self.rows("A", "celery-1", n=n):
+                floor = self.paired_ratio("A", "celery-1", "celery", "wall_s", n=n)
+                lines.append(f"| A, N={n:,}: Celery with one task per run ÷ Celery with three "
+                             f"(the floor of one task per run; not a target) | – | "
+                             f"{fmt(floor, 2)} | – |")
+                row(f"A, N={n:,}: checkpoint time ÷ Celery with one task per run",
+                    "≤ 1.0", self.paired_ratio("A", "fanout-cp", "celery-1", "wall_s", n=n), 1.0)
             fo = self.rows("A", "fanout", n=n)
             if fo:
                 row(f"A, N={n:,}: fanout Redis commands per run", f"≤ {TARGETS['cmds_per_run']}",
@@ -440,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         # A SIGTERM unwinds (finally: stop the workers and the servers this run started).
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
-        mode = (scale if args.scale else cluster if args.cluster else
+        mode = (scale if args.scale else profile if args.profile else cluster if args.cluster else
                 failover if args.failover else profile)
         return mode.main(args, runner.settings)
     info = machine_info()

@@ -10,7 +10,9 @@
 3. Retention: the worker runs with a short retention (``BENCH_RETENTION``; the public
    setting refuses less than an hour), the bench waits until it has passed for every
    run, runs the index prune the workers run hourly (``History.prune``), waits for
-   Redis to expire the keys, and compares ``used_memory`` with the start.
+   Redis to expire the keys, and compares ``used_memory`` with the start; then the
+   same at rest (:func:`_idle_memory`: the scripts loaded at both ends, less the
+   client buffers and Redis's per-command statistics, which do not grow with N).
 """
 
 from __future__ import annotations
@@ -100,6 +102,11 @@ def one_run(n: int, settings: wl.Settings, retention: float | None, *, every: fl
         r = server.client
         time.sleep(1.0)
         mem0 = int(r.info("memory")["used_memory"])
+        client.runtime.store.scripts.load_all()
+        # Redis updates each client's memory figure in its cron, every few seconds.
+        time.sleep(5.0)
+        mem0_idle = _idle_memory(r)
+        stats0 = _memory_stats(r)
         fam0 = scan_families(r) if families else {}
         import fanout
 
@@ -142,7 +149,8 @@ def one_run(n: int, settings: wl.Settings, retention: float | None, *, every: fl
             "n": n, "wall_s": wall, "runs_per_s": n / wall,
             # Windows of a full period, without the first (loader, ramp-up).
             "window_rates": [s["rate"] for s in series[1:] if s["full"]],
-            "series": series, "mem_start": mem0, "mem_end": mem_end,
+            "series": series, "mem_start": mem0, "mem_start_idle": mem0_idle,
+            "mem_end": mem_end,
             "mem_peak": int(mem_info["used_memory_peak"]),
             "bytes_per_run": (mem_end - mem0) / n, "retention": retention,
             "statuses": statuses,
@@ -153,12 +161,45 @@ def one_run(n: int, settings: wl.Settings, retention: float | None, *, every: fl
             out["growth"] = acc.growth(fam0, fam1, n)
         if retention:
             out.update(_after_retention(r, client, t_end, retention, mem0, every))
+            out["memory_stats_start"] = stats0
+            out["mem_after_idle"] = _idle_memory(r)
+            out["idle_after_vs_start"] = out["mem_after_idle"] / mem0_idle - 1
+            out["memory_stats_after"] = _memory_stats(r)
         return out
     finally:
         if worker is not None:
             worker.stop()
         server.stop()
         os.environ.pop("BENCH_RETENTION", None)
+
+
+def _idle_memory(r: redis.Redis) -> int:
+    """Bytes Redis holds for fanout's data and code at rest: ``total.allocated`` less
+    the client connections' buffers (``clients.normal``: how many processes are
+    connected, not how many runs there were), with the scripts loaded (the caller
+    loads them) and without Redis's own per-command statistics. Redis keeps a latency
+    histogram for every command name it has served (``latency-tracking``, on by
+    default), about 1 MB for the few dozen commands a worker uses; they grow with the
+    set of commands, not with the runs, and no retention removes them. ``CONFIG
+    RESETSTAT`` frees them, so both ends of the comparison are read after one."""
+    r.config_resetstat()
+    st = r.memory_stats()
+    return int(st["total.allocated"]) - int(st["clients.normal"])
+
+
+def _memory_stats(r: redis.Redis) -> dict[str, Any]:
+    """``MEMORY STATS``' numeric fields, flattened (``db.0.overhead.hashtable.main``)."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        elif isinstance(v, (int, float)):
+            flat[prefix] = v
+
+    walk("", r.memory_stats())
+    return flat
 
 
 def _fam_rows(fams: dict[str, acc.Family]) -> list[dict[str, Any]]:
@@ -237,6 +278,12 @@ def report(ref: dict[str, Any], big: dict[str, Any], settings: wl.Settings) -> s
                      f"prune removed {big['prune']['runs_removed']:,} run and "
                      f"{big['prune']['events_removed']:,} event index entries in "
                      f"{big['prune']['seconds']:.1f} s |")
+        ok = "yes" if abs(big["idle_after_vs_start"]) <= 0.05 else "**no**"
+        lines.append(f"| the same at rest: scripts loaded, less client buffers and Redis's "
+                     f"per-command statistics (bench/scale.py `_idle_memory`) | "
+                     f"{big['mem_start_idle'] / 2**20:.2f} MB before, "
+                     f"{big['mem_after_idle'] / 2**20:.2f} MB after: "
+                     f"{100 * big['idle_after_vs_start']:+.1f} % (within 5 %: {ok}) |")
     lines += ["", "Key families that grew with N (per finished run; bytes from MEMORY USAGE "
               "of up to 40 keys per family, scaled to the family's key count):", "",
               "| family | keys/run | elements/run | bytes/run | with TTL | bounded by |",

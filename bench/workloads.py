@@ -246,7 +246,9 @@ def fanout_fanout(settings: Settings, n: int, *, checkpoint: bool) -> dict[str, 
         server.stop()
 
 
-def celery_fanout(settings: Settings, n: int) -> dict[str, Any]:
+def celery_fanout(settings: Settings, n: int, *, one_task: bool = False) -> dict[str, Any]:
+    """Hand-written Celery on workload A: a chain of three tasks per run, or with
+    ``one_task`` one task that runs the three steps (``celery-1``)."""
     server = RedisServer()
     worker = None
     try:
@@ -256,11 +258,11 @@ def celery_fanout(settings: Settings, n: int) -> dict[str, Any]:
         mod = importlib.reload(importlib.import_module(CELERY_APP))
         worker = CeleryWorker(CELERY_APP, concurrency=settings.concurrency,
                               env={"BENCH_REDIS_URL": server.url},
-                              log=_log(settings, "celery-A"))
+                              log=_log(settings, "celery-1" if one_task else "celery-A"))
         w = worker
         return _measure(
             server, n,
-            lambda: mod.loader.apply_async((n,)),
+            lambda: (mod.loader1 if one_task else mod.loader).apply_async((n,)),
             lambda: {"worker": [w.pid], "redis": [server.pid]},
             timeout=max(300, n / 5),
         )

@@ -53,6 +53,20 @@ def loader(n: int) -> int:
     return n
 
 
+@app.task(name="bench.all3")
+def all3(i: int) -> int:
+    """The three steps in one task: nothing is saved between them (a worker lost in
+    the middle runs all three again). The floor of any design that runs a run as
+    one Celery task."""
+    return s3.run(s2.run(s1.run(i)))
+
+
+@app.task(name="bench.loader1")
+def loader1(n: int) -> int:
+    group(all3.si(i) for i in range(n)).apply_async()
+    return n
+
+
 @app.task(name="bench.ping")
 def ping(key: str) -> None:
     r().set(key, 1)
