@@ -94,17 +94,24 @@ MAX_SUSPECTS = 10_000
 
 def sweep_window(store: Store, size: int = SWEEP_WINDOW) -> list[str]:
     """The next ``size`` runs of the shared walk over every run, newest to oldest;
-    the walk starts again from the newest once it has reached the oldest."""
+    the walk starts again from the newest once it has reached the oldest.
+
+    The position is ``<score>|<k>``: the next window starts at that score, after the
+    ``k`` runs of that score already read (runs created in one batch share a score,
+    and a batch may hold more runs than a window)."""
     r = store.r
-    top = text_or_none(r.get(store.keys.stuck_sweep)) or "+inf"
-    rows = rev(r, store.keys.runs_indexes(None), top, "-inf", 0, size)
+    raw = text_or_none(r.get(store.keys.stuck_sweep)) or "+inf|0"
+    top, _, k = raw.partition("|")  # a position of an earlier version has no "|k"
+    skip = int(k or 0)
+    rows = rev(r, store.keys.runs_indexes(None), top, "-inf", skip, size)
     if len(rows) < size:
         r.delete(store.keys.stuck_sweep)
     else:
         last = rows[-1][1]
-        # Inclusive, so runs created in the same millisecond as the window's last are
-        # not skipped; exclusive only when the whole window shares one score.
-        r.set(store.keys.stuck_sweep, f"({last!r}" if rows[0][1] == last else repr(last))
+        same = sum(1 for _m, score in rows if score == last)
+        if rows[0][1] == last and top == repr(last):
+            same += skip  # the whole window was of the score it started at
+        r.set(store.keys.stuck_sweep, f"{last!r}|{same}")
     return [m for m, _s in rows]
 
 

@@ -274,3 +274,25 @@ def test_the_watchdog_walk_visits_every_run_and_starts_again(worker: object) -> 
             break
     assert every <= seen
     assert redis_for(__name__).get("fanout:stuck:sweep") is None  # back to the newest
+
+
+def test_the_watchdog_walk_reads_a_batch_larger_than_its_window(worker: object) -> None:
+    # Runs routed in one batch share their creation time: ten runs of one score,
+    # walked three at a time, are all read (the walk used to jump past the score).
+    from fanout._redis.stuck import sweep_window
+
+    r = redis_for(__name__)
+    tied = {f"tied-{i}": 1.0 for i in range(10)}
+    r.zadd("fanout:idx:runs", tied)
+    try:
+        r.delete("fanout:stuck:sweep")
+        seen: set[str] = set()
+        for _ in range(100):
+            window = sweep_window(client.runtime.store, 3)
+            seen.update(window)
+            if len(window) < 3:
+                break
+        assert set(tied) <= seen
+    finally:
+        r.zrem("fanout:idx:runs", *tied)
+        r.delete("fanout:stuck:sweep")
