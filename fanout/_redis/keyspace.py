@@ -10,7 +10,9 @@ batch) id: 16 sets ``P:timers:{t<k>}`` on one Redis. On a Redis Cluster, where o
 of those 16 took more than 2 % of the store's commands and half of them sat on one of
 three masters, :data:`CLUSTER_TIMER_SHARDS` sets ``P:timers:{T<k>.<i>}``, the k-th in
 the k-th 48th of the slots (:func:`shard_tags`), so every master of an evenly split
-cluster holds its share (each set more costs the timer scan one command). The sets of
+cluster holds its share (each set more costs the timer scan one command); there a
+timer goes to a set on the node of its run's slot (:attr:`Keyspace.timer_locator`), so
+the run's scripts move it (``node_shards.py``). The sets of
 earlier versions (``P:timers``, and on a cluster the 16 ``{t<k>}``) are still
 scanned, less often, and a timer claimed from a set that is not its home is moved
 home, so they drain.
@@ -19,7 +21,7 @@ home, so they drain.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 
 from redis.crc import key_slot
@@ -53,11 +55,15 @@ def metrics_shard_tags(n: int = METRICS_SHARDS) -> list[str]:
     return shard_tags(n, "m")
 
 
+def timer_owner(member: str) -> str:
+    """The run id (or router batch id) a timer belongs to."""
+    kind, _, rest = member.partition(":")
+    return rest.split(":", 1)[0] if kind in ("branch", "route") and rest else member
+
+
 def _timer_hash(member: str) -> int:
     """The hash that places a timer: of its run id (or router batch id)."""
-    kind, _, rest = member.partition(":")
-    owner = rest.split(":", 1)[0] if kind in ("branch", "route") and rest else member
-    return zlib.crc32(owner.encode())
+    return zlib.crc32(timer_owner(member).encode())
 
 
 class Keyspace:
@@ -71,6 +77,9 @@ class Keyspace:
                               shard_tags(CLUSTER_TIMER_SHARDS, "T")] if cluster else one_redis)
         # Sets no timer is armed in any more, scanned until they are empty.
         self.old_timer_keys = [*one_redis, self.timers] if cluster else [self.timers]
+        # On a cluster, the store sets this: a timer's set on its owner's node (owner ->
+        # set, None when that node holds none); timer_key then places timers by it.
+        self.timer_locator: Callable[[str], str | None] | None = None
         self.runs_index = f"{p}:idx:runs"
         # On a cluster every run is listed in the shard of its id,
         # P:idx:runs:{r<k>.<i>} and P:idx:fn:<fk>:{r<k>.<i>}; readers merge the shards
@@ -209,16 +218,24 @@ class Keyspace:
 
     def timer_key(self, member: str) -> str:
         """The timer shard of a member: by its run id (or router batch id), so a run's
-        timers share one set."""
+        timers share one set; on a cluster, one of the sets on the node of that id's
+        slot (:attr:`timer_locator`), so the run's scripts move its timer themselves."""
+        if self.timer_locator is not None:
+            home = self.timer_locator(timer_owner(member))
+            if home is not None:
+                return home
         return self.timer_shards[_timer_hash(member) % len(self.timer_shards)]
 
     def timer_homes(self, member: str) -> list[str]:
-        """Every set ``member`` can be in, its shard first: on a cluster its set among
-        the 16 of earlier versions, then the old single set."""
+        """Every set ``member`` can be in, its shard first: on a cluster the set that
+        placed it by its id alone (earlier versions, or a node without a set), its set
+        among the 16 of earlier versions, then the old single set."""
         home = self.timer_key(member)
         if not self.cluster:
             return [home, self.timers]
-        return [home, self.old_timer_keys[_timer_hash(member) % TIMER_SHARDS], self.timers]
+        by_id = self.timer_shards[_timer_hash(member) % len(self.timer_shards)]
+        return [home, *([by_id] if by_id != home else []),
+                self.old_timer_keys[_timer_hash(member) % TIMER_SHARDS], self.timers]
 
     @property
     def timer_keys(self) -> list[str]:

@@ -46,6 +46,7 @@ from .flow_store import FlowStore
 from .keyspace import Keyspace
 from .merged_index import rev
 from .metric_shards import MetricShards
+from .node_shards import NodeShards, non_local
 from .observations import Observations
 from .replies import field_map, flatten, pairs, text, text_or_none, texts
 from .scripts import Scripts
@@ -123,9 +124,12 @@ class Store(TimerSets):
         # The metrics hash, passed to the run scripts as KEYS[2] so counting costs no
         # command. On a Redis Cluster (7.0 or later) the counts go to shards, a run's
         # to one on its node (metric_shards.py); the scripts carry the flag for it.
+        # Scripts may name keys of other slots on their node (Redis 7.0 or later on
+        # every primary): the metrics shard and the timer set (node_shards.py).
+        cross = cluster and counts_on_cluster(client)
         if metrics is None or (metrics and cluster):
-            metrics = not cluster or counts_on_cluster(client)
-        self.scripts = Scripts(client, CROSS_SLOT if metrics and cluster else "")
+            metrics = not cluster or cross
+        self.scripts = Scripts(client, CROSS_SLOT if cross else "")
         self.metrics_key: str | None = self.keys.metrics if metrics else None
         self.metric_shards: MetricShards | None = (
             MetricShards(client, self.keys.metrics_shards) if metrics and cluster else None)
@@ -137,9 +141,17 @@ class Store(TimerSets):
         # a cluster, where listings read P:idx:runs and P:idx:fn:<fk> only.
         self.indexed = not _is_cluster(client)
         # The run scripts arm and remove the run's timer themselves (KEYS[4], the
-        # timer shard) on one Redis; on a cluster the shard is in another slot than the
-        # run hash, so the store sends it beside the script in the same pipeline.
-        self.timers_in_scripts = not _is_cluster(client)
+        # timer shard). On a cluster the run's timer lives in a set on the run's node
+        # (keyspace.timer_key), named after the run key as the metrics shard is; on
+        # Redis < 7 there (no script flags) or for a node with no set, the store sends
+        # the timer's write beside the script in the same pipeline.
+        self.timers_in_scripts = not cluster or cross
+        self.timer_sets: NodeShards | None = None
+        if cross:
+            homes = self.timer_sets = NodeShards(
+                client, self.keys.timer_shards, "timer",
+                "its runs' timers are written beside their scripts")
+            self.keys.timer_locator = lambda owner: homes.local(self.keys.run(owner), owner)
         # The duration histograms: returned by the scripts, buffered in this process
         # and sent every ``metrics_interval`` seconds (observations.py says why).
         self.observations: Observations | None = (
@@ -185,6 +197,38 @@ class Store(TimerSets):
         if not self.indexed:
             return self.run_keys(run_id)
         return [self.keys.run(run_id), self.metrics_key or "", self.keys.functions_index]
+
+    def _pass_keys(self, run_id: str) -> list[str] | None:
+        """KEYS of a script that moves the run's timer itself (begin_pass, end_pass,
+        go_on, finish_run): the run's keys, then its timer set; None when the store
+        moves the timer in the script's pipeline. On a cluster an unused KEYS[2] or
+        KEYS[3] is the run key (it must be of the run's slot; the scripts read it as
+        absent), KEYS[4] the run key followed by the name of its timer set."""
+        if not self.timers_in_scripts:
+            return None
+        if self.timer_sets is None:  # one Redis
+            return [*self.indexed_run_keys(run_id), self.keys.timer_key(run_id)]
+        run = self.keys.run(run_id)
+        timer = self.timer_sets.script_key(run, run_id)
+        if timer is None:
+            return None
+        shard = self.metric_shards.script_key(run) if self.metric_shards is not None else None
+        return [run, shard or run, run, timer]
+
+    def _with_timer(self, name: str, run_id: str, args: Sequence[Any]) -> tuple[bool, Any]:
+        """Run a script that moves the run's timer itself: (True, its reply), or
+        (False, None) when the caller must use the pipeline beside the script (no such
+        script here, or a cluster whose slots moved: the map is read again)."""
+        keys = self._pass_keys(run_id)
+        if keys is None:
+            return False, None
+        try:
+            return True, self.scripts.run(name, keys, args)
+        except redis.exceptions.ResponseError as exc:
+            if self.timer_sets is None or not non_local(exc):
+                raise
+            self.timer_sets.refresh()  # the script wrote nothing (node_shards.py)
+            return False, None
 
     def event_key(self, event_id: str) -> str:
         return self.keys.event(event_id)
@@ -330,13 +374,11 @@ class Store(TimerSets):
         """Take the lease; ``ok`` with the run's fields, or why not."""
         now = time.time()
         args = [token, repr(now), repr(lease_until_ms / 1000), "" if seq is None else seq]
-        timer = self.keys.timer_key(run_id)
-        if self.timers_in_scripts:
-            # The script arms the lease's recovery timer with the lease (atomically),
-            # or keeps the timer a run that did not begin needs.
-            res = self.scripts.run("begin_pass", [*self.indexed_run_keys(run_id), timer],
-                                   [*args, lease_until_ms])
-        else:
+        # The script arms the lease's recovery timer with the lease (atomically),
+        # or keeps the timer a run that did not begin needs.
+        in_script, res = self._with_timer("begin_pass", run_id, [*args, lease_until_ms])
+        if not in_script:
+            timer = self.keys.timer_key(run_id)
             pipe = self.r.pipeline(transaction=False)
             # Arm the recovery timer first: if this process dies after taking the
             # lease, the timer fires at lease expiry and another worker resumes the run.
@@ -345,7 +387,7 @@ class Store(TimerSets):
             _z, res = self.scripts.execute(pipe)
         head = text(res[0])
         if head != "ok":
-            if self.timers_in_scripts:  # the script kept the timer right
+            if in_script:  # the script kept the timer right
                 return Begun(head, {})
             if head in ("terminal", "missing"):
                 self.r.zrem(timer, run_id)
@@ -450,10 +492,8 @@ class Store(TimerSets):
         # handed to the broker, "the message may be lost": it replaces the lease timer
         # before the next message is published, so it cannot race the next pass.
         due = int((wake if wake is not None else time.time() + self.watchdog) * 1000)
-        if self.timers_in_scripts:
-            res = self.scripts.run("end_pass", [*self.indexed_run_keys(run_id),
-                                                self.keys.timer_key(run_id)], [*args, due])
-        else:
+        in_script, res = self._with_timer("end_pass", run_id, [*args, due])
+        if not in_script:
             pipe = self.r.pipeline(transaction=False)
             self.scripts.queue(pipe, "end_pass", self.indexed_run_keys(run_id), args)
             pipe.zadd(self.keys.timer_key(run_id), {run_id: due})
@@ -473,10 +513,9 @@ class Store(TimerSets):
         now = time.time()
         args = [token, repr(now), repr(lease_until_ms / 1000) if lease_until_ms else "0",
                 lease_until_ms, *flatten(fields)]
-        timer = self.keys.timer_key(run_id)
-        if self.timers_in_scripts:
-            res = self.scripts.run("go_on", [*self.indexed_run_keys(run_id), timer], args)
-        else:
+        in_script, res = self._with_timer("go_on", run_id, args)
+        if not in_script:
+            timer = self.keys.timer_key(run_id)
             pipe = self.r.pipeline(transaction=False)
             self.scripts.queue(pipe, "go_on", self.indexed_run_keys(run_id), args)
             # Only a timer still armed moves, and only later: a lost lease's run keeps
@@ -503,10 +542,8 @@ class Store(TimerSets):
         """End the run: 1, or 0 (lease lost, already ended), or 2 when it completed
         with a cancel requested meanwhile (it ends ``cancelled``)."""
         args = [token, status, repr(time.time()), self.retention, *flatten(fields)]
-        if self.timers_in_scripts:
-            res = self.scripts.run("finish_run", [*self.indexed_run_keys(run_id),
-                                                  self.keys.timer_key(run_id)], args)
-        else:
+        in_script, res = self._with_timer("finish_run", run_id, args)
+        if not in_script:
             pipe = self.r.pipeline(transaction=False)
             self.scripts.queue(pipe, "finish_run", self.indexed_run_keys(run_id), args)
             pipe.zrem(self.keys.timer_key(run_id), run_id)

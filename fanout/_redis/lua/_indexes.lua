@@ -19,7 +19,7 @@
 -- ZADDs when it ends (the cost budget in docs/internals.md), and one ZADD into the ended
 -- feed (the history store's copier reads it); a search attribute costs one ZADD per run
 -- that has it, each further event name of a batch two.
-local IX = KEYS[3]
+local IX = KEYS[3] and own(3)
 local ix_base = IX and string.sub(IX, 1, -5) or nil
 -- A piece of a key, as ids.key_part encodes it (percent-encoding all but the safe set).
 local function ix_part(s)

@@ -1,13 +1,26 @@
 -- Predicates several scripts share, inlined by the store where a script has the line
 -- `--#include _predicates`.
--- The metrics hash (KEYS[2]; the empty string or absent when counting is off). On a
--- Redis Cluster KEYS[2] is the run hash's name followed by the name of a metrics shard
--- on the run's node: declared in the run's slot, and the shard is what is written
--- (the scripts carry the flag allow-cross-slot-keys there; metric_shards.py).
-local MKEY = KEYS[2] ~= '' and KEYS[2] or nil
-if MKEY and #MKEY > #KEYS[1] and string.sub(MKEY, 1, #KEYS[1]) == KEYS[1] then
-  MKEY = string.sub(MKEY, #KEYS[1] + 1)
+-- KEYS[i] beyond the run hash (KEYS[1]): its key, or nil when absent, '' or KEYS[1]
+-- itself (on a cluster a key left out is the run key, which is of the run's slot).
+-- On a Redis Cluster KEYS[i] may be the run hash's name followed by the name of a key
+-- in another slot on the run's node (the scripts carry the flag allow-cross-slot-keys
+-- there; node_shards.py): that key is read once here, so a key its node no longer
+-- serves (slots moved) stops the script before it writes anything.
+local function own(i)
+  local key = KEYS[i]
+  if not key or key == '' or key == KEYS[1] then return nil end
+  if #key > #KEYS[1] and string.sub(key, 1, #KEYS[1]) == KEYS[1] then
+    key = string.sub(key, #KEYS[1] + 1)
+    redis.call('EXISTS', key)
+  end
+  return key
 end
+-- The metrics hash (KEYS[2]; absent when counting is off); on a cluster a shard on
+-- the run's node (metric_shards.py).
+local MKEY = KEYS[2] and own(2)
+-- The run's timer set (KEYS[4], given to the scripts that move the run's timer:
+-- begin_pass, end_pass, go_on, finish_run); on a cluster a set on the run's node.
+local TKEY = KEYS[4] and own(4)
 -- A run status that no transition leaves.
 local function ended(st)
   return st == 'completed' or st == 'failed' or st == 'cancelled' or st == 'skipped'

@@ -1,8 +1,8 @@
 -- Take the run's lease for one pass and return its whole state in one round trip.
 -- KEYS[1] run hash
 -- ARGV[1] token  ARGV[2] now  ARGV[3] lease_until  ARGV[4] expected seq ('' = any)
--- KEYS[4] the run's timer shard, ARGV[5] lease_until in ms (on one Redis; absent on a
--- cluster, where the store keeps the timer in a pipeline beside the script): the
+-- KEYS[4] the run's timer shard (_predicates: TKEY), ARGV[5] lease_until in ms (absent
+-- when the store keeps the timer in a pipeline beside the script): the
 -- lease's recovery timer is armed with the lease, a run that ended loses its timer,
 -- and a busy or early run keeps one for its holder's lease expiry or its wake-up.
 -- (KEYS[2] and KEYS[3] are the other run scripts': unused here.)
@@ -10,7 +10,6 @@
 -- 'qa', the time the pass could start, or else 'c', the creation time.)
 -- Returns {'ok', field, value, ...} or {reason, detail}.
 --#include _predicates
-local TKEY = KEYS[4]
 local rid = TKEY and KEYS[1]:match(':run:{(.*)}$')
 -- One read of the whole hash: its fields decide, and (changed below) are the reply.
 local all, at, get = read_whole()

@@ -10,7 +10,7 @@
 -- when any is, the reply goes on with app, fn and each attempt's duration.
 -- KEYS[3] the registry of functions with runs (optional, see _indexes): a version the pass ran on
 -- (the 'vs' pair) is indexed.
--- KEYS[4] the run's timer shard (on one Redis; absent on a cluster, where the store
+-- KEYS[4] the run's timer shard (_predicates: TKEY; absent where the store
 -- arms it in a pipeline beside the script), and then ARGV ends with one more
 -- argument after the pairs: the timer's new due time (ms), the wake-up or the
 -- watchdog of a run handed to the broker. It replaces the lease's timer while the
@@ -20,7 +20,6 @@
 --#include _predicates
 --#include _metrics
 --#include _indexes
-local TKEY = KEYS[4]
 local last = TKEY and #ARGV - 1 or #ARGV  -- the pairs are ARGV[5..last]
 local function arm()
   if TKEY then redis.call('ZADD', TKEY, ARGV[#ARGV], KEYS[1]:match(':run:{(.*)}$')) end

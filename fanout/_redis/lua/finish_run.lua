@@ -11,7 +11,7 @@
 -- KEYS[3] the registry of functions with runs (optional, see _indexes): the run moves from its
 -- function's active set to its status's and into the ended feed; a version it ran on and its declared output search attributes
 -- are indexed.
--- KEYS[4] the run's timer shard (on one Redis; absent on a cluster, where the store
+-- KEYS[4] the run's timer shard (_predicates: TKEY; absent where the store
 -- removes the timer in a pipeline beside the script): the run's timer is removed when
 -- it ends, or when it had ended already, but not when another pass holds its lease.
 --#include _predicates
@@ -20,7 +20,7 @@
 local f, n, at = read_run({'st', 'lease', 'cx', 'seq', 'app', 'fn', 'c', 'fk', 'sa'})
 local st = f[1]
 local function unarm()
-  if KEYS[4] then redis.call('ZREM', KEYS[4], KEYS[1]:match(':run:{(.*)}$')) end
+  if TKEY then redis.call('ZREM', TKEY, KEYS[1]:match(':run:{(.*)}$')) end
 end
 if not st or ended(st) then
   unarm()

@@ -10,7 +10,7 @@
 -- KEYS[2] the metrics hash (optional): the attempts in the step records are counted
 -- (as end_pass counts them). KEYS[3] the registry of functions with runs (optional,
 -- see _indexes): a version the pass ran on (the 'vs' pair) is indexed.
--- KEYS[4] the run's timer shard (on one Redis; absent on a cluster, where the store
+-- KEYS[4] the run's timer shard (_predicates: TKEY; absent where the store
 -- moves it in a pipeline beside the script): the lease's recovery timer moves to the
 -- new lease expiry.
 -- Returns false when the lease is no longer ours (nothing is written: the run and its
@@ -22,7 +22,6 @@
 --#include _predicates
 --#include _metrics
 --#include _indexes
-local TKEY = KEYS[4]
 local rid = KEYS[1]:match(':run:{(.*)}$')
 -- One read of the whole hash, as begin_pass: its fields decide, the step records it
 -- holds are what the pairs replace (counted as end_pass counts them), and (changed
