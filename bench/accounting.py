@@ -209,7 +209,10 @@ _ALL_KEYS = {"del", "unlink", "exists", "mget", "touch"}
 
 def command_keys(args: list[str]) -> list[str]:
     """The keys a command names (its first key for most; every declared key of an
-    EVAL/EVALSHA/FCALL; every argument of DEL, EXISTS, MGET...)."""
+    EVAL/EVALSHA/FCALL; every argument of DEL, EXISTS, MGET...). A declared key that
+    is the first one again, or the first one followed by another key's name (how a run
+    script on a Redis Cluster names a shard on its node, fanout/_redis/node_shards.py),
+    is a name, not a key: the script's own command on that shard is counted for it."""
     if not args:
         return []
     cmd = args[0].lower()
@@ -217,7 +220,10 @@ def command_keys(args: list[str]) -> list[str]:
         return []
     if cmd in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro"):
         n = int(args[2]) if len(args) > 2 else 0
-        return args[3:3 + n]
+        declared = args[3:3 + n]
+        first = declared[:1]
+        return first + [k for k in declared[1:] if not first or not (
+            k == first[0] or (k.startswith(first[0]) and "{" in k[len(first[0]):]))]
     if cmd in _ALL_KEYS:
         return args[1:]
     if cmd == "mset":

@@ -20,6 +20,9 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
+
+from .cluster import VIA_CLUSTER, node_client
 
 INCLUDE = "--#include "
 
@@ -65,13 +68,24 @@ class Scripts:
         self.client = client
         self._scripts = {name: client.register_script(header + load_script(name))
                          for name in script_names()}
+        self._cluster = isinstance(client, RedisCluster)
 
     def sha(self, name: str) -> str:
         return str(self._scripts[name].sha)
 
     def run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """Run one script now (one round trip, two after a Redis restart)."""
-        return self._scripts[name](keys=list(keys), args=list(args))
+        """Run one script now (one round trip, two after a Redis restart). On a Redis
+        Cluster it goes straight to the node of its first key (``cluster.node_client``)
+        and, on a redirect, NOSCRIPT or a lost connection, through the cluster client."""
+        script = self._scripts[name]
+        if self._cluster and keys:
+            node = node_client(self.client, keys[0])
+            if node is not None:
+                try:
+                    return node.evalsha(script.sha, len(keys), *keys, *args)
+                except VIA_CLUSTER:
+                    pass
+        return script(keys=list(keys), args=list(args))
 
     def queue(self, pipe: Any, name: str, keys: Sequence[str], args: Sequence[Any]) -> None:
         """Queue one script in ``pipe`` as a bare EVALSHA (redis-py's own pipelined

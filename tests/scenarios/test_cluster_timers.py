@@ -11,11 +11,14 @@ map again and sends the script and the timer's write in one pipeline instead.
 
 from __future__ import annotations
 
+import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from fanout._core.memory_store import MemoryRunStore
@@ -72,10 +75,21 @@ def test_a_pass_moves_the_runs_timer_on_its_own_node(cluster: Cluster, name: str
             return out
         return call
 
+    routed: list[Any] = []
+    inner_execute = store.r.execute_command
+
+    def execute_command(*a: Any, **kw: Any) -> Any:
+        routed.append(a[0])
+        return inner_execute(*a, **kw)
+
     store.r.pipeline = counted  # type: ignore[method-assign]
+    store.r.execute_command = execute_command  # type: ignore[method-assign]
     for op in PASS_OPS:
         setattr(store, op, no_pipeline(op))
     assert _play(store, STORIES[name]) == _play(MemoryRunStore(), STORIES[name])
+    # Every script went straight to its node's connection, none through the cluster
+    # client's routing (Scripts.run, cluster.node_client).
+    assert "EVALSHA" not in routed, routed
     held = {k for k in store.keys.timer_keys if store.r.zscore(k, RUN) is not None}
     assert held <= {home}, held
 
@@ -104,3 +118,39 @@ def test_a_stale_slot_map_sends_the_timer_beside_the_script(
     assert refreshed, "no script was refused: the stale map was not exercised"
     held = {k for k in store.keys.timer_keys if store.r.zscore(k, RUN) is not None}
     assert held <= {elsewhere}, held
+
+
+def test_a_timer_placed_by_run_id_alone_moves_to_the_runs_node_when_it_fires(
+    cluster: Cluster,
+) -> None:
+    """Timers armed by the previous version (the set by crc32 of the run id alone, on
+    any node) are found, read, claimed when due and moved to their run's node."""
+    store = _store(cluster)
+    shards = store.keys.timer_shards
+    runs = [f"up-{i}" for i in range(60)]
+    by_id = {m: shards[zlib.crc32(m.encode()) % len(shards)] for m in runs}
+    moved = [m for m in runs if by_id[m] != store.keys.timer_key(m)]
+    assert len(moved) > 20, "about 2 in 3 runs live on another node than their old set"
+    now_ms = int(time.time() * 1000)
+    for m in moved:
+        store.r.zadd(by_id[m], {m: now_ms - 5})
+    assert store.timer_scores(moved) == [now_ms - 5] * len(moved)
+    due, rearm, _ = store.claim_due(rearm_s=30)
+    assert set(moved) <= set(due)
+    store.retime(rearm, {m: now_ms + 9_000 for m in moved})
+    for m in moved:
+        home = store.keys.timer_key(m)
+        assert _node(store, home) == _node(store, store.keys.run(m))
+        assert store.r.zscore(home, m) == now_ms + 9_000
+        assert store.r.zscore(by_id[m], m) is None
+
+
+def test_scripts_flushed_from_every_node_are_loaded_again(cluster: Cluster) -> None:
+    """As after a restart of every node: a script sent straight to its node answers
+    NOSCRIPT, goes through the cluster client, which loads it, and the story answers as
+    before."""
+    store = _store(cluster)
+    for port in cluster.ports:
+        redis.Redis(port=port).script_flush()
+    name = next(iter(STORIES))
+    assert _play(store, STORIES[name]) == _play(MemoryRunStore(), STORIES[name])

@@ -70,6 +70,10 @@ def test_command_keys_and_key_counts() -> None:
     assert acc.command_keys(["HGET", "h", "f"]) == ["h"]
     counts = acc.key_counts([["EVAL", "src", "2", "k", "k"], ["GET", "k"], ["INFO"]])
     assert counts == {"k": 2}
+    # A run script on a cluster: a shard named after the run key is not a key of its own.
+    run, shard = "p:run:{r1}", "p:timers:{T3.7}"
+    assert acc.command_keys(["EVALSHA", "ab", "4", run, run, "p:ev:{r1}:runs", run + shard]) \
+        == [run, "p:ev:{r1}:runs"]
 
 
 def test_fold_stacks_attributes_samples_to_fanout_functions() -> None:
