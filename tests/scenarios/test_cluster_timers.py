@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from fanout._core.memory_store import MemoryRunStore
 from fanout._redis.store import Store
 from tests.scenarios.test_cluster import Cluster, build
-from tests.unit.test_run_store_contract import RUN, STORIES, _play
+from tests.unit.test_run_store_contract import LEASE_MS, RUN, STORIES, _play, fields
 
 PASS_OPS = ("begin_pass", "end_pass", "go_on", "finish_run")
 
@@ -154,3 +154,51 @@ def test_scripts_flushed_from_every_node_are_loaded_again(cluster: Cluster) -> N
         redis.Redis(port=port).script_flush()
     name = next(iter(STORIES))
     assert _play(store, STORIES[name]) == _play(MemoryRunStore(), STORIES[name])
+
+
+def _move_slot(slot: int, src: int, dst: int, ports: list[int]) -> None:
+    """Move one slot and its keys from the node on port ``src`` to the one on ``dst``
+    (as ``redis-cli --cluster reshard`` does, one slot)."""
+    s, d = redis.Redis(port=src), redis.Redis(port=dst)
+    src_id, dst_id = (text.decode() for text in (s.execute_command("CLUSTER", "MYID"),
+                                                 d.execute_command("CLUSTER", "MYID")))
+    d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+    s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+    while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+        s.execute_command("MIGRATE", "127.0.0.1", dst, "", 0, 5000, "KEYS", *keys)
+    for port in ports:
+        redis.Redis(port=port).execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+
+
+def test_a_pass_after_its_timer_set_moved_to_another_node() -> None:
+    """Slots resharded under a running fleet: the set that holds a run's timer moves to
+    another node. The next pass's script names it where it was and is refused before
+    writing; the store reads the slot map again, the pass ends, and the run's timer is
+    armed in a set on the run's node again."""
+    c = Cluster()
+    try:
+        store = _store(c)
+        assert _play(store, STORIES[next(iter(STORIES))])  # the scripts are loaded
+        rid = "moving"
+        store.create_runs([(rid, "a:f", fields())])
+        assert store.begin_pass(rid, "t1", LEASE_MS, 0).head == "ok"
+        home = store.keys.timer_key(rid)
+        assert store.r.zscore(home, rid) == LEASE_MS
+        run_port = int(_node(store, home).rsplit(":", 1)[1])
+        other = next(p for p in c.ports if p != run_port)
+        _move_slot(key_slot(home.encode()), run_port, other, c.ports)
+        # The client still places the set on the run's node.
+        assert store.keys.timer_key(rid) == home
+        due = (int(time.time()) + 60) * 1000
+        ended = store.end_pass(rid, "t1", "sleeping", wake=due / 1000)
+        assert ended.seq == 1
+        new_home = store.keys.timer_key(rid)
+        assert new_home != home
+        assert _node(store, new_home) == _node(store, store.keys.run(rid))
+        assert store.r.zscore(new_home, rid) == due
+        # The lease's timer left in the moved set fires later as a stale offer; the
+        # next scan that claims it moves it home (test_timer_shards).
+        assert store.r.zscore(home, rid) == LEASE_MS
+        assert store.run_fields(rid)["seq"] == "1"
+    finally:
+        c.stop()
