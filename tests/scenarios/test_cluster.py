@@ -4,12 +4,10 @@ Three ``redis-server --cluster-enabled yes`` processes on free ports, joined wit
 ``redis-cli --cluster create``; the broker stays a plain Redis.  The store URL is
 ``redis+cluster://127.0.0.1:<port>`` (any node seeds the client).
 
-When fanout does not accept that URL itself, this module installs the change
-proposed for ``fanout/_store.py`` (``cluster_connect`` below) and widens
-``resolve_redis_url``, in the test process and in its worker; once fanout does,
-the module tests fanout's own code.  The module also
-checks statically that every Lua script only touches keys it declares, so the
-cluster can route each script to one slot.
+The test process and its worker connect with fanout's own cluster client
+(``fanout/_redis/cluster.py``).  The module also checks statically that every Lua
+script only touches keys it declares, so the cluster can route each script to one
+slot.
 """
 
 from __future__ import annotations
@@ -28,7 +26,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from redis.cluster import ClusterPipeline, RedisCluster
+from redis.cluster import RedisCluster
 
 import fanout
 import fanout.metrics
@@ -38,72 +36,6 @@ from tests.support import Worker, run_of, wait_for, wait_run
 
 URL_ENV = "FANOUT_TEST_CLUSTER_URL"
 N = 200
-CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
-
-
-# -- the change proposed for fanout/_store.py ------------------------------------------
-
-
-class _ClusterPipeline(ClusterPipeline):  # type: ignore[misc]
-    """redis-py refuses EVALSHA inside a cluster pipeline; send EVAL with the script's
-    source instead (the node caches it).  Non-transactional, like every fanout pipeline."""
-
-    sources: dict[str, str] = {}
-
-    def evalsha(self, sha: str, numkeys: int, *keys_and_args: Any) -> Any:
-        return self.execute_command("EVAL", self.sources[sha], numkeys, *keys_and_args)
-
-
-class _ClusterClient(RedisCluster):  # type: ignore[misc]
-    def register_script(self, script: str) -> Any:
-        s = super().register_script(script)
-        _ClusterPipeline.sources[s.sha] = script
-        return s
-
-    def pipeline(self, transaction: Any = None, shard_hint: Any = None) -> Any:
-        pipe = super().pipeline(transaction, shard_hint)
-        pipe.__class__ = _ClusterPipeline
-        return pipe
-
-
-def cluster_connect(url: str) -> Any:
-    """``redis+cluster://host:port`` (or ``rediss+cluster://``): a Redis Cluster client."""
-    return _ClusterClient.from_url(
-        url.replace("+cluster", "", 1), health_check_interval=30, socket_keepalive=True
-    )
-
-
-def install_cluster_support() -> None:
-    """Make fanout accept ``redis+cluster://`` if it does not yet (test-only patch)."""
-    from fanout import _client
-    from fanout._celery import runtime as _runtime
-    from fanout._redis import store as _store
-
-    if getattr(_store, "_test_cluster_support", False):
-        return
-    _store._test_cluster_support = True  # type: ignore[attr-defined]
-    try:
-        _client.resolve_redis_url(Celery("probe"), "redis+cluster://127.0.0.1:1")
-        return  # fanout supports cluster URLs itself: test its own code
-    except fanout.ConfigError:
-        pass
-    orig_resolve = _client.resolve_redis_url
-
-    def resolve(celery: Any, redis_url: str | None) -> str:
-        if redis_url and redis_url.startswith(CLUSTER_SCHEMES):
-            return redis_url
-        return str(orig_resolve(celery, redis_url))
-
-    _client.resolve_redis_url = resolve  # type: ignore[assignment]
-    orig_connect = _store.connect
-
-    def connect(url: str) -> Any:
-        if url.startswith(CLUSTER_SCHEMES):
-            return cluster_connect(url)
-        return orig_connect(url)
-
-    _store.connect = connect  # type: ignore[assignment]
-    _runtime.connect = connect  # type: ignore[attr-defined]
 
 
 # -- the app under test ----------------------------------------------------------------
@@ -118,7 +50,6 @@ def count(name: str, key: str) -> int:
 
 
 def build(cluster_url: str) -> tuple[Celery, fanout.Fanout]:
-    install_cluster_support()
     celery_app = Celery("cluster")
     celery_app.config_from_object("celeryconfig")
     celery_app.conf.broker_url = support.url_for(__name__)
