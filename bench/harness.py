@@ -296,6 +296,9 @@ class Meter:
     last: dict[int, float] = field(default_factory=dict)
     group_of: dict[int, str] = field(default_factory=dict)
     peak_rss: int = 0
+    #: Groups whose root process counts apart from its children: ``<group> main`` and
+    #: ``<group> pool`` (a Celery worker's consumer and its pool processes).
+    split: tuple[str, ...] = ()
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _t0: float = 0.0
@@ -324,7 +327,8 @@ class Meter:
                     if pid not in self.first:
                         born_later = _start_time(pid) > self._t0
                         self.first[pid] = 0.0 if born_later else cpu
-                        self.group_of[pid] = group
+                        self.group_of[pid] = group if group not in self.split else (
+                            f"{group} main" if pid == root else f"{group} pool")
                     self.last[pid] = cpu
         self.peak_rss = max(self.peak_rss, total_rss)
 
