@@ -138,7 +138,10 @@ class _Pipeline(ClusterPipeline):
             self.reset()  # type: ignore[no-untyped-call]
             for i in again:
                 self.execute_command(*commands[i].args, **commands[i].options)  # type: ignore[no-untyped-call]
-            sent = ClusterPipeline.execute(self, raise_on_error=False)
+            # With the caller's raise_on_error: redis-py retries a pipeline that raised
+            # CLUSTERDOWN or a lost connection (a failover under way), not one that
+            # returns the error in place.
+            sent = ClusterPipeline.execute(self, raise_on_error=raise_on_error)
             for i, reply in zip(again, sent, strict=True):
                 replies[i] = reply
         if raise_on_error:
